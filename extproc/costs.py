@@ -1,0 +1,101 @@
+"""``llmRequestCosts``: each metadata key's value computed from usage, compiled once at load.
+
+CEL programs are compiled and test-evaluated at load so that a syntax error, a negative result or a
+non-integer result is a config error, not a surprise on the first request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import celpy
+
+from tokenvoy.config.model import CostType, RequestCost
+from tokenvoy.extproc.usage import TokenUsage
+
+log = logging.getLogger(__name__)
+
+_DIRECT: dict[CostType, Callable[[TokenUsage], int]] = {
+    CostType.INPUT_TOKEN: lambda usage: usage.input,
+    CostType.CACHED_INPUT_TOKEN: lambda usage: usage.cached_input,
+    CostType.CACHE_CREATION_INPUT_TOKEN: lambda usage: usage.cache_creation_input,
+    CostType.OUTPUT_TOKEN: lambda usage: usage.output,
+    CostType.TOTAL_TOKEN: lambda usage: usage.total,
+    CostType.REASONING_TOKEN: lambda usage: usage.reasoning,
+}
+
+
+class CostConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CallContext:
+    model: str
+    backend: str
+    route_name: str
+
+
+def _activation(usage: TokenUsage, context: CallContext) -> dict[str, object]:
+    uint = celpy.celtypes.UintType
+    string = celpy.celtypes.StringType
+    return {
+        "model": string(context.model),
+        "backend": string(context.backend),
+        "route_name": string(context.route_name),
+        "input_tokens": uint(usage.input),
+        "cached_input_tokens": uint(usage.cached_input),
+        "cache_creation_input_tokens": uint(usage.cache_creation_input),
+        "output_tokens": uint(usage.output),
+        "total_tokens": uint(usage.total),
+        "reasoning_tokens": uint(usage.reasoning),
+    }
+
+
+def _cel_cost(expression: str, key: str) -> Callable[[TokenUsage, CallContext], int]:
+    environment = celpy.Environment()
+    try:
+        program = environment.program(environment.compile(expression))
+    except Exception as exc:  # celpy raises several parse error types
+        raise CostConfigError(f"llmRequestCosts {key}: invalid CEL expression {expression!r}: {exc}") from exc
+    sample = TokenUsage(input=100, cached_input=10, cache_creation_input=5, output=50, reasoning=5, total=150)
+    try:
+        result = program.evaluate(_activation(sample, CallContext("model", "backend", "route")))
+    except Exception as exc:
+        raise CostConfigError(f"llmRequestCosts {key}: CEL expression {expression!r} fails: {exc}") from exc
+    if isinstance(result, bool) or not isinstance(result, int):
+        raise CostConfigError(
+            f"llmRequestCosts {key}: CEL expression {expression!r} must give an integer, "
+            f"gives {type(result).__name__}; use int(...) or uint(...)"
+        )
+    if result < 0:
+        raise CostConfigError(f"llmRequestCosts {key}: CEL expression {expression!r} gives a negative cost")
+
+    def evaluate(usage: TokenUsage, context: CallContext) -> int:
+        try:
+            value = program.evaluate(_activation(usage, context))
+        except Exception as exc:
+            log.warning("llmRequestCosts %s: CEL evaluation failed, cost 0: %s", key, exc)
+            return 0
+        return max(int(value), 0)
+
+    return evaluate
+
+
+@dataclass(frozen=True)
+class CompiledCost:
+    metadata_key: str
+    evaluate: Callable[[TokenUsage, CallContext], int]
+
+
+def compile_costs(costs: tuple[RequestCost, ...]) -> tuple[CompiledCost, ...]:
+    compiled = []
+    for cost in costs:
+        if cost.type is CostType.CEL:
+            compiled.append(CompiledCost(cost.metadata_key, _cel_cost(cost.cel or "", cost.metadata_key)))
+        else:
+            direct = _DIRECT[cost.type]
+            compiled.append(CompiledCost(cost.metadata_key, lambda usage, _context, f=direct: f(usage)))
+    return tuple(compiled)

@@ -1,0 +1,35 @@
+"""Error bodies in the shape each client API expects (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import orjson
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+class GatewayError(Exception):
+    """An error the gateway answers itself, before or instead of the provider."""
+
+    def __init__(self, status: int, message: str, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type or _TYPES.get(status, "api_error")
+
+
+def openai_error_body(error: GatewayError) -> bytes:
+    return orjson.dumps(
+        {"type": "error", "error": {"type": error.error_type, "code": str(error.status), "message": error.message}}
+    )

@@ -1,0 +1,180 @@
+"""The router-level ext_proc stream: parse the client request once, pick the rule, read the response.
+
+Phases (DESIGN.md §3): request headers → request body (buffered) → response headers → response body
+(buffered, or streamed by mode override for ``stream: true`` with a 200). The usage metadata is attached
+to the last response body message, where the rate-limit filter's stream-done charge reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+
+from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, MODEL_HEADER, ORIGINAL_PATH_HEADER
+from tokenvoy.extproc.costs import CallContext
+from tokenvoy.extproc.errors import GatewayError, openai_error_body
+from tokenvoy.extproc.pbutil import header_dict, header_mutation, immediate_response, metadata_struct
+from tokenvoy.extproc.registry import REQUEST_ID_HEADER, RequestContext, RequestRegistry
+from tokenvoy.extproc.runtime import Runtime
+from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
+from tokenvoy.pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
+from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+
+log = logging.getLogger(__name__)
+
+ENDPOINTS = {"/v1/chat/completions": ClientAPI.OPENAI_CHAT}
+_STREAMED = pm.ProcessingMode(response_body_mode=pm.ProcessingMode.STREAMED)
+_CONTINUE_HEADERS = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
+
+
+class RouterStream:
+    def __init__(self, runtime: Runtime, registry: RequestRegistry) -> None:
+        self._runtime = runtime
+        self._registry = registry
+        self._headers: dict[str, str] = {}
+        self._request_id: str | None = None
+        self._context: RequestContext | None = None
+        self._status = 0
+        self._first_chunk_at: float | None = None
+        self._last_chunk_at: float | None = None
+
+    def handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
+        try:
+            kind = message.WhichOneof("request")
+            if kind == "request_headers":
+                return self._request_headers(message.request_headers)
+            if kind == "request_body":
+                return self._request_body(message.request_body)
+            if kind == "response_headers":
+                return self._response_headers(message.response_headers)
+            if kind == "response_body":
+                return self._response_body(message.response_body)
+            return _continue_for(kind)
+        except GatewayError as error:
+            return immediate_response(error.status, openai_error_body(error), details="tokenvoy")
+        except Exception:
+            log.exception("extproc router: unexpected error (request %s)", self._request_id)
+            error = GatewayError(500, "internal error in the tokenvoy gateway; see the extproc log")
+            return immediate_response(500, openai_error_body(error), details="tokenvoy_internal_error")
+
+    def close(self) -> None:
+        self._registry.remove(self._request_id)
+
+    def _request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
+        self._headers = header_dict(headers)
+        path = self._headers.get(":path", "").split("?", 1)[0]
+        if path not in ENDPOINTS:
+            raise GatewayError(404, f"unknown path {path!r}: tokenvoy serves POST {', POST '.join(ENDPOINTS)}")
+        if self._headers.get(":method") != "POST":
+            raise GatewayError(405, f"{path} takes POST, not {self._headers.get(':method')}")
+        if headers.end_of_stream:
+            raise GatewayError(400, "the request has no body: a JSON body with `model` is required")
+        return _CONTINUE_HEADERS
+
+    def _request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
+        raw = body.body
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError(400, f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise GatewayError(400, "the request body must be a JSON object")
+        model = parsed.get("model")
+        if not isinstance(model, str) or not model:
+            raise GatewayError(400, "missing required field `model` (a non-empty string)")
+        match_headers = {**self._headers, MODEL_HEADER: model}
+        rule = self._runtime.match(match_headers)
+        if rule is None:
+            known = self._runtime.models
+            hint = f"; models served: {', '.join(known)}" if known else ""
+            raise GatewayError(404, f"model {model!r} is not served by this gateway{hint}", "model_not_found")
+        path = self._headers.get(":path", "")
+        request = ClientRequest(
+            api=ENDPOINTS[path.split("?", 1)[0]],
+            path=path,
+            raw=raw,
+            body=parsed,
+            model=model,
+            stream=parsed.get("stream") is True,
+            needs_usage=bool(rule.costs),
+        )
+        self._context = RequestContext(request, rule)
+        self._request_id = self._registry.add(self._context)
+        mutation = header_mutation(
+            {MODEL_HEADER: model, ORIGINAL_PATH_HEADER: path, REQUEST_ID_HEADER: self._request_id}
+        )
+        common = ep.CommonResponse(header_mutation=mutation, clear_route_cache=True)
+        return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
+
+    def _response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
+        values = header_dict(headers)
+        try:
+            self._status = int(values.get(":status", "0"))
+        except ValueError:
+            self._status = 0
+        response = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
+        context = self._context
+        if context is None or context.attempt is None:
+            return response  # Envoy's own reply (budget exceeded, no upstream): nothing to translate
+        if context.request.stream and self._status == 200:
+            response.mode_override.CopyFrom(_STREAMED)
+            response.response_headers.response.header_mutation.CopyFrom(header_mutation(remove=["content-length"]))
+        if headers.end_of_stream:
+            self._attach_metadata(response)
+        return response
+
+    def _response_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
+        response = ep.ProcessingResponse(response_body=ep.BodyResponse())
+        context = self._context
+        attempt = context.attempt if context else None
+        if attempt is None:
+            return response
+        if body.body:
+            now = time.monotonic()
+            if self._first_chunk_at is None:
+                self._first_chunk_at = now
+            self._last_chunk_at = now
+        replaced = attempt.translator.translate_response_body(self._status, body.body, body.end_of_stream)
+        if replaced is not None:
+            response.response_body.response.body_mutation.body = replaced
+        if body.end_of_stream:
+            self._attach_metadata(response)
+        return response
+
+    def _attach_metadata(self, response: ep.ProcessingResponse) -> None:
+        context = self._context
+        attempt = context.attempt if context else None
+        if context is None or attempt is None or not 200 <= self._status < 300:
+            return
+        values: dict[str, object] = {
+            "backend_name": attempt.backend,
+            "route_name": context.rule.route.name,
+        }
+        if attempt.model_override:
+            values["model_name_override"] = attempt.model_override
+        translator = attempt.translator
+        if translator.response_model:
+            values["response_model"] = translator.response_model
+        usage = translator.usage
+        if usage is not None:
+            call = CallContext(model=attempt.model, backend=attempt.backend, route_name=context.rule.route.name)
+            for cost in context.rule.costs:
+                values[cost.metadata_key] = cost.evaluate(usage, call)
+            if context.request.stream and self._first_chunk_at is not None:
+                values["token_latency_ttft"] = round((self._first_chunk_at - context.started) * 1000, 3)
+                if usage.output > 1 and self._last_chunk_at is not None:
+                    itl = (self._last_chunk_at - self._first_chunk_at) * 1000 / (usage.output - 1)
+                    values["token_latency_itl"] = round(itl, 3)
+        else:
+            log.debug("no usage in the response of request %s", self._request_id)
+        response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
+
+
+def _continue_for(kind: str | None) -> ep.ProcessingResponse:
+    if kind == "request_trailers":
+        return ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
+    if kind == "response_trailers":
+        return ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
+    return ep.ProcessingResponse()

@@ -1,0 +1,107 @@
+"""The ext_proc gRPC server (``tokenvoy extproc``): one bidirectional stream per filter per request."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from tokenvoy.config.defaults import default_config_yaml
+from tokenvoy.config.loader import ConfigError, load_config, load_text
+from tokenvoy.config.model import GatewayConfig
+from tokenvoy.extproc.costs import CostConfigError
+from tokenvoy.extproc.registry import RequestRegistry
+from tokenvoy.extproc.router import RouterStream
+from tokenvoy.extproc.runtime import Runtime, RuntimeConfigError
+from tokenvoy.extproc.upstream import UpstreamStream
+from tokenvoy.grpcserver import add_health, configure_logging, grpc_target, serve_until_signalled
+from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+
+log = logging.getLogger("tokenvoy.extproc")
+
+ROLE_METADATA_KEY = "x-tokenvoy-role"
+SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
+
+
+class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.registry = RequestRegistry()
+
+    async def Process(
+        self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ep.ProcessingResponse]:
+        role = "router"
+        for key, value in context.invocation_metadata() or ():
+            if key == ROLE_METADATA_KEY:
+                role = value
+        stream = (
+            UpstreamStream(self.runtime, self.registry)
+            if role == "upstream"
+            else RouterStream(self.runtime, self.registry)
+        )
+        try:
+            async for message in request_iterator:
+                yield stream.handle(message)
+        finally:
+            stream.close()
+
+
+def build_runtime(config: GatewayConfig) -> Runtime:
+    try:
+        return Runtime(config)
+    except (RuntimeConfigError, CostConfigError) as exc:
+        raise ConfigError([str(exc)]) from None
+
+
+async def serve(runtime: Runtime, listen: str) -> None:
+    config = runtime.config
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime), server)
+    health_servicer = add_health(server, [SERVICE_NAME])
+    server.add_insecure_port(grpc_target(listen))
+    routes = ", ".join(route.name for route in config.routes)
+    log.info("extproc listening on %s (routes: %s; backends: %s)", listen, routes, ", ".join(config.backends))
+    await serve_until_signalled(server, health_servicer)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="tokenvoy extproc",
+        description="Run the Envoy ext_proc server alone: routing, translation and token usage metadata.",
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        metavar="FILE",
+        help="gateway config (Envoy AI Gateway YAML); repeatable. Default: the embedded default config",
+    )
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:1063",
+        help="HOST:PORT or unix:/path/to.sock to serve gRPC on (default: %(default)s)",
+    )
+    parser.add_argument("--log-level", default="info", help="debug, info, warning or error (default: info)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        config = load_config(args.config) if args.config else load_text(default_config_yaml(), "<default>")
+        runtime = build_runtime(config)
+    except ConfigError as exc:
+        print(f"tokenvoy extproc: invalid config:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(runtime, args.listen))
+    except ValueError as exc:
+        print(f"tokenvoy extproc: {exc}", file=sys.stderr)
+        return 2
+    return 0

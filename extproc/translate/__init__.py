@@ -1,0 +1,19 @@
+"""Translator registry: (client API, backend schema name) → translator class.
+
+Adding a provider is one new module and one line here; no other translator changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tokenvoy.extproc.translate.base import ClientAPI, Translator
+from tokenvoy.extproc.translate.openai_to_openai import OpenAIToOpenAI
+
+TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
+    (ClientAPI.OPENAI_CHAT, "OpenAI"): OpenAIToOpenAI,
+}
+
+
+def translator_for(api: ClientAPI, schema: str) -> Callable[[], Translator] | None:
+    return TRANSLATORS.get((api, schema))

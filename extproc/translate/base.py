@@ -1,0 +1,53 @@
+"""The one interface every (client API, backend schema) translator implements.
+
+A translator instance lives for one upstream attempt: the upstream filter asks it for the request to
+send; the router filter feeds it the response and reads the usage. Translators are pure: bytes and
+dicts in, bytes and dicts out, no I/O, so each is unit-tested from the provider's documented examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from tokenvoy.config.model import Backend
+from tokenvoy.extproc.usage import TokenUsage
+
+
+class ClientAPI(StrEnum):
+    OPENAI_CHAT = "openai.chat"
+
+
+@dataclass(slots=True)
+class ClientRequest:
+    """The client's request, parsed once by the router filter and shared with every attempt."""
+
+    api: ClientAPI
+    path: str
+    raw: bytes
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    needs_usage: bool  # any llmRequestCosts configured: the usage must be seen
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    path: str
+    body: bytes | None = None  # None: the client's bytes go through unchanged
+    set_headers: dict[str, str] = field(default_factory=dict)
+    remove_headers: tuple[str, ...] = ()
+
+
+class Translator(Protocol):
+    usage: TokenUsage | None
+    response_model: str | None
+
+    def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
+        """The request for ``backend`` with ``model`` (the client's or the override)."""
+        ...
+
+    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        """Bytes for the client in place of ``chunk`` (None = unchanged); buffered bodies arrive whole."""
+        ...

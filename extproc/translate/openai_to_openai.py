@@ -1,0 +1,99 @@
+"""OpenAI Chat Completions client → OpenAI-schema backend: a pass-through that still reads usage.
+
+Only two in-place edits on the request: the model name override, and ``stream_options.include_usage``
+when costs are configured (otherwise a streamed usage is never sent). A usage chunk the client did not
+ask for is taken out of the stream again so clients see exactly what they requested.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tokenvoy.config.model import Backend
+from tokenvoy.extproc.jsonedit import set_top_level
+from tokenvoy.extproc.sse import SSEParser
+from tokenvoy.extproc.translate.base import ClientRequest, UpstreamRequest
+from tokenvoy.extproc.usage import TokenUsage
+
+CHAT_PATH = "/chat/completions"
+
+
+class OpenAIToOpenAI:
+    def __init__(self) -> None:
+        self.usage: TokenUsage | None = None
+        self.response_model: str | None = None
+        self._stream = False
+        self._strip_usage_chunk = False
+        self._parser: SSEParser | None = None
+        self._buffer: list[bytes] = []
+
+    def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
+        self._stream = request.stream
+        updates: dict[str, Any] = {}
+        if model != request.model:
+            updates["model"] = model
+        if request.stream and request.needs_usage:
+            options = request.body.get("stream_options")
+            options = dict(options) if isinstance(options, dict) else {}
+            if options.get("include_usage") is not True:
+                self._strip_usage_chunk = True
+                options["include_usage"] = True
+                updates["stream_options"] = options
+        body = set_top_level(request.raw, updates) if updates else None
+        return UpstreamRequest(path=backend.path_prefix + CHAT_PATH, body=body)
+
+    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        if not 200 <= status < 300:
+            return None  # OpenAI errors are already in the client's shape
+        if not self._stream:
+            self._read_whole(chunk, end_of_stream)
+            return None
+        return self._read_stream(chunk, end_of_stream)
+
+    def _read_whole(self, chunk: bytes, end_of_stream: bool) -> None:
+        self._buffer.append(chunk)
+        if not end_of_stream:
+            return
+        raw = b"".join(self._buffer)
+        self._buffer.clear()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(body, dict):
+            self._take(body)
+
+    def _read_stream(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        parser = self._parser or SSEParser()
+        self._parser = parser
+        events = parser.feed(chunk)
+        if end_of_stream:
+            events.extend(parser.flush())
+        kept = []
+        for event in events:
+            data = event.data
+            if data and data != "[DONE]":
+                has_usage = '"usage"' in data
+                if has_usage or self.response_model is None:
+                    try:
+                        payload = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        payload = None
+                    if isinstance(payload, dict):
+                        self._take(payload)
+                        if self._strip_usage_chunk and has_usage and not payload.get("choices"):
+                            continue
+            kept.append(event.raw)
+        if not self._strip_usage_chunk:
+            return None
+        return b"".join(kept)
+
+    def _take(self, payload: dict[str, Any]) -> None:
+        model = payload.get("model")
+        if isinstance(model, str) and model:
+            self.response_model = model
+        usage = payload.get("usage")
+        if isinstance(usage, dict):
+            self.usage = TokenUsage.from_openai(usage)

@@ -1,0 +1,37 @@
+"""Token usage in one provider-neutral shape (DESIGN.md §4 normalisation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class TokenUsage:
+    """``input`` already includes cached and cache-creation tokens; ``total`` = input + output."""
+
+    input: int = 0
+    cached_input: int = 0
+    cache_creation_input: int = 0
+    output: int = 0
+    reasoning: int = 0
+    total: int = 0
+
+    @classmethod
+    def from_openai(cls, usage: dict) -> TokenUsage:
+        """OpenAI's ``prompt_tokens`` already count cached tokens; reasoning is part of completion."""
+        prompt = _int(usage.get("prompt_tokens"))
+        completion = _int(usage.get("completion_tokens"))
+        prompt_details = usage.get("prompt_tokens_details") or {}
+        completion_details = usage.get("completion_tokens_details") or {}
+        total = _int(usage.get("total_tokens")) or prompt + completion
+        return cls(
+            input=prompt,
+            cached_input=_int(prompt_details.get("cached_tokens")),
+            output=completion,
+            reasoning=_int(completion_details.get("reasoning_tokens")),
+            total=total,
+        )
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

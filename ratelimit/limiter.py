@@ -1,0 +1,246 @@
+"""Fixed-window rate limit arithmetic: which counters a request touches and what the answer is.
+
+Pure code, no I/O and no clock of its own. A request is handled in three steps, so that a shared backend
+(in-memory today, Redis later) sees exactly one batched call per request::
+
+    p = plan(config, request, now)           # limits, counter keys, signed deltas
+    counts = await backend.add(p.ops)        # the only I/O, done by the caller
+    decision = decide(p, counts)             # codes, remaining, reset
+
+Semantics follow envoyproxy/ratelimit (fixed windows aligned to the Unix epoch, counters incremented
+even when already over the limit, ``OVER_LIMIT`` iff the counter after adding exceeds the limit), plus
+Envoy's per-descriptor ``hits_addend`` (0 = check without charging) and ``is_negative_hits`` (refund).
+
+Counter key layout (same as upstream's ``CacheKeyGenerator``, without its optional prefix)::
+
+    <domain>_<key1>_<value1>_<key2>_<value2>_..._<window start, epoch seconds>
+    e.g. ai_x-user-id_alice_1700000000
+
+The key uses the request's *values* (so a key-only rule counts each user separately) and the window
+start (so a new window is a new key and old ones simply expire).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .config import MAX_UINT32, RateLimit, RateLimitConfig, Unit
+
+__all__ = [
+    "Code",
+    "CounterOp",
+    "Decision",
+    "Descriptor",
+    "DescriptorStatus",
+    "LimitOverride",
+    "LimitRequest",
+    "Plan",
+    "counter_key",
+    "decide",
+    "effective_hits",
+    "is_over_limit",
+    "plan",
+    "resolve_limit",
+]
+
+
+class Code(enum.IntEnum):
+    """Decision codes; values are the wire numbers of ``RateLimitResponse.Code``."""
+
+    UNKNOWN = 0
+    OK = 1
+    OVER_LIMIT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOverride:
+    """A limit supplied by Envoy in the request (``RateLimitDescriptor.limit``); replaces the configured one."""
+
+    requests_per_unit: int
+    unit: Unit
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """One request descriptor, decoupled from protobuf.
+
+    ``hits_addend`` is ``None`` when the field is absent on the wire; ``0`` means "check, don't charge".
+    """
+
+    entries: tuple[tuple[str, str], ...]
+    hits_addend: int | None = None
+    is_negative_hits: bool = False
+    limit: LimitOverride | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRequest:
+    """One ShouldRateLimit call: a domain, its descriptors and the request-level hits_addend (0 = unset)."""
+
+    domain: str
+    descriptors: tuple[Descriptor, ...]
+    hits_addend: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CounterOp:
+    """Add ``delta`` (may be negative or zero) to counter ``key``, which may be dropped at ``expires_at``.
+
+    A backend applies ops in order, floors counters at 0 and returns each counter's value after its op.
+    """
+
+    key: str
+    delta: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class DescriptorStatus:
+    """The answer for one descriptor.
+
+    ``current_limit`` is ``None`` when no limit applied (no match, replaced, or unlimited).
+    ``shadowed`` marks a shadow-mode limit that was exceeded but reported as OK.
+    """
+
+    code: Code
+    current_limit: RateLimit | None = None
+    limit_remaining: int = 0
+    duration_until_reset: int | None = None
+    shadowed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer for a whole request; ``overall_code`` is OVER_LIMIT iff any status is."""
+
+    overall_code: Code
+    statuses: tuple[DescriptorStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    limit: RateLimit | None
+    hits: int
+    op_index: int  # -1: nothing to count
+    window_end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Output of :func:`plan`: the counter ops to run and what :func:`decide` needs to interpret them."""
+
+    now: int
+    ops: tuple[CounterOp, ...]
+    descriptors: tuple[_Planned, ...]
+
+
+_UNLIMITED_STATUS = DescriptorStatus(Code.OK, limit_remaining=MAX_UINT32)
+_NO_LIMIT_STATUS = DescriptorStatus(Code.OK)
+
+
+def effective_hits(descriptor: Descriptor, request_hits_addend: int) -> int:
+    """Hits one descriptor adds: its own ``hits_addend`` when present (0 included), else at least 1.
+
+    The ``max(1, ...)`` keeps the RLS contract that an unset request ``hits_addend`` means 1.
+    """
+    if descriptor.hits_addend is not None:
+        return descriptor.hits_addend
+    return max(1, request_hits_addend)
+
+
+def is_over_limit(after: int, requests_per_unit: int, hits: int) -> bool:
+    """OVER_LIMIT iff the counter after adding ``hits`` exceeds the limit (DESIGN.md §4, as upstream).
+
+    This holds for pure reads (hits 0) too, for compatibility with envoyproxy/ratelimit: a budget spent to
+    exactly its limit still admits one more request, and ``requests_per_unit: 0`` never blocks a read.
+    ``hits`` is kept in the signature so the rule has one place to change if we ever diverge.
+    """
+    del hits
+    return after > requests_per_unit
+
+
+def counter_key(domain: str, entries: Sequence[tuple[str, str]], window_start: int) -> str:
+    """Counter name for one descriptor in one window (layout in the module docstring)."""
+    parts = [domain]
+    for key, value in entries:
+        parts.append(key)
+        parts.append(value)
+    parts.append(str(window_start))
+    return "_".join(parts)
+
+
+def resolve_limit(config: RateLimitConfig, domain: str, descriptor: Descriptor) -> RateLimit | None:
+    """The limit that applies to one descriptor before ``replaces`` is considered.
+
+    As upstream: an unknown domain has no limits at all (even with an override); otherwise a request
+    override wins over the configuration and is never in shadow mode.
+    """
+    if descriptor.limit is not None:
+        if domain not in config.domains:
+            return None
+        return RateLimit(descriptor.limit.requests_per_unit, descriptor.limit.unit)
+    return config.get_limit(domain, descriptor.entries)
+
+
+def plan(config: RateLimitConfig, request: LimitRequest, now: float) -> Plan:
+    """Decide which counters to touch by how much. ``now`` is Unix time in seconds (floored)."""
+    now_s = int(now)
+    limits = [resolve_limit(config, request.domain, d) for d in request.descriptors]
+
+    replaced: set[str] = set()
+    for limit in limits:
+        if limit is not None and limit.replaces:
+            replaced.update(limit.replaces)
+
+    ops: list[CounterOp] = []
+    planned: list[_Planned] = []
+    for descriptor, limit in zip(request.descriptors, limits, strict=True):
+        if limit is None or (limit.name and limit.name in replaced):
+            planned.append(_Planned(None, 0, -1, 0))
+            continue
+        if limit.unlimited:
+            planned.append(_Planned(limit, 0, -1, 0))
+            continue
+        hits = effective_hits(descriptor, request.hits_addend)
+        unit_s = limit.unit.seconds
+        start = now_s - now_s % unit_s
+        end = start + unit_s
+        delta = -hits if descriptor.is_negative_hits else hits
+        planned.append(_Planned(limit, hits, len(ops), end))
+        ops.append(CounterOp(counter_key(request.domain, descriptor.entries, start), delta, end))
+    return Plan(now_s, tuple(ops), tuple(planned))
+
+
+def decide(p: Plan, counts: Sequence[int]) -> Decision:
+    """Turn the counters returned by the backend (one per op, after the op) into the response."""
+    if len(counts) != len(p.ops):
+        raise ValueError(f"backend returned {len(counts)} counters for {len(p.ops)} ops")
+    statuses: list[DescriptorStatus] = []
+    overall = Code.OK
+    for item in p.descriptors:
+        limit = item.limit
+        if limit is None:
+            statuses.append(_NO_LIMIT_STATUS)
+            continue
+        if item.op_index < 0:
+            statuses.append(_UNLIMITED_STATUS)
+            continue
+        after = counts[item.op_index]
+        rpu = limit.requests_per_unit
+        over = is_over_limit(after, rpu, item.hits)
+        shadowed = over and limit.shadow_mode
+        code = Code.OVER_LIMIT if over and not shadowed else Code.OK
+        if code is Code.OVER_LIMIT:
+            overall = Code.OVER_LIMIT
+        statuses.append(
+            DescriptorStatus(
+                code=code,
+                current_limit=limit,
+                limit_remaining=max(0, rpu - after),
+                duration_until_reset=item.window_end - p.now,
+                shadowed=shadowed,
+            )
+        )
+    return Decision(overall, tuple(statuses))

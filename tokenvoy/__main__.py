@@ -1,0 +1,5 @@
+import sys
+
+from tokenvoy.cli import main
+
+sys.exit(main())

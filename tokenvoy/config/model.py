@@ -1,0 +1,168 @@
+"""The normalised gateway configuration every tokenvoy component is built from.
+
+Users write Envoy AI Gateway / Envoy Gateway resources (see ``loader.py``); they are resolved once into
+these immutable objects, so renderers and the ext_proc hot path never look at YAML again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+AI_GATEWAY_METADATA_NAMESPACE = "io.envoy.ai_gateway"
+MODEL_HEADER = "x-ai-eg-model"
+ORIGINAL_PATH_HEADER = "x-ai-eg-original-path"
+
+
+class CostType(StrEnum):
+    INPUT_TOKEN = "InputToken"
+    CACHED_INPUT_TOKEN = "CachedInputToken"
+    CACHE_CREATION_INPUT_TOKEN = "CacheCreationInputToken"
+    OUTPUT_TOKEN = "OutputToken"
+    TOTAL_TOKEN = "TotalToken"
+    REASONING_TOKEN = "ReasoningToken"
+    CEL = "CEL"
+
+
+class HeaderMatchType(StrEnum):
+    EXACT = "Exact"
+    REGULAR_EXPRESSION = "RegularExpression"
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    name: str
+    value: str
+    type: HeaderMatchType = HeaderMatchType.EXACT
+
+
+@dataclass(frozen=True)
+class RequestCost:
+    """One ``llmRequestCosts`` entry: a metadata key and how its value is computed from usage."""
+
+    metadata_key: str
+    type: CostType
+    cel: str | None = None
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A credential resolved lazily, so ``render`` and ``validate`` never read or print it."""
+
+    source: str  # "literal", "env" or "file"
+    reference: str  # the literal, the variable name or the path
+    origin: str  # "Secret/name key" for error messages (never the value)
+
+    def read(self) -> str:
+        import os
+
+        if self.source == "literal":
+            return self.reference
+        if self.source == "env":
+            value = os.environ.get(self.reference)
+            if value is None:
+                raise ValueError(f"{self.origin}: environment variable {self.reference} is not set")
+            return value
+        try:
+            with open(self.reference, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as exc:
+            raise ValueError(f"{self.origin}: cannot read {self.reference}: {exc.strerror}") from exc
+
+    def __repr__(self) -> str:  # never leak a literal secret through logs or tracebacks
+        return f"Secret({self.source}:{self.origin})"
+
+
+@dataclass(frozen=True)
+class SecurityPolicy:
+    name: str
+    type: str  # APIKey | AzureAPIKey | AnthropicAPIKey | ...
+    api_key: Secret | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An ``AIServiceBackend`` joined with the Envoy Gateway ``Backend`` it points to."""
+
+    name: str
+    schema: str  # OpenAI | Anthropic | AWSBedrock | ...
+    schema_version: str | None
+    path_prefix: str
+    endpoint: Endpoint
+    security: SecurityPolicy | None = None
+    fake_provider: bool = False  # served by `tokenvoy testupstream` under `tokenvoy run`
+
+
+@dataclass(frozen=True)
+class BackendRef:
+    backend: str
+    weight: int = 1
+    priority: int = 0
+    model_name_override: str | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ``AIGatewayRoute`` rule; ``name`` is unique across the gateway and names its Envoy cluster."""
+
+    name: str
+    matches: tuple[tuple[HeaderMatch, ...], ...]  # OR of ANDs; empty = match everything
+    backend_refs: tuple[BackendRef, ...]
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    rules: tuple[Rule, ...]
+    costs: tuple[RequestCost, ...] = ()
+
+
+class BudgetSelectorType(StrEnum):
+    DISTINCT = "Distinct"
+    EXACT = "Exact"
+
+
+@dataclass(frozen=True)
+class BudgetSelector:
+    header: str
+    type: BudgetSelectorType
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A token budget (``BackendTrafficPolicy`` global rate-limit rule) charged from a metadata key."""
+
+    name: str
+    selectors: tuple[BudgetSelector, ...]
+    limit: int
+    unit: str  # Second | Minute | Hour | Day | Month | Year
+    request_cost: int = 0
+    response_cost_key: str | None = "llm_total_token"
+    routes: tuple[str, ...] = ()  # empty = every route
+
+
+@dataclass(frozen=True)
+class Listener:
+    address: str = "127.0.0.1"
+    port: int = 1975
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    listener: Listener = field(default_factory=Listener)
+    routes: tuple[Route, ...] = ()
+    backends: dict[str, Backend] = field(default_factory=dict)
+    budgets: tuple[Budget, ...] = ()
+    sources: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()  # "kind/name (file): why" for resources a standalone gateway skips
+
+    def rules(self) -> list[tuple[Route, Rule]]:
+        return [(route, rule) for route in self.routes for rule in route.rules]

