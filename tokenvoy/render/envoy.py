@@ -325,16 +325,32 @@ def _error_mapper(flags: list[str], status: int, error_type: str, message: str) 
         "body_format_override": {
             "json_format": {
                 "type": "error",
-                "error": {"type": error_type, "code": "%RESPONSE_CODE%", "message": message},
+                "error": {"type": error_type, "code": str(status), "message": message},
             },
             "content_type": "application/json",
         },
     }
 
 
+def _extproc_failure_mapper() -> dict[str, Any]:
+    """Envoy answers an empty 500 when extproc is unreachable or fails; say what happened instead."""
+    mapper = _error_mapper([], 500, "gateway_unavailable", "the tokenvoy extproc service is unavailable or failed")
+    mapper["filter"] = {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                _TYPE: "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": "response.code_details.startsWith('ext_proc_error')",
+            },
+        }
+    }
+    return mapper
+
+
 def _local_reply_config() -> dict[str, Any]:
     return {
         "mappers": [
+            _extproc_failure_mapper(),
             _error_mapper(
                 ["RL"], 429, "rate_limit_exceeded", "token budget exceeded for this client; retry after the reset"
             ),

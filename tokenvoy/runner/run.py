@@ -16,13 +16,11 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-import yaml
-
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import ConfigError, load_config
 from tokenvoy.config.model import GatewayConfig
-from tokenvoy.render.envoy import EnvoyOptions, render_bootstrap
-from tokenvoy.render.ratelimit import render_ratelimit_config
+from tokenvoy.render.envoy import EnvoyOptions
+from tokenvoy.render.files import write_rendered
 from tokenvoy.runner.health import grpc_serving, http_ok
 from tokenvoy.runner.supervisor import ChildFailed, ChildSpec, Supervisor
 
@@ -68,8 +66,7 @@ def prepare(config_paths: Sequence[str], run_dir: Path, admin_port: int) -> tupl
         ratelimit_address=f"unix:{run_dir / 'ratelimit.sock'}",
         admin_port=admin_port,
     )
-    (run_dir / "envoy.yaml").write_text(yaml.safe_dump(render_bootstrap(config, options), sort_keys=False))
-    (run_dir / "ratelimit.yaml").write_text(yaml.safe_dump(render_ratelimit_config(config), sort_keys=False))
+    write_rendered(config, run_dir, options)
     return config, files
 
 
@@ -138,6 +135,9 @@ async def _run(config: GatewayConfig, files: list[str], run_dir: Path, admin_por
         "--log-level",
         "warn",
         "--disable-hot-restart",
+        # access log lines appear within a second (Envoy's default is 10 s)
+        "--file-flush-interval-msec",
+        "1000",
     ]
     specs.append(ChildSpec("envoy", envoy_argv, partial(http_ok, "127.0.0.1", admin_port, "/ready")))
     try:

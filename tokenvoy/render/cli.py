@@ -1,0 +1,42 @@
+"""``tokenvoy render``: write the Envoy bootstrap and ratelimit config for a gateway config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tokenvoy.config.defaults import default_config_yaml
+from tokenvoy.config.loader import ConfigError, load_config, load_text
+from tokenvoy.render.envoy import EnvoyOptions
+from tokenvoy.render.files import write_rendered
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tokenvoy render",
+        description="Render envoy.yaml and ratelimit.yaml for a gateway config (default: the embedded one).",
+    )
+    parser.add_argument("--config", action="append", metavar="FILE", help="gateway config YAML; repeatable")
+    parser.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
+    parser.add_argument("--extproc", default="127.0.0.1:1063", help="extproc address (default: %(default)s)")
+    parser.add_argument("--ratelimit", default="127.0.0.1:8081", help="ratelimit address (default: %(default)s)")
+    parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port (default: %(default)s)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    try:
+        if args.config:
+            config = load_config(args.config)
+        else:
+            text = default_config_yaml()
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "gateway.yaml").write_text(text, encoding="utf-8")
+            config = load_text(text, "<default>")
+    except ConfigError as exc:
+        print(f"tokenvoy render: invalid config:\n{exc}", file=sys.stderr)
+        return 2
+    options = EnvoyOptions(extproc_address=args.extproc, ratelimit_address=args.ratelimit, admin_port=args.admin_port)
+    for path in write_rendered(config, out, options).values():
+        print(path)
+    return 0
