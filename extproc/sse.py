@@ -2,6 +2,11 @@
 
 Bytes are kept until an event's blank-line terminator arrives, so a split inside a UTF-8 character or
 inside a ``\\r\\n`` never reaches the decoder.
+
+Every input byte ends up in exactly one returned event's ``raw``: blocks that carry no field (a
+``: keep-alive`` comment, stray blank lines) come back as events with ``event=None`` and ``data=""``, so a
+translator that rebuilds the stream from ``raw`` passes them through instead of dropping them. Consumers
+skip events whose ``data`` is empty.
 """
 
 from __future__ import annotations
@@ -9,7 +14,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+# A line ending (CRLF, LF or a CR not followed by LF) followed by a second, empty line's ending: the blank
+# line that ends an event, for any mix of line endings. The lookahead keeps the regex from reading the two
+# halves of one CRLF as two line endings.
+_EVENT_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
 _LINE_END = re.compile(r"\r\n|\n|\r")
 
 
@@ -25,20 +33,20 @@ class SSEParser:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        buffer = self._buffer + chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
         events = []
         start = 0
         while True:
             match = _EVENT_END.search(buffer, start)
             if match is None:
                 break
-            # "\r" then "\r\n" could still become "\r\n\r\n": wait for more bytes when it is at the end.
-            if match.group() == b"\r\r" and match.end() == len(buffer):
+            # A terminator ending in "\r" at the end of the buffer may still be the first half of "\r\n":
+            # wait for the next byte so the "\n" is not left over for the next event.
+            if match.end() == len(buffer) and buffer.endswith(b"\r"):
                 break
             event = _parse_event(buffer[start : match.start()].decode("utf-8", errors="replace"))
-            if event is not None:
-                event.raw = buffer[start : match.end()]
-                events.append(event)
+            event.raw = buffer[start : match.end()]
+            events.append(event)
             start = match.end()
         self._buffer = buffer[start:]
         return events
@@ -46,14 +54,14 @@ class SSEParser:
     def flush(self) -> list[SSEEvent]:
         """The last event when the stream ended without its blank line."""
         rest, self._buffer = self._buffer, b""
-        event = _parse_event(rest.decode("utf-8", errors="replace")) if rest.strip() else None
-        if event is None:
+        if not rest:
             return []
+        event = _parse_event(rest.decode("utf-8", errors="replace"))
         event.raw = rest
         return [event]
 
 
-def _parse_event(text: str) -> SSEEvent | None:
+def _parse_event(text: str) -> SSEEvent:
     name = None
     data_lines = []
     for line in _LINE_END.split(text):
@@ -66,6 +74,4 @@ def _parse_event(text: str) -> SSEEvent | None:
             data_lines.append(value)
         elif field == "event":
             name = value
-    if not data_lines and name is None:
-        return None
     return SSEEvent(name, "\n".join(data_lines))
