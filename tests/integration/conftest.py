@@ -84,16 +84,30 @@ class Gateway:
             raise
 
 
-def start_gateway(directory: Path, budget_tokens: int = 100_000, startup_timeout: float = 90.0) -> Gateway:
+def start_gateway(
+    directory: Path,
+    budget_tokens: int = 100_000,
+    startup_timeout: float = 90.0,
+    config_text: str | None = None,
+    env: dict[str, str] | None = None,
+    fake_port: int | None = None,
+) -> Gateway:
+    """``tokenvoy run`` on free ports: with the default config (as a file), ``config_text``, or with no
+    ``--config`` at all when ``config_text`` is ``""`` (the embedded default, driven by ``env``)."""
     directory.mkdir(parents=True, exist_ok=True)
-    listener_port, fake_port, admin_port = free_port(), free_port(), free_port()
-    config = directory / "gateway.yaml"
-    config.write_text(gateway_config(listener_port, fake_port, budget_tokens))
-    stdout_path, stderr_path = directory / "stdout.log", directory / "stderr.log"
-    argv = [sys.executable, "-m", "tokenvoy", "run", "--config", str(config)]
+    listener_port, admin_port = free_port(), free_port()
+    fake_port = fake_port or free_port()
+    argv = [sys.executable, "-m", "tokenvoy", "run", "--port", str(listener_port)]
+    if config_text != "":
+        config = directory / "gateway.yaml"
+        config.write_text(config_text or gateway_config(listener_port, fake_port, budget_tokens))
+        argv += ["--config", str(config)]
     argv += ["--run-dir", str(directory / "run"), "--admin-port", str(admin_port)]
+    stdout_path, stderr_path = directory / "stdout.log", directory / "stderr.log"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(argv, stdout=stdout, stderr=stderr, start_new_session=True)
+        process = subprocess.Popen(
+            argv, stdout=stdout, stderr=stderr, start_new_session=True, env={**os.environ, **(env or {})}
+        )
     gateway = Gateway(
         url=f"http://127.0.0.1:{listener_port}",
         fake_url=f"http://127.0.0.1:{fake_port}",

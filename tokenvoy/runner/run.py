@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
 import socket
 import sys
@@ -48,7 +49,9 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def prepare(config_paths: Sequence[str], run_dir: Path, admin_port: int) -> tuple[GatewayConfig, list[str]]:
+def prepare(
+    config_paths: Sequence[str], run_dir: Path, admin_port: int, port: int | None = None
+) -> tuple[GatewayConfig, list[str]]:
     """Load and render; returns the config and the gateway files extproc must load."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if config_paths:
@@ -58,6 +61,8 @@ def prepare(config_paths: Sequence[str], run_dir: Path, admin_port: int) -> tupl
         default.write_text(default_config_yaml(), encoding="utf-8")
         files = [str(default)]
     config = load_config(files)
+    if port is not None:
+        config = dataclasses.replace(config, listener=dataclasses.replace(config.listener, port=port))
     from tokenvoy.extproc.server import build_runtime
 
     build_runtime(config)  # credentials and CEL costs fail here, before anything starts
@@ -185,6 +190,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--config", action="append", metavar="FILE", help="gateway config YAML; repeatable")
     parser.add_argument("--run-dir", metavar="DIR", help="where rendered configs and sockets go (default: a temp dir)")
+    parser.add_argument("--port", type=int, help="gateway listener port (default: the config's Gateway, 1975)")
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on 127.0.0.1 (default: 9901)")
     parser.add_argument("--log-level", default="info", help="log level of extproc and ratelimit (default: info)")
     return parser.parse_args(argv)
@@ -194,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="tokenvoy-"))
     try:
-        config, files = prepare(args.config or [], run_dir, args.admin_port)
+        config, files = prepare(args.config or [], run_dir, args.admin_port, args.port)
     except ConfigError as exc:
         _say(f"invalid config:\n{exc}")
         return 2
