@@ -7,6 +7,7 @@ non-integer result is a config error, not a surprise on the first request.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,21 +55,53 @@ def _activation(usage: TokenUsage, context: CallContext) -> dict[str, object]:
     }
 
 
+def _cel_type_name(value: object) -> str:
+    for cel_type, name in (
+        (bool, "a bool"),
+        (celpy.celtypes.BoolType, "a bool"),
+        (float, "a double"),
+        (str, "a string"),
+        (bytes, "bytes"),
+        (list, "a list"),
+        (dict, "a map"),
+    ):
+        if isinstance(value, cel_type):
+            return name
+    return type(value).__name__
+
+
+def _is_integer(value: object) -> bool:
+    # celpy's BoolType subclasses int (not bool): `true` must not pass as a cost of 1.
+    return isinstance(value, int) and not isinstance(value, bool | celpy.celtypes.BoolType)
+
+
+def _error_text(exc: Exception) -> str:
+    """celpy errors carry the whole activation in their text; keep the first line of the actual problem."""
+    text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    text = text.split(" (in activation", 1)[0]
+    return " ".join(text.split())
+
+
 def _cel_cost(expression: str, key: str) -> Callable[[TokenUsage, CallContext], int]:
     environment = celpy.Environment()
     try:
         program = environment.program(environment.compile(expression))
     except Exception as exc:  # celpy raises several parse error types
-        raise CostConfigError(f"llmRequestCosts {key}: invalid CEL expression {expression!r}: {exc}") from exc
+        raise CostConfigError(
+            f"llmRequestCosts {key}: invalid CEL expression {expression!r}: {_error_text(exc)}"
+        ) from exc
     sample = TokenUsage(input=100, cached_input=10, cache_creation_input=5, output=50, reasoning=5, total=150)
     try:
         result = program.evaluate(_activation(sample, CallContext("model", "backend", "route")))
     except Exception as exc:
-        raise CostConfigError(f"llmRequestCosts {key}: CEL expression {expression!r} fails: {exc}") from exc
-    if isinstance(result, bool) or not isinstance(result, int):
+        raise CostConfigError(
+            f"llmRequestCosts {key}: CEL expression {expression!r} fails: {_error_text(exc)}"
+        ) from exc
+    if not _is_integer(result):
+        kind = _cel_type_name(result)
         raise CostConfigError(
             f"llmRequestCosts {key}: CEL expression {expression!r} must give an integer, "
-            f"gives {type(result).__name__}; use int(...) or uint(...)"
+            f"gives {kind}; use int(...) or uint(...)"
         )
     if result < 0:
         raise CostConfigError(f"llmRequestCosts {key}: CEL expression {expression!r} gives a negative cost")
@@ -77,7 +110,12 @@ def _cel_cost(expression: str, key: str) -> Callable[[TokenUsage, CallContext], 
         try:
             value = program.evaluate(_activation(usage, context))
         except Exception as exc:
-            log.warning("llmRequestCosts %s: CEL evaluation failed, cost 0: %s", key, exc)
+            log.warning("llmRequestCosts %s: CEL evaluation failed, cost 0: %s", key, _error_text(exc))
+            return 0
+        if isinstance(value, float) and math.isfinite(value):
+            return max(int(value), 0)  # only reachable on a branch the load-time check did not take
+        if not _is_integer(value):
+            log.warning("llmRequestCosts %s: CEL expression gave %r, not an integer; cost 0", key, value)
             return 0
         return max(int(value), 0)
 

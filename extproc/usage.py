@@ -21,8 +21,8 @@ class TokenUsage:
         """OpenAI's ``prompt_tokens`` already count cached tokens; reasoning is part of completion."""
         prompt = _int(usage.get("prompt_tokens"))
         completion = _int(usage.get("completion_tokens"))
-        prompt_details = usage.get("prompt_tokens_details") or {}
-        completion_details = usage.get("completion_tokens_details") or {}
+        prompt_details = _mapping(usage.get("prompt_tokens_details"))
+        completion_details = _mapping(usage.get("completion_tokens_details"))
         total = _int(usage.get("total_tokens")) or prompt + completion
         return cls(
             input=prompt,
@@ -31,6 +31,10 @@ class TokenUsage:
             reasoning=_int(completion_details.get("reasoning_tokens")),
             total=total,
         )
+
+
+def _mapping(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _int(value: object) -> int:

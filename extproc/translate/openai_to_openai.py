@@ -83,7 +83,13 @@ class OpenAIToOpenAI:
                         payload = None
                     if isinstance(payload, dict):
                         self._take(payload)
-                        if self._strip_usage_chunk and has_usage and not payload.get("choices"):
+                        # Only the chunk that carries the usage object; with include_usage OpenAI also puts
+                        # "usage": null on every other chunk, and Azure opens with a choices-less chunk.
+                        if (
+                            self._strip_usage_chunk
+                            and isinstance(payload.get("usage"), dict)
+                            and not payload.get("choices")
+                        ):
                             continue
             kept.append(event.raw)
         if not self._strip_usage_chunk:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ IGNORED_KINDS = {
     "EnvoyProxy": "tokenvoy renders its own Envoy bootstrap",
     "Namespace": "namespaces only scope names here",
     "ConfigMap": "not referenced by a standalone gateway",
+    "ClientTrafficPolicy": "tokenvoy sets its own listener options",
+    "BackendTLSPolicy": "TLS to a Backend is on for port 443 or `spec.tls`, verified with the system CA bundle",
 }
 _ENV_REFERENCE = re.compile(r"^\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)\}$")
 _FILE_REFERENCE = re.compile(r"^\$\{file:(.+)\}$")
@@ -117,8 +119,18 @@ def _parse_yaml(source: str, text: str, problems: _Problems) -> list[Any]:
     try:
         return [doc for doc in yaml.load_all(text, Loader=_YamlLoader) if doc is not None]
     except yaml.YAMLError as exc:
-        problems.items.append(f"{source}: invalid YAML: {exc}")
+        problems.items.append(f"{source}: {_describe_yaml_error(exc)}")
         return []
+
+
+def _describe_yaml_error(exc: yaml.YAMLError) -> str:
+    """Position and problem only: PyYAML's own text can quote the offending line, which may hold a secret."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "cannot parse"
+        return f"invalid YAML{where}: {problem}"
+    return "invalid YAML"
 
 
 def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None = None) -> GatewayConfig:
@@ -135,12 +147,16 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
         if not isinstance(name, str) or not name:
             problems.items.append(f"{source}: {kind}: metadata.name: required")
             continue
-        resource = _Resource(kind, name, doc.get("spec") or {}, metadata, source, doc)
+        spec = doc.get("spec")
+        resource = _Resource(kind, name, {} if spec is None else spec, metadata, source, doc)
         if kind in IGNORED_KINDS:
             ignored.append(f"{resource.ref} ({source}): ignored, {IGNORED_KINDS[kind]}")
             continue
         if kind not in _KNOWN_KINDS:
             problems.add(resource, "kind", f"unsupported kind {kind!r} (supported: {', '.join(_KNOWN_KINDS)})")
+            continue
+        if not isinstance(resource.spec, dict):
+            problems.add(resource, "spec", f"must be a mapping, got {type(resource.spec).__name__}")
             continue
         by_name = resources.setdefault(kind, {})
         if name in by_name:
@@ -153,7 +169,9 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
     policies = _security_policies(resources.get("BackendSecurityPolicy", {}), secrets, problems)
     backends = _backends(resources.get("AIServiceBackend", {}), envoy_backends, policies, problems)
     routes = _routes(resources.get("AIGatewayRoute", {}), backends, problems)
-    budgets = _budgets(resources.get("BackendTrafficPolicy", {}), {r.name for r in routes}, problems)
+    budgets = _budgets(
+        resources.get("BackendTrafficPolicy", {}), {r.name for r in routes}, set(resources.get("Gateway", {})), problems
+    )
     listener = _listener(resources.get("Gateway", {}), problems)
     if not routes and not problems.items:
         problems.items.append("no AIGatewayRoute found: the gateway would answer 404 to every request")
@@ -172,6 +190,32 @@ def _check_fields(resource: _Resource, value: Any, path: str, allowed: set[str],
         if key not in allowed:
             problems.add(resource, f"{path}.{key}", f"unknown field (known: {', '.join(sorted(allowed))})")
     return True
+
+
+def _mapping(resource: _Resource, value: Any, path: str, problems: _Problems) -> dict[str, Any]:
+    """``value`` when it is a mapping (absent = empty); anything else is reported, by type only."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.add(resource, path, f"must be a mapping, got {type(value).__name__}")
+        return {}
+    return value
+
+
+def _list(resource: _Resource, value: Any, path: str, problems: _Problems) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.add(resource, path, f"must be a list, got {type(value).__name__}")
+        return []
+    return value
+
+
+def _unsupported(resource: _Resource, value: dict[str, Any], path: str, fields: dict[str, str], problems: _Problems):
+    """Valid Envoy Gateway fields that tokenvoy cannot honour and must not silently drop."""
+    for key, why in fields.items():
+        if value.get(key) not in (None, False, [], {}):
+            problems.add(resource, f"{path}.{key}", f"not supported by tokenvoy: {why}")
 
 
 def _string(resource: _Resource, value: Any, path: str, problems: _Problems, required: bool = True) -> str | None:
@@ -196,8 +240,8 @@ def _integer(resource: _Resource, value: Any, path: str, problems: _Problems, de
 
 def _secret_value(resource: _Resource, key: str, problems: _Problems) -> Secret | None:
     origin = f"{resource.ref} key {key!r}"
-    string_data = resource.raw.get("stringData") or {}
-    data = resource.raw.get("data") or {}
+    string_data = _mapping(resource, resource.raw.get("stringData"), "stringData", problems)
+    data = _mapping(resource, resource.raw.get("data"), "data", problems)
     if key in string_data:
         value = str(string_data[key])
         if match := _ENV_REFERENCE.match(value):
@@ -214,11 +258,22 @@ def _secret_value(resource: _Resource, key: str, problems: _Problems) -> Secret 
         except (binascii.Error, UnicodeDecodeError):
             problems.add(resource, f"data.{key}", "is not valid base64")
             return None
-    problems.add(resource, "stringData", f"has no key {key!r}")
+    problems.add(resource, "stringData", f"has no key {key!r} (nor has data)")
     return None
 
 
 _API_KEY_FIELDS = {"APIKey": "apiKey", "AzureAPIKey": "azureAPIKey", "AnthropicAPIKey": "anthropicAPIKey"}
+_SECURITY_POLICY_FIELDS = {
+    "type",
+    "targetRefs",
+    "apiKey",
+    "azureAPIKey",
+    "anthropicAPIKey",
+    "awsCredentials",
+    "azureCredentials",
+    "gcpCredentials",
+    "credentialOverride",
+}
 
 
 def _security_policies(
@@ -228,6 +283,8 @@ def _security_policies(
     by_backend: dict[str, SecurityPolicy] = {}
     for resource in items.values():
         spec = resource.spec
+        if not _check_fields(resource, spec, "spec", _SECURITY_POLICY_FIELDS, problems):
+            continue
         policy_type = _string(resource, spec.get("type"), "spec.type", problems)
         if policy_type is None:
             continue
@@ -237,8 +294,9 @@ def _security_policies(
                 resource, "spec.type", f"{policy_type!r} is not supported yet (supported: {', '.join(_API_KEY_FIELDS)})"
             )
             continue
-        secret_ref = ((spec.get(field_name) or {}).get("secretRef") or {}).get("name")
-        secret_name = _string(resource, secret_ref, f"spec.{field_name}.secretRef.name", problems)
+        key_spec = _mapping(resource, spec.get(field_name), f"spec.{field_name}", problems)
+        secret_ref = _mapping(resource, key_spec.get("secretRef"), f"spec.{field_name}.secretRef", problems)
+        secret_name = _string(resource, secret_ref.get("name"), f"spec.{field_name}.secretRef.name", problems)
         api_key = None
         if secret_name is not None:
             secret = secrets.get(secret_name)
@@ -247,7 +305,8 @@ def _security_policies(
             else:
                 api_key = _secret_value(secret, "apiKey", problems)
         policy = SecurityPolicy(resource.name, policy_type, api_key)
-        for index, target in enumerate(spec.get("targetRefs") or []):
+        for index, target in enumerate(_list(resource, spec.get("targetRefs"), "spec.targetRefs", problems)):
+            target = _mapping(resource, target, f"spec.targetRefs[{index}]", problems)
             target_name = _string(resource, target.get("name"), f"spec.targetRefs[{index}].name", problems)
             if target_name:
                 by_backend[target_name] = policy
@@ -255,12 +314,12 @@ def _security_policies(
 
 
 def _envoy_endpoint(resource: _Resource, problems: _Problems) -> Endpoint | None:
-    endpoints = resource.spec.get("endpoints") or []
+    endpoints = _list(resource, resource.spec.get("endpoints"), "spec.endpoints", problems)
     if not endpoints:
         problems.add(resource, "spec.endpoints", "required: at least one endpoint")
         return None
     first = endpoints[0]
-    address = first.get("fqdn") or first.get("ip")
+    address = first.get("fqdn") or first.get("ip") if isinstance(first, dict) else None
     if not isinstance(address, dict):
         problems.add(resource, "spec.endpoints[0]", "needs `fqdn` {hostname, port} or `ip` {address, port}")
         return None
@@ -286,11 +345,12 @@ def _backends(
             resource, spec, "spec", {"schema", "backendRef", "headerMutation", "bodyMutation"}, problems
         ):
             continue
-        schema = spec.get("schema") or {}
+        schema = _mapping(resource, spec.get("schema"), "spec.schema", problems)
         schema_name = _string(resource, schema.get("name"), "spec.schema.name", problems)
         if schema_name is not None and schema_name not in SUPPORTED_SCHEMAS:
             problems.add(resource, "spec.schema.name", f"{schema_name!r} is not supported yet")
-        ref_name = _string(resource, (spec.get("backendRef") or {}).get("name"), "spec.backendRef.name", problems)
+        backend_ref = _mapping(resource, spec.get("backendRef"), "spec.backendRef", problems)
+        ref_name = _string(resource, backend_ref.get("name"), "spec.backendRef.name", problems)
         endpoint = None
         fake = False
         if ref_name is not None:
@@ -300,7 +360,10 @@ def _backends(
             else:
                 endpoint = _envoy_endpoint(envoy_backend, problems)
                 annotations = envoy_backend.metadata.get("annotations") or {}
-                fake = str(annotations.get(FAKE_PROVIDER_ANNOTATION, "")).lower() == "true"
+                fake = (
+                    isinstance(annotations, dict)
+                    and str(annotations.get(FAKE_PROVIDER_ANNOTATION, "")).lower() == "true"
+                )
         if schema_name is None or endpoint is None:
             continue
         prefix = schema.get("prefix") or "/v1"
@@ -317,43 +380,70 @@ def _backends(
 
 
 _COST_TYPES = {item.value: item for item in CostType}
+# Field names as published in the AIGatewayRoute CRD (v1alpha1 and v1beta1); `filterConfig` is from
+# earlier releases and still accepted.
+_ROUTE_FIELDS = {"parentRefs", "rules", "llmRequestCosts", "hostnames", "filterConfig"}
+_RULE_FIELDS = {"name", "matches", "backendRefs", "timeouts", "modelsOwnedBy", "modelsCreatedAt", "streamIdleTimeout"}
+_MATCH_FIELDS = {"headers"}
+_HEADER_MATCH_FIELDS = {"name", "type", "value"}
+_BACKEND_REF_FIELDS = {
+    "name",
+    "namespace",
+    "group",
+    "kind",
+    "weight",
+    "priority",
+    "modelNameOverride",
+    "headerMutation",
+    "bodyMutation",
+}
+_COST_FIELDS = {"metadataKey", "type", "cel"}
 
 
 def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems: _Problems) -> list[Route]:
     routes = []
     for resource in items.values():
         spec = resource.spec
-        allowed = {"parentRefs", "rules", "llmRequestCosts", "hostnames", "filterConfig"}
-        if not _check_fields(resource, spec, "spec", allowed, problems):
+        if not _check_fields(resource, spec, "spec", _ROUTE_FIELDS, problems):
             continue
         rules = []
-        for rule_index, rule_spec in enumerate(spec.get("rules") or []):
+        for rule_index, rule_spec in enumerate(_list(resource, spec.get("rules"), "spec.rules", problems)):
             path = f"spec.rules[{rule_index}]"
-            rule_allowed = {"name", "matches", "backendRefs", "timeouts", "modelsOwnedBy", "modelsCreatedAt"}
-            if not _check_fields(resource, rule_spec, path, rule_allowed, problems):
+            if not _check_fields(resource, rule_spec, path, _RULE_FIELDS, problems):
                 continue
             matches = []
-            for match_index, match in enumerate(rule_spec.get("matches") or []):
+            for match_index, match in enumerate(_list(resource, rule_spec.get("matches"), f"{path}.matches", problems)):
+                match_path = f"{path}.matches[{match_index}]"
+                if not _check_fields(resource, match, match_path, _MATCH_FIELDS, problems):
+                    continue
                 headers = []
-                for header_index, header in enumerate(match.get("headers") or []):
-                    header_path = f"{path}.matches[{match_index}].headers[{header_index}]"
+                for header_index, header in enumerate(
+                    _list(resource, match.get("headers"), f"{match_path}.headers", problems)
+                ):
+                    header_path = f"{match_path}.headers[{header_index}]"
+                    if not _check_fields(resource, header, header_path, _HEADER_MATCH_FIELDS, problems):
+                        continue
                     match_type = header.get("type", "Exact")
                     if match_type not in ("Exact", "RegularExpression"):
-                        problems.add(resource, f"{header_path}.type", f"unknown match type {match_type!r}")
+                        problems.add(
+                            resource,
+                            f"{header_path}.type",
+                            f"unknown match type {match_type!r} (known: Exact, RegularExpression)",
+                        )
                         continue
                     name = _string(resource, header.get("name"), f"{header_path}.name", problems)
                     value = _string(resource, header.get("value"), f"{header_path}.value", problems)
-                    if match_type == "RegularExpression" and value is not None:
-                        try:
-                            re.compile(value)
-                        except re.error as exc:
-                            problems.add(resource, f"{header_path}.value", f"invalid regular expression: {exc}")
+                    if match_type == "RegularExpression" and value is not None and (error := _regex_problem(value)):
+                        problems.add(resource, f"{header_path}.value", error)
                     if name and value is not None:
                         headers.append(HeaderMatch(name.lower(), value, HeaderMatchType(match_type)))
                 matches.append(tuple(headers))
             refs = []
-            for ref_index, ref in enumerate(rule_spec.get("backendRefs") or []):
+            ref_specs = _list(resource, rule_spec.get("backendRefs"), f"{path}.backendRefs", problems)
+            for ref_index, ref in enumerate(ref_specs):
                 ref_path = f"{path}.backendRefs[{ref_index}]"
+                if not _check_fields(resource, ref, ref_path, _BACKEND_REF_FIELDS, problems):
+                    continue
                 ref_name = _string(resource, ref.get("name"), f"{ref_path}.name", problems)
                 if ref_name is None:
                     continue
@@ -365,17 +455,28 @@ def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems:
                         backend=ref_name,
                         weight=_integer(resource, ref.get("weight"), f"{ref_path}.weight", problems, 1, 0),
                         priority=_integer(resource, ref.get("priority"), f"{ref_path}.priority", problems, 0, 0),
-                        model_name_override=ref.get("modelNameOverride") or None,
+                        model_name_override=_string(
+                            resource,
+                            ref.get("modelNameOverride") or None,
+                            f"{ref_path}.modelNameOverride",
+                            problems,
+                            False,
+                        ),
                     )
                 )
             if not refs:
-                problems.add(resource, f"{path}.backendRefs", "required: at least one backend")
+                if not ref_specs:  # otherwise each bad entry is reported already
+                    problems.add(resource, f"{path}.backendRefs", "required: at least one backend")
                 continue
             rule_name = f"{resource.name}/rule/{rule_index}"
             rules.append(Rule(name=rule_name, matches=tuple(matches), backend_refs=tuple(refs)))
         costs = []
-        for cost_index, cost in enumerate(spec.get("llmRequestCosts") or []):
+        for cost_index, cost in enumerate(
+            _list(resource, spec.get("llmRequestCosts"), "spec.llmRequestCosts", problems)
+        ):
             cost_path = f"spec.llmRequestCosts[{cost_index}]"
+            if not _check_fields(resource, cost, cost_path, _COST_FIELDS, problems):
+                continue
             key = _string(resource, cost.get("metadataKey"), f"{cost_path}.metadataKey", problems)
             cost_type = _COST_TYPES.get(cost.get("type"))
             if cost_type is None:
@@ -384,82 +485,213 @@ def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems:
                 )
                 continue
             cel = cost.get("cel")
-            if cost_type is CostType.CEL and not cel:
-                problems.add(resource, f"{cost_path}.cel", "required when type is CEL")
-                continue
+            if cost_type is CostType.CEL:
+                cel = _string(resource, cel, f"{cost_path}.cel", problems)
+                if cel is None:
+                    continue
+                if key and (error := _cel_error(key, cel)):
+                    problems.add(resource, f"{cost_path}.cel", error)
+                    continue
             if key:
                 costs.append(RequestCost(key, cost_type, cel))
         routes.append(Route(name=resource.name, rules=tuple(rules), costs=tuple(costs)))
     return routes
 
 
+def _regex_problem(pattern: str) -> str | None:
+    """Envoy matches with RE2: Perl-only syntax that Python accepts would stop Envoy from starting."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"invalid regular expression: {exc}"
+    try:
+        # The parse tree `re` itself compiles from.
+        from re import _constants as sre
+        from re import _parser as sre_parse
+
+        parsed = sre_parse.parse(pattern)
+    except (ImportError, AttributeError, re.error):  # pragma: no cover - other Python versions
+        return None
+    unsupported = {
+        sre.ASSERT: "lookaround assertions",
+        sre.ASSERT_NOT: "lookaround assertions",
+        sre.GROUPREF: "backreferences",
+        sre.GROUPREF_EXISTS: "conditional groups",
+        sre.ATOMIC_GROUP: "atomic groups",
+        sre.POSSESSIVE_REPEAT: "possessive quantifiers",
+    }
+    if parsed.state.flags & re.VERBOSE:
+        return "the (?x) flag is not supported by Envoy's RE2 regular expressions"
+    for op, argument in _regex_nodes(parsed, sre_parse.SubPattern):
+        if op in unsupported:
+            return f"{unsupported[op]} are not supported by Envoy's RE2 regular expressions"
+        if op == sre.AT and argument == sre.AT_END_STRING:
+            return r"\Z is not supported by Envoy's RE2 regular expressions; use $"
+        if op == sre.SUBPATTERN and argument[1] & re.VERBOSE:
+            return "the (?x) flag is not supported by Envoy's RE2 regular expressions"
+    return None
+
+
+def _regex_nodes(value: Any, subpattern: type) -> Iterable[tuple[Any, Any]]:
+    if isinstance(value, subpattern):
+        for op, argument in value.data:
+            yield op, argument
+            yield from _regex_nodes(argument, subpattern)
+    elif isinstance(value, tuple | list):
+        for item in value:
+            yield from _regex_nodes(item, subpattern)
+
+
+def _cel_error(key: str, expression: str) -> str | None:
+    """Compile and test-evaluate a CEL cost now, so ``tokenvoy validate`` reports what extproc would refuse."""
+    from tokenvoy.extproc.costs import CostConfigError, compile_costs  # imports celpy: only when CEL is used
+
+    try:
+        compile_costs((RequestCost(key, CostType.CEL, expression),))
+    except CostConfigError as exc:
+        return str(exc)
+    return None
+
+
 _UNITS = {"Second", "Minute", "Hour", "Day", "Week", "Month", "Year"}
+_TRAFFIC_POLICY_RULE_FIELDS = {"clientSelectors", "limit", "cost", "shadowMode", "shared", "xRateLimitHeaders"}
+_CLIENT_SELECTOR_FIELDS = {"headers", "sourceCIDR", "methods", "path", "queryParams"}
+_SELECTOR_HEADER_FIELDS = {"name", "type", "value", "invert"}
+_LIMIT_FIELDS = {"requests", "unit", "fromMetadata"}
+_COST_SPEC_FIELDS = {"request", "response"}
+_COST_SOURCE_FIELDS = {"from", "number", "metadata"}
+# Route targets: an AIGatewayRoute, or the HTTPRoute Envoy AI Gateway generates with the same name.
+_ROUTE_TARGET_KINDS = {"AIGatewayRoute", "HTTPRoute"}
 
 
-def _budgets(items: dict[str, _Resource], route_names: set[str], problems: _Problems) -> list[Budget]:
+def _budgets(
+    items: dict[str, _Resource], route_names: set[str], gateway_names: set[str], problems: _Problems
+) -> list[Budget]:
     budgets = []
     for resource in items.values():
         spec = resource.spec
-        targets = []
-        for index, target in enumerate(spec.get("targetRefs") or []):
+        targets: list[str] = []
+        whole_gateway = False
+        for index, target in enumerate(_list(resource, spec.get("targetRefs"), "spec.targetRefs", problems)):
+            target_path = f"spec.targetRefs[{index}]"
+            target = _mapping(resource, target, target_path, problems)
             name = target.get("name")
-            if name not in route_names:
-                problems.add(resource, f"spec.targetRefs[{index}].name", f"AIGatewayRoute/{name} does not exist")
+            kind = target.get("kind", "AIGatewayRoute")
+            if kind == "Gateway":
+                # Envoy AI Gateway's own examples attach token budgets to the Gateway: every route.
+                if gateway_names and name not in gateway_names:
+                    problems.add(resource, f"{target_path}.name", f"Gateway/{name} does not exist")
+                whole_gateway = True
+            elif kind not in _ROUTE_TARGET_KINDS:
+                problems.add(
+                    resource, f"{target_path}.kind", f"must be Gateway, AIGatewayRoute or HTTPRoute, got {kind!r}"
+                )
+            elif name not in route_names:
+                problems.add(resource, f"{target_path}.name", f"AIGatewayRoute/{name} does not exist")
             else:
                 targets.append(name)
-        rate_limit = spec.get("rateLimit") or {}
-        rules = ((rate_limit.get("global") or {}).get("rules")) or []
+        rate_limit = _mapping(resource, spec.get("rateLimit"), "spec.rateLimit", problems)
+        _unsupported(resource, rate_limit, "spec.rateLimit", {"local": "only global (token budget) rules"}, problems)
+        global_limit = _mapping(resource, rate_limit.get("global"), "spec.rateLimit.global", problems)
+        rules = _list(resource, global_limit.get("rules"), "spec.rateLimit.global.rules", problems)
         for rule_index, rule in enumerate(rules):
-            path = f"spec.rateLimit.global.rules[{rule_index}]"
-            selectors = []
-            for selector_index, selector in enumerate(rule.get("clientSelectors") or []):
-                for header_index, header in enumerate(selector.get("headers") or []):
-                    header_path = f"{path}.clientSelectors[{selector_index}].headers[{header_index}]"
-                    name = _string(resource, header.get("name"), f"{header_path}.name", problems)
-                    kind = header.get("type", "Exact")
-                    if kind not in ("Distinct", "Exact"):
-                        problems.add(resource, f"{header_path}.type", f"must be Distinct or Exact, got {kind!r}")
-                        continue
-                    value = header.get("value")
-                    if kind == "Exact" and not value:
-                        problems.add(resource, f"{header_path}.value", "required when type is Exact")
-                        continue
-                    if name:
-                        selectors.append(BudgetSelector(name.lower(), BudgetSelectorType(kind), value))
-            limit = rule.get("limit") or {}
-            requests = _integer(resource, limit.get("requests"), f"{path}.limit.requests", problems, 0, 1)
-            unit = limit.get("unit")
-            if unit not in _UNITS:
-                problems.add(resource, f"{path}.limit.unit", f"must be one of {', '.join(sorted(_UNITS))}")
-                continue
-            cost = rule.get("cost") or {}
-            request_cost = (cost.get("request") or {}).get("number", 1 if not cost else 0)
-            response = cost.get("response") or {}
-            response_key = None
-            if response:
-                metadata = response.get("metadata") or {}
-                if response.get("from") != "Metadata":
-                    problems.add(resource, f"{path}.cost.response.from", "only Metadata is supported for responses")
-                response_key = _string(resource, metadata.get("key"), f"{path}.cost.response.metadata.key", problems)
-            budgets.append(
-                Budget(
-                    name=f"{resource.name}/rule/{rule_index}",
-                    selectors=tuple(selectors),
-                    limit=requests,
-                    unit=unit,
-                    request_cost=int(request_cost),
-                    response_cost_key=response_key,
-                    routes=tuple(targets),
-                )
-            )
+            budget = _budget(resource, rule, rule_index, problems)
+            if budget is not None:
+                budgets.append(replace(budget, routes=() if whole_gateway else tuple(targets)))
     return budgets
+
+
+def _budget(resource: _Resource, rule: Any, rule_index: int, problems: _Problems) -> Budget | None:
+    path = f"spec.rateLimit.global.rules[{rule_index}]"
+    if not _check_fields(resource, rule, path, _TRAFFIC_POLICY_RULE_FIELDS, problems):
+        return None
+    _unsupported(resource, rule, path, {"shadowMode": "every budget is enforced"}, problems)
+    selectors = []
+    for selector_index, selector in enumerate(
+        _list(resource, rule.get("clientSelectors"), f"{path}.clientSelectors", problems)
+    ):
+        selector_path = f"{path}.clientSelectors[{selector_index}]"
+        if not _check_fields(resource, selector, selector_path, _CLIENT_SELECTOR_FIELDS, problems):
+            continue
+        why = "budgets select clients by request headers only"
+        _unsupported(
+            resource,
+            selector,
+            selector_path,
+            {"sourceCIDR": why, "methods": why, "path": why, "queryParams": why},
+            problems,
+        )
+        for header_index, header in enumerate(
+            _list(resource, selector.get("headers"), f"{selector_path}.headers", problems)
+        ):
+            header_path = f"{selector_path}.headers[{header_index}]"
+            if not _check_fields(resource, header, header_path, _SELECTOR_HEADER_FIELDS, problems):
+                continue
+            _unsupported(resource, header, header_path, {"invert": "inverted header matches"}, problems)
+            name = _string(resource, header.get("name"), f"{header_path}.name", problems)
+            kind = header.get("type", "Exact")
+            if kind not in ("Distinct", "Exact"):
+                problems.add(resource, f"{header_path}.type", f"must be Distinct or Exact, got {kind!r}")
+                continue
+            value = header.get("value")
+            if kind == "Exact" and not value:
+                problems.add(resource, f"{header_path}.value", "required when type is Exact")
+                continue
+            if name:
+                selectors.append(BudgetSelector(name.lower(), BudgetSelectorType(kind), value))
+    limit_path = f"{path}.limit"
+    limit = rule.get("limit")
+    if limit is None:
+        problems.add(resource, limit_path, "required")
+        return None
+    if not _check_fields(resource, limit, limit_path, _LIMIT_FIELDS, problems):
+        return None
+    _unsupported(resource, limit, limit_path, {"fromMetadata": "limits come from the configuration"}, problems)
+    if limit.get("requests") is None:
+        problems.add(resource, f"{limit_path}.requests", "required")
+    requests = _integer(resource, limit.get("requests"), f"{limit_path}.requests", problems, 0, 0)
+    unit = limit.get("unit")
+    if unit not in _UNITS:
+        problems.add(resource, f"{limit_path}.unit", f"must be one of {', '.join(sorted(_UNITS))}, got {unit!r}")
+    # As in Envoy Gateway: without `cost.request` every request costs 1, without `cost.response` nothing is
+    # charged when the response ends.
+    cost_path = f"{path}.cost"
+    cost = rule.get("cost")
+    cost = {} if cost is None else cost
+    if not _check_fields(resource, cost, cost_path, _COST_SPEC_FIELDS, problems):
+        return None
+    request_cost = 1
+    request = cost.get("request")
+    if request is not None and _check_fields(resource, request, f"{cost_path}.request", _COST_SOURCE_FIELDS, problems):
+        if request.get("from", "Number") != "Number":
+            problems.add(resource, f"{cost_path}.request.from", "only Number is supported for requests")
+        request_cost = _integer(resource, request.get("number"), f"{cost_path}.request.number", problems, 1, 0)
+    response_key = None
+    response = cost.get("response")
+    if response is not None and _check_fields(
+        resource, response, f"{cost_path}.response", _COST_SOURCE_FIELDS, problems
+    ):
+        if response.get("from") != "Metadata":
+            problems.add(resource, f"{cost_path}.response.from", "only Metadata is supported for responses")
+        else:
+            metadata = _mapping(resource, response.get("metadata"), f"{cost_path}.response.metadata", problems)
+            response_key = _string(resource, metadata.get("key"), f"{cost_path}.response.metadata.key", problems)
+    return Budget(
+        name=f"{resource.name}/rule/{rule_index}",
+        selectors=tuple(selectors),
+        limit=requests,
+        unit=str(unit),
+        request_cost=request_cost,
+        response_cost_key=response_key,
+    )
 
 
 def _listener(items: dict[str, _Resource], problems: _Problems) -> Listener:
     for resource in items.values():
-        listeners = resource.spec.get("listeners") or []
+        listeners = _list(resource, resource.spec.get("listeners"), "spec.listeners", problems)
         if listeners:
-            port = _integer(resource, listeners[0].get("port"), "spec.listeners[0].port", problems, 1975, 1)
+            first = _mapping(resource, listeners[0], "spec.listeners[0]", problems)
+            port = _integer(resource, first.get("port"), "spec.listeners[0].port", problems, 1975, 1)
             return Listener(port=port)
     return Listener()
 

@@ -197,6 +197,8 @@ def _backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) -
     socket_matches = []
     any_dns = False
     for ref_index, ref in enumerate(rule.backend_refs):
+        if ref.weight == 0:
+            continue  # Gateway API: a backendRef with weight 0 gets no traffic
         backend = config.backends[ref.backend]
         endpoint = backend.endpoint
         host_metadata: dict[str, Any] = {
@@ -204,6 +206,7 @@ def _backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) -
         }
         if endpoint.tls:
             host_metadata["envoy.transport_socket_match"] = {"tokenvoy_tls": backend.name}
+        if endpoint.tls and all(m["name"] != f"tls/{backend.name}" for m in socket_matches):
             socket_matches.append(
                 {
                     "name": f"tls/{backend.name}",
@@ -225,7 +228,7 @@ def _backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) -
             {
                 "locality": {"region": f"{rule.name}/ref/{ref_index}"},
                 "priority": ref.priority,
-                "load_balancing_weight": max(ref.weight, 1),
+                "load_balancing_weight": ref.weight,
                 "lb_endpoints": [
                     {
                         "endpoint": {
