@@ -69,9 +69,13 @@ ANOMALY_COUNTER = re.compile(
 )
 # Envoy counters that are expected to grow and are not problems.
 BENIGN_COUNTER = re.compile(r"(\.ok$|_success$|upstream_rq_2xx|rq_200$|retry_or_shadow_abandoned$)")
-# Envoy's ext_proc client ends every stream with closeStream() + resetStream() (client_impl.cc), so each
-# ext_proc stream (two per request: router and upstream filter) counts one tx_reset when it finishes.
-EXTPROC_STREAM_RESET = re.compile(rf"^cluster\.{EXTPROC_CLUSTER}\.(http2\.tx_reset|upstream_rq_tx_reset)$")
+# Each ext_proc stream (two per request: router and upstream filter) ends with one RST_STREAM: extproc ends
+# the call once it has answered the last message Envoy will send, and gRPC's server then resets the
+# client's still-open half (rx_reset); a stream Envoy closes first is reset by Envoy's ext_proc client
+# (closeStream() + resetStream(), client_impl.cc: tx_reset).
+EXTPROC_STREAM_RESET = re.compile(
+    rf"^cluster\.{EXTPROC_CLUSTER}\.(http2\.tx_reset|upstream_rq_tx_reset|http2\.rx_reset|upstream_rq_rx_reset)$"
+)
 # When wrk stops it closes its connections with a request in flight: the client reset, and the resets of
 # the provider request / RLS call Envoy then cancels. At most one per connection per wrk run.
 CUT_BY_WRK_STOP = re.compile(r"(downstream_rq_rx_reset|destroy_remote_active_rq|tx_reset|rq_rx_reset)$")
@@ -1034,11 +1038,13 @@ def run(args: argparse.Namespace, procs: Processes, run_dir: Path, wrk: str, out
     for *_, result in all_runs:
         for name, delta in result["envoy_explained"].items():
             explained[name] = explained.get(name, 0) + delta
-    extproc_resets = explained.get(f"cluster.{EXTPROC_CLUSTER}.upstream_rq_tx_reset", 0)
+    extproc_resets = sum(
+        explained.get(f"cluster.{EXTPROC_CLUSTER}.http2.{kind}", 0) for kind in ("tx_reset", "rx_reset")
+    )
     if extproc_resets:
         print(
-            f"- {extproc_resets:,} ext_proc streams ended by an Envoy RST_STREAM (expected: Envoy's ext_proc client "
-            "resets every stream it closes unless the server ended it first)",
+            f"- {extproc_resets:,} ext_proc streams ended by an RST_STREAM (expected: one per stream, sent by "
+            "extproc's gRPC server when extproc ends the call, or by Envoy's ext_proc client otherwise)",
             file=out,
         )
     for name, check in log_checks.items():

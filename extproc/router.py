@@ -39,6 +39,7 @@ class RouterStream:
         self._status = 0
         self._first_chunk_at: float | None = None
         self._last_chunk_at: float | None = None
+        self.done = False  # True once the last message Envoy will send has been answered
 
     def handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
         try:
@@ -53,9 +54,11 @@ class RouterStream:
                 return self._response_body(message.response_body)
             return _continue_for(kind)
         except GatewayError as error:
+            self.done = True
             return immediate_response(error.status, openai_error_body(error), details="tokenvoy")
         except Exception:
             log.exception("extproc router: unexpected error (request %s)", self._request_id)
+            self.done = True
             error = GatewayError(500, "internal error in the tokenvoy gateway; see the extproc log")
             return immediate_response(500, openai_error_body(error), details="tokenvoy_internal_error")
 
@@ -117,12 +120,14 @@ class RouterStream:
         response = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
         context = self._context
         if context is None or context.attempt is None:
+            self.done = headers.end_of_stream
             return response  # Envoy's own reply (budget exceeded, no upstream): nothing to translate
         if context.request.stream and self._status == 200:
             response.mode_override.CopyFrom(_STREAMED)
             response.response_headers.response.header_mutation.CopyFrom(header_mutation(remove=["content-length"]))
         if headers.end_of_stream:
             self._attach_metadata(response)
+            self.done = True
         return response
 
     def _response_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
@@ -130,6 +135,7 @@ class RouterStream:
         context = self._context
         attempt = context.attempt if context else None
         if attempt is None:
+            self.done = body.end_of_stream
             return response
         if body.body:
             now = time.monotonic()
@@ -141,6 +147,7 @@ class RouterStream:
             response.response_body.response.body_mutation.body = replaced
         if body.end_of_stream:
             self._attach_metadata(response)
+            self.done = True
         return response
 
     def _attach_metadata(self, response: ep.ProcessingResponse) -> None:

@@ -48,6 +48,9 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         try:
             async for message in request_iterator:
                 yield stream.handle(message)
+                if stream.done:
+                    # Ending the call ourselves saves Envoy's reset of it and gRPC's cancellation path.
+                    break
         finally:
             stream.close()
 

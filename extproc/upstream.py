@@ -36,8 +36,10 @@ class UpstreamStream:
     def __init__(self, runtime: Runtime, registry: RequestRegistry) -> None:
         self._runtime = runtime
         self._registry = registry
+        self.done = False  # only the request headers are sent to this filter
 
     def handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
+        self.done = True
         try:
             if message.WhichOneof("request") != "request_headers":
                 return ep.ProcessingResponse()
