@@ -42,6 +42,7 @@ class EnvoyOptions:
     ratelimit_timeout_ms: int = 200
     extproc_message_timeout_ms: int = 10_000
     route_timeout_s: int = 300
+    max_downstream_connections: int = 50_000
 
 
 def _address(spec: str) -> dict[str, Any]:
@@ -421,6 +422,19 @@ def render_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, 
     clusters.extend(_backend_cluster(config, rule, options) for _, rule in config.rules())
     return {
         "node": {"id": "tokenvoy", "cluster": "tokenvoy"},
+        # A cap on client connections protects Envoy's memory; unset, Envoy warns at every start.
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        _TYPE: "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+                        "DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": options.max_downstream_connections,
+                    },
+                }
+            ]
+        },
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": options.admin_port}}},
         "static_resources": {"listeners": [listener], "clusters": clusters},
     }
