@@ -15,6 +15,7 @@ import orjson
 from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, MODEL_HEADER, ORIGINAL_PATH_HEADER
 from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.errors import GatewayError, openai_error_body
+from tokenvoy.extproc.observe import CompletedRequest, NoObserver, RequestObserver
 from tokenvoy.extproc.pbutil import header_dict, header_mutation, immediate_response, metadata_struct
 from tokenvoy.extproc.registry import REQUEST_ID_HEADER, RequestContext, RequestRegistry
 from tokenvoy.extproc.runtime import Runtime
@@ -30,9 +31,13 @@ _CONTINUE_HEADERS = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
 
 
 class RouterStream:
-    def __init__(self, runtime: Runtime, registry: RequestRegistry) -> None:
+    def __init__(self, runtime: Runtime, registry: RequestRegistry, observer: RequestObserver | None = None) -> None:
         self._runtime = runtime
         self._registry = registry
+        self._observer = observer or NoObserver()
+        self._started = time.monotonic()
+        self._handler_seconds = 0.0
+        self._error_type: str | None = None
         self._headers: dict[str, str] = {}
         self._request_id: str | None = None
         self._context: RequestContext | None = None
@@ -42,6 +47,13 @@ class RouterStream:
         self.done = False  # True once the last message Envoy will send has been answered
 
     def handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
+        entered = time.perf_counter()
+        try:
+            return self._handle(message)
+        finally:
+            self._handler_seconds += time.perf_counter() - entered
+
+    def _handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
         try:
             kind = message.WhichOneof("request")
             if kind == "request_headers":
@@ -54,16 +66,54 @@ class RouterStream:
                 return self._response_body(message.response_body)
             return _continue_for(kind)
         except GatewayError as error:
-            self.done = True
-            return immediate_response(error.status, openai_error_body(error), details="tokenvoy")
+            return self._reject(error, "tokenvoy")
         except Exception:
             log.exception("extproc router: unexpected error (request %s)", self._request_id)
-            self.done = True
             error = GatewayError(500, "internal error in the tokenvoy gateway; see the extproc log")
-            return immediate_response(500, openai_error_body(error), details="tokenvoy_internal_error")
+            return self._reject(error, "tokenvoy_internal_error")
+
+    def _reject(self, error: GatewayError, details: str) -> ep.ProcessingResponse:
+        self.done = True
+        self._status = error.status
+        self._error_type = error.error_type
+        return immediate_response(error.status, openai_error_body(error), details=details)
 
     def close(self) -> None:
         self._registry.remove(self._request_id)
+        try:
+            self._observer.request_completed(self._completed())
+        except Exception:  # an observer must never break a request
+            log.exception("extproc: request observer failed")
+
+    def _completed(self) -> CompletedRequest:
+        context = self._context
+        attempt = context.attempt if context else None
+        translator = attempt.translator if attempt else None
+        backend = self._runtime.backends.get(attempt.backend) if attempt else None
+        path = self._headers.get(":path", "").split("?", 1)[0]
+        status = self._status
+        error_type = self._error_type
+        if error_type is None and status and not 200 <= status < 300:
+            error_type = str(status)
+        elif not status:
+            error_type = "client_closed"
+        return CompletedRequest(
+            api=context.request.api if context else ENDPOINTS.get(path),
+            route=context.rule.route.name if context else None,
+            backend=attempt.backend if attempt else None,
+            schema=backend.backend.schema if backend else None,
+            request_model=context.request.model if context else None,
+            response_model=translator.response_model if translator else None,
+            status=status,
+            stream=context.request.stream if context else False,
+            usage=translator.usage if translator else None,
+            started=self._started,
+            finished=time.monotonic(),
+            first_chunk_at=self._first_chunk_at,
+            gateway_seconds=self._handler_seconds,
+            error_type=error_type,
+            request_headers=self._headers,
+        )
 
     def _request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
         self._headers = header_dict(headers)
@@ -122,9 +172,14 @@ class RouterStream:
         if context is None or context.attempt is None:
             self.done = headers.end_of_stream
             return response  # Envoy's own reply (budget exceeded, no upstream): nothing to translate
+        changes = context.attempt.translator.translate_response_headers(self._status, values)
+        set_headers = dict(changes.set_headers) if changes else {}
+        remove = list(changes.remove_headers) if changes else []
         if context.request.stream and self._status == 200:
             response.mode_override.CopyFrom(_STREAMED)
-            response.response_headers.response.header_mutation.CopyFrom(header_mutation(remove=["content-length"]))
+            remove.append("content-length")
+        if set_headers or remove:
+            response.response_headers.response.header_mutation.CopyFrom(header_mutation(set_headers, remove))
         if headers.end_of_stream:
             self._attach_metadata(response)
             self.done = True

@@ -14,6 +14,7 @@ from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import ConfigError, load_config, load_text
 from tokenvoy.config.model import GatewayConfig
 from tokenvoy.extproc.costs import CostConfigError
+from tokenvoy.extproc.observe import NoObserver, RequestObserver
 from tokenvoy.extproc.registry import RequestRegistry
 from tokenvoy.extproc.router import RouterStream
 from tokenvoy.extproc.runtime import Runtime, RuntimeConfigError
@@ -29,9 +30,10 @@ SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, observer: RequestObserver | None = None) -> None:
         self.runtime = runtime
         self.registry = RequestRegistry()
+        self.observer = observer or NoObserver()
 
     async def Process(
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -43,7 +45,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         stream = (
             UpstreamStream(self.runtime, self.registry)
             if role == "upstream"
-            else RouterStream(self.runtime, self.registry)
+            else RouterStream(self.runtime, self.registry, self.observer)
         )
         try:
             async for message in request_iterator:

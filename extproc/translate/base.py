@@ -40,12 +40,24 @@ class UpstreamRequest:
     remove_headers: tuple[str, ...] = ()
 
 
+@dataclass(slots=True)
+class HeaderChanges:
+    """Response header edits a translator needs (e.g. a new content-type, a stale content-length)."""
+
+    set_headers: dict[str, str] = field(default_factory=dict)
+    remove_headers: tuple[str, ...] = ()
+
+
 class Translator(Protocol):
     usage: TokenUsage | None
     response_model: str | None
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         """The request for ``backend`` with ``model`` (the client's or the override)."""
+        ...
+
+    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
+        """Called once with the provider's status and headers, before any body; None = unchanged."""
         ...
 
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:

@@ -14,7 +14,7 @@ import orjson
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.sse import SSEParser
-from tokenvoy.extproc.translate.base import ClientRequest, UpstreamRequest
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.usage import TokenUsage
 
 CHAT_PATH = "/chat/completions"
@@ -43,6 +43,9 @@ class OpenAIToOpenAI:
                 updates["stream_options"] = options
         body = set_top_level(request.raw, updates) if updates else None
         return UpstreamRequest(path=backend.path_prefix + CHAT_PATH, body=body)
+
+    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
+        return None  # same wire format: the provider's headers are right for the client
 
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if not 200 <= status < 300:
