@@ -72,9 +72,7 @@ class Runtime:
                 self.rules.append(RuleRuntime(route, rule, costs, matchers))
                 for index, ref in enumerate(rule.backend_refs):
                     self.endpoints[endpoint_id(rule, index)] = (self.backends[ref.backend], ref)
-        self.models = sorted(
-            {h.value for rule in self.rules for c in rule.rule.matches for h in c if h.name == MODEL_HEADER}
-        )
+        self.models = config.exact_models()
 
     def match(self, headers: dict[str, str]) -> RuleRuntime | None:
         for rule in self.rules:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import copy
 import re
-from functools import cache
-from pathlib import Path
 
-import jsonschema
 import pytest
 import yaml
 
+from tests.crds import crd_errors
 from tokenvoy.config import loader
 from tokenvoy.config.defaults import DEFAULT_BUDGET_TOKENS_PER_HOUR, FAKE_PROVIDER_PORT, default_config_yaml
 from tokenvoy.config.loader import ConfigError, load_config, load_text
@@ -27,7 +25,6 @@ from tokenvoy.config.model import (
 )
 
 OPENAI_ENV = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "http://127.0.0.1:9999/v1"}
-CRDS = Path(__file__).resolve().parents[2] / "shared" / "crds"
 DEFAULT_COSTS = (
     RequestCost("llm_input_token", CostType.INPUT_TOKEN),
     RequestCost("llm_cached_input_token", CostType.CACHED_INPUT_TOKEN),
@@ -114,45 +111,6 @@ def test_default_config_follows_openai_base_url(base_url, endpoint, prefix):
 # ---- the default config is valid against the published CRDs ----------------------------------------------
 
 
-def _without_kubernetes_extensions(node):
-    if isinstance(node, dict):
-        return {k: _without_kubernetes_extensions(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
-    if isinstance(node, list):
-        return [_without_kubernetes_extensions(v) for v in node]
-    return node
-
-
-CRD_FILES = [
-    CRDS / "ai-gateway" / "aigateway.envoyproxy.io_aigatewayroutes.yaml",
-    CRDS / "ai-gateway" / "aigateway.envoyproxy.io_aiservicebackends.yaml",
-    CRDS / "ai-gateway" / "aigateway.envoyproxy.io_backendsecuritypolicies.yaml",
-    CRDS / "envoy-gateway" / "gateway.envoyproxy.io_backends.yaml",
-    CRDS / "envoy-gateway" / "gateway.envoyproxy.io_backendtrafficpolicies.yaml",
-    CRDS / "envoy-gateway" / "gatewayapi-crds.yaml",  # Gateway
-]
-
-
-@cache
-def _crd_schemas() -> dict[tuple[str, str], dict]:
-    schemas = {}
-    for path in CRD_FILES:
-        for doc in yaml.load_all(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader):
-            if not doc or doc.get("kind") != "CustomResourceDefinition":
-                continue
-            spec = doc["spec"]
-            for version in spec["versions"]:
-                api_version = f"{spec['group']}/{version['name']}"
-                schema = _without_kubernetes_extensions(version["schema"]["openAPIV3Schema"])
-                schemas[(api_version, spec["names"]["kind"])] = schema
-    return schemas
-
-
-def _crd_errors(resource: dict) -> list[str]:
-    schema = _crd_schemas()[(resource["apiVersion"], resource["kind"])]
-    validator = jsonschema.Draft7Validator(schema)
-    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(resource)]
-
-
 CRD_KINDS = {
     "AIGatewayRoute",
     "AIServiceBackend",
@@ -171,7 +129,7 @@ def test_default_config_is_valid_against_the_published_crds(env):
         if resource["kind"] == "Secret":
             assert resource["apiVersion"] == "v1"
             continue
-        assert _crd_errors(resource) == [], resource["kind"]
+        assert crd_errors(resource) == [], resource["kind"]
         checked.add(resource["kind"])
     expected = CRD_KINDS if env else CRD_KINDS - {"BackendSecurityPolicy"}
     assert checked == expected
@@ -187,10 +145,10 @@ def test_crd_check_rejects_what_kubernetes_would_reject():
     bad_route = copy.deepcopy(route)
     bad_route["spec"]["rules"][0]["backendRefs"][0]["weight"] = "heavy"
     bad_route["spec"]["llmRequestCosts"][0]["type"] = "InputTokens"
-    assert len(_crd_errors(bad_route)) == 2
+    assert len(crd_errors(bad_route)) == 2
     bad_budget = copy.deepcopy(budget)
     del bad_budget["spec"]["rateLimit"]["global"]["rules"][0]["limit"]["unit"]
-    assert _crd_errors(bad_budget)
+    assert crd_errors(bad_budget)
 
 
 # ---- errors: all at once, each with file, kind/name and field path ----------------------------------------

@@ -10,6 +10,7 @@ from tokenvoy import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("tokenvoy.runner.run", "run Envoy + extproc + ratelimit (+ the fake provider) on this machine"),
+    "validate": ("tokenvoy.config.cli", "check gateway config files and summarize what they configure"),
     "render": ("tokenvoy.render.cli", "write the Envoy bootstrap and ratelimit config for a gateway config"),
     "extproc": ("tokenvoy.extproc.server", "run the ext_proc gRPC server alone"),
     "ratelimit": ("tokenvoy.ratelimit.server", "run the rate limit (token budget) gRPC server alone"),

@@ -166,3 +166,15 @@ class GatewayConfig:
 
     def rules(self) -> list[tuple[Route, Rule]]:
         return [(route, rule) for route in self.routes for rule in route.rules]
+
+    def exact_models(self) -> list[str]:
+        """Model names matched exactly by some rule (regular expressions name no model)."""
+        return sorted(
+            {
+                match.value
+                for _, rule in self.rules()
+                for conjunction in rule.matches
+                for match in conjunction
+                if match.name == MODEL_HEADER and match.type is HeaderMatchType.EXACT
+            }
+        )
