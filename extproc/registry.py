@@ -1,20 +1,39 @@
 """Per-request state shared by the router-level and upstream ext_proc streams of one request.
 
-Both streams of a request reach this process (one extproc endpoint per Envoy); the router stream
+Both streams of a request reach this process (one extproc endpoint per Envoy). They find each other by
+a key Envoy derives itself and sends to both filters as request attributes (downstream connection id,
+request start time, ``x-request-id``): unlike a header it never reaches the provider, and it survives
+retries, whose upstream filters see the header edits of the attempts before them. The router stream
 creates the entry and removes it when it ends, so the map holds only requests in flight.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
 import time
 from dataclasses import dataclass, field
 
 from tokenvoy.extproc.runtime import RuleRuntime
 from tokenvoy.extproc.translate.base import ClientRequest, Translator
+from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from tokenvoy.render.envoy import IDENTITY_ATTRIBUTES
 
-REQUEST_ID_HEADER = "x-tokenvoy-request-id"
+EXT_PROC_ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
+
+
+def request_key(message: ep.ProcessingRequest) -> str | None:
+    """The request's identity from the attributes Envoy sent with its first message, or None."""
+    attributes = message.attributes.get(EXT_PROC_ATTRIBUTES_KEY)
+    if attributes is None:
+        return None
+    fields = attributes.fields
+    parts = []
+    for name in IDENTITY_ATTRIBUTES:
+        value = fields.get(name)
+        if value is None:
+            return None
+        kind = value.WhichOneof("kind")
+        parts.append(repr(value.number_value) if kind == "number_value" else value.string_value)
+    return "|".join(parts)
 
 
 @dataclass(slots=True)
@@ -29,8 +48,10 @@ class Attempt:
 class RequestContext:
     request: ClientRequest
     rule: RuleRuntime
+    client_headers: dict[str, str]  # as the client sent them: what a retry restores
     started: float = field(default_factory=time.monotonic)
     attempts: list[Attempt] = field(default_factory=list)
+    touched_headers: set[str] = field(default_factory=set)  # edited by some attempt's upstream filter
 
     @property
     def attempt(self) -> Attempt | None:
@@ -40,20 +61,20 @@ class RequestContext:
 class RequestRegistry:
     def __init__(self) -> None:
         self._entries: dict[str, RequestContext] = {}
-        self._ids = itertools.count(1)
-        self._prefix = f"{os.getpid():x}-{time.time_ns():x}-"
 
-    def add(self, context: RequestContext) -> str:
-        request_id = f"{self._prefix}{next(self._ids)}"
-        self._entries[request_id] = context
-        return request_id
+    def add(self, key: str, context: RequestContext) -> bool:
+        """False if the key is taken (two requests Envoy could not tell apart)."""
+        if key in self._entries:
+            return False
+        self._entries[key] = context
+        return True
 
-    def get(self, request_id: str | None) -> RequestContext | None:
-        return self._entries.get(request_id) if request_id else None
+    def get(self, key: str | None) -> RequestContext | None:
+        return self._entries.get(key) if key else None
 
-    def remove(self, request_id: str | None) -> None:
-        if request_id:
-            self._entries.pop(request_id, None)
+    def remove(self, key: str | None, context: RequestContext | None = None) -> None:
+        if key and (context is None or self._entries.get(key) is context):
+            self._entries.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -17,7 +17,7 @@ from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.errors import GatewayError, openai_error_body
 from tokenvoy.extproc.observe import CompletedRequest, NoObserver, RequestObserver
 from tokenvoy.extproc.pbutil import header_dict, header_mutation, immediate_response, metadata_struct
-from tokenvoy.extproc.registry import REQUEST_ID_HEADER, RequestContext, RequestRegistry
+from tokenvoy.extproc.registry import RequestContext, RequestRegistry, request_key
 from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
 from tokenvoy.pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
@@ -39,7 +39,7 @@ class RouterStream:
         self._handler_seconds = 0.0
         self._error_type: str | None = None
         self._headers: dict[str, str] = {}
-        self._request_id: str | None = None
+        self._request_id: str | None = None  # the registry key, from Envoy's request attributes
         self._context: RequestContext | None = None
         self._status = 0
         self._first_chunk_at: float | None = None
@@ -57,7 +57,7 @@ class RouterStream:
         try:
             kind = message.WhichOneof("request")
             if kind == "request_headers":
-                return self._request_headers(message.request_headers)
+                return self._request_headers(message)
             if kind == "request_body":
                 return self._request_body(message.request_body)
             if kind == "response_headers":
@@ -79,7 +79,7 @@ class RouterStream:
         return immediate_response(error.status, openai_error_body(error), details=details)
 
     def close(self) -> None:
-        self._registry.remove(self._request_id)
+        self._registry.remove(self._request_id, self._context)
         try:
             self._observer.request_completed(self._completed())
         except Exception:  # an observer must never break a request
@@ -115,8 +115,10 @@ class RouterStream:
             request_headers=self._headers,
         )
 
-    def _request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
+    def _request_headers(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
+        headers = message.request_headers
         self._headers = header_dict(headers)
+        self._request_id = request_key(message)
         path = self._headers.get(":path", "").split("?", 1)[0]
         if path not in ENDPOINTS:
             raise GatewayError(404, f"unknown path {path!r}: tokenvoy serves POST {', POST '.join(ENDPOINTS)}")
@@ -153,11 +155,13 @@ class RouterStream:
             stream=parsed.get("stream") is True,
             needs_usage=bool(rule.costs),
         )
-        self._context = RequestContext(request, rule)
-        self._request_id = self._registry.add(self._context)
-        mutation = header_mutation(
-            {MODEL_HEADER: model, ORIGINAL_PATH_HEADER: path, REQUEST_ID_HEADER: self._request_id}
-        )
+        if self._request_id is None:
+            raise GatewayError(500, "Envoy sent no request attributes to extproc: is the bootstrap tokenvoy's?")
+        context = RequestContext(request, rule, self._headers)
+        if not self._registry.add(self._request_id, context):
+            raise GatewayError(503, "two requests in flight look identical to the gateway; retry", "overloaded_error")
+        self._context = context
+        mutation = header_mutation({MODEL_HEADER: model, ORIGINAL_PATH_HEADER: path})
         common = ep.CommonResponse(header_mutation=mutation, clear_route_cache=True)
         return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
 

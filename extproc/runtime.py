@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tokenvoy.config.model import MODEL_HEADER, Backend, BackendRef, GatewayConfig, HeaderMatchType, Route, Rule
+from tokenvoy.config.model import Backend, BackendRef, GatewayConfig, HeaderMatchType, Route, Rule
 from tokenvoy.extproc.costs import CompiledCost, compile_costs
 from tokenvoy.extproc.translate import translator_for
 from tokenvoy.extproc.translate.base import ClientAPI, Translator

@@ -11,16 +11,18 @@ import logging
 
 from tokenvoy.config.model import ORIGINAL_PATH_HEADER
 from tokenvoy.extproc.errors import GatewayError, openai_error_body
-from tokenvoy.extproc.pbutil import header_dict, header_mutation, immediate_response
-from tokenvoy.extproc.registry import REQUEST_ID_HEADER, Attempt, RequestRegistry
+from tokenvoy.extproc.pbutil import header_mutation, immediate_response
+from tokenvoy.extproc.registry import EXT_PROC_ATTRIBUTES_KEY, Attempt, RequestContext, RequestRegistry, request_key
 from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from tokenvoy.render.envoy import ENDPOINT_ATTRIBUTE
 
 log = logging.getLogger(__name__)
 
-EXT_PROC_ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
-_INTERNAL_HEADERS = (REQUEST_ID_HEADER, ORIGINAL_PATH_HEADER)
+_INTERNAL_HEADERS = (ORIGINAL_PATH_HEADER,)
+# Headers that carry a provider credential. When the gateway holds a backend's key, none of the
+# client's go out with it; and no attempt's key may reach the backend of a later attempt.
+CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key")
 
 
 def picked_endpoint(message: ep.ProcessingRequest) -> str | None:
@@ -55,8 +57,7 @@ class UpstreamStream:
         return None
 
     def _request_headers(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
-        headers = header_dict(message.request_headers)
-        context = self._registry.get(headers.get(REQUEST_ID_HEADER))
+        context = self._registry.get(request_key(message))
         if context is None:
             raise GatewayError(
                 500,
@@ -87,5 +88,23 @@ class UpstreamStream:
             common.status = ep.CommonResponse.CONTINUE_AND_REPLACE
             common.body_mutation.body = upstream.body
             set_headers["content-length"] = str(len(upstream.body))
-        common.header_mutation.CopyFrom(header_mutation(set_headers, (*_INTERNAL_HEADERS, *upstream.remove_headers)))
+        remove = {*_INTERNAL_HEADERS, *upstream.remove_headers}
+        if backend.auth_headers:
+            remove.update(name for name in CREDENTIAL_HEADERS if name not in set_headers)
+        _undo_earlier_attempts(context, set_headers, remove)
+        common.header_mutation.CopyFrom(header_mutation(set_headers, sorted(remove)))
         return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common))
+
+
+def _undo_earlier_attempts(context: RequestContext, set_headers: dict[str, str], remove: set[str]) -> None:
+    """Envoy's upstream filters edit the request's one header map, so a retry starts from the headers the
+    previous attempt sent: put back what the client sent for every header an attempt changed."""
+    original = context.client_headers
+    for name in context.touched_headers:
+        if name in set_headers or name in remove:
+            continue
+        if name in original:
+            set_headers[name] = original[name]
+        else:
+            remove.add(name)
+    context.touched_headers.update(set_headers, remove)

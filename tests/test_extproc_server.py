@@ -19,10 +19,14 @@ from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as
 
 
 def _headers(**values: str) -> ep.ProcessingRequest:
+    """Request headers as Envoy sends them, with the identity attributes of the rendered bootstrap."""
     header_map = base_pb2.HeaderMap(
         headers=[base_pb2.HeaderValue(key=k.replace("_", "-"), raw_value=v.encode()) for k, v in values.items()]
     )
-    return ep.ProcessingRequest(request_headers=ep.HttpHeaders(headers=header_map))
+    message = ep.ProcessingRequest(request_headers=ep.HttpHeaders(headers=header_map))
+    attributes = message.attributes["envoy.filters.http.ext_proc"]
+    attributes.update({"connection.id": 7, "request.time": "2026-11-22T12:00:00.000001+00:00", "request.id": "r-1"})
+    return message
 
 
 def _start(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:

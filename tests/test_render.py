@@ -14,7 +14,14 @@ from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import load_text
 from tokenvoy.config.model import GatewayConfig
 from tokenvoy.ratelimit.config import load_config as load_ratelimit_config
-from tokenvoy.render.envoy import ENDPOINT_ATTRIBUTE, RATELIMIT_DOMAIN, EnvoyOptions, cluster_name, render_bootstrap
+from tokenvoy.render.envoy import (
+    ENDPOINT_ATTRIBUTE,
+    IDENTITY_ATTRIBUTES,
+    RATELIMIT_DOMAIN,
+    EnvoyOptions,
+    cluster_name,
+    render_bootstrap,
+)
 from tokenvoy.render.files import write_rendered
 from tokenvoy.render.ratelimit import render_ratelimit_config
 
@@ -202,7 +209,8 @@ def test_each_backend_cluster_has_upstream_ext_proc_then_upstream_codec(rendered
         upstream = filters[0]["typed_config"]
         assert upstream["processing_mode"]["request_header_mode"] == "SEND"
         assert upstream["processing_mode"]["response_header_mode"] == "SKIP"
-        assert upstream["request_attributes"] == [ENDPOINT_ATTRIBUTE]
+        # the request's identity (to find the router stream's state) and the endpoint Envoy picked
+        assert upstream["request_attributes"] == [*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE]
         assert upstream["failure_mode_allow"] is False
 
 

@@ -22,7 +22,7 @@ def _match_text(config: GatewayConfig, rule_index: int) -> str:
 
 def summarize(config: GatewayConfig) -> str:
     lines = [f"listener: {config.listener.address}:{config.listener.port}", "", "routes:"]
-    for index, (route, rule) in enumerate(config.rules()):
+    for index, (_route, rule) in enumerate(config.rules()):
         refs = ", ".join(
             f"{ref.backend}"
             + (f" (weight {ref.weight})" if len(rule.backend_refs) > 1 else "")
@@ -45,9 +45,10 @@ def summarize(config: GatewayConfig) -> str:
     if not config.budgets:
         lines.append("  none")
     for budget in config.budgets:
-        who = " per ".join(
-            s.header if s.value is None else f"{s.header}={s.value}" for s in budget.selectors
-        ) or "everyone together"
+        who = (
+            " per ".join(s.header if s.value is None else f"{s.header}={s.value}" for s in budget.selectors)
+            or "everyone together"
+        )
         charge = budget.response_cost_key or f"{budget.request_cost} per request"
         where = ", ".join(budget.routes) if budget.routes else "every route"
         lines.append(f"  {budget.name}: {budget.limit:,} {charge} per {budget.unit.lower()} per {who} ({where})")

@@ -31,6 +31,8 @@ HOST_METADATA_NAMESPACE = "tokenvoy"
 ENDPOINT_ATTRIBUTE = f"xds.upstream_host_metadata.filter_metadata['{HOST_METADATA_NAMESPACE}']['endpoint']"
 BUDGET_DESCRIPTOR_KEY = "budget"
 _TYPE = "@type"
+# Sent by Envoy to both ext_proc filters; together they identify a request (see extproc/registry.py).
+IDENTITY_ATTRIBUTES = ("connection.id", "request.time", "request.id")
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ def _router_ext_proc(options: EnvoyOptions) -> dict[str, Any]:
         "router",
         mode,
         metadata_options={"receiving_namespaces": {"untyped": [AI_GATEWAY_METADATA_NAMESPACE]}},
+        request_attributes=list(IDENTITY_ATTRIBUTES),
     )
 
 
@@ -115,7 +118,7 @@ def _upstream_ext_proc(options: EnvoyOptions) -> dict[str, Any]:
         "request_trailer_mode": "SKIP",
         "response_trailer_mode": "SKIP",
     }
-    return _ext_proc_filter(options, "upstream", mode, request_attributes=[ENDPOINT_ATTRIBUTE])
+    return _ext_proc_filter(options, "upstream", mode, request_attributes=[*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE])
 
 
 def _budget_actions(budget: Budget) -> list[dict[str, Any]]:
@@ -165,6 +168,44 @@ def cluster_name(rule: Rule) -> str:
     return f"rule/{rule.name}"
 
 
+# Failures worth another backend: provider errors and overload, resets, refused connections.
+RETRY_ON = "5xx,reset,connect-failure,refused-stream,retriable-status-codes"
+RETRIABLE_STATUS_CODES = [429]
+
+
+def retry_policy(rule: Rule) -> dict[str, Any] | None:
+    """Fallback: each retry goes to a host not tried yet, the next priority once one has failed.
+
+    The upstream ext_proc filter runs again on every attempt, so the retried request is translated and
+    signed for whichever backend it reaches. Bounded by the number of backends of the rule.
+    """
+    if len(rule.backend_refs) < 2:
+        return None
+    return {
+        "retry_on": RETRY_ON,
+        "retriable_status_codes": RETRIABLE_STATUS_CODES,
+        "num_retries": len(rule.backend_refs) - 1,
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                _TYPE: "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3."
+                "PreviousPrioritiesConfig",
+                "update_frequency": 1,
+            },
+        },
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    _TYPE: "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 5,
+        "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.1s"},
+    }
+
+
 def _routes(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str, Any]]:
     routes = []
     for route, rule in config.rules():
@@ -187,6 +228,8 @@ def _routes(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str, Any]
             }
             if not headers:
                 entry["match"].pop("headers")
+            if policy := retry_policy(rule):
+                entry["route"]["retry_policy"] = policy
             if per_filter:
                 entry["typed_per_filter_config"] = per_filter
             routes.append(entry)
