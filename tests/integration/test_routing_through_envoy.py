@@ -51,9 +51,11 @@ def _config(listener_port: int, fake_port: int, refs: list[dict[str, Any]], extr
 
 class _Failing(http.server.BaseHTTPRequestHandler):
     received = 0
+    authorization: str | None = None
 
     def do_POST(self) -> None:
         type(self).received += 1
+        type(self).authorization = self.headers.get("authorization")
         self.rfile.read(int(self.headers.get("content-length") or 0))
         body = b'{"error":{"message":"overloaded","type":"server_error"}}'
         self.send_response(503)
