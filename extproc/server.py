@@ -9,11 +9,14 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import ConfigError, load_config, load_text
 from tokenvoy.config.model import GatewayConfig
+from tokenvoy.extproc.admin import DEFAULT_ADMIN_LISTEN, AdminServer
 from tokenvoy.extproc.costs import CostConfigError
+from tokenvoy.extproc.metrics import PrometheusObserver
 from tokenvoy.extproc.observe import NoObserver, RequestObserver
 from tokenvoy.extproc.registry import RequestRegistry
 from tokenvoy.extproc.router import RouterStream
@@ -64,15 +67,37 @@ def build_runtime(config: GatewayConfig) -> Runtime:
         raise ConfigError([str(exc)]) from None
 
 
-async def serve(runtime: Runtime, listen: str) -> None:
+def metrics_registry() -> CollectorRegistry:
+    """A registry of our own (not the global one), with the usual process and runtime collectors."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+async def serve(runtime: Runtime, listen: str, admin_listen: str | None = DEFAULT_ADMIN_LISTEN) -> None:
+    """Serve ext_proc on ``listen`` and, unless ``admin_listen`` is None, /metrics and /healthz on it."""
     config = runtime.config
+    registry = metrics_registry()
+    observer = PrometheusObserver(config.metrics, config.pricing, registry)
+    admin = None
+    if admin_listen is not None:
+        admin = AdminServer(registry, admin_listen)
+        await admin.start()  # before gRPC: a busy port fails the start, not the first scrape
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime), server)
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime, observer), server)
     health_servicer = add_health(server, [SERVICE_NAME])
-    server.add_insecure_port(grpc_target(listen))
-    routes = ", ".join(route.name for route in config.routes)
-    log.info("extproc listening on %s (routes: %s; backends: %s)", listen, routes, ", ".join(config.backends))
-    await serve_until_signalled(server, health_servicer)
+    try:
+        server.add_insecure_port(grpc_target(listen))
+        routes = ", ".join(route.name for route in config.routes)
+        log.info("extproc listening on %s (routes: %s; backends: %s)", listen, routes, ", ".join(config.backends))
+        if admin is not None:
+            log.info("extproc metrics on http://%s:%d/metrics", admin.host, admin.port)
+        await serve_until_signalled(server, health_servicer)
+    finally:
+        if admin is not None:
+            await admin.close()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -91,6 +116,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="127.0.0.1:1063",
         help="HOST:PORT or unix:/path/to.sock to serve gRPC on (default: %(default)s)",
     )
+    parser.add_argument(
+        "--admin-listen",
+        default=DEFAULT_ADMIN_LISTEN,
+        metavar="HOST:PORT",
+        help="where to serve Prometheus /metrics and /healthz over HTTP (default: %(default)s)",
+    )
+    parser.add_argument("--no-admin", action="store_true", help="serve no admin port (no /metrics, no /healthz)")
     parser.add_argument("--log-level", default="info", help="debug, info, warning or error (default: info)")
     return parser.parse_args(argv)
 
@@ -105,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tokenvoy extproc: invalid config:\n{exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(runtime, args.listen))
+        asyncio.run(serve(runtime, args.listen, None if args.no_admin else args.admin_listen))
     except ValueError as exc:
         print(f"tokenvoy extproc: {exc}", file=sys.stderr)
         return 2

@@ -32,7 +32,7 @@ def _headers(**values: str) -> ep.ProcessingRequest:
 def _start(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     socket_path = tmp_path / "extproc.sock"
     process = subprocess.Popen(
-        [sys.executable, "-m", "tokenvoy", "extproc", "--listen", f"unix:{socket_path}"],
+        [sys.executable, "-m", "tokenvoy", "extproc", "--listen", f"unix:{socket_path}", "--no-admin"],
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 30

@@ -48,6 +48,7 @@ class Gateway:
     process: subprocess.Popen[bytes]
     stdout_path: Path
     stderr_path: Path
+    metrics_url: str = ""  # extproc's admin port: /metrics and /healthz
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -95,14 +96,14 @@ def start_gateway(
     """``tokenvoy run`` on free ports: with the default config (as a file), ``config_text``, or with no
     ``--config`` at all when ``config_text`` is ``""`` (the embedded default, driven by ``env``)."""
     directory.mkdir(parents=True, exist_ok=True)
-    listener_port, admin_port = free_port(), free_port()
+    listener_port, admin_port, metrics_port = free_port(), free_port(), free_port()
     fake_port = fake_port or free_port()
     argv = [sys.executable, "-m", "tokenvoy", "run", "--port", str(listener_port)]
     if config_text != "":
         config = directory / "gateway.yaml"
         config.write_text(config_text or gateway_config(listener_port, fake_port, budget_tokens))
         argv += ["--config", str(config)]
-    argv += ["--run-dir", str(directory / "run"), "--admin-port", str(admin_port)]
+    argv += ["--run-dir", str(directory / "run"), "--admin-port", str(admin_port), "--metrics-port", str(metrics_port)]
     stdout_path, stderr_path = directory / "stdout.log", directory / "stderr.log"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
@@ -115,6 +116,7 @@ def start_gateway(
         process=process,
         stdout_path=stdout_path,
         stderr_path=stderr_path,
+        metrics_url=f"http://127.0.0.1:{metrics_port}",
     )
     deadline = time.monotonic() + startup_timeout
     while "tokenvoy: ready" not in gateway.stderr():

@@ -27,6 +27,8 @@ from tokenvoy.config.model import (
     HeaderMatch,
     HeaderMatchType,
     Listener,
+    MetricsSettings,
+    ModelPrice,
     RequestCost,
     Route,
     Rule,
@@ -40,7 +42,7 @@ except AttributeError:  # pragma: no cover - libyaml missing
     _YamlLoader = yaml.SafeLoader
 
 FAKE_PROVIDER_ANNOTATION = "tokenvoy.io/fake-provider"
-SUPPORTED_SCHEMAS = {"OpenAI"}
+SUPPORTED_SCHEMAS = {"OpenAI", "Anthropic"}
 IGNORED_KINDS = {
     "GatewayClass": "a standalone gateway has no controller to select",
     "EnvoyProxy": "tokenvoy renders its own Envoy bootstrap",
@@ -106,6 +108,8 @@ def load_config(paths: Iterable[str | os.PathLike[str]]) -> GatewayConfig:
         budgets=config.budgets,
         sources=tuple(sources),
         ignored=config.ignored,
+        metrics=config.metrics,
+        pricing=config.pricing,
     )
 
 
@@ -173,12 +177,19 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
         resources.get("BackendTrafficPolicy", {}), {r.name for r in routes}, set(resources.get("Gateway", {})), problems
     )
     listener = _listener(resources.get("Gateway", {}), problems)
+    metrics, pricing = _tokenvoy_config(resources.get("TokenvoyConfig", {}), problems)
     if not routes and not problems.items:
         problems.items.append("no AIGatewayRoute found: the gateway would answer 404 to every request")
     if problems.items:
         raise ConfigError(problems.items)
     return GatewayConfig(
-        listener=listener, routes=tuple(routes), backends=backends, budgets=tuple(budgets), ignored=tuple(ignored)
+        listener=listener,
+        routes=tuple(routes),
+        backends=backends,
+        budgets=tuple(budgets),
+        ignored=tuple(ignored),
+        metrics=metrics,
+        pricing=pricing,
     )
 
 
@@ -696,6 +707,123 @@ def _listener(items: dict[str, _Resource], problems: _Problems) -> Listener:
     return Listener()
 
 
+TOKENVOY_API_VERSION = "tokenvoy.io/v1alpha1"
+_TOKENVOY_CONFIG_FIELDS = {"metrics", "pricing"}
+_METRICS_FIELDS = {"requestHeaderLabels", "maxLabelValues", "clientFromUserAgent"}
+_PRICE_FIELDS = {
+    "model",
+    "inputPerMillion",
+    "cachedInputPerMillion",
+    "cacheCreationInputPerMillion",
+    "outputPerMillion",
+}
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Labels tokenvoy's own metrics already carry (tokenvoy.extproc.metrics), plus Prometheus' histogram/summary ones.
+RESERVED_METRIC_LABELS = frozenset(
+    {
+        "gen_ai_operation_name",
+        "gen_ai_provider_name",
+        "gen_ai_request_model",
+        "gen_ai_response_model",
+        "gen_ai_token_type",
+        "error_type",
+        "le",
+        "quantile",
+    }
+)
+CLIENT_LABEL = "client"
+
+
+def _tokenvoy_config(
+    items: dict[str, _Resource], problems: _Problems
+) -> tuple[MetricsSettings, tuple[ModelPrice, ...]]:
+    """tokenvoy's own settings (metrics labels, prices): one ``TokenvoyConfig`` per gateway, optional."""
+    if not items:
+        return MetricsSettings(), ()
+    first, *others = items.values()
+    for extra in others:
+        problems.add(extra, "", f"only one TokenvoyConfig is allowed, also defined: {first.ref} ({first.source})")
+    resource = first
+    api_version = resource.raw.get("apiVersion")
+    if api_version != TOKENVOY_API_VERSION:
+        problems.add(resource, "apiVersion", f"must be {TOKENVOY_API_VERSION}, got {api_version!r}")
+    if not _check_fields(resource, resource.spec, "spec", _TOKENVOY_CONFIG_FIELDS, problems):
+        return MetricsSettings(), ()
+    return _metrics_settings(resource, problems), _pricing(resource, problems)
+
+
+def _metrics_settings(resource: _Resource, problems: _Problems) -> MetricsSettings:
+    path = "spec.metrics"
+    spec = resource.spec.get("metrics")
+    if spec is None:
+        return MetricsSettings()
+    if not _check_fields(resource, spec, path, _METRICS_FIELDS, problems):
+        return MetricsSettings()
+    client = spec.get("clientFromUserAgent", False)
+    if not isinstance(client, bool):
+        problems.add(resource, f"{path}.clientFromUserAgent", f"must be true or false, got {client!r}")
+        client = False
+    taken = set(RESERVED_METRIC_LABELS) | ({CLIENT_LABEL} if client else set())
+    labels: list[tuple[str, str]] = []
+    headers = _mapping(resource, spec.get("requestHeaderLabels"), f"{path}.requestHeaderLabels", problems)
+    for header, label in headers.items():
+        label_path = f"{path}.requestHeaderLabels.{header}"
+        if not isinstance(header, str) or not header:
+            problems.add(resource, label_path, "the header name must be a non-empty string")
+            continue
+        if not isinstance(label, str) or not _LABEL_NAME.match(label) or label.startswith("__"):
+            problems.add(
+                resource, label_path, f"{label!r} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, no `__`)"
+            )
+            continue
+        if label in taken:
+            problems.add(
+                resource, label_path, f"label {label!r} is already used by tokenvoy's metrics or another header"
+            )
+            continue
+        taken.add(label)
+        labels.append((header.lower(), label))
+    max_values = _integer(resource, spec.get("maxLabelValues"), f"{path}.maxLabelValues", problems, 100, 1)
+    return MetricsSettings(tuple(labels), max_values, client)
+
+
+def _price(resource: _Resource, value: Any, path: str, problems: _Problems, required: bool) -> float | None:
+    if value is None:
+        if required:
+            problems.add(resource, path, "required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+        problems.add(resource, path, f"must be a number >= 0 (USD per million tokens), got {value!r}")
+        return None
+    return float(value)
+
+
+def _pricing(resource: _Resource, problems: _Problems) -> tuple[ModelPrice, ...]:
+    prices: dict[str, ModelPrice] = {}
+    for index, entry in enumerate(_list(resource, resource.spec.get("pricing"), "spec.pricing", problems)):
+        path = f"spec.pricing[{index}]"
+        if not _check_fields(resource, entry, path, _PRICE_FIELDS, problems):
+            continue
+        model = _string(resource, entry.get("model"), f"{path}.model", problems)
+        values = [
+            _price(resource, entry.get(key), f"{path}.{key}", problems, required)
+            for key, required in (
+                ("inputPerMillion", True),
+                ("outputPerMillion", True),
+                ("cachedInputPerMillion", False),
+                ("cacheCreationInputPerMillion", False),
+            )
+        ]
+        input_price, output_price, cached_price, creation_price = values
+        if model is None or input_price is None or output_price is None:
+            continue
+        if model in prices:
+            problems.add(resource, f"{path}.model", f"{model!r} is priced twice")
+            continue
+        prices[model] = ModelPrice(model, input_price, output_price, cached_price, creation_price)
+    return tuple(prices.values())
+
+
 _KNOWN_KINDS = (
     "AIGatewayRoute",
     "AIServiceBackend",
@@ -704,4 +832,5 @@ _KNOWN_KINDS = (
     "Secret",
     "BackendTrafficPolicy",
     "Gateway",
+    "TokenvoyConfig",
 )

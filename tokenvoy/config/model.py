@@ -150,6 +150,27 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """``TokenvoyConfig`` ``spec.metrics``: which request headers become metric labels, and how many values each
+    label may take (the rest are reported as ``other``) so a header cannot blow up Prometheus."""
+
+    request_header_labels: tuple[tuple[str, str], ...] = ()  # (lower-case header name, label name), in config order
+    max_label_values: int = 100
+    client_from_user_agent: bool = False  # a `client` label: claude-code, cline, openai-python, curl, other…
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """USD per million tokens for one model (``TokenvoyConfig`` ``spec.pricing``), for the cost counter."""
+
+    model: str
+    input_per_million: float
+    output_per_million: float
+    cached_input_per_million: float | None = None  # None: cached input tokens cost the input price
+    cache_creation_input_per_million: float | None = None  # None: cache writes cost the input price
+
+
+@dataclass(frozen=True)
 class Listener:
     address: str = "127.0.0.1"
     port: int = 1975
@@ -163,6 +184,8 @@ class GatewayConfig:
     budgets: tuple[Budget, ...] = ()
     sources: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()  # "kind/name (file): why" for resources a standalone gateway skips
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    pricing: tuple[ModelPrice, ...] = ()
 
     def rules(self) -> list[tuple[Route, Rule]]:
         return [(route, rule) for route in self.routes for rule in route.rules]

@@ -79,13 +79,16 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, "-m", "tokenvoy", *args]
 
 
-async def _run(config: GatewayConfig, files: list[str], run_dir: Path, admin_port: int, log_level: str) -> int:
+async def _run(
+    config: GatewayConfig, files: list[str], run_dir: Path, admin_port: int, log_level: str, metrics_port: int = 1064
+) -> int:
     listener = config.listener
     busy = [
         f"{host}:{port} ({what})"
         for host, port, what in [
             (listener.address, listener.port, "gateway listener"),
             ("127.0.0.1", admin_port, "Envoy admin"),
+            *([("127.0.0.1", metrics_port, "extproc metrics")] if metrics_port else []),
             *[
                 (b.endpoint.host, b.endpoint.port, f"fake provider {b.name}")
                 for b in config.backends.values()
@@ -126,10 +129,11 @@ async def _run(config: GatewayConfig, files: list[str], run_dir: Path, admin_por
             )
         )
     config_args = [arg for path in files for arg in ("--config", path)]
+    metrics_args = ["--admin-listen", f"127.0.0.1:{metrics_port}"] if metrics_port else ["--no-admin"]
     specs.append(
         ChildSpec(
             "extproc",
-            _python("extproc", *config_args, "--listen", extproc_listen, "--log-level", log_level),
+            _python("extproc", *config_args, "--listen", extproc_listen, *metrics_args, "--log-level", log_level),
             partial(grpc_serving, extproc_listen),
         )
     )
@@ -154,13 +158,13 @@ async def _run(config: GatewayConfig, files: list[str], run_dir: Path, admin_por
         return 1
     endpoint = f"http://{listener.address}:{listener.port}"
     _say(f"ready: {', '.join(supervisor.names)} (run directory: {run_dir})")
-    _print_banner(endpoint, config)
+    _print_banner(endpoint, config, metrics_port)
     code = await supervisor.wait()
     await supervisor.stop()
     return code
 
 
-def _print_banner(endpoint: str, config: GatewayConfig) -> None:
+def _print_banner(endpoint: str, config: GatewayConfig, metrics_port: int = 0) -> None:
     fake = all(b.fake_provider for b in config.backends.values())
     lines = [
         "",
@@ -174,6 +178,7 @@ def _print_banner(endpoint: str, config: GatewayConfig) -> None:
         "",
         f"  OpenAI SDKs and tools: OPENAI_BASE_URL={endpoint}/v1",
         "  Access log (JSON, with genai_* token fields): this terminal's stdout. Ctrl-C stops everything.",
+        *([f"  Prometheus metrics: http://127.0.0.1:{metrics_port}/metrics"] if metrics_port else []),
         "",
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
@@ -192,6 +197,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--run-dir", metavar="DIR", help="where rendered configs and sockets go (default: a temp dir)")
     parser.add_argument("--port", type=int, help="gateway listener port (default: the config's Gateway, 1975)")
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on 127.0.0.1 (default: 9901)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=1064,
+        help="extproc's /metrics and /healthz port on 127.0.0.1; 0 turns it off (default: 1064)",
+    )
     parser.add_argument("--log-level", default="info", help="log level of extproc and ratelimit (default: info)")
     return parser.parse_args(argv)
 
@@ -207,6 +218,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in config.ignored:
         _say(line)
     try:
-        return asyncio.run(_run(config, files, run_dir, args.admin_port, args.log_level))
+        return asyncio.run(_run(config, files, run_dir, args.admin_port, args.log_level, args.metrics_port))
     except KeyboardInterrupt:
         return 0

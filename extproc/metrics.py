@@ -1,0 +1,295 @@
+"""Prometheus metrics for every request extproc routes: the OpenTelemetry GenAI metrics, cost and overhead.
+
+Names, units, attributes and bucket boundaries follow the OTel GenAI semantic conventions
+(https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-metrics/), exported the way Envoy AI Gateway
+exports them to Prometheus (dots → underscores, unit suffix), so its dashboards and queries keep working:
+
+=========================================  =================================================  ============
+OTel instrument (unit)                     Prometheus family                                  kind
+=========================================  =================================================  ============
+``gen_ai.client.token.usage`` (token)      ``gen_ai_client_token_usage_token``                histogram
+``gen_ai.server.request.duration`` (s)     ``gen_ai_server_request_duration_seconds``         histogram
+``gen_ai.server.time_to_first_token``      ``gen_ai_server_time_to_first_token_seconds``      histogram
+``gen_ai.server.time_per_output_token``    ``gen_ai_server_time_per_output_token_seconds``    histogram
+(tokenvoy) cost in USD                     ``tokenvoy_cost_usd_total``                        counter
+(tokenvoy) time inside tokenvoy            ``tokenvoy_gateway_overhead_seconds``              histogram
+=========================================  =================================================  ============
+
+The observer runs once per request on the event loop, so it does no I/O and little work: a few dict
+lookups to build the label values and one ``observe`` per series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+
+from tokenvoy.config.model import MetricsSettings, ModelPrice
+from tokenvoy.extproc.observe import CompletedRequest
+from tokenvoy.extproc.translate.base import ClientAPI
+
+# `_created` series double the series count and most scrapers ignore them in the text format.
+disable_created_metrics()
+
+# Explicit bucket boundaries from the GenAI semantic conventions.
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+REQUEST_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TIME_TO_FIRST_TOKEN_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0
+)  # fmt: skip
+TIME_PER_OUTPUT_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+# tokenvoy's own: a request spends ~0.1-5 ms in the handlers, so the buckets start at 50 µs.
+GATEWAY_OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+
+OPERATION = "gen_ai_operation_name"
+PROVIDER = "gen_ai_provider_name"
+REQUEST_MODEL = "gen_ai_request_model"
+RESPONSE_MODEL = "gen_ai_response_model"
+TOKEN_TYPE = "gen_ai_token_type"
+ERROR_TYPE = "error_type"
+CLIENT = "client"
+OTHER = "other"  # the value of a capped label once it has seen max_label_values distinct values
+MAX_LABEL_VALUE_LENGTH = 128
+
+# gen_ai.operation.name per client API: the semantic conventions' well-known values (`chat` covers
+# Anthropic Messages too). An API missing here is named by the last part of its ClientAPI value.
+OPERATIONS: dict[ClientAPI, str] = {ClientAPI.OPENAI_CHAT: "chat"}
+# gen_ai.provider.name per AIServiceBackend schema: the semantic conventions' well-known values. The provider
+# names the API flavour spoken, so Anthropic on Bedrock is `aws.bedrock` and on Vertex AI `gcp.vertex_ai`.
+PROVIDERS: dict[str, str] = {
+    "OpenAI": "openai",
+    "AzureOpenAI": "azure.ai.openai",
+    "Anthropic": "anthropic",
+    "AWSBedrock": "aws.bedrock",
+    "AWSAnthropic": "aws.bedrock",
+    "GCPVertexAI": "gcp.vertex_ai",
+    "GCPAnthropic": "gcp.vertex_ai",
+    "Cohere": "cohere",
+}
+
+_BASE_LABELS = (OPERATION, PROVIDER, REQUEST_MODEL, RESPONSE_MODEL)
+
+
+class LabelLimiter:
+    """Keeps the first ``cap`` distinct values of one label and reports every later one as ``other``.
+
+    Without it a header such as ``x-user-id`` (or a model name a catch-all route accepts) would create a new
+    series per value, without bound. The empty value (header absent) is free and never counted.
+    """
+
+    __slots__ = ("_cap", "_seen")
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str | None) -> str:
+        if not value:
+            return ""
+        if len(value) > MAX_LABEL_VALUE_LENGTH:
+            value = value[:MAX_LABEL_VALUE_LENGTH]
+        if value in self._seen:
+            return value
+        if len(self._seen) < self._cap:
+            self._seen.add(value)
+            return value
+        return OTHER
+
+
+# (user-agent substring, client class), first match wins; matched on the lower-cased user agent.
+_USER_AGENT_CLASSES = (
+    ("claude-cli/", "claude-code"),
+    ("claude-code", "claude-code"),
+    ("cline/", "cline"),
+    ("codex_cli_rs", "codex"),
+    ("openai/python", "openai-python"),
+    ("openai/js", "openai-node"),
+    ("anthropic/python", "anthropic-python"),
+    ("anthropic/js", "anthropic-node"),
+    ("curl/", "curl"),
+    ("python-httpx/", "python-httpx"),
+    ("python-requests/", "python-requests"),
+    ("mozilla/", "browser"),
+)
+CLIENT_CLASSES = (*dict.fromkeys(name for _, name in _USER_AGENT_CLASSES), OTHER)
+
+
+@lru_cache(maxsize=512)
+def classify_client(user_agent: str, title: str = "") -> str:
+    """The client family from ``user-agent`` (and Cline's ``x-title``), never the raw string: a bounded label.
+
+    Cline talks through the OpenAI Node SDK, so its user agent says ``OpenAI/JS``; it names itself in
+    ``x-title: Cline`` instead.
+    """
+    if title.strip().lower() == "cline":
+        return "cline"
+    agent = user_agent.lower()
+    for needle, name in _USER_AGENT_CLASSES:
+        if needle in agent:
+            return name
+    return OTHER
+
+
+def cost_usd(price: ModelPrice, request: CompletedRequest) -> float:
+    """USD for one request's usage. ``usage.input`` already includes cached and cache-creation tokens."""
+    usage = request.usage
+    if usage is None:
+        return 0.0
+    cached = usage.cached_input
+    creation = usage.cache_creation_input
+    uncached = max(usage.input - cached - creation, 0)
+    cached_price = price.input_per_million if price.cached_input_per_million is None else price.cached_input_per_million
+    creation_price = (
+        price.input_per_million
+        if price.cache_creation_input_per_million is None
+        else price.cache_creation_input_per_million
+    )
+    micro_usd = (
+        uncached * price.input_per_million
+        + cached * cached_price
+        + creation * creation_price
+        + usage.output * price.output_per_million
+    )
+    return micro_usd / 1_000_000
+
+
+class _Children:
+    """``metric.labels(*values)``, memoised: prometheus_client re-validates the labels on every call (~3 µs).
+
+    Bounded like the series themselves, since every label value is capped or comes from a fixed set.
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Histogram | Counter) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, values: tuple[str, ...]) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+class PrometheusObserver:
+    """A ``RequestObserver`` that turns each ``CompletedRequest`` into metric updates in ``registry``."""
+
+    def __init__(
+        self,
+        settings: MetricsSettings | None = None,
+        pricing: Sequence[ModelPrice] = (),
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        settings = settings or MetricsSettings()
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._header_labels = settings.request_header_labels
+        self._client = settings.client_from_user_agent
+        cap = settings.max_label_values
+        self._limiters = {header: LabelLimiter(cap) for header, _ in self._header_labels}
+        self._request_models = LabelLimiter(cap)
+        self._response_models = LabelLimiter(cap)
+        self._prices = {price.model: price for price in pricing}
+        extra = tuple(label for _, label in self._header_labels) + ((CLIENT,) if self._client else ())
+        self.extra_labels = extra
+        registry = self.registry
+        self.token_usage = Histogram(
+            "gen_ai_client_token_usage",
+            "Number of input and output tokens used.",
+            (*_BASE_LABELS, TOKEN_TYPE, *extra),
+            unit="token",
+            buckets=TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "gen_ai_server_request_duration",
+            "Generative AI server request duration: from the request headers to the last byte of the answer.",
+            (*_BASE_LABELS, ERROR_TYPE, *extra),
+            unit="seconds",
+            buckets=REQUEST_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.time_to_first_token = Histogram(
+            "gen_ai_server_time_to_first_token",
+            "Time to generate first token for successful streamed responses.",
+            (*_BASE_LABELS, *extra),
+            unit="seconds",
+            buckets=TIME_TO_FIRST_TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self.time_per_output_token = Histogram(
+            "gen_ai_server_time_per_output_token",
+            "Time per output token generated after the first token for successful streamed responses.",
+            (*_BASE_LABELS, *extra),
+            unit="seconds",
+            buckets=TIME_PER_OUTPUT_TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self.cost = Counter(
+            "tokenvoy_cost_usd",
+            "Cost of the tokens used, in USD, from the TokenvoyConfig price table.",
+            (*_BASE_LABELS, *extra),
+            registry=registry,
+        )
+        self.gateway_overhead = Histogram(
+            "tokenvoy_gateway_overhead",
+            "Time spent inside tokenvoy's ext_proc handlers per request, excluding the provider and the network.",
+            (OPERATION, PROVIDER, ERROR_TYPE),
+            unit="seconds",
+            buckets=GATEWAY_OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self._tokens = _Children(self.token_usage)
+        self._duration = _Children(self.request_duration)
+        self._ttft = _Children(self.time_to_first_token)
+        self._tpot = _Children(self.time_per_output_token)
+        self._cost = _Children(self.cost)
+        self._overhead = _Children(self.gateway_overhead)
+
+    def request_completed(self, request: CompletedRequest) -> None:
+        api = request.api
+        operation = (OPERATIONS.get(api) or api.rpartition(".")[2]) if api is not None else ""
+        schema = request.schema
+        provider = PROVIDERS.get(schema, schema.lower()) if schema else ""
+        error_type = request.error_type or ""
+        self._overhead((operation, provider, error_type)).observe(request.gateway_seconds)
+        if api is None:
+            return  # not a GenAI operation (unknown path): only the overhead is counted
+        base = (
+            operation,
+            provider,
+            self._request_models(request.request_model),
+            self._response_models(request.response_model),
+        )
+        extra = self._extra_label_values(request.request_headers)
+        labels = base + extra
+        self._duration((*base, error_type, *extra)).observe(request.finished - request.started)
+        usage = request.usage
+        if usage is not None:
+            tokens = self._tokens
+            tokens((*base, "input", *extra)).observe(usage.input)
+            tokens((*base, "output", *extra)).observe(usage.output)
+            # Types most requests don't have are recorded only when present, so `_count` says how many had them.
+            if usage.cached_input:
+                tokens((*base, "cached_input", *extra)).observe(usage.cached_input)
+            if usage.cache_creation_input:
+                tokens((*base, "cache_creation_input", *extra)).observe(usage.cache_creation_input)
+            if usage.reasoning:
+                tokens((*base, "reasoning", *extra)).observe(usage.reasoning)
+            price = self._prices.get(request.response_model or "") or self._prices.get(request.request_model or "")
+            if price is not None:
+                self._cost(labels).inc(cost_usd(price, request))
+        first_chunk_at = request.first_chunk_at
+        if request.stream and first_chunk_at is not None and 200 <= request.status < 300:
+            self._ttft(labels).observe(first_chunk_at - request.started)
+            if usage is not None and usage.output > 1:
+                self._tpot(labels).observe((request.finished - first_chunk_at) / (usage.output - 1))
+
+    def _extra_label_values(self, headers: Mapping[str, str]) -> tuple[str, ...]:
+        values = [self._limiters[header](headers.get(header)) for header, _ in self._header_labels]
+        if self._client:
+            values.append(classify_client(headers.get("user-agent", ""), headers.get("x-title", "")))
+        return tuple(values)
