@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tokenvoy.extproc.translate.base import ClientAPI, Translator
+from tokenvoy.extproc.translate.openai_to_anthropic import OpenAIToAnthropic
 from tokenvoy.extproc.translate.openai_to_openai import OpenAIToOpenAI
 
 TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
     (ClientAPI.OPENAI_CHAT, "OpenAI"): OpenAIToOpenAI,
+    (ClientAPI.OPENAI_CHAT, "Anthropic"): OpenAIToAnthropic,
 }
 
 

@@ -3,6 +3,8 @@
 Endpoints
     ``POST …/chat/completions``
         OpenAI Chat Completions (any path prefix, e.g. ``/v1``, ``/openai/v1``).
+    ``POST …/messages``
+        Anthropic Messages (``/v1/messages`` or any prefix); see ``anthropic_messages.py``.
     ``GET /health``
         ``200 ok``.
     ``GET /__testupstream/requests``
@@ -58,7 +60,7 @@ from typing import Any
 
 import orjson
 
-from tokenvoy.testupstream import openai_chat
+from tokenvoy.testupstream import anthropic_messages, openai_chat
 from tokenvoy.testupstream.http import HttpServer, Request, Response, start
 
 __all__ = [
@@ -145,7 +147,32 @@ OPENAI_CHAT = Route(
     error=_openai_error,
 )
 
-DEFAULT_ROUTES: tuple[Route, ...] = (OPENAI_CHAT,)
+# -- Anthropic ------------------------------------------------------------------------------------------
+
+
+def _anthropic_error(status: int, message: str) -> Response:
+    return json_response(status, anthropic_messages.error_for_status(status, message))
+
+
+def _anthropic_messages(request: Request, app: App, chunk_delay: float) -> Response:
+    """Adapter: HTTP request → :func:`anthropic_messages.create_message` → JSON or SSE response."""
+    reply = anthropic_messages.create_message(request.body, request.headers, message_id=app.next_id("msg_"))
+    if reply.events is None:
+        return json_response(reply.status, reply.body)
+    frames = [anthropic_messages.sse_frame(e) for e in reply.events]
+    stream = frames if chunk_delay <= 0 else _paced(frames, chunk_delay)
+    return Response(reply.status, content_type=SSE, stream=stream)
+
+
+ANTHROPIC_MESSAGES = Route(
+    name="anthropic.messages",
+    method="POST",
+    matches=lambda path: path.endswith("/messages"),
+    handle=_anthropic_messages,
+    error=_anthropic_error,
+)
+
+DEFAULT_ROUTES: tuple[Route, ...] = (OPENAI_CHAT, ANTHROPIC_MESSAGES)
 """Providers served by default; new provider modules add their ``Route`` here."""
 
 

@@ -1,0 +1,649 @@
+"""OpenAI Chat Completions client → Anthropic Messages API backend.
+
+The request is rebuilt (not edited in place): the two APIs share no body layout. Mapping decisions:
+
+* ``system`` and ``developer`` messages, wherever they are, become the top-level ``system`` text blocks in
+  order (Anthropic has no mid-conversation system turn).
+* ``tool`` messages become ``tool_result`` blocks of a user turn; consecutive turns of one role are merged
+  (Anthropic wants user/assistant alternation), so parallel tool results land in one user turn.
+* ``max_completion_tokens`` (else ``max_tokens``) → ``max_tokens``, which Anthropic requires: **4096** when
+  the client set none, a size every current Claude model accepts that leaves room for a real answer.
+* ``reasoning_effort`` → ``thinking: {type: enabled, budget_tokens}``: minimal 1024, low 2048, medium 8192,
+  high 16384, xhigh 32768; ``none`` → no thinking. OpenAI counts reasoning inside the completion limit,
+  so a client limit is kept as ``max_tokens`` and the budget is cut to fit under it (a limit too small
+  for Anthropic's 1024-token minimum → 422); without a client limit, ``max_tokens`` = budget + 4096.
+  An Anthropic-style ``thinking`` object sent by the client is passed as is and wins.
+* Thinking comes back as ``message.reasoning_content`` (``delta.reasoning_content`` when streamed), the
+  field DeepSeek, vLLM and LiteLLM clients read. Signatures and redacted thinking are dropped: OpenAI
+  history has no place for them, so multi-turn tool use *with thinking* cannot be replayed.
+* ``parallel_tool_calls: false`` → ``disable_parallel_tool_use`` on the ``tool_choice``.
+* ``safety_identifier`` (else the older ``user``) → ``metadata.user_id``. ``top_k`` and ``cache_control``
+  on content parts and tools (common OpenAI-SDK extensions for Claude) are passed through.
+* Not expressible → 422 naming the field: ``n`` > 1, ``logprobs``/``top_logprobs``, non-zero penalties,
+  ``logit_bias``, ``response_format`` other than text, audio, ``prediction``, ``web_search_options``,
+  the deprecated ``functions``/``function`` role, non-function tools, audio and non-PDF file parts.
+  ``seed``, ``store``, ``metadata``, ``service_tier`` and unknown fields are dropped.
+* ``temperature``/``top_p`` go as they are: values only Anthropic refuses (temperature > 1, sampling
+  with thinking, a forced tool with thinking) get Anthropic's own 400, translated, rather than a guess.
+* Path: the backend prefix (``/v1`` unless the AIServiceBackend sets one) + ``/messages``, with
+  ``anthropic-version: 2023-06-01`` (pinned: later versions drop ``temperature``/``top_p``/``top_k``). The
+  client's ``authorization`` is removed (the gateway adds ``x-api-key`` from the AnthropicAPIKey policy),
+  and so is ``accept-encoding``, since a compressed answer could not be translated.
+* Answers: ``chat.completion`` (chunks) with Anthropic's ``msg_…`` id; stop reasons per
+  :data:`FINISH_REASONS`; usage normalised (DESIGN §4) with cache reads as ``cached_tokens``; provider
+  errors, JSON or not, in OpenAI's error shape with the status kept; an ``error`` event mid-stream becomes
+  an error chunk, and only ``message_stop`` yields ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from tokenvoy.config.model import Backend
+from tokenvoy.extproc.errors import GatewayError, openai_error_body
+from tokenvoy.extproc.sse import SSEParser
+from tokenvoy.extproc.translate.anthropic_common import (
+    ANTHROPIC_VERSION,
+    ERROR_STATUS,
+    MESSAGES_PATH,
+    error_details,
+    merge_usage,
+    usage_from_anthropic,
+)
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
+from tokenvoy.extproc.usage import TokenUsage
+
+DEFAULT_MAX_TOKENS = 4096
+MIN_THINKING_BUDGET = 1024
+REASONING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768}
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_DONE = b"data: [DONE]\n\n"
+# Fields whose only expressible value is their default: (field, accepted values, why).
+_DEFAULT_ONLY: tuple[tuple[str, tuple[object, ...], str], ...] = (
+    ("n", (None, 1), "Anthropic returns one choice per request"),
+    ("logprobs", (None, False), "Anthropic does not return log probabilities"),
+    ("top_logprobs", (None, 0), "Anthropic does not return log probabilities"),
+    ("frequency_penalty", (None, 0), "Anthropic has no frequency penalty"),
+    ("presence_penalty", (None, 0), "Anthropic has no presence penalty"),
+    ("logit_bias", (None, {}), "Anthropic has no logit bias"),
+    ("audio", (None,), "Anthropic does not produce audio"),
+    ("modalities", (None, ["text"]), "Anthropic only produces text"),
+    ("prediction", (None,), "Anthropic has no predicted outputs"),
+    ("web_search_options", (None,), "use an Anthropic server tool instead"),
+    ("functions", (None,), "use `tools`"),
+    ("function_call", (None,), "use `tool_choice`"),
+)
+
+
+def _unsupported(field: str, why: str) -> GatewayError:
+    return GatewayError(422, f"`{field}` cannot be sent to an Anthropic backend: {why}")
+
+
+def _invalid(field: str, why: str) -> GatewayError:
+    return GatewayError(400, f"invalid `{field}`: {why}")
+
+
+# ---- request --------------------------------------------------------------------------------------------
+
+
+def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """The Anthropic Messages body for an OpenAI chat completion body (raises GatewayError)."""
+    for field, accepted, why in _DEFAULT_ONLY:
+        if body.get(field) not in accepted:
+            raise _unsupported(field, why)
+    response_format = body.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise _unsupported("response_format", "Anthropic has no JSON mode; describe the format in the prompt")
+
+    system, messages = convert_messages(body.get("messages"))
+    out: dict[str, Any] = {"model": model}
+    if system:
+        out["system"] = system
+    out["messages"] = messages
+    limit = _limit(body)
+    out["max_tokens"] = limit or DEFAULT_MAX_TOKENS
+
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict):
+        out["thinking"] = thinking
+    elif (effort := body.get("reasoning_effort")) is not None and effort != "none":
+        budget = REASONING_BUDGETS.get(effort) if isinstance(effort, str) else None
+        if budget is None:
+            raise _invalid("reasoning_effort", f"{effort!r} is not one of none, {', '.join(REASONING_BUDGETS)}")
+        if limit is None:
+            out["max_tokens"] = budget + DEFAULT_MAX_TOKENS
+        else:
+            budget = min(budget, limit - 1)
+            if budget < MIN_THINKING_BUDGET:
+                raise _unsupported(
+                    "reasoning_effort",
+                    f"Anthropic's thinking needs at least {MIN_THINKING_BUDGET} tokens under the completion "
+                    f"limit, and max_completion_tokens is {limit}",
+                )
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        out["stop_sequences"] = [stop]
+    elif isinstance(stop, list) and stop:
+        out["stop_sequences"] = stop
+    elif stop is not None and stop != []:
+        raise _invalid("stop", "expected a string or an array of strings")
+    for key in ("temperature", "top_p", "top_k"):
+        if body.get(key) is not None:
+            out[key] = body[key]
+    user = body.get("safety_identifier") or body.get("user")  # OpenAI's newer name first
+    if isinstance(user, str) and user:
+        out["metadata"] = {"user_id": user}
+
+    tools = body.get("tools")
+    if tools:
+        out["tools"] = convert_tools(tools)
+        choice = convert_tool_choice(body.get("tool_choice"))
+        if body.get("parallel_tool_calls") is False and choice.get("type") != "none":
+            choice = {**choice, "disable_parallel_tool_use": True}
+        if choice != {"type": "auto"}:
+            out["tool_choice"] = choice
+    if body.get("stream") is True:
+        out["stream"] = True
+    return out
+
+
+def _limit(body: dict[str, Any]) -> int | None:
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _invalid(key, "expected a positive integer")
+        return value
+    return None
+
+
+def convert_messages(messages: object) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(system blocks, messages)``; same-role neighbours merged so roles alternate."""
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("messages", "expected a non-empty array of messages")
+    system: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise _invalid(where, "expected an object")
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            system.extend(_text_blocks(content, f"{where}.content"))
+            continue
+        if role == "user":
+            blocks = _user_blocks(content, f"{where}.content")
+            anthropic_role = "user"
+        elif role == "assistant":
+            blocks = _assistant_blocks(message, where)
+            anthropic_role = "assistant"
+        elif role == "tool":
+            blocks = [_tool_result(message, where)]
+            anthropic_role = "user"
+        elif role == "function":
+            raise _unsupported(f"{where}.role", "the deprecated `function` role has no tool_call_id; use `tool`")
+        else:
+            raise _invalid(f"{where}.role", f"unknown role {role!r}")
+        if not blocks:
+            continue  # Anthropic rejects empty turns; an empty OpenAI message says nothing
+        if out and out[-1]["role"] == anthropic_role:
+            _append_turn(out[-1], blocks)
+        else:
+            out.append({"role": anthropic_role, "content": blocks})
+    return system, out
+
+
+def _append_turn(turn: dict[str, Any], blocks: list[dict[str, Any]]) -> None:
+    """Merge into the previous same-role turn, keeping tool results first as Anthropic requires."""
+    content = turn["content"]
+    if any(b.get("type") == "tool_result" for b in blocks) and content and content[-1].get("type") != "tool_result":
+        results = [b for b in blocks if b.get("type") == "tool_result"]
+        others = [b for b in blocks if b.get("type") != "tool_result"]
+        leading = 0
+        while leading < len(content) and content[leading].get("type") == "tool_result":
+            leading += 1
+        turn["content"] = [*content[:leading], *results, *content[leading:], *others]
+        return
+    content.extend(blocks)
+
+
+def _text_blocks(content: object, where: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise _invalid(where, "expected a string or an array of content parts")
+    blocks = []
+    for index, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
+            raise _unsupported(f"{where}[{index}]", "only text parts are allowed here")
+        key = "text" if part["type"] == "text" else "refusal"
+        text = part.get(key)
+        if not isinstance(text, str):
+            raise _invalid(f"{where}[{index}].{key}", "expected a string")
+        if text:
+            blocks.append(_with_cache_control({"type": "text", "text": text}, part))
+    return blocks
+
+
+def _user_blocks(content: object, where: str) -> list[dict[str, Any]]:
+    if not isinstance(content, list):
+        return _text_blocks(content, where)
+    blocks = []
+    for index, part in enumerate(content):
+        at = f"{where}[{index}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            blocks.extend(_text_blocks([part], where))
+        elif kind == "image_url":
+            blocks.append(_with_cache_control(_image(part.get("image_url"), f"{at}.image_url"), part))
+        elif kind == "file":
+            blocks.append(_with_cache_control(_document(part.get("file"), f"{at}.file"), part))
+        elif kind == "input_audio":
+            raise _unsupported(at, "Anthropic does not take audio input")
+        else:
+            raise _unsupported(at, f"content part type {kind!r} has no Anthropic equivalent")
+    return blocks
+
+
+def _with_cache_control(block: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    cache_control = part.get("cache_control")
+    if isinstance(cache_control, dict):
+        block["cache_control"] = cache_control
+    return block
+
+
+def _data_uri(url: str) -> tuple[str, str] | None:
+    """``(media type, base64 data)`` of a ``data:…;base64,…`` URI, None for any other URL."""
+    if not url.startswith("data:"):
+        return None
+    header, comma, data = url[5:].partition(",")
+    media_type, _, encoding = header.partition(";")
+    if not comma or encoding.lower() != "base64" or not media_type:
+        return None
+    return media_type, data
+
+
+def _image(image_url: object, where: str) -> dict[str, Any]:
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    if not isinstance(url, str) or not url:
+        raise _invalid(f"{where}.url", "expected a URL string")
+    parsed = _data_uri(url)
+    if parsed is not None:
+        media_type, data = parsed
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise _unsupported(f"{where}.url", "only base64 data URIs and http(s) URLs can be sent to Anthropic")
+
+
+def _document(file: object, where: str) -> dict[str, Any]:
+    data = file.get("file_data") if isinstance(file, dict) else None
+    parsed = _data_uri(data) if isinstance(data, str) else None
+    if parsed is None or parsed[0] != "application/pdf":
+        raise _unsupported(where, "only PDF files given inline as a base64 `file_data` data URI are supported")
+    return {"type": "document", "source": {"type": "base64", "media_type": parsed[0], "data": parsed[1]}}
+
+
+def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    if message.get("function_call") is not None:
+        raise _unsupported(f"{where}.function_call", "use `tool_calls`")
+    blocks = _text_blocks(message.get("content"), f"{where}.content")
+    tool_calls = message.get("tool_calls")
+    if tool_calls is None:
+        return blocks
+    if not isinstance(tool_calls, list):
+        raise _invalid(f"{where}.tool_calls", "expected an array")
+    for index, call in enumerate(tool_calls):
+        at = f"{where}.tool_calls[{index}]"
+        if not isinstance(call, dict) or call.get("type", "function") != "function":
+            raise _unsupported(at, "only function tool calls can be sent to Anthropic")
+        function = call.get("function")
+        call_id = call.get("id")
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(call_id, str) or not isinstance(name, str):
+            raise _invalid(at, "a tool call needs an `id` and a `function.name`")
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        try:
+            parsed = orjson.loads(arguments) if isinstance(arguments, str) and arguments.strip() else {}
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise _unsupported(f"{at}.function.arguments", "Anthropic tool input must be a JSON object")
+        blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": parsed})
+    return blocks
+
+
+def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise _invalid(f"{where}.tool_call_id", "a tool message needs the id of the call it answers")
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
+    content = message.get("content")
+    if isinstance(content, str):
+        if content:
+            block["content"] = content
+    else:
+        texts = _text_blocks(content, f"{where}.content")
+        if texts:
+            block["content"] = texts
+    return block
+
+
+def convert_tools(tools: object) -> list[dict[str, Any]]:
+    if not isinstance(tools, list):
+        raise _invalid("tools", "expected an array")
+    out = []
+    for index, tool in enumerate(tools):
+        where = f"tools[{index}]"
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise _unsupported(where, f"only function tools can be sent to Anthropic, not {kind!r}")
+        function = tool.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name:
+            raise _invalid(f"{where}.function.name", "expected a non-empty string")
+        converted: dict[str, Any] = {"name": name}
+        description = function.get("description")
+        if isinstance(description, str) and description:
+            converted["description"] = description
+        parameters = function.get("parameters")
+        converted["input_schema"] = parameters if isinstance(parameters, dict) else {"type": "object", "properties": {}}
+        out.append(_with_cache_control(converted, tool))
+    return out
+
+
+def convert_tool_choice(choice: object) -> dict[str, Any]:
+    if choice is None or choice == "auto":
+        return {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            return {"type": "tool", "name": name}
+        raise _invalid("tool_choice.function.name", "expected a non-empty string")
+    raise _unsupported("tool_choice", f"{choice!r} has no Anthropic equivalent")
+
+
+# ---- response -------------------------------------------------------------------------------------------
+
+
+def openai_usage(usage: TokenUsage) -> dict[str, Any]:
+    """OpenAI's usage object: ``prompt_tokens`` include cached tokens, as OpenAI's own do."""
+    return {
+        "prompt_tokens": usage.input,
+        "completion_tokens": usage.output,
+        "total_tokens": usage.total,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input},
+    }
+
+
+def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
+    tool_input = block.get("input")
+    return {
+        "id": block.get("id"),
+        "type": "function",
+        "function": {"name": block.get("name"), "arguments": orjson.dumps(tool_input or {}).decode()},
+    }
+
+
+def chat_completion(message: dict[str, Any], created: int) -> dict[str, Any]:
+    """An Anthropic Message as an OpenAI ``chat.completion``."""
+    texts: list[str] = []
+    thinking: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in message.get("content") or ():
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind == "thinking" and isinstance(block.get("thinking"), str):
+            thinking.append(block["thinking"])
+        elif kind == "tool_use":
+            tool_calls.append(_tool_call(block))
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
+    if thinking:
+        reply["reasoning_content"] = "".join(thinking)
+    if tool_calls:
+        reply["tool_calls"] = tool_calls
+    usage = message.get("usage")
+    out: dict[str, Any] = {
+        "id": message.get("id"),
+        "object": "chat.completion",
+        "created": created,
+        "model": message.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": reply,
+                "logprobs": None,
+                "finish_reason": FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
+            }
+        ],
+    }
+    if isinstance(usage, dict):
+        out["usage"] = openai_usage(usage_from_anthropic(usage))
+    return out
+
+
+class OpenAIToAnthropic:
+    """One attempt's translation; ``clock`` is injectable so chunks' ``created`` is testable."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.usage: TokenUsage | None = None
+        self.response_model: str | None = None
+        self._clock = clock
+        self._stream = False
+        self._include_usage = False
+        self._buffer: list[bytes] = []
+        self._parser = SSEParser()
+        self._id: str | None = None
+        self._created = 0
+        self._raw_usage: dict[str, int] = {}
+        self._tool_indices: dict[int, int] = {}  # Anthropic block index → OpenAI tool_calls index
+        self._tool_arguments_sent: set[int] = set()
+        self._finished = False
+
+    def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
+        body = build_request(request.body, model)
+        self._stream = body.get("stream") is True
+        options = request.body.get("stream_options")
+        self._include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        return UpstreamRequest(
+            path=backend.path_prefix + MESSAGES_PATH,
+            body=orjson.dumps(body),
+            set_headers={"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"},
+            remove_headers=("authorization", "accept-encoding"),
+        )
+
+    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
+        if not 200 <= status < 300:
+            # Errors are rewritten into OpenAI's JSON shape, whatever the provider's body was.
+            return HeaderChanges({"content-type": "application/json"}, ("content-length",))
+        if self._stream:
+            return None  # still text/event-stream; the router drops content-length for streams
+        return HeaderChanges(remove_headers=("content-length",))  # the body is rewritten
+
+    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        if not 200 <= status < 300:
+            return self._error(status, chunk, end_of_stream)
+        if self._stream:
+            return self._translate_stream(chunk, end_of_stream)
+        self._buffer.append(chunk)
+        if not end_of_stream:
+            return b""
+        raw = b"".join(self._buffer)
+        self._buffer.clear()
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw  # not Anthropic's JSON: hand the client what came rather than nothing
+        if not isinstance(message, dict):
+            return raw
+        self._take_message(message)
+        return orjson.dumps(chat_completion(message, int(self._clock())))
+
+    def _error(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes:
+        self._buffer.append(chunk)
+        if not end_of_stream:
+            return b""
+        raw = b"".join(self._buffer)
+        self._buffer.clear()
+        error_type, message = error_details(status, raw)
+        return openai_error_body(GatewayError(status, message, error_type))
+
+    def _take_message(self, message: dict[str, Any]) -> None:
+        model = message.get("model")
+        if isinstance(model, str) and model:
+            self.response_model = model
+        if self._id is None and isinstance(message.get("id"), str):
+            self._id = message["id"]
+        self._raw_usage = merge_usage(self._raw_usage, message.get("usage"))
+        if self._raw_usage:
+            self.usage = usage_from_anthropic(self._raw_usage)
+
+    # -- streams --
+
+    def _translate_stream(self, chunk: bytes, end_of_stream: bool) -> bytes:
+        events = self._parser.feed(chunk)
+        if end_of_stream:
+            events.extend(self._parser.flush())
+        out: list[bytes] = []
+        for event in events:
+            if not event.data or self._finished:
+                continue
+            try:
+                payload = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(payload, dict):
+                self._stream_event(payload, out)
+        return b"".join(out)
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self.response_model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+        if self._include_usage:
+            chunk["usage"] = None  # as OpenAI does on every chunk but the last when usage was asked for
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def _stream_event(self, event: dict[str, Any], out: list[bytes]) -> None:
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message")
+            self._created = int(self._clock())
+            if isinstance(message, dict):
+                self._take_message(message)
+            out.append(self._chunk({"role": "assistant", "content": ""}))
+        elif kind == "content_block_start":
+            self._block_start(event, out)
+        elif kind == "content_block_delta":
+            self._block_delta(event, out)
+        elif kind == "content_block_stop":
+            position = self._tool_position(event)
+            if position is not None and position not in self._tool_arguments_sent:
+                # A tool without parameters streams no JSON at all; OpenAI clients expect "{}" to parse.
+                self._tool_arguments_sent.add(position)
+                out.append(self._chunk({"tool_calls": [{"index": position, "function": {"arguments": "{}"}}]}))
+        elif kind == "message_delta":
+            self._raw_usage = merge_usage(self._raw_usage, event.get("usage"))
+            if self._raw_usage:
+                self.usage = usage_from_anthropic(self._raw_usage)
+            delta = event.get("delta")
+            stop_reason = delta.get("stop_reason") if isinstance(delta, dict) else None
+            if isinstance(stop_reason, str):
+                out.append(self._chunk({}, FINISH_REASONS.get(stop_reason, "stop")))
+        elif kind == "message_stop":
+            self._finished = True
+            if self._include_usage:
+                usage = openai_usage(self.usage or TokenUsage())
+                final = {
+                    "id": self._id,
+                    "object": "chat.completion.chunk",
+                    "created": self._created,
+                    "model": self.response_model,
+                    "choices": [],
+                    "usage": usage,
+                }
+                out.append(b"data: " + orjson.dumps(final) + b"\n\n")
+            out.append(_DONE)
+        elif kind == "error":
+            self._finished = True  # Anthropic ends the stream after an error event
+            error = event.get("error")
+            error = error if isinstance(error, dict) else {}
+            error_type = error.get("type") if isinstance(error.get("type"), str) else "api_error"
+            message = error.get("message") if isinstance(error.get("message"), str) else "provider stream error"
+            status = ERROR_STATUS.get(error_type, 500)
+            out.append(b"data: " + openai_error_body(GatewayError(status, message, error_type)) + b"\n\n")
+        # ping and event types added later by Anthropic carry nothing for an OpenAI client
+
+    def _block_start(self, event: dict[str, Any], out: list[bytes]) -> None:
+        block = event.get("content_block")
+        if not isinstance(block, dict):
+            return
+        kind = block.get("type")
+        if kind == "text" and block.get("text"):
+            out.append(self._chunk({"content": block["text"]}))
+        elif kind == "thinking" and block.get("thinking"):
+            out.append(self._chunk({"reasoning_content": block["thinking"]}))
+        elif kind == "tool_use":
+            index = event.get("index")
+            position = len(self._tool_indices)
+            if isinstance(index, int):
+                self._tool_indices[index] = position
+            tool_input = block.get("input")
+            arguments = ""
+            if isinstance(tool_input, dict) and tool_input:  # Anthropic sends {} and streams the JSON after
+                arguments = orjson.dumps(tool_input).decode()
+                self._tool_arguments_sent.add(position)
+            function = {"name": block.get("name"), "arguments": arguments}
+            call = {"index": position, "id": block.get("id"), "type": "function", "function": function}
+            out.append(self._chunk({"tool_calls": [call]}))
+
+    def _block_delta(self, event: dict[str, Any], out: list[bytes]) -> None:
+        delta = event.get("delta")
+        if not isinstance(delta, dict):
+            return
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            out.append(self._chunk({"content": delta["text"]}))
+        elif kind == "thinking_delta" and delta.get("thinking"):
+            out.append(self._chunk({"reasoning_content": delta["thinking"]}))
+        elif kind == "input_json_delta" and delta.get("partial_json"):
+            position = self._tool_position(event)
+            if position is not None:
+                self._tool_arguments_sent.add(position)
+                call = {"index": position, "function": {"arguments": delta["partial_json"]}}
+                out.append(self._chunk({"tool_calls": [call]}))
+
+    def _tool_position(self, event: dict[str, Any]) -> int | None:
+        """The OpenAI ``tool_calls`` index of the Anthropic content block this event is about."""
+        index = event.get("index")
+        return self._tool_indices.get(index) if isinstance(index, int) else None
