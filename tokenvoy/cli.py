@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("tokenvoy.render.cli", "write the Envoy bootstrap and ratelimit config for a gateway config"),
     "extproc": ("tokenvoy.extproc.server", "run the ext_proc gRPC server alone"),
     "ratelimit": ("tokenvoy.ratelimit.server", "run the rate limit (token budget) gRPC server alone"),
-    "testupstream": ("tokenvoy.testupstream.server", "run the fake LLM provider (OpenAI wire format)"),
+    "testupstream": ("tokenvoy.testupstream.server", "run the fake LLM provider (OpenAI and Anthropic wire formats)"),
 }
 
 

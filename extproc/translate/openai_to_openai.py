@@ -42,7 +42,8 @@ class OpenAIToOpenAI:
                 options["include_usage"] = True
                 updates["stream_options"] = options
         body = set_top_level(request.raw, updates) if updates else None
-        return UpstreamRequest(path=backend.path_prefix + CHAT_PATH, body=body)
+        # The usage must be readable: ask for an uncompressed answer (decoding gzip/br is not done yet).
+        return UpstreamRequest(path=backend.path_prefix + CHAT_PATH, body=body, remove_headers=("accept-encoding",))
 
     def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
         return None  # same wire format: the provider's headers are right for the client
