@@ -39,6 +39,7 @@ __all__ = [
     "Plan",
     "counter_key",
     "decide",
+    "decide_unavailable",
     "effective_hits",
     "is_over_limit",
     "plan",
@@ -241,6 +242,43 @@ def decide(p: Plan, counts: Sequence[int]) -> Decision:
                 limit_remaining=max(0, rpu - after),
                 duration_until_reset=item.window_end - p.now,
                 shadowed=shadowed,
+            )
+        )
+    return Decision(overall, tuple(statuses))
+
+
+def decide_unavailable(p: Plan, fail_closed: bool) -> Decision:
+    """The answer when the counters cannot be reached (the backend's failure mode).
+
+    Fail open: every descriptor is OK, without ``current_limit`` (nothing is known about the remaining
+    budget, so Envoy must not emit ``x-ratelimit-*`` headers from a guess). Fail closed: every counted
+    descriptor is OVER_LIMIT with its limit, 0 remaining and the time to the window end, except shadow-mode
+    limits, which never reject (reported OK and marked ``shadowed``). Descriptors without a limit or with
+    an unlimited one get the same answer as with a working backend.
+    """
+    statuses: list[DescriptorStatus] = []
+    overall = Code.OK
+    for item in p.descriptors:
+        limit = item.limit
+        if limit is None:
+            statuses.append(_NO_LIMIT_STATUS)
+            continue
+        if item.op_index < 0:
+            statuses.append(_UNLIMITED_STATUS)
+            continue
+        if not fail_closed:
+            statuses.append(_NO_LIMIT_STATUS)
+            continue
+        code = Code.OK if limit.shadow_mode else Code.OVER_LIMIT
+        if code is Code.OVER_LIMIT:
+            overall = Code.OVER_LIMIT
+        statuses.append(
+            DescriptorStatus(
+                code=code,
+                current_limit=limit,
+                limit_remaining=0,
+                duration_until_reset=item.window_end - p.now,
+                shadowed=limit.shadow_mode,
             )
         )
     return Decision(overall, tuple(statuses))

@@ -31,6 +31,11 @@ class MemoryBackend:
         self._groups: dict[int, list[str]] = {}
         self._expiry_heap: list[int] = []
 
+    @property
+    def available(self) -> bool:
+        """Always: the counters are in this process."""
+        return True
+
     def __len__(self) -> int:
         """Number of live counters (after the last sweep)."""
         return len(self._counts)

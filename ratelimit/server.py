@@ -1,8 +1,10 @@
 """``tokenvoy ratelimit``: run the Rate Limit Service as a gRPC server.
 
 Serves ``envoy.service.ratelimit.v3.RateLimitService`` plus the standard gRPC health service (SERVING
-while up, NOT_SERVING during shutdown) and server reflection (so ``grpcurl`` works without protos).
-SIGTERM/SIGINT stop accepting new calls, let in-flight ones finish within a grace period, and exit 0.
+while up, NOT_SERVING during shutdown) and server reflection (so ``grpcurl`` works without protos), and
+an admin HTTP port with ``/metrics`` and ``/healthz``. Counters are in memory or in Redis
+(``--redis-url``). The config files are reloaded when they change and on SIGHUP. SIGTERM/SIGINT stop
+accepting new calls, let in-flight ones finish within a grace period, and exit 0.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -17,8 +20,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,10 +28,14 @@ from grpc_reflection.v1alpha import reflection
 
 from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
+from .admin import DEFAULT_ADMIN_LISTEN, AdminServer
 from .backend import CounterBackend
-from .config import RateLimitConfig, RateLimitConfigError, load_config
+from .config import RateLimitConfig, RateLimitConfigError
 from .memory_backend import MemoryBackend
-from .service import RateLimitService, RateLimitServicer
+from .metrics import RateLimitMetrics
+from .redis_backend import DEFAULT_PREFIX, DEFAULT_TIMEOUT_S, RedisBackend
+from .reload import DEFAULT_POLL_INTERVAL_S, ConfigWatcher, describe_config, read_config_files
+from .service import FailureMode, RateLimitService, RateLimitServicer
 
 __all__ = [
     "DEFAULT_GRACE_S",
@@ -47,21 +53,7 @@ logger = logging.getLogger("tokenvoy.ratelimit")
 DEFAULT_LISTEN = "127.0.0.1:8081"
 DEFAULT_GRACE_S = 5.0
 RLS_SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
-
-
-def read_config_files(paths: Sequence[str | os.PathLike[str]]) -> RateLimitConfig:
-    """Read and parse rate limit YAML files (one domain each); errors name the file."""
-    if not paths:
-        raise RateLimitConfigError("no rate limit configuration file given")
-    sources: list[tuple[str, str]] = []
-    for path in paths:
-        name = os.fspath(path)
-        try:
-            sources.append((name, Path(name).read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise RateLimitConfigError(f"{name}: cannot read: {reason}") from None
-    return load_config(sources)
+ADMIN_OFF = "off"
 
 
 def _prepare_listen(listen: str) -> str:
@@ -101,11 +93,22 @@ class RunningServer:
     backend: CounterBackend
     address: str
     port: int
+    metrics: RateLimitMetrics
+    admin: AdminServer | None = None
+    watcher: ConfigWatcher | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float = DEFAULT_GRACE_S) -> None:
         """Report NOT_SERVING, refuse new calls, wait up to ``grace`` s for in-flight ones, close backend."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.admin is not None:
+            await self.admin.close()
         await self.backend.close()
 
 
@@ -115,12 +118,35 @@ async def start_server(
     *,
     backend: CounterBackend | None = None,
     clock: Callable[[], float] = time.time,
+    failure_mode: FailureMode = FailureMode.OPEN,
+    metrics: RateLimitMetrics | None = None,
+    admin_listen: str | None = None,
+    admin_required: bool = True,
+    watcher: ConfigWatcher | None = None,
 ) -> RunningServer:
-    """Build and start the gRPC server on ``listen`` (``HOST:PORT``, port 0 picks a free one)."""
+    """Build and start the gRPC server on ``listen`` (``HOST:PORT``, port 0 picks a free one).
+
+    ``admin_listen`` (``HOST:PORT``) also serves ``/metrics`` and ``/healthz``; if it cannot be bound, that
+    is an ``OSError`` when ``admin_required``, else a warning (used for the CLI's default address, so that
+    a second instance on one machine still starts). ``watcher``, when given, starts polling the config
+    files and applies reloads to this server's service.
+    """
     address = _prepare_listen(listen)
     if backend is None:
         backend = MemoryBackend(clock=clock)
-    service = RateLimitService(config, backend, clock=clock)
+    if metrics is None:
+        metrics = RateLimitMetrics()
+    service = RateLimitService(config, backend, clock=clock, failure_mode=failure_mode, metrics=metrics)
+    admin = None
+    if admin_listen is not None:
+        admin = AdminServer(metrics.registry, admin_listen)
+        try:
+            await admin.start()
+        except OSError as exc:
+            if admin_required or exc.errno != errno.EADDRINUSE:
+                raise
+            logger.warning("%s; running without metrics (pass --admin-listen HOST:PORT to choose another)", exc)
+            admin = None
     # so_reuseport off: a second server on the same port must fail, not silently share the traffic.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitServicer(service), server)
@@ -131,23 +157,36 @@ async def start_server(
         server,
     )
     try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen on {listen}: {exc}") from None
-    if port == 0 and not address.startswith("unix:"):
-        raise OSError(f"cannot listen on {listen}")
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {listen}: {exc}") from None
+        if port == 0 and not address.startswith("unix:"):
+            raise OSError(f"cannot listen on {listen}")
+    except OSError:
+        if admin is not None:
+            await admin.close()
+        raise
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(RLS_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, health_servicer, service, backend, listen, port)
+    running = RunningServer(server, health_servicer, service, backend, listen, port, metrics, admin, watcher)
+    if watcher is not None:
+        watcher.apply = service.set_config
+        if watcher.interval > 0:
+            running._tasks.append(asyncio.get_running_loop().create_task(watcher.run()))
+    return running
 
 
-def _describe(config: RateLimitConfig) -> str:
-    parts = [
-        f"{name} ({d.limit_count} limit{'' if d.limit_count == 1 else 's'}, {d.source})"
-        for name, d in sorted(config.domains.items())
-    ]
-    return ", ".join(parts) or "none"
+def _describe_backend(backend: CounterBackend, failure_mode: FailureMode) -> str:
+    if isinstance(backend, RedisBackend):
+        return (
+            f"redis {backend.url} (key prefix {backend.prefix!r}, timeout {backend.timeout * 1000:g} ms, "
+            f"failure mode {failure_mode.value})"
+        )
+    if isinstance(backend, MemoryBackend):
+        return "in memory (this process only, lost on restart)"
+    return type(backend).__name__
 
 
 async def serve(
@@ -157,23 +196,73 @@ async def serve(
     backend: CounterBackend | None = None,
     grace: float = DEFAULT_GRACE_S,
     stop: asyncio.Event | None = None,
+    redis_url: str | None = None,
+    redis_prefix: str | None = None,
+    redis_timeout: float | None = None,
+    failure_mode: FailureMode = FailureMode.OPEN,
+    admin_listen: str | None = None,
+    admin_required: bool = True,
+    reload_interval: float = DEFAULT_POLL_INTERVAL_S,
 ) -> None:
     """Load the config files, serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully.
 
-    Raises :class:`RateLimitConfigError` for bad configuration and ``OSError``/``ValueError`` when the
+    ``redis_url`` selects the Redis backend (unless ``backend`` is given); an unreachable Redis at startup
+    is not fatal: the service starts in its failure mode and reconnects in the background. SIGHUP
+    reloads the config files at once; ``reload_interval`` (0 = never) polls them for changes.
+
+    Raises :class:`RateLimitConfigError` for bad configuration and ``OSError``/``ValueError`` when an
     address cannot be used, before anything is served.
     """
-    config = read_config_files(config_paths)
+    metrics = RateLimitMetrics(process_metrics=True)
+    watcher = ConfigWatcher(config_paths, interval=reload_interval, metrics=metrics)
+    config = watcher.load()
     stop = stop or asyncio.Event()
-    running = await start_server(config, listen, backend=backend)
+    redis_backend = None
+    if backend is None and redis_url:
+        redis_backend = RedisBackend(
+            redis_url,
+            prefix=DEFAULT_PREFIX if redis_prefix is None else redis_prefix,
+            timeout=DEFAULT_TIMEOUT_S if redis_timeout is None else redis_timeout,
+        )
+        backend = redis_backend
+        await redis_backend.connect()
+    try:
+        running = await start_server(
+            config,
+            listen,
+            backend=backend,
+            failure_mode=failure_mode,
+            metrics=metrics,
+            admin_listen=admin_listen,
+            admin_required=admin_required,
+            watcher=watcher,
+        )
+    except BaseException:
+        if redis_backend is not None:
+            await redis_backend.close()
+        raise
     shown = listen if running.port == 0 or listen.startswith("unix:") else _with_port(listen, running.port)
-    logger.info("ratelimit serving on %s, domains: %s", shown, _describe(config))
+    admin = f"http://{_with_port(admin_listen or '', running.admin.port)}/metrics" if running.admin else "off"
+    logger.info(
+        "ratelimit serving on %s, domains: %s; counters: %s; metrics: %s",
+        shown,
+        describe_config(config),
+        _describe_backend(running.backend, failure_mode),
+        admin,
+    )
+    if redis_backend is not None and not redis_backend.available:
+        running.service.start_outage(f"redis at {redis_backend.url} unreachable at startup: {redis_backend.last_error}")
 
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    handlers: list[tuple[signal.Signals, Callable[[], object]]] = [
+        (signal.SIGTERM, stop.set),
+        (signal.SIGINT, stop.set),
+        (signal.SIGHUP, lambda: watcher.reload("SIGHUP")),
+    ]
+    for sig, handler in handlers:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, handler)
             installed.append(sig)
     try:
         await stop.wait()
@@ -189,6 +278,13 @@ def _with_port(listen: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command line of ``tokenvoy ratelimit``."""
     parser = argparse.ArgumentParser(
@@ -197,12 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the Envoy Rate Limit Service (RLS v3 gRPC) that enforces request and token budgets. "
             "Configuration uses the envoyproxy/ratelimit YAML format: one domain per file, nested "
             "descriptors with key, optional value (a trailing * matches a prefix) and rate_limit "
-            "{unit, requests_per_unit | unlimited, name, replaces}, plus shadow_mode."
+            "{unit, requests_per_unit | unlimited, name, replaces}, plus shadow_mode and detailed_metric. "
+            "The files are reloaded when they change (checked every second) and on SIGHUP; a file that "
+            "fails to load keeps the previous configuration."
         ),
         epilog=(
-            "Counters are kept in memory (one process; they reset on restart). Windows are fixed and "
-            "aligned to the Unix epoch (month = 30 days, year = 365 days). "
-            "Example: tokenvoy ratelimit --config budgets.yaml --listen 127.0.0.1:8081"
+            "Counters are kept in memory (one process; they reset on restart) unless --redis-url is given: "
+            "then every replica pointing at the same Redis enforces one shared budget. Windows are fixed "
+            "and aligned to the Unix epoch (month = 30 days, year = 365 days). "
+            "Example: tokenvoy ratelimit --config budgets.yaml --listen 127.0.0.1:8081 "
+            "--redis-url redis://127.0.0.1:6379/0"
         ),
     )
     parser.add_argument(
@@ -217,6 +317,54 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_LISTEN,
         metavar="ADDR",
         help=f"gRPC address: HOST:PORT or unix:/path.sock (default: {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--admin-listen",
+        default=None,
+        metavar="ADDR",
+        help=(
+            f"HTTP address for /metrics (Prometheus) and /healthz: HOST:PORT, or {ADMIN_OFF!r} "
+            f"(default: {DEFAULT_ADMIN_LISTEN}; if that default is in use, the server runs without it and warns)"
+        ),
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL") or None,
+        metavar="URL",
+        help=(
+            "keep counters in Redis: redis://[[user]:password@]host:port/db, rediss:// (TLS) or "
+            "unix:///path.sock?db=0 (default: $REDIS_URL; unset: in memory)"
+        ),
+    )
+    parser.add_argument(
+        "--redis-prefix",
+        default=None,
+        metavar="PREFIX",
+        help="prefix of every Redis key, to share one Redis between deployments (default: tokenvoy:rl:)",
+    )
+    parser.add_argument(
+        "--redis-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="longest a call waits for Redis before the failure mode answers (default: 0.05)",
+    )
+    parser.add_argument(
+        "--redis-failure-mode",
+        choices=[m.value for m in FailureMode],
+        default=FailureMode.OPEN.value,
+        help=(
+            "answer while Redis is unreachable or slow: open = OK without counting (Envoy serves the "
+            "request), closed = OVER_LIMIT (Envoy answers 429); independent of Envoy's failure_mode_deny "
+            "(default: open)"
+        ),
+    )
+    parser.add_argument(
+        "--reload-interval",
+        type=float,
+        default=DEFAULT_POLL_INTERVAL_S,
+        metavar="SECONDS",
+        help=f"check the config files for changes this often; 0: on SIGHUP only (default: {DEFAULT_POLL_INTERVAL_S:g})",
     )
     parser.add_argument(
         "--grace",
@@ -242,8 +390,27 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.admin_listen is None:
+        admin_listen: str | None = DEFAULT_ADMIN_LISTEN
+        admin_required = False
+    else:
+        admin_listen = None if args.admin_listen == ADMIN_OFF else args.admin_listen
+        admin_required = True
     try:
-        asyncio.run(serve(args.config, args.listen, grace=args.grace))
+        asyncio.run(
+            serve(
+                args.config,
+                args.listen,
+                grace=args.grace,
+                redis_url=args.redis_url,
+                redis_prefix=args.redis_prefix,
+                redis_timeout=args.redis_timeout,
+                failure_mode=FailureMode(args.redis_failure_mode),
+                admin_listen=admin_listen,
+                admin_required=admin_required,
+                reload_interval=args.reload_interval,
+            )
+        )
     except RateLimitConfigError as exc:
         print(f"tokenvoy ratelimit: configuration error: {exc}", file=sys.stderr)
         return 1

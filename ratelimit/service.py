@@ -11,11 +11,19 @@ Behaviour at the edges, following envoyproxy/ratelimit:
   fails open unless ``failure_mode_deny`` is set;
 - unknown domain: every descriptor is OK with no limit, the same as a descriptor that matches nothing
   (logged once per domain as a warning, since it is almost always a configuration mistake);
-- a backend failure: ``UNAVAILABLE``, logged at most every few seconds.
+- counters unreachable (:class:`BackendUnavailable`, e.g. Redis down or slow): answered by the
+  service's own failure mode, so the outcome does not depend on Envoy's ``failure_mode_deny``. ``open``
+  (the default) answers OK without counting (Envoy serves the request), ``closed`` answers OVER_LIMIT
+  (Envoy rejects it with 429). An answer is better than a gRPC error here: Envoy treats an error like a
+  timeout and fails open unless ``failure_mode_deny`` is set, which would make ``closed`` impossible to
+  get without touching Envoy. One warning when an outage starts and one info line when the first call
+  succeeds again; every call in between is counted in ``tokenvoy_ratelimit_backend_errors_total``;
+- any other exception (a bug): ``UNAVAILABLE``, logged at most every few seconds.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Callable
@@ -25,11 +33,13 @@ import grpc
 from tokenvoy.pb.envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
-from .backend import CounterBackend
+from .backend import BackendUnavailable, CounterBackend
 from .config import RateLimitConfig, Unit
-from .limiter import Decision, Descriptor, LimitOverride, LimitRequest, decide, plan
+from .limiter import Decision, Descriptor, LimitOverride, LimitRequest, decide, decide_unavailable, plan
+from .metrics import RateLimitMetrics
 
 __all__ = [
+    "FailureMode",
     "InvalidRateLimitRequest",
     "RateLimitService",
     "RateLimitServicer",
@@ -48,6 +58,19 @@ class InvalidRateLimitRequest(ValueError):
     """The request cannot be evaluated at all (as opposed to matching no limit)."""
 
 
+class FailureMode(enum.Enum):
+    """What to answer while the counters cannot be reached."""
+
+    OPEN = "open"  # OK without counting: availability over enforcement
+    CLOSED = "closed"  # OVER_LIMIT for every limited descriptor: enforcement over availability
+
+
+_FAILURE_EFFECT = {
+    FailureMode.OPEN: "answering OK without counting",
+    FailureMode.CLOSED: "answering OVER_LIMIT for every limited descriptor",
+}
+
+
 class RateLimitService:
     """Evaluates requests against a configuration and a counter backend.
 
@@ -59,11 +82,24 @@ class RateLimitService:
         config: RateLimitConfig,
         backend: CounterBackend,
         clock: Callable[[], float] = time.time,
+        *,
+        failure_mode: FailureMode = FailureMode.OPEN,
+        metrics: RateLimitMetrics | None = None,
     ) -> None:
         self.config = config
+        self.failure_mode = failure_mode
+        self.metrics = metrics if metrics is not None else RateLimitMetrics()
         self._backend = backend
         self._clock = clock
         self._unknown_domains: set[str] = set()
+        self._outage_started: float | None = None  # time.monotonic() of the first failed call
+        self._outage_calls = 0
+        self.metrics.backend_up.set_function(lambda: 1.0 if backend.available else 0.0)
+
+    def set_config(self, config: RateLimitConfig) -> None:
+        """Swap the configuration (a reload); counters are in the backend and carry over."""
+        self.config = config
+        self._unknown_domains = set()
 
     async def should_rate_limit(self, request: LimitRequest) -> Decision:
         """Plan, count (one backend call), decide."""
@@ -75,8 +111,49 @@ class RateLimitService:
         if request.domain not in config.domains:
             self._warn_unknown_domain(request.domain)
         p = plan(config, request, self._clock())
-        counts = await self._backend.add(p.ops) if p.ops else []
+        if not p.ops:
+            return decide(p, ())
+        try:
+            counts = await self._backend.add(p.ops)
+        except BackendUnavailable as exc:
+            self.backend_unavailable(str(exc))
+            return decide_unavailable(p, self.failure_mode is FailureMode.CLOSED)
+        # A call sent before the outage may still succeed after it began: recovered only once the
+        # backend itself says so, else one incident could be logged as several.
+        if self._outage_started is not None and self._backend.available:
+            self._backend_recovered()
+        self.metrics.observe(request.domain, request.descriptors, p, counts)
         return decide(p, counts)
+
+    def backend_unavailable(self, reason: str) -> None:
+        """Count one call answered by the failure mode; log only the first of an outage."""
+        self.metrics.backend_errors.inc()
+        self._outage_calls += 1
+        self.start_outage(reason)
+
+    def start_outage(self, reason: str) -> None:
+        """Log the start of an outage unless one is already going on (also used at startup)."""
+        if self._outage_started is not None:
+            return
+        self._outage_started = time.monotonic()
+        logger.warning(
+            "rate limit counters unavailable (%s): failure mode %s, %s until the backend is back",
+            reason,
+            self.failure_mode.value,
+            _FAILURE_EFFECT[self.failure_mode],
+        )
+
+    def _backend_recovered(self) -> None:
+        started = self._outage_started if self._outage_started is not None else time.monotonic()
+        logger.info(
+            "rate limit counters available again after %.1fs; %d call%s answered by failure mode %s meanwhile",
+            time.monotonic() - started,
+            self._outage_calls,
+            "" if self._outage_calls == 1 else "s",
+            self.failure_mode.value,
+        )
+        self._outage_started = None
+        self._outage_calls = 0
 
     def _warn_unknown_domain(self, domain: str) -> None:
         if domain in self._unknown_domains or len(self._unknown_domains) >= _MAX_REMEMBERED_UNKNOWN_DOMAINS:
@@ -136,12 +213,14 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
 
     def __init__(self, service: RateLimitService) -> None:
         self.service = service
+        self._duration = service.metrics.duration
         self._last_backend_error_log = float("-inf")
 
     async def ShouldRateLimit(
         self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
     ) -> rls_pb2.RateLimitResponse:
         """Answer one Envoy rate limit query."""
+        started = time.perf_counter()
         try:
             decision = await self.service.should_rate_limit(request_from_pb(request))
         except InvalidRateLimitRequest as exc:
@@ -152,4 +231,6 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
                 self._last_backend_error_log = now
                 logger.error("rate limit evaluation failed: %r", exc, exc_info=True)
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"rate limit counters unavailable: {exc}")
+        finally:
+            self._duration.observe(time.perf_counter() - started)
         return decision_to_pb(decision)

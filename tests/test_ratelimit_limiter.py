@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -23,6 +24,11 @@ from tokenvoy.ratelimit.limiter import (
     plan,
 )
 from tokenvoy.ratelimit.memory_backend import MemoryBackend
+from tokenvoy.ratelimit.redis_backend import RedisBackend
+
+from .test_ratelimit_redis import redis_server, unique_prefix
+
+__all__ = ["redis_server"]  # a fixture: the Redis runs of the semantics suite need it
 
 HOUR_START = 1_699_999_200  # a multiple of 3600 (and of 60)
 
@@ -57,10 +63,14 @@ class Clock:
 class Harness:
     """plan -> backend.add -> decide, as the service does, with one clock for both."""
 
-    def __init__(self, config_text: str = CONFIG, now: float = HOUR_START + 10) -> None:
+    def __init__(self, config_text: str = CONFIG, now: float = HOUR_START + 10, redis_url: str | None = None) -> None:
         self.config: RateLimitConfig = load_config([("test.yaml", textwrap.dedent(config_text))])
         self.clock = Clock(now)
-        self.backend = MemoryBackend(clock=self.clock)
+        self.backend: MemoryBackend | RedisBackend
+        if redis_url is None:
+            self.backend = MemoryBackend(clock=self.clock)
+        else:
+            self.backend = RedisBackend(redis_url, prefix=unique_prefix(), clock=self.clock)
 
     async def run(self, *descriptors: Descriptor, hits_addend: int = 0, domain: str = "ai") -> Decision:
         p = plan(self.config, LimitRequest(domain, descriptors, hits_addend), self.clock())
@@ -70,6 +80,30 @@ class Harness:
         decision = await self.run(descriptor, hits_addend=hits_addend)
         assert decision.overall_code == decision.statuses[0].code
         return decision.statuses[0]
+
+    async def stored(self) -> int:
+        """How many counters the backend holds."""
+        if isinstance(self.backend, MemoryBackend):
+            return len(self.backend)
+        return len([key async for key in self.backend._client.scan_iter(match=f"{self.backend.prefix}*")])
+
+
+MakeHarness = Callable[..., Harness]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_harness(request: pytest.FixtureRequest) -> AsyncIterator[MakeHarness]:
+    """Harnesses on one backend kind: the semantics suite runs on both."""
+    url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
+    made: list[Harness] = []
+
+    def make(config_text: str = CONFIG, now: float = HOUR_START + 10) -> Harness:
+        made.append(Harness(config_text, now, redis_url=url))
+        return made[-1]
+
+    yield make
+    for harness in made:
+        await harness.backend.close()
 
 
 def user(name: str = "alice", hits: int | None = None, negative: bool = False) -> Descriptor:
@@ -115,8 +149,8 @@ def test_over_limit_rule() -> None:
     assert is_over_limit(101, 100, hits=0)
 
 
-async def test_boundary_counts_even_when_over_limit() -> None:
-    h = Harness()
+async def test_boundary_counts_even_when_over_limit(make_harness: MakeHarness) -> None:
+    h = make_harness()
     team = Descriptor((("x-team", "red"),))
     remaining = [(await h.one(team)).limit_remaining for _ in range(3)]
     assert remaining == [2, 1, 0]
@@ -129,12 +163,12 @@ async def test_boundary_counts_even_when_over_limit() -> None:
     assert await h.backend.add([CounterOp(f"ai_x-team_red_{HOUR_START}", 0, 0)]) == [5]
 
 
-async def test_pure_read_never_consumes_and_trips_over_the_limit() -> None:
-    h = Harness()
+async def test_pure_read_never_consumes_and_trips_over_the_limit(make_harness: MakeHarness) -> None:
+    h = make_harness()
     for _ in range(3):
         status = await h.one(user(hits=0))
         assert status.code is Code.OK and status.limit_remaining == 100
-    assert len(h.backend) == 0  # reads of a fresh counter store nothing
+    assert await h.stored() == 0  # reads of a fresh counter store nothing
     assert (await h.one(user(hits=99))).code is Code.OK
     assert (await h.one(user(hits=0))).code is Code.OK  # 99 used: one more unit may be spent
     assert (await h.one(user(hits=1))).limit_remaining == 0  # exactly at the limit: still OK
@@ -144,25 +178,25 @@ async def test_pure_read_never_consumes_and_trips_over_the_limit() -> None:
     assert status.code is Code.OVER_LIMIT and status.limit_remaining == 0
 
 
-async def test_request_hits_addend_applies_when_descriptor_has_none() -> None:
-    h = Harness()
+async def test_request_hits_addend_applies_when_descriptor_has_none(make_harness: MakeHarness) -> None:
+    h = make_harness()
     assert (await h.one(user(), hits_addend=40)).limit_remaining == 60
     assert (await h.one(user(), hits_addend=0)).limit_remaining == 59  # unset means 1
 
 
-async def test_negative_hits_give_budget_back_and_floor_at_zero() -> None:
-    h = Harness()
+async def test_negative_hits_give_budget_back_and_floor_at_zero(make_harness: MakeHarness) -> None:
+    h = make_harness()
     await h.one(user(hits=80))
     status = await h.one(user(hits=30, negative=True))
     assert status.code is Code.OK and status.limit_remaining == 50
     assert (await h.one(user(hits=500, negative=True))).limit_remaining == 100
     assert (await h.one(user(hits=1))).limit_remaining == 99
     assert (await h.one(user("nobody", hits=5, negative=True))).limit_remaining == 100
-    assert len(h.backend) == 1  # refunding an unknown counter creates nothing
+    assert await h.stored() == 1  # refunding an unknown counter creates nothing
 
 
-async def test_windows_are_epoch_aligned_and_reset() -> None:
-    h = Harness(now=HOUR_START + 3599.5)
+async def test_windows_are_epoch_aligned_and_reset(make_harness: MakeHarness) -> None:
+    h = make_harness(now=HOUR_START + 3599.5)
     status = await h.one(user(hits=101))
     assert status.duration_until_reset == 1
     assert (await h.one(user(hits=0))).code is Code.OVER_LIMIT
@@ -170,11 +204,14 @@ async def test_windows_are_epoch_aligned_and_reset() -> None:
     status = await h.one(user(hits=0))
     assert status.code is Code.OK and status.limit_remaining == 100
     assert status.duration_until_reset == 3600
-    assert len(h.backend) == 0  # the old window's counter was dropped
+    if isinstance(h.backend, MemoryBackend):
+        assert await h.stored() == 0  # the old window's counter was dropped
+    else:  # Redis drops it by TTL, set to the end of its window: one second after it was written
+        assert 0 < await h.backend._client.pttl(f"{h.backend.prefix}ai_x-user-id_alice_{HOUR_START}") <= 1000
 
 
-async def test_status_fields() -> None:
-    h = Harness(now=HOUR_START + 600)
+async def test_status_fields(make_harness: MakeHarness) -> None:
+    h = make_harness(now=HOUR_START + 600)
     decision = await h.run(
         user(hits=10),
         Descriptor((("unknown-key", "x"),)),
@@ -193,26 +230,26 @@ async def test_status_fields() -> None:
     assert unlimited == DescriptorStatus(Code.OK, limit_remaining=MAX_UINT32)
     assert team.current_limit is not None and team.current_limit.unit is Unit.MINUTE
     assert team.duration_until_reset == 60
-    assert len(h.backend) == 2  # neither the unmatched nor the unlimited descriptor is counted
+    assert await h.stored() == 2  # neither the unmatched nor the unlimited descriptor is counted
 
 
-async def test_overall_is_over_limit_if_any_descriptor_is() -> None:
-    h = Harness()
+async def test_overall_is_over_limit_if_any_descriptor_is(make_harness: MakeHarness) -> None:
+    h = make_harness()
     decision = await h.run(user(hits=1), Descriptor((("x-team", "red"),), hits_addend=4))
     assert decision.overall_code is Code.OVER_LIMIT
     assert [s.code for s in decision.statuses] == [Code.OK, Code.OVER_LIMIT]
 
 
-async def test_shadow_mode_reports_ok_but_marks_the_status() -> None:
-    h = Harness()
+async def test_shadow_mode_reports_ok_but_marks_the_status(make_harness: MakeHarness) -> None:
+    h = make_harness()
     shadow = Descriptor((("shadowed", "x"),))
     assert not (await h.one(shadow)).shadowed
     status = await h.one(shadow)
     assert status.code is Code.OK and status.shadowed and status.limit_remaining == 0
 
 
-async def test_replaces_drops_the_named_limit_in_the_same_request() -> None:
-    h = Harness()
+async def test_replaces_drops_the_named_limit_in_the_same_request(make_harness: MakeHarness) -> None:
+    h = make_harness()
     decision = await h.run(user(hits=1), Descriptor((("model", "gpt-4"),)))
     replaced, replacing = decision.statuses
     assert replaced == DescriptorStatus(Code.OK)
@@ -221,8 +258,8 @@ async def test_replaces_drops_the_named_limit_in_the_same_request() -> None:
     assert (await h.one(user(hits=1))).limit_remaining == 99
 
 
-async def test_request_override_replaces_the_configured_limit() -> None:
-    h = Harness(now=HOUR_START + 30)
+async def test_request_override_replaces_the_configured_limit(make_harness: MakeHarness) -> None:
+    h = make_harness(now=HOUR_START + 30)
     override = LimitOverride(requests_per_unit=5, unit=Unit.MINUTE)
     status = await h.one(Descriptor((("x-user-id", "alice"),), limit=override))
     assert status.current_limit == RateLimit(5, Unit.MINUTE)
@@ -235,8 +272,8 @@ async def test_request_override_replaces_the_configured_limit() -> None:
     assert decision.statuses == (DescriptorStatus(Code.OK),)
 
 
-async def test_duplicate_descriptors_in_one_request_see_each_other() -> None:
-    h = Harness()
+async def test_duplicate_descriptors_in_one_request_see_each_other(make_harness: MakeHarness) -> None:
+    h = make_harness()
     decision = await h.run(user(hits=60), user(hits=60))
     assert [s.code for s in decision.statuses] == [Code.OK, Code.OVER_LIMIT]
 

@@ -21,7 +21,12 @@ from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from tokenvoy.ratelimit.config import load_config
 from tokenvoy.ratelimit.limiter import CounterOp
 from tokenvoy.ratelimit.memory_backend import MemoryBackend
+from tokenvoy.ratelimit.redis_backend import RedisBackend
 from tokenvoy.ratelimit.server import RunningServer, main, serve, start_server
+
+from .test_ratelimit_redis import redis_server, unique_prefix
+
+__all__ = ["redis_server"]  # a fixture: the Redis runs of the gRPC semantics tests need it
 
 HOUR_START = 1_699_999_200
 NOW = HOUR_START + 600
@@ -82,9 +87,13 @@ async def start(listen: str = "127.0.0.1:0", backend: object = None, config: str
     return Rls(running, grpc.aio.insecure_channel(target))
 
 
-@pytest.fixture
-async def rls() -> AsyncIterator[Rls]:
-    server = await start()
+@pytest.fixture(params=["memory", "redis"])
+async def rls(request: pytest.FixtureRequest) -> AsyncIterator[Rls]:
+    """A server on each backend kind: the gRPC semantics tests run on both."""
+    backend = None
+    if request.param == "redis":
+        backend = RedisBackend(request.getfixturevalue("redis_server").url, prefix=unique_prefix(), clock=lambda: NOW)
+    server = await start(backend=backend)
     yield server
     await server.channel.close()
     await server.running.stop(0)
@@ -290,8 +299,9 @@ async def test_process_exits_zero_on_sigterm(tmp_path: Path) -> None:
     config = tmp_path / "budgets.yaml"
     config.write_text(textwrap.dedent(BUDGETS))
     socket = f"unix:{tmp_path}/proc.sock"
+    argv = [sys.executable, "-m", "tokenvoy.ratelimit.server", "--config", str(config), "--listen", socket]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tokenvoy.ratelimit.server", "--config", str(config), "--listen", socket],
+        [*argv, "--admin-listen", "off"],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
