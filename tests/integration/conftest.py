@@ -104,6 +104,7 @@ def start_gateway(
         config.write_text(config_text or gateway_config(listener_port, fake_port, budget_tokens))
         argv += ["--config", str(config)]
     argv += ["--run-dir", str(directory / "run"), "--admin-port", str(admin_port), "--metrics-port", str(metrics_port)]
+    argv += ["--ratelimit-metrics-port", str(free_port())]
     stdout_path, stderr_path = directory / "stdout.log", directory / "stderr.log"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         process = subprocess.Popen(

@@ -79,16 +79,28 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, "-m", "tokenvoy", *args]
 
 
-async def _run(
-    config: GatewayConfig, files: list[str], run_dir: Path, admin_port: int, log_level: str, metrics_port: int = 1064
-) -> int:
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    run_dir: Path
+    admin_port: int = 9901
+    log_level: str = "info"
+    metrics_port: int = 1064  # extproc's /metrics; 0 = off
+    ratelimit_metrics_port: int = 1065  # ratelimit's /metrics; 0 = off
+
+
+async def _run(config: GatewayConfig, files: list[str], options: RunOptions) -> int:
     listener = config.listener
+    run_dir, admin_port, log_level = options.run_dir, options.admin_port, options.log_level
+    metrics_port, ratelimit_metrics_port = options.metrics_port, options.ratelimit_metrics_port
+    if not config.budgets:
+        ratelimit_metrics_port = 0  # no ratelimit process
     busy = [
         f"{host}:{port} ({what})"
         for host, port, what in [
             (listener.address, listener.port, "gateway listener"),
             ("127.0.0.1", admin_port, "Envoy admin"),
             *([("127.0.0.1", metrics_port, "extproc metrics")] if metrics_port else []),
+            *([("127.0.0.1", ratelimit_metrics_port, "ratelimit metrics")] if ratelimit_metrics_port else []),
             *[
                 (b.endpoint.host, b.endpoint.port, f"fake provider {b.name}")
                 for b in config.backends.values()
@@ -124,6 +136,8 @@ async def _run(
                     ratelimit_listen,
                     "--log-level",
                     log_level,
+                    "--admin-listen",
+                    f"127.0.0.1:{ratelimit_metrics_port}" if ratelimit_metrics_port else "off",
                 ),
                 partial(grpc_serving, ratelimit_listen),
             )
@@ -158,13 +172,13 @@ async def _run(
         return 1
     endpoint = f"http://{listener.address}:{listener.port}"
     _say(f"ready: {', '.join(supervisor.names)} (run directory: {run_dir})")
-    _print_banner(endpoint, config, metrics_port)
+    _print_banner(endpoint, config, metrics_port, ratelimit_metrics_port)
     code = await supervisor.wait()
     await supervisor.stop()
     return code
 
 
-def _print_banner(endpoint: str, config: GatewayConfig, metrics_port: int = 0) -> None:
+def _print_banner(endpoint: str, config: GatewayConfig, metrics_port: int = 0, ratelimit_metrics_port: int = 0) -> None:
     fake = all(b.fake_provider for b in config.backends.values())
     lines = [
         "",
@@ -179,6 +193,7 @@ def _print_banner(endpoint: str, config: GatewayConfig, metrics_port: int = 0) -
         f"  OpenAI SDKs and tools: OPENAI_BASE_URL={endpoint}/v1",
         "  Access log (JSON, with genai_* token fields): this terminal's stdout. Ctrl-C stops everything.",
         *([f"  Prometheus metrics: http://127.0.0.1:{metrics_port}/metrics"] if metrics_port else []),
+        *([f"  Budget metrics: http://127.0.0.1:{ratelimit_metrics_port}/metrics"] if ratelimit_metrics_port else []),
         "",
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
@@ -203,6 +218,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1064,
         help="extproc's /metrics and /healthz port on 127.0.0.1; 0 turns it off (default: 1064)",
     )
+    parser.add_argument(
+        "--ratelimit-metrics-port",
+        type=int,
+        default=1065,
+        help="ratelimit's /metrics and /healthz port on 127.0.0.1; 0 turns it off (default: 1065)",
+    )
     parser.add_argument("--log-level", default="info", help="log level of extproc and ratelimit (default: info)")
     return parser.parse_args(argv)
 
@@ -218,6 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in config.ignored:
         _say(line)
     try:
-        return asyncio.run(_run(config, files, run_dir, args.admin_port, args.log_level, args.metrics_port))
+        options = RunOptions(
+            run_dir=run_dir,
+            admin_port=args.admin_port,
+            log_level=args.log_level,
+            metrics_port=args.metrics_port,
+            ratelimit_metrics_port=args.ratelimit_metrics_port,
+        )
+        return asyncio.run(_run(config, files, options))
     except KeyboardInterrupt:
         return 0
