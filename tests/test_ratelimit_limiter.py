@@ -26,7 +26,7 @@ from tokenvoy.ratelimit.limiter import (
 from tokenvoy.ratelimit.memory_backend import MemoryBackend
 from tokenvoy.ratelimit.redis_backend import RedisBackend
 
-from .test_ratelimit_redis import redis_server, unique_prefix
+from .test_ratelimit_redis import SEMANTICS_TIMEOUT, redis_server, unique_prefix
 
 __all__ = ["redis_server"]  # a fixture: the Redis runs of the semantics suite need it
 
@@ -70,7 +70,7 @@ class Harness:
         if redis_url is None:
             self.backend = MemoryBackend(clock=self.clock)
         else:
-            self.backend = RedisBackend(redis_url, prefix=unique_prefix(), clock=self.clock)
+            self.backend = RedisBackend(redis_url, prefix=unique_prefix(), clock=self.clock, timeout=SEMANTICS_TIMEOUT)
 
     async def run(self, *descriptors: Descriptor, hits_addend: int = 0, domain: str = "ai") -> Decision:
         p = plan(self.config, LimitRequest(domain, descriptors, hits_addend), self.clock())

@@ -24,7 +24,7 @@ from tokenvoy.ratelimit.memory_backend import MemoryBackend
 from tokenvoy.ratelimit.redis_backend import RedisBackend
 from tokenvoy.ratelimit.server import RunningServer, main, serve, start_server
 
-from .test_ratelimit_redis import redis_server, unique_prefix
+from .test_ratelimit_redis import SEMANTICS_TIMEOUT, redis_server, unique_prefix
 
 __all__ = ["redis_server"]  # a fixture: the Redis runs of the gRPC semantics tests need it
 
@@ -92,7 +92,12 @@ async def rls(request: pytest.FixtureRequest) -> AsyncIterator[Rls]:
     """A server on each backend kind: the gRPC semantics tests run on both."""
     backend = None
     if request.param == "redis":
-        backend = RedisBackend(request.getfixturevalue("redis_server").url, prefix=unique_prefix(), clock=lambda: NOW)
+        backend = RedisBackend(
+            request.getfixturevalue("redis_server").url,
+            prefix=unique_prefix(),
+            clock=lambda: NOW,
+            timeout=SEMANTICS_TIMEOUT,
+        )
     server = await start(backend=backend)
     yield server
     await server.channel.close()
