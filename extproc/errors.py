@@ -33,3 +33,15 @@ def openai_error_body(error: GatewayError) -> bytes:
     return orjson.dumps(
         {"type": "error", "error": {"type": error.error_type, "code": str(error.status), "message": error.message}}
     )
+
+
+ANTHROPIC_ERROR_TYPES = frozenset((*_TYPES.values(), "billing_error"))
+
+
+def anthropic_error_body(error: GatewayError) -> bytes:
+    """Anthropic's shape (``/anthropic/v1/messages``): no ``code``, and only Anthropic's error types
+    (a gateway-specific one such as ``model_not_found`` becomes the type Anthropic uses for the status)."""
+    error_type = error.error_type
+    if error_type not in ANTHROPIC_ERROR_TYPES:
+        error_type = _TYPES.get(error.status, "api_error")
+    return orjson.dumps({"type": "error", "error": {"type": error_type, "message": error.message}})

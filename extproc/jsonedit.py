@@ -7,6 +7,7 @@ a full decode/encode of megabytes. A C-speed regex skips over strings; only brac
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import orjson
 
@@ -83,3 +84,47 @@ def set_top_level(raw: bytes, updates: dict[str, object]) -> bytes:
         insert = b",".join(added) + (b"" if empty else b",")
         out = out[:opening] + insert + out[opening:]
     return out
+
+
+def remove_top_level(raw: bytes, keys: Iterable[str]) -> bytes:
+    """Return ``raw`` without the top-level ``keys`` (every occurrence); the other members keep their bytes."""
+    wanted = set(keys)
+    if not wanted:
+        return raw
+    members: list[tuple[str, int, int]] = []  # (key, start of the key, end of the value)
+    depth = 0
+    key: str | None = None
+    start = opening = closing = -1
+    expecting_key = False
+    for match in _TOKEN.finditer(raw):
+        token = match.group()
+        first = token[:1]
+        if first in (b"{", b"["):
+            depth += 1
+            if depth == 1:
+                opening = match.start()
+                expecting_key = True
+            continue
+        if first in (b"}", b"]"):
+            if depth == 1:
+                if key is not None:
+                    members.append((key, start, _rstrip(raw, match.start())))
+                closing = match.start()
+                break
+            depth -= 1
+            continue
+        if depth != 1:
+            continue
+        if first == b'"' and expecting_key:
+            key = orjson.loads(token)
+            start = match.start()
+            expecting_key = False
+        elif first == b",":
+            if key is not None:
+                members.append((key, start, _rstrip(raw, match.start())))
+                key = None
+            expecting_key = True
+    if closing < 0 or not any(name in wanted for name, _, _ in members):
+        return raw
+    kept = b",".join(raw[begin:end] for name, begin, end in members if name not in wanted)
+    return raw[: opening + 1] + kept + raw[closing:]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from tokenvoy.extproc.runtime import RuleRuntime
 from tokenvoy.extproc.translate.base import ClientRequest, Translator
@@ -52,6 +53,8 @@ class RequestContext:
     started: float = field(default_factory=time.monotonic)
     attempts: list[Attempt] = field(default_factory=list)
     touched_headers: set[str] = field(default_factory=set)  # edited by some attempt's upstream filter
+    span: Any = None  # the request's OpenTelemetry span when tracing is on (tokenvoy.extproc.tracing)
+    trace_headers: dict[str, str] | None = None  # traceparent/tracestate for every attempt to the provider
 
     @property
     def attempt(self) -> Attempt | None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 
 from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, MODEL_HEADER, ORIGINAL_PATH_HEADER
 from tokenvoy.extproc.costs import CallContext
-from tokenvoy.extproc.errors import GatewayError, openai_error_body
+from tokenvoy.extproc.errors import GatewayError
+from tokenvoy.extproc.estimate import reservation_values, route_reservations
 from tokenvoy.extproc.observe import CompletedRequest, NoObserver, RequestObserver
 from tokenvoy.extproc.pbutil import header_dict, header_mutation, immediate_response, metadata_struct
 from tokenvoy.extproc.registry import RequestContext, RequestRegistry, request_key
@@ -22,17 +24,30 @@ from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
 from tokenvoy.pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from tokenvoy.render.envoy import CLIENT_API_METADATA_KEY
+
+if TYPE_CHECKING:
+    from tokenvoy.extproc.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = {"/v1/chat/completions": ClientAPI.OPENAI_CHAT}
+ENDPOINTS = {"/v1/chat/completions": ClientAPI.OPENAI_CHAT, "/anthropic/v1/messages": ClientAPI.ANTHROPIC_MESSAGES}
+ANTHROPIC_PREFIX = "/anthropic/"  # errors under it, even for unknown paths, are in Anthropic's shape
+MODELS_PATH = "/v1/models"
 _STREAMED = pm.ProcessingMode(response_body_mode=pm.ProcessingMode.STREAMED)
 _CONTINUE_HEADERS = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
 
 
 class RouterStream:
-    def __init__(self, runtime: Runtime, registry: RequestRegistry, observer: RequestObserver | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        registry: RequestRegistry,
+        observer: RequestObserver | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self._runtime = runtime
+        self._tracing = tracing  # None: tracing off (tokenvoy.extproc.tracing)
         self._registry = registry
         self._observer = observer or NoObserver()
         self._started = time.monotonic()
@@ -76,14 +91,36 @@ class RouterStream:
         self.done = True
         self._status = error.status
         self._error_type = error.error_type
-        return immediate_response(error.status, openai_error_body(error), details=details)
+        return immediate_response(error.status, self._client_api().error_body(error), details=details)
+
+    def _client_api(self) -> ClientAPI:
+        """The API whose error shape the client expects, from the path it called."""
+        path = self._headers.get(":path", "").split("?", 1)[0]
+        api = ENDPOINTS.get(path)
+        if api is not None:
+            return api
+        return ClientAPI.ANTHROPIC_MESSAGES if path.startswith(ANTHROPIC_PREFIX) else ClientAPI.OPENAI_CHAT
 
     def close(self) -> None:
         self._registry.remove(self._request_id, self._context)
+        completed = None
         try:
-            self._observer.request_completed(self._completed())
+            completed = self._completed()
+            self._observer.request_completed(completed)
         except Exception:  # an observer must never break a request
             log.exception("extproc: request observer failed")
+        context = self._context
+        if context is not None and context.span is not None and completed is not None:
+            self._end_span(context, completed)
+
+    def _end_span(self, context: RequestContext, completed: CompletedRequest) -> None:
+        attempt = context.attempt
+        model = attempt.model if attempt else None
+        output_text = getattr(attempt.translator, "output_text", None) if attempt else None
+        try:
+            self._tracing.end(context.span, completed, model, output_text)  # type: ignore[union-attr]
+        except Exception:  # tracing must never break a request
+            log.exception("extproc: ending the trace span failed")
 
     def _completed(self) -> CompletedRequest:
         context = self._context
@@ -120,6 +157,8 @@ class RouterStream:
         self._headers = header_dict(headers)
         self._request_id = request_key(message)
         path = self._headers.get(":path", "").split("?", 1)[0]
+        if path == MODELS_PATH:
+            return self._models()
         if path not in ENDPOINTS:
             raise GatewayError(404, f"unknown path {path!r}: tokenvoy serves POST {', POST '.join(ENDPOINTS)}")
         if self._headers.get(":method") != "POST":
@@ -127,6 +166,15 @@ class RouterStream:
         if headers.end_of_stream:
             raise GatewayError(400, "the request has no body: a JSON body with `model` is required")
         return _CONTINUE_HEADERS
+
+    def _models(self) -> ep.ProcessingResponse:
+        """``GET /v1/models``: the list precomputed from the config, answered without reaching a backend."""
+        method = self._headers.get(":method")
+        if method != "GET":
+            raise GatewayError(405, f"{MODELS_PATH} takes GET, not {method}")
+        self.done = True
+        self._status = 200
+        return immediate_response(200, self._runtime.models_body, details="tokenvoy_models")
 
     def _request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         raw = body.body
@@ -154,6 +202,7 @@ class RouterStream:
             model=model,
             stream=parsed.get("stream") is True,
             needs_usage=bool(rule.costs),
+            headers=self._headers,
         )
         if self._request_id is None:
             raise GatewayError(500, "Envoy sent no request attributes to extproc: is the bootstrap tokenvoy's?")
@@ -161,9 +210,21 @@ class RouterStream:
         if not self._registry.add(self._request_id, context):
             raise GatewayError(503, "two requests in flight look identical to the gateway; retry", "overloaded_error")
         self._context = context
+        tracing = self._tracing
+        if tracing is not None:
+            context.span, context.trace_headers = tracing.start(self._headers, request, self._started)
         mutation = header_mutation({MODEL_HEADER: model, ORIGINAL_PATH_HEADER: path})
         common = ep.CommonResponse(header_mutation=mutation, clear_route_cache=True)
-        return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
+        response = ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
+        reservation = route_reservations(self._runtime.config).get(rule.route.name)
+        if reservation is not None:  # read by the ratelimit filter's request-time call (docs/ratelimit.md)
+            call = CallContext(model=model, backend="", route_name=rule.route.name)
+            values = reservation_values(parsed, reservation, rule.costs, call)
+            response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
+        if request.api is ClientAPI.ANTHROPIC_MESSAGES:  # Envoy's own error replies read it (render/envoy.py)
+            namespace = response.dynamic_metadata.fields[AI_GATEWAY_METADATA_NAMESPACE].struct_value
+            namespace.fields[CLIENT_API_METADATA_KEY].string_value = request.api.value
+        return response
 
     def _response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
         values = header_dict(headers)

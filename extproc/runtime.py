@@ -7,11 +7,16 @@ gRPC message handler only does dict lookups and calls.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tokenvoy.config.model import Backend, BackendRef, GatewayConfig, HeaderMatchType, Route, Rule
+import orjson
+
+from tokenvoy.config.model import MODEL_HEADER, Backend, BackendRef, GatewayConfig, HeaderMatchType, Route, Rule
 from tokenvoy.extproc.costs import CompiledCost, compile_costs
+from tokenvoy.extproc.mutations import Mutations
+from tokenvoy.extproc.mutations import merge as merge_mutations
 from tokenvoy.extproc.translate import translator_for
 from tokenvoy.extproc.translate.base import ClientAPI, Translator
 from tokenvoy.render.envoy import endpoint_id
@@ -63,6 +68,7 @@ class Runtime:
         self.backends = {name: BackendRuntime(b, _auth_headers(b)) for name, b in config.backends.items()}
         self.rules: list[RuleRuntime] = []
         self.endpoints: dict[str, tuple[BackendRuntime, BackendRef]] = {}
+        self.mutations: dict[str, Mutations] = {}  # endpoint id -> header/body mutations (absent: none)
         for route in config.routes:
             costs = compile_costs(route.costs)
             for rule in route.rules:
@@ -72,13 +78,34 @@ class Runtime:
                 self.rules.append(RuleRuntime(route, rule, costs, matchers))
                 for index, ref in enumerate(rule.backend_refs):
                     self.endpoints[endpoint_id(rule, index)] = (self.backends[ref.backend], ref)
+                    if (mutations := merge_mutations(config.backends[ref.backend], ref)) is not None:
+                        self.mutations[endpoint_id(rule, index)] = mutations
         self.models = config.exact_models()
+        self.models_body = models_list_body(config, int(time.time()))  # GET /v1/models
 
     def match(self, headers: dict[str, str]) -> RuleRuntime | None:
         for rule in self.rules:
             if rule.matches(headers):
                 return rule
         return None
+
+
+def models_list_body(config: GatewayConfig, loaded_at: int) -> bytes:
+    """OpenAI's model list: every Exact ``x-ai-eg-model`` match, in config order, with its rule's
+    ``modelsOwnedBy`` and ``modelsCreatedAt`` (else the route's creation, else ``loaded_at``)."""
+    data: dict[str, dict[str, object]] = {}
+    for _, rule in config.rules():
+        created = rule.models_created_at if rule.models_created_at is not None else loaded_at
+        for conjunction in rule.matches:
+            for match in conjunction:
+                if match.name == MODEL_HEADER and match.type is HeaderMatchType.EXACT and match.value not in data:
+                    data[match.value] = {
+                        "id": match.value,
+                        "object": "model",
+                        "created": created,
+                        "owned_by": rule.models_owned_by,
+                    }
+    return orjson.dumps({"object": "list", "data": list(data.values())})
 
 
 def _auth_headers(backend: Backend) -> dict[str, str]:

@@ -21,6 +21,7 @@ from tokenvoy.extproc.observe import NoObserver, RequestObserver
 from tokenvoy.extproc.registry import RequestRegistry
 from tokenvoy.extproc.router import RouterStream
 from tokenvoy.extproc.runtime import Runtime, RuntimeConfigError
+from tokenvoy.extproc.tracing import Tracing
 from tokenvoy.extproc.upstream import UpstreamStream
 from tokenvoy.grpcserver import add_health, configure_logging, grpc_target, serve_until_signalled
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
@@ -33,10 +34,13 @@ SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
-    def __init__(self, runtime: Runtime, observer: RequestObserver | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, observer: RequestObserver | None = None, tracing: Tracing | None = None
+    ) -> None:
         self.runtime = runtime
         self.registry = RequestRegistry()
         self.observer = observer or NoObserver()
+        self.tracing = tracing  # None: tracing off (no OTEL_* exporter configured)
 
     async def Process(
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -48,7 +52,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         stream = (
             UpstreamStream(self.runtime, self.registry)
             if role == "upstream"
-            else RouterStream(self.runtime, self.registry, self.observer)
+            else RouterStream(self.runtime, self.registry, self.observer, self.tracing)
         )
         try:
             async for message in request_iterator:
@@ -86,7 +90,10 @@ async def serve(runtime: Runtime, listen: str, admin_listen: str | None = DEFAUL
         admin = AdminServer(registry, admin_listen)
         await admin.start()  # before gRPC: a busy port fails the start, not the first scrape
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime, observer), server)
+    tracing = Tracing.from_env(session_id_header=config.tracing.session_id_header)
+    if tracing is not None:
+        log.info("extproc tracing on: OpenInference spans exported per the OTEL_* variables")
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime, observer, tracing), server)
     health_servicer = add_health(server, [SERVICE_NAME])
     try:
         server.add_insecure_port(grpc_target(listen))
@@ -98,6 +105,8 @@ async def serve(runtime: Runtime, listen: str, admin_listen: str | None = DEFAUL
     finally:
         if admin is not None:
             await admin.close()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)  # flush the spans still batched
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

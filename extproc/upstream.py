@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 
 from tokenvoy.config.model import ORIGINAL_PATH_HEADER
-from tokenvoy.extproc.errors import GatewayError, openai_error_body
+from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.pbutil import header_mutation, immediate_response
 from tokenvoy.extproc.registry import EXT_PROC_ATTRIBUTES_KEY, Attempt, RequestContext, RequestRegistry, request_key
 from tokenvoy.extproc.runtime import Runtime
+from tokenvoy.extproc.translate.base import ClientAPI
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from tokenvoy.render.envoy import ENDPOINT_ATTRIBUTE
 
@@ -39,6 +40,7 @@ class UpstreamStream:
         self._runtime = runtime
         self._registry = registry
         self.done = False  # only the request headers are sent to this filter
+        self._api = ClientAPI.OPENAI_CHAT  # the client's API once the request is found: its error shape
 
     def handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
         self.done = True
@@ -47,11 +49,11 @@ class UpstreamStream:
                 return ep.ProcessingResponse()
             return self._request_headers(message)
         except GatewayError as error:
-            return immediate_response(error.status, openai_error_body(error), details="tokenvoy")
+            return immediate_response(error.status, self._api.error_body(error), details="tokenvoy")
         except Exception:
             log.exception("extproc upstream: unexpected error")
             error = GatewayError(500, "internal error in the tokenvoy gateway; see the extproc log")
-            return immediate_response(500, openai_error_body(error), details="tokenvoy_internal_error")
+            return immediate_response(500, self._api.error_body(error), details="tokenvoy_internal_error")
 
     def close(self) -> None:
         return None
@@ -64,6 +66,7 @@ class UpstreamStream:
                 "tokenvoy extproc lost this request's context: the router-level and upstream ext_proc streams "
                 "of one request must reach the same extproc process",
             )
+        self._api = context.request.api
         endpoint = picked_endpoint(message)
         picked = self._runtime.endpoints.get(endpoint) if endpoint else None
         if picked is None:
@@ -81,6 +84,11 @@ class UpstreamStream:
             )
         model = ref.model_name_override or request.model
         upstream = translator.translate_request(request, backend.backend, model)
+        mutations = self._runtime.mutations.get(endpoint or "")
+        if mutations is not None and mutations.edits_body:
+            upstream.body = mutations.apply_body(request.raw if upstream.body is None else upstream.body)
+        elif upstream.body is None and "content-length" in context.touched_headers:
+            upstream.body = request.raw  # an earlier attempt replaced the body: send the client's again
         context.attempts.append(Attempt(backend.backend.name, model, ref.model_name_override, translator))
         set_headers = {":path": upstream.path, **backend.auth_headers, **upstream.set_headers}
         common = ep.CommonResponse()
@@ -91,6 +99,10 @@ class UpstreamStream:
         remove = {*_INTERNAL_HEADERS, *upstream.remove_headers}
         if backend.auth_headers:
             remove.update(name for name in CREDENTIAL_HEADERS if name not in set_headers)
+        if context.trace_headers is not None:  # tracing on: the provider's spans join the gateway's trace
+            set_headers.update(context.trace_headers)
+        if mutations is not None:  # headerMutation: applied last
+            mutations.apply_headers(set_headers, remove)
         _undo_earlier_attempts(context, set_headers, remove)
         common.header_mutation.CopyFrom(header_mutation(set_headers, sorted(remove)))
         return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common))

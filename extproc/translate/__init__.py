@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tokenvoy.extproc.translate.anthropic_to_anthropic import AnthropicToAnthropic
+from tokenvoy.extproc.translate.anthropic_to_openai import AnthropicToOpenAI
 from tokenvoy.extproc.translate.base import ClientAPI, Translator
 from tokenvoy.extproc.translate.openai_to_anthropic import OpenAIToAnthropic
 from tokenvoy.extproc.translate.openai_to_openai import OpenAIToOpenAI
@@ -14,6 +16,8 @@ from tokenvoy.extproc.translate.openai_to_openai import OpenAIToOpenAI
 TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
     (ClientAPI.OPENAI_CHAT, "OpenAI"): OpenAIToOpenAI,
     (ClientAPI.OPENAI_CHAT, "Anthropic"): OpenAIToAnthropic,
+    (ClientAPI.ANTHROPIC_MESSAGES, "Anthropic"): AnthropicToAnthropic,
+    (ClientAPI.ANTHROPIC_MESSAGES, "OpenAI"): AnthropicToOpenAI,
 }
 
 

@@ -12,11 +12,17 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from tokenvoy.config.model import Backend
+from tokenvoy.extproc.errors import GatewayError, anthropic_error_body, openai_error_body
 from tokenvoy.extproc.usage import TokenUsage
 
 
 class ClientAPI(StrEnum):
     OPENAI_CHAT = "openai.chat"
+    ANTHROPIC_MESSAGES = "anthropic.messages"
+
+    def error_body(self, error: GatewayError) -> bytes:
+        """The gateway's own errors in this API's shape (DESIGN §4)."""
+        return anthropic_error_body(error) if self is ClientAPI.ANTHROPIC_MESSAGES else openai_error_body(error)
 
 
 @dataclass(slots=True)
@@ -30,6 +36,8 @@ class ClientRequest:
     model: str
     stream: bool
     needs_usage: bool  # any llmRequestCosts configured: the usage must be seen
+    capture_output: bool = False  # tracing records the answer: translators keep its text (``output_text``)
+    headers: dict[str, str] = field(default_factory=dict)  # the client's request headers (lower-case names)
 
 
 @dataclass(slots=True)

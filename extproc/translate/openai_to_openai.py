@@ -28,9 +28,12 @@ class OpenAIToOpenAI:
         self._strip_usage_chunk = False
         self._parser: SSEParser | None = None
         self._buffer: list[bytes] = []
+        self._capture = False  # tracing wants the answer text (ClientRequest.capture_output)
+        self._texts: list[str] = []
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         self._stream = request.stream
+        self._capture = request.capture_output
         updates: dict[str, Any] = {}
         if model != request.model:
             updates["model"] = model
@@ -80,7 +83,7 @@ class OpenAIToOpenAI:
             data = event.data
             if data and data != "[DONE]":
                 has_usage = '"usage"' in data
-                if has_usage or self.response_model is None:
+                if has_usage or self.response_model is None or self._capture:
                     try:
                         payload = orjson.loads(data)
                     except orjson.JSONDecodeError:
@@ -107,3 +110,18 @@ class OpenAIToOpenAI:
         usage = payload.get("usage")
         if isinstance(usage, dict):
             self.usage = TokenUsage.from_openai(usage)
+        if self._capture:
+            self._capture_text(payload)
+
+    @property
+    def output_text(self) -> str | None:
+        """The answer's text (first choice), kept only when tracing asked for it."""
+        return "".join(self._texts) if self._capture else None
+
+    def _capture_text(self, payload: dict[str, Any]) -> None:
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return
+        part = choices[0].get("delta" if self._stream else "message")
+        if isinstance(part, dict) and isinstance(part.get("content"), str):
+            self._texts.append(part["content"])

@@ -18,6 +18,7 @@ import yaml
 from tokenvoy.config.model import (
     Backend,
     BackendRef,
+    BodyMutation,
     Budget,
     BudgetSelector,
     BudgetSelectorType,
@@ -26,14 +27,17 @@ from tokenvoy.config.model import (
     GatewayConfig,
     HeaderMatch,
     HeaderMatchType,
+    HeaderMutation,
     Listener,
     MetricsSettings,
     ModelPrice,
     RequestCost,
+    RetrySettings,
     Route,
     Rule,
     Secret,
     SecurityPolicy,
+    TracingSettings,
 )
 
 try:  # the C loader is ~10x faster on large multi-document files
@@ -42,6 +46,8 @@ except AttributeError:  # pragma: no cover - libyaml missing
     _YamlLoader = yaml.SafeLoader
 
 FAKE_PROVIDER_ANNOTATION = "tokenvoy.io/fake-provider"
+BUDGET_MODE_ANNOTATION = "tokenvoy.io/budget-mode"  # check (default) | reservation
+DEFAULT_MAX_TOKENS_ANNOTATION = "tokenvoy.io/default-max-tokens"  # reservation estimate without max_tokens
 SUPPORTED_SCHEMAS = {"OpenAI", "Anthropic"}
 IGNORED_KINDS = {
     "GatewayClass": "a standalone gateway has no controller to select",
@@ -110,6 +116,7 @@ def load_config(paths: Iterable[str | os.PathLike[str]]) -> GatewayConfig:
         ignored=config.ignored,
         metrics=config.metrics,
         pricing=config.pricing,
+        tracing=config.tracing,
     )
 
 
@@ -176,8 +183,10 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
     budgets = _budgets(
         resources.get("BackendTrafficPolicy", {}), {r.name for r in routes}, set(resources.get("Gateway", {})), problems
     )
+    routes = _apply_retries(resources.get("BackendTrafficPolicy", {}), routes, problems)
     listener = _listener(resources.get("Gateway", {}), problems)
     metrics, pricing = _tokenvoy_config(resources.get("TokenvoyConfig", {}), problems)
+    tracing = _tracing_settings(resources.get("TokenvoyConfig", {}), problems)
     if not routes and not problems.items:
         problems.items.append("no AIGatewayRoute found: the gateway would answer 404 to every request")
     if problems.items:
@@ -190,6 +199,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
         ignored=tuple(ignored),
         metrics=metrics,
         pricing=pricing,
+        tracing=tracing,
     )
 
 
@@ -386,6 +396,8 @@ def _backends(
             endpoint=endpoint,
             security=policies.get(resource.name),
             fake_provider=fake,
+            header_mutation=_header_mutation(resource, spec.get("headerMutation"), "spec.headerMutation", problems),
+            body_mutation=_body_mutation(resource, spec.get("bodyMutation"), "spec.bodyMutation", problems),
         )
     return backends
 
@@ -417,6 +429,9 @@ def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems:
         spec = resource.spec
         if not _check_fields(resource, spec, "spec", _ROUTE_FIELDS, problems):
             continue
+        # `/v1/models` `created` defaults to the route's creation, as in Envoy AI Gateway.
+        created = resource.metadata.get("creationTimestamp")
+        route_created_at = _rfc3339_seconds(resource, created, "metadata.creationTimestamp", problems)
         rules = []
         for rule_index, rule_spec in enumerate(_list(resource, spec.get("rules"), "spec.rules", problems)):
             path = f"spec.rules[{rule_index}]"
@@ -473,6 +488,12 @@ def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems:
                             problems,
                             False,
                         ),
+                        header_mutation=_header_mutation(
+                            resource, ref.get("headerMutation"), f"{ref_path}.headerMutation", problems
+                        ),
+                        body_mutation=_body_mutation(
+                            resource, ref.get("bodyMutation"), f"{ref_path}.bodyMutation", problems
+                        ),
                     )
                 )
             if not refs:
@@ -480,7 +501,21 @@ def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems:
                     problems.add(resource, f"{path}.backendRefs", "required: at least one backend")
                 continue
             rule_name = f"{resource.name}/rule/{rule_index}"
-            rules.append(Rule(name=rule_name, matches=tuple(matches), backend_refs=tuple(refs)))
+            request_ms, backend_ms = _timeouts(resource, rule_spec.get("timeouts"), f"{path}.timeouts", problems)
+            owned_by = _string(resource, rule_spec.get("modelsOwnedBy"), f"{path}.modelsOwnedBy", problems, False)
+            created_at = _rfc3339_seconds(
+                resource, rule_spec.get("modelsCreatedAt"), f"{path}.modelsCreatedAt", problems
+            )
+            rule = Rule(name=rule_name, matches=tuple(matches), backend_refs=tuple(refs))
+            rules.append(
+                replace(
+                    rule,
+                    request_timeout_ms=request_ms,
+                    backend_request_timeout_ms=backend_ms,
+                    models_owned_by=owned_by or rule.models_owned_by,
+                    models_created_at=created_at if created_at is not None else route_created_at,
+                )
+            )
         costs = []
         for cost_index, cost in enumerate(
             _list(resource, spec.get("llmRequestCosts"), "spec.llmRequestCosts", problems)
@@ -507,6 +542,293 @@ def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems:
                 costs.append(RequestCost(key, cost_type, cel))
         routes.append(Route(name=resource.name, rules=tuple(rules), costs=tuple(costs)))
     return routes
+
+
+# --- timeouts, `/v1/models` fields, header/body mutations, retries (Envoy AI Gateway / Envoy Gateway shapes) ---
+
+# Gateway API Duration (GEP-2257), as the published CRDs validate it.
+_DURATION = re.compile(r"^(?:[0-9]{1,5}(?:h|m|s|ms)){1,4}$")
+_DURATION_PART = re.compile(r"([0-9]{1,5})(ms|h|m|s)")
+_DURATION_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+_TIMEOUT_FIELDS = {"request", "backendRequest"}
+_MUTATION_FIELDS = {"set", "remove"}
+_HEADER_FIELDS = {"name", "value"}
+_BODY_FIELD_FIELDS = {"path", "value"}
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+# The gateway computes these itself; an edit would corrupt the request.
+_GATEWAY_OWNED_HEADERS = {"content-length", "host", "transfer-encoding"}
+_GATEWAY_OWNED_FIELDS = {"stream": "the gateway reads the client's `stream` to handle the response"}
+_MAX_MUTATIONS = 16  # per list, as in the CRD
+
+
+def _duration_ms(resource: _Resource, value: Any, path: str, problems: _Problems) -> int | None:
+    """A Gateway API duration (``30s``, ``500ms``, ``1h2m``) in milliseconds; None if absent or invalid."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _DURATION.match(value):
+        problems.add(resource, path, f"must be a Gateway API duration such as 30s, 500ms or 1h2m, got {value!r}")
+        return None
+    return sum(int(number) * _DURATION_MS[unit] for number, unit in _DURATION_PART.findall(value))
+
+
+def _rfc3339_seconds(resource: _Resource, value: Any, path: str, problems: _Problems) -> int | None:
+    """Unix seconds of an RFC 3339 timestamp (YAML may already have parsed it into a datetime)."""
+    import datetime as dt
+
+    if value is None:
+        return None
+    parsed = value
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+    if not isinstance(parsed, dt.datetime) or parsed.tzinfo is None:
+        problems.add(
+            resource,
+            path,
+            f"must be an RFC 3339 timestamp with a time zone such as 2024-05-21T10:00:00Z, got {value!r}",
+        )
+        return None
+    return int(parsed.timestamp())
+
+
+def _timeouts(resource: _Resource, value: Any, path: str, problems: _Problems) -> tuple[int | None, int | None]:
+    if value is None or not _check_fields(resource, value, path, _TIMEOUT_FIELDS, problems):
+        return None, None
+    request = _duration_ms(resource, value.get("request"), f"{path}.request", problems)
+    backend = _duration_ms(resource, value.get("backendRequest"), f"{path}.backendRequest", problems)
+    if request and backend is not None and (backend == 0 or backend > request):
+        problems.add(
+            resource, f"{path}.backendRequest", f"must not be longer than timeouts.request ({value.get('request')})"
+        )
+    return request, backend
+
+
+def _mutation_list(resource: _Resource, value: Any, path: str, problems: _Problems) -> list[Any]:
+    items = _list(resource, value, path, problems)
+    if len(items) > _MAX_MUTATIONS:
+        problems.add(resource, path, f"at most {_MAX_MUTATIONS} entries, got {len(items)}")
+    return items
+
+
+def _header_mutation(resource: _Resource, value: Any, path: str, problems: _Problems) -> HeaderMutation | None:
+    if value is None or not _check_fields(resource, value, path, _MUTATION_FIELDS, problems):
+        return None
+    set_headers: dict[str, str] = {}
+    for index, entry in enumerate(_mutation_list(resource, value.get("set"), f"{path}.set", problems)):
+        entry_path = f"{path}.set[{index}]"
+        if not _check_fields(resource, entry, entry_path, _HEADER_FIELDS, problems):
+            continue
+        name = _header_name(resource, entry.get("name"), f"{entry_path}.name", problems)
+        header_value = entry.get("value")
+        if not isinstance(header_value, str) or "\n" in header_value or "\r" in header_value:
+            problems.add(resource, f"{entry_path}.value", f"must be a single-line string, got {header_value!r}")
+            continue
+        if name is None:
+            continue
+        if name in set_headers:
+            problems.add(resource, f"{entry_path}.name", f"{name!r} is set twice")
+            continue
+        set_headers[name] = header_value
+    removed: list[str] = []
+    for index, entry in enumerate(_mutation_list(resource, value.get("remove"), f"{path}.remove", problems)):
+        name = _header_name(resource, entry, f"{path}.remove[{index}]", problems)
+        if name is None:
+            continue
+        if name in set_headers:
+            problems.add(resource, f"{path}.remove[{index}]", f"{name!r} is both set and removed")
+            continue
+        if name not in removed:
+            removed.append(name)
+    return HeaderMutation(tuple(set_headers.items()), tuple(removed))
+
+
+def _header_name(resource: _Resource, value: Any, path: str, problems: _Problems) -> str | None:
+    if not isinstance(value, str) or not _HEADER_NAME.match(value):
+        problems.add(resource, path, f"must be an HTTP header name, got {value!r}")
+        return None
+    name = value.lower()
+    if name in _GATEWAY_OWNED_HEADERS:
+        problems.add(resource, path, f"{name!r} cannot be changed: the gateway sets it")
+        return None
+    return name
+
+
+def _body_mutation(resource: _Resource, value: Any, path: str, problems: _Problems) -> BodyMutation | None:
+    import json
+
+    if value is None or not _check_fields(resource, value, path, _MUTATION_FIELDS, problems):
+        return None
+    set_fields: dict[str, bytes] = {}
+    for index, entry in enumerate(_mutation_list(resource, value.get("set"), f"{path}.set", problems)):
+        entry_path = f"{path}.set[{index}]"
+        if not _check_fields(resource, entry, entry_path, _BODY_FIELD_FIELDS, problems):
+            continue
+        field_name = _body_field(resource, entry.get("path"), f"{entry_path}.path", problems)
+        raw = entry.get("value")
+        if not isinstance(raw, str):
+            problems.add(resource, f"{entry_path}.value", f"must be a string holding a JSON value, got {raw!r}")
+            continue
+        # As in Envoy AI Gateway: a JSON literal (`"scale"`, `42`, `true`, `{...}`) is inserted as is, any
+        # other text as a JSON string. Text that looks like JSON but does not parse is an error, not a string.
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            if raw.strip()[:1] in ('"', "{", "[") or raw.strip() in ("true", "false", "null"):
+                problems.add(resource, f"{entry_path}.value", f"is not valid JSON: {raw!r}")
+                continue
+            parsed = raw
+        if field_name is None:
+            continue
+        if field_name in set_fields:
+            problems.add(resource, f"{entry_path}.path", f"{field_name!r} is set twice")
+            continue
+        set_fields[field_name] = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
+    removed: list[str] = []
+    for index, entry in enumerate(_mutation_list(resource, value.get("remove"), f"{path}.remove", problems)):
+        field_name = _body_field(resource, entry, f"{path}.remove[{index}]", problems)
+        if field_name is None:
+            continue
+        if field_name in set_fields:
+            problems.add(resource, f"{path}.remove[{index}]", f"{field_name!r} is both set and removed")
+            continue
+        if field_name not in removed:
+            removed.append(field_name)
+    return BodyMutation(tuple(set_fields.items()), tuple(removed))
+
+
+def _body_field(resource: _Resource, value: Any, path: str, problems: _Problems) -> str | None:
+    if not isinstance(value, str) or not value:
+        problems.add(resource, path, f"must be a non-empty top-level field name, got {value!r}")
+        return None
+    if "." in value:
+        problems.add(resource, path, f"only top-level fields can be changed, got the path {value!r}")
+        return None
+    if value in _GATEWAY_OWNED_FIELDS:
+        problems.add(resource, path, f"{value!r} cannot be changed: {_GATEWAY_OWNED_FIELDS[value]}")
+        return None
+    return value
+
+
+_RETRY_FIELDS = {"numRetries", "numAttemptsPerPriority", "retryOn", "perRetry"}
+_RETRY_ON_FIELDS = {"triggers", "httpStatusCodes"}
+_PER_RETRY_FIELDS = {"timeout", "backOff"}
+_BACKOFF_FIELDS = {"baseInterval", "maxInterval"}
+# Envoy Gateway's retry triggers, each an Envoy `retry_on` condition of the same name.
+RETRY_TRIGGERS = (
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+)
+
+
+def _retry_settings(resource: _Resource, value: Any, problems: _Problems) -> RetrySettings | None:
+    path = "spec.retry"
+    if not _check_fields(resource, value, path, _RETRY_FIELDS, problems):
+        return None
+    num_retries = None
+    if value.get("numRetries") is not None:
+        num_retries = _integer(resource, value.get("numRetries"), f"{path}.numRetries", problems, 0, 0)
+    per_priority = None
+    if value.get("numAttemptsPerPriority") is not None:
+        per_priority = _integer(
+            resource, value.get("numAttemptsPerPriority"), f"{path}.numAttemptsPerPriority", problems, 1, 1
+        )
+    triggers = codes = None
+    retry_on = value.get("retryOn")
+    if retry_on is not None and _check_fields(resource, retry_on, f"{path}.retryOn", _RETRY_ON_FIELDS, problems):
+        if retry_on.get("triggers") is not None:
+            triggers = []
+            for index, trigger in enumerate(
+                _list(resource, retry_on.get("triggers"), f"{path}.retryOn.triggers", problems)
+            ):
+                if trigger not in RETRY_TRIGGERS:
+                    problems.add(
+                        resource,
+                        f"{path}.retryOn.triggers[{index}]",
+                        f"unknown retry trigger {trigger!r} (known: {', '.join(RETRY_TRIGGERS)})",
+                    )
+                elif trigger not in triggers:
+                    triggers.append(trigger)
+            triggers = tuple(triggers)
+        if retry_on.get("httpStatusCodes") is not None:
+            codes = []
+            for index, code in enumerate(
+                _list(resource, retry_on.get("httpStatusCodes"), f"{path}.retryOn.httpStatusCodes", problems)
+            ):
+                if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+                    problems.add(
+                        resource, f"{path}.retryOn.httpStatusCodes[{index}]", f"must be an HTTP status, got {code!r}"
+                    )
+                else:
+                    codes.append(code)
+            codes = tuple(codes)
+            if triggers is not None and "retriable-status-codes" not in triggers:
+                problems.add(
+                    resource,
+                    f"{path}.retryOn.httpStatusCodes",
+                    "has no effect without the retriable-status-codes trigger in retryOn.triggers",
+                )
+    per_try = base = maximum = None
+    per_retry = value.get("perRetry")
+    if per_retry is not None and _check_fields(resource, per_retry, f"{path}.perRetry", _PER_RETRY_FIELDS, problems):
+        per_try = _duration_ms(resource, per_retry.get("timeout"), f"{path}.perRetry.timeout", problems)
+        back_off = per_retry.get("backOff")
+        back_path = f"{path}.perRetry.backOff"
+        if back_off is not None and _check_fields(resource, back_off, back_path, _BACKOFF_FIELDS, problems):
+            base = _duration_ms(resource, back_off.get("baseInterval"), f"{back_path}.baseInterval", problems)
+            maximum = _duration_ms(resource, back_off.get("maxInterval"), f"{back_path}.maxInterval", problems)
+            if base == 0:
+                problems.add(resource, f"{back_path}.baseInterval", "must be longer than 0")
+            if base and maximum is not None and maximum < base:
+                problems.add(resource, f"{back_path}.maxInterval", "must not be shorter than baseInterval")
+    return RetrySettings(resource.ref, num_retries, per_priority, triggers, codes, per_try, base, maximum)
+
+
+def _apply_retries(items: dict[str, _Resource], routes: list[Route], problems: _Problems) -> list[Route]:
+    """Attach each BackendTrafficPolicy ``retry`` to the rules of the routes it targets (the targets
+    themselves are checked, and reported, with the policy's rate limits)."""
+    by_route: dict[str, RetrySettings] = {}
+    names = {route.name for route in routes}
+    for resource in items.values():
+        if resource.spec.get("retry") is None:
+            continue
+        settings = _retry_settings(resource, resource.spec["retry"], problems)
+        if settings is None:
+            continue
+        targets: set[str] = set()
+        for target in _list(resource, resource.spec.get("targetRefs"), "spec.targetRefs", problems):
+            if not isinstance(target, dict):
+                continue
+            kind = target.get("kind", "AIGatewayRoute")
+            if kind == "Gateway":
+                targets.update(names)
+            elif kind in _ROUTE_TARGET_KINDS and target.get("name") in names:
+                targets.add(target["name"])
+        for name in sorted(targets):
+            if name in by_route:
+                problems.add(
+                    resource, "spec.retry", f"AIGatewayRoute/{name} already has retries from {by_route[name].policy}"
+                )
+                continue
+            by_route[name] = settings
+    return [
+        replace(route, rules=tuple(replace(rule, retry=by_route[route.name]) for rule in route.rules))
+        if route.name in by_route
+        else route
+        for route in routes
+    ]
 
 
 def _regex_problem(pattern: str) -> str | None:
@@ -605,11 +927,40 @@ def _budgets(
         _unsupported(resource, rate_limit, "spec.rateLimit", {"local": "only global (token budget) rules"}, problems)
         global_limit = _mapping(resource, rate_limit.get("global"), "spec.rateLimit.global", problems)
         rules = _list(resource, global_limit.get("rules"), "spec.rateLimit.global.rules", problems)
+        reservation, default_max_tokens = _budget_mode(resource, problems)
         for rule_index, rule in enumerate(rules):
             budget = _budget(resource, rule, rule_index, problems)
             if budget is not None:
-                budgets.append(replace(budget, routes=() if whole_gateway else tuple(targets)))
+                routes = () if whole_gateway else tuple(targets)
+                budget = replace(budget, routes=routes, reservation=reservation, default_max_tokens=default_max_tokens)
+                if reservation and not budget.response_cost_key:
+                    problems.add(resource, f"metadata.annotations.{BUDGET_MODE_ANNOTATION}", _NO_RESPONSE_COST)
+                budgets.append(budget)
     return budgets
+
+
+_NO_RESPONSE_COST = "reservation needs every rule to have cost.response (the actual that replaces the estimate)"
+
+
+def _budget_mode(resource: _Resource, problems: _Problems) -> tuple[bool, int]:
+    """tokenvoy's annotations on a BackendTrafficPolicy (the resource stays valid against the published CRD)."""
+    annotations = resource.metadata.get("annotations") or {}
+    if not isinstance(annotations, dict):
+        return False, 4096
+    mode = str(annotations.get(BUDGET_MODE_ANNOTATION, "check")).lower()
+    if mode not in ("check", "reservation"):
+        problems.add(
+            resource, f"metadata.annotations.{BUDGET_MODE_ANNOTATION}", f"must be check or reservation, got {mode!r}"
+        )
+    raw = annotations.get(DEFAULT_MAX_TOKENS_ANNOTATION, "4096")
+    try:
+        default_max_tokens = int(str(raw))
+    except ValueError:
+        default_max_tokens = 0
+    if default_max_tokens < 1:
+        path = f"metadata.annotations.{DEFAULT_MAX_TOKENS_ANNOTATION}"
+        problems.add(resource, path, f"must be a positive integer, got {raw!r}")
+    return mode == "reservation", max(default_max_tokens, 1)
 
 
 def _budget(resource: _Resource, rule: Any, rule_index: int, problems: _Problems) -> Budget | None:
@@ -708,7 +1059,8 @@ def _listener(items: dict[str, _Resource], problems: _Problems) -> Listener:
 
 
 TOKENVOY_API_VERSION = "tokenvoy.io/v1alpha1"
-_TOKENVOY_CONFIG_FIELDS = {"metrics", "pricing"}
+_TOKENVOY_CONFIG_FIELDS = {"metrics", "pricing", "tracing"}
+_TRACING_FIELDS = {"sessionIdHeader"}
 _METRICS_FIELDS = {"requestHeaderLabels", "maxLabelValues", "clientFromUserAgent"}
 _PRICE_FIELDS = {
     "model",
@@ -750,6 +1102,22 @@ def _tokenvoy_config(
     if not _check_fields(resource, resource.spec, "spec", _TOKENVOY_CONFIG_FIELDS, problems):
         return MetricsSettings(), ()
     return _metrics_settings(resource, problems), _pricing(resource, problems)
+
+
+def _tracing_settings(items: dict[str, _Resource], problems: _Problems) -> TracingSettings:
+    """``spec.tracing`` of the (first) TokenvoyConfig; _tokenvoy_config reports the rest of the resource."""
+    spec = next(iter(items.values())).spec if items else None
+    value = spec.get("tracing") if isinstance(spec, dict) else None
+    if value is None:
+        return TracingSettings()
+    resource = next(iter(items.values()))
+    if not _check_fields(resource, value, "spec.tracing", _TRACING_FIELDS, problems):
+        return TracingSettings()
+    header = _string(resource, value.get("sessionIdHeader"), "spec.tracing.sessionIdHeader", problems, False)
+    if header is not None and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+", header):
+        problems.add(resource, "spec.tracing.sessionIdHeader", f"must be an HTTP header name, got {header!r}")
+        header = None
+    return TracingSettings(header.lower() if header else None)
 
 
 def _metrics_settings(resource: _Resource, problems: _Problems) -> MetricsSettings:

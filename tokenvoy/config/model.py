@@ -12,6 +12,7 @@ from enum import StrEnum
 AI_GATEWAY_METADATA_NAMESPACE = "io.envoy.ai_gateway"
 MODEL_HEADER = "x-ai-eg-model"
 ORIGINAL_PATH_HEADER = "x-ai-eg-original-path"
+RESERVED_SUFFIX = "_reserved"  # llm_total_token -> llm_total_token_reserved (reservation mode)
 
 
 class CostType(StrEnum):
@@ -34,6 +35,36 @@ class HeaderMatch:
     name: str
     value: str
     type: HeaderMatchType = HeaderMatchType.EXACT
+
+
+@dataclass(frozen=True)
+class HeaderMutation:
+    """``headerMutation``: request headers set (lower-case name, value) and removed toward a backend."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BodyMutation:
+    """``bodyMutation``: top-level JSON fields of the request set (field, encoded JSON value) and removed."""
+
+    set: tuple[tuple[str, bytes], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Envoy Gateway ``BackendTrafficPolicy.spec.retry``; None fields keep tokenvoy's fallback defaults."""
+
+    policy: str  # "BackendTrafficPolicy/name", for messages
+    num_retries: int | None = None
+    num_attempts_per_priority: int | None = None
+    triggers: tuple[str, ...] | None = None  # Envoy `retry_on` conditions
+    http_status_codes: tuple[int, ...] | None = None
+    per_try_timeout_ms: int | None = None
+    backoff_base_ms: int | None = None
+    backoff_max_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +129,8 @@ class Backend:
     endpoint: Endpoint
     security: SecurityPolicy | None = None
     fake_provider: bool = False  # served by `tokenvoy testupstream` under `tokenvoy run`
+    header_mutation: HeaderMutation | None = None
+    body_mutation: BodyMutation | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +139,11 @@ class BackendRef:
     weight: int = 1
     priority: int = 0
     model_name_override: str | None = None
+    header_mutation: HeaderMutation | None = None  # on top of the backend's (this one wins a conflict)
+    body_mutation: BodyMutation | None = None
+
+
+DEFAULT_MODELS_OWNED_BY = "Envoy AI Gateway"
 
 
 @dataclass(frozen=True)
@@ -115,6 +153,11 @@ class Rule:
     name: str
     matches: tuple[tuple[HeaderMatch, ...], ...]  # OR of ANDs; empty = match everything
     backend_refs: tuple[BackendRef, ...]
+    request_timeout_ms: int | None = None  # `timeouts.request` (0 = none); None = the gateway default
+    backend_request_timeout_ms: int | None = None  # `timeouts.backendRequest`: per attempt
+    models_owned_by: str = DEFAULT_MODELS_OWNED_BY  # `/v1/models` owned_by
+    models_created_at: int | None = None  # unix seconds for `/v1/models`; None = when the config was loaded
+    retry: RetrySettings | None = None  # from a BackendTrafficPolicy `retry` targeting the route
 
 
 @dataclass(frozen=True)
@@ -147,6 +190,14 @@ class Budget:
     request_cost: int = 0
     response_cost_key: str | None = "llm_total_token"
     routes: tuple[str, ...] = ()  # empty = every route
+    # Reservation mode (annotation `tokenvoy.io/budget-mode: reservation`): the request-time call reserves an
+    # estimate (written by extproc under `reserved_metadata_key`), stream done refunds it and charges the actual.
+    reservation: bool = False
+    default_max_tokens: int = 4096  # the output estimate when a request names no max_tokens
+
+    @property
+    def reserved_metadata_key(self) -> str | None:
+        return f"{self.response_cost_key}{RESERVED_SUFFIX}" if self.reservation and self.response_cost_key else None
 
 
 @dataclass(frozen=True)
@@ -157,6 +208,14 @@ class MetricsSettings:
     request_header_labels: tuple[tuple[str, str], ...] = ()  # (lower-case header name, label name), in config order
     max_label_values: int = 100
     client_from_user_agent: bool = False  # a `client` label: claude-code, cline, openai-python, curl, other…
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    """``TokenvoyConfig`` ``spec.tracing``: where the OpenInference ``session.id`` comes from. Whether spans
+    are exported at all is the standard ``OTEL_*`` variables' business (tokenvoy.extproc.tracing)."""
+
+    session_id_header: str | None = None  # lower-case request header; None: x-session-id (or the env)
 
 
 @dataclass(frozen=True)
@@ -186,6 +245,7 @@ class GatewayConfig:
     ignored: tuple[str, ...] = ()  # "kind/name (file): why" for resources a standalone gateway skips
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     pricing: tuple[ModelPrice, ...] = ()
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     def rules(self) -> list[tuple[Route, Rule]]:
         return [(route, rule) for route in self.routes for rule in route.rules]

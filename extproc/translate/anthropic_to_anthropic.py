@@ -1,0 +1,121 @@
+"""Anthropic Messages client (Claude Code, Cline, the ``anthropic`` SDKs) → Anthropic-schema backend.
+
+A pass-through that still reads usage:
+
+* Path: the backend prefix (``/v1`` unless the AIServiceBackend sets one) + ``/messages``, the same
+  rule as :mod:`openai_to_anthropic`, so ``/anthropic/v1/messages`` reaches ``https://api.anthropic.com/v1/messages``.
+* The body goes unchanged unless the backendRef has a ``modelNameOverride``: then only ``model`` is
+  rewritten, in place (:func:`jsonedit.set_top_level`), so long histories are never re-encoded.
+* ``anthropic-version`` is the client's when it sent one, else ``2023-06-01``; ``anthropic-beta`` and
+  every other client header go through. ``accept-encoding`` is removed so the answer's usage is readable.
+  The client's ``x-api-key``/``authorization`` are replaced by the gateway's key when the backend has a
+  security policy (done for every translator by ``upstream.py``).
+* Usage: from the JSON answer, or from the stream's ``message_start`` (input side) and ``message_delta``
+  (cumulative counts) events, normalised per DESIGN §4 (input = input + cache reads + cache writes).
+  The answer's ``model`` is recorded as the response model. Bytes reach the client unchanged, errors
+  included (they are already in Anthropic's shape).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tokenvoy.config.model import Backend
+from tokenvoy.extproc.jsonedit import set_top_level
+from tokenvoy.extproc.sse import SSEParser
+from tokenvoy.extproc.translate.anthropic_common import (
+    ANTHROPIC_VERSION,
+    MESSAGES_PATH,
+    merge_usage,
+    usage_from_anthropic,
+)
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
+from tokenvoy.extproc.usage import TokenUsage
+
+_USAGE_EVENTS = ("message_start", "message_delta")
+
+
+class AnthropicToAnthropic:
+    def __init__(self) -> None:
+        self.usage: TokenUsage | None = None
+        self.response_model: str | None = None
+        self._stream = False
+        self._parser: SSEParser | None = None
+        self._buffer: list[bytes] = []
+        self._raw_usage: dict[str, int] = {}
+
+    def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
+        self._stream = request.stream
+        body = set_top_level(request.raw, {"model": model}) if model != request.model else None
+        version = request.headers.get("anthropic-version") or ANTHROPIC_VERSION
+        return UpstreamRequest(
+            path=backend.path_prefix + MESSAGES_PATH,
+            body=body,
+            set_headers={"anthropic-version": version},
+            remove_headers=("accept-encoding",),
+        )
+
+    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
+        return None  # same wire format
+
+    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        if not 200 <= status < 300:
+            return None  # Anthropic's errors are already in the client's shape
+        if self._stream:
+            self._read_stream(chunk, end_of_stream)
+        else:
+            self._read_whole(chunk, end_of_stream)
+        return None
+
+    def _read_whole(self, chunk: bytes, end_of_stream: bool) -> None:
+        self._buffer.append(chunk)
+        if not end_of_stream:
+            return
+        raw = b"".join(self._buffer)
+        self._buffer.clear()
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(message, dict):
+            self._take_message(message)
+
+    def _read_stream(self, chunk: bytes, end_of_stream: bool) -> None:
+        parser = self._parser or SSEParser()
+        self._parser = parser
+        events = parser.feed(chunk)
+        if end_of_stream:
+            events.extend(parser.flush())
+        for event in events:
+            data = event.data
+            if not data:
+                continue
+            # Only the two events that carry usage are decoded; text deltas are skipped unread.
+            if event.event is not None and event.event not in _USAGE_EVENTS:
+                continue
+            if event.event is None and '"message_' not in data:
+                continue
+            try:
+                payload = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(payload, dict):
+                continue
+            kind = payload.get("type")
+            if kind == "message_start" and isinstance(payload.get("message"), dict):
+                self._take_message(payload["message"])
+            elif kind == "message_delta":
+                self._take_usage(payload.get("usage"))
+
+    def _take_message(self, message: dict[str, Any]) -> None:
+        model = message.get("model")
+        if isinstance(model, str) and model:
+            self.response_model = model
+        self._take_usage(message.get("usage"))
+
+    def _take_usage(self, usage: object) -> None:
+        self._raw_usage = merge_usage(self._raw_usage, usage)
+        if self._raw_usage:
+            self.usage = usage_from_anthropic(self._raw_usage)
