@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from tests.ports import free_port
 from tokenvoy.config.model import MetricsSettings, ModelPrice
 from tokenvoy.extproc import server
 from tokenvoy.extproc.admin import AdminServer, parse_listen
@@ -436,14 +437,8 @@ def test_extproc_flags() -> None:
     assert (chosen.admin_listen, chosen.no_admin) == ("0.0.0.0:9464", True)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_tokenvoy_extproc_serves_healthz_and_refuses_a_busy_admin_port(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "tokenvoy", "extproc", "--listen", f"unix:{tmp_path / 'x.sock'}"]
     process = subprocess.Popen([*argv, "--admin-listen", f"127.0.0.1:{port}"], stderr=subprocess.PIPE)
     try:

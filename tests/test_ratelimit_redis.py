@@ -26,6 +26,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from tests.ports import free_port
 from tokenvoy.pb.envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from tokenvoy.ratelimit import redis_backend
@@ -62,12 +63,6 @@ OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
 # A real redis-server
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _pong(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
@@ -86,7 +81,7 @@ class RedisServer:
             pytest.fail(INSTALL_HINT, pytrace=False)
         self.binary = binary
         self.directory = directory
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -111,7 +106,7 @@ class RedisServer:
         for _ in range(5):
             if self._spawn():
                 return self
-            self.port = _free_port()
+            self.port = free_port()
         log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
         pytest.fail(f"redis-server did not start:\n{log}", pytrace=False)
 

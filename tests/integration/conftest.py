@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,13 +17,8 @@ import orjson
 import pytest
 import yaml
 
+from tests.ports import free_port
 from tokenvoy.config.defaults import default_config_yaml
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def gateway_config(listener_port: int, fake_port: int, budget_tokens: int) -> str:
