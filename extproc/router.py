@@ -64,9 +64,23 @@ class RouterStream:
     def handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
         entered = time.perf_counter()
         try:
-            return self._handle(message)
+            response = self._handle(message)
+            if message.HasField("request_headers"):
+                response = self._record_original_path(response)
+            return response
         finally:
             self._handler_seconds += time.perf_counter() - entered
+
+    def _record_original_path(self, response: ep.ProcessingResponse) -> ep.ProcessingResponse:
+        """The client's path, for the access log: the upstream filter rewrites ``:path`` in the request's
+        one header map, so by the time Envoy logs, ``%REQ(:PATH)%`` is the provider's path."""
+        path = self._headers.get(":path")
+        if not path:
+            return response
+        if response is _CONTINUE_HEADERS:  # shared constant: never mutate it
+            response = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
+        response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, {"original_path": path}))
+        return response
 
     def _handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
         try:

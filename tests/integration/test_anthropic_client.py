@@ -195,6 +195,9 @@ def test_messages_to_an_openai_backend(openai_gateway: Gateway) -> None:
     assert entry["response_code"] == 200
     assert entry["genai_response_model"] == "gpt-4o-mini"
     assert tokens(entry) == (PROMPT_WORDS, 5, PROMPT_WORDS + 5, 0)
+    # the access log names the path the client called, and separately the one the provider got
+    assert entry["x-envoy-origin-path"] == "/anthropic/v1/messages"
+    assert entry["upstream_path"] == "/v1/chat/completions"
 
 
 def test_streamed_messages_to_an_openai_backend(openai_gateway: Gateway) -> None:

@@ -161,9 +161,12 @@ def test_bad_requests_get_an_openai_error_naming_the_problem(
 
 
 def test_unknown_path_is_a_404_in_openai_shape(gateway: Gateway) -> None:
-    response = httpx.post(f"{gateway.url}/v1/nope", json={"model": "m"})
+    request_id = f"nope-{uuid.uuid4()}"
+    response = httpx.post(f"{gateway.url}/v1/nope", json={"model": "m"}, headers={"x-request-id": request_id})
     assert response.status_code == 404
     assert "/v1/nope" in response.json()["error"]["message"]
+    entry = gateway.wait_for_log(lambda e: e.get("x-request-id") == request_id)
+    assert entry["x-envoy-origin-path"] == "/v1/nope"  # recorded even when extproc answers itself
 
 
 def test_provider_errors_reach_the_client_with_their_status(gateway: Gateway) -> None:

@@ -385,7 +385,9 @@ def _access_log(options: EnvoyOptions) -> list[dict[str, Any]]:
     fields = {
         "start_time": "%START_TIME%",
         "method": "%REQ(:METHOD)%",
-        "x-envoy-origin-path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        # the path the client called, recorded by extproc (the upstream filter rewrites :path in place)
+        "x-envoy-origin-path": f"%DYNAMIC_METADATA({ns}:original_path)%",
+        "upstream_path": "%REQ(:PATH)%",
         "protocol": "%PROTOCOL%",
         "response_code": "%RESPONSE_CODE%",
         "response_flags": "%RESPONSE_FLAGS%",
