@@ -448,8 +448,16 @@ class AnthropicToOpenAI:
         self._blocks = 0
         self._tools: dict[int, int] = {}  # OpenAI tool_calls index → Anthropic block index
         self._stop_reason: str | None = None
+        self._capture = False  # tracing wants the answer text (ClientRequest.capture_output)
+        self._texts: list[str] = []
+
+    @property
+    def output_text(self) -> str | None:
+        """The answer's text, kept only when tracing asked for it."""
+        return "".join(self._texts) if self._capture else None
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
+        self._capture = request.capture_output
         body = build_request(request.body, model)
         self._model = model
         self._stream = body.get("stream") is True
@@ -487,6 +495,15 @@ class AnthropicToOpenAI:
         if not isinstance(completion, dict):
             return raw
         self._take(completion)
+        if self._capture:
+            choices = completion.get("choices")
+            reply = (
+                choices[0].get("message")
+                if isinstance(choices, list) and choices and isinstance(choices[0], dict)
+                else None
+            )
+            if isinstance(reply, dict) and isinstance(reply.get("content"), str):
+                self._texts.append(reply["content"])
         return orjson.dumps(anthropic_message(completion, self._model))
 
     def _take(self, payload: dict[str, Any]) -> None:
@@ -564,6 +581,8 @@ class AnthropicToOpenAI:
                 self._delta({"type": "thinking_delta", "thinking": reasoning}, out)
             content = delta.get("content")
             if isinstance(content, str) and content:
+                if self._capture:
+                    self._texts.append(content)
                 self._open("text", out)
                 self._delta({"type": "text_delta", "text": content}, out)
             for call in delta.get("tool_calls") or ():
