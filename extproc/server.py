@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from tokenvoy.admin import AdminServer
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import ConfigError, load_config, load_text
 from tokenvoy.config.model import GatewayConfig
-from tokenvoy.extproc.admin import DEFAULT_ADMIN_LISTEN, AdminServer
 from tokenvoy.extproc.costs import CostConfigError
 from tokenvoy.extproc.metrics import PrometheusObserver
 from tokenvoy.extproc.observe import NoObserver, RequestObserver
@@ -31,6 +31,7 @@ log = logging.getLogger("tokenvoy.extproc")
 
 ROLE_METADATA_KEY = "x-tokenvoy-role"
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
+DEFAULT_ADMIN_LISTEN = "127.0.0.1:1064"
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
@@ -87,7 +88,7 @@ async def serve(runtime: Runtime, listen: str, admin_listen: str | None = DEFAUL
     observer = PrometheusObserver(config.metrics, config.pricing, registry)
     admin = None
     if admin_listen is not None:
-        admin = AdminServer(registry, admin_listen)
+        admin = AdminServer(registry, admin_listen, name="extproc")
         await admin.start()  # before gRPC: a busy port fails the start, not the first scrape
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     tracing = Tracing.from_env(session_id_header=config.tracing.session_id_header)

@@ -26,9 +26,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tokenvoy.admin import AdminServer
 from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
-from .admin import DEFAULT_ADMIN_LISTEN, AdminServer
 from .backend import CounterBackend
 from .config import RateLimitConfig, RateLimitConfigError
 from .memory_backend import MemoryBackend
@@ -51,6 +51,7 @@ __all__ = [
 logger = logging.getLogger("tokenvoy.ratelimit")
 
 DEFAULT_LISTEN = "127.0.0.1:8081"
+DEFAULT_ADMIN_LISTEN = "127.0.0.1:1065"
 DEFAULT_GRACE_S = 5.0
 RLS_SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
 ADMIN_OFF = "off"
@@ -139,7 +140,7 @@ async def start_server(
     service = RateLimitService(config, backend, clock=clock, failure_mode=failure_mode, metrics=metrics)
     admin = None
     if admin_listen is not None:
-        admin = AdminServer(metrics.registry, admin_listen)
+        admin = AdminServer(metrics.registry, admin_listen, name="ratelimit")
         try:
             await admin.start()
         except OSError as exc:

@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from tests.ports import free_port
+from tokenvoy.admin import AdminServer, parse_admin_listen
 from tokenvoy.config.model import MetricsSettings, ModelPrice
 from tokenvoy.extproc import server
-from tokenvoy.extproc.admin import AdminServer, parse_listen
 from tokenvoy.extproc.metrics import (
     GATEWAY_OVERHEAD_BUCKETS,
     REQUEST_DURATION_BUCKETS,
@@ -422,12 +422,12 @@ async def test_a_busy_admin_port_is_a_clear_error() -> None:
 
 
 def test_listen_addresses() -> None:
-    assert parse_listen("127.0.0.1:1064") == ("127.0.0.1", 1064)
-    assert parse_listen("[::1]:9000") == ("::1", 9000)
-    assert parse_listen("0.0.0.0:0") == ("0.0.0.0", 0)
+    assert parse_admin_listen("127.0.0.1:1064") == ("127.0.0.1", 1064)
+    assert parse_admin_listen("[::1]:9000") == ("::1", 9000)
+    assert parse_admin_listen("0.0.0.0:0") == ("0.0.0.0", 0)
     for bad in ["1064", ":1064", "host:", "host:http", "host:70000"]:
         with pytest.raises(ValueError, match="must be HOST:PORT"):
-            parse_listen(bad)
+            parse_admin_listen(bad)
 
 
 def test_extproc_flags() -> None:

@@ -1,8 +1,8 @@
-"""extproc's admin HTTP port (default ``127.0.0.1:1064``): ``/metrics`` for Prometheus and ``/healthz``.
+"""The admin HTTP port of extproc and ratelimit: ``/metrics`` for Prometheus and ``/healthz``.
 
-A few lines of asyncio on the extproc event loop instead of a web framework: two GET endpoints, one
+A few lines of asyncio on the server's event loop instead of a web framework: two GET endpoints, one
 request per connection, no keep-alive. The exposition is rendered in a worker thread so a large scrape
-never stalls the ext_proc streams for its whole duration.
+(many label values, ``detailed_metric`` series) never stalls gRPC calls for its whole duration.
 """
 
 from __future__ import annotations
@@ -10,20 +10,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-log = logging.getLogger(__name__)
+__all__ = ["AdminListenError", "AdminServer", "parse_admin_listen"]
 
-DEFAULT_ADMIN_LISTEN = "127.0.0.1:1064"
-_READ_TIMEOUT_SECONDS = 10.0
+logger = logging.getLogger(__name__)
+
+_READ_TIMEOUT_S = 10.0
 _MAX_HEADER_LINES = 100
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error"}
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) → (host, port); port 0 picks a free one."""
+class AdminListenError(OSError, ValueError):
+    """The admin address cannot be bound; ``errno`` tells why (``EADDRINUSE``: something else has it)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def parse_admin_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port); port 0 picks a free one."""
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"admin listen address {listen!r} must be HOST:PORT")
@@ -31,11 +40,17 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 class AdminServer:
-    """Serves ``registry`` on ``/metrics`` and answers ``/healthz`` with 200 while extproc is up."""
+    """Serves ``registry`` on ``/metrics`` and answers ``/healthz`` with 200 while the process is up.
 
-    def __init__(self, registry: CollectorRegistry, listen: str = DEFAULT_ADMIN_LISTEN) -> None:
+    For ratelimit, ``/healthz`` stays 200 while the counter backend is down: the service still answers
+    (by its failure mode), and restarting it would not bring Redis back; ``tokenvoy_ratelimit_backend_up``
+    tells that story.
+    """
+
+    def __init__(self, registry: CollectorRegistry, listen: str, name: str = "admin") -> None:
         self.registry = registry
-        self.host, self._requested_port = parse_listen(listen)
+        self.name = name  # which process, in log lines
+        self.host, self._requested_port = parse_admin_listen(listen)
         self._server: asyncio.Server | None = None
 
     @property
@@ -43,16 +58,20 @@ class AdminServer:
         """The bound port (differs from the requested one when that was 0)."""
         if self._server is None or not self._server.sockets:
             return self._requested_port
-        return self._server.sockets[0].getsockname()[1]
+        return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        """Bind and serve; ``OSError`` (e.g. address in use) propagates with the address in its message."""
         try:
             self._server = await asyncio.start_server(self._handle, self.host, self._requested_port)
         except OSError as exc:
-            where = f"{self.host}:{self._requested_port}"
-            raise ValueError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from None
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise AdminListenError(
+                exc.errno, f"cannot serve metrics on {self.host}:{self._requested_port}: {reason}"
+            ) from None
 
     async def close(self) -> None:
+        """Stop listening and wait for open connections to finish."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -60,19 +79,18 @@ class AdminServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await asyncio.wait_for(self._serve_one(reader, writer), _READ_TIMEOUT_SECONDS)
+            await asyncio.wait_for(self._serve_one(reader, writer), _READ_TIMEOUT_S)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            pass  # a slow, vanished or malformed scraper: nothing worth logging
+            pass  # a slow, vanished or malformed client: nothing worth logging
         except Exception:
-            log.exception("extproc admin: failed to answer a request")
+            logger.exception("%s admin: failed to answer a request", self.name)
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request_line = await reader.readline()
-        parts = request_line.decode("latin-1").split()
+        parts = (await reader.readline()).decode("latin-1").split()
         headers: dict[str, str] = {}
         for _ in range(_MAX_HEADER_LINES):
             line = await reader.readline()
@@ -91,12 +109,13 @@ class AdminServer:
         if method not in ("GET", "HEAD"):
             await _respond(writer, 405, b"only GET and HEAD\n", extra={"allow": "GET, HEAD"})
             return
+        head = method == "HEAD"
         if path == "/healthz":
-            await _respond(writer, 200, b"ok\n", head=method == "HEAD")
+            await _respond(writer, 200, b"ok\n", head=head)
             return
         encoder, content_type = choose_encoder(headers.get("accept", ""))
         body = await asyncio.to_thread(encoder, self.registry)
-        await _respond(writer, 200, body, content_type, head=method == "HEAD")
+        await _respond(writer, 200, body, content_type, head=head)
 
 
 async def _respond(
