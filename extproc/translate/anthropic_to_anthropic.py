@@ -32,6 +32,7 @@ from tokenvoy.extproc.translate.anthropic_common import (
     usage_from_anthropic,
 )
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import WholeBody
 from tokenvoy.extproc.usage import TokenUsage
 
 _USAGE_EVENTS = frozenset({"message_start", "message_delta"})
@@ -44,7 +45,7 @@ class AnthropicToAnthropic:
         self.response_model: str | None = None
         self._stream = False
         self._parser: SSEParser | None = None
-        self._buffer: list[bytes] = []
+        self._whole = WholeBody()
         self._raw_usage: dict[str, int] = {}
         self._capture = False  # tracing wants the answer text (ClientRequest.capture_output)
         self._texts: list[str] = []
@@ -79,17 +80,9 @@ class AnthropicToAnthropic:
         return None
 
     def _read_whole(self, chunk: bytes, end_of_stream: bool) -> None:
-        self._buffer.append(chunk)
-        if not end_of_stream:
-            return
-        raw = b"".join(self._buffer)
-        self._buffer.clear()
-        try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return
-        if isinstance(message, dict):
-            self._take_message(message)
+        body = self._whole.feed(chunk, end_of_stream)
+        if body is not None:
+            self._take_message(body)
 
     def _read_stream(self, chunk: bytes, end_of_stream: bool) -> None:
         parser = self._parser or SSEParser()

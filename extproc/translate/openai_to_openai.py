@@ -15,6 +15,7 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import WholeBody
 from tokenvoy.extproc.usage import TokenUsage
 
 CHAT_PATH = "/chat/completions"
@@ -27,7 +28,7 @@ class OpenAIToOpenAI:
         self._stream = False
         self._strip_usage_chunk = False
         self._parser: SSEParser | None = None
-        self._buffer: list[bytes] = []
+        self._whole = WholeBody()
         self._capture = False  # tracing wants the answer text (ClientRequest.capture_output)
         self._texts: list[str] = []
 
@@ -60,16 +61,8 @@ class OpenAIToOpenAI:
         return self._read_stream(chunk, end_of_stream)
 
     def _read_whole(self, chunk: bytes, end_of_stream: bool) -> None:
-        self._buffer.append(chunk)
-        if not end_of_stream:
-            return
-        raw = b"".join(self._buffer)
-        self._buffer.clear()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return
-        if isinstance(body, dict):
+        body = self._whole.feed(chunk, end_of_stream)
+        if body is not None:
             self._take(body)
 
     def _read_stream(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
