@@ -77,3 +77,19 @@ def test_validate_lists_every_error_and_exits_1(tmp_path: Path, capsys: pytest.C
         "BackendTrafficPolicy/per-user-budget: spec.rateLimit.global.rules[0].clientSelectors[0].headers[0].type" in err
     )
     assert "spec.rateLimit.global.rules[0].limit.unit" in err
+
+
+def test_validate_shows_timeouts_retries_mutations_and_observability(capsys: pytest.CaptureFixture[str]) -> None:
+    fallback = next(p for p in EXAMPLES if p.name == "fallback.yaml")
+    assert validate_main([str(fallback)]) == 0
+    out = capsys.readouterr().out
+    assert "timeout 120s; per-attempt timeout 30s; retry (BackendTrafficPolicy/chat-retries): 2 retries" in out
+    assert "to local: remove body .service_tier" in out
+    assert "    set header openai-organization\n" in out  # header names only: values may be secrets
+    assert "metric labels: none beyond the GenAI attributes" in out
+
+    deploy = Path(__file__).resolve().parents[1] / "deploy" / "gateway.yaml"
+    assert validate_main([str(deploy)]) == 0
+    out = capsys.readouterr().out
+    assert "metric labels: x-user-id as user, client from user-agent (at most 100 values each)" in out
+    assert "prices: gpt-4o-mini" in out

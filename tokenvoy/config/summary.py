@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tokenvoy.config.model import MODEL_HEADER, GatewayConfig, HeaderMatchType
+from tokenvoy.config.model import MODEL_HEADER, BodyMutation, GatewayConfig, HeaderMatchType, HeaderMutation, Rule
 
 
 def _match_text(config: GatewayConfig, rule_index: int) -> str:
@@ -31,6 +31,9 @@ def summarize(config: GatewayConfig) -> str:
             for ref in rule.backend_refs
         )
         lines.append(f"  {rule.name}: {_match_text(config, index)} -> {refs}")
+        extras = _rule_extras(rule)
+        if extras:
+            lines.append(f"    {'; '.join(extras)}")
     models = config.exact_models()
     lines += ["", f"models: {', '.join(models) if models else 'any (a rule matches every model)'}", "", "backends:"]
     for backend in config.backends.values():
@@ -40,6 +43,9 @@ def summarize(config: GatewayConfig) -> str:
         fake = ", fake provider" if backend.fake_provider else ""
         url = f"{scheme}://{endpoint.host}:{endpoint.port}{backend.path_prefix}"
         lines.append(f"  {backend.name}: {backend.schema} at {url}{auth}{fake}")
+        edits = _mutation_text(backend.header_mutation, backend.body_mutation)
+        if edits:
+            lines.append(f"    {edits}")
     costs = sorted({cost.metadata_key for route in config.routes for cost in route.costs})
     lines += ["", f"token metadata (llmRequestCosts): {', '.join(costs) if costs else 'none'}", "", "budgets:"]
     if not config.budgets:
@@ -51,7 +57,61 @@ def summarize(config: GatewayConfig) -> str:
         )
         charge = budget.response_cost_key or f"{budget.request_cost} per request"
         where = ", ".join(budget.routes) if budget.routes else "every route"
-        lines.append(f"  {budget.name}: {budget.limit:,} {charge} per {budget.unit.lower()} per {who} ({where})")
+        mode = f", reservation mode (default max tokens {budget.default_max_tokens:,})" if budget.reservation else ""
+        lines.append(f"  {budget.name}: {budget.limit:,} {charge} per {budget.unit.lower()} per {who} ({where}{mode})")
+    lines += ["", *_observability_lines(config)]
     if config.ignored:
         lines += ["", "ignored:", *[f"  {line}" for line in config.ignored]]
     return "\n".join(lines)
+
+
+def _seconds(milliseconds: int) -> str:
+    return f"{milliseconds / 1000:g}s"
+
+
+def _rule_extras(rule: Rule) -> list[str]:
+    extras = []
+    if rule.request_timeout_ms is not None:
+        extras.append(f"timeout {_seconds(rule.request_timeout_ms)}")
+    if rule.backend_request_timeout_ms is not None:
+        extras.append(f"per-attempt timeout {_seconds(rule.backend_request_timeout_ms)}")
+    retry = rule.retry
+    if retry is not None:
+        parts = []
+        if retry.num_retries is not None:
+            parts.append(f"{retry.num_retries} retries")
+        if retry.triggers is not None:
+            parts.append(f"on {','.join(retry.triggers)}")
+        if retry.http_status_codes:
+            parts.append(f"statuses {','.join(map(str, retry.http_status_codes))}")
+        extras.append(f"retry ({retry.policy}): {' '.join(parts) or 'defaults'}")
+    for ref in rule.backend_refs:
+        edits = _mutation_text(ref.header_mutation, ref.body_mutation)
+        if edits:
+            extras.append(f"to {ref.backend}: {edits}")
+    return extras
+
+
+def _mutation_text(headers: HeaderMutation | None, body: BodyMutation | None) -> str:
+    parts = []
+    if headers is not None:
+        parts += [f"set header {name}" for name, _ in headers.set]  # values may be secrets: names only
+        parts += [f"remove header {name}" for name in headers.remove]
+    if body is not None:
+        parts += [f"set body .{name}" for name, _ in body.set]
+        parts += [f"remove body .{name}" for name in body.remove]
+    return ", ".join(parts)
+
+
+def _observability_lines(config: GatewayConfig) -> list[str]:
+    metrics = config.metrics
+    labels = [f"{header} as {label}" for header, label in metrics.request_header_labels]
+    if metrics.client_from_user_agent:
+        labels.append("client from user-agent")
+    lines = [
+        f"metric labels: {', '.join(labels) if labels else 'none beyond the GenAI attributes'}"
+        + (f" (at most {metrics.max_label_values} values each)" if labels else ""),
+        f"prices: {', '.join(price.model for price in config.pricing) if config.pricing else 'none (no cost metric)'}",
+        f"trace session id header: {config.tracing.session_id_header or 'x-session-id (default)'}",
+    ]
+    return lines
