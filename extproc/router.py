@@ -130,7 +130,7 @@ class RouterStream:
     def _end_span(self, context: RequestContext, completed: CompletedRequest) -> None:
         attempt = context.attempt
         model = attempt.model if attempt else None
-        output_text = getattr(attempt.translator, "output_text", None) if attempt else None
+        output_text = attempt.translator.answer.text if attempt else None
         try:
             self._tracing.end(context.span, completed, model, output_text)  # type: ignore[union-attr]
         except Exception:  # tracing must never break a request

@@ -306,7 +306,7 @@ def test_the_anthropic_translator_keeps_the_answer_text_only_when_asked() -> Non
         translator = OpenAIToAnthropic()
         translator.translate_request(request, backend, "claude-sonnet-4")
         translator.translate_response_body(200, answer, True)
-        assert translator.output_text == expected
+        assert translator.answer.text == expected
 
 
 def test_tokenvoy_config_tracing_session_header() -> None:

@@ -1,4 +1,4 @@
-"""Tracing's answer text (``output_text``) from the Anthropic-client translators: kept only when asked."""
+"""Tracing's answer text (``answer.text``) from the Anthropic-client translators: kept only when asked."""
 
 from __future__ import annotations
 
@@ -116,10 +116,10 @@ def test_answer_text_is_kept_when_tracing_asks(translator: type, stream: bool, a
     # fed in small pieces, as Envoy may deliver it
     for start in range(0, len(answer), 7):
         kept.translate_response_body(200, answer[start : start + 7], start + 7 >= len(answer))
-    assert kept.output_text == "Hello there"
+    assert kept.answer.text == "Hello there"
     assert kept.usage is not None and kept.usage.output == 2
 
     not_kept = translator()
     not_kept.translate_request(_request(stream, capture=False), BACKEND, "m")
     not_kept.translate_response_body(200, answer, True)
-    assert not_kept.output_text is None
+    assert not_kept.answer.text is None

@@ -32,7 +32,7 @@ from tokenvoy.extproc.translate.anthropic_common import (
     usage_from_anthropic,
 )
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import WholeBody
+from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
 from tokenvoy.extproc.usage import TokenUsage
 
 _USAGE_EVENTS = frozenset({"message_start", "message_delta"})
@@ -47,17 +47,11 @@ class AnthropicToAnthropic:
         self._parser: SSEParser | None = None
         self._whole = WholeBody()
         self._raw_usage: dict[str, int] = {}
-        self._capture = False  # tracing wants the answer text (ClientRequest.capture_output)
-        self._texts: list[str] = []
-
-    @property
-    def output_text(self) -> str | None:
-        """The answer's text, kept only when tracing asked for it."""
-        return "".join(self._texts) if self._capture else None
+        self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         self._stream = request.stream
-        self._capture = request.capture_output
+        self.answer.keep = request.capture_output
         body = set_top_level(request.raw, {"model": model}) if model != request.model else None
         version = request.headers.get("anthropic-version") or ANTHROPIC_VERSION
         return UpstreamRequest(
@@ -96,10 +90,10 @@ class AnthropicToAnthropic:
                 continue
             # Only the two events that carry usage are decoded; text deltas are skipped unread unless
             # tracing keeps the answer text.
-            wanted = _CAPTURE_EVENTS if self._capture else _USAGE_EVENTS
+            wanted = _CAPTURE_EVENTS if self.answer.keep else _USAGE_EVENTS
             if event.event is not None and event.event not in wanted:
                 continue
-            if event.event is None and '"message_' not in data and not self._capture:
+            if event.event is None and '"message_' not in data and not self.answer.keep:
                 continue
             try:
                 payload = orjson.loads(data)
@@ -112,22 +106,20 @@ class AnthropicToAnthropic:
                 self._take_message(payload["message"])
             elif kind == "message_delta":
                 self._take_usage(payload.get("usage"))
-            elif kind == "content_block_delta" and self._capture:
+            elif kind == "content_block_delta" and self.answer.keep:
                 delta = payload.get("delta")
                 if isinstance(delta, dict) and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
-                    self._texts.append(delta["text"])
+                    self.answer.add(delta["text"])
 
     def _take_message(self, message: dict[str, Any]) -> None:
         model = message.get("model")
         if isinstance(model, str) and model:
             self.response_model = model
         self._take_usage(message.get("usage"))
-        if self._capture and isinstance(message.get("content"), list):
-            self._texts.extend(
-                block["text"]
-                for block in message["content"]
-                if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
-            )
+        if self.answer.keep and isinstance(message.get("content"), list):
+            for block in message["content"]:
+                if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+                    self.answer.add(block["text"])
 
     def _take_usage(self, usage: object) -> None:
         self._raw_usage = merge_usage(self._raw_usage, usage)

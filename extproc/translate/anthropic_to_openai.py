@@ -47,6 +47,7 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, anthropic_error_body
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import AnswerText
 from tokenvoy.extproc.usage import TokenUsage
 
 CHAT_PATH = "/chat/completions"
@@ -448,16 +449,10 @@ class AnthropicToOpenAI:
         self._blocks = 0
         self._tools: dict[int, int] = {}  # OpenAI tool_calls index → Anthropic block index
         self._stop_reason: str | None = None
-        self._capture = False  # tracing wants the answer text (ClientRequest.capture_output)
-        self._texts: list[str] = []
-
-    @property
-    def output_text(self) -> str | None:
-        """The answer's text, kept only when tracing asked for it."""
-        return "".join(self._texts) if self._capture else None
+        self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
-        self._capture = request.capture_output
+        self.answer.keep = request.capture_output
         body = build_request(request.body, model)
         self._model = model
         self._stream = body.get("stream") is True
@@ -495,7 +490,7 @@ class AnthropicToOpenAI:
         if not isinstance(completion, dict):
             return raw
         self._take(completion)
-        if self._capture:
+        if self.answer.keep:
             choices = completion.get("choices")
             reply = (
                 choices[0].get("message")
@@ -503,7 +498,7 @@ class AnthropicToOpenAI:
                 else None
             )
             if isinstance(reply, dict) and isinstance(reply.get("content"), str):
-                self._texts.append(reply["content"])
+                self.answer.add(reply["content"])
         return orjson.dumps(anthropic_message(completion, self._model))
 
     def _take(self, payload: dict[str, Any]) -> None:
@@ -581,8 +576,8 @@ class AnthropicToOpenAI:
                 self._delta({"type": "thinking_delta", "thinking": reasoning}, out)
             content = delta.get("content")
             if isinstance(content, str) and content:
-                if self._capture:
-                    self._texts.append(content)
+                if self.answer.keep:
+                    self.answer.add(content)
                 self._open("text", out)
                 self._delta({"type": "text_delta", "text": content}, out)
             for call in delta.get("tool_calls") or ():

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, anthropic_error_body, openai_error_body
+from tokenvoy.extproc.translate.bodies import AnswerText
 from tokenvoy.extproc.usage import TokenUsage
 
 
@@ -36,7 +37,7 @@ class ClientRequest:
     model: str
     stream: bool
     needs_usage: bool  # any llmRequestCosts configured: the usage must be seen
-    capture_output: bool = False  # tracing records the answer: translators keep its text (``output_text``)
+    capture_output: bool = False  # tracing records the answer: translators keep its text (``answer``)
     headers: dict[str, str] = field(default_factory=dict)  # the client's request headers (lower-case names)
 
 
@@ -59,6 +60,7 @@ class HeaderChanges:
 class Translator(Protocol):
     usage: TokenUsage | None
     response_model: str | None
+    answer: AnswerText  # the answer's text, kept only when ``ClientRequest.capture_output`` asks
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         """The request for ``backend`` with ``model`` (the client's or the override)."""

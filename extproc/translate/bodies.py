@@ -29,3 +29,24 @@ class WholeBody:
         except orjson.JSONDecodeError:
             return None
         return parsed if isinstance(parsed, dict) else None
+
+
+class AnswerText:
+    """The answer's text, kept for tracing only when asked (``ClientRequest.capture_output``).
+
+    Off by default, so a translator pays nothing for it when tracing is off or hides outputs.
+    """
+
+    __slots__ = ("_parts", "keep")
+
+    def __init__(self) -> None:
+        self.keep = False
+        self._parts: list[str] = []
+
+    def add(self, text: str) -> None:
+        if self.keep:
+            self._parts.append(text)
+
+    @property
+    def text(self) -> str | None:
+        return "".join(self._parts) if self.keep else None

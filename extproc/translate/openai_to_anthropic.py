@@ -55,6 +55,7 @@ from tokenvoy.extproc.translate.anthropic_common import (
     usage_from_anthropic,
 )
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import AnswerText
 from tokenvoy.extproc.usage import TokenUsage
 
 DEFAULT_MAX_TOKENS = 4096
@@ -465,13 +466,12 @@ class OpenAIToAnthropic:
         self._tool_indices: dict[int, int] = {}  # Anthropic block index → OpenAI tool_calls index
         self._tool_arguments_sent: set[int] = set()
         self._finished = False
-        self._capture = False  # tracing wants the answer text (ClientRequest.capture_output)
-        self._texts: list[str] = []
+        self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         body = build_request(request.body, model)
         self._stream = body.get("stream") is True
-        self._capture = request.capture_output
+        self.answer.keep = request.capture_output
         options = request.body.get("stream_options")
         self._include_usage = isinstance(options, dict) and options.get("include_usage") is True
         return UpstreamRequest(
@@ -507,14 +507,9 @@ class OpenAIToAnthropic:
             return raw
         self._take_message(message)
         completion = chat_completion(message, int(self._clock()))
-        if self._capture and isinstance(completion["choices"][0]["message"].get("content"), str):
-            self._texts.append(completion["choices"][0]["message"]["content"])
+        if self.answer.keep and isinstance(completion["choices"][0]["message"].get("content"), str):
+            self.answer.add(completion["choices"][0]["message"]["content"])
         return orjson.dumps(completion)
-
-    @property
-    def output_text(self) -> str | None:
-        """The answer's text, kept only when tracing asked for it."""
-        return "".join(self._texts) if self._capture else None
 
     def _error(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes:
         self._buffer.append(chunk)
@@ -554,8 +549,8 @@ class OpenAIToAnthropic:
         return b"".join(out)
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        if self._capture and isinstance(delta.get("content"), str):
-            self._texts.append(delta["content"])
+        if self.answer.keep and isinstance(delta.get("content"), str):
+            self.answer.add(delta["content"])
         chunk: dict[str, Any] = {
             "id": self._id,
             "object": "chat.completion.chunk",

@@ -15,7 +15,7 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import WholeBody
+from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
 from tokenvoy.extproc.usage import TokenUsage
 
 CHAT_PATH = "/chat/completions"
@@ -29,12 +29,11 @@ class OpenAIToOpenAI:
         self._strip_usage_chunk = False
         self._parser: SSEParser | None = None
         self._whole = WholeBody()
-        self._capture = False  # tracing wants the answer text (ClientRequest.capture_output)
-        self._texts: list[str] = []
+        self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         self._stream = request.stream
-        self._capture = request.capture_output
+        self.answer.keep = request.capture_output
         updates: dict[str, Any] = {}
         if model != request.model:
             updates["model"] = model
@@ -76,7 +75,7 @@ class OpenAIToOpenAI:
             data = event.data
             if data and data != "[DONE]":
                 has_usage = '"usage"' in data
-                if has_usage or self.response_model is None or self._capture:
+                if has_usage or self.response_model is None or self.answer.keep:
                     try:
                         payload = orjson.loads(data)
                     except orjson.JSONDecodeError:
@@ -103,13 +102,8 @@ class OpenAIToOpenAI:
         usage = payload.get("usage")
         if isinstance(usage, dict):
             self.usage = TokenUsage.from_openai(usage)
-        if self._capture:
+        if self.answer.keep:
             self._capture_text(payload)
-
-    @property
-    def output_text(self) -> str | None:
-        """The answer's text (first choice), kept only when tracing asked for it."""
-        return "".join(self._texts) if self._capture else None
 
     def _capture_text(self, payload: dict[str, Any]) -> None:
         choices = payload.get("choices")
@@ -117,4 +111,4 @@ class OpenAIToOpenAI:
             return
         part = choices[0].get("delta" if self._stream else "message")
         if isinstance(part, dict) and isinstance(part.get("content"), str):
-            self._texts.append(part["content"])
+            self.answer.add(part["content"])
