@@ -295,11 +295,20 @@ def test_duplicate_and_contradictory_mutations_are_errors() -> None:
     text = FULL.replace(
         "set: [{name: X-Team, value: route}]", "set: [{name: X-Team, value: route}, {name: x-team, value: again}]"
     ).replace("remove: [x-drop-me]", "remove: [X-TEAM]")
+    text = text.replace("remove: [user]", "remove: [user, temperature, user]")
     assert _problems(text) == [
         "gw.yaml: AIGatewayRoute/chat: spec.rules[0].backendRefs[0].headerMutation.set[1].name: 'x-team' is set twice",
         "gw.yaml: AIGatewayRoute/chat: spec.rules[0].backendRefs[0].headerMutation.remove[0]: 'x-team' is both set "
         "and removed",
+        "gw.yaml: AIGatewayRoute/chat: spec.rules[0].backendRefs[0].bodyMutation.remove[1]: 'temperature' is both "
+        "set and removed",
     ]
+
+
+def test_a_field_removed_twice_is_removed_once() -> None:
+    config = load_text(FULL.replace("remove: [user]", "remove: [user, user]"), "gw.yaml")
+    (ref, _) = config.routes[0].rules[0].backend_refs
+    assert ref.body_mutation is not None and ref.body_mutation.remove == ("user",)
 
 
 def test_the_backend_ref_mutation_wins_over_the_backend_one() -> None:

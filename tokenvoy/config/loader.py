@@ -6,9 +6,10 @@ all at once instead of failing on the first.
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -631,17 +632,29 @@ def _header_mutation(resource: _Resource, value: Any, path: str, problems: _Prob
             problems.add(resource, f"{entry_path}.name", f"{name!r} is set twice")
             continue
         set_headers[name] = header_value
+    removed = _removals(resource, value, path, problems, _header_name, set_headers)
+    return HeaderMutation(tuple(set_headers.items()), removed)
+
+
+def _removals(
+    resource: _Resource,
+    value: dict[str, Any],
+    path: str,
+    problems: _Problems,
+    parse_name: Callable[[_Resource, Any, str, _Problems], str | None],
+    set_names: Container[str],
+) -> tuple[str, ...]:
+    """A mutation's ``remove`` list: valid names, once each, none of them also set."""
     removed: list[str] = []
     for index, entry in enumerate(_mutation_list(resource, value.get("remove"), f"{path}.remove", problems)):
-        name = _header_name(resource, entry, f"{path}.remove[{index}]", problems)
+        name = parse_name(resource, entry, f"{path}.remove[{index}]", problems)
         if name is None:
             continue
-        if name in set_headers:
+        if name in set_names:
             problems.add(resource, f"{path}.remove[{index}]", f"{name!r} is both set and removed")
-            continue
-        if name not in removed:
+        elif name not in removed:
             removed.append(name)
-    return HeaderMutation(tuple(set_headers.items()), tuple(removed))
+    return tuple(removed)
 
 
 def _header_name(resource: _Resource, value: Any, path: str, problems: _Problems) -> str | None:
@@ -656,8 +669,6 @@ def _header_name(resource: _Resource, value: Any, path: str, problems: _Problems
 
 
 def _body_mutation(resource: _Resource, value: Any, path: str, problems: _Problems) -> BodyMutation | None:
-    import json
-
     if value is None or not _check_fields(resource, value, path, _MUTATION_FIELDS, problems):
         return None
     set_fields: dict[str, bytes] = {}
@@ -685,17 +696,8 @@ def _body_mutation(resource: _Resource, value: Any, path: str, problems: _Proble
             problems.add(resource, f"{entry_path}.path", f"{field_name!r} is set twice")
             continue
         set_fields[field_name] = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
-    removed: list[str] = []
-    for index, entry in enumerate(_mutation_list(resource, value.get("remove"), f"{path}.remove", problems)):
-        field_name = _body_field(resource, entry, f"{path}.remove[{index}]", problems)
-        if field_name is None:
-            continue
-        if field_name in set_fields:
-            problems.add(resource, f"{path}.remove[{index}]", f"{field_name!r} is both set and removed")
-            continue
-        if field_name not in removed:
-            removed.append(field_name)
-    return BodyMutation(tuple(set_fields.items()), tuple(removed))
+    removed = _removals(resource, value, path, problems, _body_field, set_fields)
+    return BodyMutation(tuple(set_fields.items()), removed)
 
 
 def _body_field(resource: _Resource, value: Any, path: str, problems: _Problems) -> str | None:
