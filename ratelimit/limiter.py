@@ -23,7 +23,7 @@ start (so a new window is a new key and old ones simply expire).
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .config import MAX_UINT32, RateLimit, RateLimitConfig, Unit
@@ -214,37 +214,43 @@ def plan(config: RateLimitConfig, request: LimitRequest, now: float) -> Plan:
     return Plan(now_s, tuple(ops), tuple(planned))
 
 
-def decide(p: Plan, counts: Sequence[int]) -> Decision:
-    """Turn the counters returned by the backend (one per op, after the op) into the response."""
-    if len(counts) != len(p.ops):
-        raise ValueError(f"backend returned {len(counts)} counters for {len(p.ops)} ops")
+def _statuses(p: Plan, counted: Callable[[_Planned, RateLimit], DescriptorStatus]) -> Decision:
+    """One status per descriptor: the fixed ones for no limit and unlimited, ``counted`` for the rest."""
     statuses: list[DescriptorStatus] = []
     overall = Code.OK
     for item in p.descriptors:
         limit = item.limit
         if limit is None:
-            statuses.append(_NO_LIMIT_STATUS)
-            continue
-        if item.op_index < 0:
-            statuses.append(_UNLIMITED_STATUS)
-            continue
+            status = _NO_LIMIT_STATUS
+        elif item.op_index < 0:
+            status = _UNLIMITED_STATUS
+        else:
+            status = counted(item, limit)
+        if status.code is Code.OVER_LIMIT:
+            overall = Code.OVER_LIMIT
+        statuses.append(status)
+    return Decision(overall, tuple(statuses))
+
+
+def decide(p: Plan, counts: Sequence[int]) -> Decision:
+    """Turn the counters returned by the backend (one per op, after the op) into the response."""
+    if len(counts) != len(p.ops):
+        raise ValueError(f"backend returned {len(counts)} counters for {len(p.ops)} ops")
+
+    def counted(item: _Planned, limit: RateLimit) -> DescriptorStatus:
         after = counts[item.op_index]
         rpu = limit.requests_per_unit
         over = is_over_limit(after, rpu, item.hits)
         shadowed = over and limit.shadow_mode
-        code = Code.OVER_LIMIT if over and not shadowed else Code.OK
-        if code is Code.OVER_LIMIT:
-            overall = Code.OVER_LIMIT
-        statuses.append(
-            DescriptorStatus(
-                code=code,
-                current_limit=limit,
-                limit_remaining=max(0, rpu - after),
-                duration_until_reset=item.window_end - p.now,
-                shadowed=shadowed,
-            )
+        return DescriptorStatus(
+            code=Code.OVER_LIMIT if over and not shadowed else Code.OK,
+            current_limit=limit,
+            limit_remaining=max(0, rpu - after),
+            duration_until_reset=item.window_end - p.now,
+            shadowed=shadowed,
         )
-    return Decision(overall, tuple(statuses))
+
+    return _statuses(p, counted)
 
 
 def decide_unavailable(p: Plan, fail_closed: bool) -> Decision:
@@ -256,29 +262,16 @@ def decide_unavailable(p: Plan, fail_closed: bool) -> Decision:
     limits, which never reject (reported OK and marked ``shadowed``). Descriptors without a limit or with
     an unlimited one get the same answer as with a working backend.
     """
-    statuses: list[DescriptorStatus] = []
-    overall = Code.OK
-    for item in p.descriptors:
-        limit = item.limit
-        if limit is None:
-            statuses.append(_NO_LIMIT_STATUS)
-            continue
-        if item.op_index < 0:
-            statuses.append(_UNLIMITED_STATUS)
-            continue
+
+    def counted(item: _Planned, limit: RateLimit) -> DescriptorStatus:
         if not fail_closed:
-            statuses.append(_NO_LIMIT_STATUS)
-            continue
-        code = Code.OK if limit.shadow_mode else Code.OVER_LIMIT
-        if code is Code.OVER_LIMIT:
-            overall = Code.OVER_LIMIT
-        statuses.append(
-            DescriptorStatus(
-                code=code,
-                current_limit=limit,
-                limit_remaining=0,
-                duration_until_reset=item.window_end - p.now,
-                shadowed=limit.shadow_mode,
-            )
+            return _NO_LIMIT_STATUS
+        return DescriptorStatus(
+            code=Code.OK if limit.shadow_mode else Code.OVER_LIMIT,
+            current_limit=limit,
+            limit_remaining=0,
+            duration_until_reset=item.window_end - p.now,
+            shadowed=limit.shadow_mode,
         )
-    return Decision(overall, tuple(statuses))
+
+    return _statuses(p, counted)
