@@ -45,3 +45,13 @@ def anthropic_error_body(error: GatewayError) -> bytes:
     if error_type not in ANTHROPIC_ERROR_TYPES:
         error_type = _TYPES.get(error.status, "api_error")
     return orjson.dumps({"type": "error", "error": {"type": error_type, "message": error.message}})
+
+
+def invalid_field(field: str, why: str) -> GatewayError:
+    """The client's request is malformed at ``field`` (400): the message names the field."""
+    return GatewayError(400, f"invalid `{field}`: {why}")
+
+
+def untranslatable_field(field: str, target: str, why: str) -> GatewayError:
+    """``field`` has no equivalent at the target backend (422): the message names the field and why."""
+    return GatewayError(422, f"`{field}` cannot be sent to {target}: {why}")

@@ -44,7 +44,8 @@ from typing import Any
 import orjson
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, anthropic_error_body
+from tokenvoy.extproc.errors import GatewayError, anthropic_error_body, untranslatable_field
+from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText
@@ -64,11 +65,7 @@ _IGNORED_BLOCKS = ("thinking", "redacted_thinking")
 
 
 def _unsupported(field: str, why: str) -> GatewayError:
-    return GatewayError(422, f"`{field}` cannot be sent to an OpenAI-schema backend: {why}")
-
-
-def _invalid(field: str, why: str) -> GatewayError:
-    return GatewayError(400, f"invalid `{field}`: {why}")
+    return untranslatable_field(field, "an OpenAI-schema backend", why)
 
 
 # ---- request --------------------------------------------------------------------------------------------

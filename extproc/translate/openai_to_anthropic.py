@@ -44,7 +44,8 @@ from typing import Any
 import orjson
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, openai_error_body
+from tokenvoy.extproc.errors import GatewayError, openai_error_body, untranslatable_field
+from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.anthropic_common import (
     ANTHROPIC_VERSION,
@@ -89,11 +90,7 @@ _DEFAULT_ONLY: tuple[tuple[str, tuple[object, ...], str], ...] = (
 
 
 def _unsupported(field: str, why: str) -> GatewayError:
-    return GatewayError(422, f"`{field}` cannot be sent to an Anthropic backend: {why}")
-
-
-def _invalid(field: str, why: str) -> GatewayError:
-    return GatewayError(400, f"invalid `{field}`: {why}")
+    return untranslatable_field(field, "an Anthropic backend", why)
 
 
 # ---- request --------------------------------------------------------------------------------------------
