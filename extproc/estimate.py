@@ -19,7 +19,6 @@ What extproc needs per route is computed once per configuration (:func:`route_re
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -42,19 +41,9 @@ class Reservation:
 
 
 def route_reservations(config: GatewayConfig) -> dict[str, Reservation]:
-    """Route name → its reservation, for routes that some reservation-mode budget applies to (cached per config)."""
-    global _cache
-    if _cache is not None and _cache[0]() is config:
-        return _cache[1]
-    plans = _route_reservations(config)
-    _cache = (weakref.ref(config), plans)  # by identity: a config holds dicts, so it is not hashable
-    return plans
+    """Route name → its reservation, for routes that some reservation-mode budget applies to.
 
-
-_cache: tuple[weakref.ref[GatewayConfig], dict[str, Reservation]] | None = None
-
-
-def _route_reservations(config: GatewayConfig) -> dict[str, Reservation]:
+    Computed once per config, by ``Runtime``."""
     plans: dict[str, Reservation] = {}
     for route in config.routes:
         keys: dict[str, str] = {}

@@ -16,7 +16,7 @@ import orjson
 from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, MODEL_HEADER, ORIGINAL_PATH_HEADER
 from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.errors import GatewayError
-from tokenvoy.extproc.estimate import reservation_values, route_reservations
+from tokenvoy.extproc.estimate import reservation_values
 from tokenvoy.extproc.observe import CompletedRequest, NoObserver, RequestObserver
 from tokenvoy.extproc.pbutil import header_dict, header_mutation, immediate_response, metadata_struct
 from tokenvoy.extproc.registry import RequestContext, RequestRegistry, request_key
@@ -230,7 +230,7 @@ class RouterStream:
         mutation = header_mutation({MODEL_HEADER: model, ORIGINAL_PATH_HEADER: path})
         common = ep.CommonResponse(header_mutation=mutation, clear_route_cache=True)
         response = ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
-        reservation = route_reservations(self._runtime.config).get(rule.route.name)
+        reservation = self._runtime.reservations.get(rule.route.name)
         if reservation is not None:  # read by the ratelimit filter's request-time call (docs/ratelimit.md)
             call = CallContext(model=model, backend="", route_name=rule.route.name)
             values = reservation_values(parsed, reservation, rule.costs, call)

@@ -15,6 +15,7 @@ import orjson
 
 from tokenvoy.config.model import MODEL_HEADER, Backend, BackendRef, GatewayConfig, HeaderMatchType, Route, Rule
 from tokenvoy.extproc.costs import CompiledCost, compile_costs
+from tokenvoy.extproc.estimate import route_reservations
 from tokenvoy.extproc.mutations import Mutations
 from tokenvoy.extproc.mutations import merge as merge_mutations
 from tokenvoy.extproc.translate import translator_for
@@ -82,6 +83,7 @@ class Runtime:
                         self.mutations[endpoint_id(rule, index)] = mutations
         self.models = config.exact_models()
         self.models_body = models_list_body(config, int(time.time()))  # GET /v1/models
+        self.reservations = route_reservations(config)  # route name → reservation-mode budgets' estimate keys
 
     def match(self, headers: dict[str, str]) -> RuleRuntime | None:
         for rule in self.rules:
