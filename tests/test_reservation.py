@@ -156,7 +156,7 @@ def test_reservation_is_in_the_budgets_unit_cel_included() -> None:
     config = load_text(yaml.safe_dump_all(documents))
     (route,) = config.routes
     reservation = route_reservations(config)[route.name]
-    assert route_reservations(config) is route_reservations(config)  # computed once per config
+    assert Runtime(config).reservations == {route.name: reservation}  # precomputed at config load
     body = {"messages": [{"role": "user", "content": "abcdefgh"}], "max_tokens": 10}  # 2 + 4 in, 10 out
     values = reservation_values(body, reservation, compile_costs(route.costs), CallContext("m", "", route.name))
     assert values == {"llm_total_token_reserved": 16, "llm_cost_cents_reserved": 6 + 40}
