@@ -31,9 +31,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = {"/v1/chat/completions": ClientAPI.OPENAI_CHAT, "/anthropic/v1/messages": ClientAPI.ANTHROPIC_MESSAGES}
+ENDPOINTS = {
+    "/v1/chat/completions": ClientAPI.OPENAI_CHAT,
+    "/v1/completions": ClientAPI.OPENAI_COMPLETIONS,
+    "/v1/embeddings": ClientAPI.OPENAI_EMBEDDINGS,
+    "/anthropic/v1/messages": ClientAPI.ANTHROPIC_MESSAGES,
+}
 ANTHROPIC_PREFIX = "/anthropic/"  # errors under it, even for unknown paths, are in Anthropic's shape
 MODELS_PATH = "/v1/models"
+ANTHROPIC_MODELS_PATH = "/anthropic/v1/models"
 _STREAMED = pm.ProcessingMode(response_body_mode=pm.ProcessingMode.STREAMED)
 _CONTINUE_HEADERS = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
 
@@ -171,8 +177,8 @@ class RouterStream:
         self._headers = header_dict(headers)
         self._request_id = request_key(message)
         path = self._headers.get(":path", "").split("?", 1)[0]
-        if path == MODELS_PATH:
-            return self._models()
+        if path == MODELS_PATH or path == ANTHROPIC_MODELS_PATH:
+            return self._models(path)
         if path not in ENDPOINTS:
             raise GatewayError(404, f"unknown path {path!r}: tokenvoy serves POST {', POST '.join(ENDPOINTS)}")
         if self._headers.get(":method") != "POST":
@@ -181,14 +187,16 @@ class RouterStream:
             raise GatewayError(400, "the request has no body: a JSON body with `model` is required")
         return _CONTINUE_HEADERS
 
-    def _models(self) -> ep.ProcessingResponse:
-        """``GET /v1/models``: the list precomputed from the config, answered without reaching a backend."""
+    def _models(self, path: str) -> ep.ProcessingResponse:
+        """``GET /v1/models`` (OpenAI's list) and ``GET /anthropic/v1/models`` (Anthropic's): precomputed
+        from the config, answered without reaching a backend."""
         method = self._headers.get(":method")
         if method != "GET":
-            raise GatewayError(405, f"{MODELS_PATH} takes GET, not {method}")
+            raise GatewayError(405, f"{path} takes GET, not {method}")
         self.done = True
         self._status = 200
-        return immediate_response(200, self._runtime.models_body, details="tokenvoy_models")
+        body = self._runtime.models_body if path == MODELS_PATH else self._runtime.anthropic_models_body
+        return immediate_response(200, body, details="tokenvoy_models")
 
     def _request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         raw = body.body

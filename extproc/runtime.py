@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,7 +83,9 @@ class Runtime:
                     if (mutations := merge_mutations(config.backends[ref.backend], ref)) is not None:
                         self.mutations[endpoint_id(rule, index)] = mutations
         self.models = config.exact_models()
-        self.models_body = models_list_body(config, int(time.time()))  # GET /v1/models
+        self.loaded_at = int(time.time())
+        self.models_body = models_list_body(config, self.loaded_at)  # GET /v1/models
+        self.anthropic_models_body = anthropic_models_body(config, self.loaded_at)  # GET /anthropic/v1/models
         self.reservations = route_reservations(config)  # route name → reservation-mode budgets' estimate keys
 
     def match(self, headers: dict[str, str]) -> RuleRuntime | None:
@@ -92,22 +95,42 @@ class Runtime:
         return None
 
 
-def models_list_body(config: GatewayConfig, loaded_at: int) -> bytes:
-    """OpenAI's model list: every Exact ``x-ai-eg-model`` match, in config order, with its rule's
-    ``modelsOwnedBy`` and ``modelsCreatedAt`` (else the route's creation, else ``loaded_at``)."""
-    data: dict[str, dict[str, object]] = {}
+def _served_models(config: GatewayConfig, loaded_at: int) -> dict[str, tuple[int, str]]:
+    """Every Exact ``x-ai-eg-model`` match, in config order → (created, owned_by): the rule's
+    ``modelsCreatedAt`` (else ``loaded_at``) and ``modelsOwnedBy``."""
+    models: dict[str, tuple[int, str]] = {}
     for _, rule in config.rules():
         created = rule.models_created_at if rule.models_created_at is not None else loaded_at
         for conjunction in rule.matches:
             for match in conjunction:
-                if match.name == MODEL_HEADER and match.type is HeaderMatchType.EXACT and match.value not in data:
-                    data[match.value] = {
-                        "id": match.value,
-                        "object": "model",
-                        "created": created,
-                        "owned_by": rule.models_owned_by,
-                    }
-    return orjson.dumps({"object": "list", "data": list(data.values())})
+                if match.name == MODEL_HEADER and match.type is HeaderMatchType.EXACT and match.value not in models:
+                    models[match.value] = (created, rule.models_owned_by)
+    return models
+
+
+def models_list_body(config: GatewayConfig, loaded_at: int) -> bytes:
+    """OpenAI's model list (``GET /v1/models``)."""
+    data = [
+        {"id": model, "object": "model", "created": created, "owned_by": owned_by}
+        for model, (created, owned_by) in _served_models(config, loaded_at).items()
+    ]
+    return orjson.dumps({"object": "list", "data": data})
+
+
+def anthropic_models_body(config: GatewayConfig, loaded_at: int) -> bytes:
+    """Anthropic's model list (``GET /v1/models`` of the Messages API, one page holding every model)."""
+    data = [
+        {
+            "type": "model",
+            "id": model,
+            "display_name": model,
+            "created_at": datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        for model, (created, _) in _served_models(config, loaded_at).items()
+    ]
+    first_id = data[0]["id"] if data else None
+    last_id = data[-1]["id"] if data else None
+    return orjson.dumps({"data": data, "has_more": False, "first_id": first_id, "last_id": last_id})
 
 
 def _auth_headers(backend: Backend) -> dict[str, str]:

@@ -14,7 +14,7 @@ from tests.crds import crd_errors
 from tokenvoy.config.loader import ConfigError, load_text
 from tokenvoy.config.model import BodyMutation, HeaderMutation, RetrySettings
 from tokenvoy.extproc.mutations import merge
-from tokenvoy.extproc.runtime import Runtime, models_list_body
+from tokenvoy.extproc.runtime import Runtime, anthropic_models_body, models_list_body
 from tokenvoy.render.envoy import RETRY_ON, EnvoyOptions, render_bootstrap, retry_policy
 from tokenvoy.runner.run import envoy_binary
 
@@ -363,3 +363,29 @@ def test_the_models_list_is_precomputed_in_openai_shape() -> None:
     data = orjson.loads(models_list_body(load_text(bare), loaded_at=42))["data"]
     assert [model["created"] for model in data] == [1716285600, 1716285600, 42]
     assert orjson.loads(Runtime(config).models_body)["data"][0]["created"] == 1716285600  # built at load
+
+
+def test_the_anthropic_models_list_has_the_same_models_in_anthropic_shape() -> None:
+    config = load_text(FULL)
+    body = orjson.loads(anthropic_models_body(config, loaded_at=42))
+    assert body == {
+        "data": [
+            {"type": "model", "id": "gpt-4o", "display_name": "gpt-4o", "created_at": "2024-05-21T10:00:00Z"},
+            {
+                "type": "model",
+                "id": "gpt-4o-mini",
+                "display_name": "gpt-4o-mini",
+                "created_at": "2024-05-21T10:00:00Z",
+            },
+            {
+                "type": "model",
+                "id": "claude-sonnet-4",
+                "display_name": "claude-sonnet-4",
+                "created_at": "2024-01-01T00:00:00Z",
+            },
+        ],
+        "has_more": False,
+        "first_id": "gpt-4o",
+        "last_id": "claude-sonnet-4",
+    }
+    assert Runtime(config).anthropic_models_body == anthropic_models_body(config, Runtime(config).loaded_at)

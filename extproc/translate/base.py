@@ -19,6 +19,8 @@ from tokenvoy.extproc.usage import TokenUsage
 
 class ClientAPI(StrEnum):
     OPENAI_CHAT = "openai.chat"
+    OPENAI_COMPLETIONS = "openai.completions"  # the legacy text completions API
+    OPENAI_EMBEDDINGS = "openai.embeddings"
     ANTHROPIC_MESSAGES = "anthropic.messages"
 
     def error_body(self, error: GatewayError) -> bytes:

@@ -49,7 +49,19 @@ except AttributeError:  # pragma: no cover - libyaml missing
 FAKE_PROVIDER_ANNOTATION = "tokenvoy.io/fake-provider"
 BUDGET_MODE_ANNOTATION = "tokenvoy.io/budget-mode"  # check (default) | reservation
 DEFAULT_MAX_TOKENS_ANNOTATION = "tokenvoy.io/default-max-tokens"  # reservation estimate without max_tokens
-SUPPORTED_SCHEMAS = {"OpenAI", "Anthropic"}
+# Each schema's default ``spec.schema.prefix``: what goes before the API path the translator writes
+# (``/v1`` + ``/chat/completions``; Bedrock's ``/model/{id}/converse`` and Azure's ``/openai/deployments/…``
+# have none; the GCP schemas get ``/v1/projects/{project}/locations/{region}`` from their GCPCredentials).
+DEFAULT_PREFIXES = {
+    "OpenAI": "/v1",
+    "Anthropic": "/v1",
+    "AzureOpenAI": "",
+    "AWSBedrock": "",
+    "AWSAnthropic": "",
+    "GCPVertexAI": "",
+    "GCPAnthropic": "",
+}
+SUPPORTED_SCHEMAS = set(DEFAULT_PREFIXES)
 IGNORED_KINDS = {
     "GatewayClass": "a standalone gateway has no controller to select",
     "EnvoyProxy": "tokenvoy renders its own Envoy bootstrap",
@@ -388,7 +400,7 @@ def _backends(
                 )
         if schema_name is None or endpoint is None:
             continue
-        prefix = schema.get("prefix") or "/v1"
+        prefix = schema.get("prefix") or DEFAULT_PREFIXES.get(schema_name, "")
         backends[resource.name] = Backend(
             name=resource.name,
             schema=schema_name,
