@@ -177,7 +177,7 @@ class RouterStream:
         self._headers = header_dict(headers)
         self._request_id = request_key(message)
         path = self._headers.get(":path", "").split("?", 1)[0]
-        if path == MODELS_PATH or path == ANTHROPIC_MODELS_PATH:
+        if path in (MODELS_PATH, ANTHROPIC_MODELS_PATH):
             return self._models(path)
         if path not in ENDPOINTS:
             raise GatewayError(404, f"unknown path {path!r}: tokenvoy serves POST {', POST '.join(ENDPOINTS)}")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import orjson
 
