@@ -183,3 +183,85 @@ def test_a_retry_never_carries_the_previous_backends_key(tmp_path: Path) -> None
     assert _Failing.authorization == "Bearer sk-primary"
     sent = next(r for r in received if r["headers"].get("x-request-id") == "key-leak")
     assert sent["headers"]["authorization"] == "Bearer client-own-key"
+
+
+def _anthropic_fallback(name: str, port: int, secret: str) -> list[dict[str, Any]]:
+    """An Anthropic-schema backend with its own key: the fallback of another schema."""
+    documents = _backend(name, port)
+    documents[0]["spec"]["schema"] = {"name": "Anthropic"}
+    return [
+        *documents,
+        {
+            "apiVersion": "aigateway.envoyproxy.io/v1alpha1",
+            "kind": "BackendSecurityPolicy",
+            "metadata": {"name": f"{name}-key"},
+            "spec": {
+                "type": "AnthropicAPIKey",
+                "targetRefs": [{"group": "aigateway.envoyproxy.io", "kind": "AIServiceBackend", "name": name}],
+                "anthropicAPIKey": {"secretRef": {"name": f"{name}-key"}},
+            },
+        },
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-key"}, "stringData": {"apiKey": secret}},
+    ]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_fallback_to_a_backend_of_another_schema_answers_in_the_clients_shape(tmp_path: Path, stream: bool) -> None:
+    """OpenAI-schema primary answers 503 → the Anthropic-schema priority 1 gets a freshly translated request,
+    with its own key and not the primary's path or body, and the OpenAI client sees a normal answer."""
+    listener_port, fake_port = free_port(), free_port()
+    with failing_provider() as failing_port, run_in_thread("127.0.0.1", free_port()) as claude:
+        _Failing.received = 0
+        refs = [
+            {"name": "primary", "priority": 0},
+            {"name": "claude", "priority": 1, "modelNameOverride": "claude-sonnet-4-5"},
+        ]
+        extra = _backend("primary", failing_port) + _anthropic_fallback("claude", claude.port, "sk-ant-fallback")
+        gateway = start_gateway(
+            tmp_path, config_text=_config(listener_port, fake_port, refs, extra), fake_port=fake_port
+        )
+        try:
+            request_id = f"cross-schema-{uuid.uuid4()}"
+            client = OpenAI(base_url=f"{gateway.url}/v1", api_key="client-own-key", max_retries=0)
+            messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
+            headers = {"x-request-id": request_id}
+            if stream:
+                chunks = list(
+                    client.chat.completions.create(
+                        model="gpt-4o-mini",
+                        messages=messages,
+                        max_tokens=3,
+                        stream=True,
+                        stream_options={"include_usage": True},
+                        extra_headers=headers,
+                    )
+                )
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                usage = chunks[-1].usage
+                finish = next(c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason)
+            else:
+                reply = client.chat.completions.create(
+                    model="gpt-4o-mini", messages=messages, max_tokens=3, extra_headers=headers
+                )
+                text, usage, finish = (
+                    reply.choices[0].message.content or "",
+                    reply.usage,
+                    reply.choices[0].finish_reason,
+                )
+            entry = gateway.wait_for_log(lambda e: e.get("x-request-id") == request_id)
+            received = httpx.get(f"{claude.url}/__testupstream/requests").json()
+        finally:
+            gateway.stop()
+    assert _Failing.received == 1, "the OpenAI-schema primary is tried first, once"
+    assert len(text.split()) == 3 and finish == "length"
+    assert usage is not None and usage.completion_tokens == 3 and usage.total_tokens == usage.prompt_tokens + 3
+    sent = next(r for r in received if r["headers"].get("x-request-id") == request_id)
+    assert sent["path"] == "/v1/messages"
+    assert sent["headers"]["x-api-key"] == "sk-ant-fallback"
+    assert "authorization" not in sent["headers"], "neither the client's key nor the primary's reaches Anthropic"
+    body = yaml.safe_load(sent["body"])
+    assert body["model"] == "claude-sonnet-4-5" and body["system"] == [{"type": "text", "text": "be brief"}]
+    assert entry["response_code"] == 200
+    assert entry["genai_backend_name"] == "claude"
+    assert entry["x-envoy-origin-path"] == "/v1/chat/completions"
+    assert entry["genai_tokens_output"] == 3
