@@ -112,10 +112,33 @@ class SecurityPolicy:
 
 
 @dataclass(frozen=True)
+class TLSValidation:
+    """How the provider's certificate is checked (``BackendTLSPolicy`` / ``Backend.spec.tls``)."""
+
+    server_name: str  # SNI, and the name the certificate must carry when ``subject_alt_names`` is empty
+    ca_certificates: str | None = None  # PEM bundle; None: the system CA bundle
+    subject_alt_names: tuple[str, ...] = ()  # DNS names accepted instead of ``server_name``
+    origin: str = ""  # "BackendTLSPolicy/name" (or "Backend/name"), for messages
+
+
+@dataclass(frozen=True)
 class Endpoint:
     host: str
     port: int
     tls: bool = False
+    tls_validation: TLSValidation | None = None  # None: SNI and the verified name are ``host``, system CAs
+
+    @property
+    def server_name(self) -> str:
+        return self.tls_validation.server_name if self.tls_validation else self.host
+
+    @property
+    def verified_names(self) -> tuple[str, ...]:
+        """The DNS names the provider's certificate may carry; any other is refused."""
+        validation = self.tls_validation
+        if validation is None:
+            return (self.host,)
+        return validation.subject_alt_names or (validation.server_name,)
 
 
 @dataclass(frozen=True)
