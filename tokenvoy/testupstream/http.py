@@ -19,6 +19,7 @@ import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from ssl import SSLContext
 
 __all__ = ["Handler", "HttpProtocol", "HttpServer", "Request", "Response", "start"]
 
@@ -510,9 +511,11 @@ class HttpServer:
         await self.server.wait_closed()
 
 
-async def start(handler: Handler, host: str, port: int, *, backlog: int = 1024) -> HttpServer:
-    """Listen on ``host:port`` (port 0 picks a free one) and serve ``handler`` until closed."""
+async def start(
+    handler: Handler, host: str, port: int, *, backlog: int = 1024, ssl: SSLContext | None = None
+) -> HttpServer:
+    """Listen on ``host:port`` (port 0 picks a free one) and serve ``handler`` until closed (HTTPS with ``ssl``)."""
     http = HttpServer(handler)
     loop = asyncio.get_running_loop()
-    http.server = await loop.create_server(http._protocol, host, port, backlog=backlog)
+    http.server = await loop.create_server(http._protocol, host, port, backlog=backlog, ssl=ssl)
     return http

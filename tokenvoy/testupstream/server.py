@@ -56,6 +56,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Any
 
 import orjson
@@ -355,10 +356,13 @@ class RunningServer:
         await self.aclose()
 
 
-async def serve(host: str = "127.0.0.1", port: int = 0, *, app: App | None = None) -> RunningServer:
-    """Start the fake provider on the running loop (``port=0``: a free port, see ``.port``/``.url``)."""
+async def serve(
+    host: str = "127.0.0.1", port: int = 0, *, app: App | None = None, ssl: SSLContext | None = None
+) -> RunningServer:
+    """Start the fake provider on the running loop (``port=0``: a free port, see ``.port``/``.url``);
+    with ``ssl``, it speaks HTTPS (``url`` still says http: tests point Envoy at it, not clients)."""
     app = app or App()
-    http = await start(app, host, port)
+    http = await start(app, host, port, ssl=ssl)
     bound_port = http.server.sockets[0].getsockname()[1]
     return RunningServer(http, app, host, bound_port)
 
@@ -366,7 +370,8 @@ async def serve(host: str = "127.0.0.1", port: int = 0, *, app: App | None = Non
 class BackgroundServer:
     """The fake provider on its own event loop in a daemon thread, for synchronous tests and SDK clients."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, ssl: SSLContext | None = None) -> None:
+        self._ssl = ssl
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -380,7 +385,7 @@ class BackgroundServer:
     def _run(self, host: str, port: int) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._running = self._loop.run_until_complete(serve(host, port))
+            self._running = self._loop.run_until_complete(serve(host, port, ssl=self._ssl))
         except BaseException as e:
             self._error = e
             self._ready.set()
@@ -417,9 +422,9 @@ class BackgroundServer:
         self.close()
 
 
-def run_in_thread(host: str = "127.0.0.1", port: int = 0) -> BackgroundServer:
+def run_in_thread(host: str = "127.0.0.1", port: int = 0, ssl: SSLContext | None = None) -> BackgroundServer:
     """Start the fake provider in a background thread; returns once it is listening."""
-    return BackgroundServer(host, port)
+    return BackgroundServer(host, port, ssl)
 
 
 async def _serve_until_signal(host: str, port: int) -> int:
