@@ -17,6 +17,7 @@ from tokenvoy.config.model import (
     MODEL_HEADER,
     Budget,
     BudgetSelectorType,
+    Endpoint,
     GatewayConfig,
     HeaderMatchType,
     Rule,
@@ -313,16 +314,7 @@ def _backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) -
                 {
                     "name": f"tls/{backend.name}",
                     "match": {"tokenvoy_tls": backend.name},
-                    "transport_socket": {
-                        "name": "envoy.transport_sockets.tls",
-                        "typed_config": {
-                            _TYPE: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                            "sni": endpoint.host,
-                            "common_tls_context": {
-                                "validation_context": {"trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"}}
-                            },
-                        },
-                    },
+                    "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": _tls_context(endpoint)},
                 }
             )
         any_dns = any_dns or not _is_ip(endpoint.host)
@@ -368,6 +360,53 @@ def _backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) -
     if socket_matches:
         cluster["transport_socket_matches"] = socket_matches
     return cluster
+
+
+# Where distributions keep the system CA bundle (Debian/Ubuntu/Alpine, RHEL/Fedora, openSUSE, macOS).
+_SYSTEM_CA_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+)
+
+
+def system_ca_bundle() -> str:
+    """The system CA bundle Envoy verifies providers with: the first that exists here (Envoy runs on the
+    machine that renders), else Python's default, else the Debian path (the container image's)."""
+    import os
+    import ssl
+
+    for path in (*_SYSTEM_CA_BUNDLES, ssl.get_default_verify_paths().cafile):
+        if path and os.path.isfile(path):
+            return path
+    return _SYSTEM_CA_BUNDLES[0]
+
+
+def _tls_context(endpoint: Endpoint) -> dict[str, Any]:
+    """UpstreamTlsContext: SNI, and a certificate that chains to the trusted CAs AND names the provider
+    (Envoy checks no name unless told to)."""
+    validation = endpoint.tls_validation
+    trusted_ca = (
+        {"inline_string": validation.ca_certificates}
+        if validation is not None and validation.ca_certificates
+        else {"filename": system_ca_bundle()}
+    )
+    context: dict[str, Any] = {
+        _TYPE: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "validation_context": {
+                "trusted_ca": trusted_ca,
+                "match_typed_subject_alt_names": [
+                    {"san_type": "IP_ADDRESS" if _is_ip(name) else "DNS", "matcher": {"exact": name}}
+                    for name in endpoint.verified_names
+                ],
+            }
+        },
+    }
+    if not _is_ip(endpoint.server_name):  # SNI carries host names only
+        context["sni"] = endpoint.server_name
+    return context
 
 
 def _is_ip(host: str) -> bool:
