@@ -11,7 +11,12 @@ import yaml
 
 from tests.crds import crd_errors
 from tokenvoy.config import loader
-from tokenvoy.config.defaults import DEFAULT_BUDGET_TOKENS_PER_HOUR, FAKE_PROVIDER_PORT, default_config_yaml
+from tokenvoy.config.defaults import (
+    DEFAULT_BUDGET_TOKENS_PER_HOUR,
+    FAKE_PROVIDER_PORT,
+    SHOWCASE_MODELS,
+    default_config_yaml,
+)
 from tokenvoy.config.loader import ConfigError, load_config, load_text
 from tokenvoy.config.model import (
     BackendRef,
@@ -66,7 +71,7 @@ def _check_default_shape(config) -> None:
 
 
 def test_default_config_without_api_key_uses_the_fake_provider():
-    config = load_text(default_config_yaml({}))
+    config = load_text(default_config_yaml({}, showcase=False))
     _check_default_shape(config)
     assert config.routes[0].rules[0].backend_refs == (BackendRef("fake"),)
     backend = config.backends["fake"]
@@ -75,6 +80,23 @@ def test_default_config_without_api_key_uses_the_fake_provider():
     assert backend.endpoint == Endpoint("127.0.0.1", FAKE_PROVIDER_PORT, tls=False)
     assert backend.fake_provider
     assert backend.security is None
+
+
+def test_the_default_config_shows_one_model_per_schema_on_the_fake_provider():
+    config = load_text(default_config_yaml({}))
+    (route,) = config.routes
+    *showcase, catch_all = route.rules
+    assert catch_all.matches == () and catch_all.backend_refs == (BackendRef("fake"),)
+    routed = {}
+    for rule in showcase:
+        (ref,) = rule.backend_refs
+        for (match,) in rule.matches:
+            routed[match.value] = config.backends[ref.backend].schema
+    assert routed == {model: schema for model, _, schema in SHOWCASE_MODELS}
+    assert set(routed.values()) == loader.SUPPORTED_SCHEMAS, "every schema is shown"
+    assert all(b.fake_provider and b.endpoint.port == FAKE_PROVIDER_PORT for b in config.backends.values())
+    assert config.backends["fake-azure"].schema_version  # Azure needs an api-version
+    assert config.exact_models() == sorted(routed)
 
 
 def test_default_config_with_openai_key_and_base_url(monkeypatch):
@@ -139,7 +161,7 @@ def test_crd_check_rejects_what_kubernetes_would_reject():
     # The validator is not vacuous: a wrong type, a bad enum and a missing required field are caught.
     route, budget = (
         d
-        for d in yaml.safe_load_all(default_config_yaml({}))
+        for d in yaml.safe_load_all(default_config_yaml({}, showcase=False))
         if d["kind"] in {"AIGatewayRoute", "BackendTrafficPolicy"}
     )
     bad_route = copy.deepcopy(route)
@@ -234,7 +256,7 @@ def test_every_problem_is_reported_at_once_with_its_location(tmp_path):
 
 def test_unknown_fields_are_reported_where_a_typo_would_change_meaning():
     # `header:` instead of `headers:` would otherwise make a rule that matches every model.
-    text = default_config_yaml({}).replace(
+    text = default_config_yaml({}, showcase=False).replace(
         "    - backendRefs:\n        - name: fake\n",
         "    - matches:\n        - header: [{name: x-ai-eg-model, value: gpt-4o}]\n"
         "      backendRefs:\n        - name: fake\n          wieght: 3\n",
@@ -245,7 +267,7 @@ def test_unknown_fields_are_reported_where_a_typo_would_change_meaning():
 
 
 def test_fields_of_the_published_api_are_accepted():
-    text = default_config_yaml({}).replace(
+    text = default_config_yaml({}, showcase=False).replace(
         "    - backendRefs:\n        - name: fake\n",
         "    - name: everything\n"
         "      timeouts: {request: 60s}\n"
@@ -280,7 +302,7 @@ def test_fields_of_the_published_api_are_accepted():
     ],
 )
 def test_wrong_shapes_are_reported_not_crashed_on(old, new, path):
-    text = default_config_yaml({})
+    text = default_config_yaml({}, showcase=False)
     assert old in text
     problems = _problems(text.replace(old, new, 1))
     assert any(path in p and "must be a" in p for p in problems), problems
@@ -297,7 +319,7 @@ def test_wrong_shapes_are_reported_not_crashed_on(old, new, path):
 )
 def test_regular_expressions_envoy_cannot_run_are_rejected(regex, problem):
     # Envoy uses RE2: a Perl-only pattern that Python accepts would stop Envoy from starting.
-    text = default_config_yaml({}).replace(
+    text = default_config_yaml({}, showcase=False).replace(
         "    - backendRefs:\n",
         f'    - matches: [{{headers: [{{type: RegularExpression, name: x-ai-eg-model, value: "{regex}"}}]}}]\n'
         "      backendRefs:\n",
@@ -307,7 +329,7 @@ def test_regular_expressions_envoy_cannot_run_are_rejected(regex, problem):
 
 
 def test_a_cel_cost_is_checked_at_load():
-    text = default_config_yaml({}).replace(
+    text = default_config_yaml({}, showcase=False).replace(
         "  llmRequestCosts:\n",
         "  llmRequestCosts:\n"
         "    - metadataKey: llm_weighted\n      type: CEL\n      cel: double(input_tokens) * 1.5\n"
@@ -328,7 +350,7 @@ def test_ignored_kinds_are_reported_not_rejected():
         "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: eg}\n"
         "spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}\n---\n"
         "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyProxy\nmetadata: {name: proxy}\nspec: {}\n---\n"
-        + default_config_yaml({})
+        + default_config_yaml({}, showcase=False)
     )
     config = load_text(text, "eaig.yaml")
     assert len(config.ignored) == 2
@@ -337,7 +359,9 @@ def test_ignored_kinds_are_reported_not_rejected():
 
 
 def test_unknown_kind_is_an_error():
-    problems = _problems(default_config_yaml({}) + "---\nkind: HTTPRoutee\nmetadata: {name: r}\nspec: {}\n")
+    problems = _problems(
+        default_config_yaml({}, showcase=False) + "---\nkind: HTTPRoutee\nmetadata: {name: r}\nspec: {}\n"
+    )
     _one_problem(problems, "gw.yaml: HTTPRoutee/r: kind: unsupported kind")
 
 
@@ -345,8 +369,10 @@ def test_unknown_kind_is_an_error():
 
 
 def _budget_text(rule: str, target: str = "{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: default}"):
-    before, _, _ = default_config_yaml({}).partition("apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend")
-    fake_backend = default_config_yaml({})[len(before) :]
+    before, _, _ = default_config_yaml({}, showcase=False).partition(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend"
+    )
+    fake_backend = default_config_yaml({}, showcase=False)[len(before) :]
     policy = (
         "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {name: extra}\n"
         f"spec:\n  targetRefs: [{target}]\n  rateLimit:\n    type: Global\n    global:\n      rules:\n{rule}"

@@ -21,9 +21,12 @@ from tests.ports import free_port
 from tokenvoy.config.defaults import default_config_yaml
 
 
-def gateway_config(listener_port: int, fake_port: int, budget_tokens: int) -> str:
-    """The embedded default config with its ports and budget changed (everything else as users get it)."""
-    documents = list(yaml.safe_load_all(default_config_yaml({})))
+def gateway_config(listener_port: int, fake_port: int, budget_tokens: int, showcase: bool = False) -> str:
+    """The embedded default config with its ports and budget changed (everything else as users get it).
+
+    Without ``showcase``, the one-model-per-schema rules and their backends are left out: tests edit the
+    single catch-all rule and the one OpenAI-schema ``fake`` backend."""
+    documents = list(yaml.safe_load_all(default_config_yaml({}, showcase=showcase)))
     for doc in documents:
         if doc["kind"] == "Gateway":
             doc["spec"]["listeners"][0]["port"] = listener_port
