@@ -8,7 +8,9 @@ from is evaluated on an estimated usage:
 * input: the UTF-8 bytes of the prompt text divided by 4, rounded up, plus 4 per message (a tokenizer-free
   rule of thumb; English averages ~4 bytes per token, code and other scripts fewer, so this can be low);
 * output: ``max_completion_tokens``, else ``max_tokens``, else ``max_output_tokens`` (times ``n``), else
-  the budget's ``tokenvoy.io/default-max-tokens`` (4096 by default).
+  the budget's ``tokenvoy.io/default-max-tokens`` (4096 by default); 0 for embeddings, which have none.
+
+Token-array inputs (``input``/``prompt`` of embeddings and legacy completions) count one token per id.
 
 The output cap is exact (a provider never returns more); the prompt part is a guess, so the bound
 "admitted ≤ B + C" holds for requests whose real prompt tokens do not exceed the guess.
@@ -91,10 +93,27 @@ def prompt_tokens(body: dict[str, Any]) -> int:
                 count += 1
                 for text in _texts(message.get("content")):
                     size += len(text.encode())
+    token_ids = 0
     for field in ("system", "input", "prompt", "instructions"):
-        for text in _texts(body.get(field)):
+        value = body.get(field)
+        for text in _texts(value):
             size += len(text.encode())
-    return math.ceil(size / BYTES_PER_TOKEN) + TOKENS_PER_MESSAGE * count
+        if field in ("input", "prompt"):
+            token_ids += _token_ids(value)
+    return math.ceil(size / BYTES_PER_TOKEN) + TOKENS_PER_MESSAGE * count + token_ids
+
+
+def _token_ids(value: Any) -> int:
+    """Token ids in a token array (``[1, 2]``) or a list of them (``[[1, 2], [3]]``)."""
+    if not isinstance(value, list):
+        return 0
+    count = 0
+    for item in value:
+        if isinstance(item, list):
+            count += len(item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            count += 1
+    return count
 
 
 def output_tokens(body: dict[str, Any], default: int) -> int:
@@ -108,20 +127,25 @@ def output_tokens(body: dict[str, Any], default: int) -> int:
     return default
 
 
-def estimated_usage(body: dict[str, Any], default_max_tokens: int) -> TokenUsage:
+def estimated_usage(body: dict[str, Any], default_max_tokens: int, generates: bool = True) -> TokenUsage:
+    """``generates``: False for embeddings, which consume input tokens only."""
     prompt = prompt_tokens(body)
-    output = output_tokens(body, default_max_tokens)
+    output = output_tokens(body, default_max_tokens) if generates else 0
     return TokenUsage(input=prompt, output=output, total=prompt + output)
 
 
 def reservation_values(
-    body: dict[str, Any], reservation: Reservation, costs: Iterable[CompiledCost], call: CallContext
+    body: dict[str, Any],
+    reservation: Reservation,
+    costs: Iterable[CompiledCost],
+    call: CallContext,
+    generates: bool = True,
 ) -> dict[str, int]:
     """The metadata to write at request time: each reserved key with the estimate of the cost it stands for.
 
     A budget charged from a key that is not one of the route's costs reserves the total-token estimate.
     """
-    usage = estimated_usage(body, reservation.default_max_tokens)
+    usage = estimated_usage(body, reservation.default_max_tokens, generates)
     by_key = {cost.metadata_key: cost for cost in costs}
     values = {}
     for reserved, cost_key in reservation.keys:

@@ -56,7 +56,12 @@ MAX_LABEL_VALUE_LENGTH = 128
 
 # gen_ai.operation.name per client API: the semantic conventions' well-known values (`chat` covers
 # Anthropic Messages too). An API missing here is named by the last part of its ClientAPI value.
-OPERATIONS: dict[ClientAPI, str] = {ClientAPI.OPENAI_CHAT: "chat", ClientAPI.ANTHROPIC_MESSAGES: "chat"}
+OPERATIONS: dict[ClientAPI, str] = {
+    ClientAPI.OPENAI_CHAT: "chat",
+    ClientAPI.ANTHROPIC_MESSAGES: "chat",
+    ClientAPI.OPENAI_COMPLETIONS: "text_completion",
+    ClientAPI.OPENAI_EMBEDDINGS: "embeddings",
+}
 # gen_ai.provider.name per AIServiceBackend schema: the semantic conventions' well-known values. The provider
 # names the API flavour spoken, so Anthropic on Bedrock is `aws.bedrock` and on Vertex AI `gcp.vertex_ai`.
 PROVIDERS: dict[str, str] = {

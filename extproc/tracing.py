@@ -17,8 +17,10 @@ Tracing is off unless the standard OpenTelemetry variables ask for it (``OTEL_EX
 all read their usual ``OTEL_*`` variables through the SDK.
 
 The span is named ``ChatCompletion`` (what OpenInference's OpenAI instrumentation and Envoy AI Gateway
-use; ``Messages`` for the Anthropic Messages API), kind ``CLIENT`` (it is the span whose context is sent
-to the provider). Attributes follow the OpenInference semantic conventions; the
+use; ``Messages`` for the Anthropic Messages API, ``Completion`` for legacy completions,
+``CreateEmbeddings`` with OpenInference span kind ``EMBEDDING`` and ``embedding.model_name`` for
+embeddings), kind ``CLIENT`` (it is the span whose context is sent to the provider). Attributes follow
+the OpenInference semantic conventions; the
 ``OPENINFERENCE_HIDE_INPUTS|OUTPUTS|INPUT_MESSAGES|OUTPUT_MESSAGES`` switches work as in the OpenInference
 SDKs: hidden ``input.value``/``output.value`` read ``__REDACTED__``, hidden messages are left out.
 """
@@ -47,7 +49,12 @@ USER_ID_HEADER = "x-user-id"
 SESSION_ID_HEADER_ENV = "TOKENVOY_TRACING_SESSION_ID_HEADER"
 REDACTED_VALUE = "__REDACTED__"
 INSTRUMENTATION_SCOPE = "tokenvoy.extproc"
-SPAN_NAMES: dict[str, str] = {ClientAPI.OPENAI_CHAT: "ChatCompletion", "anthropic.messages": "Messages"}
+SPAN_NAMES: dict[str, str] = {
+    ClientAPI.OPENAI_CHAT: "ChatCompletion",
+    "anthropic.messages": "Messages",
+    ClientAPI.OPENAI_COMPLETIONS: "Completion",
+    ClientAPI.OPENAI_EMBEDDINGS: "CreateEmbeddings",  # an OpenInference EMBEDDING span
+}
 # Request body fields that are not invocation parameters (the prompt, and tools: OpenInference's llm.tools).
 _NOT_PARAMETERS = frozenset({"messages", "system", "tools", "functions"})
 
@@ -204,7 +211,8 @@ class Tracing:
     def request_attributes(self, headers: Mapping[str, str], request: ClientRequest) -> dict[str, Any]:
         settings = self.settings
         body = request.body
-        attributes: dict[str, Any] = {"openinference.span.kind": "LLM"}
+        embeddings = request.api is ClientAPI.OPENAI_EMBEDDINGS
+        attributes: dict[str, Any] = {"openinference.span.kind": "EMBEDDING" if embeddings else "LLM"}
         parameters = {key: value for key, value in body.items() if key not in _NOT_PARAMETERS}
         attributes["llm.invocation_parameters"] = orjson.dumps(parameters).decode()
         if settings.hide_inputs:
@@ -229,7 +237,9 @@ class Tracing:
         attributes: dict[str, Any] = {}
         model_name = completed.response_model or model or completed.request_model
         if model_name:
-            attributes["llm.model_name"] = model_name
+            attributes["embedding.model_name" if completed.api is ClientAPI.OPENAI_EMBEDDINGS else "llm.model_name"] = (
+                model_name
+            )
         schema = completed.schema
         if schema:
             attributes["llm.provider"] = PROVIDERS.get(schema, schema.lower())

@@ -190,9 +190,9 @@ def test_invalid_json_and_unknown_path(web: httpx.Client) -> None:
     r = web.post("/v1/chat/completions", content=b"{nope")
     assert r.status_code == 400
     assert r.json()["error"]["message"].startswith("We could not parse the JSON body")
-    r = web.post("/v1/embeddings", json={})
+    r = web.post("/v1/images/generations", json={})
     assert r.status_code == 404
-    assert r.json()["error"]["message"] == "Invalid URL (POST /v1/embeddings)"
+    assert r.json()["error"]["message"] == "Invalid URL (POST /v1/images/generations)"
     r = web.get("/v1/chat/completions")
     assert r.status_code == 404
 

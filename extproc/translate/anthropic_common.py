@@ -2,15 +2,25 @@
 
 Kept apart from any one (client, backend) pair so the OpenAI→Anthropic, Anthropic→Anthropic and
 Anthropic-on-Bedrock/Vertex translators read usage, stop reasons and errors the same way.
+
+:class:`MessagesWire` is the one thing that differs between Claude's homes: where the Messages body goes
+(``/v1/messages``, Bedrock's ``/model/{id}/invoke``, Vertex's ``…:rawPredict``), which top-level keys
+travel in the path instead of the body, and how streamed events arrive (SSE, or AWS event stream chunks).
+The content mapping stays in the translators; each cloud subclasses the wire in its own module
+(``aws_anthropic.py``, ``gcp_anthropic.py``), so adding one never touches the others.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import orjson
 
+from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError
+from tokenvoy.extproc.jsonedit import remove_top_level, set_top_level
+from tokenvoy.extproc.sse import SSEEvent, SSEParser
 from tokenvoy.extproc.usage import TokenUsage
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -66,11 +76,14 @@ def merge_usage(current: dict[str, int], update: object) -> dict[str, int]:
 
 def error_details(status: int, raw: bytes) -> tuple[str, str]:
     """``(type, message)`` of a provider error body; a body that is not Anthropic's JSON error is kept
-    whole as the message so the client still sees what the provider said."""
+    whole as the message so the client still sees what the provider said. Google's shape
+    (``{"error": {"code", "message", "status"}}``, sometimes inside a one-element list) reads the same."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         body = None
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         error_type = error.get("type")
@@ -93,3 +106,81 @@ def _type_for(status: int) -> str:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+# ---- the wire: where the body goes and how the answer comes back ---------------------------------------
+
+
+class StreamReader(Protocol):
+    """Turns a streamed answer's bytes, split anywhere, into Anthropic's SSE events (``data`` = the JSON)."""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]: ...
+
+    def flush(self) -> list[SSEEvent]: ...
+
+
+def sse_event(name: str, data: bytes) -> SSEEvent:
+    """An Anthropic stream event framed as Anthropic frames it, for wires that do not deliver SSE."""
+    return SSEEvent(
+        name, data.decode("utf-8", errors="replace"), b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+    )
+
+
+def error_event(error_type: str, message: str) -> SSEEvent:
+    """Anthropic's mid-stream ``error`` event (what a cloud's stream exception becomes)."""
+    return sse_event("error", orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}}))
+
+
+def error_type_for(status: int) -> str:
+    """Anthropic's error type for an HTTP status (529 → overloaded_error, 408 → timeout_error)."""
+    return "timeout_error" if status == 408 else _type_for(status)
+
+
+class MessagesWire:
+    """Anthropic's own Messages API (schema ``Anthropic``): ``{prefix}/messages``, the model and ``stream`` in
+    the body, the version in the ``anthropic-version`` header, SSE answers, errors already in Anthropic's
+    shape. Cloud subclasses override the attributes and methods that differ."""
+
+    version_header = True  # send ``anthropic-version``; the clouds take ``anthropic_version`` in the body
+    body_version: str | None = None
+    path_keys: tuple[str, ...] = ()  # top-level keys that travel in the path (and are refused in the body)
+    reframes_stream = False  # the streamed answer is not SSE: translators write the SSE themselves
+    errors_in_anthropic_shape = True  # non-2xx bodies can go to an Anthropic client as they are
+
+    def path(self, backend: Backend, model: str, stream: bool) -> str:
+        return backend.path_prefix + MESSAGES_PATH
+
+    def body_additions(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+        """Top-level keys to add to the Messages body (given the client's body and headers)."""
+        return {"anthropic_version": self.body_version} if self.body_version else {}
+
+    def rebuilt_body(self, body: dict[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+        """A Messages body built by a translator (``model`` and ``stream`` set), made right for this wire."""
+        additions = self.body_additions(body, headers)
+        if not self.path_keys and not additions:
+            return body
+        out = {**additions, **body}
+        for key in self.path_keys:
+            out.pop(key, None)
+        return out
+
+    def edited_raw(self, raw: bytes, body: Mapping[str, Any], model: str, headers: Mapping[str, str]) -> bytes | None:
+        """The client's Messages bytes for this wire, edited in place (None = unchanged), with ``model``."""
+        updates = self.body_additions(body, headers)
+        if "model" not in self.path_keys and model != body.get("model"):
+            updates["model"] = model
+        present = [key for key in self.path_keys if key in body]
+        edited = remove_top_level(raw, present) if present else raw
+        if updates:
+            edited = set_top_level(edited, updates)
+        return edited if edited is not raw else None
+
+    def stream_reader(self) -> StreamReader:
+        return SSEParser()
+
+    def error_details(self, status: int, headers: Mapping[str, str], raw: bytes) -> tuple[str, str]:
+        """``(Anthropic error type, message)`` of a non-2xx answer (``headers``: the response's)."""
+        return error_details(status, raw)
+
+
+ANTHROPIC_API = MessagesWire()

@@ -14,20 +14,26 @@ A pass-through that still reads usage:
   (cumulative counts) events, normalised per DESIGN §4 (input = input + cache reads + cache writes).
   The answer's ``model`` is recorded as the response model. Bytes reach the client unchanged, errors
   included (they are already in Anthropic's shape).
+
+Claude on Bedrock and Vertex is this class with another ``wire`` (:class:`~anthropic_common.MessagesWire`,
+subclassed in ``aws_anthropic.py`` and ``gcp_anthropic.py``): the wire names the path, the body keys that
+move into it (removed in place) and the ``anthropic_version`` added, and whether the stream must be
+re-framed as SSE and errors rewritten into Anthropic's shape.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.jsonedit import set_top_level
-from tokenvoy.extproc.sse import SSEParser
+from tokenvoy.extproc.errors import GatewayError, anthropic_error_body
 from tokenvoy.extproc.translate.anthropic_common import (
+    ANTHROPIC_API,
     ANTHROPIC_VERSION,
-    MESSAGES_PATH,
+    MessagesWire,
+    StreamReader,
     merge_usage,
     usage_from_anthropic,
 )
@@ -40,50 +46,76 @@ _CAPTURE_EVENTS = _USAGE_EVENTS | {"content_block_delta"}
 
 
 class AnthropicToAnthropic:
+    wire: ClassVar[MessagesWire] = ANTHROPIC_API  # where Claude is reached; the clouds' subclasses swap it
+
     def __init__(self) -> None:
         self.usage: TokenUsage | None = None
         self.response_model: str | None = None
         self._stream = False
-        self._parser: SSEParser | None = None
+        self._model = ""
+        self._parser: StreamReader | None = None
         self._whole = WholeBody()
         self._raw_usage: dict[str, int] = {}
+        self._error_headers: dict[str, str] = {}
+        self._error_chunks: list[bytes] = []
         self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         self._stream = request.stream
+        self._model = model
         self.answer.keep = request.capture_output
-        body = set_top_level(request.raw, {"model": model}) if model != request.model else None
-        version = request.headers.get("anthropic-version") or ANTHROPIC_VERSION
+        wire = self.wire
+        body = wire.edited_raw(request.raw, request.body, model, request.headers)
+        set_headers: dict[str, str] = {}
+        if wire.version_header:
+            set_headers["anthropic-version"] = request.headers.get("anthropic-version") or ANTHROPIC_VERSION
         return UpstreamRequest(
-            path=backend.path_prefix + MESSAGES_PATH,
+            path=wire.path(backend, model, self._stream),
             body=body,
-            set_headers={"anthropic-version": version},
-            remove_headers=("accept-encoding",),
+            set_headers=set_headers,
         )
 
     def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
+        wire = self.wire
+        if not 200 <= status < 300:
+            if wire.errors_in_anthropic_shape:
+                return None
+            self._error_headers = headers  # the error is rewritten into Anthropic's shape
+            return HeaderChanges({"content-type": "application/json"}, ("content-length",))
+        if self._stream and wire.reframes_stream:
+            return HeaderChanges({"content-type": "text/event-stream"})  # the router drops content-length
         return None  # same wire format
 
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if not 200 <= status < 300:
-            return None  # Anthropic's errors are already in the client's shape
+            return None if self.wire.errors_in_anthropic_shape else self._error(status, chunk, end_of_stream)
         if self._stream:
-            self._read_stream(chunk, end_of_stream)
-        else:
-            self._read_whole(chunk, end_of_stream)
+            return self._read_stream(chunk, end_of_stream)
+        self._read_whole(chunk, end_of_stream)
         return None
+
+    def _error(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes:
+        self._error_chunks.append(chunk)
+        if not end_of_stream:
+            return b""
+        raw = b"".join(self._error_chunks)
+        self._error_chunks.clear()
+        error_type, message = self.wire.error_details(status, self._error_headers, raw)
+        return anthropic_error_body(GatewayError(status, message, error_type))
 
     def _read_whole(self, chunk: bytes, end_of_stream: bool) -> None:
         body = self._whole.feed(chunk, end_of_stream)
         if body is not None:
             self._take_message(body)
 
-    def _read_stream(self, chunk: bytes, end_of_stream: bool) -> None:
-        parser = self._parser or SSEParser()
+    def _read_stream(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        """Reads the usage; returns the SSE bytes for the client when the wire is not SSE (else None)."""
+        parser = self._parser or self.wire.stream_reader()
         self._parser = parser
         events = parser.feed(chunk)
         if end_of_stream:
             events.extend(parser.flush())
+        reframed = b"".join(event.raw for event in events) if self.wire.reframes_stream else None
         for event in events:
             data = event.data
             if not data:
@@ -110,11 +142,14 @@ class AnthropicToAnthropic:
                 delta = payload.get("delta")
                 if isinstance(delta, dict) and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                     self.answer.add(delta["text"])
+        return reframed
 
     def _take_message(self, message: dict[str, Any]) -> None:
         model = message.get("model")
         if isinstance(model, str) and model:
             self.response_model = model
+        elif self._model:  # an answer without one (some Bedrock versions): the model asked for
+            self.response_model = self._model
         self._take_usage(message.get("usage"))
         if self.answer.keep and isinstance(message.get("content"), list):
             for block in message["content"]:

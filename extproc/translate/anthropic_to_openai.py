@@ -457,7 +457,7 @@ class AnthropicToOpenAI:
             path=backend.path_prefix + CHAT_PATH,
             body=orjson.dumps(body),
             set_headers={"content-type": "application/json"},
-            remove_headers=("accept-encoding", *ANTHROPIC_HEADERS),
+            remove_headers=ANTHROPIC_HEADERS,
         )
 
     def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:

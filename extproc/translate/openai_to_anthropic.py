@@ -28,7 +28,9 @@ The request is rebuilt (not edited in place): the two APIs share no body layout.
 * Path: the backend prefix (``/v1`` unless the AIServiceBackend sets one) + ``/messages``, with
   ``anthropic-version: 2023-06-01`` (pinned: later versions drop ``temperature``/``top_p``/``top_k``). The
   client's ``authorization`` is removed (the gateway adds ``x-api-key`` from the AnthropicAPIKey policy),
-  and so is ``accept-encoding``, since a compressed answer could not be translated.
+  and so is ``accept-encoding``, since a compressed answer could not be translated. Claude on Bedrock and
+  Vertex differ only in the wire (:class:`~anthropic_common.MessagesWire`: path, body keys, stream framing,
+  error shape); their translators are this class with another ``wire`` (``aws_anthropic.py``, ``gcp_anthropic.py``).
 * Answers: ``chat.completion`` (chunks) with Anthropic's ``msg_…`` id; stop reasons per
   :data:`FINISH_REASONS`; usage normalised (DESIGN §4) with cache reads as ``cached_tokens``; provider
   errors, JSON or not, in OpenAI's error shape with the status kept; an ``error`` event mid-stream becomes
@@ -39,19 +41,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, openai_error_body, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
-from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.anthropic_common import (
+    ANTHROPIC_API,
     ANTHROPIC_VERSION,
     ERROR_STATUS,
-    MESSAGES_PATH,
-    error_details,
+    MessagesWire,
     merge_usage,
     usage_from_anthropic,
 )
@@ -449,14 +450,18 @@ def chat_completion(message: dict[str, Any], created: int) -> dict[str, Any]:
 class OpenAIToAnthropic:
     """One attempt's translation; ``clock`` is injectable so chunks' ``created`` is testable."""
 
+    wire: ClassVar[MessagesWire] = ANTHROPIC_API  # where Claude is reached; the clouds' subclasses swap it
+
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.usage: TokenUsage | None = None
         self.response_model: str | None = None
         self._clock = clock
         self._stream = False
         self._include_usage = False
+        self._model = ""  # the model asked for: the answer's model when the provider names none
         self._buffer: list[bytes] = []
-        self._parser = SSEParser()
+        self._error_headers: dict[str, str] = {}
+        self._parser = self.wire.stream_reader()
         self._id: str | None = None
         self._created = 0
         self._raw_usage: dict[str, int] = {}
@@ -468,21 +473,29 @@ class OpenAIToAnthropic:
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         body = build_request(request.body, model)
         self._stream = body.get("stream") is True
+        self._model = model
         self.answer.keep = request.capture_output
         options = request.body.get("stream_options")
         self._include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        wire = self.wire
+        headers = {"content-type": "application/json"}
+        if wire.version_header:
+            headers["anthropic-version"] = ANTHROPIC_VERSION
         return UpstreamRequest(
-            path=backend.path_prefix + MESSAGES_PATH,
-            body=orjson.dumps(body),
-            set_headers={"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"},
-            remove_headers=("authorization", "accept-encoding"),
+            path=wire.path(backend, model, self._stream),
+            body=orjson.dumps(wire.rebuilt_body(body, request.headers)),
+            set_headers=headers,
+            remove_headers=("authorization",),
         )
 
     def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
         if not 200 <= status < 300:
             # Errors are rewritten into OpenAI's JSON shape, whatever the provider's body was.
+            self._error_headers = headers
             return HeaderChanges({"content-type": "application/json"}, ("content-length",))
         if self._stream:
+            if self.wire.reframes_stream:  # e.g. an AWS event stream, answered as SSE
+                return HeaderChanges({"content-type": "text/event-stream"})
             return None  # still text/event-stream; the router drops content-length for streams
         return HeaderChanges(remove_headers=("content-length",))  # the body is rewritten
 
@@ -514,12 +527,14 @@ class OpenAIToAnthropic:
             return b""
         raw = b"".join(self._buffer)
         self._buffer.clear()
-        error_type, message = error_details(status, raw)
+        error_type, message = self.wire.error_details(status, self._error_headers, raw)
         return openai_error_body(GatewayError(status, message, error_type))
 
     def _take_message(self, message: dict[str, Any]) -> None:
         model = message.get("model")
-        if isinstance(model, str) and model:
+        if not isinstance(model, str) or not model:
+            model = message["model"] = self._model  # OpenAI's answers always name one
+        if model:
             self.response_model = model
         if self._id is None and isinstance(message.get("id"), str):
             self._id = message["id"]

@@ -45,8 +45,11 @@ class OpenAIToOpenAI:
                 options["include_usage"] = True
                 updates["stream_options"] = options
         body = set_top_level(request.raw, updates) if updates else None
-        # The usage must be readable: ask for an uncompressed answer (decoding gzip/br is not done yet).
-        return UpstreamRequest(path=backend.path_prefix + CHAT_PATH, body=body, remove_headers=("accept-encoding",))
+        return UpstreamRequest(path=self.upstream_path(backend, model), body=body)
+
+    def upstream_path(self, backend: Backend, model: str) -> str:
+        """The provider's path; subclasses for other OpenAI-format endpoints (Azure, legacy completions) change it."""
+        return backend.path_prefix + CHAT_PATH
 
     def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
         return None  # same wire format: the provider's headers are right for the client

@@ -1,0 +1,186 @@
+"""Claude on AWS Bedrock through InvokeModel (AIServiceBackend schema ``AWSAnthropic``), for both client APIs.
+
+The body is Anthropic's Messages body; only the wire differs from Anthropic's own API:
+
+* Path: ``{prefix}/model/{modelId}/invoke``, or ``…/invoke-with-response-stream`` for a stream, the model id
+  percent-encoded whole (``anthropic.claude-3-5-sonnet-20240620-v1:0`` → ``…-v1%3A0``; ARNs keep working).
+  The prefix is empty unless the AIServiceBackend sets one.
+* Body: no ``model`` and no ``stream`` (Bedrock refuses both: they are in the path), plus
+  ``"anthropic_version": "bedrock-2023-05-31"``. An Anthropic client's ``anthropic-beta`` header becomes the
+  ``anthropic_beta`` body list, where Bedrock reads betas. The Anthropic client's bytes are edited in place.
+* Streams arrive as an AWS event stream (``application/vnd.amazon.eventstream``): each ``chunk`` event's JSON
+  payload is ``{"bytes": "<base64 of one Anthropic stream event>"}``. They are decoded (split anywhere, CRCs
+  checked) into the same events Anthropic sends, so the OpenAI translation and the usage reading are
+  Anthropic's; an Anthropic client gets them as SSE. An ``exception`` message mid-stream (e.g.
+  ``throttlingException``) becomes Anthropic's ``error`` event with the status's error type.
+* Errors: ``{"message": …}`` with the exception name in ``x-amzn-errortype``
+  (``ThrottlingException:http://internal.amazon.com/coral/…``); the client gets its own error shape with
+  the status kept and ``"<exception name>: <message>"`` as the message.
+
+Signing (SigV4) is the AWSCredentials policy's job, not the translator's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from botocore.eventstream import EventStreamBuffer, ParserError
+
+from tokenvoy.config.model import Backend
+from tokenvoy.extproc.eventstream import EventMessage
+from tokenvoy.extproc.sse import SSEEvent
+from tokenvoy.extproc.translate.anthropic_common import (
+    MessagesWire,
+    StreamReader,
+    error_details,
+    error_event,
+    error_type_for,
+    sse_event,
+)
+from tokenvoy.extproc.translate.anthropic_to_anthropic import AnthropicToAnthropic
+from tokenvoy.extproc.translate.openai_to_anthropic import OpenAIToAnthropic
+
+BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
+# Bedrock's stream exceptions (the ResponseStream union of bedrock-runtime's API model) and their statuses.
+STREAM_EXCEPTION_STATUS = {
+    "internalserverexception": 500,
+    "modelstreamerrorexception": 424,
+    "validationexception": 400,
+    "throttlingexception": 429,
+    "modeltimeoutexception": 408,
+    "serviceunavailableexception": 503,
+}
+_EVENT_TYPE = re.compile(rb'^\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"')
+
+
+class BedrockInvokeWire(MessagesWire):
+    version_header = False
+    body_version = BEDROCK_ANTHROPIC_VERSION
+    path_keys = ("model", "stream")
+    reframes_stream = True
+    errors_in_anthropic_shape = False
+
+    def path(self, backend: Backend, model: str, stream: bool) -> str:
+        action = "invoke-with-response-stream" if stream else "invoke"
+        return f"{backend.path_prefix}/model/{quote(model, safe='')}/{action}"
+
+    def body_additions(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+        additions = super().body_additions(body, headers)
+        betas = [beta.strip() for beta in headers.get("anthropic-beta", "").split(",") if beta.strip()]
+        if betas and "anthropic_beta" not in body:
+            additions["anthropic_beta"] = betas
+        return additions
+
+    def stream_reader(self) -> StreamReader:
+        return BedrockChunkReader()
+
+    def error_details(self, status: int, headers: Mapping[str, str], raw: bytes) -> tuple[str, str]:
+        exception = headers.get("x-amzn-errortype", "").partition(":")[0].strip()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        message = body.get("message", body.get("Message")) if isinstance(body, dict) else None
+        if not isinstance(message, str):
+            return error_details(status, raw)  # not Bedrock's shape (a proxy's, Anthropic's, plain text)
+        return error_type_for(status), f"{exception}: {message}" if exception else message
+
+
+class BedrockChunkReader:
+    """InvokeModelWithResponseStream's event stream → the Anthropic events inside its ``chunk`` events.
+
+    botocore's buffer keeps a message split anywhere (prelude, headers, payload, CRC) until it is whole and
+    checks both CRCs; the messages before a corrupt one still come out, whatever the split."""
+
+    __slots__ = ("_broken", "_buffer")
+
+    def __init__(self) -> None:
+        self._buffer = EventStreamBuffer()
+        self._broken = False
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if self._broken:
+            return []
+        self._buffer.add_data(chunk)
+        events = []
+        try:
+            for message in self._buffer:
+                event = _event(EventMessage(dict(message.headers), bytes(message.payload)))
+                if event is not None:
+                    events.append(event)
+        except ParserError as exc:
+            self._broken = True  # nothing after a bad CRC can be trusted: end the stream with an error
+            events.append(error_event("api_error", f"invalid AWS event stream from the provider: {exc}"))
+        return events
+
+    def flush(self) -> list[SSEEvent]:
+        return []  # a cut message is dropped: the client sees a stream without its end
+
+
+def _event(message: EventMessage) -> SSEEvent | None:
+    kind = message.message_type
+    if kind == "event":
+        return _chunk(message.payload) if message.event_type == "chunk" else None
+    if kind == "exception":
+        name = message.event_type
+        try:
+            payload = orjson.loads(message.payload)
+        except orjson.JSONDecodeError:
+            payload = None
+        text = payload.get("message") if isinstance(payload, dict) else None
+        if not isinstance(text, str):
+            text = message.payload.decode("utf-8", errors="replace")
+        status = STREAM_EXCEPTION_STATUS.get(name.lower(), 500)
+        return error_event(error_type_for(status), f"{name}: {text}")
+    if kind == "error":
+        code = message.event_type or "error"
+        text = str(message.headers.get(":error-message", "the provider's stream failed"))
+        return error_event("api_error", f"{code}: {text}")
+    return None
+
+
+def _chunk(payload: bytes) -> SSEEvent | None:
+    """One ``chunk`` event: the base64 Anthropic event it carries, framed as SSE; None if unreadable."""
+    try:
+        encoded = orjson.loads(payload).get("bytes")
+        data = base64.b64decode(encoded, validate=True)
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, binascii.Error):
+        return None
+    match = _EVENT_TYPE.match(data)
+    if match is not None:
+        name = match.group(1).decode()
+    else:  # "type" is not the first key: read the JSON to find it
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        name = event.get("type") if isinstance(event, dict) else None
+        if not isinstance(name, str) or not name:
+            return None
+    if b"\n" in data or b"\r" in data:  # pretty-printed JSON would break the SSE framing
+        try:
+            data = orjson.dumps(orjson.loads(data))
+        except orjson.JSONDecodeError:
+            return None
+    return sse_event(name, data)
+
+
+BEDROCK_INVOKE = BedrockInvokeWire()
+
+
+class OpenAIToAWSAnthropic(OpenAIToAnthropic):
+    """OpenAI Chat Completions client → Claude on Bedrock InvokeModel."""
+
+    wire = BEDROCK_INVOKE
+
+
+class AnthropicToAWSAnthropic(AnthropicToAnthropic):
+    """Anthropic Messages client → Claude on Bedrock InvokeModel."""
+
+    wire = BEDROCK_INVOKE

@@ -1,0 +1,48 @@
+"""OpenAI Embeddings client → OpenAI-schema backend: ``POST {prefix}/embeddings``, a pass-through.
+
+The only request edit is the model override (in place); the answer goes to the client byte for byte,
+read once at its end for ``usage.prompt_tokens``/``total_tokens`` and ``model``. Token-array inputs,
+``dimensions``, ``encoding_format`` and ``user`` go as they are: the provider does them. A ``stream``
+field is refused (400) since the API has no streamed form.
+"""
+
+from __future__ import annotations
+
+from tokenvoy.config.model import Backend
+from tokenvoy.extproc.jsonedit import set_top_level
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.embeddings_common import EMBEDDINGS_PATH, check_request
+from tokenvoy.extproc.usage import TokenUsage
+
+
+class EmbeddingsToOpenAI:
+    def __init__(self) -> None:
+        self.usage: TokenUsage | None = None
+        self.response_model: str | None = None
+        self.answer = AnswerText()  # embeddings have no answer text to trace
+        self._whole = WholeBody()
+
+    def upstream_path(self, backend: Backend, model: str) -> str:
+        return backend.path_prefix + EMBEDDINGS_PATH
+
+    def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
+        check_request(request.body)
+        body = set_top_level(request.raw, {"model": model}) if model != request.model else None
+        # The usage must be readable: ask for an uncompressed answer.
+        return UpstreamRequest(path=self.upstream_path(backend, model), body=body, remove_headers=("accept-encoding",))
+
+    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
+        return None  # same wire format
+
+    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        if 200 <= status < 300:
+            payload = self._whole.feed(chunk, end_of_stream)
+            if payload is not None:
+                model = payload.get("model")
+                if isinstance(model, str) and model:
+                    self.response_model = model
+                usage = payload.get("usage")
+                if isinstance(usage, dict):
+                    self.usage = TokenUsage.from_openai(usage)
+        return None  # errors too: OpenAI's are already in the client's shape

@@ -1,0 +1,175 @@
+"""Azure OpenAI behaviour of the fake upstream: pure functions, no I/O.
+
+Paths ``/openai/deployments/{deployment}/chat/completions|embeddings?api-version=…`` (any prefix before
+``/openai/``). Azure speaks OpenAI's format with these differences, all emulated:
+
+* ``api-version`` is required: missing → 404 ``Resource not found``; not a ``YYYY-MM-DD[-preview]``
+  version → 400 ``API version not supported``;
+* the deployment in the path picks the model; the body's ``model`` is optional and ignored, and the
+  answer's ``model`` is the deployment's. Test control: ``x-testupstream-azure-deployments: a, b`` lists
+  the deployments that exist (default: every name exists); any other → 404 ``DeploymentNotFound``;
+* errors are ``{"error": {"code": …, "message": …}}``;
+* chat answers carry ``prompt_filter_results`` and per-choice ``content_filter_results``; a stream opens
+  with a chunk whose ``choices`` is empty (it only holds the prompt filter results);
+* tools: when ``tools`` are offered, ``tool_choice`` is not ``none`` and the last message is the user's
+  (or ``tool_choice`` forces a function / ``required``), the answer is one call of the forced function
+  (else the first tool) with arguments valid for its schema (``anthropic_messages.sample_value``),
+  ``finish_reason: tool_calls`` and ``completion_tokens`` = 1 + the arguments' top-level keys. After a
+  ``tool`` message the answer is text again, so agent loops end.
+
+Otherwise answers follow the chat fake's determinism contract (``openai_chat.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import orjson
+
+from tokenvoy.testupstream import openai_chat
+from tokenvoy.testupstream.anthropic_messages import sample_value
+
+__all__ = [
+    "DEPLOYMENTS_HEADER",
+    "chat_completion",
+    "check_request",
+    "error_body",
+    "error_for_status",
+    "parse_path",
+]
+
+DEPLOYMENTS_HEADER = "x-testupstream-azure-deployments"
+_PATH = re.compile(r"^(?:.*)/openai/deployments/([^/]+)/(.+)$")
+_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(?:-preview)?$")
+_SAFE = {"filtered": False, "severity": "safe"}
+CONTENT_FILTERS: dict[str, Any] = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
+_STATUS_CODES = {400: "BadRequest", 401: "401", 403: "403", 404: "404", 429: "429", 500: "InternalServerError"}
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """Azure OpenAI's error envelope."""
+    return {"error": {"code": code, "message": message}}
+
+
+def error_for_status(status: int, message: str) -> dict[str, Any]:
+    return error_body(_STATUS_CODES.get(status, str(status)), message)
+
+
+def parse_path(path: str) -> tuple[str, str] | None:
+    """``(deployment, operation)`` of an Azure OpenAI path, e.g. ``("gpt-4o", "chat/completions")``."""
+    match = _PATH.match(path)
+    return (unquote(match.group(1)), match.group(2)) if match else None
+
+
+def check_request(query: str, headers: dict[str, str], deployment: str) -> tuple[int, dict[str, Any]] | None:
+    """The status and error Azure answers before looking at the body, or None when the call is fine."""
+    versions = parse_qs(query).get("api-version")
+    if not versions:
+        return 404, error_body("404", "Resource not found")
+    if not _VERSION.match(versions[0]):
+        return 400, error_body("BadRequest", "API version not supported")
+    listed = headers.get(DEPLOYMENTS_HEADER)
+    if listed is not None and deployment not in {name.strip() for name in listed.split(",")}:
+        return 404, error_body(
+            "DeploymentNotFound",
+            "The API deployment for this resource does not exist. If you created the deployment within the "
+            "last 5 minutes, please wait a moment and try again.",
+        )
+    return None
+
+
+def _forced_tool(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The function tool the answer calls, or None for a text answer."""
+    tools = [t for t in payload.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    choice = payload.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return next((t for t in tools if t["function"].get("name") == name), None)
+    messages = payload.get("messages") or []
+    last_role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
+    if choice != "required" and last_role != "user":
+        return None
+    return tools[0]
+
+
+def chat_completion(payload: object, deployment: str, *, completion_id: str, created: int) -> openai_chat.ChatReply:
+    """Azure's chat completion for ``deployment``: the chat fake's answer, or a tool call, with filter results."""
+    if isinstance(payload, dict) and "model" not in payload:
+        payload = {**payload, "model": deployment}
+    reply = openai_chat.chat_completion(payload, completion_id=completion_id, created=created)
+    if reply.status != 200 or not isinstance(payload, dict):
+        return openai_chat.ChatReply(reply.status, _azure_error(reply.body))
+    tool = _forced_tool(payload)
+    if tool is not None:
+        reply = _tool_reply(payload, tool, completion_id, created)
+    if reply.body is not None:
+        body = {**reply.body, "model": deployment}
+        body.pop("service_tier", None)
+        body["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": CONTENT_FILTERS}]
+        for choice in body["choices"]:
+            choice["content_filter_results"] = CONTENT_FILTERS
+        return openai_chat.ChatReply(200, body)
+    chunks = [
+        {
+            "choices": [],
+            "created": 0,
+            "id": "",
+            "model": "",
+            "object": "",
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": CONTENT_FILTERS}],
+        }
+    ]
+    for chunk in reply.chunks or ():
+        chunk = {**chunk, "model": deployment}
+        chunk.pop("service_tier", None)
+        for choice in chunk["choices"]:
+            choice["content_filter_results"] = {} if choice.get("finish_reason") else CONTENT_FILTERS
+        chunks.append(chunk)
+    return openai_chat.ChatReply(200, chunks=chunks)
+
+
+def _azure_error(body: dict[str, Any] | None) -> dict[str, Any]:
+    error = (body or {}).get("error") or {}
+    return error_body(str(error.get("code") or "BadRequest"), str(error.get("message") or "Bad request"))
+
+
+def _tool_reply(
+    payload: dict[str, Any], tool: dict[str, Any], completion_id: str, created: int
+) -> openai_chat.ChatReply:
+    function = tool["function"]
+    arguments = sample_value(function.get("parameters") or {"type": "object"})
+    call = {
+        "id": f"call_{completion_id.rsplit('-', 1)[-1]}",
+        "type": "function",
+        "function": {"name": function.get("name", ""), "arguments": orjson.dumps(arguments).decode()},
+    }
+    prompt = openai_chat.count_prompt_words(payload.get("messages") or [])
+    output = 1 + (len(arguments) if isinstance(arguments, dict) else 0)
+    usage = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
+    base = {"id": completion_id, "created": created, "model": payload.get("model"), "system_fingerprint": "fp_azure"}
+    if not payload.get("stream"):
+        message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+        return openai_chat.ChatReply(200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+    include_usage = (payload.get("stream_options") or {}).get("include_usage") is True
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        out = {**base, "object": "chat.completion.chunk"}
+        out["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        if include_usage:
+            out["usage"] = None
+        return out
+
+    opening = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
+    chunks = [
+        chunk({"role": "assistant", "content": None, "tool_calls": [opening]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}),
+        chunk({}, "tool_calls"),
+    ]
+    if include_usage:
+        chunks.append({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage})
+    return openai_chat.ChatReply(200, chunks=chunks)
