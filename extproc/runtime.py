@@ -16,6 +16,7 @@ import orjson
 
 from tokenvoy.config.model import MODEL_HEADER, Backend, BackendRef, GatewayConfig, HeaderMatchType, Route, Rule
 from tokenvoy.extproc.costs import CompiledCost, compile_costs
+from tokenvoy.extproc.credentials import Signer, build_signer
 from tokenvoy.extproc.estimate import route_reservations
 from tokenvoy.extproc.mutations import Mutations
 from tokenvoy.extproc.mutations import merge as merge_mutations
@@ -37,7 +38,8 @@ class RuntimeConfigError(ValueError):
 @dataclass(frozen=True)
 class BackendRuntime:
     backend: Backend
-    auth_headers: dict[str, str]
+    auth_headers: dict[str, str]  # API keys: static headers
+    signer: Signer | None = None  # cloud credentials: SigV4 or a refreshed token, per attempt
 
     def translator(self, api: ClientAPI) -> Translator | None:
         factory = translator_for(api, self.backend.schema)
@@ -67,7 +69,11 @@ def _matcher(name: str, value: str, kind: HeaderMatchType) -> Callable[[dict[str
 class Runtime:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.backends = {name: BackendRuntime(b, _auth_headers(b)) for name, b in config.backends.items()}
+        self.signers = _signers(config)  # one per cloud BackendSecurityPolicy, shared by its backends
+        self.backends = {
+            name: BackendRuntime(b, _auth_headers(b), self.signers.get(b.security.name) if b.security else None)
+            for name, b in config.backends.items()
+        }
         self.rules: list[RuleRuntime] = []
         self.endpoints: dict[str, tuple[BackendRuntime, BackendRef]] = {}
         self.mutations: dict[str, Mutations] = {}  # endpoint id -> header/body mutations (absent: none)
@@ -87,6 +93,20 @@ class Runtime:
         self.models_body = models_list_body(config, self.loaded_at)  # GET /v1/models
         self.anthropic_models_body = anthropic_models_body(config, self.loaded_at)  # GET /anthropic/v1/models
         self.reservations = route_reservations(config)  # route name → reservation-mode budgets' estimate keys
+
+    def start_credentials(self, timeout: float = 10.0) -> None:
+        """Start refreshing cloud tokens and wait (at most ``timeout`` s in all) for each first attempt, so the
+        gateway usually serves with tokens in hand. Failures are logged by the signers and retried; requests to
+        their backends answer 503 meanwhile. Blocking: call it off the event loop, once extproc serves."""
+        for signer in self.signers.values():
+            signer.start()
+        deadline = time.monotonic() + timeout
+        for signer in self.signers.values():
+            signer.wait_ready(max(deadline - time.monotonic(), 0.0))
+
+    def stop_credentials(self) -> None:
+        for signer in self.signers.values():
+            signer.stop()
 
     def match(self, headers: dict[str, str]) -> RuleRuntime | None:
         for rule in self.rules:
@@ -131,6 +151,22 @@ def anthropic_models_body(config: GatewayConfig, loaded_at: int) -> bytes:
     first_id = data[0]["id"] if data else None
     last_id = data[-1]["id"] if data else None
     return orjson.dumps({"data": data, "has_more": False, "first_id": first_id, "last_id": last_id})
+
+
+def _signers(config: GatewayConfig) -> dict[str, Signer]:
+    """Load every cloud credential now: a missing or malformed one is a startup error naming its policy."""
+    signers: dict[str, Signer] = {}
+    for backend in config.backends.values():
+        policy = backend.security
+        if policy is None or policy.name in signers:
+            continue
+        try:
+            signer = build_signer(policy)
+        except ValueError as exc:
+            raise RuntimeConfigError(f"AIServiceBackend/{backend.name}: {exc}") from None
+        if signer is not None:
+            signers[policy.name] = signer
+    return signers
 
 
 def _auth_headers(backend: Backend) -> dict[str, str]:

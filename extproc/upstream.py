@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 
 from tokenvoy.config.model import ORIGINAL_PATH_HEADER
+from tokenvoy.extproc.credentials import CredentialUnavailable
 from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.pbutil import header_mutation, immediate_response
 from tokenvoy.extproc.registry import EXT_PROC_ATTRIBUTES_KEY, Attempt, RequestContext, RequestRegistry, request_key
-from tokenvoy.extproc.runtime import Runtime
+from tokenvoy.extproc.runtime import BackendRuntime, Runtime
 from tokenvoy.extproc.translate.base import ClientAPI
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from tokenvoy.render.envoy import ENDPOINT_ATTRIBUTE
@@ -21,6 +22,11 @@ from tokenvoy.render.envoy import ENDPOINT_ATTRIBUTE
 log = logging.getLogger(__name__)
 
 _INTERNAL_HEADERS = (ORIGINAL_PATH_HEADER,)
+# What every provider is asked for: an uncompressed answer, explicitly (no accept-encoding at all would mean
+# "any coding" per RFC 9110). extproc decodes gzip/deflate/br anyway (decoding.py), but compressed token
+# streams can sit in a compressor's buffer, and decoding costs the hot path; LLM answers are small. A
+# backend's headerMutation may still ask for compression (applied last).
+_ACCEPT_ENCODING = {"accept-encoding": "identity"}
 # Headers that carry a provider credential. When the gateway holds a backend's key, none of the
 # client's go out with it; and no attempt's key may reach the backend of a later attempt.
 CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key")
@@ -36,9 +42,10 @@ def picked_endpoint(message: ep.ProcessingRequest) -> str | None:
 
 
 class UpstreamStream:
-    def __init__(self, runtime: Runtime, registry: RequestRegistry) -> None:
+    def __init__(self, runtime: Runtime, registry: RequestRegistry, previous: tuple[Runtime, ...] = ()) -> None:
         self._runtime = runtime
         self._registry = registry
+        self._previous = previous  # configs before the last reloads: Envoy may still route by one of them
         self.done = False  # only the request headers are sent to this filter
         self._api = ClientAPI.OPENAI_CHAT  # the client's API once the request is found: its error shape
 
@@ -58,6 +65,18 @@ class UpstreamStream:
     def close(self) -> None:
         return None
 
+    def _config_of(self, context: RequestContext, endpoint: str | None) -> Runtime:
+        """The config that knows the endpoint Envoy picked: the request's own (the one its router stream
+        started with), else, around a reload, the current or a previous one. An endpoint id names its
+        backend, so whichever config knows it agrees on where the request goes."""
+        own = context.runtime or self._runtime
+        if endpoint is None or endpoint in own.endpoints:
+            return own
+        for runtime in (self._runtime, *self._previous):
+            if endpoint in runtime.endpoints:
+                return runtime
+        return own
+
     def _request_headers(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
         context = self._registry.get(request_key(message))
         if context is None:
@@ -68,7 +87,8 @@ class UpstreamStream:
             )
         self._api = context.request.api
         endpoint = picked_endpoint(message)
-        picked = self._runtime.endpoints.get(endpoint) if endpoint else None
+        runtime = self._config_of(context, endpoint)
+        picked = runtime.endpoints.get(endpoint) if endpoint else None
         if picked is None:
             raise GatewayError(
                 500, f"Envoy picked endpoint {endpoint!r}, unknown to extproc: are Envoy and extproc on one config?"
@@ -84,28 +104,56 @@ class UpstreamStream:
             )
         model = ref.model_name_override or request.model
         upstream = translator.translate_request(request, backend.backend, model)
-        mutations = self._runtime.mutations.get(endpoint or "")
+        mutations = runtime.mutations.get(endpoint or "")
         if mutations is not None and mutations.edits_body:
             upstream.body = mutations.apply_body(request.raw if upstream.body is None else upstream.body)
         elif upstream.body is None and "content-length" in context.touched_headers:
             upstream.body = request.raw  # an earlier attempt replaced the body: send the client's again
         context.attempts.append(Attempt(backend.backend.name, model, ref.model_name_override, translator))
-        set_headers = {":path": upstream.path, **backend.auth_headers, **upstream.set_headers}
+        set_headers = {":path": upstream.path, **_ACCEPT_ENCODING, **backend.auth_headers, **upstream.set_headers}
         common = ep.CommonResponse()
         if upstream.body is not None:
             common.status = ep.CommonResponse.CONTINUE_AND_REPLACE
             common.body_mutation.body = upstream.body
             set_headers["content-length"] = str(len(upstream.body))
-        remove = {*_INTERNAL_HEADERS, *upstream.remove_headers}
-        if backend.auth_headers:
+        remove = {*_INTERNAL_HEADERS, *upstream.remove_headers} - set_headers.keys()
+        if backend.auth_headers or backend.signer is not None:
             remove.update(name for name in CREDENTIAL_HEADERS if name not in set_headers)
         if context.trace_headers is not None:  # tracing on: the provider's spans join the gateway's trace
             set_headers.update(context.trace_headers)
         if mutations is not None:  # headerMutation: applied last
             mutations.apply_headers(set_headers, remove)
+        if backend.signer is not None:  # after every edit: SigV4 covers the final path and body
+            body = upstream.body if upstream.body is not None else request.raw
+            _sign(backend, message, set_headers, remove, body)
         _undo_earlier_attempts(context, set_headers, remove)
         common.header_mutation.CopyFrom(header_mutation(set_headers, sorted(remove)))
         return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common))
+
+
+def _sign(
+    backend: BackendRuntime, message: ep.ProcessingRequest, set_headers: dict[str, str], remove: set[str], body: bytes
+) -> None:
+    """Add the policy's credential headers (they win over any mutation) and drop the client's."""
+    signer = backend.signer
+    assert signer is not None
+    method = "POST"
+    if signer.needs_request:
+        for header in message.request_headers.headers.headers:
+            if header.key == ":method":
+                method = header.raw_value.decode() if header.raw_value else header.value
+                break
+    # The host the provider receives is the Backend's hostname: the route's auto_host_rewrite sets it when
+    # Envoy picks the endpoint, *after* this filter ran (measured with Envoy 1.40: the :authority this stream
+    # sees is still the client's, e.g. 127.0.0.1:1975, while the provider gets Host: the endpoint's name).
+    authority = backend.backend.endpoint.host
+    try:
+        signed = signer.sign(method, authority, set_headers[":path"], body)
+    except CredentialUnavailable as exc:
+        raise GatewayError(503, str(exc)) from None
+    set_headers.update(signed)
+    remove.difference_update(signed)
+    remove.update(name for name in signer.removes if name not in signed)
 
 
 def _undo_earlier_attempts(context: RequestContext, set_headers: dict[str, str], remove: set[str]) -> None:

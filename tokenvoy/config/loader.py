@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 
 from tokenvoy.config.model import (
+    AWSCredentials,
+    AzureCredentials,
     Backend,
     BackendRef,
     BodyMutation,
@@ -26,6 +28,7 @@ from tokenvoy.config.model import (
     CostType,
     Endpoint,
     GatewayConfig,
+    GCPCredentials,
     HeaderMatch,
     HeaderMatchType,
     HeaderMutation,
@@ -63,6 +66,7 @@ DEFAULT_PREFIXES = {
     "GCPAnthropic": "",
 }
 SUPPORTED_SCHEMAS = set(DEFAULT_PREFIXES)
+GCP_SCHEMAS = frozenset({"GCPVertexAI", "GCPAnthropic"})  # their prefix comes from GCPCredentials
 IGNORED_KINDS = {
     "GatewayClass": "a standalone gateway has no controller to select",
     "EnvoyProxy": "tokenvoy renders its own Envoy bootstrap",
@@ -307,17 +311,23 @@ def _secret_value(resource: _Resource, key: str, problems: _Problems) -> Secret 
 
 
 _API_KEY_FIELDS = {"APIKey": "apiKey", "AzureAPIKey": "azureAPIKey", "AnthropicAPIKey": "anthropicAPIKey"}
-_SECURITY_POLICY_FIELDS = {
-    "type",
-    "targetRefs",
-    "apiKey",
-    "azureAPIKey",
-    "anthropicAPIKey",
-    "awsCredentials",
-    "azureCredentials",
-    "gcpCredentials",
-    "credentialOverride",
+_CLOUD_FIELDS = {
+    "AWSCredentials": "awsCredentials",
+    "GCPCredentials": "gcpCredentials",
+    "AzureCredentials": "azureCredentials",
 }
+_POLICY_TYPE_FIELDS = {**_API_KEY_FIELDS, **_CLOUD_FIELDS}
+_SECURITY_POLICY_FIELDS = {"type", "targetRefs", "credentialOverride", *_POLICY_TYPE_FIELDS.values()}
+_SECRET_REF_FIELDS = {"name", "namespace", "group", "kind"}
+_AWS_FIELDS = {"region", "credentialsFile", "oidcExchangeToken"}
+_AWS_FILE_FIELDS = {"secretRef", "profile"}
+_GCP_FIELDS = {"projectName", "region", "credentialsFile", "workloadIdentityFederationConfig"}
+_AZURE_FIELDS = {"clientID", "tenantID", "clientSecretRef", "oidcExchangeToken"}
+# The Secret keys Envoy AI Gateway reads for each credential (tokenvoy reads the same ones).
+AWS_CREDENTIALS_KEY = "credentials"
+GCP_SERVICE_ACCOUNT_KEY = "service_account.json"
+AZURE_CLIENT_SECRET_KEY = "client-secret"
+_OIDC_UNSUPPORTED = "OIDC token exchange is not supported by a standalone gateway; use a credentials Secret"
 
 
 def _security_policies(
@@ -329,32 +339,130 @@ def _security_policies(
         spec = resource.spec
         if not _check_fields(resource, spec, "spec", _SECURITY_POLICY_FIELDS, problems):
             continue
+        _unsupported(
+            resource,
+            spec,
+            "spec",
+            {"credentialOverride": "per-request credentials; the gateway signs with the policy's own credential"},
+            problems,
+        )
         policy_type = _string(resource, spec.get("type"), "spec.type", problems)
         if policy_type is None:
             continue
-        field_name = _API_KEY_FIELDS.get(policy_type)
+        field_name = _POLICY_TYPE_FIELDS.get(policy_type)
         if field_name is None:
             problems.add(
-                resource, "spec.type", f"{policy_type!r} is not supported yet (supported: {', '.join(_API_KEY_FIELDS)})"
+                resource, "spec.type", f"{policy_type!r} is not supported (supported: {', '.join(_POLICY_TYPE_FIELDS)})"
             )
             continue
-        key_spec = _mapping(resource, spec.get(field_name), f"spec.{field_name}", problems)
-        secret_ref = _mapping(resource, key_spec.get("secretRef"), f"spec.{field_name}.secretRef", problems)
-        secret_name = _string(resource, secret_ref.get("name"), f"spec.{field_name}.secretRef.name", problems)
-        api_key = None
-        if secret_name is not None:
-            secret = secrets.get(secret_name)
-            if secret is None:
-                problems.add(resource, f"spec.{field_name}.secretRef.name", f"Secret/{secret_name} does not exist")
-            else:
-                api_key = _secret_value(secret, "apiKey", problems)
-        policy = SecurityPolicy(resource.name, policy_type, api_key)
+        for other in _POLICY_TYPE_FIELDS.values():
+            if other != field_name and spec.get(other) is not None:
+                problems.add(resource, f"spec.{other}", f"must not be set when spec.type is {policy_type}")
+        if spec.get(field_name) is None:
+            problems.add(resource, f"spec.{field_name}", f"required when spec.type is {policy_type}")
+            continue
+        policy = _policy(resource, policy_type, field_name, secrets, problems)
+        if policy is None:
+            continue
         for index, target in enumerate(_list(resource, spec.get("targetRefs"), "spec.targetRefs", problems)):
             target = _mapping(resource, target, f"spec.targetRefs[{index}]", problems)
             target_name = _string(resource, target.get("name"), f"spec.targetRefs[{index}].name", problems)
             if target_name:
                 by_backend[target_name] = policy
     return by_backend
+
+
+def _policy(
+    resource: _Resource, policy_type: str, field_name: str, secrets: dict[str, _Resource], problems: _Problems
+) -> SecurityPolicy | None:
+    path = f"spec.{field_name}"
+    spec = resource.spec[field_name]
+    if policy_type in _API_KEY_FIELDS:
+        key_spec = _mapping(resource, spec, path, problems)
+        api_key = _secret_ref(resource, key_spec.get("secretRef"), f"{path}.secretRef", secrets, "apiKey", problems)
+        return SecurityPolicy(resource.name, policy_type, api_key=api_key)
+    if policy_type == "AWSCredentials":
+        if not _check_fields(resource, spec, path, _AWS_FIELDS, problems):
+            return None
+        _unsupported(resource, spec, path, {"oidcExchangeToken": _OIDC_UNSUPPORTED}, problems)
+        region = _string(resource, spec.get("region"), f"{path}.region", problems)
+        credentials_file, profile = None, "default"
+        file_spec = spec.get("credentialsFile")
+        if file_spec is not None and _check_fields(
+            resource, file_spec, f"{path}.credentialsFile", _AWS_FILE_FIELDS, problems
+        ):
+            file_path = f"{path}.credentialsFile"
+            credentials_file = _secret_ref(
+                resource, file_spec.get("secretRef"), f"{file_path}.secretRef", secrets, AWS_CREDENTIALS_KEY, problems
+            )
+            profile = _string(resource, file_spec.get("profile"), f"{file_path}.profile", problems, False) or profile
+        if region is None:
+            return None
+        return SecurityPolicy(resource.name, policy_type, aws=AWSCredentials(region, credentials_file, profile))
+    if policy_type == "GCPCredentials":
+        if not _check_fields(resource, spec, path, _GCP_FIELDS, problems):
+            return None
+        why = "Workload Identity Federation is not supported by a standalone gateway; use credentialsFile"
+        _unsupported(resource, spec, path, {"workloadIdentityFederationConfig": why}, problems)
+        project = _string(resource, spec.get("projectName"), f"{path}.projectName", problems)
+        region = _string(resource, spec.get("region"), f"{path}.region", problems)
+        service_account = None
+        file_spec = spec.get("credentialsFile")
+        if file_spec is not None and _check_fields(
+            resource, file_spec, f"{path}.credentialsFile", {"secretRef"}, problems
+        ):
+            service_account = _secret_ref(
+                resource,
+                file_spec.get("secretRef"),
+                f"{path}.credentialsFile.secretRef",
+                secrets,
+                GCP_SERVICE_ACCOUNT_KEY,
+                problems,
+            )
+        for name, value in (("projectName", project), ("region", region)):
+            if value is not None and "/" in value:
+                problems.add(resource, f"{path}.{name}", f"must not contain '/', got {value!r}")
+        if project is None or region is None:
+            return None
+        return SecurityPolicy(resource.name, policy_type, gcp=GCPCredentials(project, region, service_account))
+    if not _check_fields(resource, spec, path, _AZURE_FIELDS, problems):
+        return None
+    _unsupported(resource, spec, path, {"oidcExchangeToken": _OIDC_UNSUPPORTED}, problems)
+    client_id = _string(resource, spec.get("clientID"), f"{path}.clientID", problems)
+    tenant_id = _string(resource, spec.get("tenantID"), f"{path}.tenantID", problems)
+    client_secret = None
+    if spec.get("clientSecretRef") is None and spec.get("oidcExchangeToken") is None:
+        problems.add(resource, f"{path}.clientSecretRef", "required")
+    elif spec.get("clientSecretRef") is not None:
+        client_secret = _secret_ref(
+            resource, spec["clientSecretRef"], f"{path}.clientSecretRef", secrets, AZURE_CLIENT_SECRET_KEY, problems
+        )
+    if client_id is None or tenant_id is None or client_secret is None:
+        return None
+    return SecurityPolicy(resource.name, policy_type, azure=AzureCredentials(client_id, tenant_id, client_secret))
+
+
+def _secret_ref(
+    resource: _Resource, value: Any, path: str, secrets: dict[str, _Resource], key: str, problems: _Problems
+) -> Secret | None:
+    """The ``key`` of the Secret a ``secretRef`` names (read lazily, never here)."""
+    if value is None:
+        problems.add(resource, path, "required")
+        return None
+    if not _check_fields(resource, value, path, _SECRET_REF_FIELDS, problems):
+        return None
+    kind = value.get("kind", "Secret")
+    if kind not in ("Secret", None, ""):
+        problems.add(resource, f"{path}.kind", f"must be Secret, got {kind!r}")
+        return None
+    name = _string(resource, value.get("name"), f"{path}.name", problems)
+    if name is None:
+        return None
+    secret = secrets.get(name)
+    if secret is None:
+        problems.add(resource, f"{path}.name", f"Secret/{name} does not exist")
+        return None
+    return _secret_value(secret, key, problems)
 
 
 def _envoy_endpoint(resource: _Resource, tls: TLSValidation | None, problems: _Problems) -> Endpoint | None:
@@ -412,13 +520,16 @@ def _backends(
         if schema_name is None or endpoint is None:
             continue
         prefix = schema.get("prefix") or DEFAULT_PREFIXES.get(schema_name, "")
+        policy = policies.get(resource.name)
+        if not schema.get("prefix") and schema_name in GCP_SCHEMAS and policy is not None and policy.gcp is not None:
+            prefix = f"/v1/projects/{policy.gcp.project}/locations/{policy.gcp.region}"
         backends[resource.name] = Backend(
             name=resource.name,
             schema=schema_name,
             schema_version=schema.get("version"),
             path_prefix="/" + str(prefix).strip("/") if str(prefix).strip("/") else "",
             endpoint=endpoint,
-            security=policies.get(resource.name),
+            security=policy,
             fake_provider=fake,
             header_mutation=_header_mutation(resource, spec.get("headerMutation"), "spec.headerMutation", problems),
             body_mutation=_body_mutation(resource, spec.get("bodyMutation"), "spec.bodyMutation", problems),

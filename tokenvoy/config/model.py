@@ -105,10 +105,46 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class AWSCredentials:
+    """``awsCredentials``: SigV4 signing for ``region``. Without ``credentials_file`` (the Secret's
+    ``credentials`` key, an AWS shared-credentials file), botocore's default chain is used (AWS_* env vars …)."""
+
+    region: str
+    credentials_file: Secret | None = None
+    profile: str = "default"
+
+
+@dataclass(frozen=True)
+class GCPCredentials:
+    """``gcpCredentials``: an OAuth2 token from a service-account key (the Secret's ``service_account.json``
+    key); without one, Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS …)."""
+
+    project: str
+    region: str
+    service_account: Secret | None = None
+
+
+@dataclass(frozen=True)
+class AzureCredentials:
+    """``azureCredentials``: an Entra ID token for a client secret (the Secret's ``client-secret`` key)."""
+
+    client_id: str
+    tenant_id: str
+    client_secret: Secret
+
+
+@dataclass(frozen=True)
 class SecurityPolicy:
     name: str
-    type: str  # APIKey | AzureAPIKey | AnthropicAPIKey | ...
+    type: str  # APIKey | AzureAPIKey | AnthropicAPIKey | AWSCredentials | GCPCredentials | AzureCredentials
     api_key: Secret | None = None
+    aws: AWSCredentials | None = None
+    gcp: GCPCredentials | None = None
+    azure: AzureCredentials | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"BackendSecurityPolicy/{self.name}"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,24 @@ Endpoints
         OpenAI Chat Completions (any path prefix, e.g. ``/v1``, ``/openai/v1``).
     ``POST …/messages``
         Anthropic Messages (``/v1/messages`` or any prefix); see ``anthropic_messages.py``.
+    ``POST /openai/deployments/{deployment}/chat/completions|embeddings?api-version=…``
+        Azure OpenAI (checked before the generic chat route); see ``azure.py``.
+    ``POST …/embeddings``, ``POST …/completions``
+        OpenAI Embeddings and legacy Completions; see ``embeddings.py`` and ``completions.py``.
+    ``POST …/publishers/google/models/{model}:predict``
+        GCP Vertex AI text embeddings; see ``embeddings.py``.
+    ``POST …/publishers/google/models/{model}:generateContent``
+        Gemini on GCP Vertex AI (JSON answer); see ``gemini.py``.
+    ``POST …/publishers/google/models/{model}:streamGenerateContent[?alt=sse]``
+        Gemini on GCP Vertex AI, streamed (SSE with ``alt=sse``, else one JSON array); see ``gemini.py``.
+    ``POST /model/{amazon.titan-embed-…}/invoke``
+        AWS Bedrock InvokeModel of a Titan text embeddings model; see ``embeddings.py``.
+    ``POST …/model/{modelId}/converse``, ``…/converse-stream``
+        AWS Bedrock Converse (JSON) and ConverseStream (event stream answers); see ``bedrock_converse.py``.
+    ``POST …/model/{modelId}/invoke``, ``…/invoke-with-response-stream``
+        Claude on AWS Bedrock InvokeModel (event stream answers); see ``anthropic_clouds.py``.
+    ``POST …/publishers/anthropic/models/{model}:rawPredict``, ``:streamRawPredict``
+        Claude on GCP Vertex AI; see ``anthropic_clouds.py``.
     ``GET /health``
         ``200 ok``.
     ``GET /__testupstream/requests``
@@ -12,6 +30,11 @@ Endpoints
         ``method``, ``path`` (with query), ``headers`` (lower-cased names), ``body`` (text).
     ``DELETE /__testupstream/requests``
         clears that list (``204``).
+    ``POST /__testupstream/gcp/token``, ``/{tenant}/oauth2/v2.0/token`` (+ its openid-configuration),
+    ``GET|DELETE /__testupstream/tokens``
+        fake Google and Microsoft Entra token endpoints and the grants they issued; see ``token_endpoints.py``.
+    any request signed ``AWS4-HMAC-SHA256``
+        its SigV4 signature is verified first (403 ``InvalidSignatureException`` … like AWS); see ``aws_auth.py``.
     anything else
         ``404`` with OpenAI's ``Invalid URL (METHOD /path)`` error.
 
@@ -35,9 +58,16 @@ apply to every provider route and to unknown paths, in this order:
     ``x-testupstream-chunk-delay-ms: N``
         streamed replies: wait N ms before each SSE event after the first (time-to-first-token is
         ``delay-ms``, inter-token latency is this).
+    ``x-testupstream-content-encoding: gzip|deflate|deflate-raw|br``
+        compress the answer (any route, errors and forced statuses included) and label it with
+        ``content-encoding`` (``deflate-raw`` is raw RFC 1951 data labelled ``deflate``, as some servers send).
+        Streamed answers are compressed as one stream flushed after every event, so the compressed bytes
+        of each event go out as their own chunk; the last chunk is the stream's end (gzip's trailer).
+        With ``x-testupstream-body`` the given bytes are sent as they are, only labelled: that is how a
+        test sends corrupt compressed data.
 
 Mismatches of the ``expect`` headers are answered with 400 and an error body whose message starts with
-``testupstream:`` so a failing test shows what the gateway actually sent.
+``testupstream:`` so a failing test shows what the gateway actually sent (never compressed).
 """
 
 from __future__ import annotations
@@ -53,15 +83,29 @@ import signal
 import sys
 import threading
 import time
+import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from ssl import SSLContext
 from typing import Any
+from urllib.parse import unquote
 
+import brotli
 import orjson
 
-from tokenvoy.testupstream import anthropic_messages, openai_chat
+from tokenvoy.testupstream import (
+    anthropic_clouds,
+    anthropic_messages,
+    aws_auth,
+    azure,
+    bedrock_converse,
+    completions,
+    embeddings,
+    gemini,
+    openai_chat,
+    token_endpoints,
+)
 from tokenvoy.testupstream.http import HttpServer, Request, Response, start
 
 __all__ = [
@@ -84,7 +128,8 @@ H_DELAY = "x-testupstream-delay-ms"
 H_CHUNK_DELAY = "x-testupstream-chunk-delay-ms"
 H_EXPECT_HEADER = "x-testupstream-expect-header"
 H_EXPECT_PATH = "x-testupstream-expect-path"
-_CONTROL = frozenset((H_STATUS, H_BODY, H_DELAY, H_CHUNK_DELAY, H_EXPECT_HEADER, H_EXPECT_PATH))
+H_CONTENT_ENCODING = "x-testupstream-content-encoding"
+_CONTROL = frozenset((H_STATUS, H_BODY, H_DELAY, H_CHUNK_DELAY, H_EXPECT_HEADER, H_EXPECT_PATH, H_CONTENT_ENCODING))
 
 JSON = "application/json"
 SSE = "text/event-stream; charset=utf-8"
@@ -173,7 +218,238 @@ ANTHROPIC_MESSAGES = Route(
     error=_anthropic_error,
 )
 
-DEFAULT_ROUTES: tuple[Route, ...] = (OPENAI_CHAT, ANTHROPIC_MESSAGES)
+# -- Azure OpenAI ---------------------------------------------------------------------------------------
+
+
+def _azure_error(status: int, message: str) -> Response:
+    return json_response(status, azure.error_for_status(status, message))
+
+
+def _azure(request: Request, app: App, chunk_delay: float) -> Response:
+    """Adapter: ``/openai/deployments/{d}/{operation}`` → :mod:`azure` (chat) or :mod:`embeddings`."""
+    parsed = azure.parse_path(request.path)
+    if parsed is None:
+        return _azure_error(404, "Resource not found")
+    deployment, operation = parsed
+    refused = azure.check_request(request.query, request.headers, deployment)
+    if refused is not None:
+        return json_response(*refused)
+    if operation not in ("chat/completions", "embeddings"):
+        return _azure_error(404, "Resource not found")
+    try:
+        payload = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        return _azure_error(400, "The request body is not valid JSON.")
+    if operation == "embeddings":
+        reply = embeddings.openai_embeddings(payload, model_from_path=deployment)
+        if reply.status != 200:
+            error = reply.body.get("error", {})
+            return _azure_error(reply.status, str(error.get("message", "Bad request")))
+        return json_response(200, reply.body)
+    chat = azure.chat_completion(payload, deployment, completion_id=app.next_id("chatcmpl-"), created=app.now())
+    if chat.chunks is None:
+        return json_response(chat.status, chat.body)
+    return _sse(chat.status, [openai_chat.sse_frame(c) for c in chat.chunks], chunk_delay)
+
+
+def _sse(status: int, frames: list[bytes], chunk_delay: float) -> Response:
+    """OpenAI-style SSE frames ended by ``data: [DONE]``, paced when asked."""
+    frames.append(openai_chat.SSE_DONE)
+    return Response(status, content_type=SSE, stream=frames if chunk_delay <= 0 else _paced(frames, chunk_delay))
+
+
+AZURE_OPENAI = Route(
+    name="azure.openai",
+    method="POST",
+    matches=lambda path: "/openai/deployments/" in path,
+    handle=_azure,
+    error=_azure_error,
+)
+
+# -- embeddings and legacy completions ------------------------------------------------------------------
+
+
+def _embeddings_response(reply: embeddings.EmbeddingsReply) -> Response:
+    response = json_response(reply.status, reply.body)
+    response.headers.extend(reply.headers)
+    return response
+
+
+def _json_body(request: Request) -> Any:
+    try:
+        return orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        return _INVALID
+
+
+_INVALID = object()  # a body that is not JSON: each provider's own "malformed" answer
+
+
+def _openai_embeddings(request: Request, app: App, chunk_delay: float) -> Response:
+    payload = _json_body(request)
+    if payload is _INVALID:
+        return json_response(400, openai_chat.invalid_json_error())
+    return _embeddings_response(embeddings.openai_embeddings(payload))
+
+
+OPENAI_EMBEDDINGS = Route(
+    name="openai.embeddings",
+    method="POST",
+    matches=lambda path: path.endswith("/embeddings"),
+    handle=_openai_embeddings,
+    error=_openai_error,
+)
+
+
+def _openai_completions(request: Request, app: App, chunk_delay: float) -> Response:
+    payload = _json_body(request)
+    if payload is _INVALID:
+        return json_response(400, openai_chat.invalid_json_error())
+    reply = completions.completion(payload, completion_id=app.next_id("cmpl-"), created=app.now())
+    if reply.chunks is None:
+        return json_response(reply.status, reply.body)
+    return _sse(reply.status, [openai_chat.sse_frame(c) for c in reply.chunks], chunk_delay)
+
+
+OPENAI_COMPLETIONS = Route(
+    name="openai.completions",
+    method="POST",
+    matches=lambda path: path.endswith("/completions") and not path.endswith("/chat/completions"),
+    handle=_openai_completions,
+    error=_openai_error,
+)
+
+_VERTEX_MODEL = "/publishers/google/models/"
+
+
+def _vertex_error(status: int, message: str) -> Response:
+    return json_response(status, embeddings.google_error(status, message))
+
+
+def _vertex_predict(request: Request, app: App, chunk_delay: float) -> Response:
+    model = unquote(request.path.rsplit(_VERTEX_MODEL, 1)[1].removesuffix(":predict"))
+    payload = _json_body(request)
+    if payload is _INVALID:
+        return _vertex_error(400, "Invalid JSON payload received.")
+    return _embeddings_response(embeddings.vertex_predict(payload, model))
+
+
+VERTEX_EMBEDDINGS = Route(
+    name="gcp.vertex_ai.predict",
+    method="POST",
+    matches=lambda path: _VERTEX_MODEL in path and path.endswith(":predict"),
+    handle=_vertex_predict,
+    error=_vertex_error,
+)
+
+
+def _titan_model(path: str) -> str:
+    return unquote(path.removeprefix("/model/").removesuffix("/invoke"))
+
+
+def _titan_error(status: int, message: str) -> Response:
+    kind = {400: "ValidationException", 403: "AccessDeniedException", 404: "ResourceNotFoundException"}
+    kind |= {429: "ThrottlingException", 503: "ServiceUnavailableException"}
+    return _embeddings_response(embeddings.titan_error(status, message, kind.get(status, "InternalServerException")))
+
+
+def _titan_invoke(request: Request, app: App, chunk_delay: float) -> Response:
+    payload = _json_body(request)
+    if payload is _INVALID:
+        return _titan_error(400, "Malformed input request, please reformat your input and try again.")
+    return _embeddings_response(embeddings.titan_invoke(payload, _titan_model(request.path)))
+
+
+TITAN_EMBEDDINGS = Route(
+    name="aws.bedrock.titan_embeddings",
+    method="POST",
+    matches=lambda path: (
+        path.startswith("/model/") and path.endswith("/invoke") and "titan-embed" in _titan_model(path)
+    ),
+    handle=_titan_invoke,
+    error=_titan_error,
+)
+
+BEDROCK_ANTHROPIC = Route(
+    name="aws.bedrock.anthropic_invoke",
+    method="POST",
+    matches=anthropic_clouds.is_bedrock_invoke,
+    handle=anthropic_clouds.bedrock_invoke,
+    error=anthropic_clouds.bedrock_error,
+)
+
+VERTEX_ANTHROPIC = Route(
+    name="gcp.vertex_ai.anthropic_raw_predict",
+    method="POST",
+    matches=anthropic_clouds.is_vertex_raw_predict,
+    handle=anthropic_clouds.vertex_raw_predict,
+    error=anthropic_clouds.vertex_error,
+)
+
+_GEMINI_GENERATE = ":generateContent"
+_GEMINI_STREAM = ":streamGenerateContent"
+
+
+def _gemini_error(status: int, message: str) -> Response:
+    return json_response(status, gemini.error_body(status, message))
+
+
+def _gemini(request: Request, app: App, chunk_delay: float) -> Response:
+    """Adapter: HTTP request → :func:`gemini.generate_content` → JSON, a JSON array, or SSE."""
+    name, _, method = request.path.rsplit(_VERTEX_MODEL, 1)[1].rpartition(":")
+    stream = ":" + method == _GEMINI_STREAM
+    reply = gemini.generate_content(
+        request.body,
+        unquote(name),
+        stream=stream,
+        response_id=app.next_id("gemini-response-"),
+        created=gemini.create_time(app.now()),
+    )
+    if reply.chunks is None:
+        return json_response(reply.status, reply.body)
+    if "alt=sse" not in request.query.split("&"):
+        return json_response(reply.status, reply.chunks)  # Vertex's default stream: one JSON array
+    frames = [gemini.sse_frame(c) for c in reply.chunks]
+    return Response(reply.status, content_type=SSE, stream=frames if chunk_delay <= 0 else _paced(frames, chunk_delay))
+
+
+GEMINI_GENERATE = Route(
+    name="gcp.vertex_ai.generate_content",
+    method="POST",
+    matches=lambda path: _VERTEX_MODEL in path and path.endswith(_GEMINI_GENERATE),
+    handle=_gemini,
+    error=_gemini_error,
+)
+GEMINI_STREAM = Route(
+    name="gcp.vertex_ai.stream_generate_content",
+    method="POST",
+    matches=lambda path: _VERTEX_MODEL in path and path.endswith(_GEMINI_STREAM),
+    handle=_gemini,
+    error=_gemini_error,
+)
+
+BEDROCK_CONVERSE = Route(
+    name="aws.bedrock.converse",
+    method="POST",
+    matches=bedrock_converse.matches,
+    handle=bedrock_converse.handle,
+    error=bedrock_converse.error_response,
+)
+
+DEFAULT_ROUTES: tuple[Route, ...] = (
+    AZURE_OPENAI,
+    TITAN_EMBEDDINGS,
+    OPENAI_CHAT,
+    ANTHROPIC_MESSAGES,
+    BEDROCK_ANTHROPIC,
+    BEDROCK_CONVERSE,
+    VERTEX_ANTHROPIC,
+    OPENAI_EMBEDDINGS,
+    OPENAI_COMPLETIONS,
+    VERTEX_EMBEDDINGS,
+    GEMINI_GENERATE,
+    GEMINI_STREAM,
+)
 """Providers served by default; new provider modules add their ``Route`` here."""
 
 
@@ -196,6 +472,9 @@ class App:
         self.routes = routes
         self._records: deque[tuple[str, str, dict[str, str], bytes]] = deque(maxlen=record_limit)
         self._ids = itertools.count(1)
+        self.tokens = token_endpoints.TokenEndpoints()
+        self.aws_keys = aws_auth.known_keys()
+        self.require_sigv4 = aws_auth.required({})
 
     def next_id(self, prefix: str) -> str:
         """Sequential ids (``chatcmpl-1``, ``chatcmpl-2``, ...) so replies are reproducible per run."""
@@ -218,9 +497,15 @@ class App:
         path = request.path
         if path == "/health" or path.startswith("/__testupstream/"):
             return self._admin(request)
+        if path.endswith(token_endpoints.AZURE_SUFFIXES):  # Entra ID: not recorded (the body holds a secret)
+            return self.tokens.azure(request)
         self._records.append((request.method, request.target, request.headers, request.body))
-        route = self._route(request)
         headers = request.headers
+        if self.require_sigv4 or headers.get("authorization", "").startswith("AWS4-") or aws_auth.H_REQUIRE in headers:
+            refused = self._check_sigv4(request)
+            if refused is not None:
+                return refused
+        route = self._route(request)
         if _CONTROL.isdisjoint(headers):
             if route is None:
                 return json_response(404, openai_chat.invalid_url_error(request.method, path))
@@ -229,6 +514,9 @@ class App:
         try:
             delay = _ms(headers, H_DELAY)
             chunk_delay = _ms(headers, H_CHUNK_DELAY)
+            coding = headers.get(H_CONTENT_ENCODING)
+            if coding is not None and coding not in _CODINGS:
+                raise ControlError(400, f"testupstream: invalid {H_CONTENT_ENCODING} {coding!r}")
             _check_expectations(request)
         except ControlError as e:
             return error(e.status, e.message)
@@ -241,6 +529,17 @@ class App:
         return self._controlled(request, route, chunk_delay)
 
     def _controlled(self, request: Request, route: Route | None, chunk_delay: float) -> Response:
+        """The answer with the test-control overrides applied, compressed if asked."""
+        response = self._answer(request, route, chunk_delay)
+        coding = request.headers.get(H_CONTENT_ENCODING)
+        if coding is None:
+            return response
+        if H_BODY in request.headers:  # exactly the given bytes: only labelled
+            response.headers = [*response.headers, ("content-encoding", _CODINGS[coding][0])]  # never a shared list
+            return response
+        return _compressed(response, coding)
+
+    def _answer(self, request: Request, route: Route | None, chunk_delay: float) -> Response:
         """Apply ``status``/``body`` overrides, else answer normally."""
         headers = request.headers
         error = route.error if route is not None else _openai_error
@@ -273,9 +572,24 @@ class App:
                 return route
         return None
 
+    def _check_sigv4(self, request: Request) -> Response | None:
+        """AWS's answer to a request whose SigV4 signature does not verify (None: it does, or is not required)."""
+        headers = request.headers
+        signed = headers.get("authorization", "").startswith("AWS4-")
+        if not signed and not (self.require_sigv4 or aws_auth.required(headers, {})):
+            return None
+        result = aws_auth.verify(request.method, request.target, headers, request.body, self.aws_keys)
+        if isinstance(result, aws_auth.Verified):
+            return None
+        response = json_response(result.status, {"message": result.message})
+        response.headers.append(("x-amzn-errortype", f"{result.error_type}:http://internal.amazon.com/coral/"))
+        return response
+
     def _admin(self, request: Request) -> Response:
         if request.path == "/health" and request.method in ("GET", "HEAD"):
             return Response(200, b"ok", "text/plain")
+        if self.tokens.handles_admin(request.path):
+            return self.tokens.admin(request)
         if request.path == REQUESTS_PATH:
             if request.method == "GET":
                 return json_response(200, self.requests())
@@ -283,6 +597,56 @@ class App:
                 self.clear()
                 return Response(204, b"", None)
         return json_response(404, openai_chat.invalid_url_error(request.method, request.path))
+
+
+# -- compressed answers ---------------------------------------------------------------------------------
+
+# test-control value → (content-encoding label, zlib wbits; None for brotli)
+_CODINGS: dict[str, tuple[str, int | None]] = {
+    "gzip": ("gzip", 16 + zlib.MAX_WBITS),
+    "deflate": ("deflate", zlib.MAX_WBITS),
+    "deflate-raw": ("deflate", -zlib.MAX_WBITS),
+    "br": ("br", None),
+}
+
+
+def _compressor(coding: str) -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
+    """(compress a part and flush it, end the stream): each part's bytes go out decodable at once."""
+    wbits = _CODINGS[coding][1]
+    if wbits is None:
+        br = brotli.Compressor()
+        return (lambda part: br.process(part) + br.flush()), br.finish
+    z = zlib.compressobj(wbits=wbits)
+    return (lambda part: z.compress(part) + z.flush(zlib.Z_SYNC_FLUSH)), z.flush
+
+
+def _compressed(response: Response, coding: str) -> Response:
+    response.headers = [*response.headers, ("content-encoding", _CODINGS[coding][0])]
+    flush, finish = _compressor(coding)
+    stream = response.stream
+    if stream is None:
+        response.body = flush(response.body) + finish()
+    elif isinstance(stream, AsyncIterable):
+        response.stream = _compressed_async(stream, flush, finish)
+    else:
+        response.stream = _compressed_parts(stream, flush, finish)
+    return response
+
+
+def _compressed_parts(
+    parts: Iterable[bytes], flush: Callable[[bytes], bytes], finish: Callable[[], bytes]
+) -> Iterator[bytes]:
+    for part in parts:
+        yield flush(part)
+    yield finish()
+
+
+async def _compressed_async(
+    parts: AsyncIterable[bytes], flush: Callable[[bytes], bytes], finish: Callable[[], bytes]
+) -> AsyncIterator[bytes]:
+    async for part in parts:
+        yield flush(part)
+    yield finish()
 
 
 def _ms(headers: dict[str, str], name: str) -> float:
@@ -404,6 +768,12 @@ class BackgroundServer:
     def url(self) -> str:
         assert self._running is not None
         return self._running.url
+
+    @property
+    def app(self) -> App:
+        """The running app, e.g. to register fake token-endpoint clients before the first request."""
+        assert self._running is not None
+        return self._running.app
 
     @property
     def port(self) -> int:
