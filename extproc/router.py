@@ -2,7 +2,8 @@
 
 Phases (DESIGN.md §3): request headers → request body (buffered) → response headers → response body
 (buffered, or streamed by mode override for ``stream: true`` with a 200). The usage metadata is attached
-to the last response body message, where the rate-limit filter's stream-done charge reads it.
+to the last response body message, where the rate-limit filter's stream-done charge reads it. A compressed
+answer (gzip, deflate, br) is decoded here, before any translator reads it (``decoding.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import orjson
 
 from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, MODEL_HEADER, ORIGINAL_PATH_HEADER
 from tokenvoy.extproc.costs import CallContext
+from tokenvoy.extproc.decoding import DecodeError, Decoder, UnsupportedEncoding, decoder_for
 from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.estimate import reservation_values
 from tokenvoy.extproc.observe import CompletedRequest, NoObserver, RequestObserver
@@ -65,6 +67,10 @@ class RouterStream:
         self._status = 0
         self._first_chunk_at: float | None = None
         self._last_chunk_at: float | None = None
+        self._decoder: Decoder | None = None  # undoes the provider's content-encoding (decoding.py)
+        self._undecoded = False  # a content-encoding extproc cannot undo: the answer goes through untouched
+        self._corrupt = False  # a streamed answer proved undecodable: the client got an error event, no more
+        self._usage_attached: object = None  # the usage a stream's metadata already carries
         self.done = False  # True once the last message Envoy will send has been answered
 
     def handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
@@ -241,7 +247,8 @@ class RouterStream:
         reservation = self._runtime.reservations.get(rule.route.name)
         if reservation is not None:  # read by the ratelimit filter's request-time call (docs/ratelimit.md)
             call = CallContext(model=model, backend="", route_name=rule.route.name)
-            values = reservation_values(parsed, reservation, rule.costs, call)
+            generates = request.api is not ClientAPI.OPENAI_EMBEDDINGS  # embeddings reserve no output
+            values = reservation_values(parsed, reservation, rule.costs, call, generates)
             response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
         if request.api is ClientAPI.ANTHROPIC_MESSAGES:  # Envoy's own error replies read it (render/envoy.py)
             namespace = response.dynamic_metadata.fields[AI_GATEWAY_METADATA_NAMESPACE].struct_value
@@ -259,9 +266,13 @@ class RouterStream:
         if context is None or context.attempt is None:
             self.done = headers.end_of_stream
             return response  # Envoy's own reply (budget exceeded, no upstream): nothing to translate
-        changes = context.attempt.translator.translate_response_headers(self._status, values)
+        encoding = values.get("content-encoding")
+        remove = self._open_decoder(encoding, values) if encoding and not headers.end_of_stream else []
+        translator = context.attempt.translator
+        changes = None if self._undecoded else translator.translate_response_headers(self._status, values)
         set_headers = dict(changes.set_headers) if changes else {}
-        remove = list(changes.remove_headers) if changes else []
+        if changes:
+            remove.extend(changes.remove_headers)
         if context.request.stream and self._status == 200:
             response.mode_override.CopyFrom(_STREAMED)
             remove.append("content-length")
@@ -279,18 +290,87 @@ class RouterStream:
         if attempt is None:
             self.done = body.end_of_stream
             return response
-        if body.body:
+        chunk: bytes | None = body.body
+        if self._decoder is not None:
+            chunk = self._decode(body.body, body.end_of_stream, response)
+        if chunk:
             now = time.monotonic()
             if self._first_chunk_at is None:
                 self._first_chunk_at = now
             self._last_chunk_at = now
-        replaced = attempt.translator.translate_response_body(self._status, body.body, body.end_of_stream)
-        if replaced is not None:
-            response.response_body.response.body_mutation.body = replaced
+        if chunk is not None and not self._undecoded:
+            replaced = attempt.translator.translate_response_body(self._status, chunk, body.end_of_stream)
+            if replaced is None and self._decoder is not None:
+                replaced = chunk  # the client gets the decoded bytes too
+            if replaced is not None:
+                response.response_body.response.body_mutation.body = replaced
+                if self._decoder is not None and body.end_of_stream and self._buffered():
+                    length = header_mutation({"content-length": str(len(replaced))})
+                    response.response_body.response.header_mutation.CopyFrom(length)
         if body.end_of_stream:
             self._attach_metadata(response)
             self.done = True
+        elif attempt.translator.usage is not self._usage_attached and not self._buffered():
+            # A stream's end (the provider's last empty chunk, a compressor's trailer) can come after its last
+            # event, and a client that hangs up on that event (the openai SDK does, on [DONE]) makes Envoy drop
+            # the end-of-stream message: the usage is attached as soon as it is known, so the budget charge
+            # and the access log still get it. Envoy merges the end-of-stream metadata over this.
+            self._usage_attached = attempt.translator.usage
+            self._attach_metadata(response)
         return response
+
+    def _buffered(self) -> bool:
+        """Whether the answer's body is buffered (headers still held by Envoy) rather than streamed."""
+        context = self._context
+        return context is None or not (context.request.stream and self._status == 200)
+
+    def _open_decoder(self, encoding: str, values: dict[str, str]) -> list[str]:
+        """Prepare to undo the provider's content-encoding; returns the response headers that no longer hold.
+
+        The translator then sees the headers and bytes of a plain answer, and so does the client. A coding
+        extproc cannot undo leaves the whole answer untouched (no translation, no usage; logged once)."""
+        try:
+            decoder = decoder_for(encoding)
+        except UnsupportedEncoding as exc:
+            self._undecoded = True
+            if exc.coding not in _UNSUPPORTED_SEEN and len(_UNSUPPORTED_SEEN) < 64:
+                _UNSUPPORTED_SEEN.add(exc.coding)
+                log.debug("content-encoding %r cannot be decoded: answers pass untranslated, without usage", encoding)
+            return []
+        if decoder is None:
+            return []  # identity
+        self._decoder = decoder
+        del values["content-encoding"]
+        return ["content-encoding", "content-length"]  # Envoy frames the decoded body itself
+
+    def _decode(self, chunk: bytes, end_of_stream: bool, response: ep.ProcessingResponse) -> bytes | None:
+        """The plain bytes of a compressed answer's chunk, or None once a streamed answer proved corrupt.
+
+        A buffered answer has not reached the client yet: a corrupt one is answered with an error in the
+        client's API shape (502; the provider's status if it was an error already). A streamed answer's
+        status line is out: the client gets one error event in its API's stream shape, then nothing."""
+        mutation = response.response_body.response.body_mutation
+        if self._corrupt:
+            mutation.body = b""
+            return None
+        decoder = self._decoder
+        assert decoder is not None
+        try:
+            plain = decoder.feed(chunk)
+            return plain + decoder.finish() if end_of_stream else plain
+        except DecodeError as exc:
+            status = self._status
+            if status >= 400:
+                message = f"the provider answered {status} with a body that cannot be decoded"
+            else:
+                message, status = "the provider's answer cannot be decoded", 502
+            error = GatewayError(status, f"{message} (content-encoding: {decoder.coding}): {exc}")
+            if self._buffered():
+                raise error from None
+            self._corrupt = True
+            self._error_type = error.error_type
+            mutation.body = _stream_error_event(self._client_api(), error)
+            return None
 
     def _attach_metadata(self, response: ep.ProcessingResponse) -> None:
         context = self._context
@@ -319,6 +399,16 @@ class RouterStream:
         else:
             log.debug("no usage in the response of request %s", self._request_id)
         response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
+
+
+_UNSUPPORTED_SEEN: set[str] = set()  # content-encodings already logged (bounded)
+
+
+def _stream_error_event(api: ClientAPI, error: GatewayError) -> bytes:
+    """An error as the client's SDK reads it mid-stream (the SDKs raise it): Anthropic's ``event: error``,
+    OpenAI's ``data: {"error": …}``. Blank lines first end any event a cut-off chunk left open."""
+    event = b"event: error\n" if api is ClientAPI.ANTHROPIC_MESSAGES else b""
+    return b"\n\n" + event + b"data: " + api.error_body(error) + b"\n\n"
 
 
 def _continue_for(kind: str | None) -> ep.ProcessingResponse:
