@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenvoy.extproc.runtime import RuleRuntime
+from tokenvoy.extproc.runtime import RuleRuntime, Runtime
 from tokenvoy.extproc.translate.base import ClientRequest, Translator
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from tokenvoy.render.envoy import IDENTITY_ATTRIBUTES
@@ -55,6 +55,8 @@ class RequestContext:
     touched_headers: set[str] = field(default_factory=set)  # edited by some attempt's upstream filter
     span: Any = None  # the request's OpenTelemetry span when tracing is on (tokenvoy.extproc.tracing)
     trace_headers: dict[str, str] | None = None  # traceparent/tracestate for every attempt to the provider
+    # The config the request started with: its upstream attempts use it even after a reload (docs/reload.md).
+    runtime: Runtime | None = None
 
     @property
     def attempt(self) -> Attempt | None:
@@ -62,13 +64,20 @@ class RequestContext:
 
 
 class RequestRegistry:
-    def __init__(self) -> None:
-        self._entries: dict[str, RequestContext] = {}
+    def __init__(self, entries: dict[str, RequestContext] | None = None, runtime: Runtime | None = None) -> None:
+        self._entries: dict[str, RequestContext] = {} if entries is None else entries
+        self._runtime = runtime
+
+    def bound(self, runtime: Runtime) -> RequestRegistry:
+        """The same requests, seen by a router stream that runs on ``runtime``: what it adds carries it."""
+        return RequestRegistry(self._entries, runtime)
 
     def add(self, key: str, context: RequestContext) -> bool:
         """False if the key is taken (two requests Envoy could not tell apart)."""
         if key in self._entries:
             return False
+        if self._runtime is not None:
+            context.runtime = self._runtime
         self._entries[key] = context
         return True
 

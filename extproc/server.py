@@ -1,14 +1,24 @@
-"""The ext_proc gRPC server (``tokenvoy extproc``): one bidirectional stream per filter per request."""
+"""The ext_proc gRPC server (``tokenvoy extproc``): one bidirectional stream per filter per request.
+
+The gateway config files are re-read on SIGHUP and, with ``--watch-interval``, when they change. A reload
+swaps the :class:`Runtime` for new requests only: a request in flight keeps the one it started with for
+all its streams (its router stream and every upstream attempt), see docs/reload.md.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health, health_pb2
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from tokenvoy.admin import AdminServer
@@ -34,11 +44,16 @@ SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:1064"
 
 
+# Configs kept after a reload for requests Envoy still routes by the config before (one file move away).
+RETAINED_RUNTIMES = 3
+
+
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     def __init__(
         self, runtime: Runtime, observer: RequestObserver | None = None, tracing: Tracing | None = None
     ) -> None:
         self.runtime = runtime
+        self.previous: tuple[Runtime, ...] = ()  # the configs before the last reloads, newest first
         self.registry = RequestRegistry()
         self.observer = observer or NoObserver()
         self.tracing = tracing  # None: tracing off (no OTEL_* exporter configured)
@@ -50,10 +65,11 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         for key, value in context.invocation_metadata() or ():
             if key == ROLE_METADATA_KEY:
                 role = value
+        runtime = self.runtime  # this stream's config, whatever a reload does meanwhile
         stream = (
-            UpstreamStream(self.runtime, self.registry)
+            UpstreamStream(runtime, self.registry, self.previous)
             if role == "upstream"
-            else RouterStream(self.runtime, self.registry, self.observer, self.tracing)
+            else RouterStream(runtime, self.registry.bound(runtime), self.observer, self.tracing)
         )
         try:
             async for message in request_iterator:
@@ -64,12 +80,148 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         finally:
             stream.close()
 
+    def swap(self, runtime: Runtime) -> list[Runtime]:
+        """New streams get ``runtime``; returns the configs no longer kept (their credentials can stop)."""
+        kept = (self.runtime, *self.previous)
+        self.runtime = runtime
+        self.previous = kept[:RETAINED_RUNTIMES]
+        return list(kept[RETAINED_RUNTIMES:])
+
 
 def build_runtime(config: GatewayConfig) -> Runtime:
     try:
         return Runtime(config)
     except (RuntimeConfigError, CostConfigError) as exc:
         raise ConfigError([str(exc)]) from None
+
+
+CONFIG_HEALTH_PREFIX = "tokenvoy.extproc.config/"
+DEFAULT_WATCH_INTERVAL_S = 1.0
+
+_Signature = tuple[int, int, int, int] | str
+
+
+def config_digest(paths: Sequence[str]) -> str:
+    """Names one version of the config files: ``tokenvoy run`` waits for extproc to serve the same one."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(os.fsencode(path) + b"\0")
+        try:
+            digest.update(Path(path).read_bytes())
+        except OSError as exc:
+            digest.update(f"unreadable: {exc.strerror}".encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def config_health_service(digest: str) -> str:
+    """The gRPC health service that is SERVING while extproc serves this version of the config."""
+    return CONFIG_HEALTH_PREFIX + digest
+
+
+def load_config_files(paths: Sequence[str]) -> tuple[GatewayConfig, str]:
+    """The config and the digest of exactly the bytes it came from (read again if a file changed meanwhile)."""
+    for _ in range(5):
+        before = config_digest(paths)
+        config = load_config(paths)
+        if config_digest(paths) == before:
+            break
+    return config, before
+
+
+def _signature(path: str) -> _Signature:
+    """stat, not content: cheap every second, and it sees a replaced file (editors, ConfigMap symlinks)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def restart_only_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """What a reload cannot apply to the running extproc: its metrics and tracing are set up at start."""
+    return [
+        f"restart needed: TokenvoyConfig {what} changed; the rest of the config is applied"
+        for what, before, after in (
+            ("metrics", old.metrics, new.metrics),
+            ("pricing", old.pricing, new.pricing),
+            ("tracing", old.tracing, new.tracing),
+        )
+        if before != after
+    ]
+
+
+class ConfigReloader:
+    """Re-reads the gateway config files on SIGHUP and, every ``interval`` seconds (0: never), when one
+    changed. A config that fails to load is refused (one log line per problem) and the previous one
+    keeps serving; a good one is swapped in for new requests."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        processor: ExternalProcessor,
+        health_servicer: health.HealthServicer,
+        digest: str,
+        interval: float = DEFAULT_WATCH_INTERVAL_S,
+    ) -> None:
+        self.paths = list(paths)
+        self.processor = processor
+        self.interval = interval
+        self.digest = ""
+        self._health = health_servicer
+        self._seen = [_signature(p) for p in self.paths]
+        self._lock = asyncio.Lock()
+        self._mark(digest)
+
+    def _mark(self, digest: str) -> None:
+        if self.digest and self.digest != digest:
+            self._health.set(config_health_service(self.digest), health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._health.set(config_health_service(digest), health_pb2.HealthCheckResponse.SERVING)
+        self.digest = digest
+
+    def _load(self) -> tuple[Runtime, str]:
+        config, digest = load_config_files(self.paths)
+        return build_runtime(config), digest
+
+    async def reload(self, reason: str) -> bool:
+        async with self._lock:
+            self._seen = [_signature(p) for p in self.paths]
+            try:
+                runtime, digest = await asyncio.to_thread(self._load)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("extproc config reload refused (%s): %s", reason, problem)
+                log.error("extproc keeps serving the previous config (%s)", self.digest)
+                return False
+            if digest == self.digest:
+                return True  # same bytes (a touch, a save without edits)
+            await asyncio.to_thread(runtime.start_credentials)
+            previous = self.processor.runtime.config
+            for retired in self.processor.swap(runtime):
+                retired.stop_credentials()
+            for note in restart_only_changes(previous, runtime.config):
+                log.warning("extproc %s", note)
+            self._mark(digest)
+            log.info(
+                "extproc config reloaded (%s): version %s, routes: %s; requests in flight keep the previous config",
+                reason,
+                digest,
+                ", ".join(route.name for route in runtime.config.routes),
+            )
+            return True
+
+    def check(self) -> bool:
+        return [_signature(p) for p in self.paths] != self._seen
+
+    async def run(self) -> None:
+        """Poll forever (cancel to stop); an unexpected error is logged and polling goes on."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                if self.check():
+                    await self.reload("a config file changed")
+            except Exception:
+                log.exception("extproc config watcher failed; will retry")
 
 
 def metrics_registry() -> CollectorRegistry:
@@ -81,8 +233,17 @@ def metrics_registry() -> CollectorRegistry:
     return registry
 
 
-async def serve(runtime: Runtime, listen: str, admin_listen: str | None = DEFAULT_ADMIN_LISTEN) -> None:
-    """Serve ext_proc on ``listen`` and, unless ``admin_listen`` is None, /metrics and /healthz on it."""
+async def serve(
+    runtime: Runtime,
+    listen: str,
+    admin_listen: str | None = DEFAULT_ADMIN_LISTEN,
+    config_paths: Sequence[str] = (),
+    watch_interval: float = 0.0,
+    digest: str = "",
+) -> None:
+    """Serve ext_proc on ``listen`` and, unless ``admin_listen`` is None, /metrics and /healthz on it.
+    With ``config_paths`` (the files ``runtime`` came from, ``digest`` their version), SIGHUP reloads them,
+    and so does a change seen every ``watch_interval`` seconds (0: SIGHUP only)."""
     config = runtime.config
     registry = metrics_registry()
     observer = PrometheusObserver(config.metrics, config.pricing, registry)
@@ -94,8 +255,15 @@ async def serve(runtime: Runtime, listen: str, admin_listen: str | None = DEFAUL
     tracing = Tracing.from_env(session_id_header=config.tracing.session_id_header)
     if tracing is not None:
         log.info("extproc tracing on: OpenInference spans exported per the OTEL_* variables")
-    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime, observer, tracing), server)
+    processor = ExternalProcessor(runtime, observer, tracing)
+    ep_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     health_servicer = add_health(server, [SERVICE_NAME])
+    reloader = (
+        ConfigReloader(config_paths, processor, health_servicer, digest, watch_interval) if config_paths else None
+    )
+    _on_sighup(reloader)
+    watching = asyncio.create_task(reloader.run()) if reloader is not None and watch_interval > 0 else None
+    await asyncio.to_thread(runtime.start_credentials)  # cloud tokens: first fetch before serving (bounded)
     try:
         server.add_insecure_port(grpc_target(listen))
         routes = ", ".join(route.name for route in config.routes)
@@ -104,10 +272,24 @@ async def serve(runtime: Runtime, listen: str, admin_listen: str | None = DEFAUL
             log.info("extproc metrics on http://%s:%d/metrics", admin.host, admin.port)
         await serve_until_signalled(server, health_servicer)
     finally:
+        if watching is not None:
+            watching.cancel()
+        for kept in (processor.runtime, *processor.previous):
+            kept.stop_credentials()
         if admin is not None:
             await admin.close()
         if tracing is not None:
             await asyncio.to_thread(tracing.shutdown)  # flush the spans still batched
+
+
+def _on_sighup(reloader: ConfigReloader | None) -> None:
+    def reload() -> None:
+        if reloader is None:
+            log.warning("extproc: SIGHUP ignored, the embedded default config has no file to reload")
+        else:
+            asyncio.get_running_loop().create_task(reloader.reload("SIGHUP"))
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -133,6 +315,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where to serve Prometheus /metrics and /healthz over HTTP (default: %(default)s)",
     )
     parser.add_argument("--no-admin", action="store_true", help="serve no admin port (no /metrics, no /healthz)")
+    parser.add_argument(
+        "--watch-interval",
+        type=float,
+        default=DEFAULT_WATCH_INTERVAL_S,
+        metavar="SECONDS",
+        help="check the --config files for changes this often and reload them (0: only on SIGHUP; "
+        "default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", help="debug, info, warning or error (default: info)")
     return parser.parse_args(argv)
 
@@ -140,14 +330,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
+    paths = [os.path.abspath(p) for p in args.config or ()]  # not resolve(): a ConfigMap swaps a symlink
     try:
-        config = load_config(args.config) if args.config else load_text(default_config_yaml(), "<default>")
+        config, digest = load_config_files(paths) if paths else (load_text(default_config_yaml(), "<default>"), "")
         runtime = build_runtime(config)
     except ConfigError as exc:
         print(f"tokenvoy extproc: invalid config:\n{exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(runtime, args.listen, None if args.no_admin else args.admin_listen))
+        admin_listen = None if args.no_admin else args.admin_listen
+        asyncio.run(serve(runtime, args.listen, admin_listen, paths, args.watch_interval, digest))
     except ValueError as exc:
         print(f"tokenvoy extproc: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import yaml
+
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import load_text
 from tokenvoy.ratelimit.config import load_config as load_ratelimit_config
@@ -37,3 +39,17 @@ def test_real_envoy_accepts_the_bundled_bootstrap() -> None:
 def test_the_ratelimit_service_accepts_the_bundled_budgets() -> None:
     config = load_ratelimit_config([("ratelimit.yaml", (BUNDLED / "ratelimit.yaml").read_text())])
     assert "tokenvoy" in config.domains
+
+
+def test_the_bundled_bootstrap_is_a_typed_envoy_bootstrap() -> None:
+    # Every key of the committed file is a field of Envoy's Bootstrap API, every value of the field's type.
+    from tokenvoy.render import bootstrap
+
+    document = yaml.safe_load((BUNDLED / "envoy.yaml").read_text())
+    typed = bootstrap.Bootstrap.from_dict(document)
+    assert bootstrap.to_json(typed) == document
+    (listener,) = typed.static_resources.listeners
+    assert (listener.address.socket_address.address, listener.address.socket_address.port_value) == (
+        "127.0.0.1",
+        1975,
+    )

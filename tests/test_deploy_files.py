@@ -337,6 +337,6 @@ def test_run_host_flag_moves_the_gateway_listener(tmp_path: Path) -> None:
     config, _ = prepare([str(ROOT / "deploy" / "gateway.yaml")], tmp_path, 9901, args.port, args.host)
     assert (config.listener.address, config.listener.port) == ("0.0.0.0", 2975)
     envoy = yaml.safe_load((tmp_path / "envoy.yaml").read_text())
-    (listener,) = envoy["static_resources"]["listeners"]
+    (listener,) = yaml.safe_load((tmp_path / "xds" / "lds.yaml").read_text())["resources"]  # reloadable layout
     assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 2975}
     assert envoy["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"

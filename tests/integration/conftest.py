@@ -89,13 +89,16 @@ def start_gateway(
     config_text: str | None = None,
     env: dict[str, str] | None = None,
     fake_port: int | None = None,
+    listener_port: int | None = None,
 ) -> Gateway:
     """``tokenvoy run`` on free ports: with the default config (as a file), ``config_text``, or with no
-    ``--config`` at all when ``config_text`` is ``""`` (the embedded default, driven by ``env``)."""
+    ``--config`` at all when ``config_text`` is ``""`` (the embedded default, driven by ``env``).
+    ``listener_port``: the port ``config_text``'s Gateway names; no ``--port`` then (a reload may change it)."""
     directory.mkdir(parents=True, exist_ok=True)
-    listener_port, admin_port, metrics_port = free_port(), free_port(), free_port()
+    port_flag = listener_port is None
+    listener_port, admin_port, metrics_port = listener_port or free_port(), free_port(), free_port()
     fake_port = fake_port or free_port()
-    argv = [sys.executable, "-m", "tokenvoy", "run", "--port", str(listener_port)]
+    argv = [sys.executable, "-m", "tokenvoy", "run", *(["--port", str(listener_port)] if port_flag else [])]
     if config_text != "":
         config = directory / "gateway.yaml"
         config.write_text(config_text or gateway_config(listener_port, fake_port, budget_tokens))

@@ -16,18 +16,29 @@ from tokenvoy.render.files import write_rendered
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tokenvoy render",
-        description="Render envoy.yaml and ratelimit.yaml for a gateway config (default: the embedded one).",
+        description=(
+            "Render envoy.yaml and ratelimit.yaml for a gateway config (default: the embedded one, written "
+            "to DIR/gateway.yaml for extproc). The Envoy config is built from envoy-data-plane's typed messages."
+        ),
     )
-    parser.add_argument("--config", action="append", metavar="FILE", help="gateway config YAML; repeatable")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="gateway config YAML (same as --config)")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE", help="gateway config; repeatable")
     parser.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
     parser.add_argument("--extproc", default="127.0.0.1:1063", help="extproc address (default: %(default)s)")
     parser.add_argument("--ratelimit", default="127.0.0.1:8081", help="ratelimit address (default: %(default)s)")
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port (default: %(default)s)")
+    parser.add_argument(
+        "--reloadable",
+        action="store_true",
+        help="the layout `tokenvoy run` uses: listener, routes and backend clusters in DIR/xds/{lds,rds,cds}.yaml "
+        "(filesystem xDS), so that re-rendering into DIR reconfigures a running Envoy (docs/reload.md)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
+    paths = [*args.files, *args.config]
     try:
-        if args.config:
-            config = load_config(args.config)
+        if paths:
+            config = load_config(paths)
         else:
             text = default_config_yaml()
             out.mkdir(parents=True, exist_ok=True)
@@ -37,6 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tokenvoy render: invalid config:\n{exc}", file=sys.stderr)
         return 2
     options = EnvoyOptions(extproc_address=args.extproc, ratelimit_address=args.ratelimit, admin_port=args.admin_port)
-    for path in write_rendered(config, out, options).values():
+    for path in write_rendered(config, out, options, reloadable=args.reloadable).values():
         print(path)
     return 0

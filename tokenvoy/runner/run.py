@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import errno
+import os
 import socket
 import sys
 import tempfile
@@ -18,11 +19,12 @@ from functools import partial
 from pathlib import Path
 
 from tokenvoy.config.defaults import default_config_yaml
-from tokenvoy.config.loader import ConfigError, load_config
+from tokenvoy.config.loader import ConfigError
 from tokenvoy.config.model import GatewayConfig
 from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.render.files import write_rendered
 from tokenvoy.runner.health import grpc_serving, http_ok
+from tokenvoy.runner.reload import Reloader, with_overrides
 from tokenvoy.runner.supervisor import ChildFailed, ChildSpec, Supervisor
 
 
@@ -53,28 +55,37 @@ def prepare(
     config_paths: Sequence[str], run_dir: Path, admin_port: int, port: int | None = None, host: str | None = None
 ) -> tuple[GatewayConfig, list[str]]:
     """Load and render; returns the config and the gateway files extproc must load."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if config_paths:
-        files = [str(Path(p).resolve()) for p in config_paths]
-    else:
-        default = run_dir / "gateway.yaml"
-        default.write_text(default_config_yaml(), encoding="utf-8")
-        files = [str(default)]
-    config = load_config(files)
-    if port is not None:
-        config = dataclasses.replace(config, listener=dataclasses.replace(config.listener, port=port))
-    if host is not None:
-        config = dataclasses.replace(config, listener=dataclasses.replace(config.listener, address=host))
-    from tokenvoy.extproc.server import build_runtime
+    config, files, _ = _prepare(config_paths, run_dir, admin_port, port, host)
+    return config, files
 
-    build_runtime(config)  # credentials and CEL costs fail here, before anything starts
-    options = EnvoyOptions(
+
+def envoy_options(run_dir: Path, admin_port: int) -> EnvoyOptions:
+    return EnvoyOptions(
         extproc_address=f"unix:{run_dir / 'extproc.sock'}",
         ratelimit_address=f"unix:{run_dir / 'ratelimit.sock'}",
         admin_port=admin_port,
     )
-    write_rendered(config, run_dir, options)
-    return config, files
+
+
+def _prepare(
+    config_paths: Sequence[str], run_dir: Path, admin_port: int, port: int | None = None, host: str | None = None
+) -> tuple[GatewayConfig, list[str], str]:
+    """Load and render the reloadable layout; also returns the version (digest) of the files loaded."""
+    from tokenvoy.extproc.server import build_runtime, load_config_files
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config_paths:
+        # absolute, but symlinks kept: a Kubernetes ConfigMap update swaps a symlink the reload must follow
+        files = [os.path.abspath(p) for p in config_paths]
+    else:
+        default = run_dir / "gateway.yaml"
+        default.write_text(default_config_yaml(), encoding="utf-8")
+        files = [str(default)]
+    config, digest = load_config_files(files)
+    config = with_overrides(config, port, host)
+    build_runtime(config)  # credentials and CEL costs fail here, before anything starts
+    write_rendered(config, run_dir, envoy_options(run_dir, admin_port), reloadable=True, version=digest)
+    return config, files, digest
 
 
 def _python(*args: str) -> list[str]:
@@ -91,7 +102,17 @@ class RunOptions:
     metrics_host: str = "127.0.0.1"  # where both /metrics ports bind (0.0.0.0: scrapable from other hosts)
 
 
-async def _run(config: GatewayConfig, files: list[str], options: RunOptions) -> int:
+@dataclasses.dataclass(frozen=True)
+class Overrides:
+    """The command line's listener settings: they win over the config at start and at every reload."""
+
+    port: int | None = None
+    host: str | None = None
+
+
+async def _run(
+    config: GatewayConfig, files: list[str], options: RunOptions, digest: str = "", overrides: Overrides | None = None
+) -> int:
     listener = config.listener
     run_dir, admin_port, log_level = options.run_dir, options.admin_port, options.log_level
     metrics_port, ratelimit_metrics_port = options.metrics_port, options.ratelimit_metrics_port
@@ -151,7 +172,17 @@ async def _run(config: GatewayConfig, files: list[str], options: RunOptions) -> 
     specs.append(
         ChildSpec(
             "extproc",
-            _python("extproc", *config_args, "--listen", extproc_listen, *metrics_args, "--log-level", log_level),
+            _python(
+                "extproc",
+                *config_args,
+                "--listen",
+                extproc_listen,
+                *metrics_args,
+                "--log-level",
+                log_level,
+                "--watch-interval",
+                "0",  # tokenvoy run tells it when (SIGHUP), after checking the edit and before Envoy changes
+            ),
             partial(grpc_serving, extproc_listen),
         )
     )
@@ -162,6 +193,10 @@ async def _run(config: GatewayConfig, files: list[str], options: RunOptions) -> 
         "--log-level",
         "warn",
         "--disable-hot-restart",
+        # a listener change (the first budget added, the last removed) asks old connections to close at their
+        # next response, so keep-alive clients soon get the new filters; a request in flight is not cut
+        "--drain-strategy",
+        "immediate",
         # access log lines appear within a second (Envoy's default is 10 s)
         "--file-flush-interval-msec",
         "1000",
@@ -176,7 +211,24 @@ async def _run(config: GatewayConfig, files: list[str], options: RunOptions) -> 
         return 1
     _say(f"ready: {', '.join(supervisor.names)} (run directory: {run_dir})")
     _print_banner(config, metrics_port, ratelimit_metrics_port, metrics_host)
-    code = await supervisor.wait()
+    overrides = overrides or Overrides()
+    reloader = Reloader(
+        paths=files,
+        run_dir=run_dir,
+        options=envoy_options(run_dir, admin_port),
+        supervisor=supervisor,
+        config=config,
+        digest=digest,
+        port=overrides.port,
+        host=overrides.host,
+        envoy_binary=envoy_argv[0],
+    )
+    _say(f"watching {', '.join(files)}: saved edits apply to new requests (docs/reload.md)")
+    watching = asyncio.create_task(reloader.run())
+    try:
+        code = await supervisor.wait()
+    finally:
+        watching.cancel()
     await supervisor.stop()
     return code
 
@@ -259,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="tokenvoy-"))
     try:
-        config, files = prepare(args.config or [], run_dir, args.admin_port, args.port, args.host)
+        config, files, digest = _prepare(args.config or [], run_dir, args.admin_port, args.port, args.host)
     except ConfigError as exc:
         _say(f"invalid config:\n{exc}")
         return 2
@@ -274,6 +326,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             ratelimit_metrics_port=args.ratelimit_metrics_port,
             metrics_host=args.metrics_host,
         )
-        return asyncio.run(_run(config, files, options))
+        return asyncio.run(_run(config, files, options, digest, Overrides(args.port, args.host)))
     except KeyboardInterrupt:
         return 0

@@ -96,6 +96,15 @@ class Supervisor:
                         child.process.kill()
                     await child.waiter
 
+    def signal(self, name: str, signum: int) -> bool:
+        """Send ``signum`` to the running child called ``name``; False if there is none."""
+        for child in self._children:
+            if child.spec.name == name and child.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(signum)
+                    return True
+        return False
+
     @property
     def names(self) -> Sequence[str]:
         return [child.spec.name for child in self._children]

@@ -1,0 +1,794 @@
+"""The Envoy config for a ``GatewayConfig``, built from envoy-data-plane's typed messages.
+
+Every resource is a pydantic-validated betterproto2 message, so a misspelt field, a value of the wrong type
+or two members of one oneof fail here, when the message is built, instead of in ``envoy --mode validate``
+or at Envoy's start. :func:`to_json` turns a message into the proto3 JSON (snake_case names) Envoy reads.
+
+Wiring (DESIGN.md §3): listener → router-level ext_proc → ratelimit → router → one cluster per route
+rule whose endpoints are the rule's backends (priority = fallback order, locality weight = split), each
+cluster carrying the upstream ext_proc filter that translates and signs for whichever backend the
+attempt reached.
+
+Two layouts share these builders. The static one (``tokenvoy render``, ``envoy/``) puts everything in
+the bootstrap. The reloadable one (``tokenvoy run``) keeps only the extproc and ratelimit clusters static
+and reads the listener, routes and backend clusters from files (filesystem LDS/RDS/CDS), which
+``tokenvoy run`` replaces when the gateway config changes (docs/reload.md).
+
+This module imports a large part of envoy-data-plane (about a second): extproc never imports it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import warnings
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import betterproto2
+
+with warnings.catch_warnings():
+    # envoy-data-plane 2.2's generated validators use a form pydantic >= 2.12 deprecates; harmless here.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from envoy_data_plane.envoy.config.accesslog.v3 import (
+        AccessLog,
+        AccessLogFilter,
+        AndFilter,
+        ExtensionFilter,
+        HeaderFilter,
+        MetadataFilter,
+        OrFilter,
+        ResponseFlagFilter,
+    )
+    from envoy_data_plane.envoy.config.bootstrap.v3 import (
+        Admin,
+        Bootstrap,
+        BootstrapDynamicResources,
+        BootstrapStaticResources,
+    )
+    from envoy_data_plane.envoy.config.cluster.v3 import (
+        Cluster,
+        ClusterCommonLbConfig,
+        ClusterCommonLbConfigLocalityWeightedLbConfig,
+        ClusterDiscoveryType,
+        ClusterDnsLookupFamily,
+        ClusterTransportSocketMatch,
+    )
+    from envoy_data_plane.envoy.config.core.v3 import (
+        Address,
+        ApiVersion,
+        ConfigSource,
+        DataSource,
+        GrpcService,
+        GrpcServiceEnvoyGrpc,
+        HeaderValue,
+        Http1ProtocolOptions,
+        Http2ProtocolOptions,
+        Locality,
+        Metadata,
+        Node,
+        PathConfigSource,
+        Pipe,
+        SocketAddress,
+        SubstitutionFormatString,
+        TransportSocket,
+        WatchedDirectory,
+    )
+    from envoy_data_plane.envoy.config.endpoint.v3 import (
+        ClusterLoadAssignment,
+        Endpoint,
+        LbEndpoint,
+        LocalityLbEndpoints,
+    )
+    from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+    from envoy_data_plane.envoy.config.overload.v3 import OverloadManager, ResourceMonitor
+    from envoy_data_plane.envoy.config.ratelimit.v3 import RateLimitServiceConfig
+    from envoy_data_plane.envoy.config.route.v3 import (
+        HeaderMatcher,
+        RateLimit,
+        RateLimitAction,
+        RateLimitActionGenericKey,
+        RateLimitActionHeaderValueMatch,
+        RateLimitActionRequestHeaders,
+        RateLimitHitsAddend,
+        RetryPolicy,
+        RetryPolicyRetryBackOff,
+        RetryPolicyRetryHostPredicate,
+        RetryPolicyRetryPriority,
+        Route,
+        RouteAction,
+        RouteConfiguration,
+        RouteMatch,
+        VirtualHost,
+    )
+    from envoy_data_plane.envoy.extensions.access_loggers.file.v3 import FileAccessLog
+    from envoy_data_plane.envoy.extensions.access_loggers.filters.cel.v3 import ExpressionFilter
+    from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
+        ExternalProcessor,
+        MetadataOptions,
+        MetadataOptionsMetadataNamespaces,
+        ProcessingMode,
+        ProcessingModeBodySendMode,
+        ProcessingModeHeaderSendMode,
+    )
+    from envoy_data_plane.envoy.extensions.filters.http.ratelimit.v3 import (
+        RateLimit as RateLimitFilter,
+    )
+    from envoy_data_plane.envoy.extensions.filters.http.ratelimit.v3 import (
+        RateLimitPerRoute,
+        RateLimitXRateLimitHeadersRfcVersion,
+    )
+    from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
+    from envoy_data_plane.envoy.extensions.filters.http.upstream_codec.v3 import UpstreamCodec
+    from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
+        HttpConnectionManager,
+        HttpConnectionManagerCodecType,
+        HttpFilter,
+        LocalReplyConfig,
+        Rds,
+        ResponseMapper,
+    )
+    from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
+        DownstreamConnectionsConfig,
+    )
+    from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import PreviousHostsPredicate
+    from envoy_data_plane.envoy.extensions.retry.priority.previous_priorities.v3 import PreviousPrioritiesConfig
+    from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
+        CertificateValidationContext,
+        CommonTlsContext,
+        SubjectAltNameMatcher,
+        SubjectAltNameMatcherSanType,
+        UpstreamTlsContext,
+    )
+    from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
+        HttpProtocolOptions,
+        HttpProtocolOptionsExplicitHttpConfig,
+    )
+    from envoy_data_plane.envoy.type.matcher.v3 import (
+        MetadataMatcher,
+        MetadataMatcherPathSegment,
+        RegexMatcher,
+        StringMatcher,
+        ValueMatcher,
+    )
+    from envoy_data_plane.google.protobuf import Any as AnyMessage
+    from envoy_data_plane.google.protobuf import Struct
+
+from tokenvoy.config.model import (
+    AI_GATEWAY_METADATA_NAMESPACE,
+    MODEL_HEADER,
+    Budget,
+    BudgetSelectorType,
+    GatewayConfig,
+    HeaderMatch,
+    HeaderMatchType,
+    Rule,
+)
+from tokenvoy.config.model import Endpoint as BackendEndpoint
+from tokenvoy.render.envoy import (
+    ANTHROPIC_CLIENT_API,
+    BUDGET_DESCRIPTOR_KEY,
+    CLIENT_API_METADATA_KEY,
+    DEFAULT_BACKOFF_MS,
+    DEFAULT_NUM_RETRIES,
+    ENDPOINT_ATTRIBUTE,
+    EXTPROC_CLUSTER,
+    HOST_METADATA_NAMESPACE,
+    IDENTITY_ATTRIBUTES,
+    RATELIMIT_CLUSTER,
+    RATELIMIT_DOMAIN,
+    RETRIABLE_STATUS_CODES,
+    RETRY_ON,
+    ROLE_METADATA_KEY,
+    ROUTE_CONFIG_NAME,
+    EnvoyOptions,
+    cluster_name,
+    endpoint_id,
+    system_ca_bundle,
+)
+
+_SNAKE = betterproto2.Casing.SNAKE
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+LISTENER_NAME = "tokenvoy"
+
+
+def to_json(message: betterproto2.Message) -> dict[str, Any]:
+    """Proto3 JSON with the proto field names (snake_case), as in Envoy's docs; Envoy reads either casing."""
+    return message.to_dict(casing=_SNAKE)
+
+
+def _ms(milliseconds: int) -> timedelta:
+    return timedelta(milliseconds=milliseconds)
+
+
+def _any(message: betterproto2.Message) -> AnyMessage:
+    return AnyMessage.pack(message)
+
+
+def _struct(value: dict[str, Any]) -> Struct:
+    return Struct.from_dict(value)
+
+
+def _address(spec: str) -> Address:
+    """``unix:/path`` or ``host:port`` (host defaults to loopback)."""
+    if spec.startswith("unix:"):
+        return Address(pipe=Pipe(path=spec[len("unix:") :]))
+    host, _, port = spec.rpartition(":")
+    return Address(socket_address=SocketAddress(address=host or "127.0.0.1", port_value=int(port)))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+# ---- the gRPC services: extproc and ratelimit ------------------------------------------------------------
+
+
+def _grpc_cluster(name: str, address: str) -> Cluster:
+    http2 = HttpProtocolOptions(
+        explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=Http2ProtocolOptions())
+    )
+    return Cluster(
+        name=name,
+        type=ClusterDiscoveryType.STATIC,
+        connect_timeout=_ms(1000),
+        typed_extension_protocol_options={HTTP_PROTOCOL_OPTIONS: _any(http2)},
+        load_assignment=ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=_address(address)))])],
+        ),
+    )
+
+
+def service_clusters(config: GatewayConfig, options: EnvoyOptions) -> list[Cluster]:
+    """extproc always; ratelimit when there are budgets (no process serves it otherwise)."""
+    clusters = [_grpc_cluster(EXTPROC_CLUSTER, options.extproc_address)]
+    if config.budgets:
+        clusters.append(_grpc_cluster(RATELIMIT_CLUSTER, options.ratelimit_address))
+    return clusters
+
+
+_SEND, _SKIP = ProcessingModeHeaderSendMode.SEND, ProcessingModeHeaderSendMode.SKIP
+
+# Router level: headers both ways, bodies buffered (extproc switches a 200 stream to STREAMED).
+ROUTER_PROCESSING_MODE = ProcessingMode(
+    request_header_mode=_SEND,
+    response_header_mode=_SEND,
+    request_body_mode=ProcessingModeBodySendMode.BUFFERED,
+    response_body_mode=ProcessingModeBodySendMode.BUFFERED,
+    request_trailer_mode=_SKIP,
+    response_trailer_mode=_SKIP,
+)
+# Upstream (per attempt): the request headers only; the translated body comes back with them.
+UPSTREAM_PROCESSING_MODE = ProcessingMode(
+    request_header_mode=_SEND,
+    response_header_mode=_SKIP,
+    request_body_mode=ProcessingModeBodySendMode.NONE,
+    response_body_mode=ProcessingModeBodySendMode.NONE,
+    request_trailer_mode=_SKIP,
+    response_trailer_mode=_SKIP,
+)
+
+
+def _ext_proc(options: EnvoyOptions, role: str, mode: ProcessingMode, **extra: Any) -> HttpFilter:
+    processor = ExternalProcessor(
+        grpc_service=GrpcService(
+            envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=EXTPROC_CLUSTER),
+            timeout=_ms(30_000),
+            initial_metadata=[HeaderValue(key=ROLE_METADATA_KEY, value=role)],
+        ),
+        failure_mode_allow=False,
+        allow_mode_override=True,
+        message_timeout=_ms(options.extproc_message_timeout_ms),
+        processing_mode=mode,
+        **extra,
+    )
+    return HttpFilter(name="envoy.filters.http.ext_proc", typed_config=_any(processor))
+
+
+def router_ext_proc(options: EnvoyOptions) -> HttpFilter:
+    return _ext_proc(
+        options,
+        "router",
+        ROUTER_PROCESSING_MODE,
+        metadata_options=MetadataOptions(
+            receiving_namespaces=MetadataOptionsMetadataNamespaces(untyped=[AI_GATEWAY_METADATA_NAMESPACE])
+        ),
+        request_attributes=list(IDENTITY_ATTRIBUTES),
+    )
+
+
+def upstream_ext_proc(options: EnvoyOptions) -> HttpFilter:
+    return _ext_proc(
+        options, "upstream", UPSTREAM_PROCESSING_MODE, request_attributes=[*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE]
+    )
+
+
+def _ratelimit_filter(options: EnvoyOptions) -> HttpFilter:
+    ratelimit = RateLimitFilter(
+        domain=RATELIMIT_DOMAIN,
+        timeout=_ms(options.ratelimit_timeout_ms),
+        failure_mode_deny=False,
+        enable_x_ratelimit_headers=RateLimitXRateLimitHeadersRfcVersion.DRAFT_VERSION_03,
+        rate_limit_service=RateLimitServiceConfig(
+            grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=RATELIMIT_CLUSTER)),
+            transport_api_version=ApiVersion.V3,
+        ),
+    )
+    return HttpFilter(name="envoy.filters.http.ratelimit", typed_config=_any(ratelimit))
+
+
+# ---- budgets ---------------------------------------------------------------------------------------------
+
+
+def _budget_actions(budget: Budget) -> list[RateLimitAction]:
+    actions = [
+        RateLimitAction(
+            generic_key=RateLimitActionGenericKey(descriptor_key=BUDGET_DESCRIPTOR_KEY, descriptor_value=budget.name)
+        )
+    ]
+    for selector in budget.selectors:
+        if selector.type is BudgetSelectorType.DISTINCT:
+            headers = RateLimitActionRequestHeaders(header_name=selector.header, descriptor_key=selector.header)
+            actions.append(RateLimitAction(request_headers=headers))
+        else:
+            match = RateLimitActionHeaderValueMatch(
+                descriptor_key=selector.header,
+                descriptor_value=selector.value,
+                headers=[HeaderMatcher(name=selector.header, string_match=StringMatcher(exact=selector.value))],
+            )
+            actions.append(RateLimitAction(header_value_match=match))
+    return actions
+
+
+def _metadata_format(key: str) -> str:
+    return f"%DYNAMIC_METADATA({AI_GATEWAY_METADATA_NAMESPACE}:{key})%"
+
+
+def rate_limits(budgets: list[Budget]) -> list[RateLimit]:
+    """Check-then-charge: check at request time (hits = request cost, 0 is a pure read), charge the tokens
+    at stream done. Reservation: reserve extproc's estimate at request time (OVER_LIMIT iff it does not fit),
+    at stream done refund it (``is_negative_hits``) and charge the actual (docs/ratelimit.md)."""
+    entries = []
+    for budget in budgets:
+        actions = _budget_actions(budget)
+        reserved = budget.reserved_metadata_key
+        if reserved and budget.response_cost_key:
+            estimate = _metadata_format(reserved)
+            actual = _metadata_format(budget.response_cost_key)
+            entries += [
+                RateLimit(actions=actions, hits_addend=RateLimitHitsAddend(format=estimate)),
+                RateLimit(
+                    actions=actions,
+                    apply_on_stream_done=True,
+                    hits_addend=RateLimitHitsAddend(format=estimate, is_negative_hits=True),
+                ),
+                RateLimit(actions=actions, apply_on_stream_done=True, hits_addend=RateLimitHitsAddend(format=actual)),
+            ]
+            continue
+        entries.append(RateLimit(actions=actions, hits_addend=RateLimitHitsAddend(number=budget.request_cost)))
+        if budget.response_cost_key:
+            charge = RateLimitHitsAddend(format=_metadata_format(budget.response_cost_key))
+            entries.append(RateLimit(actions=actions, apply_on_stream_done=True, hits_addend=charge))
+    return entries
+
+
+# ---- routes ----------------------------------------------------------------------------------------------
+
+
+def _header_matcher(match: HeaderMatch) -> HeaderMatcher:
+    if match.type is HeaderMatchType.REGULAR_EXPRESSION:
+        return HeaderMatcher(name=match.name, string_match=StringMatcher(safe_regex=RegexMatcher(regex=match.value)))
+    return HeaderMatcher(name=match.name, string_match=StringMatcher(exact=match.value))
+
+
+def retry_policy(rule: Rule) -> RetryPolicy | None:
+    """Fallback: each retry goes to a host not tried yet, the next priority once one has failed.
+
+    The upstream ext_proc filter runs again on every attempt, so the retried request is translated and
+    signed for whichever backend it reaches. Bounded by the number of backends of the rule unless a
+    BackendTrafficPolicy ``retry`` (``rule.retry``) says otherwise; each of its fields overrides one
+    default. ``timeouts.backendRequest`` (else ``perRetry.timeout``) is the per-attempt timeout.
+    """
+    retry = rule.retry
+    fallback = len(rule.backend_refs) > 1
+    per_try = rule.backend_request_timeout_ms
+    if per_try is None and retry is not None:
+        per_try = retry.per_try_timeout_ms
+    if retry is None and not fallback:
+        return None if per_try is None else RetryPolicy(num_retries=0, per_try_timeout=_ms(per_try))
+    triggers = RETRY_ON.split(",") if retry is None or retry.triggers is None else list(retry.triggers)
+    if retry is not None and retry.num_retries is not None:
+        num_retries = retry.num_retries
+    else:
+        num_retries = len(rule.backend_refs) - 1 if fallback else DEFAULT_NUM_RETRIES
+    codes: list[int] = []
+    if "retriable-status-codes" in triggers:
+        configured = retry.http_status_codes if retry is not None else None
+        codes = list(configured if configured is not None else RETRIABLE_STATUS_CODES)
+    base, maximum = DEFAULT_BACKOFF_MS
+    if retry is not None and retry.backoff_base_ms is not None:
+        base = retry.backoff_base_ms
+        maximum = max(maximum, 10 * base)  # Envoy's own default maximum is 10x the base
+    if retry is not None and retry.backoff_max_ms is not None:
+        maximum = retry.backoff_max_ms
+        base = min(base, maximum)
+    fallback_fields: dict[str, Any] = {}
+    if fallback:
+        per_priority = retry.num_attempts_per_priority if retry is not None else None
+        fallback_fields = {
+            "retry_priority": RetryPolicyRetryPriority(
+                name="envoy.retry_priorities.previous_priorities",
+                typed_config=_any(PreviousPrioritiesConfig(update_frequency=per_priority or 1)),
+            ),
+            "retry_host_predicate": [
+                RetryPolicyRetryHostPredicate(
+                    name="envoy.retry_host_predicates.previous_hosts", typed_config=_any(PreviousHostsPredicate())
+                )
+            ],
+            "host_selection_retry_max_attempts": 5,
+        }
+    return RetryPolicy(
+        retry_on=",".join(triggers),
+        num_retries=num_retries,
+        retriable_status_codes=codes,
+        per_try_timeout=_ms(per_try) if per_try is not None else None,
+        retry_back_off=RetryPolicyRetryBackOff(base_interval=_ms(base), max_interval=_ms(maximum)),
+        **fallback_fields,
+    )
+
+
+def _route_timeout(rule: Rule, options: EnvoyOptions) -> timedelta:
+    """``timeouts.request`` (0 disables it, as in Envoy), else the gateway's default."""
+    if rule.request_timeout_ms is not None:
+        return _ms(rule.request_timeout_ms)
+    return timedelta(seconds=options.route_timeout_s)
+
+
+def _routes(config: GatewayConfig, options: EnvoyOptions) -> list[Route]:
+    routes = []
+    for route, rule in config.rules():
+        budgets = [b for b in config.budgets if not b.routes or route.name in b.routes]
+        per_filter = {}
+        if budgets:
+            per_filter["envoy.filters.http.ratelimit"] = _any(RateLimitPerRoute(rate_limits=rate_limits(budgets)))
+        for match_index, headers in enumerate(rule.matches or ((),)):
+            routes.append(
+                Route(
+                    name=f"{rule.name}/match/{match_index}",
+                    match=RouteMatch(prefix="/", headers=[_header_matcher(h) for h in headers]),
+                    route=RouteAction(
+                        cluster=cluster_name(rule),
+                        timeout=_route_timeout(rule, options),
+                        auto_host_rewrite=True,
+                        retry_policy=retry_policy(rule),
+                    ),
+                    typed_per_filter_config=per_filter,
+                )
+            )
+    return routes
+
+
+def route_configuration(config: GatewayConfig, options: EnvoyOptions) -> RouteConfiguration:
+    virtual_host = VirtualHost(name="tokenvoy", domains=["*"], routes=_routes(config, options))
+    return RouteConfiguration(name=ROUTE_CONFIG_NAME, virtual_hosts=[virtual_host])
+
+
+# ---- backend clusters ------------------------------------------------------------------------------------
+
+
+def _tls_context(endpoint: BackendEndpoint) -> UpstreamTlsContext:
+    """SNI, and a certificate that chains to the trusted CAs AND names the provider (Envoy checks no name
+    unless told to)."""
+    validation = endpoint.tls_validation
+    trusted_ca = (
+        DataSource(inline_string=validation.ca_certificates)
+        if validation is not None and validation.ca_certificates
+        else DataSource(filename=system_ca_bundle())
+    )
+    names = [
+        SubjectAltNameMatcher(
+            san_type=SubjectAltNameMatcherSanType.IP_ADDRESS if _is_ip(name) else SubjectAltNameMatcherSanType.DNS,
+            matcher=StringMatcher(exact=name),
+        )
+        for name in endpoint.verified_names
+    ]
+    return UpstreamTlsContext(
+        common_tls_context=CommonTlsContext(
+            validation_context=CertificateValidationContext(trusted_ca=trusted_ca, match_typed_subject_alt_names=names)
+        ),
+        sni="" if _is_ip(endpoint.server_name) else endpoint.server_name,  # SNI carries host names only
+    )
+
+
+def backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) -> Cluster:
+    localities = []
+    socket_matches: dict[str, ClusterTransportSocketMatch] = {}
+    any_dns = False
+    for ref_index, ref in enumerate(rule.backend_refs):
+        if ref.weight == 0:
+            continue  # Gateway API: a backendRef with weight 0 gets no traffic
+        backend = config.backends[ref.backend]
+        endpoint = backend.endpoint
+        host_metadata = {
+            HOST_METADATA_NAMESPACE: _struct({"endpoint": endpoint_id(rule, ref_index), "backend": backend.name})
+        }
+        if endpoint.tls:
+            host_metadata["envoy.transport_socket_match"] = _struct({"tokenvoy_tls": backend.name})
+            if backend.name not in socket_matches:
+                socket_matches[backend.name] = ClusterTransportSocketMatch(
+                    name=f"tls/{backend.name}",
+                    match=_struct({"tokenvoy_tls": backend.name}),
+                    transport_socket=TransportSocket(
+                        name="envoy.transport_sockets.tls", typed_config=_any(_tls_context(endpoint))
+                    ),
+                )
+        any_dns = any_dns or not _is_ip(endpoint.host)
+        address = Address(socket_address=SocketAddress(address=endpoint.host, port_value=endpoint.port))
+        localities.append(
+            LocalityLbEndpoints(
+                locality=Locality(region=f"{rule.name}/ref/{ref_index}"),
+                priority=ref.priority,
+                load_balancing_weight=ref.weight,
+                lb_endpoints=[
+                    LbEndpoint(
+                        endpoint=Endpoint(address=address, hostname=endpoint.host),
+                        metadata=Metadata(filter_metadata=host_metadata),
+                    )
+                ],
+            )
+        )
+    upstream_http = HttpProtocolOptions(
+        explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(http_protocol_options=Http1ProtocolOptions()),
+        http_filters=[
+            upstream_ext_proc(options),
+            HttpFilter(name="envoy.filters.http.upstream_codec", typed_config=_any(UpstreamCodec())),
+        ],
+    )
+    return Cluster(
+        name=cluster_name(rule),
+        type=ClusterDiscoveryType.STRICT_DNS if any_dns else ClusterDiscoveryType.STATIC,
+        connect_timeout=_ms(10_000),
+        dns_lookup_family=ClusterDnsLookupFamily.V4_PREFERRED,
+        common_lb_config=ClusterCommonLbConfig(
+            locality_weighted_lb_config=ClusterCommonLbConfigLocalityWeightedLbConfig()
+        ),
+        load_assignment=ClusterLoadAssignment(cluster_name=cluster_name(rule), endpoints=localities),
+        typed_extension_protocol_options={HTTP_PROTOCOL_OPTIONS: _any(upstream_http)},
+        transport_socket_matches=list(socket_matches.values()),
+    )
+
+
+def backend_clusters(config: GatewayConfig, options: EnvoyOptions) -> list[Cluster]:
+    return [backend_cluster(config, rule, options) for _, rule in config.rules()]
+
+
+# ---- access log and Envoy's own replies ------------------------------------------------------------------
+
+
+def _access_log(options: EnvoyOptions) -> list[AccessLog]:
+    ns = AI_GATEWAY_METADATA_NAMESPACE
+    fields = {
+        "start_time": "%START_TIME%",
+        "method": "%REQ(:METHOD)%",
+        # the path the client called, recorded by extproc (the upstream filter rewrites :path in place)
+        "x-envoy-origin-path": f"%DYNAMIC_METADATA({ns}:original_path)%",
+        "upstream_path": "%REQ(:PATH)%",
+        "protocol": "%PROTOCOL%",
+        "response_code": "%RESPONSE_CODE%",
+        "response_flags": "%RESPONSE_FLAGS%",
+        "response_code_details": "%RESPONSE_CODE_DETAILS%",
+        "bytes_received": "%BYTES_RECEIVED%",
+        "bytes_sent": "%BYTES_SENT%",
+        "duration": "%DURATION%",
+        "x-envoy-upstream-service-time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+        "user-agent": "%REQ(USER-AGENT)%",
+        "x-request-id": "%REQ(X-REQUEST-ID)%",
+        "x-user-id": "%REQ(X-USER-ID)%",
+        ":authority": "%REQ(:AUTHORITY)%",
+        "upstream_host": "%UPSTREAM_HOST%",
+        "upstream_cluster": "%UPSTREAM_CLUSTER%",
+        "route_name": "%ROUTE_NAME%",
+        "genai_model_name": f"%REQ({MODEL_HEADER.upper()})%",
+        "genai_model_name_override": f"%DYNAMIC_METADATA({ns}:model_name_override)%",
+        "genai_response_model": f"%DYNAMIC_METADATA({ns}:response_model)%",
+        "genai_backend_name": f"%DYNAMIC_METADATA({ns}:backend_name)%",
+        "genai_tokens_input": f"%DYNAMIC_METADATA({ns}:llm_input_token)%",
+        "genai_tokens_output": f"%DYNAMIC_METADATA({ns}:llm_output_token)%",
+        "genai_tokens_total": f"%DYNAMIC_METADATA({ns}:llm_total_token)%",
+        "genai_tokens_cached_input": f"%DYNAMIC_METADATA({ns}:llm_cached_input_token)%",
+    }
+    file_log = FileAccessLog(
+        path=options.access_log_path, log_format=SubstitutionFormatString(json_format=_struct(fields))
+    )
+    return [AccessLog(name="envoy.access_loggers.file", typed_config=_any(file_log))]
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """One of Envoy's own replies: when it applies, its status and what it tells the client."""
+
+    filter: AccessLogFilter
+    status: int
+    openai_type: str
+    message: str
+
+
+def _openai_mapper(reply: _Reply) -> ResponseMapper:
+    """Envoy's own replies (budget exceeded, provider unreachable) in the OpenAI error shape."""
+    body = {"type": "error", "error": {"type": reply.openai_type, "code": str(reply.status), "message": reply.message}}
+    return ResponseMapper(
+        filter=reply.filter,
+        status_code=reply.status,
+        body_format_override=SubstitutionFormatString(json_format=_struct(body), content_type="application/json"),
+    )
+
+
+# Set by the router-level extproc for ``/anthropic/v1/messages`` requests (value: the ClientAPI), so Envoy's
+# own replies can be given in Anthropic's error shape even after an upstream filter rewrote ``:path``.
+_ANTHROPIC_TYPES = {500: "api_error", 429: "rate_limit_error", 503: "api_error", 504: "timeout_error"}
+
+
+def _anthropic_mapper(reply: _Reply, match_path: bool = False) -> ResponseMapper:
+    """The same reply in Anthropic's error shape, for requests the extproc marked as Anthropic clients'
+    (and, with ``match_path``, for ``/anthropic/`` paths: extproc may have failed before marking)."""
+    marked = AccessLogFilter(
+        metadata_filter=MetadataFilter(
+            matcher=MetadataMatcher(
+                filter=AI_GATEWAY_METADATA_NAMESPACE,
+                path=[MetadataMatcherPathSegment(key=CLIENT_API_METADATA_KEY)],
+                value=ValueMatcher(string_match=StringMatcher(exact=ANTHROPIC_CLIENT_API)),
+            ),
+            match_if_key_not_found=False,
+        )
+    )
+    if match_path:
+        path = HeaderMatcher(name=":path", string_match=StringMatcher(prefix="/anthropic/"))
+        marked = AccessLogFilter(
+            or_filter=OrFilter(filters=[marked, AccessLogFilter(header_filter=HeaderFilter(header=path))])
+        )
+    body = {"type": "error", "error": {"type": _ANTHROPIC_TYPES[reply.status], "message": reply.message}}
+    return ResponseMapper(
+        filter=AccessLogFilter(and_filter=AndFilter(filters=[marked, reply.filter])),
+        status_code=reply.status,
+        body_format_override=SubstitutionFormatString(json_format=_struct(body), content_type="application/json"),
+    )
+
+
+def _flags(*flags: str) -> AccessLogFilter:
+    return AccessLogFilter(response_flag_filter=ResponseFlagFilter(flags=list(flags)))
+
+
+def _replies() -> list[_Reply]:
+    # Envoy answers an empty 500 when extproc is unreachable or fails; say what happened instead.
+    extproc_failed = AccessLogFilter(
+        extension_filter=ExtensionFilter(
+            name="envoy.access_loggers.extension_filters.cel",
+            typed_config=_any(ExpressionFilter(expression="response.code_details.startsWith('ext_proc_error')")),
+        )
+    )
+    return [
+        _Reply(extproc_failed, 500, "gateway_unavailable", "the tokenvoy extproc service is unavailable or failed"),
+        _Reply(
+            _flags("RL"), 429, "rate_limit_exceeded", "token budget exceeded for this client; retry after the reset"
+        ),
+        _Reply(
+            _flags("UF", "UH", "URX", "UO", "UC"),
+            503,
+            "upstream_unavailable",
+            "the LLM provider could not be reached: %RESPONSE_CODE_DETAILS%",
+        ),
+        _Reply(_flags("UT"), 504, "upstream_timeout", "the LLM provider did not answer in time"),
+    ]
+
+
+def local_reply_config() -> LocalReplyConfig:
+    """First match wins: the Anthropic-shaped variants go first."""
+    replies = _replies()
+    anthropic = [_anthropic_mapper(replies[0], match_path=True), *(_anthropic_mapper(r) for r in replies[1:])]
+    return LocalReplyConfig(mappers=[*anthropic, *(_openai_mapper(r) for r in replies)])
+
+
+# ---- listener and bootstrap ------------------------------------------------------------------------------
+
+
+def listener(config: GatewayConfig, options: EnvoyOptions, rds: ConfigSource | None = None) -> Listener:
+    """The gateway's listener; its routes inline, or (``rds``) read from that config source."""
+    http_filters = [router_ext_proc(options)]
+    if config.budgets:
+        http_filters.append(_ratelimit_filter(options))
+    http_filters.append(HttpFilter(name="envoy.filters.http.router", typed_config=_any(Router())))
+    if rds is None:
+        routes: dict[str, Any] = {"route_config": route_configuration(config, options)}
+    else:
+        routes = {"rds": Rds(config_source=rds, route_config_name=ROUTE_CONFIG_NAME)}
+    hcm = HttpConnectionManager(
+        stat_prefix="tokenvoy",
+        codec_type=HttpConnectionManagerCodecType.AUTO,
+        access_log=_access_log(options),
+        local_reply_config=local_reply_config(),
+        http_filters=http_filters,
+        stream_idle_timeout=timedelta(seconds=options.route_timeout_s),
+        **routes,
+    )
+    address = SocketAddress(address=config.listener.address, port_value=config.listener.port)
+    return Listener(
+        name=LISTENER_NAME,
+        address=Address(socket_address=address),
+        # LLM bodies (long histories, images) are far larger than Envoy's 1 MiB default buffer.
+        per_connection_buffer_limit_bytes=50 * 1024 * 1024,
+        filter_chains=[FilterChain(filters=[Filter(name=HCM_FILTER, typed_config=_any(hcm))])],
+    )
+
+
+def _bootstrap(options: EnvoyOptions, static: BootstrapStaticResources, dynamic: BootstrapDynamicResources | None):
+    # A cap on client connections protects Envoy's memory; unset, Envoy warns at every start.
+    connections = DownstreamConnectionsConfig(max_active_downstream_connections=options.max_downstream_connections)
+    monitor = ResourceMonitor(
+        name="envoy.resource_monitors.global_downstream_max_connections", typed_config=_any(connections)
+    )
+    admin = SocketAddress(address="127.0.0.1", port_value=options.admin_port)
+    return Bootstrap(
+        node=Node(id="tokenvoy", cluster="tokenvoy"),
+        overload_manager=OverloadManager(resource_monitors=[monitor]),
+        admin=Admin(address=Address(socket_address=admin)),
+        static_resources=static,
+        dynamic_resources=dynamic,
+    )
+
+
+def static_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> Bootstrap:
+    """Everything in one file: what ``tokenvoy render`` writes and ``envoy/envoy.yaml`` holds."""
+    clusters = [*service_clusters(config, options), *backend_clusters(config, options)]
+    return _bootstrap(options, BootstrapStaticResources(listeners=[listener(config, options)], clusters=clusters), None)
+
+
+# ---- the reloadable layout: filesystem LDS / RDS / CDS ---------------------------------------------------
+
+LDS_FILE, RDS_FILE, CDS_FILE = "lds.yaml", "rds.yaml", "cds.yaml"
+
+
+def path_source(xds_dir: Path, name: str) -> ConfigSource:
+    """Envoy re-reads ``xds_dir/name`` whenever a file is moved into ``xds_dir`` (an atomic replace)."""
+    return ConfigSource(
+        resource_api_version=ApiVersion.V3,
+        path_config_source=PathConfigSource(
+            path=str(xds_dir / name), watched_directory=WatchedDirectory(path=str(xds_dir))
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class DynamicResources:
+    """What ``tokenvoy run`` hands Envoy through the files of its xDS directory."""
+
+    listeners: list[Listener]
+    routes: list[RouteConfiguration]
+    clusters: list[Cluster]
+
+
+def dynamic_resources(config: GatewayConfig, options: EnvoyOptions, xds_dir: Path) -> DynamicResources:
+    return DynamicResources(
+        listeners=[listener(config, options, rds=path_source(xds_dir, RDS_FILE))],
+        routes=[route_configuration(config, options)],
+        clusters=backend_clusters(config, options),
+    )
+
+
+def reloadable_bootstrap(config: GatewayConfig, options: EnvoyOptions, xds_dir: Path) -> Bootstrap:
+    """The extproc and ratelimit clusters static; listener and backend clusters from ``xds_dir``."""
+    dynamic = BootstrapDynamicResources(
+        lds_config=path_source(xds_dir, LDS_FILE), cds_config=path_source(xds_dir, CDS_FILE)
+    )
+    return _bootstrap(options, BootstrapStaticResources(clusters=service_clusters(config, options)), dynamic)
+
+
+def discovery_response(resources: list[Listener] | list[RouteConfiguration] | list[Cluster], version: str) -> dict:
+    """The file format of filesystem xDS: a DiscoveryResponse (the resources as ``Any``)."""
+    return {"version_info": version, "resources": [to_json(_any(resource)) for resource in resources]}
