@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.crds import crd_errors
 from tokenvoy.config.cli import main as validate_main
@@ -24,11 +27,32 @@ def test_there_are_examples() -> None:
     assert len(EXAMPLES) >= 2
 
 
+def _cloud_credentials(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a user of ``clouds.yaml`` provides: AWS and Azure variables, a GCP service-account key file."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    account = {
+        "type": "service_account",
+        "project_id": "my-project",
+        "private_key_id": "example",
+        "private_key": key.decode(),
+        "client_email": "gateway@my-project.iam.gserviceaccount.com",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    (directory / "gcp-key.json").write_text(json.dumps(account))
+    monkeypatch.chdir(directory)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "example-client-secret")
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_example_loads_renders_and_real_envoy_accepts_it(
     example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-example")
+    _cloud_credentials(tmp_path, monkeypatch)
     config = load_config([example])
     build_runtime(config)  # secrets resolve, CEL costs compile
     files = write_rendered(config, tmp_path, EnvoyOptions("127.0.0.1:1063", "127.0.0.1:8081"))

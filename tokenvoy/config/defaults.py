@@ -21,14 +21,14 @@ DEFAULT_BUDGET_TOKENS_PER_HOUR = 100_000
 SHOWCASE_MODELS: tuple[tuple[str, str, str], ...] = (
     ("gpt-4o-mini", "fake", "OpenAI"),
     ("text-embedding-3-small", "fake", "OpenAI"),
-    ("claude-sonnet-4-5", "fake-anthropic", "Anthropic"),
+    ("claude-sonnet-4-6", "fake-anthropic", "Anthropic"),
     ("azure-gpt-4o-mini", "fake-azure", "AzureOpenAI"),
     ("amazon.nova-lite-v1:0", "fake-bedrock", "AWSBedrock"),
     ("amazon.titan-embed-text-v2:0", "fake-bedrock", "AWSBedrock"),
-    ("anthropic.claude-3-5-haiku-20241022-v1:0", "fake-bedrock-anthropic", "AWSAnthropic"),
+    ("anthropic.claude-haiku-4-5-20251001-v1:0", "fake-bedrock-anthropic", "AWSAnthropic"),
     ("gemini-2.5-flash", "fake-vertex", "GCPVertexAI"),
     ("text-embedding-005", "fake-vertex", "GCPVertexAI"),
-    ("claude-3-5-haiku@20241022", "fake-vertex-anthropic", "GCPAnthropic"),
+    ("claude-haiku-4-5@20251001", "fake-vertex-anthropic", "GCPAnthropic"),
 )
 _SCHEMA_VERSIONS = {"AzureOpenAI": "2024-10-21"}
 
@@ -177,6 +177,31 @@ def _showcase_rules() -> str:
     return "\n".join(lines) + "\n"
 
 
+_FAKE_ANTHROPIC_KEY = """\
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata:
+  name: fake-anthropic-key
+spec:
+  type: AnthropicAPIKey
+  targetRefs:
+    - group: aigateway.envoyproxy.io
+      kind: AIServiceBackend
+      name: fake-anthropic
+  anthropicAPIKey:
+    secretRef:
+      name: fake-anthropic-key
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: fake-anthropic-key
+stringData:
+  apiKey: sk-ant-fake  # the fake provider, like Anthropic, wants an x-api-key; any value will do
+"""
+
+
 def _showcase_backends() -> str:
     """The AIServiceBackends of the other schemas, all on the one fake provider ``Backend``."""
     seen: dict[str, str] = {}
@@ -191,7 +216,7 @@ def _showcase_backends() -> str:
             f"metadata:\n  name: {backend}\nspec:\n  schema:\n    name: {schema}{version}\n"
             "  backendRef:\n    name: fake\n    kind: Backend\n    group: gateway.envoyproxy.io\n"
         )
-    return "".join(documents)
+    return "".join(documents) + _FAKE_ANTHROPIC_KEY
 
 
 def default_config_yaml(environ: Mapping[str, str] | None = None, showcase: bool = True) -> str:
