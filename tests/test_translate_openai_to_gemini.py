@@ -135,7 +135,6 @@ def test_path_headers_and_model_in_the_path(stream, suffix):
         == f"/v1/projects/my-project/locations/us-central1/publishers/google/models/gemini-2.5-pro{suffix}"
     )
     assert upstream.set_headers == {"content-type": "application/json"}
-    assert "accept-encoding" in upstream.remove_headers  # a compressed answer could not be translated
     assert orjson.loads(upstream.body) == {"contents": [{"role": "user", "parts": [{"text": "Hello, Gemini"}]}]}
 
 

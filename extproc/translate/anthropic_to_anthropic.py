@@ -7,7 +7,7 @@ A pass-through that still reads usage:
 * The body goes unchanged unless the backendRef has a ``modelNameOverride``: then only ``model`` is
   rewritten, in place (:func:`jsonedit.set_top_level`), so long histories are never re-encoded.
 * ``anthropic-version`` is the client's when it sent one, else ``2023-06-01``; ``anthropic-beta`` and
-  every other client header go through. ``accept-encoding`` is removed so the answer's usage is readable.
+  every other client header go through (``accept-encoding`` aside: see ``upstream.py``).
   The client's ``x-api-key``/``authorization`` are replaced by the gateway's key when the backend has a
   security policy (done for every translator by ``upstream.py``).
 * Usage: from the JSON answer, or from the stream's ``message_start`` (input side) and ``message_delta``

@@ -6,7 +6,7 @@ to one. Mapping decisions:
 
 * Path ``/model/{model}/converse`` (``converse-stream`` for ``stream: true``), the model id URL-encoded
   whole. The ``anthropic-beta`` header becomes ``additionalModelRequestFields.anthropic_beta`` (how Claude on
-  Bedrock takes betas); ``anthropic-*`` headers, the client's ``x-api-key`` and ``accept-encoding`` are not
+  Bedrock takes betas); ``anthropic-*`` headers and the client's ``x-api-key`` are not
   sent (signing is the credentials layer's job).
 * ``system`` (a string or text blocks) → ``system`` text blocks. Content: ``text``; ``image`` with a base64
   source → ``image`` (URL sources → 422: Bedrock fetches nothing); ``document`` with a base64 source (pdf,
@@ -411,7 +411,7 @@ class AnthropicToBedrock(BedrockTranslator):
         return build_request(request.body, request.headers.get("anthropic-beta"))
 
     def remove_headers(self) -> tuple[str, ...]:
-        return ("accept-encoding", *ANTHROPIC_HEADERS)
+        return ANTHROPIC_HEADERS
 
     def error_body(self, status: int, error_type: str, message: str) -> bytes:
         return orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}})

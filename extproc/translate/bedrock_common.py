@@ -336,7 +336,7 @@ class BedrockTranslator:
         raise NotImplementedError
 
     def remove_headers(self) -> tuple[str, ...]:
-        return ("accept-encoding",)
+        return ()
 
     def error_body(self, status: int, error_type: str, message: str) -> bytes:
         raise NotImplementedError

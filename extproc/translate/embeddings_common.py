@@ -135,7 +135,7 @@ class RebuiltEmbeddings:
         self._encoding = request.body.get("encoding_format") or "float"
         path, body = self.build(request, backend, model)
         # The answer is parsed and rebuilt: it must come uncompressed.
-        return UpstreamRequest(path=path, body=orjson.dumps(body), remove_headers=("accept-encoding",))
+        return UpstreamRequest(path=path, body=orjson.dumps(body))
 
     def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
         self._headers = headers

@@ -30,7 +30,7 @@ class EmbeddingsToOpenAI:
         check_request(request.body)
         body = set_top_level(request.raw, {"model": model}) if model != request.model else None
         # The usage must be readable: ask for an uncompressed answer.
-        return UpstreamRequest(path=self.upstream_path(backend, model), body=body, remove_headers=("accept-encoding",))
+        return UpstreamRequest(path=self.upstream_path(backend, model), body=body)
 
     def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
         return None  # same wire format

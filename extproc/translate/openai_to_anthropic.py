@@ -27,10 +27,10 @@ The request is rebuilt (not edited in place): the two APIs share no body layout.
   with thinking, a forced tool with thinking) get Anthropic's own 400, translated, rather than a guess.
 * Path: the backend prefix (``/v1`` unless the AIServiceBackend sets one) + ``/messages``, with
   ``anthropic-version: 2023-06-01`` (pinned: later versions drop ``temperature``/``top_p``/``top_k``). The
-  client's ``authorization`` is removed (the gateway adds ``x-api-key`` from the AnthropicAPIKey policy),
-  and so is ``accept-encoding``, since a compressed answer could not be translated. Claude on Bedrock and
-  Vertex differ only in the wire (:class:`~anthropic_common.MessagesWire`: path, body keys, stream framing,
-  error shape); their translators are this class with another ``wire`` (``aws_anthropic.py``, ``gcp_anthropic.py``).
+  client's ``authorization`` is removed (the gateway adds ``x-api-key`` from the AnthropicAPIKey policy).
+  Claude on Bedrock and Vertex differ only in the wire (:class:`~anthropic_common.MessagesWire`: path, body
+  keys, stream framing, error shape); their translators are this class with another ``wire``
+  (``aws_anthropic.py``, ``gcp_anthropic.py``).
 * Answers: ``chat.completion`` (chunks) with Anthropic's ``msg_…`` id; stop reasons per
   :data:`FINISH_REASONS`; usage normalised (DESIGN §4) with cache reads as ``cached_tokens``; provider
   errors, JSON or not, in OpenAI's error shape with the status kept; an ``error`` event mid-stream becomes

@@ -3,8 +3,7 @@
 The request is rebuilt (the two APIs share no body layout). Mapping decisions:
 
 * Path ``/model/{model}/converse`` (``converse-stream`` for ``stream: true``), the model id URL-encoded whole
-  (inference profile ARNs hold ``:`` and ``/``). ``accept-encoding`` is removed (a compressed answer could
-  not be translated); signing is the credentials layer's job.
+  (inference profile ARNs hold ``:`` and ``/``); signing is the credentials layer's job.
 * ``system`` and ``developer`` messages, wherever they are, become the top-level ``system`` blocks in order.
   ``tool`` messages become ``toolResult`` blocks of a user turn; same-role neighbours are merged (Bedrock
   wants user/assistant alternation), tool results first, so parallel results land in one turn.

@@ -37,8 +37,7 @@ The request is rebuilt as a ``GenerateContentRequest``. Mapping decisions:
   ``service_tier`` and unknown fields are dropped.
 * Path: the backend prefix (``/v1/projects/{project}/locations/{region}`` with GCP credentials, else empty)
   + ``/publishers/google/models/{model}:generateContent`` (``:streamGenerateContent?alt=sse`` for streams).
-  ``accept-encoding`` is removed (a compressed answer could not be translated). The client's
-  ``authorization`` goes through only when the backend has no credentials policy (then a client may send
+  The client's ``authorization`` goes through only when the backend has no credentials policy (then a client may send
   its own Google access token as its API key); with one, the gateway replaces it.
 * Answers: ``chat.completion`` (chunks) whose id is Gemini's ``responseId``, ``model`` its
   ``modelVersion``, ``created`` its ``createTime``; one choice per candidate. Finish reasons per
@@ -564,7 +563,6 @@ class OpenAIToGemini:
             path=model_path(backend.path_prefix, model, self._stream),
             body=orjson.dumps(body),
             set_headers={"content-type": "application/json"},
-            remove_headers=("accept-encoding",),
         )
 
     def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
