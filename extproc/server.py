@@ -270,7 +270,7 @@ async def serve(
         log.info("extproc listening on %s (routes: %s; backends: %s)", listen, routes, ", ".join(config.backends))
         if admin is not None:
             log.info("extproc metrics on http://%s:%d/metrics", admin.host, admin.port)
-        await serve_until_signalled(server, health_servicer)
+        await serve_until_signalled(server, health_servicer, on_stop=admin.start_draining if admin else None)
     finally:
         if watching is not None:
             watching.cancel()

@@ -107,6 +107,8 @@ class RunningServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.health.enter_graceful_shutdown()
+        if self.admin is not None:
+            self.admin.start_draining()
         await self.server.stop(grace)
         if self.admin is not None:
             await self.admin.close()

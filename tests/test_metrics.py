@@ -8,9 +8,12 @@ import dataclasses
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from prometheus_client import generate_latest
 
@@ -31,6 +34,8 @@ from tokenvoy.extproc.metrics import (
 from tokenvoy.extproc.observe import CompletedRequest
 from tokenvoy.extproc.translate.base import ClientAPI
 from tokenvoy.extproc.usage import TokenUsage
+from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
 BASE = (
     'gen_ai_operation_name="chat",gen_ai_provider_name="openai",'
@@ -407,6 +412,10 @@ async def test_the_admin_port_serves_metrics_and_healthz() -> None:
         status, headers, _ = await _get(admin.port, b"POST /metrics HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
         assert (status, headers["allow"]) == ("HTTP/1.1 405 Method Not Allowed", "GET, HEAD")
         assert (await _get(admin.port, b"garbage\r\n\r\n"))[0] == "HTTP/1.1 400 Bad Request"
+        admin.start_draining()
+        status, _, body = await _get(admin.port, b"GET /healthz HTTP/1.1\r\n\r\n")
+        assert (status, body) == ("HTTP/1.1 503 Service Unavailable", b"stopping: draining in-flight requests\n")
+        assert (await _get(admin.port, b"GET /metrics HTTP/1.1\r\n\r\n"))[0] == "HTTP/1.1 200 OK"  # still scraped
     finally:
         await admin.close()
 
@@ -461,6 +470,27 @@ def test_tokenvoy_extproc_serves_healthz_and_refuses_a_busy_admin_port(tmp_path:
         )
         assert second.returncode == 2
         assert f"tokenvoy extproc: cannot serve metrics on 127.0.0.1:{port}" in second.stderr
+        # Stopping: while an open ext_proc stream holds the grace period, /healthz says 503 so no new work comes.
+        release = threading.Event()
+
+        def requests() -> Iterator[ep.ProcessingRequest]:
+            release.wait(20)
+            return
+            yield
+
+        with grpc.insecure_channel(f"unix:{tmp_path / 'x.sock'}") as channel:
+            call = ep_grpc.ExternalProcessorStub(channel).Process(requests())
+            time.sleep(0.5)  # the stream is open on the server
+            process.terminate()
+            deadline = time.monotonic() + 5
+            while (status := asyncio.run(_get(port, b"GET /healthz HTTP/1.1\r\n\r\n"))[0]) == "HTTP/1.1 200 OK":
+                assert time.monotonic() < deadline, "healthz still 200 after SIGTERM"
+                time.sleep(0.05)
+            assert status == "HTTP/1.1 503 Service Unavailable"
+            assert process.poll() is None, "in-flight streams keep the process up while it drains"
+            release.set()
+            list(call)
+        assert process.wait(15) == 0
     finally:
         process.terminate()
         process.wait(15)

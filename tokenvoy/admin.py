@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 _READ_TIMEOUT_S = 10.0
 _MAX_HEADER_LINES = 100
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
 class AdminListenError(OSError, ValueError):
@@ -40,7 +40,8 @@ def parse_admin_listen(listen: str) -> tuple[str, int]:
 
 
 class AdminServer:
-    """Serves ``registry`` on ``/metrics`` and answers ``/healthz`` with 200 while the process is up.
+    """Serves ``registry`` on ``/metrics`` and answers ``/healthz`` with 200 while the process serves, and 503
+    once it is draining (after SIGTERM, while in-flight calls finish) so a load balancer stops sending work.
 
     For ratelimit, ``/healthz`` stays 200 while the counter backend is down: the service still answers
     (by its failure mode), and restarting it would not bring Redis back; ``tokenvoy_ratelimit_backend_up``
@@ -52,6 +53,7 @@ class AdminServer:
         self.name = name  # which process, in log lines
         self.host, self._requested_port = parse_admin_listen(listen)
         self._server: asyncio.Server | None = None
+        self.draining = False  # set by the server's stop path: /healthz answers 503 from then on
 
     @property
     def port(self) -> int:
@@ -69,6 +71,9 @@ class AdminServer:
             raise AdminListenError(
                 exc.errno, f"cannot serve metrics on {self.host}:{self._requested_port}: {reason}"
             ) from None
+
+    def start_draining(self) -> None:
+        self.draining = True
 
     async def close(self) -> None:
         """Stop listening and wait for open connections to finish."""
@@ -111,7 +116,10 @@ class AdminServer:
             return
         head = method == "HEAD"
         if path == "/healthz":
-            await _respond(writer, 200, b"ok\n", head=head)
+            if self.draining:
+                await _respond(writer, 503, b"stopping: draining in-flight requests\n", head=head)
+            else:
+                await _respond(writer, 200, b"ok\n", head=head)
             return
         encoder, content_type = choose_encoder(headers.get("accept", ""))
         body = await asyncio.to_thread(encoder, self.registry)

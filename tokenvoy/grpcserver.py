@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -36,9 +36,13 @@ def add_health(server: grpc.aio.Server, services: Iterable[str]) -> health.Healt
 
 
 async def serve_until_signalled(
-    server: grpc.aio.Server, health_servicer: health.HealthServicer, grace_seconds: float = 5.0
+    server: grpc.aio.Server,
+    health_servicer: health.HealthServicer,
+    grace_seconds: float = 5.0,
+    on_stop: Callable[[], None] | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT, then report NOT_SERVING and let in-flight streams finish."""
+    """Run until SIGTERM/SIGINT, then report NOT_SERVING (gRPC health, and ``on_stop`` for the admin port's
+    ``/healthz``) and let in-flight streams finish."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -46,6 +50,8 @@ async def serve_until_signalled(
     await server.start()
     await stop.wait()
     health_servicer.enter_graceful_shutdown()
+    if on_stop is not None:
+        on_stop()
     log.info("stopping: letting in-flight calls finish (up to %.0fs)", grace_seconds)
     await server.stop(grace_seconds)
 
