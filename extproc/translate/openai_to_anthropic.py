@@ -58,6 +58,7 @@ from tokenvoy.extproc.translate.anthropic_common import (
 )
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText
+from tokenvoy.extproc.translate.openai_common import data_uri
 from tokenvoy.extproc.usage import TokenUsage
 
 DEFAULT_MAX_TOKENS = 4096
@@ -269,22 +270,11 @@ def _with_cache_control(block: dict[str, Any], part: dict[str, Any]) -> dict[str
     return block
 
 
-def _data_uri(url: str) -> tuple[str, str] | None:
-    """``(media type, base64 data)`` of a ``data:…;base64,…`` URI, None for any other URL."""
-    if not url.startswith("data:"):
-        return None
-    header, comma, data = url[5:].partition(",")
-    media_type, _, encoding = header.partition(";")
-    if not comma or encoding.lower() != "base64" or not media_type:
-        return None
-    return media_type, data
-
-
 def _image(image_url: object, where: str) -> dict[str, Any]:
     url = image_url.get("url") if isinstance(image_url, dict) else image_url
     if not isinstance(url, str) or not url:
         raise _invalid(f"{where}.url", "expected a URL string")
-    parsed = _data_uri(url)
+    parsed = data_uri(url)
     if parsed is not None:
         media_type, data = parsed
         return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
@@ -295,7 +285,7 @@ def _image(image_url: object, where: str) -> dict[str, Any]:
 
 def _document(file: object, where: str) -> dict[str, Any]:
     data = file.get("file_data") if isinstance(file, dict) else None
-    parsed = _data_uri(data) if isinstance(data, str) else None
+    parsed = data_uri(data) if isinstance(data, str) else None
     if parsed is None or parsed[0] != "application/pdf":
         raise _unsupported(where, "only PDF files given inline as a base64 `file_data` data URI are supported")
     return {"type": "document", "source": {"type": "base64", "media_type": parsed[0], "data": parsed[1]}}

@@ -63,6 +63,7 @@ from tokenvoy.extproc.translate.bedrock_common import (
     tool_spec,
     unsupported,
 )
+from tokenvoy.extproc.translate.openai_common import data_uri
 from tokenvoy.extproc.translate.openai_to_anthropic import (
     DEFAULT_MAX_TOKENS,
     MIN_THINKING_BUDGET,
@@ -249,17 +250,6 @@ def _text_blocks(content: object, where: str) -> list[dict[str, Any]]:
     return blocks
 
 
-def _data_uri(url: str) -> tuple[str, str] | None:
-    """``(media type, base64 data)`` of a ``data:…;base64,…`` URI, None for any other URL."""
-    if not url.startswith("data:"):
-        return None
-    header, comma, data = url[5:].partition(",")
-    media_type, _, encoding = header.partition(";")
-    if not comma or encoding.lower() != "base64" or not media_type:
-        return None
-    return media_type, data
-
-
 def _user_blocks(content: object, where: str) -> list[dict[str, Any]]:
     if not isinstance(content, list):
         return _text_blocks(content, where)
@@ -284,7 +274,7 @@ def _image(image_url: object, where: str) -> dict[str, Any]:
     url = image_url.get("url") if isinstance(image_url, dict) else image_url
     if not isinstance(url, str) or not url:
         raise _invalid(f"{where}.url", "expected a URL string")
-    parsed = _data_uri(url)
+    parsed = data_uri(url)
     if parsed is not None:
         return image_block(parsed[0], parsed[1], f"{where}.url")
     if url.startswith("s3://"):
@@ -298,7 +288,7 @@ def _image(image_url: object, where: str) -> dict[str, Any]:
 
 def _document(file: object, where: str) -> dict[str, Any]:
     data = file.get("file_data") if isinstance(file, dict) else None
-    parsed = _data_uri(data) if isinstance(data, str) else None
+    parsed = data_uri(data) if isinstance(data, str) else None
     if parsed is None:
         raise unsupported(where, "only files given inline as a base64 `file_data` data URI can be sent to Bedrock")
     name = file.get("filename") if isinstance(file, dict) else None

@@ -78,6 +78,7 @@ from tokenvoy.extproc.translate.gemini_common import (
     stream_error,
     usage_from_gemini,
 )
+from tokenvoy.extproc.translate.openai_common import data_uri
 from tokenvoy.extproc.usage import TokenUsage
 
 REASONING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
@@ -285,22 +286,11 @@ def _user_parts(content: object, where: str) -> list[dict[str, Any]]:
     return parts
 
 
-def _data_uri(url: str) -> tuple[str, str] | None:
-    """``(media type, base64 data)`` of a ``data:…;base64,…`` URI, None for any other URL."""
-    if not url.startswith("data:"):
-        return None
-    header, comma, data = url[5:].partition(",")
-    media_type, _, encoding = header.partition(";")
-    if not comma or encoding.lower() != "base64" or not media_type:
-        return None
-    return media_type, data
-
-
 def _image(image_url: object, where: str) -> dict[str, Any]:
     url = image_url.get("url") if isinstance(image_url, dict) else image_url
     if not isinstance(url, str) or not url:
         raise _invalid(f"{where}.url", "expected a URL string")
-    parsed = _data_uri(url)
+    parsed = data_uri(url)
     if parsed is not None:
         return {"inlineData": {"mimeType": parsed[0], "data": parsed[1]}}
     if url.startswith(("gs://", "https://", "http://")):
@@ -323,7 +313,7 @@ def _audio(audio: object, where: str) -> dict[str, Any]:
 
 def _file(file: object, where: str) -> dict[str, Any]:
     data = file.get("file_data") if isinstance(file, dict) else None
-    parsed = _data_uri(data) if isinstance(data, str) else None
+    parsed = data_uri(data) if isinstance(data, str) else None
     if parsed is None:
         raise _unsupported(where, "only files given inline as a base64 `file_data` data URI can be sent to Gemini")
     return {"inlineData": {"mimeType": parsed[0], "data": parsed[1]}}
