@@ -482,3 +482,49 @@ def test_chat_completion_is_deterministic() -> None:
     a = openai_chat.chat_completion(req, completion_id="chatcmpl-1", created=1)
     b = openai_chat.chat_completion(req, completion_id="chatcmpl-1", created=1)
     assert a == b and a.status == 200 and a.chunks is not None and len(a.chunks) == 7
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+
+
+def test_offered_tools_and_a_user_turn_get_a_call_of_the_first_tool(client: OpenAI) -> None:
+    messages = [{"role": "user", "content": "weather in Rome?"}]
+    reply = client.chat.completions.create(model="gpt-4o", messages=messages, tools=[WEATHER_TOOL])
+    assert reply.choices[0].finish_reason == "tool_calls"
+    (call,) = reply.choices[0].message.tool_calls or []
+    assert call.function.name == "get_weather"
+    assert orjson.loads(call.function.arguments) == {"city": "fox", "unit": "celsius"}  # valid for the schema
+    assert reply.usage is not None and reply.usage.completion_tokens == 3
+
+    streamed = list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=messages, tools=[WEATHER_TOOL], stream=True, stream_options={"include_usage": True}
+        )
+    )
+    arguments = "".join(
+        c.choices[0].delta.tool_calls[0].function.arguments or ""
+        for c in streamed
+        if c.choices and c.choices[0].delta.tool_calls
+    )
+    assert orjson.loads(arguments) == {"city": "fox", "unit": "celsius"}
+    assert streamed[-1].usage is not None and streamed[-1].usage.completion_tokens == 3
+
+    history = [
+        *messages,
+        {"role": "assistant", "tool_calls": [call.model_dump(exclude_none=True)]},
+        {"role": "tool", "tool_call_id": call.id, "content": "hot"},
+    ]
+    after = client.chat.completions.create(model="gpt-4o", messages=history, tools=[WEATHER_TOOL])
+    assert after.choices[0].finish_reason == "stop" and after.choices[0].message.content  # the loop ends
+    none = client.chat.completions.create(model="gpt-4o", messages=messages, tools=[WEATHER_TOOL], tool_choice="none")
+    assert none.choices[0].message.tool_calls is None

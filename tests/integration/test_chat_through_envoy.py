@@ -175,3 +175,30 @@ def test_provider_errors_reach_the_client_with_their_status(gateway: Gateway) ->
             model="gpt-4o-mini", messages=MESSAGES
         )
     assert raised.value.status_code == 503
+
+
+def test_tool_calls_round_trip_through_the_gateway(gateway: Gateway) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+    request_id = f"tools-{uuid.uuid4()}"
+    reply = client(gateway, **{"x-request-id": request_id}).chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, tools=[tool]
+    )
+    (call,) = reply.choices[0].message.tool_calls or []
+    assert (reply.choices[0].finish_reason, call.function.name) == ("tool_calls", "get_weather")
+    entry = gateway.wait_for_log(lambda e: e.get("x-request-id") == request_id)
+    assert entry["genai_tokens_output"] == 2  # the call: 1 + one argument
+    history = [
+        *MESSAGES,
+        {"role": "assistant", "tool_calls": [call.model_dump(exclude_none=True)]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
+    chunks = list(
+        client(gateway).chat.completions.create(model="gpt-4o-mini", messages=history, tools=[tool], stream=True)
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()

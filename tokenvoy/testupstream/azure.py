@@ -13,7 +13,7 @@ Paths ``/openai/deployments/{deployment}/chat/completions|embeddings?api-version
   with a chunk whose ``choices`` is empty (it only holds the prompt filter results);
 * tools: when ``tools`` are offered, ``tool_choice`` is not ``none`` and the last message is the user's
   (or ``tool_choice`` forces a function / ``required``), the answer is one call of the forced function
-  (else the first tool) with arguments valid for its schema (``anthropic_messages.sample_value``),
+  (else the first tool) with arguments valid for its schema (the OpenAI fake's ``forced_tool`` / ``tool_call_reply``),
   ``finish_reason: tool_calls`` and ``completion_tokens`` = 1 + the arguments' top-level keys. After a
   ``tool`` message the answer is text again, so agent loops end.
 
@@ -26,10 +26,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-import orjson
-
 from tokenvoy.testupstream import openai_chat
-from tokenvoy.testupstream.anthropic_messages import sample_value
 
 __all__ = [
     "DEPLOYMENTS_HEADER",
@@ -80,22 +77,6 @@ def check_request(query: str, headers: dict[str, str], deployment: str) -> tuple
     return None
 
 
-def _forced_tool(payload: dict[str, Any]) -> dict[str, Any] | None:
-    """The function tool the answer calls, or None for a text answer."""
-    tools = [t for t in payload.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
-    choice = payload.get("tool_choice", "auto")
-    if not tools or choice == "none":
-        return None
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        return next((t for t in tools if t["function"].get("name") == name), None)
-    messages = payload.get("messages") or []
-    last_role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
-    if choice != "required" and last_role != "user":
-        return None
-    return tools[0]
-
-
 def chat_completion(payload: object, deployment: str, *, completion_id: str, created: int) -> openai_chat.ChatReply:
     """Azure's chat completion for ``deployment``: the chat fake's answer, or a tool call, with filter results."""
     if isinstance(payload, dict) and "model" not in payload:
@@ -103,9 +84,6 @@ def chat_completion(payload: object, deployment: str, *, completion_id: str, cre
     reply = openai_chat.chat_completion(payload, completion_id=completion_id, created=created)
     if reply.status != 200 or not isinstance(payload, dict):
         return openai_chat.ChatReply(reply.status, _azure_error(reply.body))
-    tool = _forced_tool(payload)
-    if tool is not None:
-        reply = _tool_reply(payload, tool, completion_id, created)
     if reply.body is not None:
         body = {**reply.body, "model": deployment}
         body.pop("service_tier", None)
@@ -135,41 +113,3 @@ def chat_completion(payload: object, deployment: str, *, completion_id: str, cre
 def _azure_error(body: dict[str, Any] | None) -> dict[str, Any]:
     error = (body or {}).get("error") or {}
     return error_body(str(error.get("code") or "BadRequest"), str(error.get("message") or "Bad request"))
-
-
-def _tool_reply(
-    payload: dict[str, Any], tool: dict[str, Any], completion_id: str, created: int
-) -> openai_chat.ChatReply:
-    function = tool["function"]
-    arguments = sample_value(function.get("parameters") or {"type": "object"})
-    call = {
-        "id": f"call_{completion_id.rsplit('-', 1)[-1]}",
-        "type": "function",
-        "function": {"name": function.get("name", ""), "arguments": orjson.dumps(arguments).decode()},
-    }
-    prompt = openai_chat.count_prompt_words(payload.get("messages") or [])
-    output = 1 + (len(arguments) if isinstance(arguments, dict) else 0)
-    usage = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
-    base = {"id": completion_id, "created": created, "model": payload.get("model"), "system_fingerprint": "fp_azure"}
-    if not payload.get("stream"):
-        message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
-        return openai_chat.ChatReply(200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage})
-    include_usage = (payload.get("stream_options") or {}).get("include_usage") is True
-
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        out = {**base, "object": "chat.completion.chunk"}
-        out["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        if include_usage:
-            out["usage"] = None
-        return out
-
-    opening = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
-    chunks = [
-        chunk({"role": "assistant", "content": None, "tool_calls": [opening]}),
-        chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}),
-        chunk({}, "tool_calls"),
-    ]
-    if include_usage:
-        chunks.append({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage})
-    return openai_chat.ChatReply(200, chunks=chunks)

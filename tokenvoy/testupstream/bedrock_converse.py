@@ -50,9 +50,9 @@ import orjson
 
 from tokenvoy.extproc.eventstream import CONTENT_TYPE as EVENTSTREAM_CONTENT_TYPE
 from tokenvoy.extproc.eventstream import encode_event, encode_exception
-from tokenvoy.testupstream.anthropic_messages import sample_value
 from tokenvoy.testupstream.http import Request, Response
 from tokenvoy.testupstream.openai_chat import WORDS
+from tokenvoy.testupstream.schemas import sample_value
 
 __all__ = [
     "EXCEPTION_STATUS",

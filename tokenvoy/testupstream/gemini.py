@@ -43,9 +43,9 @@ from typing import Any
 
 import orjson
 
-from tokenvoy.testupstream.anthropic_messages import sample_value
 from tokenvoy.testupstream.embeddings import google_error
 from tokenvoy.testupstream.openai_chat import WORDS
+from tokenvoy.testupstream.schemas import sample_value
 
 __all__ = [
     "MAX_OUTPUT_TOKENS",

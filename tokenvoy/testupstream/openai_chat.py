@@ -14,6 +14,9 @@ Determinism contract (tests and benchmarks rely on it):
   number of words generated (times ``n``); ``total_tokens`` is their sum;
 * ``finish_reason`` is ``"length"`` when the client set a limit (the reply always fills it) and ``"stop"``
   when it did not (the default 16-word answer is treated as the model's natural end);
+* offered ``tools`` (``tool_choice`` not ``none``) with the user's message last, or a forced tool: one call
+  of that tool (else the first) with arguments valid for its schema, ``finish_reason: tool_calls``,
+  ``completion_tokens`` = 1 + the arguments' top-level keys (:func:`forced_tool`, :func:`tool_call_reply`);
 * streamed: a role chunk (``delta: {role: assistant, content: ""}``), one chunk per word (``"w0"``,
   ``" w1"``, ... so concatenated deltas equal the non-streamed text), a chunk with ``finish_reason``, then,
   only with ``stream_options.include_usage``, a ``choices: []`` chunk carrying ``usage``; the caller frames
@@ -27,6 +30,8 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+
+from tokenvoy.testupstream.schemas import sample_value
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -308,6 +313,9 @@ def chat_completion(request: object, *, completion_id: str, created: int) -> Cha
             return _invalid_type("stream_options.include_usage", "a boolean", include_usage)
         include_usage = bool(include_usage)
 
+    tool = forced_tool(request)
+    if tool is not None:
+        return tool_call_reply(request, tool, completion_id, created)
     words = DEFAULT_MAX_TOKENS if limit is None else limit
     finish_reason = "stop" if limit is None else "length"
     usage = _usage(count_prompt_words(messages), words * n)
@@ -341,6 +349,65 @@ def chat_completion(request: object, *, completion_id: str, created: int) -> Cha
         200,
         chunks=_stream_chunks(completion_id, created, model, words, n, finish_reason, usage if include_usage else None),
     )
+
+
+def forced_tool(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The function tool the answer calls, or None for a text answer: the named or ``required`` tool, else the
+    first tool when the last message is the user's (after a ``tool`` result the answer is text, so agent loops
+    end)."""
+    tools = [t for t in payload.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    choice = payload.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return next((t for t in tools if t["function"].get("name") == name), None)
+    messages = payload.get("messages") or []
+    last_role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
+    if choice != "required" and last_role != "user":
+        return None
+    return tools[0]
+
+
+def tool_call_reply(payload: dict[str, Any], tool: dict[str, Any], completion_id: str, created: int) -> ChatReply:
+    function = tool["function"]
+    arguments = sample_value(function.get("parameters") or {"type": "object"})
+    call = {
+        "id": f"call_{completion_id.rsplit('-', 1)[-1]}",
+        "type": "function",
+        "function": {"name": function.get("name", ""), "arguments": orjson.dumps(arguments).decode()},
+    }
+    prompt = count_prompt_words(payload.get("messages") or [])
+    output = 1 + (len(arguments) if isinstance(arguments, dict) else 0)
+    usage = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
+    base = {
+        "id": completion_id,
+        "created": created,
+        "model": payload.get("model"),
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+    }
+    if not payload.get("stream"):
+        message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+        return ChatReply(200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+    include_usage = (payload.get("stream_options") or {}).get("include_usage") is True
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        out = {**base, "object": "chat.completion.chunk"}
+        out["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        if include_usage:
+            out["usage"] = None
+        return out
+
+    opening = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
+    chunks = [
+        chunk({"role": "assistant", "content": None, "tool_calls": [opening]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}),
+        chunk({}, "tool_calls"),
+    ]
+    if include_usage:
+        chunks.append({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage})
+    return ChatReply(200, chunks=chunks)
 
 
 def _stream_chunks(
