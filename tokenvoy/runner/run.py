@@ -257,6 +257,11 @@ def _print_banner(
         f"    curl {endpoint}/v1/chat/completions -H 'content-type: application/json' -H 'x-user-id: alice' \\",
         '      -d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}\'',
         "",
+        *(
+            [f"  One model per provider schema, each translated for real: curl {endpoint}/v1/models (docs/providers.md)"]
+            if fake and len({b.schema for b in config.backends.values()}) > 1
+            else []
+        ),
         f"  OpenAI SDKs and tools: OPENAI_BASE_URL={endpoint}/v1",
         "  Access log (JSON, with genai_* token fields): this terminal's stdout. Ctrl-C stops everything.",
         *([f"  Prometheus metrics: http://{metrics}:{metrics_port}/metrics"] if metrics_port else []),
