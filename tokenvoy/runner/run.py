@@ -258,7 +258,7 @@ def _print_banner(
         '      -d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}\'',
         "",
         *(
-            [f"  One model per provider schema, each translated for real: curl {endpoint}/v1/models (docs/providers.md)"]
+            [f"  One model per provider schema, each translated for real: {endpoint}/v1/models (docs/providers.md)"]
             if fake and len({b.schema for b in config.backends.values()}) > 1
             else []
         ),
