@@ -511,6 +511,15 @@ def test_parts_gemini_cannot_take_are_422(part, field):
         ({"tools": [WEATHER_TOOL], "tool_choice": {"type": "allowed_tools", "allowed_tools": {}}}, "tool_choice"),
         ({"messages": [{"role": "system", "content": "only a system prompt"}]}, "messages"),
         ({"messages": [{"role": "function", "name": "f", "content": "x"}]}, "messages[0].role"),
+        (
+            {
+                "messages": [
+                    USER,
+                    {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "[1]"}}]},
+                ]
+            },
+            "messages[1].tool_calls[0].function.arguments",
+        ),
     ],
 )
 def test_what_gemini_cannot_express_is_422_naming_the_field(extra, field):
@@ -534,15 +543,7 @@ def test_defaults_of_unsupported_fields_are_accepted():
         {"messages": [USER], "stop": 3},
         {"messages": [USER], "response_format": {"type": "yaml"}},
         {"messages": [{"role": "robot", "content": "x"}]},
-        {
-            "messages": [
-                USER,
-                {
-                    "role": "assistant",
-                    "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "[1]"}}],
-                },
-            ]
-        },
+        {"messages": [USER, {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f"}}]}]},
     ],
 )
 def test_malformed_openai_requests_are_400(body):

@@ -1,10 +1,17 @@
 """OpenAI Chat Completions request facts shared by every translator that reads an OpenAI client's request.
 
-Kept apart from any one backend so the Anthropic, Bedrock and Gemini translators read images and files the
-same way.
+Kept apart from any one backend so the Anthropic, Bedrock and Gemini translators read images, files and tool
+calls the same way.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tokenvoy.extproc.errors import invalid_field, untranslatable_field
 
 
 def data_uri(url: str) -> tuple[str, str] | None:
@@ -17,3 +24,41 @@ def data_uri(url: str) -> tuple[str, str] | None:
     if not comma or encoding.lower() != "base64" or not media_type:
         return None
     return media_type, data
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """One entry of an assistant message's ``tool_calls``, checked, with its arguments decoded."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+def function_calls(message: dict[str, Any], where: str, target: str) -> list[FunctionCall]:
+    """The assistant message's tool calls (``where`` is its path in the request, ``target`` the backend for
+    422 messages, e.g. "an Anthropic backend"). Every provider takes a call's input as a JSON object."""
+    tool_calls = message.get("tool_calls")
+    if tool_calls is None:
+        return []
+    if not isinstance(tool_calls, list):
+        raise invalid_field(f"{where}.tool_calls", "expected an array")
+    calls = []
+    for index, call in enumerate(tool_calls):
+        at = f"{where}.tool_calls[{index}]"
+        if not isinstance(call, dict) or call.get("type", "function") != "function":
+            raise untranslatable_field(at, target, "only function tool calls can be sent")
+        function = call.get("function")
+        call_id = call.get("id")
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(call_id, str) or not call_id or not isinstance(name, str) or not name:
+            raise invalid_field(at, "a tool call needs an `id` and a `function.name`")
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        try:
+            parsed = orjson.loads(arguments) if isinstance(arguments, str) and arguments.strip() else {}
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise untranslatable_field(f"{at}.function.arguments", target, "tool call arguments must be a JSON object")
+        calls.append(FunctionCall(call_id, name, parsed))
+    return calls

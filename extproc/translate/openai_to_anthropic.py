@@ -58,7 +58,7 @@ from tokenvoy.extproc.translate.anthropic_common import (
 )
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText
-from tokenvoy.extproc.translate.openai_common import data_uri
+from tokenvoy.extproc.translate.openai_common import data_uri, function_calls
 from tokenvoy.extproc.usage import TokenUsage
 
 DEFAULT_MAX_TOKENS = 4096
@@ -295,28 +295,8 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
     if message.get("function_call") is not None:
         raise _unsupported(f"{where}.function_call", "use `tool_calls`")
     blocks = _text_blocks(message.get("content"), f"{where}.content")
-    tool_calls = message.get("tool_calls")
-    if tool_calls is None:
-        return blocks
-    if not isinstance(tool_calls, list):
-        raise _invalid(f"{where}.tool_calls", "expected an array")
-    for index, call in enumerate(tool_calls):
-        at = f"{where}.tool_calls[{index}]"
-        if not isinstance(call, dict) or call.get("type", "function") != "function":
-            raise _unsupported(at, "only function tool calls can be sent to Anthropic")
-        function = call.get("function")
-        call_id = call.get("id")
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(call_id, str) or not isinstance(name, str):
-            raise _invalid(at, "a tool call needs an `id` and a `function.name`")
-        arguments = function.get("arguments") if isinstance(function, dict) else None
-        try:
-            parsed = orjson.loads(arguments) if isinstance(arguments, str) and arguments.strip() else {}
-        except orjson.JSONDecodeError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise _unsupported(f"{at}.function.arguments", "Anthropic tool input must be a JSON object")
-        blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": parsed})
+    for call in function_calls(message, where, "an Anthropic backend"):
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments})
     return blocks
 
 

@@ -51,6 +51,7 @@ from tokenvoy.extproc.errors import GatewayError, openai_error_body
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.translate.base import ClientRequest
 from tokenvoy.extproc.translate.bedrock_common import (
+    TARGET,
     BedrockTranslator,
     append_turn,
     cache_point,
@@ -63,7 +64,7 @@ from tokenvoy.extproc.translate.bedrock_common import (
     tool_spec,
     unsupported,
 )
-from tokenvoy.extproc.translate.openai_common import data_uri
+from tokenvoy.extproc.translate.openai_common import data_uri, function_calls
 from tokenvoy.extproc.translate.openai_to_anthropic import (
     DEFAULT_MAX_TOKENS,
     MIN_THINKING_BUDGET,
@@ -299,28 +300,8 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
     if message.get("function_call") is not None:
         raise unsupported(f"{where}.function_call", "use `tool_calls`")
     blocks = _text_blocks(message.get("content"), f"{where}.content")
-    tool_calls = message.get("tool_calls")
-    if tool_calls is None:
-        return blocks
-    if not isinstance(tool_calls, list):
-        raise _invalid(f"{where}.tool_calls", "expected an array")
-    for index, call in enumerate(tool_calls):
-        at = f"{where}.tool_calls[{index}]"
-        if not isinstance(call, dict) or call.get("type", "function") != "function":
-            raise unsupported(at, "only function tool calls can be sent to Bedrock")
-        function = call.get("function")
-        call_id = call.get("id")
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(call_id, str) or not call_id or not isinstance(name, str):
-            raise _invalid(at, "a tool call needs an `id` and a `function.name`")
-        arguments = function.get("arguments") if isinstance(function, dict) else None
-        try:
-            parsed = orjson.loads(arguments) if isinstance(arguments, str) and arguments.strip() else {}
-        except orjson.JSONDecodeError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise unsupported(f"{at}.function.arguments", "Bedrock tool input must be a JSON object")
-        blocks.append({"toolUse": {"toolUseId": call_id, "name": name, "input": parsed}})
+    for call in function_calls(message, where, TARGET):
+        blocks.append({"toolUse": {"toolUseId": call.id, "name": call.name, "input": call.arguments}})
     return blocks
 
 

@@ -78,7 +78,7 @@ from tokenvoy.extproc.translate.gemini_common import (
     stream_error,
     usage_from_gemini,
 )
-from tokenvoy.extproc.translate.openai_common import data_uri
+from tokenvoy.extproc.translate.openai_common import data_uri, function_calls
 from tokenvoy.extproc.usage import TokenUsage
 
 REASONING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
@@ -321,33 +321,13 @@ def _file(file: object, where: str) -> dict[str, Any]:
 
 def _model_parts(message: dict[str, Any], where: str, call_names: dict[str, str]) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = [{"text": text} for text in _texts(message.get("content"), f"{where}.content")]
-    tool_calls = message.get("tool_calls")
-    if tool_calls is None:
-        return parts
-    if not isinstance(tool_calls, list):
-        raise _invalid(f"{where}.tool_calls", "expected an array")
-    for index, call in enumerate(tool_calls):
-        at = f"{where}.tool_calls[{index}]"
-        if not isinstance(call, dict) or call.get("type", "function") != "function":
-            raise _unsupported(at, "only function tool calls can be sent to Gemini")
-        function = call.get("function")
-        call_id = call.get("id")
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(call_id, str) or not call_id or not isinstance(name, str) or not name:
-            raise _invalid(at, "a tool call needs an `id` and a `function.name`")
-        arguments = function.get("arguments") if isinstance(function, dict) else None
-        try:
-            args = orjson.loads(arguments) if isinstance(arguments, str) and arguments.strip() else {}
-        except orjson.JSONDecodeError:
-            args = None
-        if not isinstance(args, dict):
-            raise _invalid(f"{at}.function.arguments", "Gemini function call arguments must be a JSON object")
-        part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
-        _, separator, signature = call_id.partition(SIGNATURE_SEPARATOR)
+    for call in function_calls(message, where, TARGET):
+        part: dict[str, Any] = {"functionCall": {"name": call.name, "args": call.arguments}}
+        _, separator, signature = call.id.partition(SIGNATURE_SEPARATOR)
         if separator and signature:
             part["thoughtSignature"] = signature
         parts.append(part)
-        call_names[call_id] = name
+        call_names[call.id] = call.name
     return parts
 
 
