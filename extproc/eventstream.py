@@ -19,7 +19,12 @@ _STRING = 7  # header value type: UTF-8 string
 
 
 class EventStreamError(ValueError):
-    """The upstream bytes are not a valid event stream (bad CRC, impossible lengths)."""
+    """The upstream bytes are not a valid event stream (bad CRC, impossible lengths). ``messages`` are the
+    whole messages the same ``feed`` decoded before the bad one: they are still good."""
+
+    def __init__(self, message: str, messages: list[EventMessage]) -> None:
+        super().__init__(message)
+        self.messages = messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +57,13 @@ class EventStreamDecoder:
 
     def feed(self, chunk: bytes) -> list[EventMessage]:
         self._buffer.add_data(chunk)
+        messages: list[EventMessage] = []
         try:
-            return [EventMessage(dict(message.headers), bytes(message.payload)) for message in self._buffer]
+            for message in self._buffer:
+                messages.append(EventMessage(dict(message.headers), bytes(message.payload)))
         except ParserError as exc:
-            raise EventStreamError(f"invalid AWS event stream from the provider: {exc}") from None
+            raise EventStreamError(f"invalid AWS event stream from the provider: {exc}", messages) from None
+        return messages
 
     @property
     def pending(self) -> int:

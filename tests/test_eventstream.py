@@ -50,3 +50,11 @@ def test_a_corrupted_message_is_refused_with_a_clear_error() -> None:
     corrupted[20] ^= 0x01
     with pytest.raises(EventStreamError, match="invalid AWS event stream"):
         EventStreamDecoder().feed(bytes(corrupted))
+
+
+def test_messages_before_a_corrupted_one_are_kept_on_the_error() -> None:
+    corrupted = bytearray(STREAM)
+    corrupted[-10] ^= 0x01  # inside the last message
+    with pytest.raises(EventStreamError) as raised:
+        EventStreamDecoder().feed(bytes(corrupted))
+    assert [m.event_type for m in raised.value.messages] == ["messageStart", "contentBlockDelta"]

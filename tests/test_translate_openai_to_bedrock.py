@@ -707,6 +707,11 @@ def test_a_cut_or_corrupt_stream_ends_with_an_error_chunk_and_no_done() -> None:
     chunks = _chunks(_client_bytes(_streaming(), [bytes(corrupt)]))
     assert "invalid AWS event stream" in chunks[-1]["error"]["message"]
     assert "[DONE]" not in chunks
+    # A corrupt last message arriving in the same piece as the good ones: those are still answered first.
+    last_corrupt = STREAM[:-1] + bytes([STREAM[-1] ^ 0xFF])
+    chunks = _chunks(_client_bytes(_streaming(), [last_corrupt]))
+    assert "invalid AWS event stream" in chunks[-1]["error"]["message"]
+    assert any(c["choices"] and c["choices"][0]["delta"].get("tool_calls") for c in chunks[:-1])
 
 
 def test_a_stream_without_metadata_still_ends_with_done() -> None:

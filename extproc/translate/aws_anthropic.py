@@ -30,10 +30,9 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from botocore.eventstream import EventStreamBuffer, ParserError
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.eventstream import EventMessage
+from tokenvoy.extproc.eventstream import EventMessage, EventStreamDecoder, EventStreamError
 from tokenvoy.extproc.sse import SSEEvent
 from tokenvoy.extproc.translate.anthropic_common import (
     MessagesWire,
@@ -95,28 +94,27 @@ class BedrockInvokeWire(MessagesWire):
 class BedrockChunkReader:
     """InvokeModelWithResponseStream's event stream → the Anthropic events inside its ``chunk`` events.
 
-    botocore's buffer keeps a message split anywhere (prelude, headers, payload, CRC) until it is whole and
-    checks both CRCs; the messages before a corrupt one still come out, whatever the split."""
+    The decoder keeps a message split anywhere (prelude, headers, payload, CRC) until it is whole and checks
+    both CRCs; the messages before a corrupt one still come out, whatever the split."""
 
-    __slots__ = ("_broken", "_buffer")
+    __slots__ = ("_broken", "_decoder")
 
     def __init__(self) -> None:
-        self._buffer = EventStreamBuffer()
+        self._decoder = EventStreamDecoder()
         self._broken = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if self._broken:
             return []
-        self._buffer.add_data(chunk)
-        events = []
+        corrupt: EventStreamError | None = None
         try:
-            for message in self._buffer:
-                event = _event(EventMessage(dict(message.headers), bytes(message.payload)))
-                if event is not None:
-                    events.append(event)
-        except ParserError as exc:
+            messages = self._decoder.feed(chunk)
+        except EventStreamError as exc:
+            messages, corrupt = exc.messages, exc
+        events = [event for event in map(_event, messages) if event is not None]
+        if corrupt is not None:
             self._broken = True  # nothing after a bad CRC can be trusted: end the stream with an error
-            events.append(error_event("api_error", f"invalid AWS event stream from the provider: {exc}"))
+            events.append(error_event("api_error", str(corrupt)))
         return events
 
     def flush(self) -> list[SSEEvent]:

@@ -415,12 +415,11 @@ class BedrockTranslator:
         out: list[bytes] = []
         if self._finished:
             return b""
+        corrupt: EventStreamError | None = None
         try:
             messages = self._decoder.feed(chunk) if chunk else []
         except EventStreamError as exc:
-            self.on_error(502, "InternalServerException", str(exc), out)
-            self._finished = True
-            return b"".join(out)
+            messages, corrupt = exc.messages, exc  # the messages before the bad one are still answered
         for message in messages:
             if self._finished:
                 break
@@ -435,6 +434,9 @@ class BedrockTranslator:
                 error_type, status, text = exception_details(message)
                 self.on_error(status, error_type, text, out)
                 self._finished = True
+        if corrupt is not None and not self._finished:
+            self.on_error(502, "InternalServerException", str(corrupt), out)
+            self._finished = True
         if end_of_stream and not self._finished:
             self.on_end(out)
             self._finished = True
