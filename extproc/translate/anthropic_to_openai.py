@@ -48,7 +48,7 @@ from tokenvoy.extproc.errors import GatewayError, anthropic_error_body, untransl
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText
+from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
 from tokenvoy.extproc.usage import TokenUsage
 
 CHAT_PATH = "/chat/completions"
@@ -435,7 +435,7 @@ class AnthropicToOpenAI:
         self.response_model: str | None = None
         self._model = ""  # the model asked for: the answer's model when the provider sends none
         self._stream = False
-        self._buffer: list[bytes] = []
+        self._body = WholeBody()
         self._parser = SSEParser()
         # stream state
         self._started = False
@@ -469,23 +469,18 @@ class AnthropicToOpenAI:
 
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if not 200 <= status < 300 or not self._stream:
-            self._buffer.append(chunk)
-            if not end_of_stream:
+            raw = self._body.collect(chunk, end_of_stream)
+            if raw is None:
                 return b""
-            raw = b"".join(self._buffer)
-            self._buffer.clear()
             if not 200 <= status < 300:
                 return openai_error(status, raw)
             return self._whole(raw)
         return self._translate_stream(chunk, end_of_stream)
 
     def _whole(self, raw: bytes) -> bytes:
-        try:
-            completion = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        completion = json_object(raw)
+        if completion is None:
             return raw  # not OpenAI's JSON: hand the client what came rather than nothing
-        if not isinstance(completion, dict):
-            return raw
         self._take(completion)
         if self.answer.keep:
             choices = completion.get("choices")

@@ -31,7 +31,7 @@ from tokenvoy.extproc.errors import GatewayError, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.eventstream import EventMessage, EventStreamDecoder, EventStreamError
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText
+from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
 from tokenvoy.extproc.usage import TokenUsage
 
 TARGET = "an AWS Bedrock backend"
@@ -323,7 +323,7 @@ class BedrockTranslator:
         self._clock = clock
         self._model = ""
         self._stream = False
-        self._chunks: list[bytes] = []
+        self._body = WholeBody()
         self._error_type: str | None = None
         self._request_id: str | None = None
         self._decoder = EventStreamDecoder()
@@ -395,20 +395,15 @@ class BedrockTranslator:
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if 200 <= status < 300 and self._stream:
             return self._translate_stream(chunk, end_of_stream)
-        self._chunks.append(chunk)
-        if not end_of_stream:
+        raw = self._body.collect(chunk, end_of_stream)
+        if raw is None:
             return b""
-        raw = b"".join(self._chunks)
-        self._chunks.clear()
         if not 200 <= status < 300:
             error_type, message = error_details(status, self._error_type, raw)
             return self.error_body(status, error_type, message)
-        try:
-            response = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        response = json_object(raw)
+        if response is None:
             return raw  # not Bedrock's JSON: hand the client what came rather than nothing
-        if not isinstance(response, dict):
-            return raw
         return self.whole(response)
 
     def _translate_stream(self, chunk: bytes, end_of_stream: bool) -> bytes:

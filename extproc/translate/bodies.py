@@ -18,17 +18,27 @@ class WholeBody:
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
 
-    def feed(self, chunk: bytes, end_of_stream: bool) -> dict[str, Any] | None:
+    def collect(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        """The whole body at the end of the stream, None before."""
         self._chunks.append(chunk)
         if not end_of_stream:
             return None
         raw = b"".join(self._chunks)
         self._chunks.clear()
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
-        return parsed if isinstance(parsed, dict) else None
+        return raw
+
+    def feed(self, chunk: bytes, end_of_stream: bool) -> dict[str, Any] | None:
+        raw = self.collect(chunk, end_of_stream)
+        return None if raw is None else json_object(raw)
+
+
+def json_object(raw: bytes) -> dict[str, Any] | None:
+    """``raw`` parsed, if it is a JSON object (a provider's answer; anything else is not the provider's shape)."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 class AnswerText:

@@ -57,7 +57,7 @@ from tokenvoy.extproc.translate.anthropic_common import (
     usage_from_anthropic,
 )
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText
+from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
 from tokenvoy.extproc.translate.openai_common import data_uri, function_calls
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -429,7 +429,7 @@ class OpenAIToAnthropic:
         self._stream = False
         self._include_usage = False
         self._model = ""  # the model asked for: the answer's model when the provider names none
-        self._buffer: list[bytes] = []
+        self._body = WholeBody()
         self._error_headers: dict[str, str] = {}
         self._parser = self.wire.stream_reader()
         self._id: str | None = None
@@ -474,17 +474,12 @@ class OpenAIToAnthropic:
             return self._error(status, chunk, end_of_stream)
         if self._stream:
             return self._translate_stream(chunk, end_of_stream)
-        self._buffer.append(chunk)
-        if not end_of_stream:
+        raw = self._body.collect(chunk, end_of_stream)
+        if raw is None:
             return b""
-        raw = b"".join(self._buffer)
-        self._buffer.clear()
-        try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        message = json_object(raw)
+        if message is None:
             return raw  # not Anthropic's JSON: hand the client what came rather than nothing
-        if not isinstance(message, dict):
-            return raw
         self._take_message(message)
         completion = chat_completion(message, int(self._clock()))
         if self.answer.keep and isinstance(completion["choices"][0]["message"].get("content"), str):
@@ -492,11 +487,9 @@ class OpenAIToAnthropic:
         return orjson.dumps(completion)
 
     def _error(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes:
-        self._buffer.append(chunk)
-        if not end_of_stream:
+        raw = self._body.collect(chunk, end_of_stream)
+        if raw is None:
             return b""
-        raw = b"".join(self._buffer)
-        self._buffer.clear()
         error_type, message = self.wire.error_details(status, self._error_headers, raw)
         return openai_error_body(GatewayError(status, message, error_type))
 

@@ -68,7 +68,7 @@ from tokenvoy.extproc.errors import GatewayError, openai_error_body, untranslata
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText
+from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
 from tokenvoy.extproc.translate.gemini_common import (
     created_at,
     error_details,
@@ -516,7 +516,7 @@ class OpenAIToGemini:
         self._new_id = new_id
         self._stream = False
         self._include_usage = False
-        self._buffer: list[bytes] = []
+        self._body = WholeBody()
         self._parser = SSEParser()
         self._id: str | None = None
         self._created: int | None = None
@@ -548,17 +548,12 @@ class OpenAIToGemini:
             return self._error(status, chunk, end_of_stream)
         if self._stream:
             return self._translate_stream(chunk, end_of_stream)
-        self._buffer.append(chunk)
-        if not end_of_stream:
+        raw = self._body.collect(chunk, end_of_stream)
+        if raw is None:
             return b""
-        raw = b"".join(self._buffer)
-        self._buffer.clear()
-        try:
-            response = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        response = json_object(raw)
+        if response is None:
             return raw  # not Gemini's JSON: hand the client what came rather than nothing
-        if not isinstance(response, dict):
-            return raw
         self._take(response)
         completion = chat_completion(response, self._id or "", self._created or 0, self._new_id)
         if self.answer.keep and completion["choices"]:
@@ -568,11 +563,9 @@ class OpenAIToGemini:
         return orjson.dumps(completion)
 
     def _error(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes:
-        self._buffer.append(chunk)
-        if not end_of_stream:
+        raw = self._body.collect(chunk, end_of_stream)
+        if raw is None:
             return b""
-        raw = b"".join(self._buffer)
-        self._buffer.clear()
         return openai_error_body(GatewayError(status, error_details(status, raw)))
 
     def _take(self, response: dict[str, Any]) -> None:
