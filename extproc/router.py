@@ -70,7 +70,7 @@ class RouterStream:
         self._decoder: Decoder | None = None  # undoes the provider's content-encoding (decoding.py)
         self._undecoded = False  # a content-encoding extproc cannot undo: the answer goes through untouched
         self._corrupt = False  # a streamed answer proved undecodable: the client got an error event, no more
-        self._usage_attached: object = None  # the usage a stream's metadata already carries
+        self._costed: object = None  # the usage whose costs (CEL included) are already in the metadata
         self.done = False  # True once the last message Envoy will send has been answered
 
     def handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
@@ -310,12 +310,11 @@ class RouterStream:
         if body.end_of_stream:
             self._attach_metadata(response)
             self.done = True
-        elif attempt.translator.usage is not self._usage_attached and not self._buffered():
+        elif attempt.translator.usage is not self._costed and not self._buffered():
             # A stream's end (the provider's last empty chunk, a compressor's trailer) can come after its last
             # event, and a client that hangs up on that event (the openai SDK does, on [DONE]) makes Envoy drop
             # the end-of-stream message: the usage is attached as soon as it is known, so the budget charge
             # and the access log still get it. Envoy merges the end-of-stream metadata over this.
-            self._usage_attached = attempt.translator.usage
             self._attach_metadata(response)
         return response
 
@@ -388,9 +387,11 @@ class RouterStream:
             values["response_model"] = translator.response_model
         usage = translator.usage
         if usage is not None:
-            call = CallContext(model=attempt.model, backend=attempt.backend, route_name=context.rule.route.name)
-            for cost in context.rule.costs:
-                values[cost.metadata_key] = cost.evaluate(usage, call)
+            if usage is not self._costed:  # a stream's costs were attached when its usage came (Envoy merges keys)
+                self._costed = usage
+                call = CallContext(model=attempt.model, backend=attempt.backend, route_name=context.rule.route.name)
+                for cost in context.rule.costs:
+                    values[cost.metadata_key] = cost.evaluate(usage, call)
             if context.request.stream and self._first_chunk_at is not None:
                 values["token_latency_ttft"] = round((self._first_chunk_at - context.started) * 1000, 3)
                 if usage.output > 1 and self._last_chunk_at is not None:
