@@ -14,7 +14,16 @@ from datetime import UTC, datetime
 
 import orjson
 
-from tokenvoy.config.model import MODEL_HEADER, Backend, BackendRef, GatewayConfig, HeaderMatchType, Route, Rule
+from tokenvoy.config.model import (
+    MODEL_HEADER,
+    Backend,
+    BackendRef,
+    BudgetSelectorType,
+    GatewayConfig,
+    HeaderMatchType,
+    Route,
+    Rule,
+)
 from tokenvoy.extproc.costs import CompiledCost, compile_costs
 from tokenvoy.extproc.credentials import Signer, build_signer
 from tokenvoy.extproc.estimate import route_reservations
@@ -93,6 +102,7 @@ class Runtime:
         self.models_body = models_list_body(config, self.loaded_at)  # GET /v1/models
         self.anthropic_models_body = anthropic_models_body(config, self.loaded_at)  # GET /anthropic/v1/models
         self.reservations = route_reservations(config)  # route name → reservation-mode budgets' estimate keys
+        self.identity_headers = identity_headers(config)  # budget selector headers (request.check_identity_headers)
 
     def start_credentials(self, timeout: float = 10.0) -> None:
         """Start refreshing cloud tokens and wait (at most ``timeout`` s in all) for each first attempt, so the
@@ -113,6 +123,16 @@ class Runtime:
             if rule.matches(headers):
                 return rule
         return None
+
+
+def identity_headers(config: GatewayConfig) -> dict[str, bool]:
+    """Every header a budget selects clients by → whether some budget counts per value of it (``Distinct``)."""
+    headers: dict[str, bool] = {}
+    for budget in config.budgets:
+        for selector in budget.selectors:
+            distinct = selector.type is BudgetSelectorType.DISTINCT
+            headers[selector.header] = headers.get(selector.header, False) or distinct
+    return headers
 
 
 def _served_models(config: GatewayConfig, loaded_at: int) -> dict[str, tuple[int, str]]:
