@@ -97,6 +97,14 @@ class Runtime:
                     self.endpoints[endpoint_id(rule, index)] = (self.backends[ref.backend], ref)
                     if (mutations := merge_mutations(config.backends[ref.backend], ref)) is not None:
                         self.mutations[endpoint_id(rule, index)] = mutations
+        self.hostnames = list(dict.fromkeys(name for route in config.routes for name in route.hostnames))
+        self._host_rules = {
+            host: [r for r in self.rules if not r.route.hostnames or host in r.route.hostnames]
+            for host in self.hostnames
+        }
+        self._any_host_rules = [r for r in self.rules if not r.route.hostnames]
+        wildcards = [(name[1:], name) for name in self.hostnames if name.startswith("*.")]  # (".example.com", name)
+        self._wildcards = sorted(wildcards, key=lambda item: -len(item[0]))
         self.models = config.exact_models()
         self.loaded_at = int(time.time())
         self.models_body = models_list_body(config, self.loaded_at)  # GET /v1/models
@@ -119,10 +127,31 @@ class Runtime:
             signer.stop()
 
     def match(self, headers: dict[str, str]) -> RuleRuntime | None:
-        for rule in self.rules:
+        """The first rule matching ``headers`` among those Envoy's virtual host for the request's Host serves."""
+        for rule in self.rules_for_host(headers.get(":authority", "")) if self.hostnames else self.rules:
             if rule.matches(headers):
                 return rule
         return None
+
+    def rules_for_host(self, authority: str) -> list[RuleRuntime]:
+        """As Envoy picks a virtual host (render/bootstrap.py): the exact hostname, else the longest ``*.``
+        suffix, else every host; the port is ignored. Routes without ``hostnames`` serve every host."""
+        host = _host_of(authority)
+        if host in self._host_rules:
+            return self._host_rules[host]
+        for suffix, name in self._wildcards:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return self._host_rules[name]
+        return self._any_host_rules
+
+
+def _host_of(authority: str) -> str:
+    """The host of a ``:authority`` (``Host``) value, lower case, without its port."""
+    host = authority.lower()
+    if host.startswith("["):  # an IPv6 literal
+        return host.split("]", 1)[0] + "]"
+    name, _, port = host.rpartition(":")
+    return name if name and port.isdigit() else host
 
 
 def identity_headers(config: GatewayConfig) -> dict[str, bool]:

@@ -779,6 +779,7 @@ def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems:
                 continue
             rule_name = f"{resource.name}/rule/{rule_index}"
             request_ms, backend_ms = _timeouts(resource, rule_spec.get("timeouts"), f"{path}.timeouts", problems)
+            idle_ms = _duration_ms(resource, rule_spec.get("streamIdleTimeout"), f"{path}.streamIdleTimeout", problems)
             owned_by = _string(resource, rule_spec.get("modelsOwnedBy"), f"{path}.modelsOwnedBy", problems, False)
             created_at = _rfc3339_seconds(
                 resource, rule_spec.get("modelsCreatedAt"), f"{path}.modelsCreatedAt", problems
@@ -791,6 +792,7 @@ def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems:
                     backend_request_timeout_ms=backend_ms,
                     models_owned_by=owned_by or rule.models_owned_by,
                     models_created_at=created_at if created_at is not None else route_created_at,
+                    stream_idle_timeout_ms=idle_ms or None,
                 )
             )
         costs = []
@@ -817,8 +819,43 @@ def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems:
                     continue
             if key:
                 costs.append(RequestCost(key, cost_type, cel))
-        routes.append(Route(name=resource.name, rules=tuple(rules), costs=tuple(costs)))
+        hostnames = _hostnames(resource, spec.get("hostnames"), problems)
+        routes.append(Route(name=resource.name, rules=tuple(rules), costs=tuple(costs), hostnames=hostnames))
     return routes
+
+
+# Gateway API `Hostname` (as the AIGatewayRoute CRD validates it): a DNS name, optionally `*.`-prefixed.
+_HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_MAX_HOSTNAMES = 16
+
+
+def _hostnames(resource: _Resource, value: Any, problems: _Problems) -> tuple[str, ...]:
+    """``spec.hostnames``: the route serves only requests whose Host (port aside) is one of them."""
+    names: list[str] = []
+    items = _list(resource, value, "spec.hostnames", problems)
+    if len(items) > _MAX_HOSTNAMES:
+        problems.add(resource, "spec.hostnames", f"at most {_MAX_HOSTNAMES} entries, got {len(items)}")
+    for index, name in enumerate(items):
+        path = f"spec.hostnames[{index}]"
+        if not isinstance(name, str) or len(name) > 253 or not _HOSTNAME.match(name):
+            problems.add(resource, path, f"must be a lower-case DNS name, optionally *.-prefixed (no IP), got {name!r}")
+        elif _is_ip_address(name):
+            problems.add(resource, path, f"must be a DNS name, not an IP address, got {name!r}")
+        elif name in names:
+            problems.add(resource, path, f"{name!r} is listed twice")
+        else:
+            names.append(name)
+    return tuple(names)
+
+
+def _is_ip_address(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 # --- timeouts, `/v1/models` fields, header/body mutations, retries (Envoy AI Gateway / Envoy Gateway shapes) ---
