@@ -202,7 +202,8 @@ class RouterStream:
             raise GatewayError(405, f"{path} takes GET, not {method}")
         self.done = True
         self._status = 200
-        body = self._runtime.models_body if path == MODELS_PATH else self._runtime.anthropic_models_body
+        _, openai_body, anthropic_body = self._runtime.models_for(self._headers.get(":authority", ""))
+        body = openai_body if path == MODELS_PATH else anthropic_body
         return immediate_response(200, body, details="tokenvoy_models")
 
     def _request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
@@ -214,7 +215,7 @@ class RouterStream:
         match_headers = {**self._headers, MODEL_HEADER: model}
         rule = self._runtime.match(match_headers)
         if rule is None:
-            known = self._runtime.models
+            known = self._runtime.models_for(self._headers.get(":authority", ""))[0]
             hint = f"; models served: {', '.join(known)}" if known else ""
             raise GatewayError(404, f"model {model!r} is not served by this gateway{hint}", "model_not_found")
         request = ClientRequest(

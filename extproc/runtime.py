@@ -109,8 +109,24 @@ class Runtime:
         self.loaded_at = int(time.time())
         self.models_body = models_list_body(config, self.loaded_at)  # GET /v1/models
         self.anthropic_models_body = anthropic_models_body(config, self.loaded_at)  # GET /anthropic/v1/models
+        # per virtual host (None: every host): the models and the two lists of the rules it serves
+        self._models: dict[str | None, tuple[list[str], bytes, bytes]] = {
+            None: (self.models, self.models_body, self.anthropic_models_body)
+        }
+        if self.hostnames:
+            self._models[None] = self._host_models(self._any_host_rules)
+            self._models.update({host: self._host_models(self._host_rules[host]) for host in self.hostnames})
         self.reservations = route_reservations(config)  # route name → reservation-mode budgets' estimate keys
         self.identity_headers = identity_headers(config)  # budget selector headers (request.check_identity_headers)
+
+    def _host_models(self, rules: list[RuleRuntime]) -> tuple[list[str], bytes, bytes]:
+        scoped = [rule.rule for rule in rules]
+        served = _served_models(self.config, self.loaded_at, scoped)
+        return (
+            sorted(served),
+            models_list_body(self.config, self.loaded_at, scoped),
+            anthropic_models_body(self.config, self.loaded_at, scoped),
+        )
 
     def start_credentials(self, timeout: float = 10.0) -> None:
         """Start refreshing cloud tokens and wait (at most ``timeout`` s in all) for each first attempt, so the
@@ -134,15 +150,26 @@ class Runtime:
         return None
 
     def rules_for_host(self, authority: str) -> list[RuleRuntime]:
+        """The rules of the virtual host Envoy picks for ``authority`` (routes without hostnames serve every host)."""
+        host = self.virtual_host(authority)
+        return self._any_host_rules if host is None else self._host_rules[host]
+
+    def virtual_host(self, authority: str) -> str | None:
         """As Envoy picks a virtual host (render/bootstrap.py): the exact hostname, else the longest ``*.``
-        suffix, else every host; the port is ignored. Routes without ``hostnames`` serve every host."""
+        suffix, else None (every host); the port is ignored."""
+        if not self.hostnames:
+            return None
         host = _host_of(authority)
         if host in self._host_rules:
-            return self._host_rules[host]
+            return host
         for suffix, name in self._wildcards:
             if host.endswith(suffix) and len(host) > len(suffix):
-                return self._host_rules[name]
-        return self._any_host_rules
+                return name
+        return None
+
+    def models_for(self, authority: str) -> tuple[list[str], bytes, bytes]:
+        """The models served to the request's Host (exact names) and its model lists (OpenAI's, Anthropic's)."""
+        return self._models[self.virtual_host(authority)]
 
 
 def _host_of(authority: str) -> str:
@@ -164,11 +191,13 @@ def identity_headers(config: GatewayConfig) -> dict[str, bool]:
     return headers
 
 
-def _served_models(config: GatewayConfig, loaded_at: int) -> dict[str, tuple[int, str]]:
+def _served_models(
+    config: GatewayConfig, loaded_at: int, rules: list[Rule] | None = None
+) -> dict[str, tuple[int, str]]:
     """Every Exact ``x-ai-eg-model`` match, in config order → (created, owned_by): the rule's
     ``modelsCreatedAt`` (else ``loaded_at``) and ``modelsOwnedBy``."""
     models: dict[str, tuple[int, str]] = {}
-    for _, rule in config.rules():
+    for rule in [rule for _, rule in config.rules()] if rules is None else rules:
         created = rule.models_created_at if rule.models_created_at is not None else loaded_at
         for conjunction in rule.matches:
             for match in conjunction:
@@ -177,16 +206,16 @@ def _served_models(config: GatewayConfig, loaded_at: int) -> dict[str, tuple[int
     return models
 
 
-def models_list_body(config: GatewayConfig, loaded_at: int) -> bytes:
+def models_list_body(config: GatewayConfig, loaded_at: int, rules: list[Rule] | None = None) -> bytes:
     """OpenAI's model list (``GET /v1/models``)."""
     data = [
         {"id": model, "object": "model", "created": created, "owned_by": owned_by}
-        for model, (created, owned_by) in _served_models(config, loaded_at).items()
+        for model, (created, owned_by) in _served_models(config, loaded_at, rules).items()
     ]
     return orjson.dumps({"object": "list", "data": data})
 
 
-def anthropic_models_body(config: GatewayConfig, loaded_at: int) -> bytes:
+def anthropic_models_body(config: GatewayConfig, loaded_at: int, rules: list[Rule] | None = None) -> bytes:
     """Anthropic's model list (``GET /v1/models`` of the Messages API, one page holding every model)."""
     data = [
         {
@@ -195,7 +224,7 @@ def anthropic_models_body(config: GatewayConfig, loaded_at: int) -> bytes:
             "display_name": model,
             "created_at": datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        for model, (created, _) in _served_models(config, loaded_at).items()
+        for model, (created, _) in _served_models(config, loaded_at, rules).items()
     ]
     first_id = data[0]["id"] if data else None
     last_id = data[-1]["id"] if data else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from tokenvoy.config.loader import ConfigError, load_text
@@ -106,3 +107,16 @@ def test_stream_idle_timeout_is_envoys_per_try_idle_timeout():
 def test_filter_config_is_reported_as_ignored_with_its_reason():
     config = load_text(BASE + _route("a", "  filterConfig: {type: ExternalProcessor}\n"))
     assert any("AIGatewayRoute/a" in line and "spec.filterConfig ignored" in line for line in config.ignored)
+
+
+def test_the_model_lists_are_those_of_the_requests_host():
+    text = BASE + _route("a", "  hostnames: [a.example.com]\n", model="only-a") + _route("any", model="everyone")
+    runtime = Runtime(load_text(text))
+
+    def listed(authority: str) -> tuple[list[str], list[str], list[str]]:
+        models, openai_body, anthropic_body = runtime.models_for(authority)
+        ids = [m["id"] for m in orjson.loads(openai_body)["data"]]
+        return models, ids, [m["id"] for m in orjson.loads(anthropic_body)["data"]]
+
+    assert listed("a.example.com:1975") == (["everyone", "only-a"], ["only-a", "everyone"], ["only-a", "everyone"])
+    assert listed("127.0.0.1:1975") == (["everyone"], ["everyone"], ["everyone"])

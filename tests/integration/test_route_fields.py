@@ -142,3 +142,13 @@ def test_a_model_only_one_host_serves_is_not_found_elsewhere(gateway: Gateway):
     response, _ = _ask(gateway, "only-a", "other.example.com")
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "model_not_found"
+
+
+def test_the_model_list_is_the_hosts(gateway: Gateway):
+    def listed(host: str) -> set[str]:
+        response = httpx.get(gateway.url + "/v1/models", headers={"host": host}, timeout=10)
+        assert response.status_code == 200, response.text
+        return {model["id"] for model in response.json()["data"]}
+
+    assert listed("a.example.com") == {"shared", "only-a", "idle", "patient"}
+    assert listed("other.example.com") == {"shared", "idle", "patient"}
