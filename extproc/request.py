@@ -103,7 +103,10 @@ def duplicate_key(raw: bytes, body: dict[str, Any]) -> str | None:
         top = pairs  # objects close inside out: the last one is the top level
         return pairs
 
-    json.loads(raw, object_pairs_hook=keep)
+    try:
+        json.loads(raw, object_pairs_hook=keep)
+    except ValueError:  # what orjson parsed, json should too; if not, orjson's reading stands
+        return None
     keys = [key for key, _ in top]
     for key in suspects:
         if keys.count(key) > 1:

@@ -778,7 +778,7 @@ def _endpoint_host(resource: _Resource) -> str | None:
 
 _COST_TYPES = {item.value: item for item in CostType}
 # Field names as published in the AIGatewayRoute CRD (v1alpha1 and v1beta1); `filterConfig` is from
-# earlier releases and still accepted.
+# earlier releases: accepted, and reported as ignored.
 _ROUTE_FIELDS = {"parentRefs", "rules", "llmRequestCosts", "hostnames", "filterConfig"}
 _RULE_FIELDS = {"name", "matches", "backendRefs", "timeouts", "modelsOwnedBy", "modelsCreatedAt", "streamIdleTimeout"}
 _MATCH_FIELDS = {"headers"}
