@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from tokenvoy.config.loader import ConfigError, load_text
+from tokenvoy.config.summary import summarize
 from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.render.bootstrap import route_configuration, to_json
 from tokenvoy.render.envoy import EnvoyOptions
@@ -120,3 +121,8 @@ def test_the_model_lists_are_those_of_the_requests_host():
 
     assert listed("a.example.com:1975") == (["everyone", "only-a"], ["only-a", "everyone"], ["only-a", "everyone"])
     assert listed("127.0.0.1:1975") == (["everyone"], ["everyone"], ["everyone"])
+
+
+def test_validate_shows_hosts_and_stream_idle_timeout():
+    text = BASE + _route("a", "  hostnames: [a.example.com]\n", rule="      streamIdleTimeout: 2s\n")
+    assert "    hosts a.example.com; stream idle timeout 2s" in summarize(load_text(text)).splitlines()
