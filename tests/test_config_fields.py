@@ -1,11 +1,12 @@
 """Every field of the published CRDs, for every kind the loader reads: it has an effect, or it is refused.
 
-The walk enumerates each property path of the CRD schemas (``../shared/crds``) and sets it, on a baseline
-config, to a value the CRD itself accepts. The loaded ``GatewayConfig`` must then differ from the
-baseline's (the field is consumed), or the load must fail naming the field (refused), or the field must be
-reported in ``GatewayConfig.ignored`` (each with the reason the loader gives, printed by ``tokenvoy run``
-and ``tokenvoy validate``). A field that does none of these is accepted and ignored: the test fails, naming
-it. Paths under a refused or reported field are covered by it.
+The walk enumerates each property path of the CRD schemas (``../shared/crds``) and sets each leaf field, on
+a baseline config, to a value the CRD itself accepts. Then the loaded ``GatewayConfig`` differs from the
+baseline's (the field is consumed), or the load fails naming the field or one containing it (refused), or
+the field is reported in ``GatewayConfig.ignored`` (printed by ``tokenvoy run`` and ``tokenvoy validate``),
+or it is listed with its reason in the loader's ``INERT_FIELDS``. A field that does none of these is
+accepted and ignored: the test fails, naming it. A container refused as a whole (``not supported by
+tokenvoy``) covers the fields under it.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ spec:
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: BackendTLSPolicy
-metadata: {name: openai-tls}
+metadata: {name: anthropic-tls}
 spec:
   targetRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: anthropic}]
   validation: {hostname: api.anthropic.com, wellKnownCACertificates: System}
