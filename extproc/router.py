@@ -12,8 +12,6 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import orjson
-
 from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, MODEL_HEADER, ORIGINAL_PATH_HEADER
 from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.decoding import DecodeError, Decoder, UnsupportedEncoding, decoder_for
@@ -22,6 +20,7 @@ from tokenvoy.extproc.estimate import reservation_values
 from tokenvoy.extproc.observe import CompletedRequest, NoObserver, RequestObserver
 from tokenvoy.extproc.pbutil import header_dict, header_mutation, immediate_response, metadata_struct
 from tokenvoy.extproc.registry import RequestContext, RequestRegistry, request_key
+from tokenvoy.extproc.request import check_identity_headers, read_body
 from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
 from tokenvoy.pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
@@ -191,6 +190,8 @@ class RouterStream:
             raise GatewayError(405, f"{path} takes POST, not {self._headers.get(':method')}")
         if headers.end_of_stream:
             raise GatewayError(400, "the request has no body: a JSON body with `model` is required")
+        if self._runtime.identity_headers:
+            check_identity_headers(headers.headers.headers, self._runtime.identity_headers)
         return _CONTINUE_HEADERS
 
     def _models(self, path: str) -> ep.ProcessingResponse:
@@ -201,34 +202,29 @@ class RouterStream:
             raise GatewayError(405, f"{path} takes GET, not {method}")
         self.done = True
         self._status = 200
-        body = self._runtime.models_body if path == MODELS_PATH else self._runtime.anthropic_models_body
+        _, openai_body, anthropic_body = self._runtime.models_for(self._headers.get(":authority", ""))
+        body = openai_body if path == MODELS_PATH else anthropic_body
         return immediate_response(200, body, details="tokenvoy_models")
 
     def _request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         raw = body.body
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise GatewayError(400, f"the request body is not valid JSON: {exc}") from None
-        if not isinstance(parsed, dict):
-            raise GatewayError(400, "the request body must be a JSON object")
-        model = parsed.get("model")
-        if not isinstance(model, str) or not model:
-            raise GatewayError(400, "missing required field `model` (a non-empty string)")
+        path = self._headers.get(":path", "")
+        api = ENDPOINTS[path.split("?", 1)[0]]
+        read = read_body(raw, api)
+        parsed, model = read.body, read.model
         match_headers = {**self._headers, MODEL_HEADER: model}
         rule = self._runtime.match(match_headers)
         if rule is None:
-            known = self._runtime.models
+            known = self._runtime.models_for(self._headers.get(":authority", ""))[0]
             hint = f"; models served: {', '.join(known)}" if known else ""
             raise GatewayError(404, f"model {model!r} is not served by this gateway{hint}", "model_not_found")
-        path = self._headers.get(":path", "")
         request = ClientRequest(
-            api=ENDPOINTS[path.split("?", 1)[0]],
+            api=api,
             path=path,
             raw=raw,
             body=parsed,
             model=model,
-            stream=parsed.get("stream") is True,
+            stream=read.stream,
             needs_usage=bool(rule.costs),
             headers=self._headers,
         )

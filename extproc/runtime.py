@@ -14,7 +14,16 @@ from datetime import UTC, datetime
 
 import orjson
 
-from tokenvoy.config.model import MODEL_HEADER, Backend, BackendRef, GatewayConfig, HeaderMatchType, Route, Rule
+from tokenvoy.config.model import (
+    MODEL_HEADER,
+    Backend,
+    BackendRef,
+    BudgetSelectorType,
+    GatewayConfig,
+    HeaderMatchType,
+    Route,
+    Rule,
+)
 from tokenvoy.extproc.costs import CompiledCost, compile_costs
 from tokenvoy.extproc.credentials import Signer, build_signer
 from tokenvoy.extproc.estimate import route_reservations
@@ -88,11 +97,36 @@ class Runtime:
                     self.endpoints[endpoint_id(rule, index)] = (self.backends[ref.backend], ref)
                     if (mutations := merge_mutations(config.backends[ref.backend], ref)) is not None:
                         self.mutations[endpoint_id(rule, index)] = mutations
+        self.hostnames = list(dict.fromkeys(name for route in config.routes for name in route.hostnames))
+        self._host_rules = {
+            host: [r for r in self.rules if not r.route.hostnames or host in r.route.hostnames]
+            for host in self.hostnames
+        }
+        self._any_host_rules = [r for r in self.rules if not r.route.hostnames]
+        wildcards = [(name[1:], name) for name in self.hostnames if name.startswith("*.")]  # (".example.com", name)
+        self._wildcards = sorted(wildcards, key=lambda item: -len(item[0]))
         self.models = config.exact_models()
         self.loaded_at = int(time.time())
         self.models_body = models_list_body(config, self.loaded_at)  # GET /v1/models
         self.anthropic_models_body = anthropic_models_body(config, self.loaded_at)  # GET /anthropic/v1/models
+        # per virtual host (None: every host): the models and the two lists of the rules it serves
+        self._models: dict[str | None, tuple[list[str], bytes, bytes]] = {
+            None: (self.models, self.models_body, self.anthropic_models_body)
+        }
+        if self.hostnames:
+            self._models[None] = self._host_models(self._any_host_rules)
+            self._models.update({host: self._host_models(self._host_rules[host]) for host in self.hostnames})
         self.reservations = route_reservations(config)  # route name → reservation-mode budgets' estimate keys
+        self.identity_headers = identity_headers(config)  # budget selector headers (request.check_identity_headers)
+
+    def _host_models(self, rules: list[RuleRuntime]) -> tuple[list[str], bytes, bytes]:
+        scoped = [rule.rule for rule in rules]
+        served = _served_models(self.config, self.loaded_at, scoped)
+        return (
+            sorted(served),
+            models_list_body(self.config, self.loaded_at, scoped),
+            anthropic_models_body(self.config, self.loaded_at, scoped),
+        )
 
     def start_credentials(self, timeout: float = 10.0) -> None:
         """Start refreshing cloud tokens and wait (at most ``timeout`` s in all) for each first attempt, so the
@@ -109,17 +143,61 @@ class Runtime:
             signer.stop()
 
     def match(self, headers: dict[str, str]) -> RuleRuntime | None:
-        for rule in self.rules:
+        """The first rule matching ``headers`` among those Envoy's virtual host for the request's Host serves."""
+        for rule in self.rules_for_host(headers.get(":authority", "")) if self.hostnames else self.rules:
             if rule.matches(headers):
                 return rule
         return None
 
+    def rules_for_host(self, authority: str) -> list[RuleRuntime]:
+        """The rules of the virtual host Envoy picks for ``authority`` (routes without hostnames serve every host)."""
+        host = self.virtual_host(authority)
+        return self._any_host_rules if host is None else self._host_rules[host]
 
-def _served_models(config: GatewayConfig, loaded_at: int) -> dict[str, tuple[int, str]]:
+    def virtual_host(self, authority: str) -> str | None:
+        """As Envoy picks a virtual host (render/bootstrap.py): the exact hostname, else the longest ``*.``
+        suffix, else None (every host); the port is ignored."""
+        if not self.hostnames:
+            return None
+        host = _host_of(authority)
+        if host in self._host_rules:
+            return host
+        for suffix, name in self._wildcards:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return name
+        return None
+
+    def models_for(self, authority: str) -> tuple[list[str], bytes, bytes]:
+        """The models served to the request's Host (exact names) and its model lists (OpenAI's, Anthropic's)."""
+        return self._models[self.virtual_host(authority)]
+
+
+def _host_of(authority: str) -> str:
+    """The host of a ``:authority`` (``Host``) value, lower case, without its port."""
+    host = authority.lower()
+    if host.startswith("["):  # an IPv6 literal
+        return host.split("]", 1)[0] + "]"
+    name, _, port = host.rpartition(":")
+    return name if name and port.isdigit() else host
+
+
+def identity_headers(config: GatewayConfig) -> dict[str, bool]:
+    """Every header a budget selects clients by → whether some budget counts per value of it (``Distinct``)."""
+    headers: dict[str, bool] = {}
+    for budget in config.budgets:
+        for selector in budget.selectors:
+            distinct = selector.type is BudgetSelectorType.DISTINCT
+            headers[selector.header] = headers.get(selector.header, False) or distinct
+    return headers
+
+
+def _served_models(
+    config: GatewayConfig, loaded_at: int, rules: list[Rule] | None = None
+) -> dict[str, tuple[int, str]]:
     """Every Exact ``x-ai-eg-model`` match, in config order → (created, owned_by): the rule's
     ``modelsCreatedAt`` (else ``loaded_at``) and ``modelsOwnedBy``."""
     models: dict[str, tuple[int, str]] = {}
-    for _, rule in config.rules():
+    for rule in [rule for _, rule in config.rules()] if rules is None else rules:
         created = rule.models_created_at if rule.models_created_at is not None else loaded_at
         for conjunction in rule.matches:
             for match in conjunction:
@@ -128,16 +206,16 @@ def _served_models(config: GatewayConfig, loaded_at: int) -> dict[str, tuple[int
     return models
 
 
-def models_list_body(config: GatewayConfig, loaded_at: int) -> bytes:
+def models_list_body(config: GatewayConfig, loaded_at: int, rules: list[Rule] | None = None) -> bytes:
     """OpenAI's model list (``GET /v1/models``)."""
     data = [
         {"id": model, "object": "model", "created": created, "owned_by": owned_by}
-        for model, (created, owned_by) in _served_models(config, loaded_at).items()
+        for model, (created, owned_by) in _served_models(config, loaded_at, rules).items()
     ]
     return orjson.dumps({"object": "list", "data": data})
 
 
-def anthropic_models_body(config: GatewayConfig, loaded_at: int) -> bytes:
+def anthropic_models_body(config: GatewayConfig, loaded_at: int, rules: list[Rule] | None = None) -> bytes:
     """Anthropic's model list (``GET /v1/models`` of the Messages API, one page holding every model)."""
     data = [
         {
@@ -146,7 +224,7 @@ def anthropic_models_body(config: GatewayConfig, loaded_at: int) -> bytes:
             "display_name": model,
             "created_at": datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        for model, (created, _) in _served_models(config, loaded_at).items()
+        for model, (created, _) in _served_models(config, loaded_at, rules).items()
     ]
     first_id = data[0]["id"] if data else None
     last_id = data[-1]["id"] if data else None

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from tokenvoy.config.model import (
+    AI_GATEWAY_METADATA_NAMESPACE,
     AWSCredentials,
     AzureCredentials,
     Backend,
@@ -77,6 +78,50 @@ IGNORED_KINDS = {
 _REFERENCED_KINDS = {"ConfigMap": "not referenced by a BackendTLSPolicy or a Backend's tls"}
 _ENV_REFERENCE = re.compile(r"^\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)\}$")
 _FILE_REFERENCE = re.compile(r"^\$\{file:(.+)\}$")
+
+
+_SCOPE_ONLY = "namespaces only scope names, and names are unique in a config"
+_SYSTEM_CAS = "System (the only value accepted) is what tokenvoy trusts when no caCertificateRefs are given"
+# Fields of the published APIs accepted without an effect on a standalone gateway, and why. Every other field
+# the loader accepts changes the loaded config or is refused naming it (tests/test_config_fields.py).
+INERT_FIELDS: dict[str, dict[str, str]] = {
+    "AIGatewayRoute": {
+        "spec.parentRefs": "a standalone gateway has one listener: every route is attached to it",
+        "spec.rules[].name": "names the rule for Kubernetes policy attachment; tokenvoy names rules <route>/rule/<n>",
+        "spec.rules[].backendRefs[].namespace": _SCOPE_ONLY,
+    },
+    "AIServiceBackend": {"spec.backendRef.namespace": _SCOPE_ONLY},
+    "BackendSecurityPolicy": {
+        f"spec.{field}.{ref}.namespace": _SCOPE_ONLY
+        for field, ref in (
+            ("apiKey", "secretRef"),
+            ("azureAPIKey", "secretRef"),
+            ("anthropicAPIKey", "secretRef"),
+            ("azureCredentials", "clientSecretRef"),
+            ("awsCredentials", "credentialsFile.secretRef"),
+            ("gcpCredentials", "credentialsFile.secretRef"),
+        )
+    },
+    "Backend": {
+        "spec.endpoints[].zone": "zone-aware routing chooses among endpoints; a Backend has one",
+        "spec.tls.autoSNIFromEndpointHostname": "tokenvoy sends the endpoint's hostname as SNI already (or tls.sni)",
+        "spec.tls.wellKnownCACertificates": _SYSTEM_CAS,
+    },
+    "BackendTrafficPolicy": {
+        "spec.targetRefs[].group": "the target's kind is checked; its group follows from it",
+        "spec.rateLimit.global.rules[].shared": "a rule's counter is shared by every route the policy targets",
+        "spec.rateLimit.global.rules[].xRateLimitHeaders": "DraftVersion03, the only value accepted, is always sent",
+    },
+    "BackendTLSPolicy": {
+        "spec.targetRefs[].group": "the target is an Envoy Gateway Backend of this config (its kind is checked)",
+        "spec.validation.wellKnownCACertificates": _SYSTEM_CAS,
+    },
+    "Gateway": {
+        "spec.gatewayClassName": "a standalone gateway has no controller to select",
+        "spec.infrastructure": "labels, annotations and parameters of the Kubernetes Deployment running Envoy",
+        "spec.listeners[].name": "names the listener routes attach to; there is one",
+    },
+}
 
 
 class ConfigError(Exception):
@@ -195,6 +240,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
 
     secrets = {name: r for name, r in resources.get("Secret", {}).items()}
     envoy_backends = resources.get("Backend", {})
+    _check_envoy_backends(envoy_backends, problems)
     config_maps = resources.get("ConfigMap", {})
     tls, used_config_maps = _tls_validations(
         resources.get("BackendTLSPolicy", {}), envoy_backends, config_maps, secrets, problems
@@ -206,7 +252,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
     ]
     policies = _security_policies(resources.get("BackendSecurityPolicy", {}), secrets, problems)
     backends = _backends(resources.get("AIServiceBackend", {}), envoy_backends, policies, problems, tls=tls)
-    routes = _routes(resources.get("AIGatewayRoute", {}), backends, problems)
+    routes = _routes(resources.get("AIGatewayRoute", {}), backends, problems, ignored)
     budgets = _budgets(
         resources.get("BackendTrafficPolicy", {}), {r.name for r in routes}, set(resources.get("Gateway", {})), problems
     )
@@ -366,6 +412,9 @@ def _security_policies(
             continue
         for index, target in enumerate(_list(resource, spec.get("targetRefs"), "spec.targetRefs", problems)):
             target = _mapping(resource, target, f"spec.targetRefs[{index}]", problems)
+            _reference_kind(
+                resource, target, f"spec.targetRefs[{index}]", "AIServiceBackend", "aigateway.envoyproxy.io", problems
+            )
             target_name = _string(resource, target.get("name"), f"spec.targetRefs[{index}].name", problems)
             if target_name:
                 by_backend[target_name] = policy
@@ -455,6 +504,9 @@ def _secret_ref(
     if kind not in ("Secret", None, ""):
         problems.add(resource, f"{path}.kind", f"must be Secret, got {kind!r}")
         return None
+    if value.get("group") not in (None, ""):
+        problems.add(resource, f"{path}.group", f'must be the core group (""), got {value["group"]!r}')
+        return None
     name = _string(resource, value.get("name"), f"{path}.name", problems)
     if name is None:
         return None
@@ -463,6 +515,45 @@ def _secret_ref(
         problems.add(resource, f"{path}.name", f"Secret/{name} does not exist")
         return None
     return _secret_value(secret, key, problems)
+
+
+def _reference_kind(
+    resource: _Resource, ref: dict[str, Any], path: str, kind: str, group: str, problems: _Problems
+) -> None:
+    """A reference's ``kind`` and ``group``: absent, or the one kind tokenvoy resolves there."""
+    for key, expected in (("kind", kind), ("group", group)):
+        if ref.get(key) not in (None, expected):
+            problems.add(resource, f"{path}.{key}", f"must be {expected}, got {ref.get(key)!r}")
+
+
+_ENVOY_BACKEND_FIELDS = {"endpoints", "tls", "type", "appProtocols", "fallback"}
+_ENDPOINT_FIELDS = {"fqdn", "ip", "hostname", "unix", "zone"}
+
+
+def _check_envoy_backends(items: dict[str, _Resource], problems: _Problems) -> None:
+    """The Envoy Gateway ``Backend`` fields tokenvoy cannot honour, once per Backend."""
+    for resource in items.values():
+        spec = resource.spec
+        if not _check_fields(resource, spec, "spec", _ENVOY_BACKEND_FIELDS, problems):
+            continue
+        why = {
+            "appProtocols": "tokenvoy speaks HTTP/1.1 to providers (over TLS on port 443 or with tls)",
+            "fallback": "fallback Backends; give the AIGatewayRoute backendRefs priorities instead",
+        }
+        _unsupported(resource, spec, "spec", why, problems)
+        if spec.get("type") not in (None, "Endpoints"):
+            problems.add(resource, "spec.type", f"not supported by tokenvoy: only Endpoints, got {spec['type']!r}")
+        endpoints = spec.get("endpoints")
+        if isinstance(endpoints, list) and len(endpoints) > 1:
+            problems.add(resource, "spec.endpoints", f"tokenvoy calls one endpoint per Backend, got {len(endpoints)}")
+        for index, endpoint in enumerate(endpoints if isinstance(endpoints, list) else []):
+            path = f"spec.endpoints[{index}]"
+            if isinstance(endpoint, dict) and _check_fields(resource, endpoint, path, _ENDPOINT_FIELDS, problems):
+                why = {
+                    "hostname": "give the host name as fqdn.hostname",
+                    "unix": "Unix-socket endpoints are not supported",
+                }
+                _unsupported(resource, endpoint, path, why, problems)
 
 
 def _envoy_endpoint(resource: _Resource, tls: TLSValidation | None, problems: _Problems) -> Endpoint | None:
@@ -503,6 +594,10 @@ def _backends(
         if schema_name is not None and schema_name not in SUPPORTED_SCHEMAS:
             problems.add(resource, "spec.schema.name", f"{schema_name!r} is not supported yet")
         backend_ref = _mapping(resource, spec.get("backendRef"), "spec.backendRef", problems)
+        _reference_kind(resource, backend_ref, "spec.backendRef", "Backend", "gateway.envoyproxy.io", problems)
+        _unsupported(
+            resource, backend_ref, "spec.backendRef", {"port": "the port is the Backend's endpoint's"}, problems
+        )
         ref_name = _string(resource, backend_ref.get("name"), "spec.backendRef.name", problems)
         endpoint = None
         fake = False
@@ -594,6 +689,7 @@ def _tls_validations(
         spec = resource.spec
         if not _check_fields(resource, spec, "spec", _TLS_POLICY_FIELDS, problems):
             continue
+        _unsupported(resource, spec, "spec", {"options": "TLS options are not supported"}, problems)
         validation = _mapping(resource, spec.get("validation"), "spec.validation", problems)
         if not _check_fields(resource, validation, "spec.validation", _TLS_VALIDATION_FIELDS, problems):
             continue
@@ -615,6 +711,7 @@ def _tls_validations(
         for index, target in enumerate(_list(resource, spec.get("targetRefs"), "spec.targetRefs", problems)):
             path = f"spec.targetRefs[{index}]"
             target = _mapping(resource, target, path, problems)
+            _unsupported(resource, target, path, {"sectionName": "a policy applies to the whole Backend"}, problems)
             name = _string(resource, target.get("name"), f"{path}.name", problems)
             if name is None:
                 continue
@@ -681,7 +778,7 @@ def _endpoint_host(resource: _Resource) -> str | None:
 
 _COST_TYPES = {item.value: item for item in CostType}
 # Field names as published in the AIGatewayRoute CRD (v1alpha1 and v1beta1); `filterConfig` is from
-# earlier releases and still accepted.
+# earlier releases: accepted, and reported as ignored.
 _ROUTE_FIELDS = {"parentRefs", "rules", "llmRequestCosts", "hostnames", "filterConfig"}
 _RULE_FIELDS = {"name", "matches", "backendRefs", "timeouts", "modelsOwnedBy", "modelsCreatedAt", "streamIdleTimeout"}
 _MATCH_FIELDS = {"headers"}
@@ -700,12 +797,21 @@ _BACKEND_REF_FIELDS = {
 _COST_FIELDS = {"metadataKey", "type", "cel"}
 
 
-def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems: _Problems) -> list[Route]:
+_FILTER_CONFIG_IGNORED = (
+    "it sizes Envoy AI Gateway's external processor container (earlier releases); tokenvoy runs its own extproc"
+)
+
+
+def _routes(
+    items: dict[str, _Resource], backends: dict[str, Backend], problems: _Problems, ignored: list[str]
+) -> list[Route]:
     routes = []
     for resource in items.values():
         spec = resource.spec
         if not _check_fields(resource, spec, "spec", _ROUTE_FIELDS, problems):
             continue
+        if spec.get("filterConfig") is not None:
+            ignored.append(f"{resource.ref} ({resource.source}): spec.filterConfig ignored, {_FILTER_CONFIG_IGNORED}")
         # `/v1/models` `created` defaults to the route's creation, as in Envoy AI Gateway.
         created = resource.metadata.get("creationTimestamp")
         route_created_at = _rfc3339_seconds(resource, created, "metadata.creationTimestamp", problems)
@@ -747,6 +853,7 @@ def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems:
                 ref_path = f"{path}.backendRefs[{ref_index}]"
                 if not _check_fields(resource, ref, ref_path, _BACKEND_REF_FIELDS, problems):
                     continue
+                _reference_kind(resource, ref, ref_path, "AIServiceBackend", "aigateway.envoyproxy.io", problems)
                 ref_name = _string(resource, ref.get("name"), f"{ref_path}.name", problems)
                 if ref_name is None:
                     continue
@@ -779,6 +886,7 @@ def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems:
                 continue
             rule_name = f"{resource.name}/rule/{rule_index}"
             request_ms, backend_ms = _timeouts(resource, rule_spec.get("timeouts"), f"{path}.timeouts", problems)
+            idle_ms = _duration_ms(resource, rule_spec.get("streamIdleTimeout"), f"{path}.streamIdleTimeout", problems)
             owned_by = _string(resource, rule_spec.get("modelsOwnedBy"), f"{path}.modelsOwnedBy", problems, False)
             created_at = _rfc3339_seconds(
                 resource, rule_spec.get("modelsCreatedAt"), f"{path}.modelsCreatedAt", problems
@@ -791,6 +899,7 @@ def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems:
                     backend_request_timeout_ms=backend_ms,
                     models_owned_by=owned_by or rule.models_owned_by,
                     models_created_at=created_at if created_at is not None else route_created_at,
+                    stream_idle_timeout_ms=idle_ms or None,
                 )
             )
         costs = []
@@ -817,8 +926,43 @@ def _routes(items: dict[str, _Resource], backends: dict[str, Backend], problems:
                     continue
             if key:
                 costs.append(RequestCost(key, cost_type, cel))
-        routes.append(Route(name=resource.name, rules=tuple(rules), costs=tuple(costs)))
+        hostnames = _hostnames(resource, spec.get("hostnames"), problems)
+        routes.append(Route(name=resource.name, rules=tuple(rules), costs=tuple(costs), hostnames=hostnames))
     return routes
+
+
+# Gateway API `Hostname` (as the AIGatewayRoute CRD validates it): a DNS name, optionally `*.`-prefixed.
+_HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_MAX_HOSTNAMES = 16
+
+
+def _hostnames(resource: _Resource, value: Any, problems: _Problems) -> tuple[str, ...]:
+    """``spec.hostnames``: the route serves only requests whose Host (port aside) is one of them."""
+    names: list[str] = []
+    items = _list(resource, value, "spec.hostnames", problems)
+    if len(items) > _MAX_HOSTNAMES:
+        problems.add(resource, "spec.hostnames", f"at most {_MAX_HOSTNAMES} entries, got {len(items)}")
+    for index, name in enumerate(items):
+        path = f"spec.hostnames[{index}]"
+        if not isinstance(name, str) or len(name) > 253 or not _HOSTNAME.match(name):
+            problems.add(resource, path, f"must be a lower-case DNS name, optionally *.-prefixed (no IP), got {name!r}")
+        elif _is_ip_address(name):
+            problems.add(resource, path, f"must be a DNS name, not an IP address, got {name!r}")
+        elif name in names:
+            problems.add(resource, path, f"{name!r} is listed twice")
+        else:
+            names.append(name)
+    return tuple(names)
+
+
+def _is_ip_address(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 # --- timeouts, `/v1/models` fields, header/body mutations, retries (Envoy AI Gateway / Envoy Gateway shapes) ---
@@ -1181,11 +1325,15 @@ def _budgets(
     budgets = []
     for resource in items.values():
         spec = resource.spec
+        for key in spec:
+            if key not in _TRAFFIC_POLICY_FIELDS:
+                problems.add(resource, f"spec.{key}", f"not supported by tokenvoy: {_TRAFFIC_POLICY_WHY}")
         targets: list[str] = []
         whole_gateway = False
         for index, target in enumerate(_list(resource, spec.get("targetRefs"), "spec.targetRefs", problems)):
             target_path = f"spec.targetRefs[{index}]"
             target = _mapping(resource, target, target_path, problems)
+            _unsupported(resource, target, target_path, {"sectionName": "a policy applies to whole routes"}, problems)
             name = target.get("name")
             kind = target.get("kind", "AIGatewayRoute")
             if kind == "Gateway":
@@ -1202,8 +1350,12 @@ def _budgets(
             else:
                 targets.append(name)
         rate_limit = _mapping(resource, spec.get("rateLimit"), "spec.rateLimit", problems)
+        _check_fields(resource, rate_limit, "spec.rateLimit", {"type", "global", "local"}, problems)
         _unsupported(resource, rate_limit, "spec.rateLimit", {"local": "only global (token budget) rules"}, problems)
+        if rate_limit.get("type") not in (None, "Global"):
+            problems.add(resource, "spec.rateLimit.type", "not supported by tokenvoy: only Global (token budget) rules")
         global_limit = _mapping(resource, rate_limit.get("global"), "spec.rateLimit.global", problems)
+        _check_fields(resource, global_limit, "spec.rateLimit.global", {"rules"}, problems)
         rules = _list(resource, global_limit.get("rules"), "spec.rateLimit.global.rules", problems)
         reservation, default_max_tokens = _budget_mode(resource, problems)
         for rule_index, rule in enumerate(rules):
@@ -1217,6 +1369,8 @@ def _budgets(
     return budgets
 
 
+_TRAFFIC_POLICY_FIELDS = {"targetRefs", "rateLimit", "retry"}
+_TRAFFIC_POLICY_WHY = "here a BackendTrafficPolicy sets token budgets (rateLimit) and retries (retry) of its targetRefs"
 _NO_RESPONSE_COST = "reservation needs every rule to have cost.response (the actual that replaces the estimate)"
 
 
@@ -1246,6 +1400,12 @@ def _budget(resource: _Resource, rule: Any, rule_index: int, problems: _Problems
     if not _check_fields(resource, rule, path, _TRAFFIC_POLICY_RULE_FIELDS, problems):
         return None
     _unsupported(resource, rule, path, {"shadowMode": "every budget is enforced"}, problems)
+    if rule.get("xRateLimitHeaders") not in (None, "DraftVersion03"):
+        problems.add(
+            resource,
+            f"{path}.xRateLimitHeaders",
+            "not supported by tokenvoy: x-ratelimit-* (DraftVersion03) is always sent",
+        )
     selectors = []
     for selector_index, selector in enumerate(
         _list(resource, rule.get("clientSelectors"), f"{path}.clientSelectors", problems)
@@ -1305,6 +1465,8 @@ def _budget(resource: _Resource, rule: Any, rule_index: int, problems: _Problems
     if request is not None and _check_fields(resource, request, f"{cost_path}.request", _COST_SOURCE_FIELDS, problems):
         if request.get("from", "Number") != "Number":
             problems.add(resource, f"{cost_path}.request.from", "only Number is supported for requests")
+        else:
+            _unsupported(resource, request, f"{cost_path}.request", {"metadata": "request costs are numbers"}, problems)
         request_cost = _integer(resource, request.get("number"), f"{cost_path}.request.number", problems, 1, 0)
     response_key = None
     response = cost.get("response")
@@ -1314,7 +1476,15 @@ def _budget(resource: _Resource, rule: Any, rule_index: int, problems: _Problems
         if response.get("from") != "Metadata":
             problems.add(resource, f"{cost_path}.response.from", "only Metadata is supported for responses")
         else:
+            why = {"number": "response costs come from metadata"}
+            _unsupported(resource, response, f"{cost_path}.response", why, problems)
             metadata = _mapping(resource, response.get("metadata"), f"{cost_path}.response.metadata", problems)
+            if metadata.get("namespace") not in (None, AI_GATEWAY_METADATA_NAMESPACE):
+                problems.add(
+                    resource,
+                    f"{cost_path}.response.metadata.namespace",
+                    f"must be {AI_GATEWAY_METADATA_NAMESPACE} (extproc's costs), got {metadata['namespace']!r}",
+                )
             response_key = _string(resource, metadata.get("key"), f"{cost_path}.response.metadata.key", problems)
     return Budget(
         name=f"{resource.name}/rule/{rule_index}",
@@ -1326,9 +1496,45 @@ def _budget(resource: _Resource, rule: Any, rule_index: int, problems: _Problems
     )
 
 
+_GATEWAY_FIELDS = {
+    "gatewayClassName",
+    "listeners",
+    "addresses",
+    "tls",
+    "allowedListeners",
+    "defaultScope",
+    "infrastructure",
+}
+_GATEWAY_UNSUPPORTED = {
+    "addresses": "tokenvoy listens on the address of `tokenvoy run --host` (127.0.0.1 by default)",
+    "tls": "tokenvoy's listener is plain HTTP",
+    "allowedListeners": "ListenerSets are not supported",
+    "defaultScope": "every route is attached to the one listener",
+}
+_LISTENER_FIELDS = {"name", "port", "protocol", "hostname", "tls", "allowedRoutes"}
+_LISTENER_UNSUPPORTED = {
+    "hostname": "scope routes to hosts with AIGatewayRoute hostnames",
+    "tls": "tokenvoy's listener is plain HTTP (terminate TLS in front of it)",
+    "allowedRoutes": "every route is attached to the one listener",
+}
+
+
 def _listener(items: dict[str, _Resource], problems: _Problems) -> Listener:
     for resource in items.values():
+        if not _check_fields(resource, resource.spec, "spec", _GATEWAY_FIELDS, problems):
+            continue
+        _unsupported(resource, resource.spec, "spec", _GATEWAY_UNSUPPORTED, problems)
         listeners = _list(resource, resource.spec.get("listeners"), "spec.listeners", problems)
+        if len(listeners) > 1:
+            problems.add(resource, "spec.listeners", f"tokenvoy serves one listener, got {len(listeners)}")
+        for index, entry in enumerate(listeners):
+            path = f"spec.listeners[{index}]"
+            if isinstance(entry, dict) and _check_fields(resource, entry, path, _LISTENER_FIELDS, problems):
+                _unsupported(resource, entry, path, _LISTENER_UNSUPPORTED, problems)
+                if entry.get("protocol") not in (None, "HTTP"):
+                    problems.add(
+                        resource, f"{path}.protocol", f"not supported by tokenvoy: only HTTP, got {entry['protocol']!r}"
+                    )
         if listeners:
             first = _mapping(resource, listeners[0], "spec.listeners[0]", problems)
             port = _integer(resource, first.get("port"), "spec.listeners[0].port", problems, 1975, 1)

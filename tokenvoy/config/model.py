@@ -217,6 +217,9 @@ class Rule:
     models_owned_by: str = DEFAULT_MODELS_OWNED_BY  # `/v1/models` owned_by
     models_created_at: int | None = None  # unix seconds for `/v1/models`; None = when the config was loaded
     retry: RetrySettings | None = None  # from a BackendTrafficPolicy `retry` targeting the route
+    # `streamIdleTimeout`: an attempt that receives no byte for this long is reset (before the first byte: the
+    # retry policy falls over to the next backend; mid-stream: the client gets a 504 / a cut stream).
+    stream_idle_timeout_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,8 @@ class Route:
     name: str
     rules: tuple[Rule, ...]
     costs: tuple[RequestCost, ...] = ()
+    # `hostnames`: the Host values (lower case, `*.` a suffix wildcard) the route serves; empty = every host
+    hostnames: tuple[str, ...] = ()
 
 
 class BudgetSelectorType(StrEnum):

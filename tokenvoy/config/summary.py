@@ -22,7 +22,7 @@ def _match_text(config: GatewayConfig, rule_index: int) -> str:
 
 def summarize(config: GatewayConfig) -> str:
     lines = [f"listener: {config.listener.address}:{config.listener.port}", "", "routes:"]
-    for index, (_route, rule) in enumerate(config.rules()):
+    for index, (route, rule) in enumerate(config.rules()):
         refs = ", ".join(
             f"{ref.backend}"
             + (f" (weight {ref.weight})" if len(rule.backend_refs) > 1 else "")
@@ -31,7 +31,7 @@ def summarize(config: GatewayConfig) -> str:
             for ref in rule.backend_refs
         )
         lines.append(f"  {rule.name}: {_match_text(config, index)} -> {refs}")
-        extras = _rule_extras(rule)
+        extras = ([f"hosts {', '.join(route.hostnames)}"] if route.hostnames else []) + _rule_extras(rule)
         if extras:
             lines.append(f"    {'; '.join(extras)}")
     models = config.exact_models()
@@ -75,6 +75,8 @@ def _rule_extras(rule: Rule) -> list[str]:
         extras.append(f"timeout {_seconds(rule.request_timeout_ms)}")
     if rule.backend_request_timeout_ms is not None:
         extras.append(f"per-attempt timeout {_seconds(rule.backend_request_timeout_ms)}")
+    if rule.stream_idle_timeout_ms is not None:
+        extras.append(f"stream idle timeout {_seconds(rule.stream_idle_timeout_ms)}")
     retry = rule.retry
     if retry is not None:
         parts = []

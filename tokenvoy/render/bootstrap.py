@@ -401,8 +401,13 @@ def retry_policy(rule: Rule) -> RetryPolicy | None:
     per_try = rule.backend_request_timeout_ms
     if per_try is None and retry is not None:
         per_try = retry.per_try_timeout_ms
+    idle = _ms(rule.stream_idle_timeout_ms) if rule.stream_idle_timeout_ms else None  # `streamIdleTimeout`
     if retry is None and not fallback:
-        return None if per_try is None else RetryPolicy(num_retries=0, per_try_timeout=_ms(per_try))
+        if per_try is None and idle is None:
+            return None
+        return RetryPolicy(
+            num_retries=0, per_try_timeout=_ms(per_try) if per_try is not None else None, per_try_idle_timeout=idle
+        )
     triggers = RETRY_ON.split(",") if retry is None or retry.triggers is None else list(retry.triggers)
     if retry is not None and retry.num_retries is not None:
         num_retries = retry.num_retries
@@ -439,6 +444,7 @@ def retry_policy(rule: Rule) -> RetryPolicy | None:
         num_retries=num_retries,
         retriable_status_codes=codes,
         per_try_timeout=_ms(per_try) if per_try is not None else None,
+        per_try_idle_timeout=idle,
         retry_back_off=RetryPolicyRetryBackOff(base_interval=_ms(base), max_interval=_ms(maximum)),
         **fallback_fields,
     )
@@ -451,9 +457,12 @@ def _route_timeout(rule: Rule, options: EnvoyOptions) -> timedelta:
     return timedelta(seconds=options.route_timeout_s)
 
 
-def _routes(config: GatewayConfig, options: EnvoyOptions) -> list[Route]:
+def _routes(config: GatewayConfig, options: EnvoyOptions, host: str | None = None) -> list[Route]:
+    """The Envoy routes of every rule, or (``host``) of the rules a virtual host for that domain serves."""
     routes = []
     for route, rule in config.rules():
+        if route.hostnames and host not in route.hostnames:
+            continue
         budgets = [b for b in config.budgets if not b.routes or route.name in b.routes]
         per_filter = {}
         if budgets:
@@ -476,8 +485,18 @@ def _routes(config: GatewayConfig, options: EnvoyOptions) -> list[Route]:
 
 
 def route_configuration(config: GatewayConfig, options: EnvoyOptions) -> RouteConfiguration:
-    virtual_host = VirtualHost(name="tokenvoy", domains=["*"], routes=_routes(config, options))
-    return RouteConfiguration(name=ROUTE_CONFIG_NAME, virtual_hosts=[virtual_host])
+    """One virtual host for every Host; with AIGatewayRoute ``hostnames``, one more per hostname, serving
+    the routes that list it and those that list none (Envoy picks the most specific domain; the port of
+    the Host is ignored, as Gateway API hostnames have none). extproc picks rules the same way (runtime.py)."""
+    hostnames = list(dict.fromkeys(name for route in config.routes for name in route.hostnames))
+    virtual_hosts = [
+        VirtualHost(name=f"tokenvoy/{host}", domains=[host], routes=_routes(config, options, host))
+        for host in hostnames
+    ]
+    virtual_hosts.append(VirtualHost(name="tokenvoy", domains=["*"], routes=_routes(config, options)))
+    return RouteConfiguration(
+        name=ROUTE_CONFIG_NAME, virtual_hosts=virtual_hosts, ignore_port_in_host_matching=bool(hostnames)
+    )
 
 
 # ---- backend clusters ------------------------------------------------------------------------------------
