@@ -89,6 +89,7 @@ class Runtime:
                     if (mutations := merge_mutations(config.backends[ref.backend], ref)) is not None:
                         self.mutations[endpoint_id(rule, index)] = mutations
         self.models = config.exact_models()
+        self.named_models = config.named_models()  # metrics label other models `other`
         self.loaded_at = int(time.time())
         self.models_body = models_list_body(config, self.loaded_at)  # GET /v1/models
         self.anthropic_models_body = anthropic_models_body(config, self.loaded_at)  # GET /anthropic/v1/models

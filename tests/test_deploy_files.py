@@ -307,7 +307,7 @@ def test_the_dashboard_filters_by_model_provider_user_and_client() -> None:
 @pytest.mark.parametrize(
     "needle",
     [
-        "gen_ai_client_token_usage_token_sum",
+        "gen_ai_client_token_usage_sum",
         "tokenvoy_cost_usd_total",
         "gen_ai_server_request_duration_seconds_bucket",
         "gen_ai_server_time_to_first_token_seconds_bucket",

@@ -216,15 +216,15 @@ def test_prometheus_token_counts_equal_the_usage_clients_saw(stack: Stack) -> No
     sent = stack.sent
     total_in, total_out = sum(sent.input_tokens.values()), sum(sent.output_tokens.values())
     queries = {
-        'sum(gen_ai_client_token_usage_token_sum{gen_ai_token_type="input"})': total_in,
-        'sum(gen_ai_client_token_usage_token_sum{gen_ai_token_type="output"})': total_out,
-        'sum(gen_ai_client_token_usage_token_count{gen_ai_token_type="output"})': sent.answered,
+        'sum(gen_ai_client_token_usage_sum{gen_ai_token_type="input"})': total_in,
+        'sum(gen_ai_client_token_usage_sum{gen_ai_token_type="output"})': total_out,
+        'sum(gen_ai_client_token_usage_count{gen_ai_token_type="output"})': sent.answered,
         **{
-            f'sum(gen_ai_client_token_usage_token_sum{{gen_ai_token_type="input", user="{user}"}})': tokens
+            f'sum(gen_ai_client_token_usage_sum{{gen_ai_token_type="input", user="{user}"}})': tokens
             for user, tokens in sent.input_tokens.items()
         },
         **{
-            f'sum(gen_ai_client_token_usage_token_sum{{gen_ai_token_type="output", user="{user}"}})': tokens
+            f'sum(gen_ai_client_token_usage_sum{{gen_ai_token_type="output", user="{user}"}})': tokens
             for user, tokens in sent.output_tokens.items()
         },
         # the one refusal, as extproc and as Envoy saw it
