@@ -292,7 +292,7 @@ class PrometheusObserver:
                 tokens((*base, "cache_creation_input", *extra)).observe(usage.cache_creation_input)
             if usage.reasoning:
                 tokens((*base, "reasoning", *extra)).observe(usage.reasoning)
-            price = self._prices.get(request.response_model or "") or self._prices.get(request.request_model or "")
+            price = self._price(request)
             if price is not None:
                 self._cost(labels).inc(cost_usd(price, request))
         first_chunk_at = request.first_chunk_at
@@ -300,6 +300,14 @@ class PrometheusObserver:
             self._ttft(labels).observe(first_chunk_at - request.started)
             if usage is not None and usage.output > 1:
                 self._tpot(labels).observe((request.finished - first_chunk_at) / (usage.output - 1))
+
+    def _price(self, request: CompletedRequest) -> ModelPrice | None:
+        """The price of the model that answered, else of the one sent, else of the one the client named."""
+        prices = self._prices
+        for model in (request.response_model, request.request_model, request.original_model):
+            if model and (price := prices.get(model)) is not None:
+                return price
+        return None
 
     def _model_labels(self, request: CompletedRequest) -> tuple[str, str, str]:
         """(original, request, response) model labels. The client's names count only when the config names

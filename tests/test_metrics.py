@@ -448,11 +448,29 @@ def test_the_cost_counter_uses_the_price_of_the_response_model_then_the_request_
     usage = TokenUsage(input=1000, cached_input=400, output=500, total=1500)
     observer.request_completed(completed(usage=usage))
     observer.request_completed(completed(usage=usage))
-    observer.request_completed(completed(request_model="unpriced", response_model="unpriced", usage=usage))
+    unpriced = completed(original_model="unpriced", request_model="unpriced", response_model="unpriced", usage=usage)
+    observer.request_completed(unpriced)
     assert samples(observer, "tokenvoy_cost_usd_total") == [f"tokenvoy_cost_usd_total{{{BASE}}} 0.00084"]
     observer = PrometheusObserver(MetricsSettings(), [GPT_4O_MINI, dated])
     observer.request_completed(completed(usage=TokenUsage(input=1_000_000, output=1_000_000)))
     assert samples(observer, "tokenvoy_cost_usd_total") == [f"tokenvoy_cost_usd_total{{{BASE}}} 3.0"]
+
+
+def test_an_overridden_model_is_priced_by_the_model_sent_else_by_the_clients_name() -> None:
+    alias = ModelPrice("my-alias", input_per_million=1.0, output_per_million=1.0)
+    sent = ModelPrice("claude-3-5-haiku", input_per_million=2.0, output_per_million=2.0)
+    request = completed(
+        original_model="my-alias",
+        request_model="claude-3-5-haiku",
+        response_model="claude-3-5-haiku-20241022",
+        usage=TokenUsage(input=1_000_000, output=0),
+        named_models=frozenset({"my-alias", "claude-3-5-haiku"}),
+    )
+    for prices, usd in (([alias, sent], "2.0"), ([alias], "1.0")):
+        observer = PrometheusObserver(MetricsSettings(), prices)
+        observer.request_completed(request)
+        (line,) = samples(observer, "tokenvoy_cost_usd_total")
+        assert line.endswith(f" {usd}"), line
 
 
 # ---- the admin port ---------------------------------------------------------------------------------------
