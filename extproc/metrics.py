@@ -1,13 +1,15 @@
 """Prometheus metrics for every request extproc routes: the OpenTelemetry GenAI metrics, cost and overhead.
 
 Names, units, attributes and bucket boundaries follow the OTel GenAI semantic conventions
-(https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-metrics/), exported the way Envoy AI Gateway
-exports them to Prometheus (dots → underscores, unit suffix), so its dashboards and queries keep working:
+(https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-metrics/), exported under the names, labels and
+label values Envoy AI Gateway's extproc gives them. Its OpenTelemetry Prometheus exporter turns dots into
+underscores and adds a unit suffix only for units it knows (``s`` → ``_seconds``); ``token`` is not one of
+them, so the token histogram has no suffix. tokenvoy's own metrics carry a ``tokenvoy_`` prefix:
 
 =========================================  =================================================  ============
 OTel instrument (unit)                     Prometheus family                                  kind
 =========================================  =================================================  ============
-``gen_ai.client.token.usage`` (token)      ``gen_ai_client_token_usage_token``                histogram
+``gen_ai.client.token.usage`` (token)      ``gen_ai_client_token_usage``                      histogram
 ``gen_ai.server.request.duration`` (s)     ``gen_ai_server_request_duration_seconds``         histogram
 ``gen_ai.server.time_to_first_token``      ``gen_ai_server_time_to_first_token_seconds``      histogram
 ``gen_ai.server.time_per_output_token``    ``gen_ai_server_time_per_output_token_seconds``    histogram
@@ -37,8 +39,10 @@ disable_created_metrics()
 # Explicit bucket boundaries from the GenAI semantic conventions.
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 REQUEST_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+# Time to first token: the conventions' boundaries, extended to 60 s as Envoy AI Gateway does (long prompts).
 TIME_TO_FIRST_TOKEN_BUCKETS = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    15.0, 20.0, 30.0, 45.0, 60.0,
 )  # fmt: skip
 TIME_PER_OUTPUT_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 # tokenvoy's own: a request spends ~0.1-5 ms in the handlers, so the buckets start at 50 µs.
@@ -46,42 +50,44 @@ GATEWAY_OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.0
 
 OPERATION = "gen_ai_operation_name"
 PROVIDER = "gen_ai_provider_name"
+ORIGINAL_MODEL = "gen_ai_original_model"
 REQUEST_MODEL = "gen_ai_request_model"
 RESPONSE_MODEL = "gen_ai_response_model"
 TOKEN_TYPE = "gen_ai_token_type"
 ERROR_TYPE = "error_type"
 CLIENT = "client"
-OTHER = "other"  # the value of a capped label once it has seen max_label_values distinct values
+OTHER = "other"  # a model the config does not name, or a capped label past max_label_values distinct values
+UNKNOWN = "unknown"  # a model or provider not known (yet) when the request ended, as Envoy AI Gateway says
 MAX_LABEL_VALUE_LENGTH = 128
 
-# gen_ai.operation.name per client API: the semantic conventions' well-known values (`chat` covers
-# Anthropic Messages too). An API missing here is named by the last part of its ClientAPI value.
+# gen_ai.operation.name per client API, Envoy AI Gateway's values (its Anthropic endpoint is `messages`, its
+# legacy completions endpoint `completion`). An API missing here is named by the last part of its value.
 OPERATIONS: dict[ClientAPI, str] = {
     ClientAPI.OPENAI_CHAT: "chat",
-    ClientAPI.ANTHROPIC_MESSAGES: "chat",
-    ClientAPI.OPENAI_COMPLETIONS: "text_completion",
+    ClientAPI.ANTHROPIC_MESSAGES: "messages",
+    ClientAPI.OPENAI_COMPLETIONS: "completion",
     ClientAPI.OPENAI_EMBEDDINGS: "embeddings",
 }
-# gen_ai.provider.name per AIServiceBackend schema: the semantic conventions' well-known values. The provider
-# names the API flavour spoken, so Anthropic on Bedrock is `aws.bedrock` and on Vertex AI `gcp.vertex_ai`.
+# gen_ai.provider.name per AIServiceBackend schema, Envoy AI Gateway's values (the semantic conventions' where
+# they have one); another schema is its lower-cased name.
 PROVIDERS: dict[str, str] = {
     "OpenAI": "openai",
-    "AzureOpenAI": "azure.ai.openai",
+    "AzureOpenAI": "azure.openai",
     "Anthropic": "anthropic",
     "AWSBedrock": "aws.bedrock",
-    "AWSAnthropic": "aws.bedrock",
+    "AWSAnthropic": "aws.anthropic",
     "GCPVertexAI": "gcp.vertex_ai",
-    "GCPAnthropic": "gcp.vertex_ai",
+    "GCPAnthropic": "gcp.anthropic",
     "Cohere": "cohere",
 }
 
-_BASE_LABELS = (OPERATION, PROVIDER, REQUEST_MODEL, RESPONSE_MODEL)
+_BASE_LABELS = (OPERATION, PROVIDER, ORIGINAL_MODEL, REQUEST_MODEL, RESPONSE_MODEL)
 
 
 class LabelLimiter:
     """Keeps the first ``cap`` distinct values of one label and reports every later one as ``other``.
 
-    Without it a header such as ``x-user-id`` (or a model name a catch-all route accepts) would create a new
+    Without it a header such as ``x-user-id`` (or a model name a provider answers with) would create a new
     series per value, without bound. The empty value (header absent) is free and never counted.
     """
 
@@ -102,6 +108,15 @@ class LabelLimiter:
             self._seen.add(value)
             return value
         return OTHER
+
+
+def named_model(model: str | None, named: frozenset[str]) -> str:
+    """A model the client chose, as a label: kept only when the config names it (see
+    ``GatewayConfig.named_models``). A catch-all rule accepts any name; counting those as ``other`` keeps junk
+    names from taking the label values that configured models need."""
+    if not model:
+        return UNKNOWN
+    return model if model in named else OTHER
 
 
 # (user-agent substring, client class), first match wins; matched on the lower-cased user agent.
@@ -195,7 +210,6 @@ class PrometheusObserver:
         self._client = settings.client_from_user_agent
         cap = settings.max_label_values
         self._limiters = {header: LabelLimiter(cap) for header, _ in self._header_labels}
-        self._request_models = LabelLimiter(cap)
         self._response_models = LabelLimiter(cap)
         self._prices = {price.model: price for price in pricing}
         extra = tuple(label for _, label in self._header_labels) + ((CLIENT,) if self._client else ())
@@ -203,9 +217,8 @@ class PrometheusObserver:
         registry = self.registry
         self.token_usage = Histogram(
             "gen_ai_client_token_usage",
-            "Number of input and output tokens used.",
+            "Number of tokens processed.",
             (*_BASE_LABELS, TOKEN_TYPE, *extra),
-            unit="token",
             buckets=TOKEN_BUCKETS,
             registry=registry,
         )
@@ -258,17 +271,12 @@ class PrometheusObserver:
         api = request.api
         operation = (OPERATIONS.get(api) or api.rpartition(".")[2]) if api is not None else ""
         schema = request.schema
-        provider = PROVIDERS.get(schema, schema.lower()) if schema else ""
+        provider = PROVIDERS.get(schema, schema.lower()) if schema else UNKNOWN
         error_type = request.error_type or ""
         self._overhead((operation, provider, error_type)).observe(request.gateway_seconds)
         if api is None:
             return  # not a GenAI operation (unknown path): only the overhead is counted
-        base = (
-            operation,
-            provider,
-            self._request_models(request.request_model),
-            self._response_models(request.response_model),
-        )
+        base = (operation, provider, *self._model_labels(request))
         extra = self._extra_label_values(request.request_headers)
         labels = base + extra
         self._duration((*base, error_type, *extra)).observe(request.finished - request.started)
@@ -284,7 +292,7 @@ class PrometheusObserver:
                 tokens((*base, "cache_creation_input", *extra)).observe(usage.cache_creation_input)
             if usage.reasoning:
                 tokens((*base, "reasoning", *extra)).observe(usage.reasoning)
-            price = self._prices.get(request.response_model or "") or self._prices.get(request.request_model or "")
+            price = self._price(request)
             if price is not None:
                 self._cost(labels).inc(cost_usd(price, request))
         first_chunk_at = request.first_chunk_at
@@ -292,6 +300,32 @@ class PrometheusObserver:
             self._ttft(labels).observe(first_chunk_at - request.started)
             if usage is not None and usage.output > 1:
                 self._tpot(labels).observe((request.finished - first_chunk_at) / (usage.output - 1))
+
+    def _price(self, request: CompletedRequest) -> ModelPrice | None:
+        """The price of the model that answered, else of the one sent, else of the one the client named."""
+        prices = self._prices
+        for model in (request.response_model, request.request_model, request.original_model):
+            if model and (price := prices.get(model)) is not None:
+                return price
+        return None
+
+    def _model_labels(self, request: CompletedRequest) -> tuple[str, str, str]:
+        """(original, request, response) model labels. The client's names count only when the config names
+        them; a response model the provider chose (a dated snapshot, say) is kept up to the label cap, unless
+        it merely echoes a name the client made up."""
+        named = request.named_models
+        original = request.original_model
+        sent = request.request_model
+        answered = request.response_model
+        if not answered:
+            response = UNKNOWN
+        elif answered in named:
+            response = answered
+        elif answered in (original, sent):
+            response = OTHER
+        else:
+            response = self._response_models(answered)
+        return named_model(original, named), named_model(sent, named), response
 
     def _extra_label_values(self, headers: Mapping[str, str]) -> tuple[str, ...]:
         values = [self._limiters[header](headers.get(header)) for header, _ in self._header_labels]

@@ -20,7 +20,8 @@ class CompletedRequest:
     route: str | None
     backend: str | None
     schema: str | None  # the backend's API schema name, e.g. "OpenAI"
-    request_model: str | None
+    original_model: str | None  # the model the client asked for
+    request_model: str | None  # the model sent to the backend (its modelNameOverride, else the original)
     response_model: str | None
     status: int  # what the client got; 0 when the client went away before any answer
     stream: bool
@@ -31,6 +32,7 @@ class CompletedRequest:
     gateway_seconds: float  # time spent inside tokenvoy's handlers for this request
     error_type: str | None  # set when the status is not 2xx
     request_headers: Mapping[str, str]  # the client's headers, for configured label mapping
+    named_models: frozenset[str] = frozenset()  # the models the request's config names (Runtime.named_models)
 
 
 class RequestObserver(Protocol):

@@ -164,7 +164,8 @@ class RouterStream:
             route=context.rule.route.name if context else None,
             backend=attempt.backend if attempt else None,
             schema=backend.backend.schema if backend else None,
-            request_model=context.request.model if context else None,
+            original_model=context.request.model if context else None,
+            request_model=attempt.model if attempt else (context.request.model if context else None),
             response_model=translator.response_model if translator else None,
             status=status,
             stream=context.request.stream if context else False,
@@ -175,6 +176,7 @@ class RouterStream:
             gateway_seconds=self._handler_seconds,
             error_type=error_type,
             request_headers=self._headers,
+            named_models=self._runtime.named_models,
         )
 
     def _request_headers(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:

@@ -106,6 +106,7 @@ class Runtime:
         wildcards = [(name[1:], name) for name in self.hostnames if name.startswith("*.")]  # (".example.com", name)
         self._wildcards = sorted(wildcards, key=lambda item: -len(item[0]))
         self.models = config.exact_models()
+        self.named_models = config.named_models()  # metrics label other models `other`
         self.loaded_at = int(time.time())
         self.models_body = models_list_body(config, self.loaded_at)  # GET /v1/models
         self.anthropic_models_body = anthropic_models_body(config, self.loaded_at)  # GET /anthropic/v1/models

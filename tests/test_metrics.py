@@ -19,7 +19,17 @@ from prometheus_client import generate_latest
 
 from tests.ports import free_port
 from tokenvoy.admin import AdminServer, parse_admin_listen
-from tokenvoy.config.model import MetricsSettings, ModelPrice
+from tokenvoy.config.model import (
+    MODEL_HEADER,
+    BackendRef,
+    GatewayConfig,
+    HeaderMatch,
+    HeaderMatchType,
+    MetricsSettings,
+    ModelPrice,
+    Route,
+    Rule,
+)
 from tokenvoy.extproc import server
 from tokenvoy.extproc.metrics import (
     GATEWAY_OVERHEAD_BUCKETS,
@@ -38,7 +48,7 @@ from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
 BASE = (
-    'gen_ai_operation_name="chat",gen_ai_provider_name="openai",'
+    'gen_ai_operation_name="chat",gen_ai_original_model="gpt-4o-mini",gen_ai_provider_name="openai",'
     'gen_ai_request_model="gpt-4o-mini",gen_ai_response_model="gpt-4o-mini-2024-07-18"'
 )
 
@@ -49,6 +59,7 @@ def completed(**changes: object) -> CompletedRequest:
         route="default",
         backend="openai",
         schema="OpenAI",
+        original_model="gpt-4o-mini",
         request_model="gpt-4o-mini",
         response_model="gpt-4o-mini-2024-07-18",
         status=200,
@@ -60,6 +71,7 @@ def completed(**changes: object) -> CompletedRequest:
         gateway_seconds=0.0007,
         error_type=None,
         request_headers={":path": "/v1/chat/completions", "x-user-id": "alice", "user-agent": "OpenAI/Python 1.99.0"},
+        named_models=frozenset({"gpt-4o-mini"}),
     )
     return dataclasses.replace(request, **changes)
 
@@ -75,7 +87,7 @@ def samples(observer: PrometheusObserver, prefix: str) -> list[str]:
 def test_the_families_are_named_and_typed_as_the_genai_conventions_exported_to_prometheus() -> None:
     types = [line for line in exposition(PrometheusObserver()) if line.startswith("# TYPE")]
     assert types == [
-        "# TYPE gen_ai_client_token_usage_token histogram",
+        "# TYPE gen_ai_client_token_usage histogram",
         "# TYPE gen_ai_server_request_duration_seconds histogram",
         "# TYPE gen_ai_server_time_to_first_token_seconds histogram",
         "# TYPE gen_ai_server_time_per_output_token_seconds histogram",
@@ -90,12 +102,13 @@ def test_bucket_boundaries_are_the_semantic_conventions_ones() -> None:
         0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92
     )  # fmt: skip
     assert TIME_TO_FIRST_TOKEN_BUCKETS == (
-        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0
+        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+        15.0, 20.0, 30.0, 45.0, 60.0,
     )  # fmt: skip
     assert TIME_PER_OUTPUT_TOKEN_BUCKETS == (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
     observer = PrometheusObserver()
     observer.request_completed(completed())
-    les = [line.split('le="')[1].split('"')[0] for line in samples(observer, "gen_ai_client_token_usage_token_bucket")]
+    les = [line.split('le="')[1].split('"')[0] for line in samples(observer, "gen_ai_client_token_usage_bucket")]
     assert les[:15] == [
         "1.0", "4.0", "16.0", "64.0", "256.0", "1024.0", "4096.0", "16384.0", "65536.0", "262144.0",
         "1.048576e+06", "4.194304e+06", "1.6777216e+07", "6.7108864e+07", "+Inf",
@@ -105,16 +118,16 @@ def test_bucket_boundaries_are_the_semantic_conventions_ones() -> None:
 def test_a_plain_chat_request_records_tokens_duration_and_overhead_but_no_streaming_latencies() -> None:
     observer = PrometheusObserver()
     observer.request_completed(completed())
-    tokens = samples(observer, "gen_ai_client_token_usage_token")
-    assert f'gen_ai_client_token_usage_token_bucket{{{BASE},gen_ai_token_type="input",le="1.0"}} 0.0' in tokens
-    assert f'gen_ai_client_token_usage_token_bucket{{{BASE},gen_ai_token_type="input",le="4.0"}} 1.0' in tokens
-    assert f'gen_ai_client_token_usage_token_bucket{{{BASE},gen_ai_token_type="output",le="4.0"}} 0.0' in tokens
-    assert f'gen_ai_client_token_usage_token_bucket{{{BASE},gen_ai_token_type="output",le="16.0"}} 1.0' in tokens
+    tokens = samples(observer, "gen_ai_client_token_usage")
+    assert f'gen_ai_client_token_usage_bucket{{{BASE},gen_ai_token_type="input",le="1.0"}} 0.0' in tokens
+    assert f'gen_ai_client_token_usage_bucket{{{BASE},gen_ai_token_type="input",le="4.0"}} 1.0' in tokens
+    assert f'gen_ai_client_token_usage_bucket{{{BASE},gen_ai_token_type="output",le="4.0"}} 0.0' in tokens
+    assert f'gen_ai_client_token_usage_bucket{{{BASE},gen_ai_token_type="output",le="16.0"}} 1.0' in tokens
     assert [line for line in tokens if "_bucket" not in line] == [
-        f'gen_ai_client_token_usage_token_count{{{BASE},gen_ai_token_type="input"}} 1.0',
-        f'gen_ai_client_token_usage_token_sum{{{BASE},gen_ai_token_type="input"}} 3.0',
-        f'gen_ai_client_token_usage_token_count{{{BASE},gen_ai_token_type="output"}} 1.0',
-        f'gen_ai_client_token_usage_token_sum{{{BASE},gen_ai_token_type="output"}} 5.0',
+        f'gen_ai_client_token_usage_count{{{BASE},gen_ai_token_type="input"}} 1.0',
+        f'gen_ai_client_token_usage_sum{{{BASE},gen_ai_token_type="input"}} 3.0',
+        f'gen_ai_client_token_usage_count{{{BASE},gen_ai_token_type="output"}} 1.0',
+        f'gen_ai_client_token_usage_sum{{{BASE},gen_ai_token_type="output"}} 5.0',
     ]
     duration = samples(observer, "gen_ai_server_request_duration_seconds")
     assert f'gen_ai_server_request_duration_seconds_bucket{{error_type="",{BASE},le="0.32"}} 0.0' in duration
@@ -170,18 +183,18 @@ def test_cached_cache_creation_and_reasoning_tokens_are_recorded_only_when_prese
     observer = PrometheusObserver()
     observer.request_completed(completed(usage=TokenUsage(input=100, cached_input=60, output=20, reasoning=12)))
     observer.request_completed(completed(usage=TokenUsage(input=50, cache_creation_input=40, output=7)))
-    sums = [line for line in samples(observer, "gen_ai_client_token_usage_token") if "_bucket" not in line]
+    sums = [line for line in samples(observer, "gen_ai_client_token_usage") if "_bucket" not in line]
     assert sums == [
-        f'gen_ai_client_token_usage_token_count{{{BASE},gen_ai_token_type="input"}} 2.0',
-        f'gen_ai_client_token_usage_token_sum{{{BASE},gen_ai_token_type="input"}} 150.0',
-        f'gen_ai_client_token_usage_token_count{{{BASE},gen_ai_token_type="output"}} 2.0',
-        f'gen_ai_client_token_usage_token_sum{{{BASE},gen_ai_token_type="output"}} 27.0',
-        f'gen_ai_client_token_usage_token_count{{{BASE},gen_ai_token_type="cached_input"}} 1.0',
-        f'gen_ai_client_token_usage_token_sum{{{BASE},gen_ai_token_type="cached_input"}} 60.0',
-        f'gen_ai_client_token_usage_token_count{{{BASE},gen_ai_token_type="reasoning"}} 1.0',
-        f'gen_ai_client_token_usage_token_sum{{{BASE},gen_ai_token_type="reasoning"}} 12.0',
-        f'gen_ai_client_token_usage_token_count{{{BASE},gen_ai_token_type="cache_creation_input"}} 1.0',
-        f'gen_ai_client_token_usage_token_sum{{{BASE},gen_ai_token_type="cache_creation_input"}} 40.0',
+        f'gen_ai_client_token_usage_count{{{BASE},gen_ai_token_type="input"}} 2.0',
+        f'gen_ai_client_token_usage_sum{{{BASE},gen_ai_token_type="input"}} 150.0',
+        f'gen_ai_client_token_usage_count{{{BASE},gen_ai_token_type="output"}} 2.0',
+        f'gen_ai_client_token_usage_sum{{{BASE},gen_ai_token_type="output"}} 27.0',
+        f'gen_ai_client_token_usage_count{{{BASE},gen_ai_token_type="cached_input"}} 1.0',
+        f'gen_ai_client_token_usage_sum{{{BASE},gen_ai_token_type="cached_input"}} 60.0',
+        f'gen_ai_client_token_usage_count{{{BASE},gen_ai_token_type="reasoning"}} 1.0',
+        f'gen_ai_client_token_usage_sum{{{BASE},gen_ai_token_type="reasoning"}} 12.0',
+        f'gen_ai_client_token_usage_count{{{BASE},gen_ai_token_type="cache_creation_input"}} 1.0',
+        f'gen_ai_client_token_usage_sum{{{BASE},gen_ai_token_type="cache_creation_input"}} 40.0',
     ]
 
 
@@ -191,8 +204,8 @@ def test_a_provider_error_carries_error_type_and_has_no_token_or_streaming_serie
         completed(status=503, error_type="503", usage=None, response_model=None, stream=True, first_chunk_at=100.1)
     )
     labels = (
-        'error_type="503",gen_ai_operation_name="chat",gen_ai_provider_name="openai",'
-        'gen_ai_request_model="gpt-4o-mini",gen_ai_response_model=""'
+        'error_type="503",gen_ai_operation_name="chat",gen_ai_original_model="gpt-4o-mini",'
+        'gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",gen_ai_response_model="unknown"'
     )
     assert samples(observer, "gen_ai_server_request_duration_seconds_count") == [
         f"gen_ai_server_request_duration_seconds_count{{{labels}}} 1.0"
@@ -201,7 +214,7 @@ def test_a_provider_error_carries_error_type_and_has_no_token_or_streaming_serie
     assert samples(observer, "gen_ai_server_time_to_first_token") == []
 
 
-def test_a_request_rejected_before_routing_has_empty_model_and_provider_labels() -> None:
+def test_a_request_rejected_before_routing_has_unknown_model_and_provider_labels() -> None:
     observer = PrometheusObserver()
     rejected = completed(
         status=404,
@@ -209,6 +222,7 @@ def test_a_request_rejected_before_routing_has_empty_model_and_provider_labels()
         route=None,
         backend=None,
         schema=None,
+        original_model=None,
         request_model=None,
         response_model=None,
         usage=None,
@@ -216,11 +230,12 @@ def test_a_request_rejected_before_routing_has_empty_model_and_provider_labels()
     observer.request_completed(rejected)
     assert samples(observer, "gen_ai_server_request_duration_seconds_count") == [
         'gen_ai_server_request_duration_seconds_count{error_type="model_not_found",gen_ai_operation_name="chat",'
-        'gen_ai_provider_name="",gen_ai_request_model="",gen_ai_response_model=""} 1.0'
+        'gen_ai_original_model="unknown",gen_ai_provider_name="unknown",gen_ai_request_model="unknown",'
+        'gen_ai_response_model="unknown"} 1.0'
     ]
     assert samples(observer, "tokenvoy_gateway_overhead_seconds_count") == [
         'tokenvoy_gateway_overhead_seconds_count{error_type="model_not_found",gen_ai_operation_name="chat",'
-        'gen_ai_provider_name=""} 1.0'
+        'gen_ai_provider_name="unknown"} 1.0'
     ]
 
 
@@ -229,7 +244,7 @@ def test_an_unknown_path_is_not_a_genai_operation_and_only_counts_as_overhead() 
     observer.request_completed(completed(api=None, status=404, error_type="not_found_error", usage=None, schema=None))
     assert [line for line in exposition(observer) if not line.startswith("#") and "_count" in line] == [
         'tokenvoy_gateway_overhead_seconds_count{error_type="not_found_error",gen_ai_operation_name="",'
-        'gen_ai_provider_name=""} 1.0'
+        'gen_ai_provider_name="unknown"} 1.0'
     ]
 
 
@@ -237,21 +252,37 @@ def test_an_unknown_path_is_not_a_genai_operation_and_only_counts_as_overhead() 
     ("schema", "provider"),
     [
         ("OpenAI", "openai"),
-        ("AzureOpenAI", "azure.ai.openai"),
+        ("AzureOpenAI", "azure.openai"),
         ("Anthropic", "anthropic"),
         ("AWSBedrock", "aws.bedrock"),
-        ("AWSAnthropic", "aws.bedrock"),
+        ("AWSAnthropic", "aws.anthropic"),
         ("GCPVertexAI", "gcp.vertex_ai"),
-        ("GCPAnthropic", "gcp.vertex_ai"),
+        ("GCPAnthropic", "gcp.anthropic"),
         ("Cohere", "cohere"),
         ("SomethingNew", "somethingnew"),
     ],
 )
-def test_provider_name_is_the_semantic_conventions_value_for_the_backend_schema(schema: str, provider: str) -> None:
+def test_provider_name_is_envoy_ai_gateways_value_for_the_backend_schema(schema: str, provider: str) -> None:
     observer = PrometheusObserver()
     observer.request_completed(completed(schema=schema))
     (line,) = samples(observer, "tokenvoy_gateway_overhead_seconds_count")
     assert f'gen_ai_provider_name="{provider}"' in line
+
+
+@pytest.mark.parametrize(
+    ("api", "operation"),
+    [
+        (ClientAPI.OPENAI_CHAT, "chat"),
+        (ClientAPI.ANTHROPIC_MESSAGES, "messages"),
+        (ClientAPI.OPENAI_COMPLETIONS, "completion"),
+        (ClientAPI.OPENAI_EMBEDDINGS, "embeddings"),
+    ],
+)
+def test_operation_name_is_envoy_ai_gateways_value_for_the_endpoint(api: ClientAPI, operation: str) -> None:
+    observer = PrometheusObserver()
+    observer.request_completed(completed(api=api))
+    (line,) = samples(observer, "gen_ai_server_request_duration_seconds_count")
+    assert f'gen_ai_operation_name="{operation}"' in line
 
 
 def test_configured_request_headers_become_labels_and_their_values_are_capped() -> None:
@@ -267,9 +298,10 @@ def test_configured_request_headers_become_labels_and_their_values_are_capped() 
         f'gen_ai_server_request_duration_seconds_count{{error_type="",{BASE},team="search",user="other"}} 2.0',
         f'gen_ai_server_request_duration_seconds_count{{error_type="",{BASE},team="search",user=""}} 1.0',
     ]
-    token_labels = samples(observer, "gen_ai_client_token_usage_token_count")[0].split("{")[1].split("}")[0]
+    token_labels = samples(observer, "gen_ai_client_token_usage_count")[0].split("{")[1].split("}")[0]
     assert [pair.split("=")[0] for pair in token_labels.split(",")] == [
         "gen_ai_operation_name",
+        "gen_ai_original_model",
         "gen_ai_provider_name",
         "gen_ai_request_model",
         "gen_ai_response_model",
@@ -284,12 +316,67 @@ def test_configured_request_headers_become_labels_and_their_values_are_capped() 
     ]
 
 
-def test_model_labels_are_capped_too_so_a_catch_all_route_cannot_explode_the_series() -> None:
+def model_labels(observer: PrometheusObserver) -> list[tuple[str, str, str, str]]:
+    """(original, request, response model, count) of every request duration series."""
+    out = []
+    for line in samples(observer, "gen_ai_server_request_duration_seconds_count"):
+        labels = dict(pair.split("=", 1) for pair in line.split("{")[1].split("}")[0].split(","))
+        original, sent, answered = (
+            labels[f"gen_ai_{kind}_model"].strip('"') for kind in ("original", "request", "response")
+        )
+        out.append((original, sent, answered, line.rsplit(" ", 1)[1]))
+    return out
+
+
+def test_a_model_the_config_does_not_name_is_other_so_junk_names_cannot_fill_the_cap() -> None:
+    """A catch-all rule accepts any model: made-up names are one `other` series, and the model the config
+    names keeps its own label however many junk names came first (the cap is never reached by them)."""
     observer = PrometheusObserver(MetricsSettings(max_label_values=2))
-    for model in ["a", "b", "c", "d", "a"]:
-        observer.request_completed(completed(request_model=model, response_model=model))
-    models = [line.split('gen_ai_request_model="')[1].split('"')[0] for line in samples(observer, "gen_ai_server_re")]
-    assert sorted(set(models)) == ["a", "b", "other"]
+    for junk in [f"junk-{n}" for n in range(50)]:
+        observer.request_completed(completed(original_model=junk, request_model=junk, response_model=junk))
+    observer.request_completed(completed())
+    assert model_labels(observer) == [
+        ("other", "other", "other", "50.0"),
+        ("gpt-4o-mini", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "1.0"),
+    ]
+
+
+def test_the_config_names_exact_rule_models_overrides_and_priced_models_but_no_pattern() -> None:
+    exact = Rule("exact", ((HeaderMatch(MODEL_HEADER, "gpt-4o-mini"),),), (BackendRef("a"),))
+    pattern = HeaderMatch(MODEL_HEADER, "claude-.*", HeaderMatchType.REGULAR_EXPRESSION)
+    override = Rule("override", ((pattern,),), (BackendRef("b", model_name_override="claude-3-5-haiku@20241022"),))
+    catch_all = Rule("catch-all", (), (BackendRef("c"),))
+    config = GatewayConfig(
+        routes=(Route("r", (exact, override, catch_all)),),
+        pricing=(ModelPrice("gpt-4.1", input_per_million=2, output_per_million=8),),
+    )
+    assert config.named_models() == {"gpt-4o-mini", "claude-3-5-haiku@20241022", "gpt-4.1"}
+
+
+def test_a_backend_model_override_is_the_request_model_and_the_clients_name_the_original_model() -> None:
+    named = frozenset({"my-alias", "claude-3-5-haiku@20241022"})
+    observer = PrometheusObserver()
+    observer.request_completed(
+        completed(
+            original_model="my-alias",
+            request_model="claude-3-5-haiku@20241022",
+            response_model="claude-3-5-haiku-20241022",
+            named_models=named,
+        )
+    )
+    assert model_labels(observer) == [("my-alias", "claude-3-5-haiku@20241022", "claude-3-5-haiku-20241022", "1.0")]
+
+
+def test_response_models_the_provider_chose_are_capped() -> None:
+    """A provider names its own (dated) models: kept up to maxLabelValues, then `other`."""
+    observer = PrometheusObserver(MetricsSettings(max_label_values=2))
+    for dated in ["gpt-4o-mini-a", "gpt-4o-mini-b", "gpt-4o-mini-c", "gpt-4o-mini-a"]:
+        observer.request_completed(completed(response_model=dated))
+    assert model_labels(observer) == [
+        ("gpt-4o-mini", "gpt-4o-mini", "gpt-4o-mini-a", "2.0"),
+        ("gpt-4o-mini", "gpt-4o-mini", "gpt-4o-mini-b", "1.0"),
+        ("gpt-4o-mini", "gpt-4o-mini", "other", "1.0"),
+    ]
 
 
 def test_a_long_header_value_is_truncated() -> None:
@@ -327,13 +414,13 @@ def test_the_client_label_comes_from_the_user_agent_when_enabled() -> None:
     observer.request_completed(completed(request_headers={"user-agent": "claude-cli/2.0.69 (external, cli)"}))
     observer.request_completed(completed(request_headers={"user-agent": "curl/8.5.0"}))
     observer.request_completed(completed(request_headers={}))
-    assert samples(observer, "gen_ai_client_token_usage_token_count") == [
-        f'gen_ai_client_token_usage_token_count{{client="claude-code",{BASE},gen_ai_token_type="input"}} 1.0',
-        f'gen_ai_client_token_usage_token_count{{client="claude-code",{BASE},gen_ai_token_type="output"}} 1.0',
-        f'gen_ai_client_token_usage_token_count{{client="curl",{BASE},gen_ai_token_type="input"}} 1.0',
-        f'gen_ai_client_token_usage_token_count{{client="curl",{BASE},gen_ai_token_type="output"}} 1.0',
-        f'gen_ai_client_token_usage_token_count{{client="other",{BASE},gen_ai_token_type="input"}} 1.0',
-        f'gen_ai_client_token_usage_token_count{{client="other",{BASE},gen_ai_token_type="output"}} 1.0',
+    assert samples(observer, "gen_ai_client_token_usage_count") == [
+        f'gen_ai_client_token_usage_count{{client="claude-code",{BASE},gen_ai_token_type="input"}} 1.0',
+        f'gen_ai_client_token_usage_count{{client="claude-code",{BASE},gen_ai_token_type="output"}} 1.0',
+        f'gen_ai_client_token_usage_count{{client="curl",{BASE},gen_ai_token_type="input"}} 1.0',
+        f'gen_ai_client_token_usage_count{{client="curl",{BASE},gen_ai_token_type="output"}} 1.0',
+        f'gen_ai_client_token_usage_count{{client="other",{BASE},gen_ai_token_type="input"}} 1.0',
+        f'gen_ai_client_token_usage_count{{client="other",{BASE},gen_ai_token_type="output"}} 1.0',
     ]
 
 
@@ -361,11 +448,29 @@ def test_the_cost_counter_uses_the_price_of_the_response_model_then_the_request_
     usage = TokenUsage(input=1000, cached_input=400, output=500, total=1500)
     observer.request_completed(completed(usage=usage))
     observer.request_completed(completed(usage=usage))
-    observer.request_completed(completed(request_model="unpriced", response_model="unpriced", usage=usage))
+    unpriced = completed(original_model="unpriced", request_model="unpriced", response_model="unpriced", usage=usage)
+    observer.request_completed(unpriced)
     assert samples(observer, "tokenvoy_cost_usd_total") == [f"tokenvoy_cost_usd_total{{{BASE}}} 0.00084"]
     observer = PrometheusObserver(MetricsSettings(), [GPT_4O_MINI, dated])
     observer.request_completed(completed(usage=TokenUsage(input=1_000_000, output=1_000_000)))
     assert samples(observer, "tokenvoy_cost_usd_total") == [f"tokenvoy_cost_usd_total{{{BASE}}} 3.0"]
+
+
+def test_an_overridden_model_is_priced_by_the_model_sent_else_by_the_clients_name() -> None:
+    alias = ModelPrice("my-alias", input_per_million=1.0, output_per_million=1.0)
+    sent = ModelPrice("claude-3-5-haiku", input_per_million=2.0, output_per_million=2.0)
+    request = completed(
+        original_model="my-alias",
+        request_model="claude-3-5-haiku",
+        response_model="claude-3-5-haiku-20241022",
+        usage=TokenUsage(input=1_000_000, output=0),
+        named_models=frozenset({"my-alias", "claude-3-5-haiku"}),
+    )
+    for prices, usd in (([alias, sent], "2.0"), ([alias], "1.0")):
+        observer = PrometheusObserver(MetricsSettings(), prices)
+        observer.request_completed(request)
+        (line,) = samples(observer, "tokenvoy_cost_usd_total")
+        assert line.endswith(f" {usd}"), line
 
 
 # ---- the admin port ---------------------------------------------------------------------------------------
@@ -398,7 +503,7 @@ async def test_the_admin_port_serves_metrics_and_healthz() -> None:
         accept = b"accept: application/openmetrics-text; version=1.0.0\r\n"
         status, headers, body = await _get(admin.port, b"GET /metrics HTTP/1.1\r\n" + accept + b"\r\n")
         assert headers["content-type"].startswith("application/openmetrics-text")
-        assert b"# UNIT gen_ai_client_token_usage_token token" in body
+        assert b"# TYPE gen_ai_client_token_usage histogram" in body
         assert body.endswith(b"# EOF\n")
 
         assert await _get(admin.port, b"GET /healthz HTTP/1.1\r\n\r\n") == (

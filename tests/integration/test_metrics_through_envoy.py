@@ -69,6 +69,7 @@ def labels(user: str, **extra: str) -> frozenset[tuple[str, str]]:
         {
             "gen_ai_operation_name": "chat",
             "gen_ai_provider_name": "openai",
+            "gen_ai_original_model": "gpt-4o-mini",
             "gen_ai_request_model": "gpt-4o-mini",
             "gen_ai_response_model": "gpt-4o-mini",
             "user": user,
@@ -102,7 +103,7 @@ def test_token_usage_per_user_equals_what_the_clients_saw(gateway: Gateway) -> N
     assert streamed is not None
 
     def token(user: str, kind: str, suffix: str, **extra: str) -> tuple[str, frozenset[tuple[str, str]]]:
-        return (f"gen_ai_client_token_usage_token_{suffix}", labels(user, gen_ai_token_type=kind, **extra))
+        return (f"gen_ai_client_token_usage_{suffix}", labels(user, gen_ai_token_type=kind, **extra))
 
     def all_recorded(samples: Samples) -> bool:
         alice_done = samples.get(token("metrics-alice", "output", "count")) == 2
@@ -152,9 +153,10 @@ def test_a_rejected_request_is_counted_with_its_error_type(gateway: Gateway) -> 
         frozenset(
             {
                 "gen_ai_operation_name": "chat",
-                "gen_ai_provider_name": "",
-                "gen_ai_request_model": "",
-                "gen_ai_response_model": "",
+                "gen_ai_provider_name": "unknown",
+                "gen_ai_original_model": "unknown",
+                "gen_ai_request_model": "unknown",
+                "gen_ai_response_model": "unknown",
                 "error_type": "invalid_request_error",
                 "user": "metrics-carol",
                 "client": "curl",
@@ -162,6 +164,29 @@ def test_a_rejected_request_is_counted_with_its_error_type(gateway: Gateway) -> 
         ),
     )
     assert wait_for(gateway, lambda s: key in s).get(key) == 1
+
+
+def test_made_up_model_names_through_the_catch_all_rule_are_one_other_series(gateway: Gateway) -> None:
+    """The catch-all rule answers any model; only gpt-4o-mini (priced, so named by the config) gets its own
+    label, even after more made-up names than maxLabelValues (10)."""
+    dave = client(gateway, "metrics-dave")
+    for n in range(12):
+        dave.chat.completions.create(model=f"made-up-{n}", messages=MESSAGES, max_tokens=1)
+    dave.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=1)
+    duration = "gen_ai_server_request_duration_seconds_count"
+    other = labels(
+        "metrics-dave",
+        error_type="",
+        gen_ai_original_model="other",
+        gen_ai_request_model="other",
+        gen_ai_response_model="other",
+    )
+    named = labels("metrics-dave", error_type="")
+    samples = wait_for(gateway, lambda s: s.get((duration, other)) == 12 and s.get((duration, named)) == 1)
+    assert samples.get((duration, other)) == 12
+    assert samples.get((duration, named)) == 1
+    models = {dict(key[1]).get("gen_ai_original_model") for key in samples if key[0] == duration}
+    assert not any(model.startswith("made-up") for model in models if model), models
 
 
 def test_the_metrics_port_is_per_run(gateway: Gateway) -> None:

@@ -183,6 +183,25 @@ def test_a_lower_budget_applies_within_5s(setup: Setup) -> None:
     assert _chat(setup, "model-a", user="carol").status_code == 200  # another user's budget is untouched
 
 
+def test_a_model_a_reload_adds_gets_its_own_metric_label(setup: Setup) -> None:
+    """Metrics label a model the config does not name `other`; which names those are follows the reload."""
+    setup.save(setup.config(["model-a"]))
+    assert _chat(setup, "metric-model").status_code == 404  # not routed: no rule, so no model label
+    saved_at = setup.save(setup.config(["model-a", "metric-model"]))
+    _until(lambda: _chat(setup, "metric-model").status_code == 200, saved_at, "the new model", setup)
+
+    def labelled() -> list[str]:
+        text = httpx.get(f"{setup.gateway.metrics_url}/metrics", timeout=5).text
+        return [line for line in text.splitlines() if line.startswith("gen_ai_server_request_duration_seconds_count")]
+
+    deadline = time.monotonic() + 10  # extproc records a request when Envoy closes its stream
+    while not any('gen_ai_original_model="metric-model"' in line for line in labelled()):
+        assert time.monotonic() < deadline, "\n".join(labelled())
+        time.sleep(0.1)
+    refused = [line for line in labelled() if 'error_type="model_not_found"' in line]
+    assert refused and not any("metric-model" in line for line in refused), refused
+
+
 def test_an_invalid_edit_is_refused_with_the_problem_and_the_old_config_serves(setup: Setup) -> None:
     saved_at = setup.save(setup.config(["model-a", "model-c"]))
     _until(lambda: _chat(setup, "model-c").status_code == 200, saved_at, "model-c", setup)

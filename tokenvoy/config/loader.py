@@ -1559,6 +1559,7 @@ RESERVED_METRIC_LABELS = frozenset(
     {
         "gen_ai_operation_name",
         "gen_ai_provider_name",
+        "gen_ai_original_model",
         "gen_ai_request_model",
         "gen_ai_response_model",
         "gen_ai_token_type",

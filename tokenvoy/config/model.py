@@ -325,3 +325,10 @@ class GatewayConfig:
                 if match.name == MODEL_HEADER and match.type is HeaderMatchType.EXACT
             }
         )
+
+    def named_models(self) -> frozenset[str]:
+        """Every model name the config spells out: exact rule matches, backend ``modelNameOverride`` values and
+        priced models. Metrics label any other model (one a catch-all rule let through) as ``other``."""
+        overrides = {ref.model_name_override for _, rule in self.rules() for ref in rule.backend_refs}
+        priced = {price.model for price in self.pricing}
+        return frozenset(self.exact_models()) | {model for model in overrides if model} | priced
