@@ -66,6 +66,8 @@ def test_the_header_mutations_envoy_dumps_at_debug_level_lose_their_credential_v
 
 def test_header_map_dumps_and_name_value_lines_lose_credential_values() -> None:
     lines = "'api-key', 'azure-789'\n'x-request-id', 'r-1'\nx-goog-api-key: AIza000\nSetting header authorization\n"
+    lines += "[trace][http] completed header: key=authorization value=Bearer client-1\n"
     redacted = _redact(lines)
-    assert "azure-789" not in redacted and "AIza000" not in redacted
+    assert "azure-789" not in redacted and "AIza000" not in redacted and "client-1" not in redacted
+    assert "completed header: key=authorization value=<redacted>" in redacted
     assert "'x-request-id', 'r-1'" in redacted and "Setting header authorization" in redacted

@@ -46,6 +46,7 @@ class RestartPolicy:
     window: float = 60.0
     health_interval: float = 1.0
     health_timeout: float = 1.0
+    recheck_interval: float = 0.25  # after a missed check: is it hung, or was it busy for a moment?
     hang_checks: int = 3  # consecutive missed health checks before a running child is killed and restarted
 
     def delay(self, deaths_in_window: int) -> float:
@@ -136,7 +137,8 @@ class Supervisor:
         """Until the child's process ends (health-checking it meanwhile); its return code."""
         policy, missed, first_miss = self.policy, 0, 0.0
         while True:
-            done, _ = await asyncio.wait([child.waiter], timeout=policy.health_interval)
+            pause = policy.recheck_interval if missed else policy.health_interval
+            done, _ = await asyncio.wait([child.waiter], timeout=pause)
             if done:
                 return child.waiter.result()
             try:
