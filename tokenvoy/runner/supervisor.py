@@ -183,8 +183,7 @@ class Supervisor:
                     f"{name} {child.last_exit}; it died {len(child.deaths)} times within {policy.window:.0f}s: "
                     "giving up, stopping everything"
                 )
-                if self._gave_up is not None and not self._gave_up.done():
-                    self._gave_up.set_result(message)
+                self._give_up(message)
                 return
             delay = policy.delay(len(child.deaths))
             _say(
@@ -192,7 +191,11 @@ class Supervisor:
                 f"(death {len(child.deaths)} of {policy.max_deaths} allowed within {policy.window:.0f}s)"
             )
             await asyncio.sleep(delay)
-            child.process, child.pump = await self._spawn(child.spec)
+            try:
+                child.process, child.pump = await self._spawn(child.spec)
+            except OSError as exc:  # e.g. the binary is gone: nothing to restart
+                self._give_up(f"{child.spec.name} cannot be restarted ({exc}); stopping everything")
+                return
             child.waiter = asyncio.create_task(child.process.wait())
             child.restarts += 1
             child.state = "starting"
@@ -205,6 +208,10 @@ class Supervisor:
                         child.process.kill()
                 continue  # _watch returns at once: counted as another death
             _say(f"{child.spec.name} restarted (pid {child.process.pid}) and healthy")
+
+    def _give_up(self, message: str) -> None:
+        if self._gave_up is not None and not self._gave_up.done():
+            self._gave_up.set_result(message)
 
     async def wait(self) -> int:
         """Until a signal (exit 0) or a child that keeps dying (exit 1); restarts children meanwhile."""
@@ -248,9 +255,10 @@ class Supervisor:
                     await asyncio.wait_for(child.pump, 1.0)
 
     def signal(self, name: str, signum: int) -> bool:
-        """Send ``signum`` to the running child called ``name``; False if there is none."""
+        """Send ``signum`` to the child called ``name`` once it has started (a child still starting may not
+        handle the signal yet, and reads its files as they are anyway); False if there is none."""
         for child in self._children:
-            if child.spec.name == name and child.process.returncode is None:
+            if child.spec.name == name and child.state in ("up", "unhealthy") and child.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     child.process.send_signal(signum)
                     return True
