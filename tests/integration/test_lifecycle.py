@@ -159,6 +159,18 @@ def test_ratelimit_killed_while_a_stream_is_in_flight_the_stream_finishes_and_re
         assert gateway.stop() == 0
 
 
+def test_a_restarted_in_memory_ratelimit_starts_counting_again(tmp_path: Path) -> None:
+    gateway = start_gateway(tmp_path, budget_tokens=20)
+    try:
+        statuses = [_chat(gateway, max_tokens=16).status_code for _ in range(4)]
+        assert statuses[-1] == 429, statuses  # alice spent her 20 tokens
+        os.kill(_pid(gateway, "ratelimit"), signal.SIGKILL)
+        _until(_restarted(gateway, "ratelimit"), "ratelimit restarted", gateway)
+        assert _chat(gateway, max_tokens=16).status_code == 200  # its counters were in its memory
+    finally:
+        assert gateway.stop() == 0
+
+
 def test_a_hung_ratelimit_is_reported_and_requests_are_served_meanwhile(tmp_path: Path) -> None:
     gateway = start_gateway(tmp_path)
     try:
