@@ -120,7 +120,19 @@ def test_a_crashed_extproc_is_restarted_and_the_gateway_serves_again(tmp_path: P
     try:
         others = {name: _pid(gateway, name) for name in ("envoy", "ratelimit")}
         extproc = _pid(gateway, "extproc")
-        os.kill(extproc, signal.SIGKILL)
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"x-user-id": "alice", "x-testupstream-chunk-delay-ms": "300"}
+        received, cut = b"", False
+        with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, headers=headers) as stream:
+            chunks = stream.iter_raw()
+            received += next(chunks)
+            os.kill(extproc, signal.SIGKILL)  # it was reading this stream's answer
+            try:
+                for chunk in chunks:
+                    received += chunk
+            except httpx.HTTPError:
+                cut = True
+        assert cut and b"data: [DONE]" not in received  # the stream it was processing is cut
         _until(_restarted(gateway, "extproc"), "extproc restarted", gateway)
         assert _chat(gateway).status_code == 200
         assert {name: _pid(gateway, name) for name in others} == others  # nobody else was touched
