@@ -23,13 +23,15 @@ USER tokenvoy
 WORKDIR /home/tokenvoy
 
 # 1975: the gateway (OpenAI API); 1064: extproc /metrics; 1065: ratelimit /metrics.
-# Envoy's admin port (9901) stays on the container's loopback.
+# The admin port (9901: /healthz, Envoy's admin read-only) stays on the container's loopback.
 EXPOSE 1975 1064 1065
 
-# Envoy's /ready: 200 once the listener is up (tokenvoy run starts Envoy last, after extproc and ratelimit).
+# The gateway's /healthz (tokenvoy run's admin port): 200 once every child is up, 503 while Envoy, extproc or
+# the fake provider is not (urlopen raises on 503).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9901/ready', timeout=2)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9901/healthz', timeout=2)"]
 
-# `tokenvoy run` stops all its children on SIGTERM (docker stop) and exits non-zero if one of them dies.
+# `tokenvoy run` restarts a child that dies, stops all of them on SIGTERM (docker stop), and exits non-zero
+# when one keeps dying.
 ENTRYPOINT ["tokenvoy"]
 CMD ["run", "--host", "0.0.0.0", "--metrics-host", "0.0.0.0"]

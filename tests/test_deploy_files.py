@@ -340,4 +340,5 @@ def test_run_host_flag_moves_the_gateway_listener(tmp_path: Path) -> None:
     envoy = yaml.safe_load((tmp_path / "envoy.yaml").read_text())
     (listener,) = yaml.safe_load((tmp_path / "xds" / "lds.yaml").read_text())["resources"]  # reloadable layout
     assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 2975}
-    assert envoy["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    # Envoy's admin: an owner-only socket (tokenvoy run serves a read-only view of it on 127.0.0.1)
+    assert envoy["admin"]["address"]["pipe"] == {"path": str(tmp_path / "envoy-admin.sock"), "mode": 0o600}

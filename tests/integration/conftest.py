@@ -46,6 +46,7 @@ class Gateway:
     stdout_path: Path
     stderr_path: Path
     metrics_url: str = ""  # extproc's admin port: /metrics and /healthz
+    admin_url: str = ""  # tokenvoy run's admin port: the gateway's /healthz, Envoy's admin read-only
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -118,6 +119,7 @@ def start_gateway(
         stdout_path=stdout_path,
         stderr_path=stderr_path,
         metrics_url=f"http://127.0.0.1:{metrics_port}",
+        admin_url=f"http://127.0.0.1:{admin_port}",
     )
     deadline = time.monotonic() + startup_timeout
     while "tokenvoy: ready" not in gateway.stderr():

@@ -752,11 +752,14 @@ def _bootstrap(options: EnvoyOptions, static: BootstrapStaticResources, dynamic:
     monitor = ResourceMonitor(
         name="envoy.resource_monitors.global_downstream_max_connections", typed_config=_any(connections)
     )
-    admin = SocketAddress(address="127.0.0.1", port_value=options.admin_port)
+    if options.admin_socket:  # tokenvoy run: owner-only; its TCP admin port is a read-only view of this
+        admin = Address(pipe=Pipe(path=options.admin_socket, mode=0o600))
+    else:
+        admin = Address(socket_address=SocketAddress(address="127.0.0.1", port_value=options.admin_port))
     return Bootstrap(
         node=Node(id="tokenvoy", cluster="tokenvoy"),
         overload_manager=OverloadManager(resource_monitors=[monitor]),
-        admin=Admin(address=Address(socket_address=admin)),
+        admin=Admin(address=admin),
         static_resources=static,
         dynamic_resources=dynamic,
     )

@@ -40,6 +40,8 @@ class EnvoyOptions:
     extproc_address: str  # "unix:/path" or "host:port"
     ratelimit_address: str
     admin_port: int = 9901
+    # Envoy's admin on this Unix socket (mode 0600) instead of 127.0.0.1:admin_port (tokenvoy run)
+    admin_socket: str | None = None
     access_log_path: str = "/dev/stdout"
     ratelimit_timeout_ms: int = 200
     extproc_message_timeout_ms: int = 10_000

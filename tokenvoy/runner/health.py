@@ -18,14 +18,18 @@ async def grpc_serving(listen: str, service: str = "") -> bool:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def http_ok(host: str, port: int, path: str) -> bool:
-    status, _ = await http_get(host, port, path, read_body=False)
+async def http_ok(host: str, port: int, path: str, unix: str | None = None) -> bool:
+    status, _ = await http_get(host, port, path, read_body=False, unix=unix)
     return status == 200
 
 
-async def http_get(host: str, port: int, path: str, read_body: bool = True) -> tuple[int, bytes]:
-    """A tiny HTTP/1.1 GET (Envoy's admin port): the status and, with ``read_body``, the raw body."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+async def http_get(
+    host: str, port: int, path: str, read_body: bool = True, unix: str | None = None
+) -> tuple[int, bytes]:
+    """A tiny HTTP/1.1 GET (Envoy's admin): the status and, with ``read_body``, the raw body. ``unix``: the
+    path of a Unix socket to connect to instead of ``host:port`` (``host`` is still the Host header)."""
+    connecting = asyncio.open_unix_connection(unix) if unix else asyncio.open_connection(host, port)
+    reader, writer = await asyncio.wait_for(connecting, 1.0)
     try:
         writer.write(f"GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n".encode())
         await writer.drain()

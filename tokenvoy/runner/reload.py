@@ -273,7 +273,8 @@ class Reloader:
         deadline = time.monotonic() + ENVOY_APPLY_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
-                _, body = await http_get("127.0.0.1", self.options.admin_port, path)
+                admin = self.options.admin_socket
+                _, body = await http_get("127.0.0.1", self.options.admin_port, path, unix=admin)
             except OSError:
                 body = b""
             found = dict(re.findall(rb'^([\w.]+)\.version_text: "(.*)"$', body, re.MULTILINE))

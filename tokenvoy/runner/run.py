@@ -23,7 +23,10 @@ from tokenvoy.config.loader import ConfigError
 from tokenvoy.config.model import GatewayConfig
 from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.render.files import write_rendered
+from tokenvoy.runner.adminport import AdminPort
+from tokenvoy.runner.environment import ENVOY_EXTRA, FAKE_PROVIDER_EXTRA, RATELIMIT_EXTRA, child_environ
 from tokenvoy.runner.health import grpc_serving, http_ok
+from tokenvoy.runner.redact import line_redactor
 from tokenvoy.runner.reload import Reloader, with_overrides
 from tokenvoy.runner.supervisor import ChildFailed, ChildSpec, Supervisor
 
@@ -59,11 +62,16 @@ def prepare(
     return config, files
 
 
+ENVOY_ADMIN_SOCKET = "envoy-admin.sock"
+
+
 def envoy_options(run_dir: Path, admin_port: int) -> EnvoyOptions:
+    """Envoy's admin on an owner-only socket; ``admin_port`` is served by tokenvoy run (``adminport``)."""
     return EnvoyOptions(
         extproc_address=f"unix:{run_dir / 'extproc.sock'}",
         ratelimit_address=f"unix:{run_dir / 'ratelimit.sock'}",
         admin_port=admin_port,
+        admin_socket=str(run_dir / ENVOY_ADMIN_SOCKET),
     )
 
 
@@ -138,6 +146,7 @@ async def _run(
         _say(f"port already in use: {', '.join(busy)}; stop what uses it or change the config")
         return 1
     supervisor = Supervisor()
+    environ = dict(os.environ)
     extproc_listen = f"unix:{run_dir / 'extproc.sock'}"
     ratelimit_listen = f"unix:{run_dir / 'ratelimit.sock'}"
     fakes = {(b.endpoint.host, b.endpoint.port) for b in config.backends.values() if b.fake_provider}
@@ -146,6 +155,7 @@ async def _run(
             f"fake provider {host}:{port}",
             _python("testupstream", "--host", host, "--port", str(port)),
             partial(http_ok, host, port, "/health"),
+            env=child_environ(environ, FAKE_PROVIDER_EXTRA),
         )
         for host, port in sorted(fakes)
     ]
@@ -165,6 +175,8 @@ async def _run(
                     f"{metrics_host}:{ratelimit_metrics_port}" if ratelimit_metrics_port else "off",
                 ),
                 partial(grpc_serving, ratelimit_listen),
+                env=child_environ(environ, RATELIMIT_EXTRA),
+                essential=False,  # Envoy fails open without it: requests are served, budgets not enforced
             )
         )
     config_args = [arg for path in files for arg in ("--config", path)]
@@ -201,7 +213,10 @@ async def _run(
         "--file-flush-interval-msec",
         "1000",
     ]
-    specs.append(ChildSpec("envoy", envoy_argv, partial(http_ok, "127.0.0.1", admin_port, "/ready")))
+    admin_socket = str(run_dir / ENVOY_ADMIN_SOCKET)
+    envoy_ready = partial(http_ok, "envoy-admin", 0, "/ready", unix=admin_socket)
+    envoy_env = child_environ(environ, ENVOY_EXTRA)
+    specs.append(ChildSpec("envoy", envoy_argv, envoy_ready, env=envoy_env, stderr_filter=line_redactor))
     try:
         for spec in specs:
             await supervisor.start(spec)
@@ -209,8 +224,10 @@ async def _run(
         _say(f"{exc}; stopping")
         await supervisor.stop()
         return 1
+    admin = AdminPort("127.0.0.1", admin_port, admin_socket, supervisor.status)
+    await admin.start()
     _say(f"ready: {', '.join(supervisor.names)} (run directory: {run_dir})")
-    _print_banner(config, metrics_port, ratelimit_metrics_port, metrics_host)
+    _print_banner(config, metrics_port, ratelimit_metrics_port, metrics_host, admin_port)
     overrides = overrides or Overrides()
     reloader = Reloader(
         paths=files,
@@ -230,6 +247,7 @@ async def _run(
     finally:
         watching.cancel()
     await supervisor.stop()
+    await admin.close()
     return code
 
 
@@ -239,7 +257,11 @@ def _reachable(host: str) -> str:
 
 
 def _print_banner(
-    config: GatewayConfig, metrics_port: int = 0, ratelimit_metrics_port: int = 0, metrics_host: str = "127.0.0.1"
+    config: GatewayConfig,
+    metrics_port: int = 0,
+    ratelimit_metrics_port: int = 0,
+    metrics_host: str = "127.0.0.1",
+    admin_port: int = 9901,
 ) -> None:
     fake = all(b.fake_provider for b in config.backends.values())
     listener = config.listener
@@ -264,6 +286,7 @@ def _print_banner(
         ),
         f"  OpenAI SDKs and tools: OPENAI_BASE_URL={endpoint}/v1",
         "  Access log (JSON, with genai_* token fields): this terminal's stdout. Ctrl-C stops everything.",
+        f"  Health of every part: http://127.0.0.1:{admin_port}/healthz (503 when the gateway cannot serve)",
         *([f"  Prometheus metrics: http://{metrics}:{metrics_port}/metrics"] if metrics_port else []),
         *([f"  Budget metrics: http://{metrics}:{ratelimit_metrics_port}/metrics"] if ratelimit_metrics_port else []),
         "",
@@ -288,7 +311,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="ADDR",
         help="gateway listener address; 0.0.0.0 for every interface, e.g. in a container (default: 127.0.0.1)",
     )
-    parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on 127.0.0.1 (default: 9901)")
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=9901,
+        help="/healthz and a read-only view of Envoy's admin (GET only), on 127.0.0.1 (default: 9901)",
+    )
     parser.add_argument(
         "--metrics-port",
         type=int,
