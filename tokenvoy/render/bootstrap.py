@@ -55,6 +55,7 @@ with warnings.catch_warnings():
         ClusterDnsLookupFamily,
         ClusterTransportSocketMatch,
     )
+    from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation as HeaderMutationRule
     from envoy_data_plane.envoy.config.core.v3 import (
         Address,
         ApiVersion,
@@ -63,6 +64,8 @@ with warnings.catch_warnings():
         GrpcService,
         GrpcServiceEnvoyGrpc,
         HeaderValue,
+        HeaderValueOption,
+        HeaderValueOptionHeaderAppendAction,
         Http1ProtocolOptions,
         Http2ProtocolOptions,
         Locality,
@@ -112,6 +115,7 @@ with warnings.catch_warnings():
         ProcessingModeBodySendMode,
         ProcessingModeHeaderSendMode,
     )
+    from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import HeaderMutation, Mutations
     from envoy_data_plane.envoy.extensions.filters.http.ratelimit.v3 import (
         RateLimit as RateLimitFilter,
     )
@@ -170,6 +174,7 @@ from tokenvoy.render.envoy import (
     ANTHROPIC_CLIENT_API,
     BUDGET_DESCRIPTOR_KEY,
     CLIENT_API_METADATA_KEY,
+    CONTENT_LENGTH_METADATA_KEY,
     DEFAULT_BACKOFF_MS,
     DEFAULT_NUM_RETRIES,
     ENDPOINT_ATTRIBUTE,
@@ -306,8 +311,27 @@ def router_ext_proc(options: EnvoyOptions) -> HttpFilter:
 
 def upstream_ext_proc(options: EnvoyOptions) -> HttpFilter:
     return _ext_proc(
-        options, "upstream", UPSTREAM_PROCESSING_MODE, request_attributes=[*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE]
+        options,
+        "upstream",
+        UPSTREAM_PROCESSING_MODE,
+        metadata_options=MetadataOptions(
+            receiving_namespaces=MetadataOptionsMetadataNamespaces(untyped=[AI_GATEWAY_METADATA_NAMESPACE])
+        ),
+        request_attributes=[*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE],
     )
+
+
+def content_length_filter() -> HttpFilter:
+    """Gives the provider a ``content-length`` again: Envoy drops it when ext_proc replaces the body and
+    would send the new one chunked, which botocore and the SDKs never do and some provider front ends
+    refuse. The upstream ext_proc puts the length of the body it sends in this attempt's metadata
+    (``CONTENT_LENGTH_METADATA_KEY``); a request whose header is still there keeps it (ADD_IF_ABSENT),
+    and one without the metadata gets no header (measured with Envoy 1.40: a header whose value renders
+    empty is not added; the body then goes chunked)."""
+    header = HeaderValue(key="content-length", value=_metadata_format(CONTENT_LENGTH_METADATA_KEY))
+    add = HeaderValueOption(header=header, append_action=HeaderValueOptionHeaderAppendAction.ADD_IF_ABSENT)
+    mutation = HeaderMutation(mutations=Mutations(request_mutations=[HeaderMutationRule(append=add)]))
+    return HttpFilter(name="envoy.filters.http.header_mutation", typed_config=_any(mutation))
 
 
 def _ratelimit_filter(options: EnvoyOptions) -> HttpFilter:
@@ -548,6 +572,7 @@ def backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) ->
         explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(http_protocol_options=Http1ProtocolOptions()),
         http_filters=[
             upstream_ext_proc(options),
+            content_length_filter(),
             HttpFilter(name="envoy.filters.http.upstream_codec", typed_config=_any(UpstreamCodec())),
         ],
     )

@@ -33,6 +33,9 @@ IDENTITY_ATTRIBUTES = ("connection.id", "request.time", "request.id")
 # own replies can be given in Anthropic's error shape even after an upstream filter rewrote ``:path``.
 CLIENT_API_METADATA_KEY = "client_api"
 ANTHROPIC_CLIENT_API = "anthropic.messages"
+# Set by the upstream extproc on each attempt: the length of the body it sends, which an upstream
+# header_mutation filter turns back into ``content-length`` (Envoy removes it when ext_proc replaces a body).
+CONTENT_LENGTH_METADATA_KEY = "content_length"
 
 
 @dataclass(frozen=True)
