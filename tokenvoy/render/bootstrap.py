@@ -179,8 +179,10 @@ from tokenvoy.render.envoy import (
     DEFAULT_NUM_RETRIES,
     ENDPOINT_ATTRIBUTE,
     EXTPROC_CLUSTER,
+    EXTPROC_MAX_MESSAGE_BYTES,
     HOST_METADATA_NAMESPACE,
     IDENTITY_ATTRIBUTES,
+    MAX_BODY_BYTES,
     RATELIMIT_CLUSTER,
     RATELIMIT_DOMAIN,
     RETRIABLE_STATUS_CODES,
@@ -284,7 +286,9 @@ UPSTREAM_PROCESSING_MODE = ProcessingMode(
 def _ext_proc(options: EnvoyOptions, role: str, mode: ProcessingMode, **extra: Any) -> HttpFilter:
     processor = ExternalProcessor(
         grpc_service=GrpcService(
-            envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=EXTPROC_CLUSTER),
+            envoy_grpc=GrpcServiceEnvoyGrpc(
+                cluster_name=EXTPROC_CLUSTER, max_receive_message_length=EXTPROC_MAX_MESSAGE_BYTES
+            ),
             timeout=_ms(30_000),
             initial_metadata=[HeaderValue(key=ROLE_METADATA_KEY, value=role)],
         ),
@@ -746,8 +750,7 @@ def listener(config: GatewayConfig, options: EnvoyOptions, rds: ConfigSource | N
     return Listener(
         name=LISTENER_NAME,
         address=Address(socket_address=address),
-        # LLM bodies (long histories, images) are far larger than Envoy's 1 MiB default buffer.
-        per_connection_buffer_limit_bytes=50 * 1024 * 1024,
+        per_connection_buffer_limit_bytes=MAX_BODY_BYTES,  # the body limit (413 above it)
         filter_chains=[FilterChain(filters=[Filter(name=HCM_FILTER, typed_config=_any(hcm))])],
     )
 

@@ -36,6 +36,14 @@ ANTHROPIC_CLIENT_API = "anthropic.messages"
 # Set by the upstream extproc on each attempt: the length of the body it sends, which an upstream
 # header_mutation filter turns back into ``content-length`` (Envoy removes it when ext_proc replaces a body).
 CONTENT_LENGTH_METADATA_KEY = "content_length"
+# The largest request (and buffered answer) body the gateway takes: Envoy's buffer limit per connection.
+# A larger request is answered 413 before any provider is contacted; LLM bodies (long histories, images,
+# batches of embeddings) are far larger than Envoy's 1 MiB default.
+MAX_BODY_BYTES = 50 * 1024 * 1024
+# gRPC messages between Envoy and extproc carry a whole body (the client's, the translated one, the
+# provider's answer or its translation) plus headers and attributes; a translation may grow a body. Both
+# ends allow twice the body limit, so no body Envoy accepts fails on grpcio's 4 MiB default.
+EXTPROC_MAX_MESSAGE_BYTES = 2 * MAX_BODY_BYTES + 1024 * 1024
 
 
 @dataclass(frozen=True)
