@@ -26,7 +26,6 @@ from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
 from tokenvoy.pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
-from tokenvoy.render.envoy import CLIENT_API_METADATA_KEY
 
 if TYPE_CHECKING:
     from tokenvoy.extproc.tracing import Tracing
@@ -250,9 +249,6 @@ class RouterStream:
             generates = request.api is not ClientAPI.OPENAI_EMBEDDINGS  # embeddings reserve no output
             values = reservation_values(parsed, reservation, rule.costs, call, generates)
             response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
-        if request.api is ClientAPI.ANTHROPIC_MESSAGES:  # Envoy's own error replies read it (render/envoy.py)
-            namespace = response.dynamic_metadata.fields[AI_GATEWAY_METADATA_NAMESPACE].struct_value
-            namespace.fields[CLIENT_API_METADATA_KEY].string_value = request.api.value
         return response
 
     def _response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:

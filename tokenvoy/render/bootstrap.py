@@ -33,13 +33,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from envoy_data_plane.envoy.config.accesslog.v3 import (
         AccessLog,
-        AccessLogFilter,
-        AndFilter,
-        ExtensionFilter,
-        HeaderFilter,
-        MetadataFilter,
-        OrFilter,
-        ResponseFlagFilter,
     )
     from envoy_data_plane.envoy.config.bootstrap.v3 import (
         Admin,
@@ -106,7 +99,6 @@ with warnings.catch_warnings():
         VirtualHost,
     )
     from envoy_data_plane.envoy.extensions.access_loggers.file.v3 import FileAccessLog
-    from envoy_data_plane.envoy.extensions.access_loggers.filters.cel.v3 import ExpressionFilter
     from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
         ExternalProcessor,
         MetadataOptions,
@@ -129,9 +121,7 @@ with warnings.catch_warnings():
         HttpConnectionManager,
         HttpConnectionManagerCodecType,
         HttpFilter,
-        LocalReplyConfig,
         Rds,
-        ResponseMapper,
     )
     from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
         DownstreamConnectionsConfig,
@@ -150,11 +140,8 @@ with warnings.catch_warnings():
         HttpProtocolOptionsExplicitHttpConfig,
     )
     from envoy_data_plane.envoy.type.matcher.v3 import (
-        MetadataMatcher,
-        MetadataMatcherPathSegment,
         RegexMatcher,
         StringMatcher,
-        ValueMatcher,
     )
     from envoy_data_plane.google.protobuf import Any as AnyMessage
     from envoy_data_plane.google.protobuf import Struct
@@ -171,9 +158,7 @@ from tokenvoy.config.model import (
 )
 from tokenvoy.config.model import Endpoint as BackendEndpoint
 from tokenvoy.render.envoy import (
-    ANTHROPIC_CLIENT_API,
     BUDGET_DESCRIPTOR_KEY,
-    CLIENT_API_METADATA_KEY,
     CONTENT_LENGTH_METADATA_KEY,
     DEFAULT_BACKOFF_MS,
     DEFAULT_NUM_RETRIES,
@@ -194,6 +179,7 @@ from tokenvoy.render.envoy import (
     endpoint_id,
     system_ca_bundle,
 )
+from tokenvoy.render.local_replies import local_reply_config
 
 _SNAKE = betterproto2.Casing.SNAKE
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -639,91 +625,6 @@ def _access_log(options: EnvoyOptions) -> list[AccessLog]:
     return [AccessLog(name="envoy.access_loggers.file", typed_config=_any(file_log))]
 
 
-@dataclass(frozen=True)
-class _Reply:
-    """One of Envoy's own replies: when it applies, its status and what it tells the client."""
-
-    filter: AccessLogFilter
-    status: int
-    openai_type: str
-    message: str
-
-
-def _openai_mapper(reply: _Reply) -> ResponseMapper:
-    """Envoy's own replies (budget exceeded, provider unreachable) in the OpenAI error shape."""
-    body = {"type": "error", "error": {"type": reply.openai_type, "code": str(reply.status), "message": reply.message}}
-    return ResponseMapper(
-        filter=reply.filter,
-        status_code=reply.status,
-        body_format_override=SubstitutionFormatString(json_format=_struct(body), content_type="application/json"),
-    )
-
-
-# Set by the router-level extproc for ``/anthropic/v1/messages`` requests (value: the ClientAPI), so Envoy's
-# own replies can be given in Anthropic's error shape even after an upstream filter rewrote ``:path``.
-_ANTHROPIC_TYPES = {500: "api_error", 429: "rate_limit_error", 503: "api_error", 504: "timeout_error"}
-
-
-def _anthropic_mapper(reply: _Reply, match_path: bool = False) -> ResponseMapper:
-    """The same reply in Anthropic's error shape, for requests the extproc marked as Anthropic clients'
-    (and, with ``match_path``, for ``/anthropic/`` paths: extproc may have failed before marking)."""
-    marked = AccessLogFilter(
-        metadata_filter=MetadataFilter(
-            matcher=MetadataMatcher(
-                filter=AI_GATEWAY_METADATA_NAMESPACE,
-                path=[MetadataMatcherPathSegment(key=CLIENT_API_METADATA_KEY)],
-                value=ValueMatcher(string_match=StringMatcher(exact=ANTHROPIC_CLIENT_API)),
-            ),
-            match_if_key_not_found=False,
-        )
-    )
-    if match_path:
-        path = HeaderMatcher(name=":path", string_match=StringMatcher(prefix="/anthropic/"))
-        marked = AccessLogFilter(
-            or_filter=OrFilter(filters=[marked, AccessLogFilter(header_filter=HeaderFilter(header=path))])
-        )
-    body = {"type": "error", "error": {"type": _ANTHROPIC_TYPES[reply.status], "message": reply.message}}
-    return ResponseMapper(
-        filter=AccessLogFilter(and_filter=AndFilter(filters=[marked, reply.filter])),
-        status_code=reply.status,
-        body_format_override=SubstitutionFormatString(json_format=_struct(body), content_type="application/json"),
-    )
-
-
-def _flags(*flags: str) -> AccessLogFilter:
-    return AccessLogFilter(response_flag_filter=ResponseFlagFilter(flags=list(flags)))
-
-
-def _replies() -> list[_Reply]:
-    # Envoy answers an empty 500 when extproc is unreachable or fails; say what happened instead.
-    extproc_failed = AccessLogFilter(
-        extension_filter=ExtensionFilter(
-            name="envoy.access_loggers.extension_filters.cel",
-            typed_config=_any(ExpressionFilter(expression="response.code_details.startsWith('ext_proc_error')")),
-        )
-    )
-    return [
-        _Reply(extproc_failed, 500, "gateway_unavailable", "the tokenvoy extproc service is unavailable or failed"),
-        _Reply(
-            _flags("RL"), 429, "rate_limit_exceeded", "token budget exceeded for this client; retry after the reset"
-        ),
-        _Reply(
-            _flags("UF", "UH", "URX", "UO", "UC"),
-            503,
-            "upstream_unavailable",
-            "the LLM provider could not be reached: %RESPONSE_CODE_DETAILS%",
-        ),
-        _Reply(_flags("UT"), 504, "upstream_timeout", "the LLM provider did not answer in time"),
-    ]
-
-
-def local_reply_config() -> LocalReplyConfig:
-    """First match wins: the Anthropic-shaped variants go first."""
-    replies = _replies()
-    anthropic = [_anthropic_mapper(replies[0], match_path=True), *(_anthropic_mapper(r) for r in replies[1:])]
-    return LocalReplyConfig(mappers=[*anthropic, *(_openai_mapper(r) for r in replies)])
-
-
 # ---- listener and bootstrap ------------------------------------------------------------------------------
 
 
@@ -742,6 +643,9 @@ def listener(config: GatewayConfig, options: EnvoyOptions, rds: ConfigSource | N
         codec_type=HttpConnectionManagerCodecType.AUTO,
         access_log=_access_log(options),
         local_reply_config=local_reply_config(),
+        # HTTP/1.0 clients (curl --http1.0, simple load testers) are served; Envoy's default answers them a
+        # 426 it never writes (the client reads zero bytes). A streamed answer ends with the connection.
+        http_protocol_options=Http1ProtocolOptions(accept_http_10=True, default_host_for_http_10="tokenvoy"),
         http_filters=http_filters,
         stream_idle_timeout=timedelta(seconds=options.route_timeout_s),
         **routes,

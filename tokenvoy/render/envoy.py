@@ -29,10 +29,6 @@ ENDPOINT_ATTRIBUTE = f"xds.upstream_host_metadata.filter_metadata['{HOST_METADAT
 BUDGET_DESCRIPTOR_KEY = "budget"
 # Sent by Envoy to both ext_proc filters; together they identify a request (see extproc/registry.py).
 IDENTITY_ATTRIBUTES = ("connection.id", "request.time", "request.id")
-# Set by the router-level extproc for ``/anthropic/v1/messages`` requests (value: the ClientAPI), so Envoy's
-# own replies can be given in Anthropic's error shape even after an upstream filter rewrote ``:path``.
-CLIENT_API_METADATA_KEY = "client_api"
-ANTHROPIC_CLIENT_API = "anthropic.messages"
 # Set by the upstream extproc on each attempt: the length of the body it sends, which an upstream
 # header_mutation filter turns back into ``content-length`` (Envoy removes it when ext_proc replaces a body).
 CONTENT_LENGTH_METADATA_KEY = "content_length"
