@@ -261,7 +261,16 @@ class RouterStream:
         context = self._context
         if context is None or context.attempt is None:
             self.done = headers.end_of_stream
+            self._attach_metadata(response)  # zero costs: the budget's charge at stream end reads them
             return response  # Envoy's own reply (budget exceeded, no upstream): nothing to translate
+        if headers.end_of_stream and self._status >= 400:
+            # A provider error with no body at all: nothing an SDK can show. Say what happened, same status.
+            self.done = True
+            error = GatewayError(self._status, f"the LLM provider answered {self._status} with an empty body")
+            self._error_type = error.error_type
+            reply = immediate_response(self._status, self._client_api().error_body(error), details="tokenvoy")
+            self._attach_metadata(reply)
+            return reply
         encoding = values.get("content-encoding")
         remove = self._open_decoder(encoding, values) if encoding and not headers.end_of_stream else []
         translator = context.attempt.translator
@@ -370,7 +379,14 @@ class RouterStream:
     def _attach_metadata(self, response: ep.ProcessingResponse) -> None:
         context = self._context
         attempt = context.attempt if context else None
-        if context is None or attempt is None or not 200 <= self._status < 300:
+        if context is None:
+            return
+        if attempt is None or not 200 <= self._status < 300:
+            # No usage, so every cost is 0: written, because a budget's charge reads its key at stream end
+            # and Envoy warns about (and skips) a missing one.
+            if context.rule.costs:
+                zeros = {cost.metadata_key: 0 for cost in context.rule.costs}
+                response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, zeros))
             return
         values: dict[str, object] = {
             "backend_name": attempt.backend,
