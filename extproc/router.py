@@ -25,7 +25,6 @@ from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
 from tokenvoy.pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
-from tokenvoy.render.envoy import CLIENT_API_METADATA_KEY
 
 if TYPE_CHECKING:
     from tokenvoy.extproc.tracing import Tracing
@@ -248,9 +247,6 @@ class RouterStream:
             generates = request.api is not ClientAPI.OPENAI_EMBEDDINGS  # embeddings reserve no output
             values = reservation_values(parsed, reservation, rule.costs, call, generates)
             response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
-        if request.api is ClientAPI.ANTHROPIC_MESSAGES:  # Envoy's own error replies read it (render/envoy.py)
-            namespace = response.dynamic_metadata.fields[AI_GATEWAY_METADATA_NAMESPACE].struct_value
-            namespace.fields[CLIENT_API_METADATA_KEY].string_value = request.api.value
         return response
 
     def _response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
@@ -263,7 +259,16 @@ class RouterStream:
         context = self._context
         if context is None or context.attempt is None:
             self.done = headers.end_of_stream
+            self._attach_metadata(response)  # zero costs: the budget's charge at stream end reads them
             return response  # Envoy's own reply (budget exceeded, no upstream): nothing to translate
+        if headers.end_of_stream and self._status >= 400:
+            # A provider error with no body at all: nothing an SDK can show. Say what happened, same status.
+            self.done = True
+            error = GatewayError(self._status, f"the LLM provider answered {self._status} with an empty body")
+            self._error_type = error.error_type
+            reply = immediate_response(self._status, self._client_api().error_body(error), details="tokenvoy")
+            self._attach_metadata(reply)
+            return reply
         encoding = values.get("content-encoding")
         remove = self._open_decoder(encoding, values) if encoding and not headers.end_of_stream else []
         translator = context.attempt.translator
@@ -372,7 +377,14 @@ class RouterStream:
     def _attach_metadata(self, response: ep.ProcessingResponse) -> None:
         context = self._context
         attempt = context.attempt if context else None
-        if context is None or attempt is None or not 200 <= self._status < 300:
+        if context is None:
+            return
+        if attempt is None or not 200 <= self._status < 300:
+            # No usage, so every cost is 0: written, because a budget's charge reads its key at stream end
+            # and Envoy warns about (and skips) a missing one.
+            if context.rule.costs:
+                zeros = {cost.metadata_key: 0 for cost in context.rule.costs}
+                response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, zeros))
             return
         values: dict[str, object] = {
             "backend_name": attempt.backend,

@@ -36,6 +36,7 @@ from tokenvoy.extproc.upstream import UpstreamStream
 from tokenvoy.grpcserver import add_health, configure_logging, grpc_target, serve_until_signalled
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from tokenvoy.render.envoy import EXTPROC_MAX_MESSAGE_BYTES
 
 log = logging.getLogger("tokenvoy.extproc")
 
@@ -43,6 +44,13 @@ ROLE_METADATA_KEY = "x-tokenvoy-role"
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:1064"
 
+
+# grpcio refuses messages over 4 MiB by default; Envoy sends whole bodies up to its buffer limit.
+GRPC_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", EXTPROC_MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", EXTPROC_MAX_MESSAGE_BYTES),
+]
 
 # Configs kept after a reload for requests Envoy still routes by the config before (one file move away).
 RETAINED_RUNTIMES = 3
@@ -251,7 +259,7 @@ async def serve(
     if admin_listen is not None:
         admin = AdminServer(registry, admin_listen, name="extproc")
         await admin.start()  # before gRPC: a busy port fails the start, not the first scrape
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=GRPC_OPTIONS)
     tracing = Tracing.from_env(session_id_header=config.tracing.session_id_header)
     if tracing is not None:
         log.info("extproc tracing on: OpenInference spans exported per the OTEL_* variables")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from tokenvoy.config.model import ORIGINAL_PATH_HEADER
+from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, ORIGINAL_PATH_HEADER
 from tokenvoy.extproc.credentials import CredentialUnavailable
 from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.pbutil import header_mutation, immediate_response
@@ -17,7 +17,7 @@ from tokenvoy.extproc.registry import EXT_PROC_ATTRIBUTES_KEY, Attempt, RequestC
 from tokenvoy.extproc.runtime import BackendRuntime, Runtime
 from tokenvoy.extproc.translate.base import ClientAPI
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
-from tokenvoy.render.envoy import ENDPOINT_ATTRIBUTE
+from tokenvoy.render.envoy import CONTENT_LENGTH_METADATA_KEY, ENDPOINT_ATTRIBUTE
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,13 @@ class UpstreamStream:
             _sign(backend, message, set_headers, remove, body)
         _undo_earlier_attempts(context, set_headers, remove)
         common.header_mutation.CopyFrom(header_mutation(set_headers, sorted(remove)))
-        return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common))
+        response = ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common))
+        # Envoy drops content-length when it replaces a body (and a chunked client request never had one):
+        # the upstream header_mutation filter restores it from this (render/bootstrap.py).
+        length = len(upstream.body if upstream.body is not None else request.raw)
+        namespace = response.dynamic_metadata.fields[AI_GATEWAY_METADATA_NAMESPACE].struct_value
+        namespace.fields[CONTENT_LENGTH_METADATA_KEY].string_value = str(length)
+        return response
 
 
 def _sign(

@@ -314,7 +314,8 @@ def test_recorded_requests_and_health(upstream: BackgroundServer) -> None:
 # -- HTTP/1.1 mechanics -----------------------------------------------------------------------------------
 
 
-def test_chunked_request_body(web: httpx.Client) -> None:
+def test_chunked_request_body_is_refused_with_411_in_the_providers_shape(web: httpx.Client) -> None:
+    """Provider front ends want a length; a gateway that sends a body chunked must see it fail."""
     payload = orjson.dumps({"model": "m", "messages": MESSAGES, "max_tokens": 3})
 
     def gen() -> Iterator[bytes]:
@@ -322,23 +323,38 @@ def test_chunked_request_body(web: httpx.Client) -> None:
             yield payload[i : i + 7]
 
     r = web.post("/v1/chat/completions", content=gen())
-    assert r.status_code == 200, r.text
+    assert r.status_code == 411, r.text
+    assert r.json()["error"]["message"].startswith("Length Required")
+    r = web.post("/v1/messages", content=gen(), headers={"anthropic-version": "2023-06-01", "x-api-key": "k"})
+    assert r.status_code == 411
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
+    r = web.post("/model/m/converse", content=gen())
+    assert r.status_code == 411
+    assert r.headers["x-amzn-errortype"].startswith("ValidationException")
+    r = web.post("/__testupstream/gcp/token", content=gen())
+    assert (r.status_code, r.json()["error"]) == (411, "invalid_request")
+    # the same body with a length is served
+    r = web.post("/v1/chat/completions", content=payload)
+    assert r.status_code == 200
     assert r.json()["choices"][0]["message"]["content"] == "The quick brown"
-    assert r.json()["usage"]["prompt_tokens"] == PROMPT_WORDS
 
 
-def test_chunked_with_extensions_and_trailers(upstream: BackgroundServer) -> None:
+def test_chunked_with_extensions_and_trailers_is_read_to_its_end(upstream: BackgroundServer) -> None:
+    """The refused chunked body is read whole, so the next request on the connection is answered."""
     body = b'{"model":"m","messages":[{"role":"user","content":"a b"}]}'
     req = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-        b"Transfer-Encoding: Chunked\r\nConnection: close\r\n\r\n"
+        b"Transfer-Encoding: Chunked\r\n\r\n"
         + b"%x;ext=1\r\n%s\r\n" % (10, body[:10])
         + b"%X\r\n%s\r\n" % (len(body) - 10, body[10:])
         + b"0\r\nX-Trailer: 1\r\n\r\n"
+        + b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     out = _raw(upstream.port, req)
-    head, _, resp_body = out.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 OK")
+    first, _, second = out.partition(b"HTTP/1.1 200 OK")
+    assert first.startswith(b"HTTP/1.1 411 Length Required")
+    head, _, resp_body = second.partition(b"\r\n\r\n")
     assert b"connection: close" in head
     assert orjson.loads(resp_body)["usage"]["prompt_tokens"] == 2
 

@@ -17,7 +17,6 @@ from tokenvoy.extproc.translate import translator_for
 from tokenvoy.extproc.translate.anthropic_to_anthropic import AnthropicToAnthropic
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
 from tokenvoy.render import envoy as render_envoy
-from tokenvoy.render.envoy import ANTHROPIC_CLIENT_API, CLIENT_API_METADATA_KEY
 from tokenvoy.testupstream import anthropic_messages
 
 BACKEND = Backend(
@@ -195,14 +194,12 @@ def test_gateway_errors_in_each_client_apis_shape():
     assert orjson.loads(ClientAPI.OPENAI_CHAT.error_body(error))["error"]["code"] == "404"
 
 
-def test_envoy_local_replies_have_anthropic_variants_keyed_on_the_routers_metadata():
-    assert ClientAPI.ANTHROPIC_MESSAGES.value == ANTHROPIC_CLIENT_API
+def test_envoy_local_replies_have_anthropic_variants_keyed_on_the_clients_path():
     mappers = render_envoy._local_reply_config()["mappers"]
     anthropic = [m for m in mappers if "code" not in m["body_format_override"]["json_format"]["error"]]
     assert len(anthropic) * 2 == len(mappers)
     assert mappers[: len(anthropic)] == anthropic  # first match wins
-    assert {m["status_code"] for m in anthropic} == {429, 500, 503, 504}
+    assert {m["status_code"] for m in anthropic} == {400, 404, 408, 413, 429, 431, 500, 502, 503, 504}
     for mapper in anthropic:
-        marked = mapper["filter"]["and_filter"]["filters"][0]
-        text = orjson.dumps(marked).decode()
-        assert CLIENT_API_METADATA_KEY in text and ANTHROPIC_CLIENT_API in text
+        keyed = mapper["filter"]["and_filter"]["filters"][0]["extension_filter"]["typed_config"]["expression"]
+        assert "original_path" in keyed and "request.path" in keyed and "'/anthropic/'" in keyed

@@ -22,29 +22,26 @@ from tests.integration.test_routing_through_envoy import _backend
 
 
 class _Recording(http.server.BaseHTTPRequestHandler):
-    """A provider that answers 503 and remembers what it was sent."""
+    """A provider that answers 503 and remembers what it was sent; like real front ends, it refuses a body
+    without content-length (411, not a status Envoy retries on: the fallback would not happen)."""
 
     received: list[tuple[dict[str, str], dict[str, Any]]] = []
 
     def do_POST(self) -> None:
-        body = self._body()
+        if self.headers.get("content-length") is None:
+            self._reply(411, b'{"error":{"message":"Length Required","type":"invalid_request_error"}}')
+            self.close_connection = True
+            return
+        body = self.rfile.read(int(self.headers["content-length"]))
         type(self).received.append(({k.lower(): v for k, v in self.headers.items()}, orjson.loads(body)))
-        reply = b'{"error":{"message":"overloaded","type":"server_error"}}'
-        self.send_response(503)
+        self._reply(503, b'{"error":{"message":"overloaded","type":"server_error"}}')
+
+    def _reply(self, status: int, reply: bytes) -> None:
+        self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(reply)))
         self.end_headers()
         self.wfile.write(reply)
-
-    def _body(self) -> bytes:
-        if self.headers.get("content-length") is not None:
-            return self.rfile.read(int(self.headers["content-length"]))
-        chunks = []  # Envoy sends a replaced body chunked
-        while size := int(self.rfile.readline().strip(), 16):
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline()
-        self.rfile.readline()
-        return b"".join(chunks)
 
     def log_message(self, *args: object) -> None:
         return None

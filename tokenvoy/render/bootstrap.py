@@ -33,13 +33,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from envoy_data_plane.envoy.config.accesslog.v3 import (
         AccessLog,
-        AccessLogFilter,
-        AndFilter,
-        ExtensionFilter,
-        HeaderFilter,
-        MetadataFilter,
-        OrFilter,
-        ResponseFlagFilter,
     )
     from envoy_data_plane.envoy.config.bootstrap.v3 import (
         Admin,
@@ -55,6 +48,7 @@ with warnings.catch_warnings():
         ClusterDnsLookupFamily,
         ClusterTransportSocketMatch,
     )
+    from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation as HeaderMutationRule
     from envoy_data_plane.envoy.config.core.v3 import (
         Address,
         ApiVersion,
@@ -63,6 +57,8 @@ with warnings.catch_warnings():
         GrpcService,
         GrpcServiceEnvoyGrpc,
         HeaderValue,
+        HeaderValueOption,
+        HeaderValueOptionHeaderAppendAction,
         Http1ProtocolOptions,
         Http2ProtocolOptions,
         Locality,
@@ -103,7 +99,6 @@ with warnings.catch_warnings():
         VirtualHost,
     )
     from envoy_data_plane.envoy.extensions.access_loggers.file.v3 import FileAccessLog
-    from envoy_data_plane.envoy.extensions.access_loggers.filters.cel.v3 import ExpressionFilter
     from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
         ExternalProcessor,
         MetadataOptions,
@@ -112,6 +107,7 @@ with warnings.catch_warnings():
         ProcessingModeBodySendMode,
         ProcessingModeHeaderSendMode,
     )
+    from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import HeaderMutation, Mutations
     from envoy_data_plane.envoy.extensions.filters.http.ratelimit.v3 import (
         RateLimit as RateLimitFilter,
     )
@@ -125,9 +121,7 @@ with warnings.catch_warnings():
         HttpConnectionManager,
         HttpConnectionManagerCodecType,
         HttpFilter,
-        LocalReplyConfig,
         Rds,
-        ResponseMapper,
     )
     from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
         DownstreamConnectionsConfig,
@@ -146,11 +140,8 @@ with warnings.catch_warnings():
         HttpProtocolOptionsExplicitHttpConfig,
     )
     from envoy_data_plane.envoy.type.matcher.v3 import (
-        MetadataMatcher,
-        MetadataMatcherPathSegment,
         RegexMatcher,
         StringMatcher,
-        ValueMatcher,
     )
     from envoy_data_plane.google.protobuf import Any as AnyMessage
     from envoy_data_plane.google.protobuf import Struct
@@ -167,15 +158,16 @@ from tokenvoy.config.model import (
 )
 from tokenvoy.config.model import Endpoint as BackendEndpoint
 from tokenvoy.render.envoy import (
-    ANTHROPIC_CLIENT_API,
     BUDGET_DESCRIPTOR_KEY,
-    CLIENT_API_METADATA_KEY,
+    CONTENT_LENGTH_METADATA_KEY,
     DEFAULT_BACKOFF_MS,
     DEFAULT_NUM_RETRIES,
     ENDPOINT_ATTRIBUTE,
     EXTPROC_CLUSTER,
+    EXTPROC_MAX_MESSAGE_BYTES,
     HOST_METADATA_NAMESPACE,
     IDENTITY_ATTRIBUTES,
+    MAX_BODY_BYTES,
     RATELIMIT_CLUSTER,
     RATELIMIT_DOMAIN,
     RETRIABLE_STATUS_CODES,
@@ -187,6 +179,7 @@ from tokenvoy.render.envoy import (
     endpoint_id,
     system_ca_bundle,
 )
+from tokenvoy.render.local_replies import local_reply_config
 
 _SNAKE = betterproto2.Casing.SNAKE
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -279,7 +272,9 @@ UPSTREAM_PROCESSING_MODE = ProcessingMode(
 def _ext_proc(options: EnvoyOptions, role: str, mode: ProcessingMode, **extra: Any) -> HttpFilter:
     processor = ExternalProcessor(
         grpc_service=GrpcService(
-            envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=EXTPROC_CLUSTER),
+            envoy_grpc=GrpcServiceEnvoyGrpc(
+                cluster_name=EXTPROC_CLUSTER, max_receive_message_length=EXTPROC_MAX_MESSAGE_BYTES
+            ),
             timeout=_ms(30_000),
             initial_metadata=[HeaderValue(key=ROLE_METADATA_KEY, value=role)],
         ),
@@ -306,8 +301,27 @@ def router_ext_proc(options: EnvoyOptions) -> HttpFilter:
 
 def upstream_ext_proc(options: EnvoyOptions) -> HttpFilter:
     return _ext_proc(
-        options, "upstream", UPSTREAM_PROCESSING_MODE, request_attributes=[*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE]
+        options,
+        "upstream",
+        UPSTREAM_PROCESSING_MODE,
+        metadata_options=MetadataOptions(
+            receiving_namespaces=MetadataOptionsMetadataNamespaces(untyped=[AI_GATEWAY_METADATA_NAMESPACE])
+        ),
+        request_attributes=[*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE],
     )
+
+
+def content_length_filter() -> HttpFilter:
+    """Gives the provider a ``content-length`` again: Envoy drops it when ext_proc replaces the body and
+    would send the new one chunked, which botocore and the SDKs never do and some provider front ends
+    refuse. The upstream ext_proc puts the length of the body it sends in this attempt's metadata
+    (``CONTENT_LENGTH_METADATA_KEY``); a request whose header is still there keeps it (ADD_IF_ABSENT),
+    and one without the metadata gets no header (measured with Envoy 1.40: a header whose value renders
+    empty is not added; the body then goes chunked)."""
+    header = HeaderValue(key="content-length", value=_metadata_format(CONTENT_LENGTH_METADATA_KEY))
+    add = HeaderValueOption(header=header, append_action=HeaderValueOptionHeaderAppendAction.ADD_IF_ABSENT)
+    mutation = HeaderMutation(mutations=Mutations(request_mutations=[HeaderMutationRule(append=add)]))
+    return HttpFilter(name="envoy.filters.http.header_mutation", typed_config=_any(mutation))
 
 
 def _ratelimit_filter(options: EnvoyOptions) -> HttpFilter:
@@ -567,6 +581,7 @@ def backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) ->
         explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(http_protocol_options=Http1ProtocolOptions()),
         http_filters=[
             upstream_ext_proc(options),
+            content_length_filter(),
             HttpFilter(name="envoy.filters.http.upstream_codec", typed_config=_any(UpstreamCodec())),
         ],
     )
@@ -629,91 +644,6 @@ def _access_log(options: EnvoyOptions) -> list[AccessLog]:
     return [AccessLog(name="envoy.access_loggers.file", typed_config=_any(file_log))]
 
 
-@dataclass(frozen=True)
-class _Reply:
-    """One of Envoy's own replies: when it applies, its status and what it tells the client."""
-
-    filter: AccessLogFilter
-    status: int
-    openai_type: str
-    message: str
-
-
-def _openai_mapper(reply: _Reply) -> ResponseMapper:
-    """Envoy's own replies (budget exceeded, provider unreachable) in the OpenAI error shape."""
-    body = {"type": "error", "error": {"type": reply.openai_type, "code": str(reply.status), "message": reply.message}}
-    return ResponseMapper(
-        filter=reply.filter,
-        status_code=reply.status,
-        body_format_override=SubstitutionFormatString(json_format=_struct(body), content_type="application/json"),
-    )
-
-
-# Set by the router-level extproc for ``/anthropic/v1/messages`` requests (value: the ClientAPI), so Envoy's
-# own replies can be given in Anthropic's error shape even after an upstream filter rewrote ``:path``.
-_ANTHROPIC_TYPES = {500: "api_error", 429: "rate_limit_error", 503: "api_error", 504: "timeout_error"}
-
-
-def _anthropic_mapper(reply: _Reply, match_path: bool = False) -> ResponseMapper:
-    """The same reply in Anthropic's error shape, for requests the extproc marked as Anthropic clients'
-    (and, with ``match_path``, for ``/anthropic/`` paths: extproc may have failed before marking)."""
-    marked = AccessLogFilter(
-        metadata_filter=MetadataFilter(
-            matcher=MetadataMatcher(
-                filter=AI_GATEWAY_METADATA_NAMESPACE,
-                path=[MetadataMatcherPathSegment(key=CLIENT_API_METADATA_KEY)],
-                value=ValueMatcher(string_match=StringMatcher(exact=ANTHROPIC_CLIENT_API)),
-            ),
-            match_if_key_not_found=False,
-        )
-    )
-    if match_path:
-        path = HeaderMatcher(name=":path", string_match=StringMatcher(prefix="/anthropic/"))
-        marked = AccessLogFilter(
-            or_filter=OrFilter(filters=[marked, AccessLogFilter(header_filter=HeaderFilter(header=path))])
-        )
-    body = {"type": "error", "error": {"type": _ANTHROPIC_TYPES[reply.status], "message": reply.message}}
-    return ResponseMapper(
-        filter=AccessLogFilter(and_filter=AndFilter(filters=[marked, reply.filter])),
-        status_code=reply.status,
-        body_format_override=SubstitutionFormatString(json_format=_struct(body), content_type="application/json"),
-    )
-
-
-def _flags(*flags: str) -> AccessLogFilter:
-    return AccessLogFilter(response_flag_filter=ResponseFlagFilter(flags=list(flags)))
-
-
-def _replies() -> list[_Reply]:
-    # Envoy answers an empty 500 when extproc is unreachable or fails; say what happened instead.
-    extproc_failed = AccessLogFilter(
-        extension_filter=ExtensionFilter(
-            name="envoy.access_loggers.extension_filters.cel",
-            typed_config=_any(ExpressionFilter(expression="response.code_details.startsWith('ext_proc_error')")),
-        )
-    )
-    return [
-        _Reply(extproc_failed, 500, "gateway_unavailable", "the tokenvoy extproc service is unavailable or failed"),
-        _Reply(
-            _flags("RL"), 429, "rate_limit_exceeded", "token budget exceeded for this client; retry after the reset"
-        ),
-        _Reply(
-            _flags("UF", "UH", "URX", "UO", "UC"),
-            503,
-            "upstream_unavailable",
-            "the LLM provider could not be reached: %RESPONSE_CODE_DETAILS%",
-        ),
-        _Reply(_flags("UT"), 504, "upstream_timeout", "the LLM provider did not answer in time"),
-    ]
-
-
-def local_reply_config() -> LocalReplyConfig:
-    """First match wins: the Anthropic-shaped variants go first."""
-    replies = _replies()
-    anthropic = [_anthropic_mapper(replies[0], match_path=True), *(_anthropic_mapper(r) for r in replies[1:])]
-    return LocalReplyConfig(mappers=[*anthropic, *(_openai_mapper(r) for r in replies)])
-
-
 # ---- listener and bootstrap ------------------------------------------------------------------------------
 
 
@@ -732,6 +662,9 @@ def listener(config: GatewayConfig, options: EnvoyOptions, rds: ConfigSource | N
         codec_type=HttpConnectionManagerCodecType.AUTO,
         access_log=_access_log(options),
         local_reply_config=local_reply_config(),
+        # HTTP/1.0 clients (curl --http1.0, simple load testers) are served; Envoy's default answers them a
+        # 426 it never writes (the client reads zero bytes). A streamed answer ends with the connection.
+        http_protocol_options=Http1ProtocolOptions(accept_http_10=True, default_host_for_http_10="tokenvoy"),
         http_filters=http_filters,
         stream_idle_timeout=timedelta(seconds=options.route_timeout_s),
         **routes,
@@ -740,8 +673,7 @@ def listener(config: GatewayConfig, options: EnvoyOptions, rds: ConfigSource | N
     return Listener(
         name=LISTENER_NAME,
         address=Address(socket_address=address),
-        # LLM bodies (long histories, images) are far larger than Envoy's 1 MiB default buffer.
-        per_connection_buffer_limit_bytes=50 * 1024 * 1024,
+        per_connection_buffer_limit_bytes=MAX_BODY_BYTES,  # the body limit (413 above it)
         filter_chains=[FilterChain(filters=[Filter(name=HCM_FILTER, typed_config=_any(hcm))])],
     )
 

@@ -29,10 +29,17 @@ ENDPOINT_ATTRIBUTE = f"xds.upstream_host_metadata.filter_metadata['{HOST_METADAT
 BUDGET_DESCRIPTOR_KEY = "budget"
 # Sent by Envoy to both ext_proc filters; together they identify a request (see extproc/registry.py).
 IDENTITY_ATTRIBUTES = ("connection.id", "request.time", "request.id")
-# Set by the router-level extproc for ``/anthropic/v1/messages`` requests (value: the ClientAPI), so Envoy's
-# own replies can be given in Anthropic's error shape even after an upstream filter rewrote ``:path``.
-CLIENT_API_METADATA_KEY = "client_api"
-ANTHROPIC_CLIENT_API = "anthropic.messages"
+# Set by the upstream extproc on each attempt: the length of the body it sends, which an upstream
+# header_mutation filter turns back into ``content-length`` (Envoy removes it when ext_proc replaces a body).
+CONTENT_LENGTH_METADATA_KEY = "content_length"
+# The largest request (and buffered answer) body the gateway takes: Envoy's buffer limit per connection.
+# A larger request is answered 413 before any provider is contacted; LLM bodies (long histories, images,
+# batches of embeddings) are far larger than Envoy's 1 MiB default.
+MAX_BODY_BYTES = 50 * 1024 * 1024
+# gRPC messages between Envoy and extproc carry a whole body (the client's, the translated one, the
+# provider's answer or its translation) plus headers and attributes; a translation may grow a body. Both
+# ends allow twice the body limit, so no body Envoy accepts fails on grpcio's 4 MiB default.
+EXTPROC_MAX_MESSAGE_BYTES = 2 * MAX_BODY_BYTES + 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Why hand-written: the fake upstream must stay out of the way in benchmarks (Envoy alone in front of it is
 the baseline), must run with only the standard library + orjson, and must speak exactly the HTTP/1.1 that
 Envoy speaks to upstreams: keep-alive, ``content-length`` *and* ``transfer-encoding: chunked`` request
-bodies, chunked streaming replies.
+bodies, chunked streaming replies. A chunked body is read (so the connection stays in step) and flagged
+(:attr:`Request.chunked`): the fake providers refuse it, as provider front ends do.
 
 The handler sees a parsed :class:`Request` and returns a :class:`Response`, or an awaitable of one. A
 plain ``Response`` is written straight from ``data_received`` (no task, no extra loop iteration): that is
@@ -48,6 +49,8 @@ class Request:
     """Lower-cased names; repeated headers joined with ``", "`` as RFC 9110 allows."""
     body: bytes
     keep_alive: bool
+    chunked: bool = False
+    """The body came ``transfer-encoding: chunked`` (no ``content-length``)."""
 
 
 @dataclass(slots=True)
@@ -323,6 +326,7 @@ class HttpProtocol(asyncio.Protocol):
                 raise BadRequest(400, f"unsupported transfer-encoding {te!r}")
             self._state = _CHUNK_SIZE
             self._body.clear()
+            req.chunked = True
         elif cl is not None:
             values = {v.strip() for v in cl.split(",")}
             if len(values) != 1:

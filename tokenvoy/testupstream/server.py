@@ -33,6 +33,10 @@ Endpoints
     ``POST /__testupstream/gcp/token``, ``/{tenant}/oauth2/v2.0/token`` (+ its openid-configuration),
     ``GET|DELETE /__testupstream/tokens``
         fake Google and Microsoft Entra token endpoints and the grants they issued; see ``token_endpoints.py``.
+    any request whose body is sent ``transfer-encoding: chunked``
+        ``411 Length Required`` in the provider's error shape (and Google's or Entra ID's OAuth error on the
+        token endpoints): botocore and the providers' SDKs always send ``content-length``, and provider front
+        ends refuse a body without it, so a gateway must not send one chunked.
     any request signed ``AWS4-HMAC-SHA256``
         its SigV4 signature is verified first (403 ``InvalidSignatureException`` … like AWS); see ``aws_auth.py``.
     anything else
@@ -133,6 +137,9 @@ _CONTROL = frozenset((H_STATUS, H_BODY, H_DELAY, H_CHUNK_DELAY, H_EXPECT_HEADER,
 
 JSON = "application/json"
 SSE = "text/event-stream; charset=utf-8"
+
+
+LENGTH_REQUIRED = "Length Required: send the request body with content-length, not transfer-encoding: chunked"
 
 
 def json_response(status: int, body: Any) -> Response:
@@ -501,6 +508,9 @@ class App:
             return self.tokens.azure(request)
         self._records.append((request.method, request.target, request.headers, request.body))
         headers = request.headers
+        if request.chunked:
+            route = self._route(request)
+            return (route.error if route is not None else _openai_error)(411, LENGTH_REQUIRED)
         if self.require_sigv4 or headers.get("authorization", "").startswith("AWS4-") or aws_auth.H_REQUIRE in headers:
             refused = self._check_sigv4(request)
             if refused is not None:

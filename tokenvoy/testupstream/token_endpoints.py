@@ -51,6 +51,11 @@ def _oauth_error(status: int, error: str, description: str) -> Response:
     return _json(status, {"error": error, "error_description": description})
 
 
+def _length_required() -> Response:
+    """A token request whose body came chunked: refused like every fake provider refuses one."""
+    return _oauth_error(411, "invalid_request", "Length Required: send the body with content-length")
+
+
 def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
 
@@ -86,6 +91,8 @@ class TokenEndpoints:
     # -- Google ---------------------------------------------------------------------------------------
 
     def gcp_token(self, request: Request) -> Response:
+        if request.chunked:
+            return _length_required()
         query = {k: v[0] for k, v in parse_qs(request.query).items()}
         form = _form(request)
         if form.get("grant_type") != JWT_BEARER:
@@ -161,6 +168,8 @@ class TokenEndpoints:
         return _oauth_error(404, "invalid_request", f"AADSTS90002: {request.method} {path} not found")
 
     def _azure_token(self, request: Request, tenant: str) -> Response:
+        if request.chunked:
+            return _length_required()
         form = _form(request)
         if form.get("grant_type") != "client_credentials":
             return _oauth_error(400, "unsupported_grant_type", "AADSTS70003: only client_credentials is faked")
