@@ -23,11 +23,12 @@ async def http_ok(host: str, port: int, path: str) -> bool:
     return status == 200
 
 
-async def http_get(host: str, port: int, path: str, read_body: bool = True) -> tuple[int, bytes]:
-    """A tiny HTTP/1.1 GET (Envoy's admin port): the status and, with ``read_body``, the raw body."""
+async def http_get(host: str, port: int, path: str, read_body: bool = True, method: str = "GET") -> tuple[int, bytes]:
+    """A tiny HTTP/1.1 request (Envoy's admin port): the status and, with ``read_body``, the raw body."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n".encode())
+        length = "content-length: 0\r\n" if method == "POST" else ""
+        writer.write(f"{method} {path} HTTP/1.1\r\nhost: {host}\r\n{length}connection: close\r\n\r\n".encode())
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), 1.0)
         body = b""

@@ -23,6 +23,7 @@ from tokenvoy.config.loader import ConfigError
 from tokenvoy.config.model import GatewayConfig
 from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.render.files import write_rendered
+from tokenvoy.runner.drain import drain_envoy
 from tokenvoy.runner.health import grpc_serving, http_ok
 from tokenvoy.runner.reload import Reloader, with_overrides
 from tokenvoy.runner.supervisor import ChildFailed, ChildSpec, Supervisor
@@ -201,7 +202,14 @@ async def _run(
         "--file-flush-interval-msec",
         "1000",
     ]
-    specs.append(ChildSpec("envoy", envoy_argv, partial(http_ok, "127.0.0.1", admin_port, "/ready")))
+    specs.append(
+        ChildSpec(
+            "envoy",
+            envoy_argv,
+            partial(http_ok, "127.0.0.1", admin_port, "/ready"),
+            drain=partial(drain_envoy, admin_port),
+        )
+    )
     try:
         for spec in specs:
             await supervisor.start(spec)

@@ -1,7 +1,8 @@
 """Start child processes, wait until each is healthy, and stop them all together.
 
 A child that dies stops the rest with a message naming it; SIGINT/SIGTERM stops every child in order
-(Envoy first, so no new requests arrive while the services behind it drain).
+(Envoy first, after its ``drain`` hook let the requests in flight finish, so no new requests arrive while the
+services behind it drain).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class ChildSpec:
     health: HealthCheck
     stdout: int | None = None  # None: inherit (Envoy's access log goes to our stdout)
     env: dict[str, str] | None = None
+    drain: Callable[[], Awaitable[object]] | None = None  # awaited before its SIGTERM (Envoy: finish in-flight)
 
 
 @dataclass
@@ -86,6 +88,11 @@ class Supervisor:
     async def stop(self) -> None:
         for child in reversed(self._children):  # Envoy was started last: it stops first
             if child.process.returncode is None:
+                if child.spec.drain is not None:
+                    try:
+                        await child.spec.drain()
+                    except Exception as exc:  # a drain that fails must not keep the child running
+                        _say(f"{child.spec.name}: draining failed ({exc}); stopping it now")
                 with contextlib.suppress(ProcessLookupError):
                     child.process.send_signal(signal.SIGTERM)
                 try:
