@@ -10,15 +10,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /src
 # Only what the wheel is built from (pyproject.toml maps extproc/ and ratelimit/ into the tokenvoy package).
-COPY pyproject.toml README.md ./
-COPY tokenvoy/ tokenvoy/
-COPY extproc/ extproc/
-COPY ratelimit/ ratelimit/
-RUN pip install . && rm -rf /src
-
-RUN useradd --create-home --uid 10001 tokenvoy
+# No WORKDIR here: a later step would recreate it, and /src must not stay in the image.
+COPY pyproject.toml README.md /src/
+COPY tokenvoy/ /src/tokenvoy/
+COPY extproc/ /src/extproc/
+COPY ratelimit/ /src/ratelimit/
+RUN pip install /src && rm -rf /src \
+    && useradd --create-home --uid 10001 tokenvoy
 USER tokenvoy
 WORKDIR /home/tokenvoy
 
