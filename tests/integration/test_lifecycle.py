@@ -274,6 +274,28 @@ def test_sigterm_stops_every_child_and_exits_zero(tmp_path: Path) -> None:
     assert all(not Path(f"/proc/{pid}").exists() or _is_zombie(pid) for pid in children)
 
 
+def test_sigterm_lets_a_stream_in_flight_finish_and_refuses_new_connections(tmp_path: Path) -> None:
+    """`docker stop`: Envoy stops accepting, the open stream gets all its events, then everything exits 0."""
+    gateway = start_gateway(tmp_path)
+    body = {"model": "m", "stream": True, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"x-testupstream-chunk-delay-ms": "250"}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, headers=headers, timeout=30) as reply:
+        lines = reply.iter_lines()
+        first = next(line for line in lines if line.startswith("data:"))
+        gateway.process.send_signal(signal.SIGTERM)
+        rest = list(lines)
+    assert first.startswith("data: {")
+    assert "data: [DONE]" in rest, rest[-3:]
+    assert len([line for line in rest if line.startswith("data: {")]) >= 8, "every word arrived"
+    assert gateway.stop(signal.SIGTERM) == 0
+    try:
+        httpx.get(f"{gateway.url}/v1/models", timeout=2)
+    except httpx.TransportError:
+        pass
+    else:
+        raise AssertionError("the gateway still accepts connections after SIGTERM")
+
+
 def test_a_busy_port_is_reported_before_anything_starts(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -24,14 +24,15 @@ async def http_ok(host: str, port: int, path: str, unix: str | None = None) -> b
 
 
 async def http_get(
-    host: str, port: int, path: str, read_body: bool = True, unix: str | None = None
+    host: str, port: int, path: str, read_body: bool = True, unix: str | None = None, method: str = "GET"
 ) -> tuple[int, bytes]:
-    """A tiny HTTP/1.1 GET (Envoy's admin): the status and, with ``read_body``, the raw body. ``unix``: the
+    """A tiny HTTP/1.1 request (Envoy's admin): the status and, with ``read_body``, the raw body. ``unix``: the
     path of a Unix socket to connect to instead of ``host:port`` (``host`` is still the Host header)."""
     connecting = asyncio.open_unix_connection(unix) if unix else asyncio.open_connection(host, port)
     reader, writer = await asyncio.wait_for(connecting, 1.0)
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n".encode())
+        length = "content-length: 0\r\n" if method == "POST" else ""
+        writer.write(f"{method} {path} HTTP/1.1\r\nhost: {host}\r\n{length}connection: close\r\n\r\n".encode())
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), 1.0)
         body = b""

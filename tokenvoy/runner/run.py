@@ -24,6 +24,7 @@ from tokenvoy.config.model import GatewayConfig
 from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.render.files import write_rendered
 from tokenvoy.runner.adminport import AdminPort
+from tokenvoy.runner.drain import drain_envoy
 from tokenvoy.runner.environment import ENVOY_EXTRA, FAKE_PROVIDER_EXTRA, RATELIMIT_EXTRA, child_environ
 from tokenvoy.runner.health import grpc_serving, http_ok
 from tokenvoy.runner.redact import line_redactor
@@ -216,7 +217,16 @@ async def _run(
     admin_socket = str(run_dir / ENVOY_ADMIN_SOCKET)
     envoy_ready = partial(http_ok, "envoy-admin", 0, "/ready", unix=admin_socket)
     envoy_env = child_environ(environ, ENVOY_EXTRA)
-    specs.append(ChildSpec("envoy", envoy_argv, envoy_ready, env=envoy_env, stderr_filter=line_redactor))
+    specs.append(
+        ChildSpec(
+            "envoy",
+            envoy_argv,
+            envoy_ready,
+            env=envoy_env,
+            stderr_filter=line_redactor,
+            drain=partial(drain_envoy, admin_socket),
+        )
+    )
     try:
         for spec in specs:
             await supervisor.start(spec)

@@ -5,8 +5,8 @@ children keep serving, so their requests in flight finish. A running child is he
 ``health_interval``: one that stops answering (hung, e.g. stopped or deadlocked) is reported at the first
 missed check and killed after ``hang_checks`` of them, then restarted like a crashed one. A child that
 dies ``max_deaths`` times within ``window`` seconds is given up on: everything stops and ``wait`` returns
-1 with a message naming it. SIGINT/SIGTERM stops every child in order (Envoy first, so no new requests
-arrive while the services behind it drain).
+1 with a message naming it. SIGINT/SIGTERM stops every child in order (Envoy first, after its ``drain`` hook let the
+requests in flight finish, so no new requests arrive while the services behind it drain).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class ChildSpec:
     essential: bool = True
     # Each line the child writes to stderr goes through this before reaching ours (Envoy: secrets redacted)
     stderr_filter: Callable[[], LineFilter] | None = None
+    drain: Callable[[], Awaitable[object]] | None = None  # awaited before its SIGTERM (Envoy: finish in-flight)
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,11 @@ class Supervisor:
         for child in reversed(self._children):  # Envoy was started last: it stops first
             child.state = "stopped"
             if child.process.returncode is None:
+                if child.spec.drain is not None:
+                    try:
+                        await child.spec.drain()
+                    except Exception as exc:  # a drain that fails must not keep the child running
+                        _say(f"{child.spec.name}: draining failed ({exc}); stopping it now")
                 with contextlib.suppress(ProcessLookupError):
                     child.process.send_signal(signal.SIGTERM)
                     child.process.send_signal(signal.SIGCONT)  # a stopped (hung) child must see the SIGTERM
