@@ -86,7 +86,7 @@ TOP_LEVEL_FIELDS = frozenset(
     }
 )
 _THINKING_TYPES = ("adaptive", "disabled", "enabled")
-_EFFORTS = ("low", "medium", "high", "max")
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
 _SERVICE_TIERS = ("auto", "standard_only")
 # A custom tool's fields in the API reference (defer_loading … for tool search, strict, examples).
 _TOOL_FIELDS = frozenset(
