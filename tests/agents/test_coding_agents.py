@@ -202,7 +202,7 @@ def test_codex_gets_an_openai_shaped_404_for_the_responses_api(
     )
     assert answer.status_code == 404
     error = answer.json()
-    assert error["type"] == "error" and error["error"]["code"] == "404"
+    assert (error["type"], error["error"]["type"], error["error"]["code"]) == ("error", "invalid_request_error", "404")
     assert "unknown path '/v1/responses'" in error["error"]["message"]
     entry = gateway.wait_for_log(lambda e: e.get("x-user-id") == user)
     assert entry["response_code"] == 404
