@@ -21,7 +21,8 @@ Bedrock — ``POST …/model/{modelId}/invoke`` and ``…/invoke-with-response-s
 
 Vertex AI — ``POST …/publishers/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict``
     * 400 (Anthropic's shape) when the body has ``model``, lacks ``anthropic_version`` or has another value
-      than ``vertex-2023-10-16``, or when ``stream: true`` and the method disagree.
+      than ``vertex-2023-10-16``, or when ``stream: true`` and the method disagree. The ``anthropic-beta``
+      header is not checked: we found no documented list of the flags Vertex accepts.
     * ids are ``msg_vrtx_N``; streams are Anthropic's SSE.
     * forced statuses (``x-testupstream-status``) answer in Google's shape,
       ``{"error": {"code": 429, "message": …, "status": "RESOURCE_EXHAUSTED"}}``, as Vertex's own quota and
