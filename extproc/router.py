@@ -186,7 +186,9 @@ class RouterStream:
         if path in (MODELS_PATH, ANTHROPIC_MODELS_PATH):
             return self._models(path)
         if path not in ENDPOINTS:
-            raise GatewayError(404, f"unknown path {path!r}: tokenvoy serves POST {', POST '.join(ENDPOINTS)}")
+            # OpenAI names an unknown URL an `invalid_request_error`; Anthropic a `not_found_error`.
+            kind = None if path.startswith(ANTHROPIC_PREFIX) else "invalid_request_error"
+            raise GatewayError(404, f"unknown path {path!r}: tokenvoy serves POST {', POST '.join(ENDPOINTS)}", kind)
         if self._headers.get(":method") != "POST":
             raise GatewayError(405, f"{path} takes POST, not {self._headers.get(':method')}")
         if headers.end_of_stream:

@@ -544,3 +544,21 @@ def test_offered_tools_and_a_user_turn_get_a_call_of_the_first_tool(client: Open
     assert after.choices[0].finish_reason == "stop" and after.choices[0].message.content  # the loop ends
     none = client.chat.completions.create(model="gpt-4o", messages=messages, tools=[WEATHER_TOOL], tool_choice="none")
     assert none.choices[0].message.tool_calls is None
+
+
+def test_after_a_tool_result_the_answer_ends_like_a_model_not_at_the_limit(client: OpenAI) -> None:
+    """An agent asks for 32,000 tokens; a model answers a few sentences and stops, so the agent loop ends."""
+    history = [
+        {"role": "user", "content": "weather in Rome?"},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "hot"},
+    ]
+    after = client.chat.completions.create(model="gpt-4o", messages=history, tools=[WEATHER_TOOL], max_tokens=32_000)
+    assert after.choices[0].finish_reason == "stop"
+    assert after.choices[0].message.content == " ".join(openai_chat.WORDS)
+    assert after.usage is not None and after.usage.completion_tokens == len(openai_chat.WORDS)
+    cut = client.chat.completions.create(model="gpt-4o", messages=history, tools=[WEATHER_TOOL], max_tokens=3)
+    assert (cut.choices[0].finish_reason, cut.choices[0].message.content) == ("length", "The quick brown")

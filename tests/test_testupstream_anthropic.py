@@ -348,3 +348,53 @@ def test_replies_are_deterministic() -> None:
 )
 def test_sample_values_are_valid_for_their_schema(schema: dict[str, Any]) -> None:
     jsonschema.validate(sample_value(schema), schema)
+
+
+# -- what the real API accepts and refuses at the top level (its request reference) ------------------------
+
+CLAUDE_CODE_FIELDS = {
+    "thinking": {"type": "adaptive", "display": "omitted"},
+    "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+    "output_config": {"effort": "high"},
+    "metadata": {"user_id": "someone"},
+    "service_tier": "auto",
+    "container": "container_01",
+    "mcp_servers": [],
+}
+
+
+def _with(**fields: Any) -> anthropic_messages.MessagesReply:
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": [USER], **fields}
+    return create_message(orjson.dumps(body), HEADERS, message_id="msg_1")
+
+
+def test_the_fields_claude_code_sends_are_accepted_and_adaptive_thinking_thinks() -> None:
+    reply = _with(**CLAUDE_CODE_FIELDS)
+    assert reply.status == 200, reply.body
+    assert reply.body is not None
+    assert [block["type"] for block in reply.body["content"]] == ["thinking", "text"]
+
+
+def test_tool_search_fields_on_a_tool_are_accepted() -> None:
+    tool = {**WEATHER, "defer_loading": True, "strict": True, "input_examples": [], "eager_input_streaming": True}
+    reply = _with(tools=[tool])
+    assert reply.status == 200, reply.body
+    assert reply.body is not None and reply.body["stop_reason"] == "tool_use"
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"frobnicate": 1}, "frobnicate: Extra inputs are not permitted"),
+        ({"output_config": {"effort": "extreme"}}, "output_config.effort"),
+        ({"output_config": {"speed": "fast"}}, "output_config.speed: Extra inputs are not permitted"),
+        ({"thinking": {"type": "sometimes"}}, "'adaptive', 'disabled', 'enabled'"),
+        ({"context_management": "clear"}, "context_management"),
+        ({"service_tier": "priority"}, "service_tier"),
+        ({"tools": [{**WEATHER, "colour": "red"}]}, "tools.0.custom.colour: Extra inputs are not permitted"),
+    ],
+)
+def test_what_the_api_refuses_is_refused(fields: dict[str, Any], fragment: str) -> None:
+    reply = _with(**fields)
+    assert reply.status == 400
+    assert reply.body is not None and fragment in reply.body["error"]["message"]

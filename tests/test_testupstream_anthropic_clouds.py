@@ -175,6 +175,7 @@ def test_bedrock_exception_mid_stream_reaches_the_sdk(bedrock: anthropic.Anthrop
         ({"anthropic_version": None}, "required key [anthropic_version]"),
         ({"anthropic_version": "2023-06-01"}, "anthropic_version"),
         ({"anthropic_beta": "not-a-list"}, "anthropic_beta"),
+        ({"anthropic_beta": ["effort-2025-11-24", "claude-code-20250219"]}, "invalid beta flag: claude-code-20250219"),
         ({"messages": [{"role": "assistant", "content": "hi"}]}, 'first message must use the "user" role'),
     ],
 )

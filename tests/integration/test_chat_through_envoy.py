@@ -165,6 +165,7 @@ def test_unknown_path_is_a_404_in_openai_shape(gateway: Gateway) -> None:
     response = httpx.post(f"{gateway.url}/v1/nope", json={"model": "m"}, headers={"x-request-id": request_id})
     assert response.status_code == 404
     assert "/v1/nope" in response.json()["error"]["message"]
+    assert response.json()["error"]["type"] == "invalid_request_error"  # OpenAI's word, not Anthropic's
     entry = gateway.wait_for_log(lambda e: e.get("x-request-id") == request_id)
     assert entry["x-envoy-origin-path"] == "/v1/nope"  # recorded even when extproc answers itself
 

@@ -7,7 +7,8 @@ is what each cloud adds, as the real services do:
 Bedrock — ``POST …/model/{modelId}/invoke`` and ``…/invoke-with-response-stream`` (model id URL-decoded)
     * 400 ``ValidationException`` when the body has ``model`` or ``stream`` (both belong to the path), lacks
       ``anthropic_version`` or has another value than ``bedrock-2023-05-31``; ``anthropic_beta`` (a list of
-      strings) is accepted. Every error is ``{"message": …}`` with the exception name in ``x-amzn-errortype``
+      strings) is accepted when every flag is one Bedrock lists (:data:`BEDROCK_BETAS`), else 400
+      ``invalid beta flag``. Every error is ``{"message": …}`` with the exception name in ``x-amzn-errortype``
       (429 → ``ThrottlingException``, 400 → ``ValidationException``, 403 → ``AccessDeniedException``, …);
       Anthropic's own refusals (e.g. roles not alternating) come back as ``ValidationException``.
     * ids are ``msg_bdrk_N`` (tool calls ``toolu_bdrk_N``); ``x-amzn-bedrock-input-token-count`` /
@@ -20,7 +21,8 @@ Bedrock — ``POST …/model/{modelId}/invoke`` and ``…/invoke-with-response-s
 
 Vertex AI — ``POST …/publishers/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict``
     * 400 (Anthropic's shape) when the body has ``model``, lacks ``anthropic_version`` or has another value
-      than ``vertex-2023-10-16``, or when ``stream: true`` and the method disagree.
+      than ``vertex-2023-10-16``, or when ``stream: true`` and the method disagree. The ``anthropic-beta``
+      header is not checked: we found no documented list of the flags Vertex accepts.
     * ids are ``msg_vrtx_N``; streams are Anthropic's SSE.
     * forced statuses (``x-testupstream-status``) answer in Google's shape,
       ``{"error": {"code": 429, "message": …, "status": "RESOURCE_EXHAUSTED"}}``, as Vertex's own quota and
@@ -64,6 +66,23 @@ __all__ = [
 BEDROCK_VERSION = "bedrock-2023-05-31"
 VERTEX_VERSION = "vertex-2023-10-16"
 H_STREAM_EXCEPTION = "x-testupstream-stream-exception"
+# The ``anthropic_beta`` values AWS's InvokeModel request reference lists for Claude; any other is refused
+# (400 ValidationException "invalid beta flag"), e.g. Claude Code's ``claude-code-20250219``.
+BEDROCK_BETAS = frozenset(
+    {
+        "computer-use-2024-10-22",
+        "computer-use-2025-01-24",
+        "token-efficient-tools-2025-02-19",
+        "interleaved-thinking-2025-05-14",
+        "output-128k-2025-02-19",
+        "dev-full-thinking-2025-05-14",
+        "context-1m-2025-08-07",
+        "context-management-2025-06-27",
+        "effort-2025-11-24",
+        "tool-search-tool-2025-10-19",
+        "tool-examples-2025-10-29",
+    }
+)
 JSON = "application/json"
 SSE = "text/event-stream; charset=utf-8"
 # The key the fake Anthropic validation needs; the clouds authenticate the request themselves.
@@ -150,6 +169,9 @@ def bedrock_invoke(request: Request, app: App, chunk_delay: float) -> Response:
     betas = body.pop("anthropic_beta", None)
     if betas is not None and not (isinstance(betas, list) and all(isinstance(b, str) for b in betas)):
         return _malformed("#/anthropic_beta: expected an array of strings")
+    unknown = [beta for beta in betas or () if beta not in BEDROCK_BETAS]
+    if unknown:
+        return bedrock_error(400, f"invalid beta flag: {unknown[0]}")
     body["model"] = model
     if stream:
         body["stream"] = True

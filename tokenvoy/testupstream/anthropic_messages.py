@@ -12,7 +12,7 @@ Determinism contract (tests and benchmarks rely on it):
 * the answer is the 28-word sentence of :data:`openai_chat.WORDS`: the model's natural end
   (``stop_reason: end_turn``). When ``max_tokens`` leaves room for fewer words it is cut there
   (``max_tokens``); when a stop sequence appears in it, it is cut just before it (``stop_sequence``);
-* with ``thinking`` enabled a thinking block (:data:`THINKING_TEXT`, signed) comes first and its words
+* with ``thinking`` enabled or adaptive a thinking block (:data:`THINKING_TEXT`, signed) comes first and its words
   count as output and against ``max_tokens``;
 * when tools are offered, ``tool_choice`` is not ``none`` and the last turn is the user's, the answer is
   one ``tool_use`` of the first tool (or the one ``tool_choice`` names) with an input valid for its schema:
@@ -76,6 +76,31 @@ TOP_LEVEL_FIELDS = frozenset(
         "tool_choice",
         "thinking",
         "service_tier",
+        # Also in the API reference's request body (some behind an ``anthropic-beta`` flag, which the
+        # real API does not check for the field to be accepted):
+        "container",
+        "context_management",
+        "mcp_servers",
+        "output_config",
+        "output_format",
+    }
+)
+_THINKING_TYPES = ("adaptive", "disabled", "enabled")
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+_SERVICE_TIERS = ("auto", "standard_only")
+# A custom tool's fields in the API reference (defer_loading … for tool search, strict, examples).
+_TOOL_FIELDS = frozenset(
+    {
+        "name",
+        "description",
+        "input_schema",
+        "cache_control",
+        "type",
+        "allowed_callers",
+        "defer_loading",
+        "eager_input_streaming",
+        "input_examples",
+        "strict",
     }
 )
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -339,7 +364,7 @@ def _check_tools(tools: object, tool_choice: object) -> list[dict[str, Any]]:
         _expect(schema, dict, f"tools.{i}.custom.input_schema", "a valid dictionary")
         if schema.get("type") != "object":
             raise _Invalid(f"tools.{i}.custom.input_schema.type: Input should be 'object'")
-        extra = set(tool) - {"name", "description", "input_schema", "cache_control", "type"}
+        extra = set(tool) - _TOOL_FIELDS
         if extra:
             raise _Invalid(f"tools.{i}.custom.{sorted(extra)[0]}: Extra inputs are not permitted")
     if tool_choice is not None:
@@ -364,6 +389,28 @@ def _check_number(request: dict[str, Any], key: str, low: float, high: float) ->
     _expect(value, int | float, key, "a valid number")
     if not low <= value <= high:
         raise _Invalid(f"{key}: range: {low}..{high}")
+
+
+def _check_output_config(config: object) -> None:
+    """``output_config``: ``effort`` (low … max) and ``format`` (structured outputs), nothing else."""
+    if config is None:
+        return
+    _expect(config, dict, "output_config", "a valid dictionary")
+    assert isinstance(config, dict)
+    extra = set(config) - {"effort", "format"}
+    if extra:
+        raise _Invalid(f"output_config.{sorted(extra)[0]}: Extra inputs are not permitted")
+    effort = config.get("effort")
+    if effort is not None and effort not in _EFFORTS:
+        raise _Invalid(f"output_config.effort: Input should be {', '.join(map(repr, _EFFORTS))}")
+    if config.get("format") is not None:
+        _expect(config["format"], dict, "output_config.format", "a valid dictionary")
+
+
+def _check_objects(request: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if request.get(key) is not None:
+            _expect(request[key], dict, key, "a valid dictionary")
 
 
 def _check(request: object) -> dict[str, Any]:
@@ -419,8 +466,19 @@ def _check(request: object) -> dict[str, Any]:
                 raise _Invalid("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
             if budget >= max_tokens:
                 raise _Invalid("`max_tokens` must be greater than `thinking.budget_tokens`")
-        elif thinking.get("type") != "disabled":
-            raise _Invalid("thinking: Input tag does not match any of the expected tags: 'disabled', 'enabled'")
+        elif thinking.get("type") not in _THINKING_TYPES:
+            raise _Invalid(
+                "thinking: Input tag does not match any of the expected tags: 'adaptive', 'disabled', 'enabled'"
+            )
+    _check_output_config(request.get("output_config"))
+    _check_objects(request, ("context_management", "output_format"))
+    if request.get("mcp_servers") is not None:
+        _expect(request["mcp_servers"], list, "mcp_servers", "a valid list")
+    if request.get("container") is not None:
+        _expect(request["container"], (str, dict), "container", "a valid string")
+    tier = request.get("service_tier")
+    if tier is not None and tier not in _SERVICE_TIERS:
+        raise _Invalid("service_tier: Input should be 'auto' or 'standard_only'")
     _check_tools(request.get("tools"), request.get("tool_choice"))
     return request
 
@@ -462,7 +520,7 @@ def _content(request: dict[str, Any], message_id: str) -> tuple[list[dict[str, A
     output = 0
     limit = request["max_tokens"]
     thinking = request.get("thinking") or {}
-    if thinking.get("type") == "enabled":
+    if thinking.get("type") in ("enabled", "adaptive"):
         blocks.append({"type": "thinking", "thinking": THINKING_TEXT, "signature": THINKING_SIGNATURE})
         output += len(THINKING_TEXT.split())
         limit = max(1, limit - output)

@@ -8,12 +8,14 @@ other providers can sit next to it as sibling modules.
 Determinism contract (tests and benchmarks rely on it):
 
 * the completion is ``max_completion_tokens`` (else ``max_tokens``, else 16) words taken cyclically from
-  :data:`WORDS`, starting at the first word, joined with single spaces;
+  :data:`WORDS`, starting at the first word, joined with single spaces; when the request offers ``tools``
+  (an agent's turn after a tool result) it is the 28-word sentence of :data:`WORDS` instead, ending
+  ``stop`` like a model's natural end (cut to ``length`` by a smaller limit);
 * ``usage.prompt_tokens`` is the number of whitespace-separated words across every message's ``content``
   (a string, or the ``text`` of ``{"type": "text"}`` parts of a content list); ``completion_tokens`` is the
   number of words generated (times ``n``); ``total_tokens`` is their sum;
 * ``finish_reason`` is ``"length"`` when the client set a limit (the reply always fills it) and ``"stop"``
-  when it did not (the default 16-word answer is treated as the model's natural end);
+  when it did not (the default 16-word answer is treated as the model's natural end), tools aside (above);
 * offered ``tools`` (``tool_choice`` not ``none``) with the user's message last, or a forced tool: one call
   of that tool (else the first) with arguments valid for its schema, ``finish_reason: tool_calls``,
   ``completion_tokens`` = 1 + the arguments' top-level keys (:func:`forced_tool`, :func:`tool_call_reply`);
@@ -316,8 +318,7 @@ def chat_completion(request: object, *, completion_id: str, created: int) -> Cha
     tool = forced_tool(request)
     if tool is not None:
         return tool_call_reply(request, tool, completion_id, created)
-    words = DEFAULT_MAX_TOKENS if limit is None else limit
-    finish_reason = "stop" if limit is None else "length"
+    words, finish_reason = _text_length(request, limit)
     usage = _usage(count_prompt_words(messages), words * n)
 
     if not stream:
@@ -349,6 +350,16 @@ def chat_completion(request: object, *, completion_id: str, created: int) -> Cha
         200,
         chunks=_stream_chunks(completion_id, created, model, words, n, finish_reason, usage if include_usage else None),
     )
+
+
+def _text_length(request: dict[str, Any], limit: int | None) -> tuple[int, str]:
+    """``(words, finish_reason)`` of a text answer. A request offering tools is an agent's turn (after a tool
+    result): the whole sentence of :data:`WORDS` is the model's natural end (``stop``), cut at the limit
+    (``length``), so the agent loop ends. Otherwise the answer fills the limit, or is 16 words (``stop``)."""
+    if request.get("tools"):
+        words = len(WORDS) if limit is None else min(limit, len(WORDS))
+        return words, "stop" if words == len(WORDS) else "length"
+    return (DEFAULT_MAX_TOKENS, "stop") if limit is None else (limit, "length")
 
 
 def forced_tool(payload: dict[str, Any]) -> dict[str, Any] | None:
