@@ -26,7 +26,8 @@ def test_removing_keys_from_any_object(document: dict, data: st.DataObject, styl
         st.lists(st.sampled_from(sorted(document)) if document else _KEYS, max_size=3) | st.just(["absent"])
     )
     out = remove_top_level(raw, removed)
-    assert orjson.loads(out) == {k: v for k, v in document.items() if k not in removed}
+    # json, not orjson: orjson reads integers beyond 64 bits as floats, the edit keeps their bytes exactly
+    assert json.loads(out) == {k: v for k, v in document.items() if k not in removed}
     if not set(removed) & set(document):
         assert out is raw  # nothing to do: the very same bytes
 
