@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--namespace", help="EG: the namespace of every resource (default: the config's, else default)")
     parser.add_argument("--image", help="EG: the tokenvoy container image (default: tokenvoy:VERSION)")
+    parser.add_argument("--gateway", help="EG: the Gateway routes without parentRefs attach to")
     parser.add_argument("--redis-url", help="EG: the Redis of Envoy Gateway's rate limit service, HOST:PORT")
     parser.add_argument("--extproc", default="127.0.0.1:1063", help="extproc address (default: %(default)s)")
     parser.add_argument("--ratelimit", default="127.0.0.1:8081", help="ratelimit address (default: %(default)s)")
@@ -49,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.target == "envoy-gateway":
         from tokenvoy.render.gateway_cli import render_to_directory
 
-        return render_to_directory(paths, out, namespace=args.namespace, image=args.image, redis_url=args.redis_url)
+        return render_to_directory(
+            paths, out, namespace=args.namespace, image=args.image, redis_url=args.redis_url, gateway=args.gateway
+        )
     try:
         if paths:
             config = load_config(paths)

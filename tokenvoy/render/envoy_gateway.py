@@ -28,7 +28,7 @@ import yaml
 
 from tokenvoy import __version__
 from tokenvoy.config.loader import FAKE_PROVIDER_ANNOTATION, ConfigError, load_documents
-from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, MODEL_HEADER, Backend, GatewayConfig, Rule
+from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, Backend, GatewayConfig, Rule
 from tokenvoy.render.envoy import EXTPROC_MAX_MESSAGE_BYTES, IDENTITY_ATTRIBUTES, MAX_BODY_BYTES
 
 GATEWAY_API = "gateway.networking.k8s.io"
@@ -85,6 +85,7 @@ class GatewayOptions:
     image: str = f"tokenvoy:{__version__}"
     redis_url: str = "redis.redis-system.svc.cluster.local:6379"  # for EG's own rate limit service
     replicas: int = 1
+    gateway: str | None = None  # the Gateway routes without parentRefs attach to (default: the config's one)
 
 
 @dataclass
@@ -135,7 +136,11 @@ def render_envoy_gateway(documents: list[tuple[str, Any]], options: GatewayOptio
     if problems:
         raise ConfigError(list(problems))
 
-    routes = [doc for _, doc in by_kind.get("AIGatewayRoute", [])]
+    routes = [
+        _with_parent(source, doc, by_kind, options, problems) for source, doc in by_kind.get("AIGatewayRoute", [])
+    ]
+    if problems:
+        raise ConfigError(list(problems))
     route_names = [doc["metadata"]["name"] for doc in routes]
     parents = _parents(routes)
     files: dict[str, list[dict[str, Any]]] = {
@@ -323,6 +328,30 @@ def _check_native(
                 f"BackendTrafficPolicy budget {budget.name}",
                 "reservation mode needs tokenvoy's ratelimit service; EG's envoyproxy/ratelimit has no negative hits",
             )
+
+
+def _with_parent(
+    source: str,
+    doc: dict[str, Any],
+    by_kind: dict[str, list[tuple[str, dict[str, Any]]]],
+    options: GatewayOptions,
+    problems: _Problems,
+) -> dict[str, Any]:
+    """The route, attached to a Gateway: its parentRefs, else --gateway, else the config's only Gateway
+    (``tokenvoy run`` serves every route on its one listener; EG serves a route only on its parents)."""
+    if doc["spec"].get("parentRefs"):
+        return doc
+    gateways = [gateway["metadata"]["name"] for _, gateway in by_kind.get("Gateway", [])]
+    name = options.gateway or (gateways[0] if len(gateways) == 1 else None)
+    if name is None:
+        problems.add(
+            f"{source}: AIGatewayRoute/{doc['metadata']['name']}: spec.parentRefs",
+            "required with --target envoy-gateway: name the Gateway to attach to (or give --gateway NAME)",
+        )
+        return doc
+    doc = copy.deepcopy(doc)
+    doc["spec"]["parentRefs"] = [{"name": name, "kind": "Gateway", "group": GATEWAY_API}]
+    return doc
 
 
 def _parents(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -783,5 +812,6 @@ def _readme(secrets: dict[str, tuple[str, ...]], namespace: str) -> str:
         lines.append("None: no BackendSecurityPolicy names a Secret.")
     for name, keys in sorted(secrets.items()):
         literals = " ".join(f"--from-file={key}=PATH" for key in keys)
-        lines.append(f"- `{name}` (keys: {', '.join(keys)}): `kubectl -n {namespace} create secret generic {name} {literals}`")
+        command = f"kubectl -n {namespace} create secret generic {name} {literals}"
+        lines.append(f"- `{name}` (keys: {', '.join(keys)}): `{command}`")
     return "\n".join(lines) + "\n"

@@ -45,11 +45,17 @@ def write_manifests(manifests: Manifests, out: Path) -> list[Path]:
 
 
 def render_to_directory(
-    paths: list[str], out: Path, *, namespace: str | None, image: str | None, redis_url: str | None
+    paths: list[str],
+    out: Path,
+    *,
+    namespace: str | None,
+    image: str | None,
+    redis_url: str | None,
+    gateway: str | None = None,
 ) -> int:
     options = GatewayOptions()
     options = replace(options, namespace=namespace or options.namespace)
-    options = replace(options, image=image or options.image, redis_url=redis_url or options.redis_url)
+    options = replace(options, image=image or options.image, redis_url=redis_url or options.redis_url, gateway=gateway)
     try:
         manifests = render_envoy_gateway(read_documents(paths), options)
     except ConfigError as exc:
@@ -58,4 +64,3 @@ def render_to_directory(
     for path in write_manifests(manifests, out):
         print(path)
     return 0
-
