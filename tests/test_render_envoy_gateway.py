@@ -91,6 +91,14 @@ def test_the_validators_refuse_what_the_real_apis_refuse() -> None:
     assert schema_errors(deployment), "strict validation refuses unknown fields"
 
 
+def test_the_backend_tls_policies_are_valid_as_gateway_api_v1_too() -> None:
+    # Rendered as v1alpha3 (what EG 1.3's Gateway API serves); a cluster that serves only v1 takes the same spec.
+    policies = list(_by(_basic(), "BackendTLSPolicy").values())
+    assert policies and {p["apiVersion"] for p in policies} == {"gateway.networking.k8s.io/v1alpha3"}
+    for policy in policies:
+        assert schema_errors({**policy, "apiVersion": "gateway.networking.k8s.io/v1"}) == []
+
+
 def test_the_crds_cel_rules_are_evaluated_not_only_their_structure() -> None:
     evaluated = sum(cel_results(r)[1] for r in _basic().resources() if is_custom(r))
     assert evaluated > 100

@@ -396,6 +396,7 @@ def _backends(
     for _, doc in by_kind.get("Backend", []):
         backend = copy.deepcopy(doc)
         backend["metadata"]["namespace"] = namespace
+        backend["metadata"]["labels"] = {**(backend["metadata"].get("labels") or {}), **MANAGED_BY}
         if is_fake_provider(doc):
             backend["metadata"].pop("annotations", None)  # read by `tokenvoy run` only
             backend["spec"] = _fake_provider_spec(doc, namespace)
@@ -404,6 +405,7 @@ def _backends(
     for _, doc in by_kind.get("BackendTLSPolicy", []):
         policy = copy.deepcopy(doc)
         policy["metadata"]["namespace"] = namespace
+        policy["metadata"]["labels"] = {**(policy["metadata"].get("labels") or {}), **MANAGED_BY}
         covered.update(ref.get("name") for ref in policy["spec"].get("targetRefs") or [])
         out.append(policy)
     tls_backends = {}
