@@ -319,3 +319,28 @@ def test_deploy_kubernetes_is_what_the_renderer_makes_from_the_default_config(tm
     assert committed.keys() == expected.keys(), REGENERATE
     for name, text in expected.items():
         assert committed[name] == text, f"deploy/kubernetes/{name} is stale; {REGENERATE}"
+
+
+def _charges(rate_limits: list[dict[str, Any]]) -> list[tuple[bool, str]]:
+    """How each rate-limit entry charges: (at stream done, the hits addend's kind)."""
+    charges = []
+    for entry in rate_limits:
+        done = bool(entry.get("applyOnStreamDone", entry.get("apply_on_stream_done", False)))
+        addend = entry.get("hitsAddend", entry.get("hits_addend", {}))
+        charges.append((done, "format" if "format" in addend else "number"))
+    return charges
+
+
+def test_eg_charges_a_metadata_response_cost_as_the_envoy_config_the_native_test_runs() -> None:
+    # EG's golden for a rule with a request and a response cost (xds-ir ratelimit, route req-and-resp-cost) and
+    # tokenvoy's rendered budget (what tests/integration/test_envoy_gateway_native.py serves to Envoy): a check
+    # at request time with a fixed addend, then the charge at stream end from the dynamic metadata.
+    from tokenvoy.render.envoy import budget_rate_limits
+
+    golden = yaml.safe_load((SHARED / "envoy-gateway" / "xds-ir" / "out" / "ratelimit.routes.yaml").read_text())
+    routes = {route["name"]: route for host in golden[0]["virtualHosts"] for route in host["routes"]}
+    egs = routes["req-and-resp-cost"]["typedPerFilterConfig"]["envoy.filters.http.ratelimit"]["rateLimits"]
+    ours = budget_rate_limits(list(load_text(default_config_yaml({})).budgets))
+    assert _charges(egs) == _charges(ours) == [(False, "number"), (True, "format")]
+    assert egs[1]["hitsAddend"]["format"] == "%DYNAMIC_METADATA(something.com:key)%"
+    assert ours[1]["hits_addend"]["format"] == "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"
