@@ -760,15 +760,8 @@ def _tokenvoy(
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(
-            EXTPROC_NAME,
-            namespace,
-            annotations={
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(METRICS_PORT),
-                "prometheus.io/path": "/metrics",
-            },
-        ),
+        # No scrape annotations here: the pods carry them, and a Prometheus that honours both would scrape twice.
+        "metadata": _meta(EXTPROC_NAME, namespace),
         "spec": {
             "selector": dict(EXTPROC_LABELS),
             "ports": [
