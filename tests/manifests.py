@@ -15,7 +15,7 @@ import yaml
 
 from tests.crds import CRDS
 
-KUBERNETES_VERSION = "1.30.0"  # the oldest Kubernetes Envoy Gateway 1.3 supports
+KUBERNETES_VERSION = "1.30.0"  # the Kubernetes API version the core kinds are checked against
 CORE_KINDS = {("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"), ("apps/v1", "Deployment")}
 CRD_FILES = [
     *sorted((CRDS / "envoy-gateway").glob("*.yaml")),

@@ -303,6 +303,7 @@ def test_render_cli_writes_the_files_in_kubectl_apply_order(tmp_path: Path, caps
     assert render_main(["--target", "envoy-gateway", "--config", str(GOLDEN_IN), "--out", str(tmp_path)]) == 0
     applied = sorted(p.name for p in tmp_path.glob("*.yaml"))
     assert applied == ["00-gateway.yaml", "10-tokenvoy.yaml", "20-backends.yaml", "30-routes.yaml", "40-policies.yaml"]
+    assert not stale.exists(), "a file of an earlier render is removed"
     assert (tmp_path / ENVOY_GATEWAY_CONFIG_FILE).is_file()  # a subdirectory: `kubectl apply -f DIR` skips it
     kinds = [d["kind"] for d in yaml.safe_load_all((tmp_path / "10-tokenvoy.yaml").read_text())]
     assert kinds == ["ConfigMap", "Deployment", "Service"]
@@ -344,3 +345,69 @@ def test_eg_charges_a_metadata_response_cost_as_the_envoy_config_the_native_test
     assert _charges(egs) == _charges(ours) == [(False, "number"), (True, "format")]
     assert egs[1]["hitsAddend"]["format"] == "%DYNAMIC_METADATA(something.com:key)%"
     assert ours[1]["hits_addend"]["format"] == "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"
+
+
+def _with_rule(rule: str) -> str:
+    """FALLBACK's config with its one rule replaced."""
+    return FALLBACK.replace("    - backendRefs: [{name: openai}, {name: anthropic, priority: 1}]\n", rule)
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("    - backendRefs: [{name: openai}]\n      streamIdleTimeout: 5s\n", "streamIdleTimeout is not supported"),
+        (
+            "    - backendRefs: [{name: openai}, {name: openai, modelNameOverride: gpt-4o}]\n",
+            "need different translations or credentials",
+        ),
+    ],
+)
+def test_rules_native_eg_cannot_serve_are_refused(rule: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        render_envoy_gateway(parse_documents("<test>", _with_rule(rule)), GatewayOptions(gateway="eg"))
+
+
+def test_weighted_backend_refs_that_translate_alike_keep_their_weights() -> None:
+    text = _with_rule("    - backendRefs: [{name: openai, weight: 3}, {name: openai-eu, weight: 1}]\n") + (
+        "---\napiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIServiceBackend\nmetadata: {name: openai-eu}\n"
+        "spec: {schema: {name: OpenAI}, backendRef: {name: openai-eu, kind: Backend, group: gateway.envoyproxy.io}}\n"
+        "---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {name: openai-eu}\n"
+        "spec: {endpoints: [{fqdn: {hostname: eu.api.openai.com, port: 443}}]}\n"
+    )
+    manifests = render_envoy_gateway(parse_documents("<test>", text), GatewayOptions(gateway="eg"))
+    (route,) = _by(manifests, "HTTPRoute").values()
+    assert [(r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]] == [
+        ("openai", 3),
+        ("openai-eu", 1),
+    ]
+    assert route["spec"]["parentRefs"] == [{"name": "eg", "group": "gateway.networking.k8s.io", "kind": "Gateway"}]
+    assert all(schema_errors(r) == [] for r in manifests.resources())
+
+
+def test_a_route_with_no_gateway_to_attach_to_and_a_config_in_two_namespaces_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"spec\.parentRefs: required with --target envoy-gateway"):
+        _render(_with_rule("    - backendRefs: [{name: openai}]\n"))
+    two = _with_rule("    - backendRefs: [{name: openai}]\n").replace(
+        "metadata: {name: openai}", "metadata: {name: openai, namespace: a}", 1
+    )
+    two = two.replace("metadata: {name: chat}", "metadata: {name: chat, namespace: b}")
+    with pytest.raises(ConfigError, match="spans namespaces"):
+        render_envoy_gateway(parse_documents("<test>", two), GatewayOptions(gateway="eg"))
+    assert render_envoy_gateway(
+        parse_documents("<test>", two), GatewayOptions(gateway="eg", namespace="ai")
+    ).resources()
+
+
+def test_every_rendered_resource_but_the_gateway_is_labelled_and_a_config_change_rolls_extproc() -> None:
+    manifests = _basic()
+    unlabelled = {
+        r["kind"]
+        for r in manifests.resources()
+        if (r["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") != "tokenvoy"
+    }
+    assert unlabelled <= {"Gateway", "GatewayClass"}
+    digest = _by(manifests, "Deployment")["tokenvoy-extproc"]["spec"]["template"]["metadata"]["annotations"]
+    edited = GOLDEN_IN.read_text(encoding="utf-8").replace('modelsOwnedBy: "openai"', 'modelsOwnedBy: "someone"')
+    changed = render_envoy_gateway(parse_documents("edited.yaml", edited))
+    other = _by(changed, "Deployment")["tokenvoy-extproc"]["spec"]["template"]["metadata"]["annotations"]
+    assert digest["tokenvoy.io/config-digest"] != other["tokenvoy.io/config-digest"]

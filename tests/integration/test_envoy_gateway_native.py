@@ -204,3 +204,8 @@ def test_a_user_over_budget_gets_429_from_the_token_metadata_the_router_stream_w
         timeout=30,
     )
     assert other.status_code == 200
+
+
+def test_the_model_list_is_answered_by_extproc(stack: NativeStack) -> None:
+    models = {model["id"] for model in httpx.get(f"{stack.url}/v1/models", timeout=10).json()["data"]}
+    assert {"gpt-4o-mini", "claude-sonnet-4-6", "amazon.nova-lite-v1:0"} <= models
