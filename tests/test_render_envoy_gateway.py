@@ -411,3 +411,14 @@ def test_every_rendered_resource_but_the_gateway_is_labelled_and_a_config_change
     changed = render_envoy_gateway(parse_documents("edited.yaml", edited))
     other = _by(changed, "Deployment")["tokenvoy-extproc"]["spec"]["template"]["metadata"]["annotations"]
     assert digest["tokenvoy.io/config-digest"] != other["tokenvoy.io/config-digest"]
+
+
+def test_a_private_ca_config_map_is_rendered_with_the_tls_policy_that_names_it() -> None:
+    from tests.test_config_tls import BASE, POLICY
+
+    manifests = render_envoy_gateway(parse_documents("gw.yaml", BASE + POLICY), GatewayOptions(gateway="eg"))
+    (policy,) = _by(manifests, "BackendTLSPolicy").values()
+    assert policy["spec"]["validation"]["caCertificateRefs"] == [{"group": "", "kind": "ConfigMap", "name": "llm-ca"}]
+    config_map = _by(manifests, "ConfigMap")["llm-ca"]
+    assert "BEGIN CERTIFICATE" in config_map["data"]["ca.crt"]
+    assert all(schema_errors(r) == [] for r in manifests.resources())

@@ -209,3 +209,21 @@ def test_a_user_over_budget_gets_429_from_the_token_metadata_the_router_stream_w
 def test_the_model_list_is_answered_by_extproc(stack: NativeStack) -> None:
     models = {model["id"] for model in httpx.get(f"{stack.url}/v1/models", timeout=10).json()["data"]}
     assert {"gpt-4o-mini", "claude-sonnet-4-6", "amazon.nova-lite-v1:0"} <= models
+
+
+def test_an_anthropic_client_reaches_the_anthropic_backend_with_the_gateways_key(stack: NativeStack) -> None:
+    import anthropic
+
+    request_id = str(uuid.uuid4())
+    client = anthropic.Anthropic(
+        base_url=f"{stack.url}/anthropic",
+        api_key="client-key",
+        max_retries=0,
+        default_headers={"x-request-id": request_id, "x-user-id": f"u-{request_id}"},
+    )
+    message = client.messages.create(
+        model="claude-sonnet-4-6", max_tokens=16, messages=[{"role": "user", "content": "Say hello"}]
+    )
+    assert message.content and message.usage.output_tokens > 0
+    sent = _sent(stack, request_id)
+    assert sent["path"] == "/v1/messages" and sent["headers"]["x-api-key"] == "sk-ant-fake"

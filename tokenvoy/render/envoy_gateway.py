@@ -299,9 +299,10 @@ def _check_native(
     config: GatewayConfig, by_kind: dict[str, list[tuple[str, dict[str, Any]]]], problems: _Problems
 ) -> None:
     """What EG cannot express without an upstream filter or tokenvoy's ratelimit: refused, naming it."""
+    sources = {doc["metadata"]["name"]: source for source, doc in by_kind.get("AIGatewayRoute", [])}
     for route in config.routes:
         for rule in route.rules:
-            where = f"AIGatewayRoute/{route.name}: {rule.name}"
+            where = f"{sources.get(route.name, '<config>')}: AIGatewayRoute/{route.name}: {rule.name}"
             if rule.stream_idle_timeout_ms is not None:
                 problems.add(where, "streamIdleTimeout is not supported with --target envoy-gateway")
             priorities = {ref.priority for ref in rule.backend_refs}
@@ -401,6 +402,7 @@ def _backends(
             backend["metadata"].pop("annotations", None)  # read by `tokenvoy run` only
             backend["spec"] = _fake_provider_spec(doc, namespace)
         out.append(backend)
+    out += _ca_config_maps(by_kind, namespace)
     covered = set()
     for _, doc in by_kind.get("BackendTLSPolicy", []):
         policy = copy.deepcopy(doc)
@@ -429,6 +431,27 @@ def _backends(
                 },
             }
         )
+    return out
+
+
+def _ca_config_maps(by_kind: dict[str, list[tuple[str, dict[str, Any]]]], namespace: str) -> list[dict[str, Any]]:
+    """The ConfigMaps a BackendTLSPolicy or a Backend's ``tls`` names as CA bundles: EG reads them from the
+    cluster. (A CA bundle in a Secret is listed with the other Secrets, never rendered.)"""
+    names = set()
+    for kind in ("BackendTLSPolicy", "Backend"):
+        for _, doc in by_kind.get(kind, []):
+            spec = doc.get("spec") or {}
+            tls = spec.get("validation") if kind == "BackendTLSPolicy" else spec.get("tls")
+            for ref in (tls or {}).get("caCertificateRefs") or []:
+                if ref.get("kind", "ConfigMap") == "ConfigMap":
+                    names.add(ref.get("name"))
+    out = []
+    for _, doc in by_kind.get("ConfigMap", []):
+        if doc["metadata"]["name"] in names:
+            config_map = copy.deepcopy(doc)
+            config_map["metadata"]["namespace"] = namespace
+            config_map["metadata"]["labels"] = {**(config_map["metadata"].get("labels") or {}), **MANAGED_BY}
+            out.append(config_map)
     return out
 
 
