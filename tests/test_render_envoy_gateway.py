@@ -305,8 +305,10 @@ def test_render_cli_writes_the_files_in_kubectl_apply_order(tmp_path: Path, caps
     assert applied == ["00-gateway.yaml", "10-tokenvoy.yaml", "20-backends.yaml", "30-routes.yaml", "40-policies.yaml"]
     assert not stale.exists(), "a file of an earlier render is removed"
     assert (tmp_path / ENVOY_GATEWAY_CONFIG_FILE).is_file()  # a subdirectory: `kubectl apply -f DIR` skips it
-    kinds = [d["kind"] for d in yaml.safe_load_all((tmp_path / "10-tokenvoy.yaml").read_text())]
-    assert kinds == ["ConfigMap", "Deployment", "Service"]
+    written = list(yaml.safe_load_all((tmp_path / "10-tokenvoy.yaml").read_text()))
+    assert [d["kind"] for d in written] == ["ConfigMap", "Deployment", "Service"]
+    assert "gateway.yaml: |" in (tmp_path / "10-tokenvoy.yaml").read_text()  # extproc's config, readable
+    assert load_text(written[0]["data"][CONFIG_FILE]).routes[0].name == "envoy-ai-gateway-basic"
     assert (
         render_main(["--target", "envoy-gateway", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)]) == 2
     )

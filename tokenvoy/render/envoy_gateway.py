@@ -38,9 +38,9 @@ EG_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
 BACKEND_TLS_POLICY_VERSION = f"{GATEWAY_API}/v1alpha3"
 EXTPROC_NAME = "tokenvoy-extproc"
 CONFIG_MAP_NAME = "tokenvoy-config"
-CONFIG_DIR = "/etc/tokenvoy"
+CONFIG_DIR = "/etc/tokenvoy/config"  # the ConfigMap; the Secrets beside it, not inside (a read-only volume)
 CONFIG_FILE = "gateway.yaml"
-SECRETS_DIR = f"{CONFIG_DIR}/secrets"
+SECRETS_DIR = "/etc/tokenvoy/secrets"
 EXTPROC_PORT = 1063
 FAKE_PROVIDER_NAME = "tokenvoy-fake-provider"
 FAKE_PROVIDER_LABELS = {"app.kubernetes.io/name": "tokenvoy", "app.kubernetes.io/component": "fake-provider"}
@@ -103,7 +103,7 @@ class Manifests:
 
     def texts(self) -> dict[str, str]:
         """File name (relative) -> content, what ``write`` puts on disk."""
-        out = {name: HEADER + yaml.safe_dump_all(docs, sort_keys=False) for name, docs in self.files.items()}
+        out = {name: HEADER + _dump_all(docs) for name, docs in self.files.items()}
         out[ENVOY_GATEWAY_CONFIG_FILE] = (
             "# Merge into your EnvoyGateway config (ConfigMap envoy-gateway-config, key envoy-gateway.yaml, in\n"
             "# envoy-gateway-system), then restart the envoy-gateway Deployment. See docs/envoy-gateway.md.\n"
@@ -111,6 +111,22 @@ class Manifests:
         )
         out[README_FILE] = self.readme
         return out
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """Multi-line strings (extproc's config in its ConfigMap) as ``|`` blocks, readable in the manifest."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value and not any(line != line.rstrip() for line in value.splitlines()) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_LiteralDumper.add_representer(str, _represent_str)
+
+
+def _dump_all(documents: list[dict[str, Any]]) -> str:
+    return yaml.dump_all(documents, Dumper=_LiteralDumper, sort_keys=False)
 
 
 class _Problems(list[str]):
@@ -671,6 +687,7 @@ def _fake_provider(ports: list[int], namespace: str, options: GatewayOptions) ->
             "runAsUser": 10001,
             "capabilities": {"drop": ["ALL"]},
         },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     deployment = {
         "apiVersion": "apps/v1",
@@ -681,7 +698,7 @@ def _fake_provider(ports: list[int], namespace: str, options: GatewayOptions) ->
             "selector": {"matchLabels": dict(FAKE_PROVIDER_LABELS)},
             "template": {
                 "metadata": {"labels": dict(FAKE_PROVIDER_LABELS)},
-                "spec": {"containers": [container]},
+                "spec": {"containers": [container], "volumes": [{"name": "tmp", "emptyDir": {}}]},
             },
         },
     }
@@ -711,8 +728,14 @@ def _tokenvoy(
         "metadata": _meta(CONFIG_MAP_NAME, namespace),
         "data": {CONFIG_FILE: config_text},
     }
-    mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
-    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": CONFIG_MAP_NAME}}]
+    mounts = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},  # the root file system is read-only
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": CONFIG_MAP_NAME}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
     for index, secret in enumerate(sorted(secrets)):
         volume = f"secret-{index}"
         mounts.append({"name": volume, "mountPath": f"{SECRETS_DIR}/{secret}", "readOnly": True})
