@@ -313,6 +313,9 @@ def test_render_cli_writes_the_files_in_kubectl_apply_order(tmp_path: Path, caps
         render_main(["--target", "envoy-gateway", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)]) == 2
     )
     assert "nope.yaml: cannot read" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        render_main(["--target", "envoy-gateway", "--reloadable", "--out", str(tmp_path)])
+    assert "--reloadable is for --target envoy" in capsys.readouterr().err
 
 
 def test_deploy_kubernetes_is_what_the_renderer_makes_from_the_default_config(tmp_path: Path) -> None:

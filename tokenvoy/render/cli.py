@@ -48,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     paths = [*args.files, *args.config]
     if args.target == "envoy-gateway":
+        if args.reloadable:
+            parser.error("--reloadable is for --target envoy (Envoy Gateway serves its own xDS)")
         from tokenvoy.render.gateway_cli import render_to_directory
 
         return render_to_directory(
