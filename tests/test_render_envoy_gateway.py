@@ -427,3 +427,18 @@ def test_a_private_ca_config_map_is_rendered_with_the_tls_policy_that_names_it()
     config_map = _by(manifests, "ConfigMap")["llm-ca"]
     assert "BEGIN CERTIFICATE" in config_map["data"]["ca.crt"]
     assert all(schema_errors(r) == [] for r in manifests.resources())
+
+
+def test_a_budget_on_the_gateway_targets_every_route_and_is_shared_across_them() -> None:
+    # tokenvoy counts one policy's budget across all its routes; EG keeps a counter per route unless `shared`.
+    text = default_config_yaml({}).replace(
+        "    - group: aigateway.envoyproxy.io\n      kind: AIGatewayRoute\n      name: default\n  rateLimit:",
+        "    - group: gateway.networking.k8s.io\n      kind: Gateway\n      name: tokenvoy\n  rateLimit:",
+    )
+    second = "---\n" + text.split("---\n")[1].replace("name: default", "name: second", 1)
+    manifests = _render(text + second)
+    budget = _by(manifests, "BackendTrafficPolicy")["per-user-token-budget"]
+    assert [t["name"] for t in budget["spec"]["targetRefs"]] == ["default", "second"]
+    assert [rule["shared"] for rule in budget["spec"]["rateLimit"]["global"]["rules"]] == [True]
+    assert "tokenvoy-buffer-limit" not in _by(manifests, "BackendTrafficPolicy")  # every route has its policy
+    assert all(schema_errors(r) == [] for r in manifests.resources())
