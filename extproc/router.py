@@ -23,8 +23,10 @@ from tokenvoy.extproc.registry import RequestContext, RequestRegistry, request_k
 from tokenvoy.extproc.request import check_identity_headers, read_body
 from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
+from tokenvoy.extproc.upstream import attempt_edit
 from tokenvoy.pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from tokenvoy.render.envoy import endpoint_id
 
 if TYPE_CHECKING:
     from tokenvoy.extproc.tracing import Tracing
@@ -51,8 +53,12 @@ class RouterStream:
         registry: RequestRegistry,
         observer: RequestObserver | None = None,
         tracing: Tracing | None = None,
+        translate_in_router: bool = False,
     ) -> None:
         self._runtime = runtime
+        # No upstream ext_proc (Envoy Gateway's EnvoyExtensionPolicy cannot add one): this stream translates
+        # and signs the request for the rule's first backend itself, once (docs/envoy-gateway.md).
+        self._translate_in_router = translate_in_router
         self._tracing = tracing  # None: tracing off (tokenvoy.extproc.tracing)
         self._registry = registry
         self._observer = observer or NoObserver()
@@ -240,8 +246,11 @@ class RouterStream:
         tracing = self._tracing
         if tracing is not None:
             context.span, context.trace_headers = tracing.start(self._headers, request, self._started)
-        mutation = header_mutation({MODEL_HEADER: model, ORIGINAL_PATH_HEADER: path})
-        common = ep.CommonResponse(header_mutation=mutation, clear_route_cache=True)
+        if self._translate_in_router:
+            common = self._translate(context, model)
+        else:
+            mutation = header_mutation({MODEL_HEADER: model, ORIGINAL_PATH_HEADER: path})
+            common = ep.CommonResponse(header_mutation=mutation, clear_route_cache=True)
         response = ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
         reservation = self._runtime.reservations.get(rule.route.name)
         if reservation is not None:  # read by the ratelimit filter's request-time call (docs/ratelimit.md)
@@ -250,6 +259,23 @@ class RouterStream:
             values = reservation_values(parsed, reservation, rule.costs, call, generates)
             response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
         return response
+
+    def _translate(self, context: RequestContext, model: str) -> ep.CommonResponse:
+        """The upstream filter's edit, made here with the request body: for the rule's first backendRef of the
+        lowest priority (``render --target envoy-gateway`` refuses rules whose backendRefs would need another
+        edit). The body is still buffered in Envoy, so ``content-length`` can be set with the new body."""
+        rule = context.rule.rule
+        index = min(range(len(rule.backend_refs)), key=lambda i: rule.backend_refs[i].priority)
+        endpoint = endpoint_id(rule, index)
+        picked = self._runtime.endpoints[endpoint]
+        common, length = attempt_edit(self._runtime, context, endpoint, picked, self._headers.get(":method", "POST"))
+        common.status = ep.CommonResponse.CONTINUE  # CONTINUE_AND_REPLACE is for a headers response
+        mutation = common.header_mutation
+        extra = {MODEL_HEADER: model, "content-length": str(length)}
+        present = {option.header.key for option in mutation.set_headers}
+        mutation.set_headers.extend(header_mutation({k: v for k, v in extra.items() if k not in present}).set_headers)
+        common.clear_route_cache = True  # the route is picked again, by the x-ai-eg-model just set
+        return common
 
     def _response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
         values = header_dict(headers)

@@ -58,9 +58,14 @@ RETAINED_RUNTIMES = 3
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     def __init__(
-        self, runtime: Runtime, observer: RequestObserver | None = None, tracing: Tracing | None = None
+        self,
+        runtime: Runtime,
+        observer: RequestObserver | None = None,
+        tracing: Tracing | None = None,
+        translate_in_router: bool = False,
     ) -> None:
         self.runtime = runtime
+        self.translate_in_router = translate_in_router  # no upstream filter (Envoy Gateway's native ext_proc)
         self.previous: tuple[Runtime, ...] = ()  # the configs before the last reloads, newest first
         self.registry = RequestRegistry()
         self.observer = observer or NoObserver()
@@ -77,7 +82,9 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         stream = (
             UpstreamStream(runtime, self.registry, self.previous)
             if role == "upstream"
-            else RouterStream(runtime, self.registry.bound(runtime), self.observer, self.tracing)
+            else RouterStream(
+                runtime, self.registry.bound(runtime), self.observer, self.tracing, self.translate_in_router
+            )
         )
         try:
             async for message in request_iterator:
@@ -248,6 +255,7 @@ async def serve(
     config_paths: Sequence[str] = (),
     watch_interval: float = 0.0,
     digest: str = "",
+    translate_in_router: bool = False,
 ) -> None:
     """Serve ext_proc on ``listen`` and, unless ``admin_listen`` is None, /metrics and /healthz on it.
     With ``config_paths`` (the files ``runtime`` came from, ``digest`` their version), SIGHUP reloads them,
@@ -263,7 +271,7 @@ async def serve(
     tracing = Tracing.from_env(session_id_header=config.tracing.session_id_header)
     if tracing is not None:
         log.info("extproc tracing on: OpenInference spans exported per the OTEL_* variables")
-    processor = ExternalProcessor(runtime, observer, tracing)
+    processor = ExternalProcessor(runtime, observer, tracing, translate_in_router)
     ep_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     health_servicer = add_health(server, [SERVICE_NAME])
     reloader = (
@@ -331,6 +339,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="check the --config files for changes this often and reload them (0: only on SIGHUP; "
         "default: %(default)s)",
     )
+    parser.add_argument(
+        "--translate-in-router",
+        action="store_true",
+        help="translate and sign in the router-level ext_proc stream, for Envoy Gateway's native EnvoyExtensionPolicy "
+        "(no upstream filter, so no translation per attempt; see docs/envoy-gateway.md)",
+    )
     parser.add_argument("--log-level", default="info", help="debug, info, warning or error (default: info)")
     return parser.parse_args(argv)
 
@@ -347,7 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         admin_listen = None if args.no_admin else args.admin_listen
-        asyncio.run(serve(runtime, args.listen, admin_listen, paths, args.watch_interval, digest))
+        asyncio.run(
+            serve(runtime, args.listen, admin_listen, paths, args.watch_interval, digest, args.translate_in_router)
+        )
     except ValueError as exc:
         print(f"tokenvoy extproc: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, ORIGINAL_PATH_HEADER
+from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, ORIGINAL_PATH_HEADER, BackendRef
 from tokenvoy.extproc.credentials import CredentialUnavailable
 from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.pbutil import header_mutation, immediate_response
@@ -93,62 +93,77 @@ class UpstreamStream:
             raise GatewayError(
                 500, f"Envoy picked endpoint {endpoint!r}, unknown to extproc: are Envoy and extproc on one config?"
             )
-        backend, ref = picked
-        request = context.request
-        translator = backend.translator(request.api)
-        if translator is None:
-            raise GatewayError(
-                422,
-                f"{request.path} requests cannot be sent to backend {backend.backend.name!r} "
-                f"(schema {backend.backend.schema})",
-            )
-        model = ref.model_name_override or request.model
-        upstream = translator.translate_request(request, backend.backend, model)
-        mutations = runtime.mutations.get(endpoint or "")
-        if mutations is not None and mutations.edits_body:
-            upstream.body = mutations.apply_body(request.raw if upstream.body is None else upstream.body)
-        elif upstream.body is None and "content-length" in context.touched_headers:
-            upstream.body = request.raw  # an earlier attempt replaced the body: send the client's again
-        context.attempts.append(Attempt(backend.backend.name, model, ref.model_name_override, translator))
-        set_headers = {":path": upstream.path, **_ACCEPT_ENCODING, **backend.auth_headers, **upstream.set_headers}
-        common = ep.CommonResponse()
-        if upstream.body is not None:
-            common.status = ep.CommonResponse.CONTINUE_AND_REPLACE
-            common.body_mutation.body = upstream.body
-            set_headers["content-length"] = str(len(upstream.body))
-        remove = {*_INTERNAL_HEADERS, *upstream.remove_headers} - set_headers.keys()
-        if backend.auth_headers or backend.signer is not None:
-            remove.update(name for name in CREDENTIAL_HEADERS if name not in set_headers)
-        if context.trace_headers is not None:  # tracing on: the provider's spans join the gateway's trace
-            set_headers.update(context.trace_headers)
-        if mutations is not None:  # headerMutation: applied last
-            mutations.apply_headers(set_headers, remove)
-        if backend.signer is not None:  # after every edit: SigV4 covers the final path and body
-            body = upstream.body if upstream.body is not None else request.raw
-            _sign(backend, message, set_headers, remove, body)
-        _undo_earlier_attempts(context, set_headers, remove)
-        common.header_mutation.CopyFrom(header_mutation(set_headers, sorted(remove)))
+        common, length = attempt_edit(runtime, context, endpoint or "", picked, _method(message, picked[0]))
         response = ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common))
         # Envoy drops content-length when it replaces a body (and a chunked client request never had one):
         # the upstream header_mutation filter restores it from this (render/bootstrap.py).
-        length = len(upstream.body if upstream.body is not None else request.raw)
         namespace = response.dynamic_metadata.fields[AI_GATEWAY_METADATA_NAMESPACE].struct_value
         namespace.fields[CONTENT_LENGTH_METADATA_KEY].string_value = str(length)
         return response
 
 
-def _sign(
-    backend: BackendRuntime, message: ep.ProcessingRequest, set_headers: dict[str, str], remove: set[str], body: bytes
-) -> None:
+def _method(message: ep.ProcessingRequest, backend: BackendRuntime) -> str:
+    """The request's method, read only for a signer that covers it (SigV4)."""
+    if backend.signer is None or not backend.signer.needs_request:
+        return "POST"
+    for header in message.request_headers.headers.headers:
+        if header.key == ":method":
+            return header.raw_value.decode() if header.raw_value else header.value
+    return "POST"
+
+
+def attempt_edit(
+    runtime: Runtime,
+    context: RequestContext,
+    endpoint: str,
+    picked: tuple[BackendRuntime, BackendRef],
+    method: str,
+) -> tuple[ep.CommonResponse, int]:
+    """The request edit of one attempt to one backend: path, translated body, credentials, mutations; and the
+    length of the body sent. The upstream filter sends it per attempt; with ``--translate-in-router`` (Envoy
+    Gateway's router-level ext_proc) the router stream sends it once, with the request body."""
+    backend, ref = picked
+    request = context.request
+    translator = backend.translator(request.api)
+    if translator is None:
+        raise GatewayError(
+            422,
+            f"{request.path} requests cannot be sent to backend {backend.backend.name!r} "
+            f"(schema {backend.backend.schema})",
+        )
+    model = ref.model_name_override or request.model
+    upstream = translator.translate_request(request, backend.backend, model)
+    mutations = runtime.mutations.get(endpoint or "")
+    if mutations is not None and mutations.edits_body:
+        upstream.body = mutations.apply_body(request.raw if upstream.body is None else upstream.body)
+    elif upstream.body is None and "content-length" in context.touched_headers:
+        upstream.body = request.raw  # an earlier attempt replaced the body: send the client's again
+    context.attempts.append(Attempt(backend.backend.name, model, ref.model_name_override, translator))
+    set_headers = {":path": upstream.path, **_ACCEPT_ENCODING, **backend.auth_headers, **upstream.set_headers}
+    common = ep.CommonResponse()
+    if upstream.body is not None:
+        common.status = ep.CommonResponse.CONTINUE_AND_REPLACE
+        common.body_mutation.body = upstream.body
+        set_headers["content-length"] = str(len(upstream.body))
+    remove = {*_INTERNAL_HEADERS, *upstream.remove_headers} - set_headers.keys()
+    if backend.auth_headers or backend.signer is not None:
+        remove.update(name for name in CREDENTIAL_HEADERS if name not in set_headers)
+    if context.trace_headers is not None:  # tracing on: the provider's spans join the gateway's trace
+        set_headers.update(context.trace_headers)
+    if mutations is not None:  # headerMutation: applied last
+        mutations.apply_headers(set_headers, remove)
+    if backend.signer is not None:  # after every edit: SigV4 covers the final path and body
+        body = upstream.body if upstream.body is not None else request.raw
+        _sign(backend, method, set_headers, remove, body)
+    _undo_earlier_attempts(context, set_headers, remove)
+    common.header_mutation.CopyFrom(header_mutation(set_headers, sorted(remove)))
+    return common, len(upstream.body if upstream.body is not None else request.raw)
+
+
+def _sign(backend: BackendRuntime, method: str, set_headers: dict[str, str], remove: set[str], body: bytes) -> None:
     """Add the policy's credential headers (they win over any mutation) and drop the client's."""
     signer = backend.signer
     assert signer is not None
-    method = "POST"
-    if signer.needs_request:
-        for header in message.request_headers.headers.headers:
-            if header.key == ":method":
-                method = header.raw_value.decode() if header.raw_value else header.value
-                break
     # The host the provider receives is the Backend's hostname: the route's auto_host_rewrite sets it when
     # Envoy picks the endpoint, *after* this filter ran (measured with Envoy 1.40: the :authority this stream
     # sees is still the client's, e.g. 127.0.0.1:1975, while the provider gets Host: the endpoint's name).

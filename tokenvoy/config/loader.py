@@ -189,6 +189,15 @@ def load_text(text: str, source: str = "<config>") -> GatewayConfig:
     return load_documents(documents, problems)
 
 
+def parse_documents(source: str, text: str) -> list[tuple[str, Any]]:
+    """(source, document) for each YAML document of ``text``; ConfigError on YAML that does not parse."""
+    problems = _Problems()
+    documents = [(source, doc) for doc in _parse_yaml(source, text, problems)]
+    if problems.items:
+        raise ConfigError(problems.items)
+    return documents
+
+
 def _parse_yaml(source: str, text: str, problems: _Problems) -> list[Any]:
     try:
         return [doc for doc in yaml.load_all(text, Loader=_YamlLoader) if doc is not None]

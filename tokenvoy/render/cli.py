@@ -24,6 +24,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("files", nargs="*", metavar="FILE", help="gateway config YAML (same as --config)")
     parser.add_argument("--config", action="append", default=[], metavar="FILE", help="gateway config; repeatable")
     parser.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
+    parser.add_argument(
+        "--target",
+        choices=("envoy", "envoy-gateway"),
+        default="envoy",
+        help="envoy: the Envoy bootstrap and ratelimit config (default); envoy-gateway: native Envoy Gateway "
+        "manifests for Kubernetes (docs/envoy-gateway.md; options below marked EG)",
+    )
+    parser.add_argument("--namespace", help="EG: the namespace of every resource (default: the config's, else default)")
+    parser.add_argument("--image", help="EG: the tokenvoy container image (default: tokenvoy:VERSION)")
+    parser.add_argument("--gateway", help="EG: the Gateway routes without parentRefs attach to")
+    parser.add_argument("--redis-url", help="EG: the Redis of Envoy Gateway's rate limit service, HOST:PORT")
     parser.add_argument("--extproc", default="127.0.0.1:1063", help="extproc address (default: %(default)s)")
     parser.add_argument("--ratelimit", default="127.0.0.1:8081", help="ratelimit address (default: %(default)s)")
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port (default: %(default)s)")
@@ -36,6 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     paths = [*args.files, *args.config]
+    if args.target == "envoy-gateway":
+        if args.reloadable:
+            parser.error("--reloadable is for --target envoy (Envoy Gateway serves its own xDS)")
+        from tokenvoy.render.gateway_cli import render_to_directory
+
+        return render_to_directory(
+            paths, out, namespace=args.namespace, image=args.image, redis_url=args.redis_url, gateway=args.gateway
+        )
     try:
         if paths:
             config = load_config(paths)
