@@ -36,6 +36,7 @@ ENDPOINTS = {
     "/v1/completions": ClientAPI.OPENAI_COMPLETIONS,
     "/v1/embeddings": ClientAPI.OPENAI_EMBEDDINGS,
     "/anthropic/v1/messages": ClientAPI.ANTHROPIC_MESSAGES,
+    "/v1/responses": ClientAPI.OPENAI_RESPONSES,
 }
 ANTHROPIC_PREFIX = "/anthropic/"  # errors under it, even for unknown paths, are in Anthropic's shape
 MODELS_PATH = "/v1/models"

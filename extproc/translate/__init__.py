@@ -23,6 +23,7 @@ from tokenvoy.extproc.translate.openai_to_azure import OpenAIToAzure
 from tokenvoy.extproc.translate.openai_to_bedrock import OpenAIToBedrock
 from tokenvoy.extproc.translate.openai_to_gemini import OpenAIToGemini
 from tokenvoy.extproc.translate.openai_to_openai import OpenAIToOpenAI
+from tokenvoy.extproc.translate.responses_to_openai import ResponsesToAzure, ResponsesToOpenAI
 
 TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
     (ClientAPI.OPENAI_CHAT, "OpenAI"): OpenAIToOpenAI,
@@ -42,6 +43,8 @@ TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
     (ClientAPI.OPENAI_EMBEDDINGS, "GCPVertexAI"): EmbeddingsToVertex,
     (ClientAPI.OPENAI_EMBEDDINGS, "AWSBedrock"): EmbeddingsToTitan,
     (ClientAPI.OPENAI_COMPLETIONS, "OpenAI"): CompletionsToOpenAI,
+    (ClientAPI.OPENAI_RESPONSES, "OpenAI"): ResponsesToOpenAI,
+    (ClientAPI.OPENAI_RESPONSES, "AzureOpenAI"): ResponsesToAzure,
 }
 
 

@@ -22,6 +22,7 @@ class ClientAPI(StrEnum):
     OPENAI_COMPLETIONS = "openai.completions"  # the legacy text completions API
     OPENAI_EMBEDDINGS = "openai.embeddings"
     ANTHROPIC_MESSAGES = "anthropic.messages"
+    OPENAI_RESPONSES = "openai.responses"  # the Responses API (``POST /v1/responses``), OpenAI's error shape
 
     def error_body(self, error: GatewayError) -> bytes:
         """The gateway's own errors in this API's shape (DESIGN §4)."""

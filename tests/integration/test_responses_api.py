@@ -1,0 +1,167 @@
+"""The official ``openai`` SDK's Responses API (``client.responses``) → real Envoy + extproc → each backend.
+
+The default showcase config (one model per backend schema, all on the fake provider): ``gpt-4o-mini`` on the
+OpenAI-schema fake and ``azure-gpt-4o-mini`` on the Azure one get the Responses API passed through; every
+answer's usage reaches the access log and the user's budget as for chat.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+import yaml
+from openai import OpenAI
+
+from tests.integration.conftest import Gateway, free_port, gateway_config, start_gateway
+from tokenvoy.testupstream.openai_chat import WORDS, completion_text
+
+SENTENCE = " ".join(WORDS)
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather of a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+        "required": ["city", "days"],
+    },
+}
+PASS_THROUGH = [("gpt-4o-mini", "fake", "/v1/responses"), ("azure-gpt-4o-mini", "fake-azure", "/openai/v1/responses")]
+IDS = ["OpenAI", "AzureOpenAI"]
+
+
+def responses_config(listener_port: int, fake_port: int) -> str:
+    """The showcase config plus a rule whose backendRef overrides the model name (Azure's deployment)."""
+    documents = list(yaml.safe_load_all(gateway_config(listener_port, fake_port, 100_000, showcase=True)))
+    for doc in documents:
+        if doc["kind"] == "AIGatewayRoute":
+            match = {"headers": [{"type": "Exact", "name": "x-ai-eg-model", "value": "responses-prod"}]}
+            ref = {"name": "fake-azure", "modelNameOverride": "gpt-4o-prod"}
+            doc["spec"]["rules"].insert(0, {"matches": [match], "backendRefs": [ref]})
+    return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    listener_port, fake_port = free_port(), free_port()
+    config = responses_config(listener_port, fake_port)
+    running = start_gateway(tmp_path_factory.mktemp("responses"), config_text=config, fake_port=fake_port)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _client(gateway: Gateway, user: str, **headers: str) -> OpenAI:
+    return OpenAI(
+        base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, default_headers={"x-user-id": user, **headers}
+    )
+
+
+def _user() -> str:
+    return f"responses-{uuid.uuid4().hex[:8]}"
+
+
+def _upstream_requests(gateway: Gateway) -> list[dict[str, Any]]:
+    return httpx.get(f"{gateway.fake_url}/__testupstream/requests").json()
+
+
+def _metered(gateway: Gateway, user: str, backend: str, usage: Any) -> dict[str, Any]:
+    entry = gateway.wait_for_log(lambda e: e.get("x-user-id") == user)
+    assert entry["response_code"] == 200, entry
+    assert entry["genai_backend_name"] == backend
+    assert entry["x-envoy-origin-path"] == "/v1/responses"
+    assert (entry["genai_tokens_input"], entry["genai_tokens_output"], entry["genai_tokens_total"]) == (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.total_tokens,
+    )
+    return entry
+
+
+@pytest.mark.parametrize(("model", "backend", "path"), PASS_THROUGH, ids=IDS)
+def test_a_response_passes_through_with_its_usage_metered(
+    gateway: Gateway, model: str, backend: str, path: str
+) -> None:
+    user = _user()
+    response = _client(gateway, user).responses.create(
+        model=model, instructions="be brief", input="hello from the responses api", max_output_tokens=20
+    )
+    assert response.output_text == completion_text(20)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (7, 20)
+    entry = _metered(gateway, user, backend, response.usage)
+    assert entry["upstream_path"] == path
+
+
+@pytest.mark.parametrize(("model", "backend", "path"), PASS_THROUGH, ids=IDS)
+def test_a_streamed_response_passes_through_with_its_usage_from_response_completed(
+    gateway: Gateway, model: str, backend: str, path: str
+) -> None:
+    user = _user()
+    client = _client(gateway, user)
+    with client.responses.stream(model=model, input=[{"role": "user", "content": "count for me"}]) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert final.output_text == completion_text(16)
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (3, 16)
+    _metered(gateway, user, backend, final.usage)
+
+
+def test_store_and_previous_response_id_reach_the_provider(gateway: Gateway) -> None:
+    """Stateful conversations keep working: the provider resolves ``previous_response_id`` itself."""
+    client = _client(gateway, _user())
+    first = client.responses.create(model="gpt-4o-mini", input="remember the fox", store=True)
+    second = client.responses.create(model="gpt-4o-mini", input="what did I say?", previous_response_id=first.id)
+    assert second.previous_response_id == first.id
+    sent = [r for r in _upstream_requests(gateway) if r["path"] == "/v1/responses"][-1]
+    assert '"previous_response_id":"' + first.id + '"' in sent["body"].replace(" ", "")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="gpt-4o-mini", input="hi", previous_response_id="resp_unknown")
+    assert "Previous response with id 'resp_unknown' not found." in str(refused.value)
+
+
+def test_a_function_call_round_trip_through_the_openai_backend(gateway: Gateway) -> None:
+    client = _client(gateway, _user())
+    first = client.responses.create(model="gpt-4o-mini", input="weather in Paris?", tools=[WEATHER])
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and call.arguments == '{"city":"fox","days":1}'
+    second = client.responses.create(
+        model="gpt-4o-mini",
+        tools=[WEATHER],
+        input=[
+            {"role": "user", "content": "weather in Paris?"},
+            {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+        ],
+    )
+    assert second.output_text == SENTENCE
+
+
+def test_the_model_name_override_reaches_the_provider(gateway: Gateway) -> None:
+    """Azure routes on the body's ``model`` for the Responses API (the deployment): the override is written
+    into it, and the access log has both names."""
+    user = _user()
+    response = _client(gateway, user).responses.create(model="responses-prod", input="hi")
+    assert response.model == "gpt-4o-prod"
+    sent = [r for r in _upstream_requests(gateway) if r["path"] == "/openai/v1/responses"][-1]
+    assert orjson.loads(sent["body"])["model"] == "gpt-4o-prod"
+    entry = _metered(gateway, user, "fake-azure", response.usage)
+    assert (entry["genai_model_name"], entry["genai_model_name_override"]) == ("responses-prod", "gpt-4o-prod")
+    assert entry["genai_response_model"] == "gpt-4o-prod"
+
+
+def test_gateway_errors_are_in_openai_shape(gateway: Gateway) -> None:
+    answer = httpx.post(f"{gateway.url}/v1/responses", json={"input": "hi"})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"] == "missing required field `model` (a non-empty string)"
+    answer = httpx.post(f"{gateway.url}/v1/responses", json={"model": "gpt-4o-mini", "input": "hi", "stream": "yes"})
+    assert answer.status_code == 400
+    assert "Invalid type for 'stream'" in answer.json()["error"]["message"]
