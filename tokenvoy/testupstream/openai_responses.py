@@ -117,6 +117,8 @@ TOOL_TYPES = frozenset(
         "local_shell",
         "shell",
         "apply_patch",
+        "namespace",  # a group of tools (Codex sends its sub-agent tools so)
+        "tool_search",
     }
 )
 
