@@ -32,19 +32,48 @@ WEATHER = {
         "required": ["city", "days"],
     },
 }
+CHAT_ONLY_MODEL = "local-llama"
+RESPONSES_API = "tokenvoy.io/responses-api"
+# Every backend schema the Responses API reaches translated to Chat Completions (then by that schema's chat
+# translator): (model, AIServiceBackend, the provider path).
+TRANSLATED = [
+    (CHAT_ONLY_MODEL, "fake-chat-only", "/v1/chat/completions"),
+    ("claude-sonnet-4-6", "fake-anthropic", "/v1/messages"),
+    ("amazon.nova-lite-v1:0", "fake-bedrock", "/converse"),
+    ("anthropic.claude-haiku-4-5-20251001-v1:0", "fake-bedrock-anthropic", "/invoke"),
+    ("gemini-2.5-flash", "fake-vertex", ":generateContent"),
+    ("claude-haiku-4-5@20251001", "fake-vertex-anthropic", ":rawPredict"),
+]
+TRANSLATED_IDS = ["OpenAI-chat-only", "Anthropic", "AWSBedrock", "AWSAnthropic", "GCPVertexAI", "GCPAnthropic"]
 PASS_THROUGH = [("gpt-4o-mini", "fake", "/v1/responses"), ("azure-gpt-4o-mini", "fake-azure", "/openai/v1/responses")]
 IDS = ["OpenAI", "AzureOpenAI"]
 
 
+def _rule(model: str, ref: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "matches": [{"headers": [{"type": "Exact", "name": "x-ai-eg-model", "value": model}]}],
+        "backendRefs": [ref],
+    }
+
+
 def responses_config(listener_port: int, fake_port: int) -> str:
-    """The showcase config plus a rule whose backendRef overrides the model name (Azure's deployment)."""
+    """The showcase config plus a rule whose backendRef overrides the model name (Azure's deployment), and an
+    OpenAI-compatible backend marked as serving no Responses API (``tokenvoy.io/responses-api``)."""
     documents = list(yaml.safe_load_all(gateway_config(listener_port, fake_port, 100_000, showcase=True)))
+    chat_only = None
     for doc in documents:
         if doc["kind"] == "AIGatewayRoute":
-            match = {"headers": [{"type": "Exact", "name": "x-ai-eg-model", "value": "responses-prod"}]}
-            ref = {"name": "fake-azure", "modelNameOverride": "gpt-4o-prod"}
-            doc["spec"]["rules"].insert(0, {"matches": [match], "backendRefs": [ref]})
-    return yaml.safe_dump_all(documents, sort_keys=False)
+            doc["spec"]["rules"][:0] = [
+                _rule("responses-prod", {"name": "fake-azure", "modelNameOverride": "gpt-4o-prod"}),
+                _rule(CHAT_ONLY_MODEL, {"name": "fake-chat-only"}),
+            ]
+        elif doc["kind"] == "AIServiceBackend" and doc["metadata"]["name"] == "fake":
+            chat_only = {
+                **doc,
+                "metadata": {"name": "fake-chat-only", "annotations": {RESPONSES_API: "chat-completions"}},
+            }
+    assert chat_only is not None
+    return yaml.safe_dump_all([*documents, chat_only], sort_keys=False)
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +194,96 @@ def test_gateway_errors_are_in_openai_shape(gateway: Gateway) -> None:
     answer = httpx.post(f"{gateway.url}/v1/responses", json={"model": "gpt-4o-mini", "input": "hi", "stream": "yes"})
     assert answer.status_code == 400
     assert "Invalid type for 'stream'" in answer.json()["error"]["message"]
+
+
+# -- translated to Chat Completions, then to each backend schema -----------------------------------------
+
+
+@pytest.mark.parametrize(("model", "backend", "path"), TRANSLATED, ids=TRANSLATED_IDS)
+def test_a_translated_response_with_usage_metered(gateway: Gateway, model: str, backend: str, path: str) -> None:
+    user = _user()
+    response = _client(gateway, user).responses.create(
+        model=model,
+        instructions="be brief",
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
+    )
+    assert response.id.startswith("resp_") and response.object == "response"
+    assert response.output_text and SENTENCE.startswith(response.output_text), response.output_text
+    assert response.usage.input_tokens > 0 and response.usage.output_tokens > 0
+    entry = _metered(gateway, user, backend, response.usage)
+    assert path in entry["upstream_path"], entry["upstream_path"]
+
+
+@pytest.mark.parametrize(("model", "backend", "path"), TRANSLATED, ids=TRANSLATED_IDS)
+def test_a_translated_stream_has_the_responses_event_sequence(
+    gateway: Gateway, model: str, backend: str, path: str
+) -> None:
+    user = _user()
+    client = _client(gateway, user)
+    with client.responses.stream(model=model, input="count for me") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [event.type for event in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    deltas = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    assert deltas == final.output_text and SENTENCE.startswith(deltas)
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    _metered(gateway, user, backend, final.usage)
+
+
+@pytest.mark.parametrize(("model", "backend", "path"), TRANSLATED, ids=TRANSLATED_IDS)
+@pytest.mark.parametrize("streamed", [False, True], ids=["buffered", "streamed"])
+def test_a_translated_function_call_round_trip(
+    gateway: Gateway, model: str, backend: str, path: str, streamed: bool
+) -> None:
+    client = _client(gateway, _user())
+    question = [{"role": "user", "content": "weather in Paris?"}]
+    if streamed:
+        with client.responses.stream(model=model, input=question, tools=[WEATHER]) as stream:
+            kinds = [event.type for event in stream]
+            first = stream.get_final_response()
+        assert "response.function_call_arguments.delta" in kinds and "response.function_call_arguments.done" in kinds
+    else:
+        first = client.responses.create(model=model, input=question, tools=[WEATHER])
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and orjson.loads(call.arguments)["city"]
+    second = client.responses.create(
+        model=model,
+        tools=[WEATHER],
+        input=[
+            *question,
+            {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+        ],
+    )
+    assert second.output_text and SENTENCE.startswith(second.output_text)
+
+
+def test_previous_response_id_to_a_translated_backend_is_a_clear_400(gateway: Gateway) -> None:
+    client = _client(gateway, _user())
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="claude-sonnet-4-6", input="and then?", previous_response_id="resp_1")
+    message = str(refused.value)
+    assert "`previous_response_id` cannot be resolved by backend 'fake-anthropic'" in message
+    assert "send the whole conversation in `input`" in message
+
+
+def test_built_in_tools_to_a_translated_backend_are_a_422_naming_them(gateway: Gateway) -> None:
+    client = _client(gateway, _user())
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        client.responses.create(
+            model=CHAT_ONLY_MODEL, input="search", tools=[WEATHER, {"type": "web_search"}, {"type": "file_search"}]
+        )
+    message = str(refused.value)
+    assert "tools[1] ('web_search'), tools[2] ('file_search') cannot be sent to backend 'fake-chat-only'" in message
