@@ -181,18 +181,30 @@ def test_codex_refuses_the_chat_wire_api_at_config_load(prefix: Path, home: Path
     assert '`wire_api = "chat"` is no longer supported' in done.stderr
 
 
-CODEX_BACKENDS = [("gpt-4o-mini", "fake", "OpenAI"), ("azure-gpt-4o-mini", "fake-azure", "AzureOpenAI")]
+CODEX_BACKENDS = [
+    ("gpt-4o-mini", "fake", "OpenAI"),
+    ("azure-gpt-4o-mini", "fake-azure", "AzureOpenAI"),
+    ("claude-sonnet-4-6", "fake-anthropic", "Anthropic"),
+    ("amazon.nova-lite-v1:0", "fake-bedrock", "AWSBedrock"),
+    ("anthropic.claude-haiku-4-5-20251001-v1:0", "fake-bedrock-anthropic", "AWSAnthropic"),
+    ("gemini-2.5-flash", "fake-vertex", "GCPVertexAI"),
+    ("claude-haiku-4-5@20251001", "fake-vertex-anthropic", "GCPAnthropic"),
+]
+PASSED_THROUGH = ("OpenAI", "AzureOpenAI")  # the Responses API as it is; the others get it translated
 
 
 @pytest.mark.parametrize(("model", "backend", "schema"), CODEX_BACKENDS, ids=[s for _, _, s in CODEX_BACKENDS])
 def test_codex_answers_with_a_tool_round_trip(
     prefix: Path, gateway: Gateway, recorder: Recorder, home: Path, model: str, backend: str, schema: str
 ) -> None:
-    """``codex exec`` with ``wire_api = "responses"``: the Responses API to each backend schema. The fake calls
-    Codex's first function tool (``exec_command``); Codex runs it and sends the call and its output back, then
-    prints the fake's text answer. Every turn is metered."""
+    """``codex exec`` with ``wire_api = "responses"``: the Responses API to each backend schema (translated to
+    Chat Completions, then to the schema, for all but OpenAI and Azure, with Codex's built-in web search and
+    sub-agent tools turned off: those run only on OpenAI). The fake calls Codex's first function tool
+    (``exec_command``); Codex runs it and sends the call and its output back, then prints the fake's text
+    answer. Every turn is metered."""
     user = f"codex-{uuid.uuid4().hex[:8]}"
-    done = clis.codex(prefix, home, recorder.url, model, PROMPT, user)
+    translated = schema not in PASSED_THROUGH
+    done = clis.codex(prefix, home, recorder.url, model, PROMPT, user, function_tools_only=translated)
     assert done.returncode == 0, done
     assert SENTENCE in done.stdout, done
 
@@ -212,6 +224,20 @@ def test_codex_answers_with_a_tool_round_trip(
     entries = _log_entries(gateway, lambda e: e.get("x-user-id") == user, count=2)
     for entry in entries:
         _metered(entry, backend)
+
+
+def test_codex_with_its_built_in_tools_on_is_refused_by_a_translated_backend(
+    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path
+) -> None:
+    """By default Codex also offers OpenAI's built-in web search and its sub-agent tool group, which only the
+    Responses API itself runs: a translated backend answers a 422 naming them, before any provider is called."""
+    user = f"codex-built-in-{uuid.uuid4().hex[:8]}"
+    done = clis.codex(prefix, home, recorder.url, "claude-sonnet-4-6", PROMPT, user)
+    assert done.returncode != 0
+    assert "cannot be sent to backend 'fake-anthropic'" in done.stderr, done.stderr[-2000:]
+    assert "('web_search')" in done.stderr and "('namespace' 'multi_agent_v1')" in done.stderr
+    entry = gateway.wait_for_log(lambda e: e.get("x-user-id") == user)
+    assert entry["response_code"] == 422
 
 
 # -- Cline (its OpenAI-compatible provider) -----------------------------------------------------------------
