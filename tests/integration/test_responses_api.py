@@ -32,6 +32,7 @@ WEATHER = {
         "required": ["city", "days"],
     },
 }
+BUDGET_TOKENS = 150  # per user and hour: each test's user spends far less, except the budget test's
 CHAT_ONLY_MODEL = "local-llama"
 RESPONSES_API = "tokenvoy.io/responses-api"
 # Every backend schema the Responses API reaches translated to Chat Completions (then by that schema's chat
@@ -59,7 +60,7 @@ def _rule(model: str, ref: dict[str, Any]) -> dict[str, Any]:
 def responses_config(listener_port: int, fake_port: int) -> str:
     """The showcase config plus a rule whose backendRef overrides the model name (Azure's deployment), and an
     OpenAI-compatible backend marked as serving no Responses API (``tokenvoy.io/responses-api``)."""
-    documents = list(yaml.safe_load_all(gateway_config(listener_port, fake_port, 100_000, showcase=True)))
+    documents = list(yaml.safe_load_all(gateway_config(listener_port, fake_port, BUDGET_TOKENS, showcase=True)))
     chat_only = None
     for doc in documents:
         if doc["kind"] == "AIGatewayRoute":
@@ -287,3 +288,26 @@ def test_built_in_tools_to_a_translated_backend_are_a_422_naming_them(gateway: G
         )
     message = str(refused.value)
     assert "tools[1] ('web_search'), tools[2] ('file_search') cannot be sent to backend 'fake-chat-only'" in message
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-sonnet-4-6"], ids=["OpenAI", "Anthropic"])
+def test_streamed_responses_are_charged_to_the_budget_until_a_429(gateway: Gateway, model: str) -> None:
+    """The usage of ``response.completed`` (passed through, or made by the translation) is what the budget is
+    charged: the user is refused, in OpenAI's error shape, once it is spent."""
+    client = _client(gateway, _user())
+    spent = 0
+    rejected: openai.RateLimitError | None = None
+    for _ in range(BUDGET_TOKENS // 10 + 3):  # every answer has well over 10 tokens
+        try:
+            with client.responses.stream(model=model, input="spend") as stream:
+                for _event in stream:
+                    pass
+                final = stream.get_final_response()
+        except openai.RateLimitError as error:
+            rejected = error
+            break
+        spent += final.usage.total_tokens
+    assert rejected is not None, f"spent {spent} tokens of a {BUDGET_TOKENS} budget without a 429"
+    assert spent > BUDGET_TOKENS
+    assert rejected.response.headers["x-ratelimit-remaining"] == "0"
+    assert rejected.response.json()["error"]["code"] == "429"
