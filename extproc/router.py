@@ -37,6 +37,7 @@ ENDPOINTS = {
     "/v1/embeddings": ClientAPI.OPENAI_EMBEDDINGS,
     "/anthropic/v1/messages": ClientAPI.ANTHROPIC_MESSAGES,
     "/v1/responses": ClientAPI.OPENAI_RESPONSES,
+    "/v1/responses/input_tokens": ClientAPI.OPENAI_RESPONSES_INPUT_TOKENS,
 }
 ANTHROPIC_PREFIX = "/anthropic/"  # errors under it, even for unknown paths, are in Anthropic's shape
 MODELS_PATH = "/v1/models"

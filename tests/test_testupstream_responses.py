@@ -93,3 +93,11 @@ def test_the_stream_has_the_documented_event_sequence() -> None:
     assert [event["sequence_number"] for event in events] == list(range(len(events)))
     deltas = "".join(event["delta"] for event in events if event["type"] == "response.output_text.delta")
     assert deltas == events[-1]["response"]["output"][0]["content"][0]["text"]
+
+
+def test_input_tokens_are_counted_with_their_own_field_list() -> None:
+    counted = fake.count_input_tokens({"model": "m", "instructions": "be brief", "input": "a b c"})
+    assert (counted.status, counted.body) == (200, {"object": "response.input_tokens", "input_tokens": 5})
+    assert (
+        error(fake.count_input_tokens({"model": "m", "input": "x", "max_output_tokens": 20}))[2] == "unknown_parameter"
+    )

@@ -14,7 +14,7 @@ from tokenvoy.config.model import Backend, Endpoint
 from tokenvoy.extproc.translate import translator_for
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
 from tokenvoy.extproc.translate.responses_common import responses_usage
-from tokenvoy.extproc.translate.responses_to_openai import ResponsesToAzure, ResponsesToOpenAI
+from tokenvoy.extproc.translate.responses_to_openai import InputTokensToOpenAI, ResponsesToAzure, ResponsesToOpenAI
 from tokenvoy.extproc.usage import TokenUsage
 from tokenvoy.testupstream import openai_responses as fake
 
@@ -114,3 +114,14 @@ def test_an_incomplete_stream_is_metered_from_response_incomplete() -> None:
     translator.translate_request(request({"model": "gpt-4o", "input": "x", "stream": True}), OPENAI, "gpt-4o")
     translator.translate_response_body(200, raw, True)
     assert translator.usage == TokenUsage(input=3, output=16, total=19)
+
+
+def test_input_tokens_pass_through_and_are_never_charged() -> None:
+    assert translator_for(ClientAPI.OPENAI_RESPONSES_INPUT_TOKENS, "OpenAI") is InputTokensToOpenAI
+    assert translator_for(ClientAPI.OPENAI_RESPONSES_INPUT_TOKENS, "Anthropic") is None
+    translator = InputTokensToOpenAI()
+    upstream = translator.translate_request(request({"model": "alias", "input": "hi"}), OPENAI, "gpt-4o")
+    assert upstream.path == "/v1/responses/input_tokens"
+    assert orjson.loads(upstream.body)["model"] == "gpt-4o"
+    assert translator.translate_response_body(200, b'{"object":"response.input_tokens","input_tokens":3}', True) is None
+    assert translator.usage == TokenUsage()

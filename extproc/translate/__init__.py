@@ -24,7 +24,7 @@ from tokenvoy.extproc.translate.openai_to_azure import OpenAIToAzure
 from tokenvoy.extproc.translate.openai_to_bedrock import OpenAIToBedrock
 from tokenvoy.extproc.translate.openai_to_gemini import OpenAIToGemini
 from tokenvoy.extproc.translate.openai_to_openai import OpenAIToOpenAI
-from tokenvoy.extproc.translate.responses_to_openai import ResponsesToAzure, ResponsesToOpenAI
+from tokenvoy.extproc.translate.responses_to_openai import InputTokensToOpenAI, ResponsesToAzure, ResponsesToOpenAI
 from tokenvoy.extproc.translate.responses_via_chat import via_chat
 
 TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
@@ -47,6 +47,7 @@ TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
     (ClientAPI.OPENAI_COMPLETIONS, "OpenAI"): CompletionsToOpenAI,
     (ClientAPI.OPENAI_RESPONSES, "OpenAI"): ResponsesToOpenAI,
     (ClientAPI.OPENAI_RESPONSES, "AzureOpenAI"): ResponsesToAzure,
+    (ClientAPI.OPENAI_RESPONSES_INPUT_TOKENS, "OpenAI"): InputTokensToOpenAI,
 }
 # The Responses API to every other chat schema: translated to Chat Completions, then by that schema's chat
 # translator (responses_via_chat.py). OpenAI and Azure OpenAI backends get it too when they are marked as
@@ -64,6 +65,10 @@ def translator_for(api: ClientAPI, schema: str) -> Callable[[], Translator] | No
 
 def translator_for_backend(api: ClientAPI, backend: Backend) -> Callable[[], Translator] | None:
     """As :func:`translator_for`, with the backend's own switches (a Responses API it does not serve)."""
-    if api is ClientAPI.OPENAI_RESPONSES and backend.responses_via_chat:
-        return RESPONSES_VIA_CHAT.get(backend.schema)
+    if backend.responses_via_chat:
+        if api is ClientAPI.OPENAI_RESPONSES:
+            return RESPONSES_VIA_CHAT.get(backend.schema)
+        if api is ClientAPI.OPENAI_RESPONSES_INPUT_TOKENS:
+            return None  # a server without the Responses API cannot count for it
+
     return translator_for(api, backend.schema)

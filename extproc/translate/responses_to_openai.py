@@ -115,3 +115,24 @@ class ResponsesToOpenAI:
 class ResponsesToAzure(ResponsesToOpenAI):
     def upstream_path(self, backend: Backend) -> str:
         return f"{backend.path_prefix}/openai/v1/responses"
+
+
+class InputTokensToOpenAI:
+    """``POST /v1/responses/input_tokens`` → an OpenAI backend, which counts the tokens itself: passed through
+    (model override aside). A count generates nothing, so its usage is zero: never charged to a budget.
+    Backends of other schemas have no such count here (422, like any pair tokenvoy does not translate)."""
+
+    def __init__(self) -> None:
+        self.usage: TokenUsage | None = TokenUsage()
+        self.response_model: str | None = None
+        self.answer = AnswerText()
+
+    def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
+        body = set_top_level(request.raw, {"model": model}) if model != request.model else None
+        return UpstreamRequest(path=backend.path_prefix + RESPONSES_PATH + "/input_tokens", body=body)
+
+    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
+        return None
+
+    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        return None

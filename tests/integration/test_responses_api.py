@@ -311,3 +311,26 @@ def test_streamed_responses_are_charged_to_the_budget_until_a_429(gateway: Gatew
     assert spent > BUDGET_TOKENS
     assert rejected.response.headers["x-ratelimit-remaining"] == "0"
     assert rejected.response.json()["error"]["code"] == "429"
+
+
+# -- POST /v1/responses/input_tokens ------------------------------------------------------------------------
+
+
+def test_input_tokens_are_counted_by_an_openai_backend_and_not_charged(gateway: Gateway) -> None:
+    user = _user()
+    client = _client(gateway, user)
+    count = client.responses.input_tokens.count(model="gpt-4o-mini", instructions="be brief", input="count these words")
+    assert (count.object, count.input_tokens) == ("response.input_tokens", 5)
+    entry = gateway.wait_for_log(lambda e: e.get("x-user-id") == user)
+    assert entry["response_code"] == 200 and entry["upstream_path"] == "/v1/responses/input_tokens"
+    assert entry["genai_tokens_total"] == 0  # a count generates nothing: the budget is not charged
+    with pytest.raises(openai.BadRequestError) as refused:  # the provider's own refusal, passed on
+        client.responses.input_tokens.count(model="gpt-4o-mini", input="x", extra_body={"stream": True})
+    assert "Unknown parameter: 'stream'." in str(refused.value)
+
+
+@pytest.mark.parametrize("model", [CHAT_ONLY_MODEL, "claude-sonnet-4-6"], ids=["OpenAI-chat-only", "Anthropic"])
+def test_input_tokens_on_a_backend_that_cannot_count_is_a_422(gateway: Gateway, model: str) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        _client(gateway, _user()).responses.input_tokens.count(model=model, input="x")
+    assert "/v1/responses/input_tokens requests cannot be sent to backend" in str(refused.value)

@@ -1,6 +1,7 @@
 """OpenAI Responses API (``POST /v1/responses``) behaviour of the fake upstream: pure functions, no I/O.
 
-Written from OpenAI's API reference for "Create a model response" and its streaming events. What the real
+Written from OpenAI's API reference for "Create a model response" (and "Get input token counts") and its
+streaming events; the field lists match the parameters of the official ``openai`` SDK, generated from it. What the real
 API refuses, this refuses with OpenAI's error envelope and wording:
 
 * a top-level field the API does not define (``Unknown parameter: 'x'.``, code ``unknown_parameter``);
@@ -39,14 +40,24 @@ import orjson
 from tokenvoy.testupstream import openai_chat
 from tokenvoy.testupstream.schemas import sample_value
 
-__all__ = ["KNOWN_FIELDS", "ResponsesReply", "create_response", "sse_frame"]
+__all__ = [
+    "INPUT_TOKENS_FIELDS",
+    "KNOWN_FIELDS",
+    "ResponsesReply",
+    "count_input_tokens",
+    "create_response",
+    "sse_frame",
+]
 
 KNOWN_FIELDS = frozenset(
     {
+        "access_programs",
         "background",
+        "background_options",
         "client_metadata",
         "context_management",
         "conversation",
+        "image",
         "include",
         "input",
         "instructions",
@@ -54,10 +65,12 @@ KNOWN_FIELDS = frozenset(
         "max_tool_calls",
         "metadata",
         "model",
+        "moderation",
         "parallel_tool_calls",
         "previous_response_id",
         "prompt",
         "prompt_cache_key",
+        "prompt_cache_options",
         "prompt_cache_retention",
         "reasoning",
         "safety_identifier",
@@ -73,6 +86,23 @@ KNOWN_FIELDS = frozenset(
         "top_p",
         "truncation",
         "user",
+    }
+)
+# `POST /v1/responses/input_tokens` takes the request's prompt-shaping fields only.
+INPUT_TOKENS_FIELDS = frozenset(
+    {
+        "conversation",
+        "input",
+        "instructions",
+        "model",
+        "parallel_tool_calls",
+        "personality",
+        "previous_response_id",
+        "reasoning",
+        "text",
+        "tool_choice",
+        "tools",
+        "truncation",
     }
 )
 MIN_OUTPUT_TOKENS = 16
@@ -155,9 +185,11 @@ def _missing(param: str) -> ResponsesReply:
 # -- validation -----------------------------------------------------------------------------------------
 
 
-def _check_top_level(request: dict[str, Any], stored: Container[str]) -> ResponsesReply | None:
+def _check_top_level(
+    request: dict[str, Any], stored: Container[str], known: frozenset[str] = KNOWN_FIELDS
+) -> ResponsesReply | None:
     for key in request:
-        if key not in KNOWN_FIELDS:
+        if key not in known:
             return _bad(f"Unknown parameter: '{key}'.", key, "unknown_parameter")
     model = request.get("model")
     if model is None:
@@ -406,6 +438,17 @@ def create_response(request: object, *, response_id: str, created: int, stored: 
     if not request.get("stream"):
         return ResponsesReply(200, final, stored=keep)
     return ResponsesReply(200, events=_events(request, final, item), stored=keep)
+
+
+def count_input_tokens(request: object, *, stored: Container[str] = ()) -> ResponsesReply:
+    """``POST /v1/responses/input_tokens``: the input "tokens" :func:`create_response` would count, checked the same
+    way (its own field list)."""
+    if not isinstance(request, dict):
+        return _invalid_type("body", "an object", request)
+    refused = _check_top_level(request, stored, INPUT_TOKENS_FIELDS)
+    if refused is not None:
+        return refused
+    return ResponsesReply(200, {"object": "response.input_tokens", "input_tokens": count_input_words(request)})
 
 
 def _events(request: dict[str, Any], final: dict[str, Any], item: dict[str, Any]) -> list[dict[str, Any]]:

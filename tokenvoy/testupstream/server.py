@@ -4,7 +4,8 @@ Endpoints
     ``POST …/chat/completions``
         OpenAI Chat Completions (any path prefix, e.g. ``/v1``, ``/openai/v1``).
     ``POST …/responses``
-        OpenAI Responses API (``/v1/responses``, Azure's ``/openai/v1/responses``); see ``openai_responses.py``.
+        OpenAI Responses API (``/v1/responses``, Azure's ``/openai/v1/responses``), and ``…/responses/input_tokens``;
+        see ``openai_responses.py``.
     ``POST …/messages``
         Anthropic Messages (``/v1/messages`` or any prefix); see ``anthropic_messages.py``.
     ``POST /openai/deployments/{deployment}/chat/completions|embeddings?api-version=…``
@@ -220,6 +221,23 @@ def _openai_responses(request: Request, app: App, chunk_delay: float) -> Respons
     frames = [openai_responses.sse_frame(e) for e in reply.events]
     return Response(reply.status, content_type=SSE, stream=frames if chunk_delay <= 0 else _paced(frames, chunk_delay))
 
+
+def _openai_input_tokens(request: Request, app: App, chunk_delay: float) -> Response:
+    try:
+        payload = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        return json_response(400, openai_chat.invalid_json_error())
+    reply = openai_responses.count_input_tokens(payload, stored=app.stored_responses)
+    return json_response(reply.status, reply.body)
+
+
+OPENAI_INPUT_TOKENS = Route(
+    name="openai.responses_input_tokens",
+    method="POST",
+    matches=lambda path: path.endswith("/responses/input_tokens"),
+    handle=_openai_input_tokens,
+    error=_openai_error,
+)
 
 OPENAI_RESPONSES = Route(
     name="openai.responses",
@@ -477,6 +495,7 @@ DEFAULT_ROUTES: tuple[Route, ...] = (
     TITAN_EMBEDDINGS,
     OPENAI_CHAT,
     OPENAI_RESPONSES,
+    OPENAI_INPUT_TOKENS,
     ANTHROPIC_MESSAGES,
     BEDROCK_ANTHROPIC,
     BEDROCK_CONVERSE,
