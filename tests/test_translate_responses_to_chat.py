@@ -442,3 +442,18 @@ def test_responses_to_anthropic_through_the_chat_translator(streamed: bool) -> N
     assert text and " ".join(openai_chat.WORDS).startswith(text)
     assert translator.usage is not None and translator.usage.output > 0
     assert response["usage"]["output_tokens"] == translator.usage.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "start"),
+    [
+        ({"text": {"format": {"type": "json_object"}}}, 422, "`text.format` cannot be sent to an Anthropic backend"),
+        ({"reasoning": {"effort": "bogus"}}, 400, "invalid `reasoning.effort`: 'bogus' is not one of"),
+    ],
+)
+def test_the_chat_translators_refusals_name_the_responses_fields(extra: dict, status: int, start: str) -> None:
+    translator = translator_for(ClientAPI.OPENAI_RESPONSES, "Anthropic")()
+    with pytest.raises(GatewayError) as refused:
+        translator.translate_request(request({"model": "c", "input": "hi", **extra}), ANTHROPIC, "c")
+    assert refused.value.status == status
+    assert refused.value.message.startswith(start), refused.value.message

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from tokenvoy.config.model import Backend
+from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest, HeaderChanges, Translator, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
 from tokenvoy.extproc.translate.responses_to_chat import ChatStreamToResponses, chat_request, response_from_chat
@@ -66,7 +67,10 @@ class ResponsesViaChat:
             capture_output=request.capture_output,
             headers=request.headers,
         )
-        upstream = self._inner.translate_request(chat, backend, model)
+        try:
+            upstream = self._inner.translate_request(chat, backend, model)
+        except GatewayError as error:
+            raise _in_responses_terms(error) from None
         if upstream.body is None:  # the inner translator sends the chat body as it is
             upstream.body = chat.raw
             upstream.set_headers = {"content-type": "application/json", **upstream.set_headers}
@@ -97,6 +101,24 @@ class ResponsesViaChat:
         if completion is None:
             return raw  # not chat JSON: hand the client what came rather than nothing
         return orjson.dumps(response_from_chat(completion, self._request, self._model, self._inner.usage))
+
+
+# Chat Completions field names in the inner translator's refusals → the Responses field the client sent.
+_FIELD_NAMES = (
+    ("`response_format", "`text.format"),
+    ("`reasoning_effort`", "`reasoning.effort`"),
+    ("`max_completion_tokens`", "`max_output_tokens`"),
+)
+
+
+def _in_responses_terms(error: GatewayError) -> GatewayError:
+    """The inner chat translator's refusal, naming the fields as the Responses client sent them."""
+    message = error.message
+    for chat_name, responses_name in _FIELD_NAMES:
+        message = message.replace(chat_name, responses_name)
+    if "`messages[" in message:
+        message += " (`messages[…]`: the `instructions` and `input` items as Chat Completions messages)"
+    return GatewayError(error.status, message, error.error_type)
 
 
 def via_chat(inner: Callable[[], Translator]) -> Callable[[], Translator]:
