@@ -31,7 +31,9 @@ _QUOTED_KEYS = tuple((key, f'"{key}"'.encode()) for key in READ_KEYS)
 # `\u0061`…`\u007a`: an ASCII letter written as an escape, which no JSON encoder does on its own; a key
 # spelled so (`"\u006dodel"`) is the same key to every parser, and invisible to a byte search.
 _ASCII_ESCAPES = (b"\\u006", b"\\u007")
-_STREAMING_APIS = frozenset({ClientAPI.OPENAI_CHAT, ClientAPI.OPENAI_COMPLETIONS, ClientAPI.ANTHROPIC_MESSAGES})
+_STREAMING_APIS = frozenset(
+    {ClientAPI.OPENAI_CHAT, ClientAPI.OPENAI_COMPLETIONS, ClientAPI.ANTHROPIC_MESSAGES, ClientAPI.OPENAI_RESPONSES}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+import orjson
+
 from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, MODEL_HEADER, ORIGINAL_PATH_HEADER
 from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.decoding import DecodeError, Decoder, UnsupportedEncoding, decoder_for
@@ -38,6 +40,8 @@ ENDPOINTS = {
     "/v1/completions": ClientAPI.OPENAI_COMPLETIONS,
     "/v1/embeddings": ClientAPI.OPENAI_EMBEDDINGS,
     "/anthropic/v1/messages": ClientAPI.ANTHROPIC_MESSAGES,
+    "/v1/responses": ClientAPI.OPENAI_RESPONSES,
+    "/v1/responses/input_tokens": ClientAPI.OPENAI_RESPONSES_INPUT_TOKENS,
 }
 ANTHROPIC_PREFIX = "/anthropic/"  # errors under it, even for unknown paths, are in Anthropic's shape
 MODELS_PATH = "/v1/models"
@@ -445,7 +449,11 @@ _UNSUPPORTED_SEEN: set[str] = set()  # content-encodings already logged (bounded
 
 def _stream_error_event(api: ClientAPI, error: GatewayError) -> bytes:
     """An error as the client's SDK reads it mid-stream (the SDKs raise it): Anthropic's ``event: error``,
-    OpenAI's ``data: {"error": …}``. Blank lines first end any event a cut-off chunk left open."""
+    OpenAI's ``data: {"error": …}``, the Responses API's ``error`` event. Blank lines first end any event a
+    cut-off chunk left open."""
+    if api is ClientAPI.OPENAI_RESPONSES:
+        payload = {"type": "error", "code": error.error_type, "message": error.message, "param": None}
+        return b"\n\nevent: error\ndata: " + orjson.dumps(payload) + b"\n\n"
     event = b"event: error\n" if api is ClientAPI.ANTHROPIC_MESSAGES else b""
     return b"\n\n" + event + b"data: " + api.error_body(error) + b"\n\n"
 

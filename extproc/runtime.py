@@ -29,7 +29,7 @@ from tokenvoy.extproc.credentials import Signer, build_signer
 from tokenvoy.extproc.estimate import route_reservations
 from tokenvoy.extproc.mutations import Mutations
 from tokenvoy.extproc.mutations import merge as merge_mutations
-from tokenvoy.extproc.translate import translator_for
+from tokenvoy.extproc.translate import translator_for_backend
 from tokenvoy.extproc.translate.base import ClientAPI, Translator
 from tokenvoy.render.envoy import endpoint_id
 
@@ -51,7 +51,7 @@ class BackendRuntime:
     signer: Signer | None = None  # cloud credentials: SigV4 or a refreshed token, per attempt
 
     def translator(self, api: ClientAPI) -> Translator | None:
-        factory = translator_for(api, self.backend.schema)
+        factory = translator_for_backend(api, self.backend)
         return factory() if factory else None
 
 

@@ -27,6 +27,7 @@ SDKs: hidden ``input.value``/``output.value`` read ``__REDACTED__``, hidden mess
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -39,8 +40,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.observe import CompletedRequest
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
+from tokenvoy.extproc.translate.responses_to_chat import chat_messages
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +57,11 @@ SPAN_NAMES: dict[str, str] = {
     "anthropic.messages": "Messages",
     ClientAPI.OPENAI_COMPLETIONS: "Completion",
     ClientAPI.OPENAI_EMBEDDINGS: "CreateEmbeddings",  # an OpenInference EMBEDDING span
+    ClientAPI.OPENAI_RESPONSES: "Responses",
 }
 # Request body fields that are not invocation parameters (the prompt, and tools: OpenInference's llm.tools).
 _NOT_PARAMETERS = frozenset({"messages", "system", "tools", "functions"})
+_NOT_RESPONSES_PARAMETERS = frozenset({"input", "instructions", "tools"})  # the Responses API's prompt and tools
 
 # OpenInference `llm.provider` (who hosts the model) and `llm.system` (the model family/API) per
 # AIServiceBackend schema; values from OpenInference's LLMProvider / LLMSystem enumerations.
@@ -213,7 +218,9 @@ class Tracing:
         body = request.body
         embeddings = request.api is ClientAPI.OPENAI_EMBEDDINGS
         attributes: dict[str, Any] = {"openinference.span.kind": "EMBEDDING" if embeddings else "LLM"}
-        parameters = {key: value for key, value in body.items() if key not in _NOT_PARAMETERS}
+        responses = request.api is ClientAPI.OPENAI_RESPONSES
+        excluded = _NOT_RESPONSES_PARAMETERS if responses else _NOT_PARAMETERS
+        parameters = {key: value for key, value in body.items() if key not in excluded}
         attributes["llm.invocation_parameters"] = orjson.dumps(parameters).decode()
         if settings.hide_inputs:
             attributes["input.value"] = REDACTED_VALUE
@@ -221,7 +228,7 @@ class Tracing:
             attributes["input.value"] = request.raw.decode("utf-8", "replace")
             attributes["input.mime_type"] = "application/json"
         if not (settings.hide_inputs or settings.hide_input_messages):
-            _input_messages(body, attributes)
+            _input_messages(_responses_messages(body) if responses else body, attributes)
         session = headers.get(settings.session_id_header)
         if session:
             attributes["session.id"] = session
@@ -265,6 +272,18 @@ class Tracing:
                     attributes["llm.output_messages.0.message.role"] = "assistant"
                     attributes["llm.output_messages.0.message.content"] = output_text
         return attributes
+
+
+def _responses_messages(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A Responses body's ``instructions`` and ``input`` as chat messages (the mapping the translation to Chat
+    Completions uses); input items it cannot map leave the messages out rather than fail the request."""
+    messages: list[dict[str, Any]] = []
+    instructions = body.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        messages.append({"role": "system", "content": instructions})
+    with contextlib.suppress(GatewayError):  # e.g. a built-in tool's item: the translation refuses it later
+        messages.extend(chat_messages(body.get("input"), "the trace"))
+    return {"messages": messages}
 
 
 def _input_messages(body: Mapping[str, Any], attributes: dict[str, Any]) -> None:

@@ -518,3 +518,27 @@ def test_secret_value_never_in_error_messages(yaml_loader, monkeypatch):
             load_text(text)
         assert SECRET not in str(excinfo.value)
         assert re.search(r"\S", str(excinfo.value))
+
+
+# ---- tokenvoy.io/responses-api on an AIServiceBackend ------------------------------------------------------
+
+
+def _with_responses_api(value: str, schema: str = "OpenAI") -> str:
+    documents = list(yaml.safe_load_all(default_config_yaml({})))
+    for doc in documents:
+        if doc["kind"] == "AIServiceBackend" and doc["metadata"]["name"] == "fake":
+            doc["metadata"]["annotations"] = {"tokenvoy.io/responses-api": value}
+            doc["spec"]["schema"]["name"] = schema
+    return yaml.safe_dump_all(documents)
+
+
+def test_an_openai_backend_can_be_marked_as_serving_no_responses_api():
+    assert load_text(_with_responses_api("chat-completions")).backends["fake"].responses_via_chat is True
+    assert load_text(_with_responses_api("native")).backends["fake"].responses_via_chat is False
+    assert load_text(default_config_yaml({})).backends["fake"].responses_via_chat is False
+
+
+def test_a_wrong_responses_api_annotation_is_reported():
+    _one_problem(_problems(_with_responses_api("chat")), "tokenvoy.io/responses-api", "native or chat-completions")
+    problem = _one_problem(_problems(_with_responses_api("native", "Anthropic")), "tokenvoy.io/responses-api")
+    assert "always translated" in problem

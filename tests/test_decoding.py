@@ -516,6 +516,21 @@ def test_a_stream_that_turns_corrupt_ends_with_an_error_event_and_nothing_after(
     assert [(b.WhichOneof("mutation"), b.body) for b in bodies[2:]] == [("body", b""), ("body", b"")]
 
 
+def test_a_responses_stream_that_turns_corrupt_ends_with_the_responses_error_event(runtime: Runtime) -> None:
+    request = {"model": "gpt-4o-mini", "input": "hello there", "stream": True}
+    good = _flushed("gzip", [b'event: response.created\ndata: {"type":"response.created","response":{}}\n\n'])[0]
+    headers = {"content-type": "text/event-stream", "content-encoding": "gzip"}
+    replies = Exchange(runtime, "/v1/responses", request, "OpenAI").answer(
+        200, headers, [good, b"\x00garbage", b"more garbage", b""]
+    )
+    bodies = [r.response_body.response.body_mutation for r in replies[1:]]
+    event = b"\n\nevent: error\ndata: "
+    assert bodies[1].body.startswith(event)
+    error = orjson.loads(bodies[1].body[len(event) :])
+    assert (error["type"], error["code"]) == ("error", "api_error")
+    assert error["message"].startswith("the provider's answer cannot be decoded (content-encoding: gzip)")
+
+
 def test_a_compressed_streams_usage_is_in_metadata_before_the_compressors_trailer(runtime: Runtime) -> None:
     """Clients hang up on the last event (the openai SDK on [DONE]); the trailer comes after it."""
     request = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}

@@ -276,6 +276,8 @@ def test_provider_name_is_envoy_ai_gateways_value_for_the_backend_schema(schema:
         (ClientAPI.ANTHROPIC_MESSAGES, "messages"),
         (ClientAPI.OPENAI_COMPLETIONS, "completion"),
         (ClientAPI.OPENAI_EMBEDDINGS, "embeddings"),
+        (ClientAPI.OPENAI_RESPONSES, "responses"),
+        (ClientAPI.OPENAI_RESPONSES_INPUT_TOKENS, "responses_input_tokens"),
     ],
 )
 def test_operation_name_is_envoy_ai_gateways_value_for_the_endpoint(api: ClientAPI, operation: str) -> None:

@@ -85,11 +85,12 @@ def _exchange(
     request: dict,
     answer_chunks: list[bytes],
     status: int = 200,
+    path: str = "/v1/chat/completions",
 ) -> dict[str, str]:
     """One request through both streams; returns the headers the upstream filter set toward the provider."""
     registry = RequestRegistry()
     router = RouterStream(runtime, registry, None, tracing)
-    headers = {":path": "/v1/chat/completions", ":method": "POST", **client_headers}
+    headers = {":path": path, ":method": "POST", **client_headers}
     router.handle(_attributes(ep.ProcessingRequest(request_headers=_headers(headers))))
     reply = router.handle(
         ep.ProcessingRequest(request_body=ep.HttpBody(body=orjson.dumps(request), end_of_stream=True))
@@ -327,3 +328,34 @@ spec:
         load_text(default_config_yaml({}) + resource.replace("X-Conversation-Id", "'not a header'"))
     with pytest.raises(ConfigError, match=r"spec.tracing.sampling"):
         load_text(default_config_yaml({}) + resource + "    sampling: 1\n")
+
+
+def test_a_responses_api_request_is_a_responses_span_with_its_input_as_messages(runtime: Runtime) -> None:
+    tracing, exporter = _tracing()
+    request = {
+        "model": "gpt-4o-mini",
+        "instructions": "Be brief.",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "Say hello"}]}],
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+        "max_output_tokens": 50,
+    }
+    answer = {
+        "id": "resp_1",
+        "object": "response",
+        "model": "gpt-4o-mini-2024-07-18",
+        "status": "completed",
+        "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello!"}]}],
+        "usage": {"input_tokens": 12, "output_tokens": 3, "total_tokens": 15},
+    }
+    _exchange(runtime, tracing, {}, request, [orjson.dumps(answer)], path="/v1/responses")
+    (span,) = exporter.get_finished_spans()
+    attributes = dict(span.attributes)
+    assert span.name == "Responses"
+    assert orjson.loads(attributes["llm.invocation_parameters"]) == {"model": "gpt-4o-mini", "max_output_tokens": 50}
+    assert attributes["llm.input_messages.0.message.role"] == "system"
+    assert attributes["llm.input_messages.0.message.content"] == "Be brief."
+    assert attributes["llm.input_messages.1.message.role"] == "user"
+    assert attributes["llm.input_messages.1.message.content"] == "Say hello"
+    assert attributes["output.value"] == "Hello!"
+    assert (attributes["llm.token_count.prompt"], attributes["llm.token_count.completion"]) == (12, 3)
+    assert attributes["llm.model_name"] == "gpt-4o-mini-2024-07-18"

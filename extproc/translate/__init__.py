@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tokenvoy.config.model import Backend
 from tokenvoy.extproc.translate.anthropic_to_anthropic import AnthropicToAnthropic
 from tokenvoy.extproc.translate.anthropic_to_bedrock import AnthropicToBedrock
 from tokenvoy.extproc.translate.anthropic_to_openai import AnthropicToOpenAI
@@ -23,6 +24,8 @@ from tokenvoy.extproc.translate.openai_to_azure import OpenAIToAzure
 from tokenvoy.extproc.translate.openai_to_bedrock import OpenAIToBedrock
 from tokenvoy.extproc.translate.openai_to_gemini import OpenAIToGemini
 from tokenvoy.extproc.translate.openai_to_openai import OpenAIToOpenAI
+from tokenvoy.extproc.translate.responses_to_openai import InputTokensToOpenAI, ResponsesToAzure, ResponsesToOpenAI
+from tokenvoy.extproc.translate.responses_via_chat import via_chat
 
 TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
     (ClientAPI.OPENAI_CHAT, "OpenAI"): OpenAIToOpenAI,
@@ -42,8 +45,30 @@ TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
     (ClientAPI.OPENAI_EMBEDDINGS, "GCPVertexAI"): EmbeddingsToVertex,
     (ClientAPI.OPENAI_EMBEDDINGS, "AWSBedrock"): EmbeddingsToTitan,
     (ClientAPI.OPENAI_COMPLETIONS, "OpenAI"): CompletionsToOpenAI,
+    (ClientAPI.OPENAI_RESPONSES, "OpenAI"): ResponsesToOpenAI,
+    (ClientAPI.OPENAI_RESPONSES, "AzureOpenAI"): ResponsesToAzure,
+    (ClientAPI.OPENAI_RESPONSES_INPUT_TOKENS, "OpenAI"): InputTokensToOpenAI,
 }
+# The Responses API to every other chat schema: translated to Chat Completions, then by that schema's chat
+# translator (responses_via_chat.py). OpenAI and Azure OpenAI backends get it too when they are marked as
+# serving no Responses API (``Backend.responses_via_chat``; see translator_for_backend).
+RESPONSES_VIA_CHAT: dict[str, Callable[[], Translator]] = {
+    schema: via_chat(factory) for (api, schema), factory in TRANSLATORS.items() if api is ClientAPI.OPENAI_CHAT
+}
+for _schema, _factory in RESPONSES_VIA_CHAT.items():
+    TRANSLATORS.setdefault((ClientAPI.OPENAI_RESPONSES, _schema), _factory)
 
 
 def translator_for(api: ClientAPI, schema: str) -> Callable[[], Translator] | None:
     return TRANSLATORS.get((api, schema))
+
+
+def translator_for_backend(api: ClientAPI, backend: Backend) -> Callable[[], Translator] | None:
+    """As :func:`translator_for`, with the backend's own switches (a Responses API it does not serve)."""
+    if backend.responses_via_chat:
+        if api is ClientAPI.OPENAI_RESPONSES:
+            return RESPONSES_VIA_CHAT.get(backend.schema)
+        if api is ClientAPI.OPENAI_RESPONSES_INPUT_TOKENS:
+            return None  # a server without the Responses API cannot count for it
+
+    return translator_for(api, backend.schema)

@@ -22,6 +22,8 @@ class ClientAPI(StrEnum):
     OPENAI_COMPLETIONS = "openai.completions"  # the legacy text completions API
     OPENAI_EMBEDDINGS = "openai.embeddings"
     ANTHROPIC_MESSAGES = "anthropic.messages"
+    OPENAI_RESPONSES = "openai.responses"  # the Responses API (``POST /v1/responses``), OpenAI's error shape
+    OPENAI_RESPONSES_INPUT_TOKENS = "openai.responses_input_tokens"  # ``POST /v1/responses/input_tokens``
 
     def error_body(self, error: GatewayError) -> bytes:
         """The gateway's own errors in this API's shape (DESIGN §4)."""

@@ -148,13 +148,30 @@ stream_idle_timeout_ms = 20000
 """
 
 
+# Codex's built-in tools off: web search (a Responses `web_search` tool) and sub-agents (a `namespace` tool
+# group). Only its function tools are left, which tokenvoy translates to backends without the Responses API.
+CODEX_FUNCTION_TOOLS_ONLY = """\
+[agents]
+enabled = false
+"""
+
+
 def codex(
-    prefix: Path, home: Path, base_url: str, model: str, prompt: str, user: str, wire_api: str = "responses"
+    prefix: Path,
+    home: Path,
+    base_url: str,
+    model: str,
+    prompt: str,
+    user: str,
+    wire_api: str = "responses",
+    function_tools_only: bool = False,
 ) -> Run:
     """``codex exec`` with a custom model provider in ``$CODEX_HOME/config.toml`` (no retries)."""
     codex_home = home / ".codex"
     codex_home.mkdir(parents=True, exist_ok=True)
     config = CODEX_CONFIG.format(model=model, base_url=base_url, wire_api=wire_api, user=user)
+    if function_tools_only:
+        config = 'web_search = "disabled"\n' + config + "\n" + CODEX_FUNCTION_TOOLS_ONLY
     (codex_home / "config.toml").write_text(config)
     env = base_env(home) | {"CODEX_HOME": str(codex_home), "OPENAI_API_KEY": "unused"}
     binary = str(prefix / "node_modules" / ".bin" / "codex")

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
@@ -182,30 +181,63 @@ def test_codex_refuses_the_chat_wire_api_at_config_load(prefix: Path, home: Path
     assert '`wire_api = "chat"` is no longer supported' in done.stderr
 
 
-def test_codex_gets_an_openai_shaped_404_for_the_responses_api(
+CODEX_BACKENDS = [
+    ("gpt-4o-mini", "fake", "OpenAI"),
+    ("azure-gpt-4o-mini", "fake-azure", "AzureOpenAI"),
+    ("claude-sonnet-4-6", "fake-anthropic", "Anthropic"),
+    ("amazon.nova-lite-v1:0", "fake-bedrock", "AWSBedrock"),
+    ("anthropic.claude-haiku-4-5-20251001-v1:0", "fake-bedrock-anthropic", "AWSAnthropic"),
+    ("gemini-2.5-flash", "fake-vertex", "GCPVertexAI"),
+    ("claude-haiku-4-5@20251001", "fake-vertex-anthropic", "GCPAnthropic"),
+]
+PASSED_THROUGH = ("OpenAI", "AzureOpenAI")  # the Responses API as it is; the others get it translated
+
+
+@pytest.mark.parametrize(("model", "backend", "schema"), CODEX_BACKENDS, ids=[s for _, _, s in CODEX_BACKENDS])
+def test_codex_answers_with_a_tool_round_trip(
+    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path, model: str, backend: str, schema: str
+) -> None:
+    """``codex exec`` with ``wire_api = "responses"``: the Responses API to each backend schema (translated to
+    Chat Completions, then to the schema, for all but OpenAI and Azure, with Codex's built-in web search and
+    sub-agent tools turned off: those run only on OpenAI). The fake calls Codex's first function tool
+    (``exec_command``); Codex runs it and sends the call and its output back, then prints the fake's text
+    answer. Every turn is metered."""
+    user = f"codex-{uuid.uuid4().hex[:8]}"
+    translated = schema not in PASSED_THROUGH
+    done = clis.codex(prefix, home, recorder.url, model, PROMPT, user, function_tools_only=translated)
+    assert done.returncode == 0, done
+    assert SENTENCE in done.stdout, done
+
+    turns = [r for r in recorder.requests if r.target == "/v1/responses"]
+    assert len(turns) >= 2, [r.target for r in recorder.requests]
+    first = turns[0]
+    assert first.headers["authorization"] == "Bearer unused"
+    assert first.json()["stream"] is True
+    if schema == "OpenAI":
+        _matches_fixture("codex", CODEX, model, first)
+    # The fake called Codex's first function tool; Codex ran it and sent the call and its output back.
+    items = turns[1].json()["input"]
+    calls = {i["call_id"] for i in items if i.get("type") == "function_call"}
+    outputs = {i["call_id"] for i in items if i.get("type") == "function_call_output"}
+    assert calls and calls == outputs
+
+    entries = _log_entries(gateway, lambda e: e.get("x-user-id") == user, count=2)
+    for entry in entries:
+        _metered(entry, backend)
+
+
+def test_codex_with_its_built_in_tools_on_is_refused_by_a_translated_backend(
     prefix: Path, gateway: Gateway, recorder: Recorder, home: Path
 ) -> None:
-    """Current behaviour, to be fixed: tokenvoy serves no ``POST /v1/responses`` yet, so Codex gets the
-    gateway's 404 (OpenAI's error shape, naming the path) on every backend: the path is refused before any
-    model is routed."""
-    user = f"codex-{uuid.uuid4().hex[:8]}"
-    done = clis.codex(prefix, home, recorder.url, "gpt-4o-mini", PROMPT, user)
+    """By default Codex also offers OpenAI's built-in web search and its sub-agent tool group, which only the
+    Responses API itself runs: a translated backend answers a 422 naming them, before any provider is called."""
+    user = f"codex-built-in-{uuid.uuid4().hex[:8]}"
+    done = clis.codex(prefix, home, recorder.url, "claude-sonnet-4-6", PROMPT, user)
     assert done.returncode != 0
-    assert "unexpected status 404 Not Found: unknown path '/v1/responses'" in done.stderr
-    (request,) = recorder.requests  # no retries configured
-    assert (request.method, request.target) == ("POST", "/v1/responses")
-    assert request.headers["authorization"] == "Bearer unused"
-    _matches_fixture("codex", CODEX, "gpt-4o-mini", request)
-
-    answer = httpx.post(
-        f"{gateway.url}/v1/responses", content=request.body, headers={"content-type": "application/json"}
-    )
-    assert answer.status_code == 404
-    error = answer.json()
-    assert (error["type"], error["error"]["type"], error["error"]["code"]) == ("error", "invalid_request_error", "404")
-    assert "unknown path '/v1/responses'" in error["error"]["message"]
+    assert "cannot be sent to backend 'fake-anthropic'" in done.stderr, done.stderr[-2000:]
+    assert "('web_search')" in done.stderr and "('namespace' 'multi_agent_v1')" in done.stderr
     entry = gateway.wait_for_log(lambda e: e.get("x-user-id") == user)
-    assert entry["response_code"] == 404
+    assert entry["response_code"] == 422
 
 
 # -- Cline (its OpenAI-compatible provider) -----------------------------------------------------------------

@@ -54,6 +54,7 @@ except AttributeError:  # pragma: no cover - libyaml missing
 FAKE_PROVIDER_ANNOTATION = "tokenvoy.io/fake-provider"
 BUDGET_MODE_ANNOTATION = "tokenvoy.io/budget-mode"  # check (default) | reservation
 DEFAULT_MAX_TOKENS_ANNOTATION = "tokenvoy.io/default-max-tokens"  # reservation estimate without max_tokens
+RESPONSES_API_ANNOTATION = "tokenvoy.io/responses-api"  # on an AIServiceBackend: native (default) | chat-completions
 # Each schema's default ``spec.schema.prefix``: what goes before the API path the translator writes
 # (``/v1`` + ``/chat/completions``; Bedrock's ``/model/{id}/converse`` and Azure's ``/openai/deployments/…``
 # have none; the GCP schemas get ``/v1/projects/{project}/locations/{region}`` from their GCPCredentials).
@@ -627,6 +628,7 @@ def _backends(
         policy = policies.get(resource.name)
         if not schema.get("prefix") and schema_name in GCP_SCHEMAS and policy is not None and policy.gcp is not None:
             prefix = f"/v1/projects/{policy.gcp.project}/locations/{policy.gcp.region}"
+        via_chat = _responses_via_chat(resource, schema_name, problems)
         backends[resource.name] = Backend(
             name=resource.name,
             schema=schema_name,
@@ -637,8 +639,30 @@ def _backends(
             fake_provider=fake,
             header_mutation=_header_mutation(resource, spec.get("headerMutation"), "spec.headerMutation", problems),
             body_mutation=_body_mutation(resource, spec.get("bodyMutation"), "spec.bodyMutation", problems),
+            responses_via_chat=via_chat,
         )
     return backends
+
+
+_RESPONSES_API_MODES = ("native", "chat-completions")
+
+
+def _responses_via_chat(resource: _Resource, schema: str, problems: _Problems) -> bool:
+    """The AIServiceBackend's ``tokenvoy.io/responses-api`` annotation: whether ``/v1/responses`` requests reach
+    it translated to Chat Completions (for an OpenAI-compatible server that lacks the Responses API)."""
+    annotations = resource.metadata.get("annotations") or {}
+    value = annotations.get(RESPONSES_API_ANNOTATION) if isinstance(annotations, dict) else None
+    if value is None:
+        return False
+    mode = str(value).lower()
+    field = f"metadata.annotations.{RESPONSES_API_ANNOTATION}"
+    if mode not in _RESPONSES_API_MODES:
+        problems.add(resource, field, f"must be native or chat-completions, got {value!r}")
+        return False
+    if schema not in ("OpenAI", "AzureOpenAI"):
+        problems.add(resource, field, f"only OpenAI and AzureOpenAI backends choose; {schema} is always translated")
+        return False
+    return mode == "chat-completions"
 
 
 _TLS_POLICY_FIELDS = {"targetRefs", "validation", "options"}

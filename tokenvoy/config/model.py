@@ -190,6 +190,9 @@ class Backend:
     fake_provider: bool = False  # served by `tokenvoy testupstream` under `tokenvoy run`
     header_mutation: HeaderMutation | None = None
     body_mutation: BodyMutation | None = None
+    # `tokenvoy.io/responses-api: chat-completions` on the AIServiceBackend: an OpenAI-compatible server without
+    # the Responses API; `/v1/responses` requests reach it translated to Chat Completions.
+    responses_via_chat: bool = False
 
 
 @dataclass(frozen=True)

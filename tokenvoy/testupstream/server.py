@@ -3,6 +3,9 @@
 Endpoints
     ``POST …/chat/completions``
         OpenAI Chat Completions (any path prefix, e.g. ``/v1``, ``/openai/v1``).
+    ``POST …/responses``
+        OpenAI Responses API (``/v1/responses``, Azure's ``/openai/v1/responses``), and ``…/responses/input_tokens``;
+        see ``openai_responses.py``.
     ``POST …/messages``
         Anthropic Messages (``/v1/messages`` or any prefix); see ``anthropic_messages.py``.
     ``POST /openai/deployments/{deployment}/chat/completions|embeddings?api-version=…``
@@ -108,6 +111,7 @@ from tokenvoy.testupstream import (
     embeddings,
     gemini,
     openai_chat,
+    openai_responses,
     token_endpoints,
 )
 from tokenvoy.testupstream.http import HttpServer, Request, Response, start
@@ -197,6 +201,49 @@ OPENAI_CHAT = Route(
     method="POST",
     matches=lambda path: path.endswith("/chat/completions"),
     handle=_openai_chat,
+    error=_openai_error,
+)
+
+
+def _openai_responses(request: Request, app: App, chunk_delay: float) -> Response:
+    """Adapter: HTTP request → :func:`openai_responses.create_response` → JSON or SSE (no ``[DONE]``)."""
+    try:
+        payload = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        return json_response(400, openai_chat.invalid_json_error())
+    reply = openai_responses.create_response(
+        payload, response_id=app.next_id("resp_"), created=app.now(), stored=app.stored_responses
+    )
+    if reply.stored is not None:
+        app.stored_responses.add(reply.stored)
+    if reply.events is None:
+        return json_response(reply.status, reply.body)
+    frames = [openai_responses.sse_frame(e) for e in reply.events]
+    return Response(reply.status, content_type=SSE, stream=frames if chunk_delay <= 0 else _paced(frames, chunk_delay))
+
+
+def _openai_input_tokens(request: Request, app: App, chunk_delay: float) -> Response:
+    try:
+        payload = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        return json_response(400, openai_chat.invalid_json_error())
+    reply = openai_responses.count_input_tokens(payload, stored=app.stored_responses)
+    return json_response(reply.status, reply.body)
+
+
+OPENAI_INPUT_TOKENS = Route(
+    name="openai.responses_input_tokens",
+    method="POST",
+    matches=lambda path: path.endswith("/responses/input_tokens"),
+    handle=_openai_input_tokens,
+    error=_openai_error,
+)
+
+OPENAI_RESPONSES = Route(
+    name="openai.responses",
+    method="POST",
+    matches=lambda path: path.endswith("/responses"),
+    handle=_openai_responses,
     error=_openai_error,
 )
 
@@ -447,6 +494,8 @@ DEFAULT_ROUTES: tuple[Route, ...] = (
     AZURE_OPENAI,
     TITAN_EMBEDDINGS,
     OPENAI_CHAT,
+    OPENAI_RESPONSES,
+    OPENAI_INPUT_TOKENS,
     ANTHROPIC_MESSAGES,
     BEDROCK_ANTHROPIC,
     BEDROCK_CONVERSE,
@@ -482,6 +531,7 @@ class App:
         self.tokens = token_endpoints.TokenEndpoints()
         self.aws_keys = aws_auth.known_keys()
         self.require_sigv4 = aws_auth.required({})
+        self.stored_responses: set[str] = set()  # Responses API ids a `previous_response_id` may name
 
     def next_id(self, prefix: str) -> str:
         """Sequential ids (``chatcmpl-1``, ``chatcmpl-2``, ...) so replies are reproducible per run."""
