@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tokenvoy.extproc.translate.anthropic_to_anthropic import AnthropicToAnthropic
+from tokenvoy.extproc.translate.anthropic_to_azure import AnthropicToAzure
 from tokenvoy.extproc.translate.anthropic_to_bedrock import AnthropicToBedrock
+from tokenvoy.extproc.translate.anthropic_to_gemini import AnthropicToGemini
 from tokenvoy.extproc.translate.anthropic_to_openai import AnthropicToOpenAI
 from tokenvoy.extproc.translate.aws_anthropic import AnthropicToAWSAnthropic, OpenAIToAWSAnthropic
 from tokenvoy.extproc.translate.base import ClientAPI, Translator
@@ -42,6 +44,8 @@ TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
     (ClientAPI.OPENAI_EMBEDDINGS, "GCPVertexAI"): EmbeddingsToVertex,
     (ClientAPI.OPENAI_EMBEDDINGS, "AWSBedrock"): EmbeddingsToTitan,
     (ClientAPI.OPENAI_COMPLETIONS, "OpenAI"): CompletionsToOpenAI,
+    (ClientAPI.ANTHROPIC_MESSAGES, "AzureOpenAI"): AnthropicToAzure,
+    (ClientAPI.ANTHROPIC_MESSAGES, "GCPVertexAI"): AnthropicToGemini,
 }
 
 
