@@ -20,6 +20,11 @@ from tokenvoy.extproc.translate.embeddings_to_openai import EmbeddingsToOpenAI
 from tokenvoy.extproc.translate.embeddings_to_titan import EmbeddingsToTitan
 from tokenvoy.extproc.translate.embeddings_to_vertex import EmbeddingsToVertex
 from tokenvoy.extproc.translate.gcp_anthropic import AnthropicToGCPAnthropic, OpenAIToGCPAnthropic
+from tokenvoy.extproc.translate.gemini_to_anthropic import GeminiToAnthropic, GeminiToAWSAnthropic, GeminiToGCPAnthropic
+from tokenvoy.extproc.translate.gemini_to_azure import GeminiToAzure
+from tokenvoy.extproc.translate.gemini_to_bedrock import GeminiToBedrock
+from tokenvoy.extproc.translate.gemini_to_openai import GeminiToOpenAI
+from tokenvoy.extproc.translate.gemini_to_vertex import GeminiToVertex
 from tokenvoy.extproc.translate.openai_to_anthropic import OpenAIToAnthropic
 from tokenvoy.extproc.translate.openai_to_azure import OpenAIToAzure
 from tokenvoy.extproc.translate.openai_to_bedrock import OpenAIToBedrock
@@ -46,6 +51,14 @@ TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
     (ClientAPI.OPENAI_COMPLETIONS, "OpenAI"): CompletionsToOpenAI,
     (ClientAPI.ANTHROPIC_MESSAGES, "AzureOpenAI"): AnthropicToAzure,
     (ClientAPI.ANTHROPIC_MESSAGES, "GCPVertexAI"): AnthropicToGemini,
+    (ClientAPI.GEMINI_GENERATE, "GCPVertexAI"): GeminiToVertex,
+    (ClientAPI.GEMINI_COUNT_TOKENS, "GCPVertexAI"): GeminiToVertex,
+    (ClientAPI.GEMINI_GENERATE, "OpenAI"): GeminiToOpenAI,
+    (ClientAPI.GEMINI_GENERATE, "AzureOpenAI"): GeminiToAzure,
+    (ClientAPI.GEMINI_GENERATE, "Anthropic"): GeminiToAnthropic,
+    (ClientAPI.GEMINI_GENERATE, "AWSAnthropic"): GeminiToAWSAnthropic,
+    (ClientAPI.GEMINI_GENERATE, "GCPAnthropic"): GeminiToGCPAnthropic,
+    (ClientAPI.GEMINI_GENERATE, "AWSBedrock"): GeminiToBedrock,
 }
 
 
