@@ -259,17 +259,36 @@ def test_cline_answers_with_a_tool_round_trip_through_every_chat_schema(
 # -- gemini-cli (Gemini API) --------------------------------------------------------------------------------
 
 GEMINI = clis.VERSIONS["@google/gemini-cli"]
+GEMINI_TARGET = "/v1beta/models/{model}:streamGenerateContent?alt=sse"
 
 
-def test_gemini_cli_gets_a_404_for_the_gemini_api(
-    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path
+@pytest.mark.parametrize(("model", "backend", "schema"), CHAT_BACKENDS, ids=[s for _, _, s in CHAT_BACKENDS])
+def test_gemini_cli_answers_with_a_tool_round_trip_through_every_chat_schema(
+    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path, model: str, backend: str, schema: str
 ) -> None:
-    """Current behaviour: gemini-cli speaks only Google's Gemini API
-    (``/v1beta/models/{model}:streamGenerateContent``), which tokenvoy does not serve as a client API."""
-    done = clis.gemini_cli(prefix, home, recorder.url, "gemini-2.5-flash", PROMPT)
-    assert done.returncode != 0
-    assert "unknown path '/v1beta/models/gemini-2.5-flash:streamGenerateContent'" in done.stderr
-    request = recorder.requests[0]
-    assert request.target == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
-    assert request.headers["x-goog-api-key"] == "unused"
-    _matches_fixture("gemini-cli", GEMINI, "gemini-2.5-flash", request)
+    """gemini-cli speaks Google's Gemini API (``GOOGLE_GEMINI_BASE_URL``, an ``x-goog-api-key``): passed to
+    Gemini on Vertex AI on Vertex's path, translated for every other schema."""
+    done = clis.gemini_cli(prefix, home, recorder.url, model, PROMPT)
+    assert done.returncode == 0, done
+    assert done.stdout.strip() == SENTENCE
+
+    turns = [r for r in recorder.requests if r.target == GEMINI_TARGET.format(model=model)]
+    assert len(turns) >= 2, [r.target for r in recorder.requests]
+    assert turns[0].headers["x-goog-api-key"] == "unused"
+    # The fake called gemini-cli's first tool; gemini-cli ran it and sent the result back.
+    history = turns[1].json()["contents"]
+    calls = [p["functionCall"] for c in history if c.get("role") == "model" for p in c["parts"] if "functionCall" in p]
+    results = [p["functionResponse"] for c in history for p in c["parts"] if "functionResponse" in p]
+    assert calls and [r["name"] for r in results] == [c["name"] for c in calls]
+    if schema != "GCPVertexAI":  # the gateway named the call; gemini-cli answered that id
+        assert [r["id"] for r in results] == [c["id"] for c in calls]
+    if schema == "GCPVertexAI":
+        _matches_fixture("gemini-cli", GEMINI, model, turns[0])
+
+    entries = _log_entries(
+        gateway,
+        lambda e: e.get("genai_model_name") == model and str(e.get("user-agent")).startswith("GeminiCLI"),
+        count=2,
+    )
+    for entry in entries:
+        _metered(entry, backend)
