@@ -410,7 +410,7 @@ def convert_tool_config(config: object, names: set[str]) -> tuple[Any, set[str] 
     calling = _f(config, "functionCallingConfig") if isinstance(config, dict) else None
     if not isinstance(calling, dict):
         return None, None
-    mode = calling.get("mode") or "AUTO"
+    mode = str(calling.get("mode") or "AUTO").upper()  # Google's examples write it lower-case too
     if mode in ("AUTO", "MODE_UNSPECIFIED", "VALIDATED"):
         return None, None
     if mode == "NONE":

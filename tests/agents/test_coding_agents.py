@@ -152,8 +152,13 @@ def test_claude_code_on_claude_on_bedrock_is_refused_for_its_beta_flags(
 
 @pytest.mark.parametrize(
     ("model", "backend"),
-    [("gpt-4o-mini", "fake"), ("amazon.nova-lite-v1:0", "fake-bedrock")],
-    ids=["OpenAI", "AWSBedrock"],
+    [
+        ("gpt-4o-mini", "fake"),
+        ("azure-gpt-4o-mini", "fake-azure"),
+        ("amazon.nova-lite-v1:0", "fake-bedrock"),
+        ("gemini-2.5-flash", "fake-vertex"),
+    ],
+    ids=["OpenAI", "AzureOpenAI", "AWSBedrock", "GCPVertexAI"],
 )
 def test_claude_code_on_translated_backends_is_refused_for_its_system_message(
     prefix: Path, gateway: Gateway, recorder: Recorder, home: Path, model: str, backend: str
