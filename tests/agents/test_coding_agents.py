@@ -271,15 +271,22 @@ GEMINI_TARGET = "/v1beta/models/{model}:streamGenerateContent?alt=sse"
 def test_gemini_cli_answers_with_a_tool_round_trip_through_every_chat_schema(
     prefix: Path, gateway: Gateway, recorder: Recorder, home: Path, model: str, backend: str, schema: str
 ) -> None:
-    """gemini-cli speaks Google's Gemini API (``GOOGLE_GEMINI_BASE_URL``, an ``x-goog-api-key``): passed to
-    Gemini on Vertex AI on Vertex's path, translated for every other schema."""
-    done = clis.gemini_cli(prefix, home, recorder.url, model, PROMPT)
+    """gemini-cli speaks Google's Gemini API (``GOOGLE_GEMINI_BASE_URL``, an ``x-goog-api-key``, or a Bearer
+    key with ``GEMINI_API_KEY_AUTH_MECHANISM=bearer``, tried on the OpenAI schema): passed to Gemini on
+    Vertex AI on Vertex's path, translated for every other schema; ``x-user-id`` from
+    ``GEMINI_CLI_CUSTOM_HEADERS`` budgets it."""
+    user = f"gemini-cli-{uuid.uuid4().hex[:8]}"
+    bearer = schema == "OpenAI"
+    done = clis.gemini_cli(prefix, home, recorder.url, model, PROMPT, user=user, bearer=bearer)
     assert done.returncode == 0, done
     assert done.stdout.strip() == SENTENCE
 
     turns = [r for r in recorder.requests if r.target == GEMINI_TARGET.format(model=model)]
     assert len(turns) >= 2, [r.target for r in recorder.requests]
-    assert turns[0].headers["x-goog-api-key"] == "unused"
+    if bearer:
+        assert turns[0].headers["authorization"] == "Bearer unused"  # (the SDK still adds its x-goog-api-key)
+    else:
+        assert turns[0].headers["x-goog-api-key"] == "unused"
     # The fake called gemini-cli's first tool; gemini-cli ran it and sent the result back.
     history = turns[1].json()["contents"]
     calls = [p["functionCall"] for c in history if c.get("role") == "model" for p in c["parts"] if "functionCall" in p]
@@ -290,10 +297,7 @@ def test_gemini_cli_answers_with_a_tool_round_trip_through_every_chat_schema(
     if schema == "GCPVertexAI":
         _matches_fixture("gemini-cli", GEMINI, model, turns[0])
 
-    entries = _log_entries(
-        gateway,
-        lambda e: e.get("genai_model_name") == model and str(e.get("user-agent")).startswith("GeminiCLI"),
-        count=2,
-    )
+    entries = _log_entries(gateway, lambda e: e.get("x-user-id") == user, count=2)
+    assert all(str(e.get("user-agent")).startswith("GeminiCLI") for e in entries)
     for entry in entries:
         _metered(entry, backend)
