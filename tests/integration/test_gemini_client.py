@@ -187,3 +187,21 @@ def test_envoys_own_replies_are_in_googles_shape(gateway: Gateway) -> None:
     )
     assert reply.status_code == 413
     assert reply.json()["error"]["code"] == 413 and reply.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_a_user_over_budget_gets_googles_429(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The budget is Envoy's (the rate-limit filter answers): its 429 is in Google's shape too, and the SDK
+    raises it as RESOURCE_EXHAUSTED."""
+    listener_port, fake_port = free_port(), free_port()
+    config = gateway_config(listener_port, fake_port, 10, showcase=True)
+    small = start_gateway(tmp_path_factory.mktemp("gemini-budget"), config_text=config, fake_port=fake_port)
+    try:
+        client = _client(small, "gemini-over-budget")
+        client.models.generate_content(model="gemini-2.5-flash", contents="hello there")  # charged ~30 tokens
+        with pytest.raises(genai_errors.ClientError) as raised:
+            for _ in range(20):  # the charge lands when the answer has finished: it may take a moment
+                client.models.generate_content(model="gemini-2.5-flash", contents="hello there")
+        assert (raised.value.code, raised.value.status) == (429, "RESOURCE_EXHAUSTED")
+        assert "token budget exceeded" in raised.value.message
+    finally:
+        small.stop()
