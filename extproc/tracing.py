@@ -56,7 +56,9 @@ SPAN_NAMES: dict[str, str] = {
     ClientAPI.OPENAI_EMBEDDINGS: "CreateEmbeddings",  # an OpenInference EMBEDDING span
 }
 # Request body fields that are not invocation parameters (the prompt, and tools: OpenInference's llm.tools).
-_NOT_PARAMETERS = frozenset({"messages", "system", "tools", "functions"})
+_NOT_PARAMETERS = frozenset(
+    {"messages", "system", "tools", "functions", "contents", "systemInstruction", "system_instruction"}
+)  # the Gemini API's prompt is `contents` and `systemInstruction` (either spelling)
 
 # OpenInference `llm.provider` (who hosts the model) and `llm.system` (the model family/API) per
 # AIServiceBackend schema; values from OpenInference's LLMProvider / LLMSystem enumerations.
