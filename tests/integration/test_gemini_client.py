@@ -205,3 +205,14 @@ def test_a_user_over_budget_gets_googles_429(tmp_path_factory: pytest.TempPathFa
         assert "token budget exceeded" in raised.value.message
     finally:
         small.stop()
+
+
+def test_the_v1_api_version_is_served_too(gateway: Gateway) -> None:
+    """``google-genai`` with ``api_version="v1"`` calls ``/v1/models/{model}:generateContent``."""
+    options = types.HttpOptions(base_url=gateway.url, api_version="v1", timeout=30_000)
+    client = genai.Client(api_key="unused", http_options=options)
+    reply = client.models.generate_content(
+        model="gpt-4o-mini", contents="hello there", config=types.GenerateContentConfig(max_output_tokens=5)
+    )
+    assert reply.text == FIVE_WORDS
+    assert _fake_requests(gateway)[-1]["path"] == "/v1/chat/completions"
