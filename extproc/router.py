@@ -257,7 +257,8 @@ class RouterStream:
         reservation = self._runtime.reservations.get(rule.route.name)
         if reservation is not None:  # read by the ratelimit filter's request-time call (docs/ratelimit.md)
             call = CallContext(model=model, backend="", route_name=rule.route.name)
-            generates = request.api is not ClientAPI.OPENAI_EMBEDDINGS  # embeddings reserve no output
+            # embeddings and token counts reserve no output
+            generates = request.api not in (ClientAPI.OPENAI_EMBEDDINGS, ClientAPI.GEMINI_COUNT_TOKENS)
             values = reservation_values(parsed, reservation, rule.costs, call, generates)
             response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
         return response
