@@ -47,6 +47,35 @@ def anthropic_error_body(error: GatewayError) -> bytes:
     return orjson.dumps({"type": "error", "error": {"type": error_type, "message": error.message}})
 
 
+# Google's canonical error codes (google.rpc.Code) for the HTTP statuses, as the Gemini API names them in
+# ``error.status``; any other status is named by its class.
+GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def google_status(status: int) -> str:
+    """``error.status`` for an HTTP status: the canonical code, else INVALID_ARGUMENT (4xx) or INTERNAL."""
+    return GOOGLE_STATUS.get(status) or ("INVALID_ARGUMENT" if 400 <= status < 500 else "INTERNAL")
+
+
+def gemini_error_body(error: GatewayError) -> bytes:
+    """Google's shape (the Gemini API, ``/v1beta/models/…``): ``{"error": {"code", "message", "status"}}``."""
+    return orjson.dumps(
+        {"error": {"code": error.status, "message": error.message, "status": google_status(error.status)}}
+    )
+
+
 def invalid_field(field: str, why: str) -> GatewayError:
     """The client's request is malformed at ``field`` (400): the message names the field."""
     return GatewayError(400, f"invalid `{field}`: {why}")

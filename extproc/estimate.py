@@ -7,7 +7,8 @@ from is evaluated on an estimated usage:
 
 * input: the UTF-8 bytes of the prompt text divided by 4, rounded up, plus 4 per message (a tokenizer-free
   rule of thumb; English averages ~4 bytes per token, code and other scripts fewer, so this can be low);
-* output: ``max_completion_tokens``, else ``max_tokens``, else ``max_output_tokens`` (times ``n``), else
+* output: ``max_completion_tokens``, else ``max_tokens``, else ``max_output_tokens`` (times ``n``), else the
+  Gemini API's ``generationConfig.maxOutputTokens`` (times ``candidateCount``), else
   the budget's ``tokenvoy.io/default-max-tokens`` (4096 by default); 0 for embeddings, which have none.
 
 Token-array inputs (``input``/``prompt`` of embeddings and legacy completions) count one token per id.
@@ -93,6 +94,17 @@ def prompt_tokens(body: dict[str, Any]) -> int:
                 count += 1
                 for text in _texts(message.get("content")):
                     size += len(text.encode())
+    contents = body.get("contents")  # the Gemini API's turns: Content objects with text parts
+    if isinstance(contents, list):
+        for content in contents:
+            if isinstance(content, dict):
+                count += 1
+                for text in _texts(content.get("parts")):
+                    size += len(text.encode())
+    system = body.get("systemInstruction", body.get("system_instruction"))
+    if isinstance(system, dict):
+        for text in _texts(system.get("parts")):
+            size += len(text.encode())
     token_ids = 0
     for field in ("system", "input", "prompt", "instructions"):
         value = body.get(field)
@@ -124,6 +136,12 @@ def output_tokens(body: dict[str, Any], default: int) -> int:
             n = body.get("n")
             choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
             return value * choices
+    config = body.get("generationConfig", body.get("generation_config"))  # the Gemini API's
+    if isinstance(config, dict):
+        value = config.get("maxOutputTokens", config.get("max_output_tokens"))
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            n = config.get("candidateCount", config.get("candidate_count"))
+            return value * (n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1)
     return default
 
 

@@ -70,6 +70,18 @@ def read_body(raw: bytes, api: ClientAPI) -> RequestBody:
     return RequestBody(body, model, stream is True)
 
 
+def read_gemini_body(raw: bytes, model: str, stream: bool) -> RequestBody:
+    """A Gemini API body (the model and the streaming come from the path); raises ``GatewayError`` (400)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, f"Invalid JSON payload received. {exc}") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "Invalid JSON payload received. The request body must be a JSON object.")
+    check_model(model)
+    return RequestBody(body, model, stream)
+
+
 def check_model(model: str) -> None:
     """A model name Envoy can carry in a header: no control characters (NUL, CR, LF…), at most 256 characters."""
     if len(model) > MAX_MODEL_LENGTH:

@@ -19,10 +19,11 @@ from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.decoding import DecodeError, Decoder, UnsupportedEncoding, decoder_for
 from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.estimate import reservation_values
+from tokenvoy.extproc.gemini_paths import GeminiCall, gemini_call, is_gemini_path
 from tokenvoy.extproc.observe import CompletedRequest, NoObserver, RequestObserver
 from tokenvoy.extproc.pbutil import header_dict, header_mutation, immediate_response, metadata_struct
 from tokenvoy.extproc.registry import RequestContext, RequestRegistry, request_key
-from tokenvoy.extproc.request import check_identity_headers, read_body
+from tokenvoy.extproc.request import check_identity_headers, read_body, read_gemini_body
 from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
 from tokenvoy.extproc.upstream import attempt_edit
@@ -72,6 +73,7 @@ class RouterStream:
         self._headers: dict[str, str] = {}
         self._request_id: str | None = None  # the registry key, from Envoy's request attributes
         self._context: RequestContext | None = None
+        self._gemini: GeminiCall | None = None  # a Gemini API call: its model and method are in the path
         self._status = 0
         self._first_chunk_at: float | None = None
         self._last_chunk_at: float | None = None
@@ -133,6 +135,8 @@ class RouterStream:
         api = ENDPOINTS.get(path)
         if api is not None:
             return api
+        if is_gemini_path(path):
+            return ClientAPI.GEMINI_GENERATE
         return ClientAPI.ANTHROPIC_MESSAGES if path.startswith(ANTHROPIC_PREFIX) else ClientAPI.OPENAI_CHAT
 
     def close(self) -> None:
@@ -195,7 +199,9 @@ class RouterStream:
         path = self._headers.get(":path", "").split("?", 1)[0]
         if path in (MODELS_PATH, ANTHROPIC_MODELS_PATH):
             return self._models(path)
-        if path not in ENDPOINTS:
+        if path not in ENDPOINTS and (call := gemini_call(self._headers.get(":path", ""))) is not None:
+            self._gemini = call
+        elif path not in ENDPOINTS:
             # OpenAI names an unknown URL an `invalid_request_error`; Anthropic a `not_found_error`.
             kind = None if path.startswith(ANTHROPIC_PREFIX) else "invalid_request_error"
             raise GatewayError(404, f"unknown path {path!r}: tokenvoy serves POST {', POST '.join(ENDPOINTS)}", kind)
@@ -222,8 +228,13 @@ class RouterStream:
     def _request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         raw = body.body
         path = self._headers.get(":path", "")
-        api = ENDPOINTS[path.split("?", 1)[0]]
-        read = read_body(raw, api)
+        gemini = self._gemini
+        if gemini is not None:
+            api = gemini.api
+            read = read_gemini_body(raw, gemini.model, gemini.stream)
+        else:
+            api = ENDPOINTS[path.split("?", 1)[0]]
+            read = read_body(raw, api)
         parsed, model = read.body, read.model
         match_headers = {**self._headers, MODEL_HEADER: model}
         rule = self._runtime.match(match_headers)
@@ -259,7 +270,8 @@ class RouterStream:
         reservation = self._runtime.reservations.get(rule.route.name)
         if reservation is not None:  # read by the ratelimit filter's request-time call (docs/ratelimit.md)
             call = CallContext(model=model, backend="", route_name=rule.route.name)
-            generates = request.api is not ClientAPI.OPENAI_EMBEDDINGS  # embeddings reserve no output
+            # embeddings and token counts reserve no output
+            generates = request.api not in (ClientAPI.OPENAI_EMBEDDINGS, ClientAPI.GEMINI_COUNT_TOKENS)
             values = reservation_values(parsed, reservation, rule.costs, call, generates)
             response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
         return response

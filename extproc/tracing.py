@@ -60,7 +60,9 @@ SPAN_NAMES: dict[str, str] = {
     ClientAPI.OPENAI_RESPONSES: "Responses",
 }
 # Request body fields that are not invocation parameters (the prompt, and tools: OpenInference's llm.tools).
-_NOT_PARAMETERS = frozenset({"messages", "system", "tools", "functions"})
+_NOT_PARAMETERS = frozenset(
+    {"messages", "system", "tools", "functions", "contents", "systemInstruction", "system_instruction"}
+)  # the Gemini API's prompt is `contents` and `systemInstruction` (either spelling)
 _NOT_RESPONSES_PARAMETERS = frozenset({"input", "instructions", "tools"})  # the Responses API's prompt and tools
 
 # OpenInference `llm.provider` (who hosts the model) and `llm.system` (the model family/API) per

@@ -133,6 +133,18 @@ def test_prompt_estimate_is_bytes_over_four_plus_four_per_message() -> None:
     assert prompt_tokens({}) == 0
 
 
+def test_a_gemini_api_request_is_estimated_from_its_contents_and_generation_config() -> None:
+    body = {
+        "systemInstruction": {"parts": [{"text": "x" * 10}]},
+        "contents": [{"role": "user", "parts": [{"text": "y" * 7}, {"inlineData": {"data": "zz"}}]}],
+        "generationConfig": {"maxOutputTokens": 40, "candidateCount": 2},
+    }
+    assert prompt_tokens(body) == 5 + 4  # ceil(17 / 4) + 4 for the one turn
+    assert output_tokens(body, 4096) == 80
+    assert output_tokens({"generation_config": {"max_output_tokens": 9}}, 4096) == 9  # snake_case, as Google takes
+    assert output_tokens({"contents": []}, 4096) == 4096
+
+
 def test_output_cap_precedence_choices_and_default() -> None:
     assert output_tokens({"max_completion_tokens": 50, "max_tokens": 10}, 4096) == 50
     assert output_tokens({"max_tokens": 10}, 4096) == 10

@@ -229,7 +229,20 @@ def test_expect_path_sees_the_model_and_method(web: httpx.Client):
 
 
 def test_other_vertex_methods_are_not_taken(web: httpx.Client):
-    assert web.post(f"{PREFIX}/{MODEL}:countTokens", json={"contents": [USER]}).status_code == 404
+    assert web.post(f"{PREFIX}/{MODEL}:computeTokens", json={"contents": [USER]}).status_code == 404
+
+
+def test_count_tokens_counts_the_prompt_and_refuses_generate_only_fields(web: httpx.Client):
+    """Vertex's countTokens takes contents, systemInstruction, tools and generationConfig, nothing else."""
+    body = {"systemInstruction": {"parts": [{"text": "Be brief"}]}, "contents": [USER]}
+    counted = web.post(f"{PREFIX}/{MODEL}:countTokens", json=body)
+    assert counted.status_code == 200
+    words = 2 + 8  # "Be brief" and USER's 8 words
+    assert counted.json()["totalTokens"] == words
+    assert counted.json()["promptTokensDetails"] == [{"modality": "TEXT", "tokenCount": words}]
+    refused = web.post(f"{PREFIX}/{MODEL}:countTokens", json={**body, "safetySettings": []})
+    assert refused.status_code == 400 and refused.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert web.post(f"{PREFIX}/{MODEL}:countTokens", json={}).status_code == 400
 
 
 # ---- validation --------------------------------------------------------------------------------------------

@@ -238,6 +238,27 @@ def test_the_openinference_hide_switches(runtime: Runtime, switches: dict, hidde
         assert "llm.output_messages.0.message.role" not in attributes
 
 
+def test_a_gemini_api_prompt_is_no_invocation_parameter_so_hidden_inputs_stay_hidden() -> None:
+    tracing, _ = _tracing(TracingSettings(hide_inputs=True))
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "secret"}]}],
+        "system_instruction": {"parts": [{"text": "secret too"}]},
+        "generationConfig": {"temperature": 0.2},
+    }
+    request = ClientRequest(
+        api=ClientAPI.GEMINI_GENERATE,
+        path="/v1beta/models/gemini-2.5-flash:generateContent",
+        raw=orjson.dumps(body),
+        body=body,
+        model="gemini-2.5-flash",
+        stream=False,
+        needs_usage=True,
+    )
+    attributes = tracing.request_attributes({}, request)
+    assert orjson.loads(attributes["llm.invocation_parameters"]) == {"generationConfig": {"temperature": 0.2}}
+    assert "secret" not in orjson.dumps(attributes).decode()
+
+
 def test_the_hide_switches_and_session_header_from_the_environment() -> None:
     environ = {
         "OPENINFERENCE_HIDE_INPUTS": "true",

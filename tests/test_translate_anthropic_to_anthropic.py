@@ -197,7 +197,7 @@ def test_gateway_errors_in_each_client_apis_shape():
 def test_envoy_local_replies_have_anthropic_variants_keyed_on_the_clients_path():
     mappers = render_envoy._local_reply_config()["mappers"]
     anthropic = [m for m in mappers if "code" not in m["body_format_override"]["json_format"]["error"]]
-    assert len(anthropic) * 2 == len(mappers)
+    assert len(anthropic) * 3 == len(mappers)  # Anthropic's, Google's (Gemini API) and OpenAI's shapes
     assert mappers[: len(anthropic)] == anthropic  # first match wins
     assert {m["status_code"] for m in anthropic} == {400, 404, 408, 413, 429, 431, 500, 502, 503, 504}
     for mapper in anthropic:

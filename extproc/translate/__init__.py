@@ -9,7 +9,9 @@ from collections.abc import Callable
 
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.translate.anthropic_to_anthropic import AnthropicToAnthropic
+from tokenvoy.extproc.translate.anthropic_to_azure import AnthropicToAzure
 from tokenvoy.extproc.translate.anthropic_to_bedrock import AnthropicToBedrock
+from tokenvoy.extproc.translate.anthropic_to_gemini import AnthropicToGemini
 from tokenvoy.extproc.translate.anthropic_to_openai import AnthropicToOpenAI
 from tokenvoy.extproc.translate.aws_anthropic import AnthropicToAWSAnthropic, OpenAIToAWSAnthropic
 from tokenvoy.extproc.translate.base import ClientAPI, Translator
@@ -19,6 +21,11 @@ from tokenvoy.extproc.translate.embeddings_to_openai import EmbeddingsToOpenAI
 from tokenvoy.extproc.translate.embeddings_to_titan import EmbeddingsToTitan
 from tokenvoy.extproc.translate.embeddings_to_vertex import EmbeddingsToVertex
 from tokenvoy.extproc.translate.gcp_anthropic import AnthropicToGCPAnthropic, OpenAIToGCPAnthropic
+from tokenvoy.extproc.translate.gemini_to_anthropic import GeminiToAnthropic, GeminiToAWSAnthropic, GeminiToGCPAnthropic
+from tokenvoy.extproc.translate.gemini_to_azure import GeminiToAzure
+from tokenvoy.extproc.translate.gemini_to_bedrock import GeminiToBedrock
+from tokenvoy.extproc.translate.gemini_to_openai import GeminiToOpenAI
+from tokenvoy.extproc.translate.gemini_to_vertex import GeminiToVertex
 from tokenvoy.extproc.translate.openai_to_anthropic import OpenAIToAnthropic
 from tokenvoy.extproc.translate.openai_to_azure import OpenAIToAzure
 from tokenvoy.extproc.translate.openai_to_bedrock import OpenAIToBedrock
@@ -48,6 +55,16 @@ TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
     (ClientAPI.OPENAI_RESPONSES, "OpenAI"): ResponsesToOpenAI,
     (ClientAPI.OPENAI_RESPONSES, "AzureOpenAI"): ResponsesToAzure,
     (ClientAPI.OPENAI_RESPONSES_INPUT_TOKENS, "OpenAI"): InputTokensToOpenAI,
+    (ClientAPI.ANTHROPIC_MESSAGES, "AzureOpenAI"): AnthropicToAzure,
+    (ClientAPI.ANTHROPIC_MESSAGES, "GCPVertexAI"): AnthropicToGemini,
+    (ClientAPI.GEMINI_GENERATE, "GCPVertexAI"): GeminiToVertex,
+    (ClientAPI.GEMINI_COUNT_TOKENS, "GCPVertexAI"): GeminiToVertex,
+    (ClientAPI.GEMINI_GENERATE, "OpenAI"): GeminiToOpenAI,
+    (ClientAPI.GEMINI_GENERATE, "AzureOpenAI"): GeminiToAzure,
+    (ClientAPI.GEMINI_GENERATE, "Anthropic"): GeminiToAnthropic,
+    (ClientAPI.GEMINI_GENERATE, "AWSAnthropic"): GeminiToAWSAnthropic,
+    (ClientAPI.GEMINI_GENERATE, "GCPAnthropic"): GeminiToGCPAnthropic,
+    (ClientAPI.GEMINI_GENERATE, "AWSBedrock"): GeminiToBedrock,
 }
 # The Responses API to every other chat schema: translated to Chat Completions, then by that schema's chat
 # translator (responses_via_chat.py). OpenAI and Azure OpenAI backends get it too when they are marked as

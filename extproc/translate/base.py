@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, anthropic_error_body, openai_error_body
+from tokenvoy.extproc.errors import GatewayError, anthropic_error_body, gemini_error_body, openai_error_body
 from tokenvoy.extproc.translate.bodies import AnswerText
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -24,10 +24,16 @@ class ClientAPI(StrEnum):
     ANTHROPIC_MESSAGES = "anthropic.messages"
     OPENAI_RESPONSES = "openai.responses"  # the Responses API (``POST /v1/responses``), OpenAI's error shape
     OPENAI_RESPONSES_INPUT_TOKENS = "openai.responses_input_tokens"  # ``POST /v1/responses/input_tokens``
+    GEMINI_GENERATE = "gemini.generate_content"  # Google's Gemini API: generateContent, streamGenerateContent
+    GEMINI_COUNT_TOKENS = "gemini.count_tokens"
 
     def error_body(self, error: GatewayError) -> bytes:
-        """The gateway's own errors in this API's shape (DESIGN §4)."""
-        return anthropic_error_body(error) if self is ClientAPI.ANTHROPIC_MESSAGES else openai_error_body(error)
+        """The gateway's own errors in this API's shape."""
+        if self is ClientAPI.ANTHROPIC_MESSAGES:
+            return anthropic_error_body(error)
+        if self in (ClientAPI.GEMINI_GENERATE, ClientAPI.GEMINI_COUNT_TOKENS):
+            return gemini_error_body(error)
+        return openai_error_body(error)
 
 
 @dataclass(slots=True)

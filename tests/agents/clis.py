@@ -201,8 +201,12 @@ GEMINI_SETTINGS = {
 }
 
 
-def gemini_cli(prefix: Path, home: Path, base_url: str, model: str, prompt: str) -> Run:
-    """``gemini -p`` with an API key and ``GOOGLE_GEMINI_BASE_URL``; usage statistics and updates off."""
+def gemini_cli(
+    prefix: Path, home: Path, base_url: str, model: str, prompt: str, user: str | None = None, bearer: bool = False
+) -> Run:
+    """``gemini -p`` with an API key and ``GOOGLE_GEMINI_BASE_URL``; usage statistics and updates off.
+    ``user``: sent as ``x-user-id`` (``GEMINI_CLI_CUSTOM_HEADERS``); ``bearer``: the key as
+    ``Authorization: Bearer`` instead of ``x-goog-api-key`` (``GEMINI_API_KEY_AUTH_MECHANISM``)."""
     (home / ".gemini").mkdir(parents=True, exist_ok=True)
     (home / ".gemini" / "settings.json").write_text(json.dumps(GEMINI_SETTINGS))
     env = base_env(home) | {
@@ -211,5 +215,9 @@ def gemini_cli(prefix: Path, home: Path, base_url: str, model: str, prompt: str)
         "GEMINI_CLI_TRUST_WORKSPACE": "true",
         "GEMINI_CLI_NO_RELAUNCH": "1",
     }
+    if user is not None:
+        env["GEMINI_CLI_CUSTOM_HEADERS"] = f"x-user-id: {user}"
+    if bearer:
+        env["GEMINI_API_KEY_AUTH_MECHANISM"] = "bearer"
     binary = str(prefix / "node_modules" / ".bin" / "gemini")
     return run([binary, "-p", prompt, "-m", model], env, home, timeout=60)

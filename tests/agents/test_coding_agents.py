@@ -151,8 +151,13 @@ def test_claude_code_on_claude_on_bedrock_is_refused_for_its_beta_flags(
 
 @pytest.mark.parametrize(
     ("model", "backend"),
-    [("gpt-4o-mini", "fake"), ("amazon.nova-lite-v1:0", "fake-bedrock")],
-    ids=["OpenAI", "AWSBedrock"],
+    [
+        ("gpt-4o-mini", "fake"),
+        ("azure-gpt-4o-mini", "fake-azure"),
+        ("amazon.nova-lite-v1:0", "fake-bedrock"),
+        ("gemini-2.5-flash", "fake-vertex"),
+    ],
+    ids=["OpenAI", "AzureOpenAI", "AWSBedrock", "GCPVertexAI"],
 )
 def test_claude_code_on_translated_backends_is_refused_for_its_system_message(
     prefix: Path, gateway: Gateway, recorder: Recorder, home: Path, model: str, backend: str
@@ -291,17 +296,40 @@ def test_cline_answers_with_a_tool_round_trip_through_every_chat_schema(
 # -- gemini-cli (Gemini API) --------------------------------------------------------------------------------
 
 GEMINI = clis.VERSIONS["@google/gemini-cli"]
+GEMINI_TARGET = "/v1beta/models/{model}:streamGenerateContent?alt=sse"
 
 
-def test_gemini_cli_gets_a_404_for_the_gemini_api(
-    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path
+@pytest.mark.parametrize(("model", "backend", "schema"), CHAT_BACKENDS, ids=[s for _, _, s in CHAT_BACKENDS])
+def test_gemini_cli_answers_with_a_tool_round_trip_through_every_chat_schema(
+    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path, model: str, backend: str, schema: str
 ) -> None:
-    """Current behaviour: gemini-cli speaks only Google's Gemini API
-    (``/v1beta/models/{model}:streamGenerateContent``), which tokenvoy does not serve as a client API."""
-    done = clis.gemini_cli(prefix, home, recorder.url, "gemini-2.5-flash", PROMPT)
-    assert done.returncode != 0
-    assert "unknown path '/v1beta/models/gemini-2.5-flash:streamGenerateContent'" in done.stderr
-    request = recorder.requests[0]
-    assert request.target == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
-    assert request.headers["x-goog-api-key"] == "unused"
-    _matches_fixture("gemini-cli", GEMINI, "gemini-2.5-flash", request)
+    """gemini-cli speaks Google's Gemini API (``GOOGLE_GEMINI_BASE_URL``, an ``x-goog-api-key``, or a Bearer
+    key with ``GEMINI_API_KEY_AUTH_MECHANISM=bearer``, tried on the OpenAI schema): passed to Gemini on
+    Vertex AI on Vertex's path, translated for every other schema; ``x-user-id`` from
+    ``GEMINI_CLI_CUSTOM_HEADERS`` budgets it."""
+    user = f"gemini-cli-{uuid.uuid4().hex[:8]}"
+    bearer = schema == "OpenAI"
+    done = clis.gemini_cli(prefix, home, recorder.url, model, PROMPT, user=user, bearer=bearer)
+    assert done.returncode == 0, done
+    assert done.stdout.strip() == SENTENCE
+
+    turns = [r for r in recorder.requests if r.target == GEMINI_TARGET.format(model=model)]
+    assert len(turns) >= 2, [r.target for r in recorder.requests]
+    if bearer:
+        assert turns[0].headers["authorization"] == "Bearer unused"  # (the SDK still adds its x-goog-api-key)
+    else:
+        assert turns[0].headers["x-goog-api-key"] == "unused"
+    # The fake called gemini-cli's first tool; gemini-cli ran it and sent the result back.
+    history = turns[1].json()["contents"]
+    calls = [p["functionCall"] for c in history if c.get("role") == "model" for p in c["parts"] if "functionCall" in p]
+    results = [p["functionResponse"] for c in history for p in c["parts"] if "functionResponse" in p]
+    assert calls and [r["name"] for r in results] == [c["name"] for c in calls]
+    if schema != "GCPVertexAI":  # the gateway named the call; gemini-cli answered that id
+        assert [r["id"] for r in results] == [c["id"] for c in calls]
+    if schema == "GCPVertexAI":
+        _matches_fixture("gemini-cli", GEMINI, model, turns[0])
+
+    entries = _log_entries(gateway, lambda e: e.get("x-user-id") == user, count=2)
+    assert all(str(e.get("user-agent")).startswith("GeminiCLI") for e in entries)
+    for entry in entries:
+        _metered(entry, backend)

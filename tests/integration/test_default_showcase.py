@@ -20,8 +20,16 @@ from tokenvoy.config.defaults import SHOWCASE_MODELS
 
 CHAT_MODELS = [(model, schema) for model, _, schema in SHOWCASE_MODELS if "embed" not in model]
 EMBEDDING_MODELS = [(model, schema) for model, _, schema in SHOWCASE_MODELS if "embed" in model]
-# The Anthropic Messages API reaches these schemas (the matrix); Gemini and Azure are OpenAI-only.
-ANTHROPIC_CLIENT_SCHEMAS = {"Anthropic", "AWSAnthropic", "GCPAnthropic", "AWSBedrock", "OpenAI"}
+# The Anthropic Messages API reaches every chat schema (docs/providers.md's matrix).
+ANTHROPIC_CLIENT_SCHEMAS = {
+    "Anthropic",
+    "AWSAnthropic",
+    "GCPAnthropic",
+    "AWSBedrock",
+    "OpenAI",
+    "AzureOpenAI",
+    "GCPVertexAI",
+}
 # The fake provider's path for each schema's chat request.
 PATH_MARKERS = {
     "OpenAI": "/v1/chat/completions",
@@ -87,7 +95,8 @@ def test_openai_chat_reaches_every_schema(gateway: Gateway, model: str, schema: 
     [(m, s) for m, s in CHAT_MODELS if s in ANTHROPIC_CLIENT_SCHEMAS],
     ids=[s for _, s in CHAT_MODELS if s in ANTHROPIC_CLIENT_SCHEMAS],
 )
-def test_anthropic_messages_reach_their_schemas(gateway: Gateway, model: str, schema: str) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_anthropic_messages_reach_their_schemas(gateway: Gateway, model: str, schema: str, stream: bool) -> None:
     request_id = f"showcase-{uuid.uuid4()}"
     client = anthropic.Anthropic(
         base_url=f"{gateway.url}/anthropic",
@@ -95,10 +104,12 @@ def test_anthropic_messages_reach_their_schemas(gateway: Gateway, model: str, sc
         max_retries=0,
         default_headers={"x-request-id": request_id},
     )
-    with client.messages.stream(
-        model=model, max_tokens=4, messages=[{"role": "user", "content": "hello there"}]
-    ) as stream:
-        message = stream.get_final_message()
+    messages = [{"role": "user", "content": "hello there"}]
+    if stream:
+        with client.messages.stream(model=model, max_tokens=4, messages=messages) as events:
+            message = events.get_final_message()
+    else:
+        message = client.messages.create(model=model, max_tokens=4, messages=messages)
     assert message.content and message.content[0].type == "text" and message.content[0].text.strip()
     assert message.usage.output_tokens > 0 and message.usage.input_tokens > 0
     assert PATH_MARKERS[schema] in _sent(gateway, request_id)["path"]

@@ -5,8 +5,9 @@ that cannot be reached (503) or answers something that is not HTTP (502), a budg
 down (500). Left alone, those replies are plain text or empty; an SDK then shows "unexpected response".
 Each mapper below gives one of them a JSON error body in the shape of the API the client called: OpenAI's
 ``{"type":"error","error":{"type","code","message"}}``, or Anthropic's ``{"type":"error","error":{"type",
-"message"}}`` for ``/anthropic/...`` clients. extproc's own replies (code details ``tokenvoy…``) are
-already in shape and match no mapper.
+"message"}}`` for ``/anthropic/...`` clients, or Google's ``{"error":{"code","message","status"}}`` for
+Gemini API clients (``/v1beta/...``, ``/v1/models/{model}:{method}``). extproc's own replies (code
+details ``tokenvoy…``) are already in shape and match no mapper.
 
 Mappers are evaluated for local replies only (never for a provider's answer), first match wins.
 """
@@ -55,6 +56,19 @@ ANTHROPIC_TYPES = {
     502: "api_error",
     503: "api_error",
     504: "timeout_error",
+}
+# Google's canonical codes (google.rpc.Code, the Gemini API's ``error.status``) for the statuses Envoy answers.
+GOOGLE_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    431: "INVALID_ARGUMENT",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 _LIMIT = f"{MAX_BODY_BYTES // (1024 * 1024)} MiB ({MAX_BODY_BYTES} bytes)"
 
@@ -167,6 +181,25 @@ ANTHROPIC_CLIENT = (
 )
 
 
+_CLIENT_PATH = f"({_RECORDED} ? {_NAMESPACE}['{ORIGINAL_PATH_METADATA_KEY}'] : request.path)"
+GEMINI_CLIENT = (
+    f"{_CLIENT_PATH}.startsWith('/v1beta/') || "
+    f"({_CLIENT_PATH}.startsWith('/v1/models/') && {_CLIENT_PATH}.contains(':'))"
+)
+
+
+def gemini_mapper(reply: Reply) -> ResponseMapper:
+    # A value that is one command operator keeps its type in Envoy's JSON format: `code` is a JSON number (a
+    # number in the Struct would be written as the string "429.0").
+    code = "%RESPONSE_CODE%"
+    body = {"error": {"code": code, "message": reply.message, "status": GOOGLE_STATUSES[reply.status]}}
+    return ResponseMapper(
+        filter=AccessLogFilter(and_filter=AndFilter(filters=[_cel(GEMINI_CLIENT), reply.filter])),
+        status_code=reply.status,
+        body_format_override=_json_body(body),
+    )
+
+
 def openai_mapper(reply: Reply) -> ResponseMapper:
     body = {"type": "error", "error": {"type": reply.openai_type, "code": str(reply.status), "message": reply.message}}
     return ResponseMapper(filter=reply.filter, status_code=reply.status, body_format_override=_json_body(body))
@@ -182,6 +215,12 @@ def anthropic_mapper(reply: Reply) -> ResponseMapper:
 
 
 def local_reply_config() -> LocalReplyConfig:
-    """Every reply in both shapes; the Anthropic-shaped variants go first (first match wins)."""
+    """Every reply in the three shapes; the Anthropic- and Google-shaped variants go first (first match wins)."""
     table = replies()
-    return LocalReplyConfig(mappers=[*(anthropic_mapper(r) for r in table), *(openai_mapper(r) for r in table)])
+    return LocalReplyConfig(
+        mappers=[
+            *(anthropic_mapper(r) for r in table),
+            *(gemini_mapper(r) for r in table),
+            *(openai_mapper(r) for r in table),
+        ]
+    )

@@ -53,6 +53,7 @@ __all__ = [
     "THOUGHT_SIGNATURE",
     "GeminiReply",
     "count_prompt_words",
+    "count_tokens",
     "create_time",
     "error_body",
     "generate_content",
@@ -67,6 +68,7 @@ MAX_STOP_SEQUENCES = 5
 _TOP_LEVEL = frozenset(
     {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings", "labels"}
 )
+_COUNT_TOP_LEVEL = frozenset({"contents", "systemInstruction", "tools", "generationConfig"})
 _PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse")
 _PART_FIELDS = frozenset({*_PART_DATA, "thought", "thoughtSignature"})
 _SCHEMA_FIELDS = frozenset(
@@ -467,13 +469,13 @@ class _Request:
     config: dict[str, Any]
 
 
-def _check(raw: bytes) -> _Request:
+def _check(raw: bytes, top_level: frozenset[str] = _TOP_LEVEL) -> _Request:
     """The request, validated as Vertex would; raises ``_Invalid``."""
     try:
         decoded = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise _Invalid("Invalid JSON payload received. Unexpected token.") from None
-    request = _check_fields(decoded, _TOP_LEVEL, "")
+    request = _check_fields(decoded, top_level, "")
     contents = _check_contents(request.get("contents"))
     system_parts: list[dict[str, Any]] = []
     system = request.get("systemInstruction")
@@ -512,6 +514,30 @@ def count_prompt_words(system: list[dict[str, Any]], contents: list[dict[str, An
             elif "functionResponse" in part:
                 total += _string_words(part["functionResponse"]["response"])
     return total
+
+
+def count_tokens(raw: bytes) -> GeminiReply:
+    """``:countTokens``: Vertex's ``CountTokensRequest`` (``contents``, ``systemInstruction``, ``tools``,
+    ``generationConfig``; the generate-only fields such as ``safetySettings`` are unknown there) validated
+    like a generate request, answered with the prompt's word count as ``totalTokens`` and its characters
+    (spaces excluded, as Vertex bills them) as ``totalBillableCharacters``."""
+    try:
+        request = _check(raw, _COUNT_TOP_LEVEL)
+    except _Invalid as invalid:
+        return invalid.reply
+    total = count_prompt_words(request.system, request.contents)
+    characters = sum(
+        len("".join(part["text"].split()))
+        for parts in (request.system, *(content["parts"] for content in request.contents))
+        for part in parts
+        if isinstance(part.get("text"), str)
+    )
+    body = {
+        "totalTokens": total,
+        "totalBillableCharacters": characters,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}],
+    }
+    return GeminiReply(200, body)
 
 
 # -- answers --------------------------------------------------------------------------------------------

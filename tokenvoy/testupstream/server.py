@@ -18,6 +18,8 @@ Endpoints
         Gemini on GCP Vertex AI (JSON answer); see ``gemini.py``.
     ``POST …/publishers/google/models/{model}:streamGenerateContent[?alt=sse]``
         Gemini on GCP Vertex AI, streamed (SSE with ``alt=sse``, else one JSON array); see ``gemini.py``.
+    ``POST …/publishers/google/models/{model}:countTokens``
+        Gemini on GCP Vertex AI, counting a prompt's tokens; see ``gemini.py``.
     ``POST /model/{amazon.titan-embed-…}/invoke``
         AWS Bedrock InvokeModel of a Titan text embeddings model; see ``embeddings.py``.
     ``POST …/model/{modelId}/converse``, ``…/converse-stream``
@@ -474,6 +476,20 @@ GEMINI_GENERATE = Route(
     handle=_gemini,
     error=_gemini_error,
 )
+
+
+def _gemini_count(request: Request, app: App, chunk_delay: float) -> Response:
+    reply = gemini.count_tokens(request.body)
+    return json_response(reply.status, reply.body)
+
+
+GEMINI_COUNT_TOKENS = Route(
+    name="gcp.vertex_ai.count_tokens",
+    method="POST",
+    matches=lambda path: _VERTEX_MODEL in path and path.endswith(":countTokens"),
+    handle=_gemini_count,
+    error=_gemini_error,
+)
 GEMINI_STREAM = Route(
     name="gcp.vertex_ai.stream_generate_content",
     method="POST",
@@ -505,6 +521,7 @@ DEFAULT_ROUTES: tuple[Route, ...] = (
     VERTEX_EMBEDDINGS,
     GEMINI_GENERATE,
     GEMINI_STREAM,
+    GEMINI_COUNT_TOKENS,
 )
 """Providers served by default; new provider modules add their ``Route`` here."""
 
