@@ -318,11 +318,39 @@ def test_what_bedrock_cannot_express_is_422_naming_the_field(body: dict[str, Any
     assert f"`{field}`" in error.message
 
 
+def test_mid_conversation_system_messages_become_system_blocks_after_the_top_level_ones() -> None:
+    """Converse takes system text only at the top level, and roles only user/assistant: Claude Code's
+    ``role: "system"`` message at ``messages[1]`` joins the system blocks; the turns around it merge."""
+    sent = _sent(
+        {
+            "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                _user("hello"),
+                {"role": "system", "content": "Answer briefly."},
+                _user("again"),
+                {"role": "assistant", "content": "Hi"},
+                {"role": "system", "content": [{"type": "text", "text": "Now in French."}]},
+                _user("more"),
+            ],
+        }
+    )
+    assert sent["system"] == [
+        {"text": "You are Claude Code."},
+        {"cachePoint": {"type": "default"}},
+        {"text": "Answer briefly."},
+        {"text": "Now in French."},
+    ]
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+    assert sent["messages"][0]["content"] == [{"text": "hello"}, {"text": "again"}]
+    assert bedrock_converse.converse(orjson.dumps(sent), stream=False).status == 200  # the fake (AWS docs) takes it
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
         ({"messages": []}, "messages"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [_user("x"), {"role": "system", "content": 3}]}, "messages[1].content"),
         ({"messages": [_user("x")], "max_tokens": 0}, "max_tokens"),
         ({"messages": [_user("x")], "stop_sequences": "END"}, "stop_sequences"),
         ({"messages": [_user([{"type": "tool_use", "id": "a", "name": "f", "input": {}}])]}, "messages[0].content[0]"),

@@ -237,6 +237,33 @@ def test_tool_choice(choice, expected, parallel):
     assert sent.get("parallel_tool_calls") == parallel
 
 
+def test_a_mid_conversation_system_message_stays_in_place_as_a_system_message():
+    """Claude Code puts a ``role: "system"`` message at ``messages[1]`` for a model name it does not know."""
+    sent = _sent(
+        {
+            "system": "You are Claude Code.",
+            "messages": [
+                USER,
+                {
+                    "role": "system",
+                    "content": [{"type": "text", "text": "Answer briefly."}, {"type": "text", "text": "Be kind."}],
+                },
+                {"role": "assistant", "content": "Hi"},
+                {"role": "user", "content": "More"},
+                {"role": "system", "content": "Now in French."},
+            ],
+        }
+    )
+    assert sent["messages"] == [
+        {"role": "system", "content": "You are Claude Code."},
+        {"role": "user", "content": "Hello, Claude"},
+        {"role": "system", "content": "Answer briefly.\n\nBe kind."},
+        {"role": "assistant", "content": "Hi"},
+        {"role": "user", "content": "More"},
+        {"role": "system", "content": "Now in French."},
+    ]
+
+
 @pytest.mark.parametrize(
     ("budget", "effort"), [(1024, "low"), (4095, "low"), (4096, "medium"), (16383, "medium"), (16384, "high")]
 )
@@ -250,7 +277,8 @@ def test_thinking_budget_becomes_reasoning_effort(budget, effort):
     ("body", "status", "field"),
     [
         ({"messages": []}, 400, "messages"),
-        ({"messages": [{"role": "system", "content": "x"}]}, 400, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role"),
+        ({"messages": [USER, {"role": "system", "content": [{"type": "image"}]}]}, 400, "messages[1].content[0]"),
         ({"messages": [USER], "max_tokens": 0}, 400, "max_tokens"),
         ({"messages": [USER], "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, 422, "tools[0]"),
         ({"messages": [USER], "tools": [WEATHER], "tool_choice": {"type": "maybe"}}, 400, "tool_choice.type"),

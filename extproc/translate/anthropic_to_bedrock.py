@@ -8,14 +8,17 @@ to one. Mapping decisions:
   whole. The ``anthropic-beta`` header becomes ``additionalModelRequestFields.anthropic_beta`` (how Claude on
   Bedrock takes betas); ``anthropic-*`` headers and the client's ``x-api-key`` are not
   sent (signing is the credentials layer's job).
-* ``system`` (a string or text blocks) → ``system`` text blocks. Content: ``text``; ``image`` with a base64
-  source → ``image`` (URL sources → 422: Bedrock fetches nothing); ``document`` with a base64 source (pdf,
-  csv, doc(x), xls(x), html, txt, md) or a plain-text source → ``document`` named after its ``title``;
-  ``tool_use`` → ``toolUse``; ``tool_result`` → ``toolResult`` (text and image content, ``is_error`` →
-  ``status: error``); ``thinking`` → ``reasoningContent.reasoningText`` with its signature and
-  ``redacted_thinking`` → ``reasoningContent.redactedContent``, so multi-turn tool use with thinking
-  replays. ``cache_control`` on any block or tool → a ``cachePoint`` after it (its ``ttl`` kept).
-  Consecutive turns of one role are merged (the Messages API merges them too).
+* ``system`` (a string or text blocks) → ``system`` text blocks. A mid-conversation ``role: "system"`` message
+  (Claude Code sends one at ``messages[1]`` for model names it does not know) becomes more ``system`` blocks after
+  those: Converse takes system text only at the top level and roles only ``user``/``assistant``, and a user text
+  block would lose the instruction's authority. Content: ``text``; ``image`` with a base64 source → ``image`` (URL
+  sources → 422: Bedrock fetches nothing); ``document`` with a base64 source (pdf, csv, doc(x), xls(x), html, txt,
+  md) or a plain-text source → ``document`` named after its ``title``; ``tool_use`` → ``toolUse``; ``tool_result``
+  → ``toolResult`` (text and image content, ``is_error`` → ``status: error``); ``thinking`` →
+  ``reasoningContent.reasoningText`` with its signature and ``redacted_thinking`` →
+  ``reasoningContent.redactedContent``, so multi-turn tool use with thinking replays. ``cache_control`` on any
+  block or tool → a ``cachePoint`` after it (its ``ttl`` kept). Consecutive turns of one role are merged (the
+  Messages API merges them too).
 * ``tools`` (custom) → ``toolConfig.tools[].toolSpec``; Anthropic server tools (``bash_…``,
   ``web_search_…``, …), ``mcp_servers`` and other blocks only Anthropic runs → 422. ``tool_choice``: ``auto``
   (Bedrock's default, not sent), ``any``, ``tool`` map one to one; ``none`` drops the tools and is a 422
@@ -86,9 +89,10 @@ def build_request(body: dict[str, Any], beta: str | None = None) -> dict[str, An
         raise unsupported("mcp_servers", "Bedrock does not connect to MCP servers")
     if body.get("container") is not None:
         raise unsupported("container", "code execution containers run only on Anthropic")
-    messages = convert_messages(body.get("messages"))
+    mid_conversation: list[dict[str, Any]] = []
+    messages = convert_messages(body.get("messages"), mid_conversation)
     out: dict[str, Any] = {"messages": messages}
-    system = convert_system(body.get("system"))
+    system = convert_system(body.get("system")) + mid_conversation
     if system:
         out["system"] = system
 
@@ -153,17 +157,17 @@ def _output_config(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def convert_system(system: object) -> list[dict[str, Any]]:
+def convert_system(system: object, where: str = "system") -> list[dict[str, Any]]:
     if system is None:
         return []
     if isinstance(system, str):
         return [{"text": system}] if system else []
     if not isinstance(system, list):
-        raise _invalid("system", "expected a string or an array of text blocks")
+        raise _invalid(where, "expected a string or an array of text blocks")
     blocks: list[dict[str, Any]] = []
     for index, block in enumerate(system):
         if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-            raise _invalid(f"system[{index}]", "expected a text block")
+            raise _invalid(f"{where}[{index}]", "expected a text block")
         if block["text"]:
             blocks.extend(_marked({"text": block["text"]}, block))
     return blocks
@@ -174,7 +178,9 @@ def _marked(converted: dict[str, Any], block: dict[str, Any]) -> list[dict[str, 
     return [converted, point] if point is not None else [converted]
 
 
-def convert_messages(messages: object) -> list[dict[str, Any]]:
+def convert_messages(messages: object, system: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Converse messages; mid-conversation ``role: "system"`` messages go into ``system`` (Converse system
+    blocks, after the top-level ones) when a list is given, else they are refused."""
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages", "expected a non-empty array of messages")
     out: list[dict[str, Any]] = []
@@ -183,8 +189,11 @@ def convert_messages(messages: object) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise _invalid(where, "expected an object")
         role = message.get("role")
+        if role == "system" and system is not None:
+            system.extend(convert_system(message.get("content"), f"{where}.content"))
+            continue
         if role not in ("user", "assistant"):
-            raise _invalid(f"{where}.role", f"expected `user` or `assistant`, not {role!r}")
+            raise _invalid(f"{where}.role", f"expected `user`, `assistant` or `system`, not {role!r}")
         content = message.get("content")
         if isinstance(content, str):
             blocks = [{"text": content}] if content else []

@@ -3,7 +3,9 @@
 The request is rebuilt (the two APIs share no body layout). Mapping decisions:
 
 * ``system`` (a string or text blocks) → one leading ``system`` message; blocks are joined with a blank
-  line. ``cache_control`` marks are dropped everywhere (OpenAI caches prompts by itself).
+  line. ``cache_control`` marks are dropped everywhere (OpenAI caches prompts by itself). A
+  mid-conversation ``role: "system"`` message (Claude Code sends one at ``messages[1]`` for model names it
+  does not know) stays where it is, as a ``system`` message: OpenAI takes system messages anywhere.
 * User turns: ``text`` → text parts, ``image`` (base64 or URL source) → ``image_url`` (a ``data:`` URI for
   base64), a base64 PDF ``document`` → a ``file`` part with ``file_data``. A turn of only text stays a
   plain string. ``tool_result`` blocks become ``tool`` messages placed before the rest of the turn (OpenAI
@@ -133,17 +135,17 @@ def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     return out
 
 
-def _system_text(system: object) -> str:
+def _system_text(system: object, where: str = "system") -> str:
     if system is None:
         return ""
     if isinstance(system, str):
         return system
     if not isinstance(system, list):
-        raise _invalid("system", "expected a string or an array of text blocks")
+        raise _invalid(where, "expected a string or an array of text blocks")
     texts = []
     for index, block in enumerate(system):
         if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-            raise _invalid(f"system[{index}]", "expected a text block")
+            raise _invalid(f"{where}[{index}]", "expected a text block")
         if block["text"]:
             texts.append(block["text"])
     return "\n\n".join(texts)
@@ -165,8 +167,12 @@ def convert_messages(messages: object) -> list[dict[str, Any]]:
             assistant = _assistant_message(content, f"{where}.content")
             if assistant is not None:
                 out.append(assistant)
+        elif role == "system":  # a mid-conversation system message: OpenAI takes one anywhere, in place
+            text = _system_text(content, f"{where}.content")
+            if text:
+                out.append({"role": "system", "content": text})
         else:
-            raise _invalid(f"{where}.role", f"expected `user` or `assistant`, not {role!r}")
+            raise _invalid(f"{where}.role", f"expected `user`, `assistant` or `system`, not {role!r}")
     return out
 
 
