@@ -8,6 +8,7 @@ official ``anthropic`` SDK's types and its stream accumulator.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 from typing import Any
 
@@ -316,6 +317,21 @@ def test_what_bedrock_cannot_express_is_422_naming_the_field(body: dict[str, Any
     error = _rejected(body)
     assert error.status == 422
     assert f"`{field}`" in error.message
+
+
+def test_only_the_beta_flags_aws_documents_for_claude_reach_converse_and_the_config_can_widen_them() -> None:
+    headers = {"anthropic-beta": "claude-code-20250219, interleaved-thinking-2025-05-14"}
+    sent = _sent({"messages": [_user("hi")]}, headers)
+    assert sent["additionalModelRequestFields"]["anthropic_beta"] == ["interleaved-thinking-2025-05-14"]
+    assert bedrock_converse.converse(orjson.dumps(sent), stream=False).status == 200
+    refused = {**sent, "additionalModelRequestFields": {"anthropic_beta": ["claude-code-20250219"]}}
+    reply = bedrock_converse.converse(orjson.dumps(refused), stream=False)
+    assert reply.status == 400 and "invalid beta flag: claude-code-20250219" in str(reply.body)
+    translator = AnthropicToBedrock()
+    wide = dataclasses.replace(BACKEND, anthropic_betas=frozenset({"*"}))
+    upstream = translator.translate_request(_request({"messages": [_user("hi")]}, headers), wide, MODEL)
+    betas = orjson.loads(upstream.body)["additionalModelRequestFields"]["anthropic_beta"]
+    assert betas == ["claude-code-20250219", "interleaved-thinking-2025-05-14"]
 
 
 def test_mid_conversation_system_messages_become_system_blocks_after_the_top_level_ones() -> None:

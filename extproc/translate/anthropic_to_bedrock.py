@@ -6,7 +6,9 @@ to one. Mapping decisions:
 
 * Path ``/model/{model}/converse`` (``converse-stream`` for ``stream: true``), the model id URL-encoded
   whole. The ``anthropic-beta`` header becomes ``additionalModelRequestFields.anthropic_beta`` (how Claude on
-  Bedrock takes betas); ``anthropic-*`` headers and the client's ``x-api-key`` are not
+  Bedrock takes betas), keeping only the flags AWS documents for Claude on Bedrock
+  (:data:`~anthropic_common.BEDROCK_CLAUDE_BETAS`, or ``TokenvoyConfig`` ``spec.anthropicBetas.AWSBedrock``);
+  ``anthropic-*`` headers and the client's ``x-api-key`` are not
   sent (signing is the credentials layer's job).
 * ``system`` (a string or text blocks) → ``system`` text blocks. A mid-conversation ``role: "system"`` message
   (Claude Code sends one at ``messages[1]`` for model names it does not know) becomes more ``system`` blocks after
@@ -49,8 +51,10 @@ from typing import Any
 
 import orjson
 
+from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import invalid_field as _invalid
-from tokenvoy.extproc.translate.base import ClientRequest
+from tokenvoy.extproc.translate.anthropic_common import BEDROCK_CLAUDE_BETAS, allowed_betas
+from tokenvoy.extproc.translate.base import ClientRequest, UpstreamRequest
 from tokenvoy.extproc.translate.bedrock_common import (
     BedrockTranslator,
     append_turn,
@@ -82,9 +86,11 @@ ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta", "anthropic-dangerous
 # ---- request --------------------------------------------------------------------------------------------
 
 
-def build_request(body: dict[str, Any], beta: str | None = None) -> dict[str, Any]:
+def build_request(
+    body: dict[str, Any], beta: str | None = None, allowed: frozenset[str] | None = BEDROCK_CLAUDE_BETAS
+) -> dict[str, Any]:
     """The Converse body for an Anthropic Messages body (raises GatewayError); ``beta`` is the client's
-    ``anthropic-beta`` header. The model goes in the path, not the body."""
+    ``anthropic-beta`` header, of which only the ``allowed`` flags are sent. The model goes in the path."""
     if body.get("mcp_servers"):
         raise unsupported("mcp_servers", "Bedrock does not connect to MCP servers")
     if body.get("container") is not None:
@@ -125,7 +131,7 @@ def build_request(body: dict[str, Any], beta: str | None = None) -> dict[str, An
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise _invalid("top_k", "expected a non-negative integer")
         additional["top_k"] = top_k
-    betas = [b.strip() for b in (beta or "").split(",") if b.strip()]
+    betas = allowed_betas(beta, allowed, "Bedrock Converse")
     if betas:
         additional["anthropic_beta"] = betas
     if additional:
@@ -415,9 +421,15 @@ class AnthropicToBedrock(BedrockTranslator):
         self._blocks: dict[int, tuple[int, str]] = {}  # Bedrock contentBlockIndex → (client index, kind)
         self._open: set[int] = set()  # Bedrock indices whose client block is started and not stopped
         self._redacted: dict[int, bytearray] = {}  # redacted reasoning, sent whole at its block's end
+        self._betas: frozenset[str] | None = BEDROCK_CLAUDE_BETAS  # the anthropic-beta flags Bedrock is sent
+
+    def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
+        if backend.anthropic_betas is not None:
+            self._betas = backend.anthropic_betas
+        return super().translate_request(request, backend, model)
 
     def build(self, request: ClientRequest, model: str) -> dict[str, Any]:
-        return build_request(request.body, request.headers.get("anthropic-beta"))
+        return build_request(request.body, request.headers.get("anthropic-beta"), self._betas)
 
     def remove_headers(self) -> tuple[str, ...]:
         return ANTHROPIC_HEADERS

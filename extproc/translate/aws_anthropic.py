@@ -7,7 +7,10 @@ The body is Anthropic's Messages body; only the wire differs from Anthropic's ow
   The prefix is empty unless the AIServiceBackend sets one.
 * Body: no ``model`` and no ``stream`` (Bedrock refuses both: they are in the path), plus
   ``"anthropic_version": "bedrock-2023-05-31"``. An Anthropic client's ``anthropic-beta`` header becomes the
-  ``anthropic_beta`` body list, where Bedrock reads betas. The Anthropic client's bytes are edited in place.
+  ``anthropic_beta`` body list, where Bedrock reads betas (the header itself is not sent), keeping only the
+  flags AWS documents for Claude (:data:`~anthropic_common.BEDROCK_CLAUDE_BETAS`, or ``TokenvoyConfig``
+  ``spec.anthropicBetas.AWSAnthropic``): Bedrock answers 400 "invalid beta flag" to any other, e.g. Claude
+  Code's ``claude-code-20250219``. The Anthropic client's bytes are edited in place.
 * Streams arrive as an AWS event stream (``application/vnd.amazon.eventstream``): each ``chunk`` event's JSON
   payload is ``{"bytes": "<base64 of one Anthropic stream event>"}``. They are decoded (split anywhere, CRCs
   checked) into the same events Anthropic sends, so the OpenAI translation and the usage reading are
@@ -35,6 +38,7 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.eventstream import EventMessage, EventStreamDecoder, EventStreamError
 from tokenvoy.extproc.sse import SSEEvent
 from tokenvoy.extproc.translate.anthropic_common import (
+    BEDROCK_CLAUDE_BETAS,
     MessagesWire,
     StreamReader,
     error_details,
@@ -64,6 +68,8 @@ class BedrockInvokeWire(MessagesWire):
     path_keys = ("model", "stream")
     reframes_stream = True
     errors_in_anthropic_shape = False
+    betas_in_body = True
+    default_betas = BEDROCK_CLAUDE_BETAS
 
     def path(self, backend: Backend, model: str, stream: bool) -> str:
         action = "invoke-with-response-stream" if stream else "invoke"

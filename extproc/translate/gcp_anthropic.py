@@ -8,7 +8,8 @@ The body is Anthropic's Messages body; only the wire differs from Anthropic's ow
   percent-encoded except ``@``.
 * Body: no ``model`` (it is in the path), ``stream: true`` kept for ``streamRawPredict``, plus
   ``"anthropic_version": "vertex-2023-10-16"``. The Anthropic client's bytes are edited in place;
-  ``anthropic-beta`` goes as a header, as Vertex reads it.
+  ``anthropic-beta`` goes as a header, as Vertex reads it: every flag, as we found no documented list of the
+  ones Vertex accepts; ``TokenvoyConfig`` ``spec.anthropicBetas.GCPAnthropic`` narrows it to an allowlist.
 * Answers: Anthropic's JSON and SSE, unchanged.
 * Errors come in two shapes: Anthropic's (the model refused the request) and Google's
   (``{"error": {"code": 429, "message": …, "status": "RESOURCE_EXHAUSTED"}}``, from Vertex itself: quota,

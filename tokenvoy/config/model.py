@@ -190,6 +190,9 @@ class Backend:
     fake_provider: bool = False  # served by `tokenvoy testupstream` under `tokenvoy run`
     header_mutation: HeaderMutation | None = None
     body_mutation: BodyMutation | None = None
+    # The ``anthropic-beta`` flags this backend is sent (``TokenvoyConfig`` ``spec.anthropicBetas`` for its
+    # schema; ``*`` lets every flag through); None: the schema's default (extproc/translate/anthropic_common.py).
+    anthropic_betas: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
