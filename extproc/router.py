@@ -19,7 +19,7 @@ from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.estimate import reservation_values
 from tokenvoy.extproc.observe import CompletedRequest, NoObserver, RequestObserver
 from tokenvoy.extproc.pbutil import header_dict, header_mutation, immediate_response, metadata_struct
-from tokenvoy.extproc.registry import RequestContext, RequestRegistry, request_key
+from tokenvoy.extproc.registry import Attempt, RequestContext, RequestRegistry, request_key
 from tokenvoy.extproc.request import check_identity_headers, read_body
 from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
@@ -383,17 +383,14 @@ class RouterStream:
             return
         if attempt is None or not 200 <= self._status < 300:
             # No usage, so every cost is 0: written, because a budget's charge reads its key at stream end
-            # and Envoy warns about (and skips) a missing one.
-            if context.rule.costs:
-                zeros = {cost.metadata_key: 0 for cost in context.rule.costs}
+            # and Envoy warns about (and skips) a missing one. A provider's refusal still names its backend.
+            zeros: dict[str, object] = {cost.metadata_key: 0 for cost in context.rule.costs}
+            if attempt is not None:
+                zeros.update(self._attempt_names(attempt, context))
+            if zeros:
                 response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, zeros))
             return
-        values: dict[str, object] = {
-            "backend_name": attempt.backend,
-            "route_name": context.rule.route.name,
-        }
-        if attempt.model_override:
-            values["model_name_override"] = attempt.model_override
+        values = self._attempt_names(attempt, context)
         translator = attempt.translator
         if translator.response_model:
             values["response_model"] = translator.response_model
@@ -412,6 +409,15 @@ class RouterStream:
         else:
             log.debug("no usage in the response of request %s", self._request_id)
         response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
+
+
+    @staticmethod
+    def _attempt_names(attempt: Attempt, context: RequestContext) -> dict[str, object]:
+        """The access log's backend, route and override names for the attempt that answered."""
+        values: dict[str, object] = {"backend_name": attempt.backend, "route_name": context.rule.route.name}
+        if attempt.model_override:
+            values["model_name_override"] = attempt.model_override
+        return values
 
 
 _UNSUPPORTED_SEEN: set[str] = set()  # content-encodings already logged (bounded)
