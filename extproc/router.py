@@ -410,7 +410,6 @@ class RouterStream:
             log.debug("no usage in the response of request %s", self._request_id)
         response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
 
-
     @staticmethod
     def _attempt_names(attempt: Attempt, context: RequestContext) -> dict[str, object]:
         """The access log's backend, route and override names for the attempt that answered."""
