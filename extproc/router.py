@@ -36,6 +36,7 @@ ENDPOINTS = {
     "/v1/completions": ClientAPI.OPENAI_COMPLETIONS,
     "/v1/embeddings": ClientAPI.OPENAI_EMBEDDINGS,
     "/anthropic/v1/messages": ClientAPI.ANTHROPIC_MESSAGES,
+    "/anthropic/v1/messages/count_tokens": ClientAPI.ANTHROPIC_COUNT_TOKENS,  # not charged: nothing is generated
 }
 ANTHROPIC_PREFIX = "/anthropic/"  # errors under it, even for unknown paths, are in Anthropic's shape
 MODELS_PATH = "/v1/models"
@@ -248,6 +249,8 @@ class RouterStream:
             call = CallContext(model=model, backend="", route_name=rule.route.name)
             generates = request.api is not ClientAPI.OPENAI_EMBEDDINGS  # embeddings reserve no output
             values = reservation_values(parsed, reservation, rule.costs, call, generates)
+            if api is ClientAPI.ANTHROPIC_COUNT_TOKENS:  # a token count reserves nothing: it is charged nothing
+                values = dict.fromkeys(values, 0)
             response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
         return response
 
@@ -381,9 +384,11 @@ class RouterStream:
         attempt = context.attempt if context else None
         if context is None:
             return
-        if attempt is None or not 200 <= self._status < 300:
+        counting = context.request.api is ClientAPI.ANTHROPIC_COUNT_TOKENS
+        if attempt is None or not 200 <= self._status < 300 or counting:
             # No usage, so every cost is 0: written, because a budget's charge reads its key at stream end
             # and Envoy warns about (and skips) a missing one. A provider's refusal still names its backend.
+            # A token count generates nothing and is not charged either.
             zeros: dict[str, object] = {cost.metadata_key: 0 for cost in context.rule.costs}
             if attempt is not None:
                 zeros.update(self._attempt_names(attempt, context))

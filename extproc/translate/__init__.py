@@ -10,14 +10,24 @@ from collections.abc import Callable
 from tokenvoy.extproc.translate.anthropic_to_anthropic import AnthropicToAnthropic
 from tokenvoy.extproc.translate.anthropic_to_bedrock import AnthropicToBedrock
 from tokenvoy.extproc.translate.anthropic_to_openai import AnthropicToOpenAI
-from tokenvoy.extproc.translate.aws_anthropic import AnthropicToAWSAnthropic, OpenAIToAWSAnthropic
+from tokenvoy.extproc.translate.aws_anthropic import (
+    AnthropicToAWSAnthropic,
+    CountTokensToAWSAnthropic,
+    OpenAIToAWSAnthropic,
+)
 from tokenvoy.extproc.translate.base import ClientAPI, Translator
 from tokenvoy.extproc.translate.completions_to_openai import CompletionsToOpenAI
+from tokenvoy.extproc.translate.count_tokens_to_anthropic import CountTokensToAnthropic
+from tokenvoy.extproc.translate.count_tokens_to_bedrock import CountTokensToBedrock
 from tokenvoy.extproc.translate.embeddings_to_azure import EmbeddingsToAzure
 from tokenvoy.extproc.translate.embeddings_to_openai import EmbeddingsToOpenAI
 from tokenvoy.extproc.translate.embeddings_to_titan import EmbeddingsToTitan
 from tokenvoy.extproc.translate.embeddings_to_vertex import EmbeddingsToVertex
-from tokenvoy.extproc.translate.gcp_anthropic import AnthropicToGCPAnthropic, OpenAIToGCPAnthropic
+from tokenvoy.extproc.translate.gcp_anthropic import (
+    AnthropicToGCPAnthropic,
+    CountTokensToGCPAnthropic,
+    OpenAIToGCPAnthropic,
+)
 from tokenvoy.extproc.translate.openai_to_anthropic import OpenAIToAnthropic
 from tokenvoy.extproc.translate.openai_to_azure import OpenAIToAzure
 from tokenvoy.extproc.translate.openai_to_bedrock import OpenAIToBedrock
@@ -42,6 +52,11 @@ TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
     (ClientAPI.OPENAI_EMBEDDINGS, "GCPVertexAI"): EmbeddingsToVertex,
     (ClientAPI.OPENAI_EMBEDDINGS, "AWSBedrock"): EmbeddingsToTitan,
     (ClientAPI.OPENAI_COMPLETIONS, "OpenAI"): CompletionsToOpenAI,
+    # Token counting: only where the provider counts (no count is ever made up; others answer 422).
+    (ClientAPI.ANTHROPIC_COUNT_TOKENS, "Anthropic"): CountTokensToAnthropic,
+    (ClientAPI.ANTHROPIC_COUNT_TOKENS, "GCPAnthropic"): CountTokensToGCPAnthropic,
+    (ClientAPI.ANTHROPIC_COUNT_TOKENS, "AWSAnthropic"): CountTokensToAWSAnthropic,
+    (ClientAPI.ANTHROPIC_COUNT_TOKENS, "AWSBedrock"): CountTokensToBedrock,
 }
 
 

@@ -20,6 +20,9 @@ The body is Anthropic's Messages body; only the wire differs from Anthropic's ow
   (``ThrottlingException:http://internal.amazon.com/coral/…``); the client gets its own error shape with
   the status kept and ``"<exception name>: <message>"`` as the message.
 
+Token counting (``/anthropic/v1/messages/count_tokens``) goes to Bedrock Runtime's ``CountTokens``
+(``/model/{modelId}/count-tokens``) with the InvokeModel body (:class:`CountTokensToAWSAnthropic`).
+
 Signing (SigV4) is the AWSCredentials policy's job, not the translator's.
 """
 
@@ -36,6 +39,7 @@ import orjson
 
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.eventstream import EventMessage, EventStreamDecoder, EventStreamError
+from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.sse import SSEEvent
 from tokenvoy.extproc.translate.anthropic_common import (
     BEDROCK_CLAUDE_BETAS,
@@ -47,6 +51,12 @@ from tokenvoy.extproc.translate.anthropic_common import (
     sse_event,
 )
 from tokenvoy.extproc.translate.anthropic_to_anthropic import AnthropicToAnthropic
+from tokenvoy.extproc.translate.base import ClientRequest, UpstreamRequest
+from tokenvoy.extproc.translate.count_tokens_to_anthropic import (
+    CountTokensToAnthropic,
+    beta_edits,
+    input_tokens_body,
+)
 from tokenvoy.extproc.translate.openai_to_anthropic import OpenAIToAnthropic
 
 BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -188,3 +198,43 @@ class AnthropicToAWSAnthropic(AnthropicToAnthropic):
     """Anthropic Messages client → Claude on Bedrock InvokeModel."""
 
     wire = BEDROCK_INVOKE
+
+
+class CountTokensToAWSAnthropic(CountTokensToAnthropic):
+    """Anthropic token counting → Bedrock Runtime ``CountTokens`` with an InvokeModel input:
+    ``POST {prefix}/model/{modelId}/count-tokens`` with ``{"input": {"invokeModel": {"body": <base64>}}}``, the
+    body being what InvokeModel would get (no ``model``, ``anthropic_version``, the allowed ``anthropic_beta``
+    flags) plus the ``max_tokens`` InvokeModel requires (above a thinking budget; counting ignores it). The
+    answer ``{"inputTokens": N}`` becomes Anthropic's ``{"input_tokens": N}``; errors are reshaped as for
+    messages."""
+
+    wire = BEDROCK_INVOKE
+    rewrites_answer = True
+
+    def upstream(
+        self, request: ClientRequest, backend: Backend, model: str, betas: list[str] | None
+    ) -> UpstreamRequest:
+        headers = {**request.headers, "anthropic-beta": ",".join(betas)} if betas is not None else request.headers
+        invoke = BEDROCK_INVOKE.edited_raw(request.raw, request.body, model, headers) or request.raw
+        if "max_tokens" not in request.body:
+            invoke = set_top_level(invoke, {"max_tokens": _count_max_tokens(request.body.get("thinking"))})
+        body = orjson.dumps({"input": {"invokeModel": {"body": base64.b64encode(invoke).decode()}}})
+        _, remove = beta_edits(request, betas, in_body=True)
+        path = f"{backend.path_prefix}/model/{quote(model, safe='')}/count-tokens"
+        return UpstreamRequest(path, body, {"content-type": "application/json"}, remove)
+
+    def answer_body(self, raw: bytes) -> bytes:
+        return input_tokens_body(_field(raw, "inputTokens"))
+
+
+def _count_max_tokens(thinking: object) -> int:
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    return budget + 1 if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0 else 1
+
+
+def _field(raw: bytes, key: str) -> object:
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return answer.get(key) if isinstance(answer, dict) else None

@@ -22,10 +22,11 @@ class ClientAPI(StrEnum):
     OPENAI_COMPLETIONS = "openai.completions"  # the legacy text completions API
     OPENAI_EMBEDDINGS = "openai.embeddings"
     ANTHROPIC_MESSAGES = "anthropic.messages"
+    ANTHROPIC_COUNT_TOKENS = "anthropic.count_tokens"  # POST /anthropic/v1/messages/count_tokens: no generation
 
     def error_body(self, error: GatewayError) -> bytes:
         """The gateway's own errors in this API's shape (DESIGN §4)."""
-        return anthropic_error_body(error) if self is ClientAPI.ANTHROPIC_MESSAGES else openai_error_body(error)
+        return anthropic_error_body(error) if self.value.startswith("anthropic.") else openai_error_body(error)
 
 
 @dataclass(slots=True)

@@ -48,6 +48,7 @@ __all__ = [
     "THINKING_TEXT",
     "MessagesReply",
     "count_prompt_words",
+    "count_tokens",
     "create_message",
     "error_body",
     "error_for_status",
@@ -572,6 +573,44 @@ def create_message(raw: bytes, headers: Mapping[str, str], *, message_id: str) -
     if not request.get("stream"):
         return MessagesReply(200, message)
     return MessagesReply(200, events=_events(message))
+
+
+# ``POST /v1/messages/count_tokens``' body in the API reference: the create fields that shape the prompt; the
+# generation settings (``max_tokens``, ``stream``, sampling, ``stop_sequences``, ``metadata``) are not accepted.
+COUNT_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "mcp_servers",
+        "context_management",
+        "output_config",
+        "output_format",
+    }
+)
+
+
+def count_tokens(raw: bytes, headers: Mapping[str, str]) -> MessagesReply:
+    """``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``, N being what ``create_message`` would report
+    as the whole input (cache reads included), after the same validation of the prompt."""
+    try:
+        _check_headers(headers)
+        try:
+            decoded = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise _Invalid("There was an error parsing the body of your request: it is not valid JSON") from None
+        _expect(decoded, dict, "body", "a valid dictionary")
+        extra = set(decoded) - COUNT_FIELDS
+        if extra:
+            raise _Invalid(f"{sorted(extra)[0]}: Extra inputs are not permitted")
+        request = _check({**decoded, "max_tokens": MAX_OUTPUT_TOKENS})
+    except _Invalid as invalid:
+        return invalid.reply
+    uncached, cached = count_prompt_words(request.get("system"), request["messages"])
+    return MessagesReply(200, {"input_tokens": uncached + cached})
 
 
 def _pieces(text: str) -> list[str]:
