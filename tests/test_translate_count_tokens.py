@@ -100,7 +100,7 @@ def test_a_model_override_is_written_in_place() -> None:
 
 
 def test_vertex_gets_its_count_tokens_endpoint_with_the_model_in_the_body() -> None:
-    status, answer, (upstream, headers) = _round_trip(VERTEX, "claude-haiku-4-5@20251001", ANTHROPIC_BODY)
+    status, answer, (upstream, _) = _round_trip(VERTEX, "claude-haiku-4-5@20251001", ANTHROPIC_BODY)
     assert (status, answer) == (200, {"input_tokens": 6})
     assert upstream.path == f"{PREFIX}/publishers/anthropic/models/count-tokens:rawPredict"
     sent = orjson.loads(upstream.body)
