@@ -572,6 +572,12 @@ def _accumulate(events: list[dict[str, Any]]) -> Message:
     return snapshot
 
 
+def test_message_start_carries_an_estimate_of_the_input_tokens() -> None:
+    """Bedrock reports usage only in its last event; Claude Code reads message_start's input_tokens meanwhile."""
+    events = _events(_client_bytes(_streaming(), [STREAM]))
+    assert events[0]["message"]["usage"] == {"input_tokens": 2 + 4, "output_tokens": 0}  # "weather?": 8 bytes / 4 + 4
+
+
 def test_stream_translated_event_by_event() -> None:
     events = _events(_client_bytes(_streaming(), [STREAM]))
     assert [e["type"] for e in events] == [

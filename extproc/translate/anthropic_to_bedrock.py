@@ -30,16 +30,16 @@ to one. Mapping decisions:
   JSON schemas → ``outputConfig.textFormat`` and ``output_config.effort`` → ``outputConfig.effort``.
   ``metadata``, ``service_tier`` and unknown fields are dropped.
 * Answers: an Anthropic ``message`` with ``msg_bdrk_`` + Bedrock's request id and the model id sent;
-  ``reasoningContent`` → ``thinking`` (signed) / ``redacted_thinking``; stop reasons per
-  :data:`STOP_REASONS` (``stop_sequence`` is null: Converse does not say which one matched). Usage maps
-  field for field (``inputTokens`` exclude the cache, as Anthropic's ``input_tokens`` do); the gateway's
-  own counts are normalised (DESIGN §4). Streams: ``message_start`` at ``messageStart`` (usage zero: Bedrock
-  reports it only at the end), ``content_block_start``/``delta``/``stop`` per block (Bedrock starts only
-  tool blocks explicitly; text and thinking blocks are opened at their first delta; a redacted thinking
-  block is sent whole when it ends), then ``message_delta`` with the stop reason and the full usage, and
-  ``message_stop``, after ``metadata``. Errors keep their status and Bedrock's type
-  (``{"type":"error","error":{"type":"ThrottlingException",…}}``); a mid-stream ``exception`` or a cut
-  stream becomes an ``error`` event.
+  ``reasoningContent`` → ``thinking`` (signed) / ``redacted_thinking``; stop reasons per :data:`STOP_REASONS`
+  (``stop_sequence`` is null: Converse does not say which one matched). Usage maps field for field
+  (``inputTokens`` exclude the cache, as Anthropic's ``input_tokens`` do); the gateway's own counts are normalised
+  (DESIGN §4). Streams: ``message_start`` at ``messageStart`` (``input_tokens`` the gateway's estimate of the
+  prompt, bytes / 4: Bedrock reports usage only at the end), ``content_block_start``/``delta``/``stop`` per block
+  (Bedrock starts only tool blocks explicitly; text and thinking blocks are opened at their first delta; a
+  redacted thinking block is sent whole when it ends), then ``message_delta`` with the stop reason and the full
+  usage, and ``message_stop``, after ``metadata``. Errors keep their status and Bedrock's type
+  (``{"type":"error","error":{"type":"ThrottlingException",…}}``); a mid-stream ``exception`` or a cut stream
+  becomes an ``error`` event.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ import orjson
 
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import invalid_field as _invalid
+from tokenvoy.extproc.estimate import prompt_tokens
 from tokenvoy.extproc.translate.anthropic_common import BEDROCK_CLAUDE_BETAS, allowed_betas
 from tokenvoy.extproc.translate.base import ClientRequest, UpstreamRequest
 from tokenvoy.extproc.translate.bedrock_common import (
@@ -422,6 +423,7 @@ class AnthropicToBedrock(BedrockTranslator):
         self._open: set[int] = set()  # Bedrock indices whose client block is started and not stopped
         self._redacted: dict[int, bytearray] = {}  # redacted reasoning, sent whole at its block's end
         self._betas: frozenset[str] | None = BEDROCK_CLAUDE_BETAS  # the anthropic-beta flags Bedrock is sent
+        self._input_estimate = 0  # message_start's input_tokens: Bedrock reports usage only at the end
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         if backend.anthropic_betas is not None:
@@ -429,6 +431,8 @@ class AnthropicToBedrock(BedrockTranslator):
         return super().translate_request(request, backend, model)
 
     def build(self, request: ClientRequest, model: str) -> dict[str, Any]:
+        if request.stream:
+            self._input_estimate = prompt_tokens(request.body)
         return build_request(request.body, request.headers.get("anthropic-beta"), self._betas)
 
     def remove_headers(self) -> tuple[str, ...]:
@@ -463,7 +467,7 @@ class AnthropicToBedrock(BedrockTranslator):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": {"input_tokens": self._input_estimate, "output_tokens": 0},
         }
         out.append(sse_event({"type": "message_start", "message": message}))
 
