@@ -231,6 +231,44 @@ def test_cline_answers_with_a_tool_round_trip_through_every_chat_schema(
         _metered(entry, backend)
 
 
+CLINE_ANTHROPIC = [
+    ("claude-sonnet-4-6", "fake-anthropic", "Anthropic"),
+    ("anthropic.claude-haiku-4-5-20251001-v1:0", "fake-bedrock-anthropic", "AWSAnthropic"),
+]
+
+
+@pytest.mark.parametrize(("model", "backend", "schema"), CLINE_ANTHROPIC, ids=[s for _, _, s in CLINE_ANTHROPIC])
+def test_cline_anthropic_provider_answers_with_the_anthropic_v1_base_url(
+    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path, model: str, backend: str, schema: str
+) -> None:
+    """Cline's Anthropic provider calls ``<base>/messages``: the base URL the README gives it ends in ``/v1``."""
+    done = clis.cline(prefix, home, recorder.url, model, PROMPT, provider="anthropic", path="/anthropic/v1")
+    assert done.returncode == 0, done
+    result = _run_result(done.stdout)
+    assert result["finishReason"] == "completed", result
+    assert result["text"] and SENTENCE.startswith(result["text"]), result["text"]
+    turns = [r for r in recorder.requests if r.target.split("?")[0] == "/anthropic/v1/messages"]
+    assert len(turns) >= 2, [r.target for r in recorder.requests]
+    results = [b for b in _blocks(turns[-1]) if b.get("type") == "tool_result"]
+    assert results, turns[-1].json()["messages"][-1]
+    entries = _log_entries(
+        gateway, lambda e: e.get("genai_model_name") == model and e.get("genai_backend_name") == backend, count=2
+    )
+    for entry in entries:
+        _metered(entry, backend)
+
+
+def test_cline_anthropic_provider_on_an_openai_backend_is_refused_for_its_web_search_server_tool(
+    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path
+) -> None:
+    """Cline's Anthropic provider offers Anthropic's own ``web_search_20250305`` tool, which only Anthropic runs:
+    toward an OpenAI-schema backend the gateway answers a 422 naming it (its OpenAI-compatible provider works)."""
+    done = clis.cline(prefix, home, recorder.url, "gpt-4o-mini", PROMPT, provider="anthropic", path="/anthropic/v1")
+    assert done.returncode != 0
+    assert "Anthropic server tool 'web_search_20250305' only runs on Anthropic" in done.stdout
+    assert recorder.requests[0].json()["tools"][0]["type"] == "web_search_20250305"
+
+
 # -- gemini-cli (Gemini API) --------------------------------------------------------------------------------
 
 GEMINI = clis.VERSIONS["@google/gemini-cli"]

@@ -15,7 +15,8 @@ Determinism contract (tests and benchmarks rely on it):
 * with ``thinking`` enabled or adaptive a thinking block (:data:`THINKING_TEXT`, signed) comes first and its words
   count as output and against ``max_tokens``;
 * when tools are offered, ``tool_choice`` is not ``none`` and the last turn is the user's, the answer is
-  one ``tool_use`` of the first tool (or the one ``tool_choice`` names) with an input valid for its schema:
+  one ``tool_use`` of the first custom tool (Anthropic's own versioned tools, ``web_search_20250305`` …, are
+  accepted as the API does and never called) (or the one ``tool_choice`` names) with an input valid for its schema:
   every required property filled with a value of its type (see :func:`sample_value`). After ``tool_result``
   blocks the answer is text again unless ``tool_choice`` forces a tool, so agent loops end;
 * ``usage.input_tokens`` counts whitespace-separated words of ``system`` and of every message's text
@@ -105,6 +106,7 @@ _TOOL_FIELDS = frozenset(
     }
 )
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_VERSIONED_TOOL = re.compile(r"^[a-z][a-z0-9_]*_\d{8}$")  # web_search_20250305, text_editor_20250728, …
 _IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _USER_BLOCKS = frozenset({"text", "image", "document", "tool_result"})
 _ASSISTANT_BLOCKS = frozenset({"text", "tool_use", "thinking", "redacted_thinking"})
@@ -361,6 +363,8 @@ def _check_tools(tools: object, tool_choice: object) -> list[dict[str, Any]]:
         if name in names:
             raise _Invalid("tools: Tool names must be unique.")
         names.add(name)
+        if _is_server_tool(tool):
+            continue  # a versioned tool Anthropic defines (web_search_20250305, …): it takes no input_schema
         schema = tool.get("input_schema")
         _expect(schema, dict, f"tools.{i}.custom.input_schema", "a valid dictionary")
         if schema.get("type") != "object":
@@ -381,6 +385,12 @@ def _check_tools(tools: object, tool_choice: object) -> list[dict[str, Any]]:
         if kind in ("any", "tool") and not names:
             raise _Invalid("tool_choice: a tool choice that forces a tool needs `tools`")
     return tools
+
+
+def _is_server_tool(tool: dict[str, Any]) -> bool:
+    """A tool of a versioned type Anthropic defines (``web_search_20250305``, ``bash_20250124``, …), not custom."""
+    kind = tool.get("type")
+    return isinstance(kind, str) and kind != "custom" and _VERSIONED_TOOL.match(kind) is not None
 
 
 def _check_number(request: dict[str, Any], key: str, low: float, high: float) -> None:
@@ -502,7 +512,7 @@ def _answer_text(limit: int, stop_sequences: list[str]) -> tuple[str, str, str |
 
 
 def _tool_to_call(request: dict[str, Any]) -> dict[str, Any] | None:
-    tools = request.get("tools") or []
+    tools = [tool for tool in request.get("tools") or [] if not _is_server_tool(tool)]  # the fake runs no server tool
     choice = request.get("tool_choice") or {"type": "auto"}
     if not tools or choice.get("type") == "none" or request["messages"][-1]["role"] != "user":
         return None
