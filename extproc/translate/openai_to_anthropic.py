@@ -63,7 +63,13 @@ from tokenvoy.extproc.translate.anthropic_common import (
 )
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
-from tokenvoy.extproc.translate.openai_common import data_uri, function_calls
+from tokenvoy.extproc.translate.openai_common import (
+    data_uri,
+    function_calls,
+    reasoning_encrypted_detail,
+    reasoning_text_detail,
+    thinking_blocks,
+)
 from tokenvoy.extproc.usage import TokenUsage
 
 DEFAULT_MAX_TOKENS = 4096
@@ -306,38 +312,6 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
     return blocks
 
 
-REASONING_FORMAT = "anthropic-claude-v1"  # OpenRouter's name for Anthropic's signed reasoning
-
-
-def thinking_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    """Anthropic's signed thinking blocks from an assistant message's ``reasoning_details`` (merged by
-    ``index``, as streamed pieces accumulate); the text of a detail that has none is ``reasoning_content``."""
-    details = message.get("reasoning_details")
-    if details is None:
-        return []
-    if not isinstance(details, list):
-        raise _invalid(f"{where}.reasoning_details", "expected an array")
-    merged: dict[object, dict[str, Any]] = {}
-    for position, detail in enumerate(details):
-        if not isinstance(detail, dict):
-            raise _invalid(f"{where}.reasoning_details[{position}]", "expected an object")
-        key = detail.get("index", position)
-        entry = merged.setdefault(key, {"type": detail.get("type"), "text": "", "signature": None, "data": None})
-        for field in ("text", "signature", "data"):
-            value = detail.get(field)
-            if isinstance(value, str) and value:
-                entry[field] = entry[field] + value if field == "text" else value
-    blocks: list[dict[str, Any]] = []
-    fallback = message.get("reasoning_content")
-    for entry in merged.values():
-        if entry["type"] == "reasoning.encrypted" and entry["data"]:
-            blocks.append({"type": "redacted_thinking", "data": entry["data"]})
-        elif entry["type"] == "reasoning.text" and entry["signature"]:
-            text = entry["text"] or (fallback if isinstance(fallback, str) and len(merged) == 1 else "")
-            blocks.append({"type": "thinking", "thinking": text, "signature": entry["signature"]})
-    return blocks
-
-
 def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:
@@ -415,17 +389,6 @@ def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _reasoning_text(text: str, signature: object, index: int) -> dict[str, Any]:
-    detail: dict[str, Any] = {"type": "reasoning.text", "text": text, "format": REASONING_FORMAT, "index": index}
-    if isinstance(signature, str) and signature:
-        detail["signature"] = signature
-    return detail
-
-
-def _reasoning_encrypted(data: str, index: int) -> dict[str, Any]:
-    return {"type": "reasoning.encrypted", "data": data, "format": REASONING_FORMAT, "index": index}
-
-
 def chat_completion(message: dict[str, Any], created: int) -> dict[str, Any]:
     """An Anthropic Message as an OpenAI ``chat.completion``."""
     texts: list[str] = []
@@ -440,9 +403,9 @@ def chat_completion(message: dict[str, Any], created: int) -> dict[str, Any]:
             texts.append(block["text"])
         elif kind == "thinking" and isinstance(block.get("thinking"), str):
             thinking.append(block["thinking"])
-            details.append(_reasoning_text(block["thinking"], block.get("signature"), len(details)))
+            details.append(reasoning_text_detail(block["thinking"], block.get("signature"), len(details)))
         elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
-            details.append(_reasoning_encrypted(block["data"], len(details)))
+            details.append(reasoning_encrypted_detail(block["data"], len(details)))
         elif kind == "tool_use":
             tool_calls.append(_tool_call(block))
     reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
@@ -656,9 +619,9 @@ class OpenAIToAnthropic:
             if isinstance(index, int):
                 self._reasoning_indices[index] = position
             if kind == "redacted_thinking" and isinstance(block.get("data"), str):
-                out.append(self._chunk({"reasoning_details": [_reasoning_encrypted(block["data"], position)]}))
+                out.append(self._chunk({"reasoning_details": [reasoning_encrypted_detail(block["data"], position)]}))
             elif kind == "thinking" and block.get("thinking"):
-                detail = _reasoning_text(block["thinking"], block.get("signature"), position)
+                detail = reasoning_text_detail(block["thinking"], block.get("signature"), position)
                 out.append(self._chunk({"reasoning_content": block["thinking"], "reasoning_details": [detail]}))
         elif kind == "tool_use":
             index = event.get("index")
@@ -682,10 +645,10 @@ class OpenAIToAnthropic:
         if kind == "text_delta" and delta.get("text"):
             out.append(self._chunk({"content": delta["text"]}))
         elif kind == "thinking_delta" and delta.get("thinking"):
-            detail = _reasoning_text(delta["thinking"], None, self._reasoning_position(event))
+            detail = reasoning_text_detail(delta["thinking"], None, self._reasoning_position(event))
             out.append(self._chunk({"reasoning_content": delta["thinking"], "reasoning_details": [detail]}))
         elif kind == "signature_delta" and delta.get("signature"):
-            detail = _reasoning_text("", delta["signature"], self._reasoning_position(event))
+            detail = reasoning_text_detail("", delta["signature"], self._reasoning_position(event))
             out.append(self._chunk({"reasoning_details": [detail]}))
         elif kind == "input_json_delta" and delta.get("partial_json"):
             position = self._tool_position(event)
