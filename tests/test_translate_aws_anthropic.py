@@ -618,3 +618,13 @@ def test_the_fake_bedrocks_throttling_answer_reads_as_429_rate_limit():
     assert (error["type"], error["code"]) == ("rate_limit_error", "429")
     assert error["message"] == "ThrottlingException: Too many requests, please wait before trying again."
     assert THROTTLING_HEADERS["x-amzn-errortype"] == dict(response.headers)["x-amzn-errortype"]
+
+
+def test_dropped_beta_flags_are_named_in_a_debug_log(caplog: pytest.LogCaptureFixture) -> None:
+    request = _anthropic({"model": "c", "max_tokens": 5, "messages": [USER]}, {"anthropic-beta": CLAUDE_CODE_BETAS})
+    with caplog.at_level("DEBUG", logger="tokenvoy.extproc.translate.anthropic_common"):
+        AnthropicToAWSAnthropic().translate_request(request, BEDROCK, MODEL)
+    (record,) = [r for r in caplog.records if "anthropic-beta" in r.getMessage()]
+    assert record.levelname == "DEBUG"
+    assert "claude-code-20250219, thinking-token-count-2026-05-13" in record.getMessage()
+    assert "bedrock (AWSAnthropic)" in record.getMessage()
