@@ -65,7 +65,9 @@ def read_body(raw: bytes, api: ClientAPI) -> RequestBody:
         raise GatewayError(400, f"Invalid type for 'stream': expected a boolean, but got {_type_name(stream)} instead.")
     if api is ClientAPI.ANTHROPIC_MESSAGES:
         _check_max_tokens(body.get("max_tokens", _ABSENT))
-    return RequestBody(body, model, stream is True)
+    return RequestBody(
+        body, model, stream is True and api is not ClientAPI.ANTHROPIC_COUNT_TOKENS
+    )  # counts never stream
 
 
 def check_model(model: str) -> None:
