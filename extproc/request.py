@@ -53,7 +53,7 @@ def read_body(raw: bytes, api: ClientAPI) -> RequestBody:
         raise GatewayError(400, "the request body must be a JSON object")
     if (duplicate := duplicate_key(raw, body)) is not None:
         raise GatewayError(400, f"the request body has the field `{duplicate}` more than once: send each field once")
-    anthropic = api is ClientAPI.ANTHROPIC_MESSAGES
+    anthropic = api in (ClientAPI.ANTHROPIC_MESSAGES, ClientAPI.ANTHROPIC_COUNT_TOKENS)
     model = body.get("model")
     if anthropic and not isinstance(model, str):
         raise GatewayError(400, "model: Field required" if model is None else "model: Input should be a valid string")
@@ -65,9 +65,11 @@ def read_body(raw: bytes, api: ClientAPI) -> RequestBody:
         if anthropic:
             raise GatewayError(400, "stream: Input should be a valid boolean")
         raise GatewayError(400, f"Invalid type for 'stream': expected a boolean, but got {_type_name(stream)} instead.")
-    if anthropic:
+    if api is ClientAPI.ANTHROPIC_MESSAGES:
         _check_max_tokens(body.get("max_tokens", _ABSENT))
-    return RequestBody(body, model, stream is True)
+    return RequestBody(
+        body, model, stream is True and api is not ClientAPI.ANTHROPIC_COUNT_TOKENS
+    )  # counts never stream
 
 
 def read_gemini_body(raw: bytes, model: str, stream: bool) -> RequestBody:

@@ -22,7 +22,7 @@ from tokenvoy.extproc.estimate import reservation_values
 from tokenvoy.extproc.gemini_paths import GeminiCall, gemini_call, is_gemini_path
 from tokenvoy.extproc.observe import CompletedRequest, NoObserver, RequestObserver
 from tokenvoy.extproc.pbutil import header_dict, header_mutation, immediate_response, metadata_struct
-from tokenvoy.extproc.registry import RequestContext, RequestRegistry, request_key
+from tokenvoy.extproc.registry import Attempt, RequestContext, RequestRegistry, request_key
 from tokenvoy.extproc.request import check_identity_headers, read_body, read_gemini_body
 from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
@@ -43,6 +43,7 @@ ENDPOINTS = {
     "/anthropic/v1/messages": ClientAPI.ANTHROPIC_MESSAGES,
     "/v1/responses": ClientAPI.OPENAI_RESPONSES,
     "/v1/responses/input_tokens": ClientAPI.OPENAI_RESPONSES_INPUT_TOKENS,
+    "/anthropic/v1/messages/count_tokens": ClientAPI.ANTHROPIC_COUNT_TOKENS,  # not charged: nothing is generated
 }
 ANTHROPIC_PREFIX = "/anthropic/"  # errors under it, even for unknown paths, are in Anthropic's shape
 MODELS_PATH = "/v1/models"
@@ -273,6 +274,8 @@ class RouterStream:
             # embeddings and token counts reserve no output
             generates = request.api not in (ClientAPI.OPENAI_EMBEDDINGS, ClientAPI.GEMINI_COUNT_TOKENS)
             values = reservation_values(parsed, reservation, rule.costs, call, generates)
+            if api is ClientAPI.ANTHROPIC_COUNT_TOKENS:  # a token count reserves nothing: it is charged nothing
+                values = dict.fromkeys(values, 0)
             response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
         return response
 
@@ -423,19 +426,18 @@ class RouterStream:
         attempt = context.attempt if context else None
         if context is None:
             return
-        if attempt is None or not 200 <= self._status < 300:
+        counting = context.request.api is ClientAPI.ANTHROPIC_COUNT_TOKENS
+        if attempt is None or not 200 <= self._status < 300 or counting:
             # No usage, so every cost is 0: written, because a budget's charge reads its key at stream end
-            # and Envoy warns about (and skips) a missing one.
-            if context.rule.costs:
-                zeros = {cost.metadata_key: 0 for cost in context.rule.costs}
+            # and Envoy warns about (and skips) a missing one. A provider's refusal still names its backend.
+            # A token count generates nothing and is not charged either.
+            zeros: dict[str, object] = {cost.metadata_key: 0 for cost in context.rule.costs}
+            if attempt is not None:
+                zeros.update(self._attempt_names(attempt, context))
+            if zeros:
                 response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, zeros))
             return
-        values: dict[str, object] = {
-            "backend_name": attempt.backend,
-            "route_name": context.rule.route.name,
-        }
-        if attempt.model_override:
-            values["model_name_override"] = attempt.model_override
+        values = self._attempt_names(attempt, context)
         translator = attempt.translator
         if translator.response_model:
             values["response_model"] = translator.response_model
@@ -454,6 +456,14 @@ class RouterStream:
         else:
             log.debug("no usage in the response of request %s", self._request_id)
         response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
+
+    @staticmethod
+    def _attempt_names(attempt: Attempt, context: RequestContext) -> dict[str, object]:
+        """The access log's backend, route and override names for the attempt that answered."""
+        values: dict[str, object] = {"backend_name": attempt.backend, "route_name": context.rule.route.name}
+        if attempt.model_override:
+            values["model_name_override"] = attempt.model_override
+        return values
 
 
 _UNSUPPORTED_SEEN: set[str] = set()  # content-encodings already logged (bounded)

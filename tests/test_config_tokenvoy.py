@@ -90,7 +90,8 @@ def test_unknown_fields_are_errors_with_file_resource_and_path() -> None:
         )
     )
     assert problems == [  # every problem at once
-        "gw.yaml: TokenvoyConfig/tokenvoy: spec.prices: unknown field (known: metrics, pricing, tracing)",
+        "gw.yaml: TokenvoyConfig/tokenvoy: spec.prices: unknown field "
+        "(known: anthropicBetas, metrics, pricing, tracing)",
         "gw.yaml: TokenvoyConfig/tokenvoy: spec.metrics.maxLabelValue: unknown field "
         "(known: clientFromUserAgent, maxLabelValues, requestHeaderLabels)",
         "gw.yaml: TokenvoyConfig/tokenvoy: spec.pricing[0].perRequest: unknown field (known: "
@@ -193,3 +194,25 @@ def test_the_reserved_label_names_cover_every_label_tokenvoys_metrics_use() -> N
         for name in family._labelnames
     }
     assert used <= RESERVED_METRIC_LABELS
+
+
+def test_anthropic_betas_set_the_allowlist_of_every_backend_of_that_schema() -> None:
+    spec = (
+        "  anthropicBetas:\n    AWSAnthropic: [claude-code-20250219, ' effort-2025-11-24']\n    GCPAnthropic: ['*']\n"
+    )
+    config = load_text(GATEWAY + _tokenvoy(spec))
+    betas = {name: backend.anthropic_betas for name, backend in config.backends.items()}
+    assert betas["fake-bedrock-anthropic"] == frozenset({"claude-code-20250219", "effort-2025-11-24"})
+    assert betas["fake-vertex-anthropic"] == frozenset({"*"})
+    assert betas["fake-bedrock"] is None and betas["fake"] is None  # the schema's default (AWS's documented list)
+
+
+def test_bad_anthropic_betas_are_errors_naming_the_path() -> None:
+    spec = "  anthropicBetas:\n    OpenAI: [x]\n    AWSBedrock: 'a,b'\n    GCPAnthropic: ['a,b']\n"
+    assert _problems(_tokenvoy(spec)) == [
+        "gw.yaml: TokenvoyConfig/tokenvoy: spec.anthropicBetas.OpenAI: unknown field "
+        "(known: AWSAnthropic, AWSBedrock, Anthropic, GCPAnthropic)",
+        "gw.yaml: TokenvoyConfig/tokenvoy: spec.anthropicBetas.AWSBedrock: must be a list, got str",
+        "gw.yaml: TokenvoyConfig/tokenvoy: spec.anthropicBetas.GCPAnthropic: each entry must be one beta flag "
+        "(no commas), got 'a,b'",
+    ]

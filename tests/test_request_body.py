@@ -84,6 +84,13 @@ def test_anthropic_messages_need_max_tokens(max_tokens, message):
     assert read_body(orjson.dumps(body), CHAT).model == "m"  # OpenAI's chat API has no such requirement
 
 
+def test_a_token_count_needs_no_max_tokens_never_streams_and_words_errors_as_anthropic():
+    count = ClientAPI.ANTHROPIC_COUNT_TOKENS
+    read = read_body(orjson.dumps({"model": "m", "messages": HI, "stream": True}), count)
+    assert (read.model, read.stream) == ("m", False)
+    assert _refused(orjson.dumps({"messages": HI}), count) == "model: Field required"
+
+
 def test_anthropic_model_wording():
     assert _refused(orjson.dumps({"max_tokens": 5, "messages": HI}), MESSAGES) == "model: Field required"
     assert _refused(orjson.dumps({"model": 3, "max_tokens": 5}), MESSAGES) == "model: Input should be a valid string"

@@ -546,6 +546,13 @@ def test_offered_tools_and_a_user_turn_get_a_call_of_the_first_tool(client: Open
     assert none.choices[0].message.tool_calls is None
 
 
+def test_a_system_message_after_the_users_leaves_the_turn_the_users(client: OpenAI) -> None:
+    """Claude Code through the gateway: its mid-conversation system message follows the user's first message."""
+    messages = [{"role": "user", "content": "weather in Rome?"}, {"role": "system", "content": "Be brief."}]
+    reply = client.chat.completions.create(model="gpt-4o", messages=messages, tools=[WEATHER_TOOL])
+    assert reply.choices[0].finish_reason == "tool_calls"
+
+
 def test_after_a_tool_result_the_answer_ends_like_a_model_not_at_the_limit(client: OpenAI) -> None:
     """An agent asks for 32,000 tokens; a model answers a few sentences and stops, so the agent loop ends."""
     history = [

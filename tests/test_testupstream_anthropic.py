@@ -398,3 +398,28 @@ def test_what_the_api_refuses_is_refused(fields: dict[str, Any], fragment: str) 
     reply = _with(**fields)
     assert reply.status == 400
     assert reply.body is not None and fragment in reply.body["error"]["message"]
+
+
+def test_anthropic_server_tools_are_accepted_and_the_first_custom_tool_is_called() -> None:
+    """Cline's Anthropic provider offers ``web_search_20250305`` first; the API takes it (no input_schema)."""
+    tools = [
+        {"type": "web_search_20250305", "name": "web_search"},
+        {"name": "read_files", "input_schema": {"type": "object", "properties": {}}},
+    ]
+    reply = _create({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}], "tools": tools})
+    assert reply.status == 200, reply.body
+    assert [b["name"] for b in reply.body["content"] if b["type"] == "tool_use"] == ["read_files"]  # type: ignore[index]
+    custom_without_schema = [{"type": "custom", "name": "x"}]
+    refused = _create(
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "tools": custom_without_schema}
+    )
+    assert refused.status == 400
+
+
+def test_count_tokens_counts_like_the_messages_usage_and_refuses_generation_fields() -> None:
+    body = {"model": "m", "system": "Be brief.", "messages": [{"role": "user", "content": "five words are here now"}]}
+    counted = anthropic_messages.count_tokens(orjson.dumps(body), HEADERS)
+    assert (counted.status, counted.body) == (200, {"input_tokens": 7})
+    refused = anthropic_messages.count_tokens(orjson.dumps({**body, "max_tokens": 5}), HEADERS)
+    assert refused.status == 400 and "max_tokens: Extra inputs are not permitted" in str(refused.body)
+    assert anthropic_messages.count_tokens(orjson.dumps(body), {}).status == 401

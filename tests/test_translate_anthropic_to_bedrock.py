@@ -8,6 +8,7 @@ official ``anthropic`` SDK's types and its stream accumulator.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 from typing import Any
 
@@ -318,11 +319,54 @@ def test_what_bedrock_cannot_express_is_422_naming_the_field(body: dict[str, Any
     assert f"`{field}`" in error.message
 
 
+def test_only_the_beta_flags_aws_documents_for_claude_reach_converse_and_the_config_can_widen_them() -> None:
+    headers = {"anthropic-beta": "claude-code-20250219, interleaved-thinking-2025-05-14"}
+    sent = _sent({"messages": [_user("hi")]}, headers)
+    assert sent["additionalModelRequestFields"]["anthropic_beta"] == ["interleaved-thinking-2025-05-14"]
+    assert bedrock_converse.converse(orjson.dumps(sent), stream=False).status == 200
+    refused = {**sent, "additionalModelRequestFields": {"anthropic_beta": ["claude-code-20250219"]}}
+    reply = bedrock_converse.converse(orjson.dumps(refused), stream=False)
+    assert reply.status == 400 and "invalid beta flag: claude-code-20250219" in str(reply.body)
+    translator = AnthropicToBedrock()
+    wide = dataclasses.replace(BACKEND, anthropic_betas=frozenset({"*"}))
+    upstream = translator.translate_request(_request({"messages": [_user("hi")]}, headers), wide, MODEL)
+    betas = orjson.loads(upstream.body)["additionalModelRequestFields"]["anthropic_beta"]
+    assert betas == ["claude-code-20250219", "interleaved-thinking-2025-05-14"]
+
+
+def test_mid_conversation_system_messages_become_system_blocks_after_the_top_level_ones() -> None:
+    """Converse takes system text only at the top level, and roles only user/assistant: Claude Code's
+    ``role: "system"`` message at ``messages[1]`` joins the system blocks; the turns around it merge."""
+    sent = _sent(
+        {
+            "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                _user("hello"),
+                {"role": "system", "content": "Answer briefly."},
+                _user("again"),
+                {"role": "assistant", "content": "Hi"},
+                {"role": "system", "content": [{"type": "text", "text": "Now in French."}]},
+                _user("more"),
+            ],
+        }
+    )
+    assert sent["system"] == [
+        {"text": "You are Claude Code."},
+        {"cachePoint": {"type": "default"}},
+        {"text": "Answer briefly."},
+        {"text": "Now in French."},
+    ]
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+    assert sent["messages"][0]["content"] == [{"text": "hello"}, {"text": "again"}]
+    assert bedrock_converse.converse(orjson.dumps(sent), stream=False).status == 200  # the fake (AWS docs) takes it
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
         ({"messages": []}, "messages"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [_user("x"), {"role": "system", "content": 3}]}, "messages[1].content"),
         ({"messages": [_user("x")], "max_tokens": 0}, "max_tokens"),
         ({"messages": [_user("x")], "stop_sequences": "END"}, "stop_sequences"),
         ({"messages": [_user([{"type": "tool_use", "id": "a", "name": "f", "input": {}}])]}, "messages[0].content[0]"),
@@ -526,6 +570,12 @@ def _accumulate(events: list[dict[str, Any]]) -> Message:
         snapshot = accumulate_event(event=EVENTS.validate_python(event), current_snapshot=snapshot, json_bufs=json_bufs)
     assert snapshot is not None
     return snapshot
+
+
+def test_message_start_carries_an_estimate_of_the_input_tokens() -> None:
+    """Bedrock reports usage only in its last event; Claude Code reads message_start's input_tokens meanwhile."""
+    events = _events(_client_bytes(_streaming(), [STREAM]))
+    assert events[0]["message"]["usage"] == {"input_tokens": 2 + 4, "output_tokens": 0}  # "weather?": 8 bytes / 4 + 4
 
 
 def test_stream_translated_event_by_event() -> None:

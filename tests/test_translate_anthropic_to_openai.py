@@ -237,6 +237,49 @@ def test_tool_choice(choice, expected, parallel):
     assert sent.get("parallel_tool_calls") == parallel
 
 
+def test_a_mid_conversation_system_message_stays_in_place_as_a_system_message():
+    """Claude Code puts a ``role: "system"`` message at ``messages[1]`` for a model name it does not know."""
+    sent = _sent(
+        {
+            "system": "You are Claude Code.",
+            "messages": [
+                USER,
+                {
+                    "role": "system",
+                    "content": [{"type": "text", "text": "Answer briefly."}, {"type": "text", "text": "Be kind."}],
+                },
+                {"role": "assistant", "content": "Hi"},
+                {"role": "user", "content": "More"},
+                {"role": "system", "content": "Now in French."},
+            ],
+        }
+    )
+    assert sent["messages"] == [
+        {"role": "system", "content": "You are Claude Code."},
+        {"role": "user", "content": "Hello, Claude"},
+        {"role": "system", "content": "Answer briefly.\n\nBe kind."},
+        {"role": "assistant", "content": "Hi"},
+        {"role": "user", "content": "More"},
+        {"role": "system", "content": "Now in French."},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("output_config", "effort"),
+    [(None, "high"), ({"effort": "low"}, "low"), ({"effort": "medium"}, "medium"), ({"effort": "max"}, "xhigh")],
+)
+def test_adaptive_thinking_becomes_the_reasoning_effort_claude_code_asks_for(output_config, effort):
+    body: dict[str, Any] = {"messages": [USER], "thinking": {"type": "adaptive"}}
+    if output_config is not None:
+        body["output_config"] = output_config
+    assert _sent(body)["reasoning_effort"] == effort
+
+
+def test_an_unknown_effort_is_a_400_naming_it():
+    error = _rejected({"messages": [USER], "thinking": {"type": "adaptive"}, "output_config": {"effort": "huge"}})
+    assert error.status == 400 and "`output_config.effort`" in error.message
+
+
 @pytest.mark.parametrize(
     ("budget", "effort"), [(1024, "low"), (4095, "low"), (4096, "medium"), (16383, "medium"), (16384, "high")]
 )
@@ -250,7 +293,8 @@ def test_thinking_budget_becomes_reasoning_effort(budget, effort):
     ("body", "status", "field"),
     [
         ({"messages": []}, 400, "messages"),
-        ({"messages": [{"role": "system", "content": "x"}]}, 400, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role"),
+        ({"messages": [USER, {"role": "system", "content": [{"type": "image"}]}]}, 400, "messages[1].content[0]"),
         ({"messages": [USER], "max_tokens": 0}, 400, "max_tokens"),
         ({"messages": [USER], "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, 422, "tools[0]"),
         ({"messages": [USER], "tools": [WEATHER], "tool_choice": {"type": "maybe"}}, 400, "tool_choice.type"),
@@ -530,6 +574,22 @@ def test_text_stream_event_by_event():
             "output_tokens": 9,
         },
     }
+
+
+def test_message_start_carries_an_estimate_of_the_input_tokens():
+    """OpenAI reports usage only at the end; Claude Code reads message_start's input_tokens meanwhile."""
+    events = _events(_stream(TEXT_STREAM))
+    assert events[0]["message"]["usage"] == {"input_tokens": 4 + 4, "output_tokens": 0}  # 13 bytes / 4 + 4
+    assert events[-2]["usage"]["input_tokens"] == 16  # the provider's real count, at the end
+
+
+def test_a_keep_alive_comment_becomes_anthropics_ping_after_message_start():
+    """Long reasoning on an OpenAI-compatible server: its ``: keep-alive`` comments keep the client alive."""
+    out = _stream(b": keep-alive\n\n" + TEXT_STREAM.replace(b"\n\ndata: ", b"\n\n: keep-alive\n\ndata: ", 1))
+    events = _events(out)
+    assert [e["type"] for e in events[:3]] == ["message_start", "ping", "ping"]
+    assert events[0]["message"]["usage"]["input_tokens"] == 8
+    assert _accumulate(out).content[0].text == "Hello wörld"  # the SDK reads the stream as before
 
 
 def _accumulate(out: bytes) -> Any:

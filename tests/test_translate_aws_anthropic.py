@@ -230,6 +230,59 @@ def test_anthropic_beta_header_becomes_the_body_list_bedrock_reads():
     assert _sent(upstream.body)["anthropic_beta"] == ["token-efficient-tools-2025-02-19"]  # the body's wins
 
 
+CLAUDE_CODE_BETAS = (
+    "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27,"
+    "thinking-token-count-2026-05-13,effort-2025-11-24"
+)
+
+
+def test_beta_flags_bedrock_does_not_document_are_dropped_and_the_fake_bedrock_accepts_the_rest():
+    """Claude Code's default flags: Bedrock refuses ``claude-code-20250219`` (400 "invalid beta flag")."""
+    body = {"model": "c", "max_tokens": 5, "messages": [USER], "stream": True}
+    request = _anthropic(body, {"anthropic-beta": CLAUDE_CODE_BETAS})
+    upstream = AnthropicToAWSAnthropic().translate_request(request, BEDROCK, MODEL)
+    sent = _sent(upstream.body)
+    assert sent["anthropic_beta"] == [
+        "interleaved-thinking-2025-05-14",
+        "context-management-2025-06-27",
+        "effort-2025-11-24",
+    ]
+    assert "anthropic-beta" in upstream.remove_headers  # read from the body only
+    status, _, answer = _fake_bedrock(upstream.path, upstream.body)
+    assert status == 200, answer
+    refused = _fake_bedrock(upstream.path, orjson.dumps({**sent, "anthropic_beta": ["claude-code-20250219"]}))
+    assert refused[0] == 400 and b"invalid beta flag: claude-code-20250219" in refused[2]
+
+
+def test_no_allowed_beta_flag_left_sends_no_beta_list():
+    request = _anthropic(
+        {"model": "c", "max_tokens": 5, "messages": [USER]}, {"anthropic-beta": "claude-code-20250219"}
+    )
+    upstream = AnthropicToAWSAnthropic().translate_request(request, BEDROCK, MODEL)
+    assert "anthropic_beta" not in _sent(upstream.body)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "expected"),
+    [
+        (frozenset({"claude-code-20250219"}), ["claude-code-20250219"]),
+        (frozenset({"*"}), CLAUDE_CODE_BETAS.split(",")),
+    ],
+)
+def test_the_configured_allowlist_replaces_the_documented_one(allowed, expected):
+    backend = dataclasses.replace(BEDROCK, anthropic_betas=allowed)
+    request = _anthropic({"model": "c", "max_tokens": 5, "messages": [USER]}, {"anthropic-beta": CLAUDE_CODE_BETAS})
+    upstream = AnthropicToAWSAnthropic().translate_request(request, backend, MODEL)
+    assert _sent(upstream.body)["anthropic_beta"] == expected
+
+
+def test_the_fakes_beta_list_is_the_one_aws_documents():
+    """Both were written from AWS's "Request and Response" page for Claude (the table of beta headers)."""
+    from tokenvoy.extproc.translate.anthropic_common import BEDROCK_CLAUDE_BETAS
+
+    assert anthropic_clouds.BEDROCK_BETAS == BEDROCK_CLAUDE_BETAS
+
+
 # ---- JSON answers -------------------------------------------------------------------------------------
 
 MESSAGE = {
@@ -565,3 +618,13 @@ def test_the_fake_bedrocks_throttling_answer_reads_as_429_rate_limit():
     assert (error["type"], error["code"]) == ("rate_limit_error", "429")
     assert error["message"] == "ThrottlingException: Too many requests, please wait before trying again."
     assert THROTTLING_HEADERS["x-amzn-errortype"] == dict(response.headers)["x-amzn-errortype"]
+
+
+def test_dropped_beta_flags_are_named_in_a_debug_log(caplog: pytest.LogCaptureFixture) -> None:
+    request = _anthropic({"model": "c", "max_tokens": 5, "messages": [USER]}, {"anthropic-beta": CLAUDE_CODE_BETAS})
+    with caplog.at_level("DEBUG", logger="tokenvoy.extproc.translate.anthropic_common"):
+        AnthropicToAWSAnthropic().translate_request(request, BEDROCK, MODEL)
+    (record,) = [r for r in caplog.records if "anthropic-beta" in r.getMessage()]
+    assert record.levelname == "DEBUG"
+    assert "claude-code-20250219, thinking-token-count-2026-05-13" in record.getMessage()
+    assert "bedrock (AWSAnthropic)" in record.getMessage()

@@ -8,6 +8,7 @@ the direct Anthropic translation, split at any byte.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -116,6 +117,23 @@ def test_anthropic_client_body_loses_model_keeps_stream_gains_version(stream: bo
     assert upstream.set_headers == {}  # the client's anthropic-beta header goes through as Vertex reads it
     status, answer = _fake_vertex(upstream.path, upstream.body or b"")
     assert status == 200, answer
+
+
+@pytest.mark.parametrize(
+    ("allowed", "set_headers", "removed"),
+    [
+        (frozenset({"context-1m-2025-08-07"}), {"anthropic-beta": "context-1m-2025-08-07"}, ()),
+        (frozenset({"effort-2025-11-24"}), {}, ("anthropic-beta",)),
+        (frozenset({"*"}), {}, ()),
+    ],
+)
+def test_a_configured_allowlist_narrows_the_beta_header_vertex_gets(allowed, set_headers, removed):
+    backend = dataclasses.replace(VERTEX, anthropic_betas=allowed)
+    headers = {"anthropic-beta": "claude-code-20250219,context-1m-2025-08-07"}
+    request = _anthropic({"model": "claude", "max_tokens": 5, "messages": [USER]}, headers)
+    upstream = AnthropicToGCPAnthropic().translate_request(request, backend, MODEL)
+    assert upstream.set_headers == set_headers
+    assert upstream.remove_headers == removed
 
 
 # ---- answers ------------------------------------------------------------------------------------------

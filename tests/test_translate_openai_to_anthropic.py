@@ -501,11 +501,52 @@ def test_tool_use_and_thinking_answer():
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content == "I'll check both cities."
-    assert choice.message.model_extra == {"reasoning_content": "The user wants weather."}
+    assert choice.message.model_extra == {
+        "reasoning_content": "The user wants weather.",
+        "reasoning_details": [  # OpenRouter's shape: what a replay needs, signature included
+            {
+                "type": "reasoning.text",
+                "text": "The user wants weather.",
+                "signature": "EqQBCgIYAh",
+                "format": "anthropic-claude-v1",
+                "index": 0,
+            },
+            {"type": "reasoning.encrypted", "data": "EmwKAhgBEgy3va3pzix", "format": "anthropic-claude-v1", "index": 1},
+        ],
+    }
     assert [(c.id, c.function.name, orjson.loads(c.function.arguments)) for c in choice.message.tool_calls] == [
         ("toolu_01A", "get_weather", {"location": "San Francisco, CA"}),
         ("toolu_01B", "get_weather", {"location": "New York, NY"}),
     ]
+
+    # The client sends the turn back with its reasoning_details: Anthropic gets the signed blocks first.
+    history = [
+        USER,
+        {**choice.message.model_dump(exclude_none=True), "content": choice.message.content},
+        *({"role": "tool", "tool_call_id": c.id, "content": "sunny"} for c in choice.message.tool_calls),
+    ]
+    sent = _sent({"messages": history, "tools": [WEATHER_TOOL], "reasoning_effort": "low", "max_tokens": 4096})
+    assert sent["messages"][1]["content"][:3] == [
+        {"type": "thinking", "thinking": "The user wants weather.", "signature": "EqQBCgIYAh"},
+        {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
+        {"type": "text", "text": "I'll check both cities."},
+    ]
+    reply = anthropic_messages.create_message(
+        orjson.dumps(sent), {"x-api-key": "k", "anthropic-version": "2023-06-01"}, message_id="msg_1"
+    )
+    assert reply.status == 200, reply.body  # the fake (Anthropic's validation) takes the replayed thinking
+
+
+def test_reasoning_details_without_a_signature_are_not_replayed():
+    message = {
+        "role": "assistant",
+        "content": "Hi",
+        "reasoning_content": "thought",
+        "reasoning_details": [{"type": "reasoning.text", "text": "thought", "index": 0}],
+    }
+    sent = _sent({"messages": [USER, message, {"role": "user", "content": "again"}]})
+    assert sent["messages"][1]["content"] == [{"type": "text", "text": "Hi"}]
+    assert _rejected({"messages": [USER, {**message, "reasoning_details": "x"}]}).status == 400
 
 
 @pytest.mark.parametrize(
@@ -660,6 +701,10 @@ CHUNK_BASE = {
 }
 
 
+def _detail(**fields: str) -> dict[str, Any]:
+    return {"type": "reasoning.text", **fields, "format": "anthropic-claude-v1", "index": 0}
+
+
 def _expected_chunks(include_usage: bool) -> list[Any]:
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         out = {
@@ -675,8 +720,9 @@ def _expected_chunks(include_usage: bool) -> list[Any]:
 
     chunks: list[Any] = [
         chunk({"role": "assistant", "content": ""}),
-        chunk({"reasoning_content": "Two cities, "}),
-        chunk({"reasoning_content": "two calls."}),
+        chunk({"reasoning_content": "Two cities, ", "reasoning_details": [_detail(text="Two cities, ")]}),
+        chunk({"reasoning_content": "two calls.", "reasoning_details": [_detail(text="two calls.")]}),
+        chunk({"reasoning_details": [_detail(text="", signature="EqQBCgIYAhIM1gbcDa9GJwZA2b3h")]}),
         chunk({"content": "Voilà, je vérifie "}),
         chunk({"content": "la météo 🌤️ 東京"}),
         chunk(call(0, id="toolu_01T1x", type="function", function={"name": "get_weather", "arguments": ""})),
@@ -744,6 +790,20 @@ def test_stream_translated_event_by_event(include_usage):
         ChatCompletionChunk.model_validate(chunk)
     assert translator.usage == STREAM_USAGE  # read for metadata whether or not the client asked
     assert translator.response_model == "claude-sonnet-4-5-20250929"
+
+
+def test_streamed_thinking_keeps_its_signature_in_reasoning_details_merged_by_index():
+    chunks = _parse_client_stream(_client_bytes(_streaming(), [STREAM]))[:-1]
+    details = [d for c in chunks if c["choices"] for d in c["choices"][0]["delta"].get("reasoning_details", [])]
+    assert {d["index"] for d in details} == {0}
+    assert "".join(d["text"] for d in details) == "Two cities, two calls."
+    assert [d["signature"] for d in details if "signature" in d] == ["EqQBCgIYAhIM1gbcDa9GJwZA2b3h"]
+    # Merged as a client accumulates it and sent back, it is Anthropic's signed thinking block again.
+    replayed = {"role": "assistant", "content": None, "reasoning_details": details}
+    sent = _sent({"messages": [USER, replayed, {"role": "user", "content": "go on"}]})
+    assert sent["messages"][1]["content"] == [
+        {"type": "thinking", "thinking": "Two cities, two calls.", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"}
+    ]
 
 
 def test_stream_accumulates_into_a_valid_completion_with_the_openai_sdk():

@@ -447,11 +447,35 @@ def test_tool_use_and_reasoning_answer() -> None:
     message = completion.choices[0].message
     assert completion.choices[0].finish_reason == "tool_calls"
     assert message.content == "Let me check."
-    assert message.model_extra == {"reasoning_content": "I should call the tool."}
+    assert message.model_extra == {
+        "reasoning_content": "I should call the tool.",
+        "reasoning_details": [
+            {
+                "type": "reasoning.text",
+                "text": "I should call the tool.",
+                "signature": "c2ln",
+                "format": "anthropic-claude-v1",
+                "index": 0,
+            }
+        ],
+    }
     assert [(c.id, c.function.name, orjson.loads(c.function.arguments)) for c in message.tool_calls or []] == [
         ("tooluse_a", "get_weather", {"location": "Paris"}),
         ("tooluse_b", "get_weather", {"location": "Rome"}),
     ]
+
+    # Sent back with its reasoning_details, the turn replays with Converse's signed reasoningContent first.
+    history = [
+        _user("weather?"),
+        {**message.model_dump(exclude_none=True), "content": message.content},
+        *({"role": "tool", "tool_call_id": c.id, "content": "sunny"} for c in message.tool_calls or []),
+    ]
+    sent = _sent({"messages": history, "tools": [WEATHER_TOOL], "reasoning_effort": "low", "max_tokens": 4096})
+    assert sent["messages"][1]["content"][:2] == [
+        {"reasoningContent": {"reasoningText": {"text": "I should call the tool.", "signature": "c2ln"}}},
+        {"text": "Let me check."},
+    ]
+    assert bedrock_converse.converse(orjson.dumps(sent), stream=False).status == 200
 
 
 @pytest.mark.parametrize(
@@ -590,12 +614,16 @@ def _chunks(data: bytes) -> list[dict[str, Any]]:
 def test_stream_translated_event_by_event() -> None:
     chunks = _chunks(_client_bytes(_streaming(), [STREAM]))
     deltas = [c["choices"][0]["delta"] if c != "[DONE]" and c["choices"] else c for c in chunks]
-    assert deltas[:4] == [
+    detail = {"type": "reasoning.text", "format": "anthropic-claude-v1", "index": 0}
+    assert deltas[:5] == [
         {"role": "assistant", "content": ""},
-        {"reasoning_content": "Hmm… ☃"},
+        {"reasoning_content": "Hmm… ☃", "reasoning_details": [{**detail, "text": "Hmm… ☃"}]},
+        {"reasoning_details": [{**detail, "text": "", "signature": "c2ln"}]},  # kept for a replay
         {"content": "Grüße, "},
         {"content": "世界"},
     ]
+    chunks.pop(2)
+    deltas.pop(2)
     assert deltas[4:8] == [
         {
             "tool_calls": [
@@ -692,7 +720,7 @@ def test_a_mid_stream_exception_is_an_openai_error_chunk_and_ends_the_stream() -
         "error": {"type": "ThrottlingException", "code": "429", "message": "Too many tokens, slow down."},
     }
     assert "[DONE]" not in chunks
-    assert [c["choices"][0]["delta"].get("content") for c in chunks[2:4]] == ["Grüße, ", "世界"]
+    assert [c["choices"][0]["delta"].get("content") for c in chunks[3:5]] == ["Grüße, ", "世界"]  # after the signature
 
 
 def test_a_cut_or_corrupt_stream_ends_with_an_error_chunk_and_no_done() -> None:

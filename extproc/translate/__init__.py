@@ -13,14 +13,24 @@ from tokenvoy.extproc.translate.anthropic_to_azure import AnthropicToAzure
 from tokenvoy.extproc.translate.anthropic_to_bedrock import AnthropicToBedrock
 from tokenvoy.extproc.translate.anthropic_to_gemini import AnthropicToGemini
 from tokenvoy.extproc.translate.anthropic_to_openai import AnthropicToOpenAI
-from tokenvoy.extproc.translate.aws_anthropic import AnthropicToAWSAnthropic, OpenAIToAWSAnthropic
+from tokenvoy.extproc.translate.aws_anthropic import (
+    AnthropicToAWSAnthropic,
+    CountTokensToAWSAnthropic,
+    OpenAIToAWSAnthropic,
+)
 from tokenvoy.extproc.translate.base import ClientAPI, Translator
 from tokenvoy.extproc.translate.completions_to_openai import CompletionsToOpenAI
+from tokenvoy.extproc.translate.count_tokens_to_anthropic import CountTokensToAnthropic
+from tokenvoy.extproc.translate.count_tokens_to_bedrock import CountTokensToBedrock
 from tokenvoy.extproc.translate.embeddings_to_azure import EmbeddingsToAzure
 from tokenvoy.extproc.translate.embeddings_to_openai import EmbeddingsToOpenAI
 from tokenvoy.extproc.translate.embeddings_to_titan import EmbeddingsToTitan
 from tokenvoy.extproc.translate.embeddings_to_vertex import EmbeddingsToVertex
-from tokenvoy.extproc.translate.gcp_anthropic import AnthropicToGCPAnthropic, OpenAIToGCPAnthropic
+from tokenvoy.extproc.translate.gcp_anthropic import (
+    AnthropicToGCPAnthropic,
+    CountTokensToGCPAnthropic,
+    OpenAIToGCPAnthropic,
+)
 from tokenvoy.extproc.translate.gemini_to_anthropic import GeminiToAnthropic, GeminiToAWSAnthropic, GeminiToGCPAnthropic
 from tokenvoy.extproc.translate.gemini_to_azure import GeminiToAzure
 from tokenvoy.extproc.translate.gemini_to_bedrock import GeminiToBedrock
@@ -65,6 +75,11 @@ TRANSLATORS: dict[tuple[ClientAPI, str], Callable[[], Translator]] = {
     (ClientAPI.GEMINI_GENERATE, "AWSAnthropic"): GeminiToAWSAnthropic,
     (ClientAPI.GEMINI_GENERATE, "GCPAnthropic"): GeminiToGCPAnthropic,
     (ClientAPI.GEMINI_GENERATE, "AWSBedrock"): GeminiToBedrock,
+    # Token counting: only where the provider counts (no count is ever made up; others answer 422).
+    (ClientAPI.ANTHROPIC_COUNT_TOKENS, "Anthropic"): CountTokensToAnthropic,
+    (ClientAPI.ANTHROPIC_COUNT_TOKENS, "GCPAnthropic"): CountTokensToGCPAnthropic,
+    (ClientAPI.ANTHROPIC_COUNT_TOKENS, "AWSAnthropic"): CountTokensToAWSAnthropic,
+    (ClientAPI.ANTHROPIC_COUNT_TOKENS, "AWSBedrock"): CountTokensToBedrock,
 }
 # The Responses API to every other chat schema: translated to Chat Completions, then by that schema's chat
 # translator (responses_via_chat.py). OpenAI and Azure OpenAI backends get it too when they are marked as

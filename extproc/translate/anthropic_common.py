@@ -12,6 +12,7 @@ The content mapping stays in the translators; each cloud subclasses the wire in 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -22,6 +23,8 @@ from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.jsonedit import remove_top_level, set_top_level
 from tokenvoy.extproc.sse import SSEEvent, SSEParser
 from tokenvoy.extproc.usage import TokenUsage
+
+log = logging.getLogger(__name__)
 
 ANTHROPIC_VERSION = "2023-06-01"
 """The ``anthropic-version`` header value; the only version of the Messages API so far."""
@@ -41,6 +44,42 @@ ERROR_STATUS: dict[str, int] = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
+
+# The ``anthropic_beta`` values AWS documents for Claude on Bedrock ("Anthropic Claude Messages API: Request and
+# Response", the available beta headers table, plus the ``computer-use-2024-10-22`` of its request example). Bedrock
+# refuses any other with 400 "invalid beta flag", Claude Code's own ``claude-code-20250219`` first, so the others
+# are dropped (InvokeModel and Converse alike). ``TokenvoyConfig`` ``spec.anthropicBetas`` replaces the list.
+BEDROCK_CLAUDE_BETAS = frozenset(
+    {
+        "computer-use-2024-10-22",
+        "computer-use-2025-01-24",
+        "token-efficient-tools-2025-02-19",
+        "interleaved-thinking-2025-05-14",
+        "output-128k-2025-02-19",
+        "dev-full-thinking-2025-05-14",
+        "context-1m-2025-08-07",
+        "context-management-2025-06-27",
+        "effort-2025-11-24",
+        "tool-search-tool-2025-10-19",
+        "tool-examples-2025-10-29",
+    }
+)
+ALL_BETAS = "*"  # in an allowlist: every flag goes through
+
+
+def allowed_betas(header: str | None, allowed: frozenset[str] | None, target: str) -> list[str]:
+    """The client's ``anthropic-beta`` flags (comma-separated, in order) that ``allowed`` lists (None or ``*``:
+    all). The others are dropped with a debug log naming them, so the provider never refuses the request for
+    a flag it does not know; the feature it would enable is simply off."""
+    flags = [flag.strip() for flag in (header or "").split(",") if flag.strip()]
+    if allowed is None or ALL_BETAS in allowed:
+        return flags
+    kept = [flag for flag in flags if flag in allowed]
+    if len(kept) != len(flags):
+        dropped = [flag for flag in flags if flag not in allowed]
+        log.debug("anthropic-beta flags not sent to %s (not in its allowlist): %s", target, ", ".join(dropped))
+    return kept
+
 
 _USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
@@ -146,6 +185,8 @@ class MessagesWire:
     path_keys: tuple[str, ...] = ()  # top-level keys that travel in the path (and are refused in the body)
     reframes_stream = False  # the streamed answer is not SSE: translators write the SSE themselves
     errors_in_anthropic_shape = True  # non-2xx bodies can go to an Anthropic client as they are
+    betas_in_body = False  # the beta flags travel as ``anthropic_beta`` in the body (Bedrock), not as the header
+    default_betas: frozenset[str] | None = None  # the flags sent when the config names none (None: all)
 
     def path(self, backend: Backend, model: str, stream: bool) -> str:
         return backend.path_prefix + MESSAGES_PATH

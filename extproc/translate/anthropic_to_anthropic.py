@@ -6,8 +6,9 @@ A pass-through that still reads usage:
   rule as :mod:`openai_to_anthropic`, so ``/anthropic/v1/messages`` reaches ``https://api.anthropic.com/v1/messages``.
 * The body goes unchanged unless the backendRef has a ``modelNameOverride``: then only ``model`` is
   rewritten, in place (:func:`jsonedit.set_top_level`), so long histories are never re-encoded.
-* ``anthropic-version`` is the client's when it sent one, else ``2023-06-01``; ``anthropic-beta`` and
-  every other client header go through (``accept-encoding`` aside: see ``upstream.py``).
+* ``anthropic-version`` is the client's when it sent one, else ``2023-06-01``; ``anthropic-beta`` (only the
+  flags ``TokenvoyConfig`` ``spec.anthropicBetas.Anthropic`` lists, when it does) and every other client
+  header go through (``accept-encoding`` aside: see ``upstream.py``).
   The client's ``x-api-key``/``authorization`` are replaced by the gateway's key when the backend has a
   security policy (done for every translator by ``upstream.py``).
 * Usage: from the JSON answer, or from the stream's ``message_start`` (input side) and ``message_delta``
@@ -17,8 +18,9 @@ A pass-through that still reads usage:
 
 Claude on Bedrock and Vertex is this class with another ``wire`` (:class:`~anthropic_common.MessagesWire`,
 subclassed in ``aws_anthropic.py`` and ``gcp_anthropic.py``): the wire names the path, the body keys that
-move into it (removed in place) and the ``anthropic_version`` added, and whether the stream must be
-re-framed as SSE and errors rewritten into Anthropic's shape.
+move into it (removed in place) and the ``anthropic_version`` added, whether the stream must be
+re-framed as SSE and errors rewritten into Anthropic's shape, and which ``anthropic-beta`` flags the cloud
+accepts (the others are dropped, with a debug log, rather than refused by the provider).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tokenvoy.extproc.translate.anthropic_common import (
     ANTHROPIC_VERSION,
     MessagesWire,
     StreamReader,
+    allowed_betas,
     merge_usage,
     usage_from_anthropic,
 )
@@ -65,14 +68,29 @@ class AnthropicToAnthropic:
         self._model = model
         self.answer.keep = request.capture_output
         wire = self.wire
-        body = wire.edited_raw(request.raw, request.body, model, request.headers)
+        headers = request.headers
         set_headers: dict[str, str] = {}
+        remove: tuple[str, ...] = ()
+        beta = headers.get("anthropic-beta")
+        if beta is not None:
+            allowed = backend.anthropic_betas if backend.anthropic_betas is not None else wire.default_betas
+            kept = ",".join(allowed_betas(beta, allowed, f"{backend.name} ({backend.schema})"))
+            if wire.betas_in_body:  # read from the header by the wire, sent in the body only
+                headers = {**headers, "anthropic-beta": kept}
+                remove = ("anthropic-beta",)
+            elif kept != beta:
+                if kept:
+                    set_headers["anthropic-beta"] = kept
+                else:
+                    remove = ("anthropic-beta",)
+        body = wire.edited_raw(request.raw, request.body, model, headers)
         if wire.version_header:
-            set_headers["anthropic-version"] = request.headers.get("anthropic-version") or ANTHROPIC_VERSION
+            set_headers["anthropic-version"] = headers.get("anthropic-version") or ANTHROPIC_VERSION
         return UpstreamRequest(
             path=wire.path(backend, model, self._stream),
             body=body,
             set_headers=set_headers,
+            remove_headers=remove,
         )
 
     def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:

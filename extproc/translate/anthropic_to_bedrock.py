@@ -6,16 +6,21 @@ to one. Mapping decisions:
 
 * Path ``/model/{model}/converse`` (``converse-stream`` for ``stream: true``), the model id URL-encoded
   whole. The ``anthropic-beta`` header becomes ``additionalModelRequestFields.anthropic_beta`` (how Claude on
-  Bedrock takes betas); ``anthropic-*`` headers and the client's ``x-api-key`` are not
+  Bedrock takes betas), keeping only the flags AWS documents for Claude on Bedrock
+  (:data:`~anthropic_common.BEDROCK_CLAUDE_BETAS`, or ``TokenvoyConfig`` ``spec.anthropicBetas.AWSBedrock``);
+  ``anthropic-*`` headers and the client's ``x-api-key`` are not
   sent (signing is the credentials layer's job).
-* ``system`` (a string or text blocks) → ``system`` text blocks. Content: ``text``; ``image`` with a base64
-  source → ``image`` (URL sources → 422: Bedrock fetches nothing); ``document`` with a base64 source (pdf,
-  csv, doc(x), xls(x), html, txt, md) or a plain-text source → ``document`` named after its ``title``;
-  ``tool_use`` → ``toolUse``; ``tool_result`` → ``toolResult`` (text and image content, ``is_error`` →
-  ``status: error``); ``thinking`` → ``reasoningContent.reasoningText`` with its signature and
-  ``redacted_thinking`` → ``reasoningContent.redactedContent``, so multi-turn tool use with thinking
-  replays. ``cache_control`` on any block or tool → a ``cachePoint`` after it (its ``ttl`` kept).
-  Consecutive turns of one role are merged (the Messages API merges them too).
+* ``system`` (a string or text blocks) → ``system`` text blocks. A mid-conversation ``role: "system"`` message
+  (Claude Code sends one at ``messages[1]`` for model names it does not know) becomes more ``system`` blocks after
+  those: Converse takes system text only at the top level and roles only ``user``/``assistant``, and a user text
+  block would lose the instruction's authority. Content: ``text``; ``image`` with a base64 source → ``image`` (URL
+  sources → 422: Bedrock fetches nothing); ``document`` with a base64 source (pdf, csv, doc(x), xls(x), html, txt,
+  md) or a plain-text source → ``document`` named after its ``title``; ``tool_use`` → ``toolUse``; ``tool_result``
+  → ``toolResult`` (text and image content, ``is_error`` → ``status: error``); ``thinking`` →
+  ``reasoningContent.reasoningText`` with its signature and ``redacted_thinking`` →
+  ``reasoningContent.redactedContent``, so multi-turn tool use with thinking replays. ``cache_control`` on any
+  block or tool → a ``cachePoint`` after it (its ``ttl`` kept). Consecutive turns of one role are merged (the
+  Messages API merges them too).
 * ``tools`` (custom) → ``toolConfig.tools[].toolSpec``; Anthropic server tools (``bash_…``,
   ``web_search_…``, …), ``mcp_servers`` and other blocks only Anthropic runs → 422. ``tool_choice``: ``auto``
   (Bedrock's default, not sent), ``any``, ``tool`` map one to one; ``none`` drops the tools and is a 422
@@ -25,16 +30,16 @@ to one. Mapping decisions:
   JSON schemas → ``outputConfig.textFormat`` and ``output_config.effort`` → ``outputConfig.effort``.
   ``metadata``, ``service_tier`` and unknown fields are dropped.
 * Answers: an Anthropic ``message`` with ``msg_bdrk_`` + Bedrock's request id and the model id sent;
-  ``reasoningContent`` → ``thinking`` (signed) / ``redacted_thinking``; stop reasons per
-  :data:`STOP_REASONS` (``stop_sequence`` is null: Converse does not say which one matched). Usage maps
-  field for field (``inputTokens`` exclude the cache, as Anthropic's ``input_tokens`` do); the gateway's
-  own counts are normalised (DESIGN §4). Streams: ``message_start`` at ``messageStart`` (usage zero: Bedrock
-  reports it only at the end), ``content_block_start``/``delta``/``stop`` per block (Bedrock starts only
-  tool blocks explicitly; text and thinking blocks are opened at their first delta; a redacted thinking
-  block is sent whole when it ends), then ``message_delta`` with the stop reason and the full usage, and
-  ``message_stop``, after ``metadata``. Errors keep their status and Bedrock's type
-  (``{"type":"error","error":{"type":"ThrottlingException",…}}``); a mid-stream ``exception`` or a cut
-  stream becomes an ``error`` event.
+  ``reasoningContent`` → ``thinking`` (signed) / ``redacted_thinking``; stop reasons per :data:`STOP_REASONS`
+  (``stop_sequence`` is null: Converse does not say which one matched). Usage maps field for field
+  (``inputTokens`` exclude the cache, as Anthropic's ``input_tokens`` do); the gateway's own counts are normalised
+  (DESIGN §4). Streams: ``message_start`` at ``messageStart`` (``input_tokens`` the gateway's estimate of the
+  prompt, bytes / 4: Bedrock reports usage only at the end), ``content_block_start``/``delta``/``stop`` per block
+  (Bedrock starts only tool blocks explicitly; text and thinking blocks are opened at their first delta; a
+  redacted thinking block is sent whole when it ends), then ``message_delta`` with the stop reason and the full
+  usage, and ``message_stop``, after ``metadata``. Errors keep their status and Bedrock's type
+  (``{"type":"error","error":{"type":"ThrottlingException",…}}``); a mid-stream ``exception`` or a cut stream
+  becomes an ``error`` event.
 """
 
 from __future__ import annotations
@@ -46,8 +51,11 @@ from typing import Any
 
 import orjson
 
+from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import invalid_field as _invalid
-from tokenvoy.extproc.translate.base import ClientRequest
+from tokenvoy.extproc.estimate import prompt_tokens
+from tokenvoy.extproc.translate.anthropic_common import BEDROCK_CLAUDE_BETAS, allowed_betas
+from tokenvoy.extproc.translate.base import ClientRequest, UpstreamRequest
 from tokenvoy.extproc.translate.bedrock_common import (
     BedrockTranslator,
     append_turn,
@@ -79,16 +87,19 @@ ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta", "anthropic-dangerous
 # ---- request --------------------------------------------------------------------------------------------
 
 
-def build_request(body: dict[str, Any], beta: str | None = None) -> dict[str, Any]:
+def build_request(
+    body: dict[str, Any], beta: str | None = None, allowed: frozenset[str] | None = BEDROCK_CLAUDE_BETAS
+) -> dict[str, Any]:
     """The Converse body for an Anthropic Messages body (raises GatewayError); ``beta`` is the client's
-    ``anthropic-beta`` header. The model goes in the path, not the body."""
+    ``anthropic-beta`` header, of which only the ``allowed`` flags are sent. The model goes in the path."""
     if body.get("mcp_servers"):
         raise unsupported("mcp_servers", "Bedrock does not connect to MCP servers")
     if body.get("container") is not None:
         raise unsupported("container", "code execution containers run only on Anthropic")
-    messages = convert_messages(body.get("messages"))
+    mid_conversation: list[dict[str, Any]] = []
+    messages = convert_messages(body.get("messages"), mid_conversation)
     out: dict[str, Any] = {"messages": messages}
-    system = convert_system(body.get("system"))
+    system = convert_system(body.get("system")) + mid_conversation
     if system:
         out["system"] = system
 
@@ -121,7 +132,7 @@ def build_request(body: dict[str, Any], beta: str | None = None) -> dict[str, An
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise _invalid("top_k", "expected a non-negative integer")
         additional["top_k"] = top_k
-    betas = [b.strip() for b in (beta or "").split(",") if b.strip()]
+    betas = allowed_betas(beta, allowed, "Bedrock Converse")
     if betas:
         additional["anthropic_beta"] = betas
     if additional:
@@ -153,17 +164,17 @@ def _output_config(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def convert_system(system: object) -> list[dict[str, Any]]:
+def convert_system(system: object, where: str = "system") -> list[dict[str, Any]]:
     if system is None:
         return []
     if isinstance(system, str):
         return [{"text": system}] if system else []
     if not isinstance(system, list):
-        raise _invalid("system", "expected a string or an array of text blocks")
+        raise _invalid(where, "expected a string or an array of text blocks")
     blocks: list[dict[str, Any]] = []
     for index, block in enumerate(system):
         if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-            raise _invalid(f"system[{index}]", "expected a text block")
+            raise _invalid(f"{where}[{index}]", "expected a text block")
         if block["text"]:
             blocks.extend(_marked({"text": block["text"]}, block))
     return blocks
@@ -174,7 +185,9 @@ def _marked(converted: dict[str, Any], block: dict[str, Any]) -> list[dict[str, 
     return [converted, point] if point is not None else [converted]
 
 
-def convert_messages(messages: object) -> list[dict[str, Any]]:
+def convert_messages(messages: object, system: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Converse messages; mid-conversation ``role: "system"`` messages go into ``system`` (Converse system
+    blocks, after the top-level ones) when a list is given, else they are refused."""
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages", "expected a non-empty array of messages")
     out: list[dict[str, Any]] = []
@@ -183,8 +196,11 @@ def convert_messages(messages: object) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise _invalid(where, "expected an object")
         role = message.get("role")
+        if role == "system" and system is not None:
+            system.extend(convert_system(message.get("content"), f"{where}.content"))
+            continue
         if role not in ("user", "assistant"):
-            raise _invalid(f"{where}.role", f"expected `user` or `assistant`, not {role!r}")
+            raise _invalid(f"{where}.role", f"expected `user`, `assistant` or `system`, not {role!r}")
         content = message.get("content")
         if isinstance(content, str):
             blocks = [{"text": content}] if content else []
@@ -406,9 +422,18 @@ class AnthropicToBedrock(BedrockTranslator):
         self._blocks: dict[int, tuple[int, str]] = {}  # Bedrock contentBlockIndex → (client index, kind)
         self._open: set[int] = set()  # Bedrock indices whose client block is started and not stopped
         self._redacted: dict[int, bytearray] = {}  # redacted reasoning, sent whole at its block's end
+        self._betas: frozenset[str] | None = BEDROCK_CLAUDE_BETAS  # the anthropic-beta flags Bedrock is sent
+        self._input_estimate = 0  # message_start's input_tokens: Bedrock reports usage only at the end
+
+    def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
+        if backend.anthropic_betas is not None:
+            self._betas = backend.anthropic_betas
+        return super().translate_request(request, backend, model)
 
     def build(self, request: ClientRequest, model: str) -> dict[str, Any]:
-        return build_request(request.body, request.headers.get("anthropic-beta"))
+        if request.stream:
+            self._input_estimate = prompt_tokens(request.body)
+        return build_request(request.body, request.headers.get("anthropic-beta"), self._betas)
 
     def remove_headers(self) -> tuple[str, ...]:
         return ANTHROPIC_HEADERS
@@ -442,7 +467,7 @@ class AnthropicToBedrock(BedrockTranslator):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": {"input_tokens": self._input_estimate, "output_tokens": 0},
         }
         out.append(sse_event({"type": "message_start", "message": message}))
 

@@ -3,7 +3,9 @@
 The request is rebuilt (the two APIs share no body layout). Mapping decisions:
 
 * ``system`` (a string or text blocks) → one leading ``system`` message; blocks are joined with a blank
-  line. ``cache_control`` marks are dropped everywhere (OpenAI caches prompts by itself).
+  line. ``cache_control`` marks are dropped everywhere (OpenAI caches prompts by itself). A
+  mid-conversation ``role: "system"`` message (Claude Code sends one at ``messages[1]`` for model names it
+  does not know) stays where it is, as a ``system`` message: OpenAI takes system messages anywhere.
 * User turns: ``text`` → text parts, ``image`` (base64 or URL source) → ``image_url`` (a ``data:`` URI for
   base64), a base64 PDF ``document`` → a ``file`` part with ``file_data``. A turn of only text stays a
   plain string. ``tool_result`` blocks become ``tool`` messages placed before the rest of the turn (OpenAI
@@ -21,20 +23,25 @@ The request is rebuilt (the two APIs share no body layout). Mapping decisions:
 * ``max_tokens`` → ``max_completion_tokens`` (OpenAI's current name, the only one reasoning models take);
   ``stop_sequences`` → ``stop``; ``temperature``/``top_p`` as they are; ``top_k`` is dropped (OpenAI has
   none); ``metadata.user_id`` → ``user``; ``service_tier`` and unknown fields are dropped.
-* ``thinking: {type: enabled, budget_tokens: N}`` → ``reasoning_effort``: N < 4096 → ``low``,
-  N < 16384 → ``medium``, else ``high`` (the inverse of the OpenAI→Anthropic budgets); disabled → none
-  sent. Reasoning that comes back (``reasoning_content``, as DeepSeek/vLLM send it) becomes a ``thinking``
-  block with an empty signature.
+* ``thinking: {type: enabled, budget_tokens: N}`` → ``reasoning_effort``: N < 4096 → ``low``, N < 16384 →
+  ``medium``, else ``high`` (the inverse of the OpenAI→Anthropic budgets); ``{type: adaptive}`` (Claude Code's
+  default) → ``output_config.effort`` as it is (``max`` → ``xhigh``; none → ``high``, Anthropic's default);
+  disabled → none sent. Only reasoning models take ``reasoning_effort``: for another model a backend
+  ``bodyMutation`` can ``remove`` it. Reasoning that comes back (``reasoning_content``, as DeepSeek/vLLM send it)
+  becomes a ``thinking`` block with an empty signature.
 * ``stream: true`` → ``stream_options.include_usage: true`` always: the client's ``message_delta`` must
   carry the usage, and the gateway must see it.
-* Answers: an Anthropic ``message`` with the provider's id (``msg_`` added when missing); stop reasons
-  per :data:`STOP_REASONS`; usage per Anthropic (``input_tokens`` exclude cache reads, which go in
+* Answers: an Anthropic ``message`` with the provider's id (``msg_`` added when missing); stop reasons per
+  :data:`STOP_REASONS`; usage per Anthropic (``input_tokens`` exclude cache reads, which go in
   ``cache_read_input_tokens``); the gateway's own usage normalised as OpenAI's (DESIGN §4). Streams:
-  ``message_start``, ``content_block_start``/``delta``/``stop`` per text, thinking or tool_use block
-  (tool input as ``input_json_delta``), ``message_delta`` with the stop reason and the usage (sent once the
-  usage chunk or ``[DONE]`` arrived), ``message_stop``. Provider errors, JSON or not, are in Anthropic's
-  error shape with the status kept; an error mid-stream becomes an ``error`` event, and a stream that ends
-  without a finish reason ends with an ``error`` event too.
+  ``message_start`` (its ``input_tokens`` the gateway's estimate of the prompt, bytes / 4 as for budget
+  reservations: OpenAI reports usage only at the end, and Claude Code reads it to track its context),
+  ``content_block_start``/``delta``/``stop`` per text, thinking or tool_use block (tool input as
+  ``input_json_delta``), ``message_delta`` with the stop reason and the usage (sent once the usage chunk or
+  ``[DONE]`` arrived), ``message_stop``. A keep-alive comment from the provider (``: …``) becomes Anthropic's
+  ``ping`` event, so a client waiting through long reasoning does not time out. Provider errors, JSON or not, are
+  in Anthropic's error shape with the status kept; an error mid-stream becomes an ``error`` event, and a stream
+  that ends without a finish reason ends with an ``error`` event too.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import orjson
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, anthropic_error_body, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
+from tokenvoy.extproc.estimate import prompt_tokens
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
@@ -62,6 +70,7 @@ STOP_REASONS = {
 # Client headers only Anthropic understands: not sent to an OpenAI-schema backend.
 ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta", "anthropic-dangerous-direct-browser-access")
 _IGNORED_BLOCKS = ("thinking", "redacted_thinking")
+PING = b'event: ping\ndata: {"type":"ping"}\n\n'  # Anthropic's keep-alive event
 
 
 def _unsupported(field: str, why: str) -> GatewayError:
@@ -71,8 +80,23 @@ def _unsupported(field: str, why: str) -> GatewayError:
 # ---- request --------------------------------------------------------------------------------------------
 
 
-def reasoning_effort(thinking: object) -> str | None:
-    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+# Anthropic's ``output_config.effort`` → OpenAI's ``reasoning_effort`` (``max`` has no OpenAI equal: its highest).
+EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
+
+
+def reasoning_effort(thinking: object, output_config: object = None) -> str | None:
+    """The ``reasoning_effort`` for Anthropic's ``thinking``: ``enabled`` by its budget, ``adaptive`` (Claude
+    Code's default) by ``output_config.effort`` (Anthropic's default, ``high``, when none); otherwise none."""
+    if not isinstance(thinking, dict):
+        return None
+    if thinking.get("type") == "adaptive":
+        effort = output_config.get("effort") if isinstance(output_config, dict) else None
+        if effort is None:
+            return "high"
+        if effort not in EFFORTS:
+            raise _invalid("output_config.effort", f"expected one of {', '.join(EFFORTS)}")
+        return EFFORTS[effort]
+    if thinking.get("type") != "enabled":
         return None
     budget = thinking.get("budget_tokens")
     if isinstance(budget, bool) or not isinstance(budget, int):
@@ -108,7 +132,7 @@ def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     for key in ("temperature", "top_p"):
         if body.get(key) is not None:
             out[key] = body[key]
-    effort = reasoning_effort(body.get("thinking"))
+    effort = reasoning_effort(body.get("thinking"), body.get("output_config"))
     if effort is not None:
         out["reasoning_effort"] = effort
     metadata = body.get("metadata")
@@ -133,17 +157,17 @@ def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     return out
 
 
-def _system_text(system: object) -> str:
+def _system_text(system: object, where: str = "system") -> str:
     if system is None:
         return ""
     if isinstance(system, str):
         return system
     if not isinstance(system, list):
-        raise _invalid("system", "expected a string or an array of text blocks")
+        raise _invalid(where, "expected a string or an array of text blocks")
     texts = []
     for index, block in enumerate(system):
         if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-            raise _invalid(f"system[{index}]", "expected a text block")
+            raise _invalid(f"{where}[{index}]", "expected a text block")
         if block["text"]:
             texts.append(block["text"])
     return "\n\n".join(texts)
@@ -165,8 +189,12 @@ def convert_messages(messages: object) -> list[dict[str, Any]]:
             assistant = _assistant_message(content, f"{where}.content")
             if assistant is not None:
                 out.append(assistant)
+        elif role == "system":  # a mid-conversation system message: OpenAI takes one anywhere, in place
+            text = _system_text(content, f"{where}.content")
+            if text:
+                out.append({"role": "system", "content": text})
         else:
-            raise _invalid(f"{where}.role", f"expected `user` or `assistant`, not {role!r}")
+            raise _invalid(f"{where}.role", f"expected `user`, `assistant` or `system`, not {role!r}")
     return out
 
 
@@ -446,6 +474,7 @@ class AnthropicToOpenAI:
         self._blocks = 0
         self._tools: dict[int, int] = {}  # OpenAI tool_calls index → Anthropic block index
         self._stop_reason: str | None = None
+        self._input_estimate = 0  # message_start's input_tokens: OpenAI reports usage only at the end
         self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
@@ -453,6 +482,8 @@ class AnthropicToOpenAI:
         body = build_request(request.body, model)
         self._model = model
         self._stream = body.get("stream") is True
+        if self._stream:
+            self._input_estimate = prompt_tokens(request.body)
         return UpstreamRequest(
             path=backend.path_prefix + CHAT_PATH,
             body=orjson.dumps(body),
@@ -510,7 +541,12 @@ class AnthropicToOpenAI:
         out: list[bytes] = []
         for event in events:
             data = event.data
-            if not data or self._finished:
+            if self._finished:
+                continue
+            if not data:
+                if event.raw.lstrip(b"\r\n").startswith(b":"):  # a keep-alive comment: keep the client's alive too
+                    self._start(out)
+                    out.append(PING)
                 continue
             if data == "[DONE]":
                 self._finish(out)
@@ -540,7 +576,7 @@ class AnthropicToOpenAI:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": {"input_tokens": self._input_estimate, "output_tokens": 0},
         }
         out.append(sse_event({"type": "message_start", "message": message}))
 

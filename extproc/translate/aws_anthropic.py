@@ -7,7 +7,10 @@ The body is Anthropic's Messages body; only the wire differs from Anthropic's ow
   The prefix is empty unless the AIServiceBackend sets one.
 * Body: no ``model`` and no ``stream`` (Bedrock refuses both: they are in the path), plus
   ``"anthropic_version": "bedrock-2023-05-31"``. An Anthropic client's ``anthropic-beta`` header becomes the
-  ``anthropic_beta`` body list, where Bedrock reads betas. The Anthropic client's bytes are edited in place.
+  ``anthropic_beta`` body list, where Bedrock reads betas (the header itself is not sent), keeping only the
+  flags AWS documents for Claude (:data:`~anthropic_common.BEDROCK_CLAUDE_BETAS`, or ``TokenvoyConfig``
+  ``spec.anthropicBetas.AWSAnthropic``): Bedrock answers 400 "invalid beta flag" to any other, e.g. Claude
+  Code's ``claude-code-20250219``. The Anthropic client's bytes are edited in place.
 * Streams arrive as an AWS event stream (``application/vnd.amazon.eventstream``): each ``chunk`` event's JSON
   payload is ``{"bytes": "<base64 of one Anthropic stream event>"}``. They are decoded (split anywhere, CRCs
   checked) into the same events Anthropic sends, so the OpenAI translation and the usage reading are
@@ -16,6 +19,9 @@ The body is Anthropic's Messages body; only the wire differs from Anthropic's ow
 * Errors: ``{"message": …}`` with the exception name in ``x-amzn-errortype``
   (``ThrottlingException:http://internal.amazon.com/coral/…``); the client gets its own error shape with
   the status kept and ``"<exception name>: <message>"`` as the message.
+
+Token counting (``/anthropic/v1/messages/count_tokens``) goes to Bedrock Runtime's ``CountTokens``
+(``/model/{modelId}/count-tokens``) with the InvokeModel body (:class:`CountTokensToAWSAnthropic`).
 
 Signing (SigV4) is the AWSCredentials policy's job, not the translator's.
 """
@@ -33,8 +39,10 @@ import orjson
 
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.eventstream import EventMessage, EventStreamDecoder, EventStreamError
+from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.sse import SSEEvent
 from tokenvoy.extproc.translate.anthropic_common import (
+    BEDROCK_CLAUDE_BETAS,
     MessagesWire,
     StreamReader,
     error_details,
@@ -43,6 +51,12 @@ from tokenvoy.extproc.translate.anthropic_common import (
     sse_event,
 )
 from tokenvoy.extproc.translate.anthropic_to_anthropic import AnthropicToAnthropic
+from tokenvoy.extproc.translate.base import ClientRequest, UpstreamRequest
+from tokenvoy.extproc.translate.count_tokens_to_anthropic import (
+    CountTokensToAnthropic,
+    beta_edits,
+    input_tokens_body,
+)
 from tokenvoy.extproc.translate.openai_to_anthropic import OpenAIToAnthropic
 
 BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -64,6 +78,8 @@ class BedrockInvokeWire(MessagesWire):
     path_keys = ("model", "stream")
     reframes_stream = True
     errors_in_anthropic_shape = False
+    betas_in_body = True
+    default_betas = BEDROCK_CLAUDE_BETAS
 
     def path(self, backend: Backend, model: str, stream: bool) -> str:
         action = "invoke-with-response-stream" if stream else "invoke"
@@ -182,3 +198,43 @@ class AnthropicToAWSAnthropic(AnthropicToAnthropic):
     """Anthropic Messages client → Claude on Bedrock InvokeModel."""
 
     wire = BEDROCK_INVOKE
+
+
+class CountTokensToAWSAnthropic(CountTokensToAnthropic):
+    """Anthropic token counting → Bedrock Runtime ``CountTokens`` with an InvokeModel input:
+    ``POST {prefix}/model/{modelId}/count-tokens`` with ``{"input": {"invokeModel": {"body": <base64>}}}``, the
+    body being what InvokeModel would get (no ``model``, ``anthropic_version``, the allowed ``anthropic_beta``
+    flags) plus the ``max_tokens`` InvokeModel requires (above a thinking budget; counting ignores it). The
+    answer ``{"inputTokens": N}`` becomes Anthropic's ``{"input_tokens": N}``; errors are reshaped as for
+    messages."""
+
+    wire = BEDROCK_INVOKE
+    rewrites_answer = True
+
+    def upstream(
+        self, request: ClientRequest, backend: Backend, model: str, betas: list[str] | None
+    ) -> UpstreamRequest:
+        headers = {**request.headers, "anthropic-beta": ",".join(betas)} if betas is not None else request.headers
+        invoke = BEDROCK_INVOKE.edited_raw(request.raw, request.body, model, headers) or request.raw
+        if "max_tokens" not in request.body:
+            invoke = set_top_level(invoke, {"max_tokens": _count_max_tokens(request.body.get("thinking"))})
+        body = orjson.dumps({"input": {"invokeModel": {"body": base64.b64encode(invoke).decode()}}})
+        _, remove = beta_edits(request, betas, in_body=True)
+        path = f"{backend.path_prefix}/model/{quote(model, safe='')}/count-tokens"
+        return UpstreamRequest(path, body, {"content-type": "application/json"}, remove)
+
+    def answer_body(self, raw: bytes) -> bytes:
+        return input_tokens_body(_field(raw, "inputTokens"))
+
+
+def _count_max_tokens(thinking: object) -> int:
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    return budget + 1 if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0 else 1
+
+
+def _field(raw: bytes, key: str) -> object:
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return answer.get(key) if isinstance(answer, dict) else None

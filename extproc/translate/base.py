@@ -26,12 +26,13 @@ class ClientAPI(StrEnum):
     OPENAI_RESPONSES_INPUT_TOKENS = "openai.responses_input_tokens"  # ``POST /v1/responses/input_tokens``
     GEMINI_GENERATE = "gemini.generate_content"  # Google's Gemini API: generateContent, streamGenerateContent
     GEMINI_COUNT_TOKENS = "gemini.count_tokens"
+    ANTHROPIC_COUNT_TOKENS = "anthropic.count_tokens"  # POST /anthropic/v1/messages/count_tokens: no generation
 
     def error_body(self, error: GatewayError) -> bytes:
         """The gateway's own errors in this API's shape."""
-        if self is ClientAPI.ANTHROPIC_MESSAGES:
+        if self.value.startswith("anthropic."):
             return anthropic_error_body(error)
-        if self in (ClientAPI.GEMINI_GENERATE, ClientAPI.GEMINI_COUNT_TOKENS):
+        if self.value.startswith("gemini."):
             return gemini_error_body(error)
         return openai_error_body(error)
 

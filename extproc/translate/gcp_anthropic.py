@@ -8,12 +8,16 @@ The body is Anthropic's Messages body; only the wire differs from Anthropic's ow
   percent-encoded except ``@``.
 * Body: no ``model`` (it is in the path), ``stream: true`` kept for ``streamRawPredict``, plus
   ``"anthropic_version": "vertex-2023-10-16"``. The Anthropic client's bytes are edited in place;
-  ``anthropic-beta`` goes as a header, as Vertex reads it.
+  ``anthropic-beta`` goes as a header, as Vertex reads it: every flag, as we found no documented list of the
+  ones Vertex accepts; ``TokenvoyConfig`` ``spec.anthropicBetas.GCPAnthropic`` narrows it to an allowlist.
 * Answers: Anthropic's JSON and SSE, unchanged.
 * Errors come in two shapes: Anthropic's (the model refused the request) and Google's
   (``{"error": {"code": 429, "message": …, "status": "RESOURCE_EXHAUSTED"}}``, from Vertex itself: quota,
   permissions, unknown model). Both reach the client in its own shape with the status kept; Google's
   ``status`` leads the message.
+
+Token counting (``/anthropic/v1/messages/count_tokens``) goes to ``…/publishers/anthropic/models/
+count-tokens:rawPredict`` with the model in the body (:class:`CountTokensToGCPAnthropic`).
 
 The OAuth token is the GCPCredentials policy's job, not the translator's.
 """
@@ -26,8 +30,11 @@ from urllib.parse import quote
 import orjson
 
 from tokenvoy.config.model import Backend
+from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.translate.anthropic_common import MessagesWire, error_details, error_type_for
 from tokenvoy.extproc.translate.anthropic_to_anthropic import AnthropicToAnthropic
+from tokenvoy.extproc.translate.base import ClientRequest, UpstreamRequest
+from tokenvoy.extproc.translate.count_tokens_to_anthropic import CountTokensToAnthropic, beta_edits
 from tokenvoy.extproc.translate.openai_to_anthropic import OpenAIToAnthropic
 
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
@@ -71,3 +78,20 @@ class AnthropicToGCPAnthropic(AnthropicToAnthropic):
     """Anthropic Messages client → Claude on Vertex AI."""
 
     wire = VERTEX_RAW_PREDICT
+
+
+class CountTokensToGCPAnthropic(CountTokensToAnthropic):
+    """Anthropic token counting → Claude on Vertex AI: ``{prefix}/publishers/anthropic/models/count-tokens:rawPredict``
+    (Google's "Count tokens for Claude models"), the model named in the body, not the path, plus
+    ``anthropic_version``; ``anthropic-beta`` as a header. The answer is Anthropic's ``{"input_tokens"}``."""
+
+    wire = VERTEX_RAW_PREDICT
+
+    def upstream(
+        self, request: ClientRequest, backend: Backend, model: str, betas: list[str] | None
+    ) -> UpstreamRequest:
+        body = set_top_level(request.raw, {"model": model, "anthropic_version": VERTEX_ANTHROPIC_VERSION})
+        set_headers, remove = beta_edits(request, betas)
+        set_headers["content-type"] = "application/json"
+        path = f"{backend.path_prefix}/publishers/anthropic/models/count-tokens:rawPredict"
+        return UpstreamRequest(path, body, set_headers, remove)

@@ -62,3 +62,48 @@ def function_calls(message: dict[str, Any], where: str, target: str) -> list[Fun
             raise untranslatable_field(f"{at}.function.arguments", target, "tool call arguments must be a JSON object")
         calls.append(FunctionCall(call_id, name, parsed))
     return calls
+
+
+# ---- signed reasoning, as OpenRouter's ``reasoning_details`` carry it ------------------------------------
+
+REASONING_FORMAT = "anthropic-claude-v1"  # OpenRouter's name for Anthropic's signed reasoning
+
+
+def thinking_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """Anthropic's signed thinking blocks from an assistant message's ``reasoning_details`` (merged by
+    ``index``, as streamed pieces accumulate); the text of a detail that has none is ``reasoning_content``."""
+    details = message.get("reasoning_details")
+    if details is None:
+        return []
+    if not isinstance(details, list):
+        raise invalid_field(f"{where}.reasoning_details", "expected an array")
+    merged: dict[object, dict[str, Any]] = {}
+    for position, detail in enumerate(details):
+        if not isinstance(detail, dict):
+            raise invalid_field(f"{where}.reasoning_details[{position}]", "expected an object")
+        key = detail.get("index", position)
+        entry = merged.setdefault(key, {"type": detail.get("type"), "text": "", "signature": None, "data": None})
+        for field in ("text", "signature", "data"):
+            value = detail.get(field)
+            if isinstance(value, str) and value:
+                entry[field] = entry[field] + value if field == "text" else value
+    blocks: list[dict[str, Any]] = []
+    fallback = message.get("reasoning_content")
+    for entry in merged.values():
+        if entry["type"] == "reasoning.encrypted" and entry["data"]:
+            blocks.append({"type": "redacted_thinking", "data": entry["data"]})
+        elif entry["type"] == "reasoning.text" and entry["signature"]:
+            text = entry["text"] or (fallback if isinstance(fallback, str) and len(merged) == 1 else "")
+            blocks.append({"type": "thinking", "thinking": text, "signature": entry["signature"]})
+    return blocks
+
+
+def reasoning_text_detail(text: str, signature: object, index: int) -> dict[str, Any]:
+    detail: dict[str, Any] = {"type": "reasoning.text", "text": text, "format": REASONING_FORMAT, "index": index}
+    if isinstance(signature, str) and signature:
+        detail["signature"] = signature
+    return detail
+
+
+def reasoning_encrypted_detail(data: str, index: int) -> dict[str, Any]:
+    return {"type": "reasoning.encrypted", "data": data, "format": REASONING_FORMAT, "index": index}

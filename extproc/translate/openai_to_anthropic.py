@@ -14,8 +14,13 @@ The request is rebuilt (not edited in place): the two APIs share no body layout.
   for Anthropic's 1024-token minimum → 422); without a client limit, ``max_tokens`` = budget + 4096.
   An Anthropic-style ``thinking`` object sent by the client is passed as is and wins.
 * Thinking comes back as ``message.reasoning_content`` (``delta.reasoning_content`` when streamed), the
-  field DeepSeek, vLLM and LiteLLM clients read. Signatures and redacted thinking are dropped: OpenAI
-  history has no place for them, so multi-turn tool use *with thinking* cannot be replayed.
+  field DeepSeek, vLLM and LiteLLM clients read, and as ``reasoning_details`` in OpenRouter's shape, which
+  keeps what a replay needs: ``{"type": "reasoning.text", "text", "signature", "format": "anthropic-claude-v1",
+  "index"}`` per thinking block and ``{"type": "reasoning.encrypted", "data", …}`` per redacted one (streamed:
+  the text in pieces, the signature when Anthropic sends it, merged by ``index``). An assistant message sent
+  back with its ``reasoning_details`` gets its signed ``thinking`` / ``redacted_thinking`` blocks first, so a
+  thinking + tool-use loop replays turn after turn; details without a signature are dropped (Anthropic
+  refuses unsigned thinking).
 * ``parallel_tool_calls: false`` → ``disable_parallel_tool_use`` on the ``tool_choice``.
 * ``safety_identifier`` (else the older ``user``) → ``metadata.user_id``. ``top_k`` and ``cache_control``
   on content parts and tools (common OpenAI-SDK extensions for Claude) are passed through.
@@ -58,7 +63,13 @@ from tokenvoy.extproc.translate.anthropic_common import (
 )
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
-from tokenvoy.extproc.translate.openai_common import data_uri, function_calls
+from tokenvoy.extproc.translate.openai_common import (
+    data_uri,
+    function_calls,
+    reasoning_encrypted_detail,
+    reasoning_text_detail,
+    thinking_blocks,
+)
 from tokenvoy.extproc.usage import TokenUsage
 
 DEFAULT_MAX_TOKENS = 4096
@@ -294,7 +305,8 @@ def _document(file: object, where: str) -> dict[str, Any]:
 def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
     if message.get("function_call") is not None:
         raise _unsupported(f"{where}.function_call", "use `tool_calls`")
-    blocks = _text_blocks(message.get("content"), f"{where}.content")
+    blocks = thinking_blocks(message, where)
+    blocks += _text_blocks(message.get("content"), f"{where}.content")
     for call in function_calls(message, where, "an Anthropic backend"):
         blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments})
     return blocks
@@ -381,6 +393,7 @@ def chat_completion(message: dict[str, Any], created: int) -> dict[str, Any]:
     """An Anthropic Message as an OpenAI ``chat.completion``."""
     texts: list[str] = []
     thinking: list[str] = []
+    details: list[dict[str, Any]] = []
     tool_calls: list[dict[str, Any]] = []
     for block in message.get("content") or ():
         if not isinstance(block, dict):
@@ -390,11 +403,16 @@ def chat_completion(message: dict[str, Any], created: int) -> dict[str, Any]:
             texts.append(block["text"])
         elif kind == "thinking" and isinstance(block.get("thinking"), str):
             thinking.append(block["thinking"])
+            details.append(reasoning_text_detail(block["thinking"], block.get("signature"), len(details)))
+        elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
+            details.append(reasoning_encrypted_detail(block["data"], len(details)))
         elif kind == "tool_use":
             tool_calls.append(_tool_call(block))
     reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if thinking:
         reply["reasoning_content"] = "".join(thinking)
+    if details:
+        reply["reasoning_details"] = details
     if tool_calls:
         reply["tool_calls"] = tool_calls
     usage = message.get("usage")
@@ -436,6 +454,7 @@ class OpenAIToAnthropic:
         self._created = 0
         self._raw_usage: dict[str, int] = {}
         self._tool_indices: dict[int, int] = {}  # Anthropic block index → OpenAI tool_calls index
+        self._reasoning_indices: dict[int, int] = {}  # Anthropic block index → reasoning_details index
         self._tool_arguments_sent: set[int] = set()
         self._finished = False
         self.answer = AnswerText()
@@ -594,8 +613,16 @@ class OpenAIToAnthropic:
         kind = block.get("type")
         if kind == "text" and block.get("text"):
             out.append(self._chunk({"content": block["text"]}))
-        elif kind == "thinking" and block.get("thinking"):
-            out.append(self._chunk({"reasoning_content": block["thinking"]}))
+        elif kind in ("thinking", "redacted_thinking"):
+            position = len(self._reasoning_indices)
+            index = event.get("index")
+            if isinstance(index, int):
+                self._reasoning_indices[index] = position
+            if kind == "redacted_thinking" and isinstance(block.get("data"), str):
+                out.append(self._chunk({"reasoning_details": [reasoning_encrypted_detail(block["data"], position)]}))
+            elif kind == "thinking" and block.get("thinking"):
+                detail = reasoning_text_detail(block["thinking"], block.get("signature"), position)
+                out.append(self._chunk({"reasoning_content": block["thinking"], "reasoning_details": [detail]}))
         elif kind == "tool_use":
             index = event.get("index")
             position = len(self._tool_indices)
@@ -618,13 +645,21 @@ class OpenAIToAnthropic:
         if kind == "text_delta" and delta.get("text"):
             out.append(self._chunk({"content": delta["text"]}))
         elif kind == "thinking_delta" and delta.get("thinking"):
-            out.append(self._chunk({"reasoning_content": delta["thinking"]}))
+            detail = reasoning_text_detail(delta["thinking"], None, self._reasoning_position(event))
+            out.append(self._chunk({"reasoning_content": delta["thinking"], "reasoning_details": [detail]}))
+        elif kind == "signature_delta" and delta.get("signature"):
+            detail = reasoning_text_detail("", delta["signature"], self._reasoning_position(event))
+            out.append(self._chunk({"reasoning_details": [detail]}))
         elif kind == "input_json_delta" and delta.get("partial_json"):
             position = self._tool_position(event)
             if position is not None:
                 self._tool_arguments_sent.add(position)
                 call = {"index": position, "function": {"arguments": delta["partial_json"]}}
                 out.append(self._chunk({"tool_calls": [call]}))
+
+    def _reasoning_position(self, event: dict[str, Any]) -> int:
+        index = event.get("index")
+        return self._reasoning_indices.get(index, 0) if isinstance(index, int) else 0
 
     def _tool_position(self, event: dict[str, Any]) -> int | None:
         """The OpenAI ``tool_calls`` index of the Anthropic content block this event is about."""

@@ -24,7 +24,9 @@ The request is rebuilt (the two APIs share no body layout). Mapping decisions:
 * ``reasoning_effort`` → Claude's ``additionalModelRequestFields.thinking`` with the same budgets and
   limits as the Anthropic backend (see ``openai_to_anthropic``); a client ``thinking`` object wins. Other
   model families refuse the field with Bedrock's own 400. Reasoning comes back as
-  ``message.reasoning_content`` (``delta.reasoning_content`` when streamed); signatures are dropped.
+  ``message.reasoning_content`` (``delta.reasoning_content`` when streamed) and, signature and redacted
+  reasoning included, as OpenRouter-style ``reasoning_details`` (see ``openai_to_anthropic``); an assistant
+  message sent back with them gets its ``reasoningContent`` blocks first, so thinking + tool use replays.
 * ``response_format`` ``json_schema`` → ``outputConfig.textFormat`` (structured output); ``json_object`` →
   422 (Bedrock takes only a schema).
 * Not expressible → 422 naming the field: ``n`` > 1, ``logprobs``/``top_logprobs``, penalties,
@@ -64,7 +66,13 @@ from tokenvoy.extproc.translate.bedrock_common import (
     tool_spec,
     unsupported,
 )
-from tokenvoy.extproc.translate.openai_common import data_uri, function_calls
+from tokenvoy.extproc.translate.openai_common import (
+    data_uri,
+    function_calls,
+    reasoning_encrypted_detail,
+    reasoning_text_detail,
+    thinking_blocks,
+)
 from tokenvoy.extproc.translate.openai_to_anthropic import (
     DEFAULT_MAX_TOKENS,
     MIN_THINKING_BUDGET,
@@ -299,10 +307,18 @@ def _document(file: object, where: str) -> dict[str, Any]:
 def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
     if message.get("function_call") is not None:
         raise unsupported(f"{where}.function_call", "use `tool_calls`")
-    blocks = _text_blocks(message.get("content"), f"{where}.content")
+    blocks = [_reasoning_block(block) for block in thinking_blocks(message, where)]
+    blocks += _text_blocks(message.get("content"), f"{where}.content")
     for call in function_calls(message, where, TARGET):
         blocks.append({"toolUse": {"toolUseId": call.id, "name": call.name, "input": call.arguments}})
     return blocks
+
+
+def _reasoning_block(block: dict[str, Any]) -> dict[str, Any]:
+    """An Anthropic thinking block (from ``reasoning_details``) as Converse's ``reasoningContent``."""
+    if block["type"] == "redacted_thinking":
+        return {"reasoningContent": {"redactedContent": block["data"]}}
+    return {"reasoningContent": {"reasoningText": {"text": block["thinking"], "signature": block["signature"]}}}
 
 
 def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
@@ -360,6 +376,7 @@ def chat_completion(response: dict[str, Any], completion_id: str, model: str, cr
     message = output.get("message") if isinstance(output, dict) else None
     texts: list[str] = []
     reasoning: list[str] = []
+    details: list[dict[str, Any]] = []
     tool_calls: list[dict[str, Any]] = []
     for block in (message.get("content") if isinstance(message, dict) else None) or ():
         if not isinstance(block, dict):
@@ -368,8 +385,12 @@ def chat_completion(response: dict[str, Any], completion_id: str, model: str, cr
             texts.append(block["text"])
         elif isinstance(block.get("reasoningContent"), dict):
             text = block["reasoningContent"].get("reasoningText")
+            redacted = block["reasoningContent"].get("redactedContent")
             if isinstance(text, dict) and isinstance(text.get("text"), str):
                 reasoning.append(text["text"])
+                details.append(reasoning_text_detail(text["text"], text.get("signature"), len(details)))
+            elif isinstance(redacted, str) and redacted:
+                details.append(reasoning_encrypted_detail(redacted, len(details)))
         elif isinstance(block.get("toolUse"), dict):
             use = block["toolUse"]
             arguments = orjson.dumps(use.get("input") if use.get("input") is not None else {}).decode()
@@ -378,6 +399,8 @@ def chat_completion(response: dict[str, Any], completion_id: str, model: str, cr
     reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if reasoning:
         reply["reasoning_content"] = "".join(reasoning)
+    if details:
+        reply["reasoning_details"] = details
     if tool_calls:
         reply["tool_calls"] = tool_calls
     stop_reason = response.get("stopReason")
@@ -408,6 +431,7 @@ class OpenAIToBedrock(BedrockTranslator):
         self._started = False
         self._stop_seen = False
         self._tool_positions: dict[int, int] = {}  # Bedrock contentBlockIndex → OpenAI tool_calls index
+        self._reasoning_positions: dict[int, int] = {}  # Bedrock contentBlockIndex → reasoning_details index
         self._arguments_sent: set[int] = set()
 
     def build(self, request: ClientRequest, model: str) -> dict[str, Any]:
@@ -498,10 +522,22 @@ class OpenAIToBedrock(BedrockTranslator):
             return
         reasoning = delta.get("reasoningContent")
         if isinstance(reasoning, dict):
-            thought = reasoning.get("text")
+            index = payload.get("contentBlockIndex")
+            key = index if isinstance(index, int) else -1
+            position = self._reasoning_positions.setdefault(key, len(self._reasoning_positions))
+            thought, signature, redacted = (
+                reasoning.get("text"),
+                reasoning.get("signature"),
+                reasoning.get("redactedContent"),
+            )
             if isinstance(thought, str) and thought:
-                out.append(self._chunk({"reasoning_content": thought}))
-            return  # signatures and redacted reasoning have no place in OpenAI's answer
+                detail = reasoning_text_detail(thought, None, position)
+                out.append(self._chunk({"reasoning_content": thought, "reasoning_details": [detail]}))
+            elif isinstance(signature, str) and signature:
+                out.append(self._chunk({"reasoning_details": [reasoning_text_detail("", signature, position)]}))
+            elif isinstance(redacted, str) and redacted:
+                out.append(self._chunk({"reasoning_details": [reasoning_encrypted_detail(redacted, position)]}))
+            return
         use = delta.get("toolUse")
         position = self._position(payload)
         if isinstance(use, dict) and position is not None:

@@ -178,18 +178,28 @@ def codex(
     return run([binary, "exec", "--skip-git-repo-check", prompt], env, home, timeout=60)
 
 
-def cline(prefix: Path, home: Path, base_url: str, model: str, prompt: str) -> Run:
-    """``cline auth`` (its OpenAI-compatible provider, ``-p openai``) then ``cline --json``, in local mode
-    (no background hub daemon left behind) with auto-update off."""
+def cline(
+    prefix: Path, home: Path, base_url: str, model: str, prompt: str, provider: str = "openai", path: str = "/v1"
+) -> Run:
+    """``cline auth`` (its OpenAI-compatible provider ``-p openai`` by default) then ``cline --json``, in local
+    mode (no background hub daemon left behind) with auto-update off. ``cline auth`` takes a base URL only for
+    the OpenAI providers: for ``-p anthropic`` it is written into the provider's settings
+    (``~/.cline/data/settings/providers.json``, ``baseUrl``), where the other providers keep theirs."""
     env = base_env(home) | {
         "CLINE_NO_AUTO_UPDATE": "1",
         "CLINE_SESSION_BACKEND_MODE": "local",
         "DISABLE_TELEMETRY": "1",
     }
     binary = str(prefix / "node_modules" / ".bin" / "cline")
-    auth = run([binary, "auth", "-p", "openai", "-k", "unused", "-m", model, "-b", f"{base_url}/v1"], env, home, 60)
+    url = ["-b", f"{base_url}{path}"] if provider == "openai" else []
+    auth = run([binary, "auth", "-p", provider, "-k", "unused", "-m", model, *url], env, home, 60)
     if auth.returncode != 0:
         pytest.fail(f"cline auth failed ({auth.returncode}):\n{auth.stdout}\n{auth.stderr}")
+    if not url:
+        settings_file = home / ".cline" / "data" / "settings" / "providers.json"
+        settings = json.loads(settings_file.read_text())
+        settings["providers"][provider]["settings"]["baseUrl"] = f"{base_url}{path}"
+        settings_file.write_text(json.dumps(settings))
     return run([binary, "--json", "-t", "60", prompt], env, home, timeout=90)
 
 

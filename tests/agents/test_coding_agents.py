@@ -104,14 +104,24 @@ def _blocks(request: Recorded) -> list[dict[str, Any]]:
 CLAUDE = clis.VERSIONS["@anthropic-ai/claude-code"]
 
 
-@pytest.mark.parametrize(
-    ("model", "backend"),
-    [("claude-sonnet-4-6", "fake-anthropic"), ("claude-haiku-4-5@20251001", "fake-vertex-anthropic")],
-    ids=["Anthropic", "GCPAnthropic"],
-)
-def test_claude_code_answers_with_a_tool_round_trip_through_claude_backends(
-    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path, model: str, backend: str
+CLAUDE_BACKENDS = [
+    ("claude-sonnet-4-6", "fake-anthropic", "Anthropic"),
+    ("claude-haiku-4-5@20251001", "fake-vertex-anthropic", "GCPAnthropic"),
+    ("anthropic.claude-haiku-4-5-20251001-v1:0", "fake-bedrock-anthropic", "AWSAnthropic"),
+    ("gpt-4o-mini", "fake", "OpenAI"),
+    ("amazon.nova-lite-v1:0", "fake-bedrock", "AWSBedrock"),
+    ("azure-gpt-4o-mini", "fake-azure", "AzureOpenAI"),
+    ("gemini-2.5-flash", "fake-vertex", "GCPVertexAI"),
+]
+
+
+@pytest.mark.parametrize(("model", "backend", "schema"), CLAUDE_BACKENDS, ids=[s for _, _, s in CLAUDE_BACKENDS])
+def test_claude_code_answers_with_a_tool_round_trip_through_every_messages_schema(
+    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path, model: str, backend: str, schema: str
 ) -> None:
+    """Claude Code as users run it: its default beta flags (Bedrock is sent only those AWS documents), adaptive
+    thinking, effort, context management and, for model names it does not know (``gpt-4o-mini``, Nova), a
+    ``role: "system"`` message at ``messages[1]`` (translated for OpenAI and Converse)."""
     user = f"claude-{uuid.uuid4().hex[:8]}"
     done = clis.claude_code(prefix, home, recorder.url, model, PROMPT, user)
     assert done.returncode == 0, done
@@ -123,55 +133,17 @@ def test_claude_code_answers_with_a_tool_round_trip_through_claude_backends(
     assert first["max_tokens"] == 32000 and first["stream"] is True
     assert {"context_management", "thinking", "metadata"} <= set(first)
     assert "claude-code-20250219" in turns[0].headers["anthropic-beta"]
+    if schema in ("OpenAI", "AWSBedrock", "AzureOpenAI", "GCPVertexAI"):  # a model name Claude Code does not know
+        assert first["messages"][1]["role"] == "system"
     # The fake called the one tool offered (Read); Claude Code ran it and sent its result back.
     results = [b for b in _blocks(turns[-1]) if b.get("type") == "tool_result"]
-    assert results and all(b["tool_use_id"].startswith("toolu_") for b in results)
+    assert results and results[0]["tool_use_id"], results
     if backend == "fake-anthropic":
         _matches_fixture("claude-code", CLAUDE, model, turns[0])
 
     entries = _log_entries(gateway, lambda e: e.get("x-user-id") == user, count=2)
     for entry in entries:
         _metered(entry, backend)
-
-
-def test_claude_code_on_claude_on_bedrock_is_refused_for_its_beta_flags(
-    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path
-) -> None:
-    """Current behaviour, to be fixed: tokenvoy passes every ``anthropic-beta`` flag to Bedrock as
-    ``anthropic_beta``, and Bedrock refuses the ones it does not list (Claude Code's own
-    ``claude-code-20250219`` first). The filtering for Bedrock is not written yet."""
-    user = f"claude-bedrock-{uuid.uuid4().hex[:8]}"
-    done = clis.claude_code(prefix, home, recorder.url, "anthropic.claude-haiku-4-5-20251001-v1:0", PROMPT, user)
-    assert done.returncode != 0
-    assert "400 ValidationException: invalid beta flag: claude-code-20250219" in done.stdout
-    entry = gateway.wait_for_log(lambda e: e.get("x-user-id") == user)
-    assert entry["response_code"] == 400  # Bedrock's refusal, passed on
-    assert entry["upstream_path"].endswith("/invoke-with-response-stream"), entry
-
-
-@pytest.mark.parametrize(
-    ("model", "backend"),
-    [
-        ("gpt-4o-mini", "fake"),
-        ("azure-gpt-4o-mini", "fake-azure"),
-        ("amazon.nova-lite-v1:0", "fake-bedrock"),
-        ("gemini-2.5-flash", "fake-vertex"),
-    ],
-    ids=["OpenAI", "AzureOpenAI", "AWSBedrock", "GCPVertexAI"],
-)
-def test_claude_code_on_translated_backends_is_refused_for_its_system_message(
-    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path, model: str, backend: str
-) -> None:
-    """Current behaviour, to be fixed: for a model name it does not know Claude Code puts a
-    ``role: "system"`` message at ``messages[1]``, which tokenvoy's Anthropic→OpenAI/Converse translation
-    refuses before anything reaches the backend."""
-    user = f"claude-translated-{uuid.uuid4().hex[:8]}"
-    done = clis.claude_code(prefix, home, recorder.url, model, PROMPT, user)
-    assert done.returncode != 0
-    assert "400 invalid `messages[1].role`: expected `user` or `assistant`, not 'system'" in done.stdout
-    assert recorder.requests[0].json()["messages"][1]["role"] == "system"
-    entry = gateway.wait_for_log(lambda e: e.get("x-user-id") == user)
-    assert entry["response_code"] == 400
 
 
 # -- Codex (OpenAI Responses API) ---------------------------------------------------------------------------
@@ -291,6 +263,44 @@ def test_cline_answers_with_a_tool_round_trip_through_every_chat_schema(
     )
     for entry in entries:
         _metered(entry, backend)
+
+
+CLINE_ANTHROPIC = [
+    ("claude-sonnet-4-6", "fake-anthropic", "Anthropic"),
+    ("anthropic.claude-haiku-4-5-20251001-v1:0", "fake-bedrock-anthropic", "AWSAnthropic"),
+]
+
+
+@pytest.mark.parametrize(("model", "backend", "schema"), CLINE_ANTHROPIC, ids=[s for _, _, s in CLINE_ANTHROPIC])
+def test_cline_anthropic_provider_answers_with_the_anthropic_v1_base_url(
+    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path, model: str, backend: str, schema: str
+) -> None:
+    """Cline's Anthropic provider calls ``<base>/messages``: the base URL the README gives it ends in ``/v1``."""
+    done = clis.cline(prefix, home, recorder.url, model, PROMPT, provider="anthropic", path="/anthropic/v1")
+    assert done.returncode == 0, done
+    result = _run_result(done.stdout)
+    assert result["finishReason"] == "completed", result
+    assert result["text"] and SENTENCE.startswith(result["text"]), result["text"]
+    turns = [r for r in recorder.requests if r.target.split("?")[0] == "/anthropic/v1/messages"]
+    assert len(turns) >= 2, [r.target for r in recorder.requests]
+    results = [b for b in _blocks(turns[-1]) if b.get("type") == "tool_result"]
+    assert results, turns[-1].json()["messages"][-1]
+    entries = _log_entries(
+        gateway, lambda e: e.get("genai_model_name") == model and e.get("genai_backend_name") == backend, count=2
+    )
+    for entry in entries:
+        _metered(entry, backend)
+
+
+def test_cline_anthropic_provider_on_an_openai_backend_is_refused_for_its_web_search_server_tool(
+    prefix: Path, gateway: Gateway, recorder: Recorder, home: Path
+) -> None:
+    """Cline's Anthropic provider offers Anthropic's own ``web_search_20250305`` tool, which only Anthropic runs:
+    toward an OpenAI-schema backend the gateway answers a 422 naming it (its OpenAI-compatible provider works)."""
+    done = clis.cline(prefix, home, recorder.url, "gpt-4o-mini", PROMPT, provider="anthropic", path="/anthropic/v1")
+    assert done.returncode != 0
+    assert "Anthropic server tool 'web_search_20250305' only runs on Anthropic" in done.stdout
+    assert recorder.requests[0].json()["tools"][0]["type"] == "web_search_20250305"
 
 
 # -- gemini-cli (Gemini API) --------------------------------------------------------------------------------

@@ -178,6 +178,19 @@ def test_provider_errors_reach_the_client_with_their_status(gateway: Gateway) ->
     assert raised.value.status_code == 503
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_provider_refusal_is_logged_with_the_backend_that_refused(gateway: Gateway, stream: bool) -> None:
+    """The access log names the backend of a 4xx answer too: that is where one looks for who refused."""
+    request_id = f"refused-{uuid.uuid4()}"
+    with pytest.raises(openai.BadRequestError):
+        client(gateway, **{"x-testupstream-status": "400", "x-request-id": request_id}).chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=stream
+        )
+    entry = gateway.wait_for_log(lambda e: e.get("x-request-id") == request_id)
+    assert (entry["response_code"], entry["genai_backend_name"]) == (400, "fake")
+    assert entry["genai_tokens_total"] in (0, None, "-"), entry
+
+
 def test_tool_calls_round_trip_through_the_gateway(gateway: Gateway) -> None:
     tool = {
         "type": "function",

@@ -270,6 +270,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
     listener = _listener(resources.get("Gateway", {}), problems)
     metrics, pricing = _tokenvoy_config(resources.get("TokenvoyConfig", {}), problems)
     tracing = _tracing_settings(resources.get("TokenvoyConfig", {}), problems)
+    backends = _with_anthropic_betas(backends, _anthropic_betas(resources.get("TokenvoyConfig", {}), problems))
     if not routes and not problems.items:
         problems.items.append("no AIGatewayRoute found: the gateway would answer 404 to every request")
     if problems.items:
@@ -1576,7 +1577,9 @@ def _listener(items: dict[str, _Resource], problems: _Problems) -> Listener:
 
 
 TOKENVOY_API_VERSION = "tokenvoy.io/v1alpha1"
-_TOKENVOY_CONFIG_FIELDS = {"metrics", "pricing", "tracing"}
+_TOKENVOY_CONFIG_FIELDS = {"metrics", "pricing", "tracing", "anthropicBetas"}
+# The schemas whose requests carry Anthropic's beta flags (header, InvokeModel body, Converse extra fields).
+ANTHROPIC_BETA_SCHEMAS = ("Anthropic", "AWSAnthropic", "AWSBedrock", "GCPAnthropic")
 _TRACING_FIELDS = {"sessionIdHeader"}
 _METRICS_FIELDS = {"requestHeaderLabels", "maxLabelValues", "clientFromUserAgent"}
 _PRICE_FIELDS = {
@@ -1636,6 +1639,40 @@ def _tracing_settings(items: dict[str, _Resource], problems: _Problems) -> Traci
         problems.add(resource, "spec.tracing.sessionIdHeader", f"must be an HTTP header name, got {header!r}")
         header = None
     return TracingSettings(header.lower() if header else None)
+
+
+def _anthropic_betas(items: dict[str, _Resource], problems: _Problems) -> dict[str, frozenset[str]]:
+    """``spec.anthropicBetas``: schema → the ``anthropic-beta`` flags its backends are sent (``*``: all)."""
+    spec = next(iter(items.values())).spec if items else None
+    value = spec.get("anthropicBetas") if isinstance(spec, dict) else None
+    if value is None:
+        return {}
+    resource = next(iter(items.values()))
+    path = "spec.anthropicBetas"
+    if not _check_fields(resource, value, path, set(ANTHROPIC_BETA_SCHEMAS), problems):
+        return {}
+    allowed: dict[str, frozenset[str]] = {}
+    for schema, flags in value.items():
+        where = f"{path}.{schema}"
+        entries = _list(resource, flags, where, problems)
+        if flags is None:
+            problems.add(resource, where, "must be a list of beta flags (`*` for all), got nothing")
+            continue
+        bad = [flag for flag in entries if not isinstance(flag, str) or not flag.strip() or "," in flag]
+        if bad:
+            problems.add(resource, where, f"each entry must be one beta flag (no commas), got {bad[0]!r}")
+            continue
+        allowed[schema] = frozenset(flag.strip() for flag in entries)
+    return allowed
+
+
+def _with_anthropic_betas(backends: dict[str, Backend], allowed: dict[str, frozenset[str]]) -> dict[str, Backend]:
+    if not allowed:
+        return backends
+    return {
+        name: replace(backend, anthropic_betas=allowed[backend.schema]) if backend.schema in allowed else backend
+        for name, backend in backends.items()
+    }
 
 
 def _metrics_settings(resource: _Resource, problems: _Problems) -> MetricsSettings:

@@ -193,6 +193,9 @@ class Backend:
     # `tokenvoy.io/responses-api: chat-completions` on the AIServiceBackend: an OpenAI-compatible server without
     # the Responses API; `/v1/responses` requests reach it translated to Chat Completions.
     responses_via_chat: bool = False
+    # The ``anthropic-beta`` flags this backend is sent (``TokenvoyConfig`` ``spec.anthropicBetas`` for its
+    # schema; ``*`` lets every flag through); None: the schema's default (extproc/translate/anthropic_common.py).
+    anthropic_betas: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ Vertex AI — ``POST …/publishers/anthropic/models/{model}:rawPredict`` and ``
       than ``vertex-2023-10-16``, or when ``stream: true`` and the method disagree. The ``anthropic-beta``
       header is not checked: we found no documented list of the flags Vertex accepts.
     * ids are ``msg_vrtx_N``; streams are Anthropic's SSE.
+    * ``…/publishers/anthropic/models/count-tokens:rawPredict`` counts tokens: Anthropic's count_tokens body
+      with the model in the body (Google's "Count tokens for Claude models" page), ``anthropic_version``
+      optional; ``{"input_tokens": N}`` (:func:`anthropic_messages.count_tokens`).
     * forced statuses (``x-testupstream-status``) answer in Google's shape,
       ``{"error": {"code": 429, "message": …, "status": "RESOURCE_EXHAUSTED"}}``, as Vertex's own quota and
       permission errors do; the model's refusals stay in Anthropic's shape.
@@ -57,8 +60,11 @@ __all__ = [
     "VERTEX_VERSION",
     "bedrock_error",
     "bedrock_invoke",
+    "invoke_body",
     "is_bedrock_invoke",
+    "is_vertex_count_tokens",
     "is_vertex_raw_predict",
+    "vertex_count_tokens",
     "vertex_error",
     "vertex_raw_predict",
 ]
@@ -89,6 +95,7 @@ SSE = "text/event-stream; charset=utf-8"
 _ANTHROPIC_HEADERS = {"x-api-key": "cloud-credentials", "anthropic-version": "2023-06-01"}
 _BEDROCK_PATH = re.compile(r"/model/([^/]+)/(invoke|invoke-with-response-stream)$")
 _VERTEX_PATH = re.compile(r"/publishers/anthropic/models/([^/:]+):(rawPredict|streamRawPredict)$")
+VERTEX_COUNT_SUFFIX = "/publishers/anthropic/models/count-tokens:rawPredict"
 _BEDROCK_EXCEPTIONS = {
     400: "ValidationException",
     403: "AccessDeniedException",
@@ -119,7 +126,11 @@ def is_bedrock_invoke(path: str) -> bool:
 
 
 def is_vertex_raw_predict(path: str) -> bool:
-    return _VERTEX_PATH.search(path) is not None
+    return _VERTEX_PATH.search(path) is not None and not is_vertex_count_tokens(path)
+
+
+def is_vertex_count_tokens(path: str) -> bool:
+    return path.endswith(VERTEX_COUNT_SUFFIX)
 
 
 async def _paced(frames: list[bytes], delay: float) -> AsyncIterator[bytes]:
@@ -152,8 +163,30 @@ def bedrock_invoke(request: Request, app: App, chunk_delay: float) -> Response:
     match = _BEDROCK_PATH.search(request.path)
     assert match is not None  # the route matched it
     model, stream = unquote(match.group(1)), match.group(2) == "invoke-with-response-stream"
+    body = invoke_body(request.body, model, stream)
+    if isinstance(body, Response):
+        return body
+    reply = anthropic_messages.create_message(
+        orjson.dumps(body), _ANTHROPIC_HEADERS, message_id=app.next_id("msg_bdrk_")
+    )
+    if reply.status != 200:  # Anthropic's refusal, passed on as Bedrock words it
+        error = (reply.body or {}).get("error") or {}
+        return bedrock_error(reply.status, str(error.get("message", "the model refused the request")))
+    if reply.events is None:
+        usage = (reply.body or {}).get("usage") or {}
+        headers = [
+            ("x-amzn-bedrock-input-token-count", str(usage.get("input_tokens", 0))),
+            ("x-amzn-bedrock-output-token-count", str(usage.get("output_tokens", 0))),
+        ]
+        return Response(200, orjson.dumps(reply.body), JSON, headers)
+    return _stream(_bedrock_frames(reply.events, request.headers.get(H_STREAM_EXCEPTION)), EVENTSTREAM, chunk_delay)
+
+
+def invoke_body(raw: bytes, model: str, stream: bool) -> dict[str, Any] | Response:
+    """An InvokeModel body checked as Bedrock checks it, as the Messages body it stands for (``model`` and
+    ``stream`` from the path); or the error Bedrock answers."""
     try:
-        body = orjson.loads(request.body)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         body = None
     if not isinstance(body, dict):
@@ -175,20 +208,7 @@ def bedrock_invoke(request: Request, app: App, chunk_delay: float) -> Response:
     body["model"] = model
     if stream:
         body["stream"] = True
-    reply = anthropic_messages.create_message(
-        orjson.dumps(body), _ANTHROPIC_HEADERS, message_id=app.next_id("msg_bdrk_")
-    )
-    if reply.status != 200:  # Anthropic's refusal, passed on as Bedrock words it
-        error = (reply.body or {}).get("error") or {}
-        return bedrock_error(reply.status, str(error.get("message", "the model refused the request")))
-    if reply.events is None:
-        usage = (reply.body or {}).get("usage") or {}
-        headers = [
-            ("x-amzn-bedrock-input-token-count", str(usage.get("input_tokens", 0))),
-            ("x-amzn-bedrock-output-token-count", str(usage.get("output_tokens", 0))),
-        ]
-        return Response(200, orjson.dumps(reply.body), JSON, headers)
-    return _stream(_bedrock_frames(reply.events, request.headers.get(H_STREAM_EXCEPTION)), EVENTSTREAM, chunk_delay)
+    return body
 
 
 def bedrock_chunk(event: dict[str, Any]) -> bytes:
@@ -259,3 +279,21 @@ def vertex_raw_predict(request: Request, app: App, chunk_delay: float) -> Respon
     if reply.events is None:
         return Response(reply.status, orjson.dumps(reply.body), JSON)
     return _stream([anthropic_messages.sse_frame(e) for e in reply.events], SSE, chunk_delay)
+
+
+def vertex_count_tokens(request: Request, app: App, chunk_delay: float) -> Response:
+    """``…/publishers/anthropic/models/count-tokens:rawPredict``: Anthropic's count_tokens body, the model named
+    in the body (not the path) and ``anthropic_version`` allowed; ``{"input_tokens": N}`` as Anthropic counts."""
+    try:
+        body = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        return _anthropic_400("There was an error parsing the body of your request: it is not a JSON object")
+    version = body.pop("anthropic_version", VERTEX_VERSION)
+    if version != VERTEX_VERSION:
+        return _anthropic_400(f"anthropic_version: Input should be '{VERTEX_VERSION}', got {version!r}")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return vertex_error(400, "The model to count tokens for must be named in the request body (`model`).")
+    reply = anthropic_messages.count_tokens(orjson.dumps(body), _ANTHROPIC_HEADERS)
+    return Response(reply.status, orjson.dumps(reply.body), JSON)

@@ -15,7 +15,8 @@ Determinism contract (tests and benchmarks rely on it):
 * with ``thinking`` enabled or adaptive a thinking block (:data:`THINKING_TEXT`, signed) comes first and its words
   count as output and against ``max_tokens``;
 * when tools are offered, ``tool_choice`` is not ``none`` and the last turn is the user's, the answer is
-  one ``tool_use`` of the first tool (or the one ``tool_choice`` names) with an input valid for its schema:
+  one ``tool_use`` of the first custom tool (Anthropic's own versioned tools, ``web_search_20250305`` …, are
+  accepted as the API does and never called) (or the one ``tool_choice`` names) with an input valid for its schema:
   every required property filled with a value of its type (see :func:`sample_value`). After ``tool_result``
   blocks the answer is text again unless ``tool_choice`` forces a tool, so agent loops end;
 * ``usage.input_tokens`` counts whitespace-separated words of ``system`` and of every message's text
@@ -48,6 +49,7 @@ __all__ = [
     "THINKING_TEXT",
     "MessagesReply",
     "count_prompt_words",
+    "count_tokens",
     "create_message",
     "error_body",
     "error_for_status",
@@ -104,6 +106,7 @@ _TOOL_FIELDS = frozenset(
     }
 )
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_VERSIONED_TOOL = re.compile(r"^[a-z][a-z0-9_]*_\d{8}$")  # web_search_20250305, text_editor_20250728, …
 _IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _USER_BLOCKS = frozenset({"text", "image", "document", "tool_result"})
 _ASSISTANT_BLOCKS = frozenset({"text", "tool_use", "thinking", "redacted_thinking"})
@@ -360,6 +363,8 @@ def _check_tools(tools: object, tool_choice: object) -> list[dict[str, Any]]:
         if name in names:
             raise _Invalid("tools: Tool names must be unique.")
         names.add(name)
+        if _is_server_tool(tool):
+            continue  # a versioned tool Anthropic defines (web_search_20250305, …): it takes no input_schema
         schema = tool.get("input_schema")
         _expect(schema, dict, f"tools.{i}.custom.input_schema", "a valid dictionary")
         if schema.get("type") != "object":
@@ -380,6 +385,12 @@ def _check_tools(tools: object, tool_choice: object) -> list[dict[str, Any]]:
         if kind in ("any", "tool") and not names:
             raise _Invalid("tool_choice: a tool choice that forces a tool needs `tools`")
     return tools
+
+
+def _is_server_tool(tool: dict[str, Any]) -> bool:
+    """A tool of a versioned type Anthropic defines (``web_search_20250305``, ``bash_20250124``, …), not custom."""
+    kind = tool.get("type")
+    return isinstance(kind, str) and kind != "custom" and _VERSIONED_TOOL.match(kind) is not None
 
 
 def _check_number(request: dict[str, Any], key: str, low: float, high: float) -> None:
@@ -501,7 +512,7 @@ def _answer_text(limit: int, stop_sequences: list[str]) -> tuple[str, str, str |
 
 
 def _tool_to_call(request: dict[str, Any]) -> dict[str, Any] | None:
-    tools = request.get("tools") or []
+    tools = [tool for tool in request.get("tools") or [] if not _is_server_tool(tool)]  # the fake runs no server tool
     choice = request.get("tool_choice") or {"type": "auto"}
     if not tools or choice.get("type") == "none" or request["messages"][-1]["role"] != "user":
         return None
@@ -572,6 +583,44 @@ def create_message(raw: bytes, headers: Mapping[str, str], *, message_id: str) -
     if not request.get("stream"):
         return MessagesReply(200, message)
     return MessagesReply(200, events=_events(message))
+
+
+# ``POST /v1/messages/count_tokens``' body in the API reference: the create fields that shape the prompt; the
+# generation settings (``max_tokens``, ``stream``, sampling, ``stop_sequences``, ``metadata``) are not accepted.
+COUNT_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "mcp_servers",
+        "context_management",
+        "output_config",
+        "output_format",
+    }
+)
+
+
+def count_tokens(raw: bytes, headers: Mapping[str, str]) -> MessagesReply:
+    """``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``, N being what ``create_message`` would report
+    as the whole input (cache reads included), after the same validation of the prompt."""
+    try:
+        _check_headers(headers)
+        try:
+            decoded = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise _Invalid("There was an error parsing the body of your request: it is not valid JSON") from None
+        _expect(decoded, dict, "body", "a valid dictionary")
+        extra = set(decoded) - COUNT_FIELDS
+        if extra:
+            raise _Invalid(f"{sorted(extra)[0]}: Extra inputs are not permitted")
+        request = _check({**decoded, "max_tokens": MAX_OUTPUT_TOKENS})
+    except _Invalid as invalid:
+        return invalid.reply
+    uncached, cached = count_prompt_words(request.get("system"), request["messages"])
+    return MessagesReply(200, {"input_tokens": uncached + cached})
 
 
 def _pieces(text: str) -> list[str]:

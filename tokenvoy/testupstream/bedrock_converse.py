@@ -13,7 +13,8 @@ not alternating, a content block that is not exactly one known member (``text``,
 ``toolUse``/``toolResult`` in the history without ``toolConfig``, tool results that answer no call of the
 previous turn (or calls left unanswered), ``inferenceConfig`` of the wrong types or ranges, a bad
 ``toolConfig``/``toolChoice``, and ``additionalModelRequestFields`` other than Claude's ``thinking``
-(budget ≥ 1024 and below ``maxTokens``), ``top_k`` and ``anthropic_beta``.
+(budget ≥ 1024 and below ``maxTokens``), ``top_k`` and ``anthropic_beta`` (only the flags AWS documents for
+Claude, :data:`anthropic_clouds.BEDROCK_BETAS`: any other is 400 ``invalid beta flag``, as InvokeModel says).
 
 Determinism contract (tests rely on it):
 
@@ -50,6 +51,7 @@ import orjson
 
 from tokenvoy.extproc.eventstream import CONTENT_TYPE as EVENTSTREAM_CONTENT_TYPE
 from tokenvoy.extproc.eventstream import encode_event, encode_exception
+from tokenvoy.testupstream.anthropic_clouds import BEDROCK_BETAS
 from tokenvoy.testupstream.http import Request, Response
 from tokenvoy.testupstream.openai_chat import WORDS
 from tokenvoy.testupstream.schemas import sample_value
@@ -423,6 +425,9 @@ def _check_additional(fields: object, max_tokens: int | None) -> dict[str, Any]:
     betas = fields.get("anthropic_beta")
     if betas is not None and (not isinstance(betas, list) or not all(isinstance(b, str) for b in betas)):
         raise _malformed("anthropic_beta", "expected an array of strings")
+    unknown = [beta for beta in betas or () if beta not in BEDROCK_BETAS]
+    if unknown:
+        raise _Invalid(f"invalid beta flag: {unknown[0]}")
     return fields
 
 

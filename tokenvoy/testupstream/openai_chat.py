@@ -16,9 +16,10 @@ Determinism contract (tests and benchmarks rely on it):
   number of words generated (times ``n``); ``total_tokens`` is their sum;
 * ``finish_reason`` is ``"length"`` when the client set a limit (the reply always fills it) and ``"stop"``
   when it did not (the default 16-word answer is treated as the model's natural end), tools aside (above);
-* offered ``tools`` (``tool_choice`` not ``none``) with the user's message last, or a forced tool: one call
-  of that tool (else the first) with arguments valid for its schema, ``finish_reason: tool_calls``,
-  ``completion_tokens`` = 1 + the arguments' top-level keys (:func:`forced_tool`, :func:`tool_call_reply`);
+* offered ``tools`` (``tool_choice`` not ``none``) with the user's message last (system messages after it
+  aside), or a forced tool: one call of that tool (else the first) with arguments valid for its schema,
+  ``finish_reason: tool_calls``, ``completion_tokens`` = 1 + the arguments' top-level keys
+  (:func:`forced_tool`, :func:`tool_call_reply`);
 * streamed: a role chunk (``delta: {role: assistant, content: ""}``), one chunk per word (``"w0"``,
   ``" w1"``, ... so concatenated deltas equal the non-streamed text), a chunk with ``finish_reason``, then,
   only with ``stream_options.include_usage``, a ``choices: []`` chunk carrying ``usage``; the caller frames
@@ -365,7 +366,7 @@ def _text_length(request: dict[str, Any], limit: int | None) -> tuple[int, str]:
 def forced_tool(payload: dict[str, Any]) -> dict[str, Any] | None:
     """The function tool the answer calls, or None for a text answer: the named or ``required`` tool, else the
     first tool when the last message is the user's (after a ``tool`` result the answer is text, so agent loops
-    end)."""
+    end); system and developer messages after it leave the turn the user's."""
     tools = [t for t in payload.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
     choice = payload.get("tool_choice", "auto")
     if not tools or choice == "none":
@@ -373,8 +374,8 @@ def forced_tool(payload: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name")
         return next((t for t in tools if t["function"].get("name") == name), None)
-    messages = payload.get("messages") or []
-    last_role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
+    roles = [m.get("role") for m in payload.get("messages") or () if isinstance(m, dict)]
+    last_role = next((role for role in reversed(roles) if role not in ("system", "developer")), None)
     if choice != "required" and last_role != "user":
         return None
     return tools[0]

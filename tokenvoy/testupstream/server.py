@@ -6,8 +6,8 @@ Endpoints
     ``POST …/responses``
         OpenAI Responses API (``/v1/responses``, Azure's ``/openai/v1/responses``), and ``…/responses/input_tokens``;
         see ``openai_responses.py``.
-    ``POST …/messages``
-        Anthropic Messages (``/v1/messages`` or any prefix); see ``anthropic_messages.py``.
+    ``POST …/messages``, ``…/messages/count_tokens``
+        Anthropic Messages and token counting (``/v1/messages`` or any prefix); see ``anthropic_messages.py``.
     ``POST /openai/deployments/{deployment}/chat/completions|embeddings?api-version=…``
         Azure OpenAI (checked before the generic chat route); see ``azure.py``.
     ``POST …/embeddings``, ``POST …/completions``
@@ -26,8 +26,10 @@ Endpoints
         AWS Bedrock Converse (JSON) and ConverseStream (event stream answers); see ``bedrock_converse.py``.
     ``POST …/model/{modelId}/invoke``, ``…/invoke-with-response-stream``
         Claude on AWS Bedrock InvokeModel (event stream answers); see ``anthropic_clouds.py``.
-    ``POST …/publishers/anthropic/models/{model}:rawPredict``, ``:streamRawPredict``
-        Claude on GCP Vertex AI; see ``anthropic_clouds.py``.
+    ``POST …/model/{modelId}/count-tokens``
+        AWS Bedrock CountTokens (InvokeModel or Converse input); see ``bedrock_count_tokens.py``.
+    ``POST …/publishers/anthropic/models/{model}:rawPredict``, ``:streamRawPredict``, ``count-tokens:rawPredict``
+        Claude on GCP Vertex AI, and its token counting; see ``anthropic_clouds.py``.
     ``GET /health``
         ``200 ok``.
     ``GET /__testupstream/requests``
@@ -109,6 +111,7 @@ from tokenvoy.testupstream import (
     aws_auth,
     azure,
     bedrock_converse,
+    bedrock_count_tokens,
     completions,
     embeddings,
     gemini,
@@ -265,6 +268,19 @@ def _anthropic_messages(request: Request, app: App, chunk_delay: float) -> Respo
     stream = frames if chunk_delay <= 0 else _paced(frames, chunk_delay)
     return Response(reply.status, content_type=SSE, stream=stream)
 
+
+def _anthropic_count_tokens(request: Request, app: App, chunk_delay: float) -> Response:
+    reply = anthropic_messages.count_tokens(request.body, request.headers)
+    return json_response(reply.status, reply.body)
+
+
+ANTHROPIC_COUNT_TOKENS = Route(
+    name="anthropic.messages.count_tokens",
+    method="POST",
+    matches=lambda path: path.endswith("/messages/count_tokens"),
+    handle=_anthropic_count_tokens,
+    error=_anthropic_error,
+)
 
 ANTHROPIC_MESSAGES = Route(
     name="anthropic.messages",
@@ -434,6 +450,22 @@ BEDROCK_ANTHROPIC = Route(
     error=anthropic_clouds.bedrock_error,
 )
 
+BEDROCK_COUNT_TOKENS = Route(
+    name="aws.bedrock.count_tokens",
+    method="POST",
+    matches=bedrock_count_tokens.matches,
+    handle=bedrock_count_tokens.handle,
+    error=anthropic_clouds.bedrock_error,
+)
+
+VERTEX_COUNT_TOKENS = Route(
+    name="gcp.vertex_ai.anthropic_count_tokens",
+    method="POST",
+    matches=anthropic_clouds.is_vertex_count_tokens,
+    handle=anthropic_clouds.vertex_count_tokens,
+    error=anthropic_clouds.vertex_error,
+)
+
 VERTEX_ANTHROPIC = Route(
     name="gcp.vertex_ai.anthropic_raw_predict",
     method="POST",
@@ -512,9 +544,12 @@ DEFAULT_ROUTES: tuple[Route, ...] = (
     OPENAI_CHAT,
     OPENAI_RESPONSES,
     OPENAI_INPUT_TOKENS,
+    ANTHROPIC_COUNT_TOKENS,
     ANTHROPIC_MESSAGES,
     BEDROCK_ANTHROPIC,
     BEDROCK_CONVERSE,
+    BEDROCK_COUNT_TOKENS,
+    VERTEX_COUNT_TOKENS,
     VERTEX_ANTHROPIC,
     OPENAI_EMBEDDINGS,
     OPENAI_COMPLETIONS,
