@@ -84,7 +84,11 @@ class RuleRuntime:
     def cost_values(self, usage: TokenUsage, call: CallContext) -> dict[str, int | float]:
         """The ``llmRequestCosts`` values and, when the model has a price, the USD cost, computed once."""
         values: dict[str, int | float] = {cost.metadata_key: cost.evaluate(usage, call) for cost in self.costs}
-        price = self.prices.first(call.response_model, call.model, call.client_model) if self.prices else None
+        price = None
+        if self.prices:
+            # before a backend is picked (a reservation's estimate) the model sent may be an override's
+            overrides = (ref.model_name_override for ref in self.rule.backend_refs)
+            price = self.prices.first(call.response_model, call.model, call.client_model, *overrides)
         if price is not None:
             pico = cost_pico(price, usage)
             micro_usd = micros(pico)
