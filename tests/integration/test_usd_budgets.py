@@ -182,6 +182,17 @@ def test_the_cost_in_the_access_log_and_header_is_the_catalogs_arithmetic(gatewa
     assert _log_cost(running, writer) == _anthropic_micros(message.usage)
 
 
+def test_a_model_without_a_price_is_refused_where_a_usd_budget_applies(gateway: tuple[Gateway, RlsProxy]) -> None:
+    running, _ = gateway
+    client = openai.OpenAI(base_url=f"{running.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:  # the catch-all rule would serve it, for free
+        client.chat.completions.create(
+            model="my-finetune", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-user-id": "u"}
+        )
+    message = refused.value.body["message"]  # type: ignore[index]
+    assert "'my-finetune' has no price" in message and "spec.pricing" in message
+
+
 def _spend_until_refused(claude: anthropic.Anthropic, headers: dict[str, str], model: str) -> tuple[int, int, dict]:
     """Messages until the budget says no: (requests served, their cost in centi-cents, the 429's headers)."""
     spent = 0
