@@ -78,7 +78,7 @@ class RuleRuntime:
     @property
     def cost_keys(self) -> tuple[str, ...]:
         """Every metadata key a response of this rule carries a cost under (0 on failures)."""
-        usd = USD_COST_KEYS if self.prices else ()
+        usd = (*USD_COST_KEYS, COST_USD_KEY) if self.prices else ()
         return (*(cost.metadata_key for cost in self.costs), *usd)
 
     def cost_values(self, usage: TokenUsage, call: CallContext) -> dict[str, int | float]:

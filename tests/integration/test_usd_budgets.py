@@ -181,6 +181,17 @@ def test_the_cost_in_the_access_log_and_header_is_the_catalogs_arithmetic(gatewa
     )
     assert _log_cost(running, writer) == _anthropic_micros(message.usage)
 
+    failed = f"failed-{uuid.uuid4()}"
+    reply = httpx.post(
+        f"{running.url}/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-user-id": failed, "x-testupstream-status": "503"},
+        timeout=30,
+    )
+    assert reply.status_code == 503 and "x-tokenvoy-cost-usd" not in reply.headers
+    entry = running.wait_for_log(lambda e: e.get("x-user-id") == failed)
+    assert entry["genai_cost_usd"] == 0  # a failure costs nothing, and says so
+
 
 def test_a_model_without_a_price_is_refused_where_a_usd_budget_applies(gateway: tuple[Gateway, RlsProxy]) -> None:
     running, _ = gateway
