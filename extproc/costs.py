@@ -34,9 +34,11 @@ class CostConfigError(ValueError):
 
 @dataclass(frozen=True)
 class CallContext:
-    model: str
+    model: str  # the model sent to the backend (CEL's `model`)
     backend: str
     route_name: str
+    response_model: str = ""  # the model that answered, when known: priced first
+    client_model: str = ""  # the model the client named (before a modelNameOverride): priced last
 
 
 def _activation(usage: TokenUsage, context: CallContext) -> dict[str, object]:

@@ -22,12 +22,12 @@ What extproc needs per route is computed once per configuration (:func:`route_re
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tokenvoy.config.model import GatewayConfig
-from tokenvoy.extproc.costs import CallContext, CompiledCost
+from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.usage import TokenUsage
 
 BYTES_PER_TOKEN = 4
@@ -155,18 +155,19 @@ def estimated_usage(body: dict[str, Any], default_max_tokens: int, generates: bo
 def reservation_values(
     body: dict[str, Any],
     reservation: Reservation,
-    costs: Iterable[CompiledCost],
+    evaluate: Callable[[TokenUsage, CallContext], Mapping[str, int | float]],
     call: CallContext,
     generates: bool = True,
 ) -> dict[str, int]:
     """The metadata to write at request time: each reserved key with the estimate of the cost it stands for.
 
-    A budget charged from a key that is not one of the route's costs reserves the total-token estimate.
+    ``evaluate`` gives the route's costs for a usage (``RuleRuntime.cost_values``: ``llmRequestCosts`` and
+    the USD cost). A budget charged from a key that is not among them reserves the total-token estimate.
     """
     usage = estimated_usage(body, reservation.default_max_tokens, generates)
-    by_key = {cost.metadata_key: cost for cost in costs}
+    costs = evaluate(usage, call)
     values = {}
     for reserved, cost_key in reservation.keys:
-        cost = by_key.get(cost_key)
-        values[reserved] = cost.evaluate(usage, call) if cost is not None else usage.total
+        value = costs.get(cost_key)
+        values[reserved] = int(value) if value is not None else usage.total
     return values

@@ -23,13 +23,13 @@ lookups to build the label values and one ``observe`` per series.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
-from tokenvoy.config.model import MetricsSettings, ModelPrice
+from tokenvoy.config.model import MetricsSettings
 from tokenvoy.extproc.observe import CompletedRequest
 from tokenvoy.extproc.translate.base import ClientAPI
 
@@ -153,29 +153,6 @@ def classify_client(user_agent: str, title: str = "") -> str:
     return OTHER
 
 
-def cost_usd(price: ModelPrice, request: CompletedRequest) -> float:
-    """USD for one request's usage. ``usage.input`` already includes cached and cache-creation tokens."""
-    usage = request.usage
-    if usage is None:
-        return 0.0
-    cached = usage.cached_input
-    creation = usage.cache_creation_input
-    uncached = max(usage.input - cached - creation, 0)
-    cached_price = price.input_per_million if price.cached_input_per_million is None else price.cached_input_per_million
-    creation_price = (
-        price.input_per_million
-        if price.cache_creation_input_per_million is None
-        else price.cache_creation_input_per_million
-    )
-    micro_usd = (
-        uncached * price.input_per_million
-        + cached * cached_price
-        + creation * creation_price
-        + usage.output * price.output_per_million
-    )
-    return micro_usd / 1_000_000
-
-
 class _Children:
     """``metric.labels(*values)``, memoised: prometheus_client re-validates the labels on every call (~3 µs).
 
@@ -201,7 +178,6 @@ class PrometheusObserver:
     def __init__(
         self,
         settings: MetricsSettings | None = None,
-        pricing: Sequence[ModelPrice] = (),
         registry: CollectorRegistry | None = None,
     ) -> None:
         settings = settings or MetricsSettings()
@@ -211,7 +187,6 @@ class PrometheusObserver:
         cap = settings.max_label_values
         self._limiters = {header: LabelLimiter(cap) for header, _ in self._header_labels}
         self._response_models = LabelLimiter(cap)
-        self._prices = {price.model: price for price in pricing}
         extra = tuple(label for _, label in self._header_labels) + ((CLIENT,) if self._client else ())
         self.extra_labels = extra
         registry = self.registry
@@ -252,6 +227,12 @@ class PrometheusObserver:
             (*_BASE_LABELS, *extra),
             registry=registry,
         )
+        self.unpriced = Counter(
+            "tokenvoy_unpriced_requests",
+            "Requests with token usage but no price in the catalog (their USD cost is unknown, not zero).",
+            (OPERATION, PROVIDER, "gen_ai_request_model"),
+            registry=registry,
+        )
         self.gateway_overhead = Histogram(
             "tokenvoy_gateway_overhead",
             "Time spent inside tokenvoy's ext_proc handlers per request, excluding the provider and the network.",
@@ -265,6 +246,7 @@ class PrometheusObserver:
         self._ttft = _Children(self.time_to_first_token)
         self._tpot = _Children(self.time_per_output_token)
         self._cost = _Children(self.cost)
+        self._unpriced = _Children(self.unpriced)
         self._overhead = _Children(self.gateway_overhead)
 
     def request_completed(self, request: CompletedRequest) -> None:
@@ -292,22 +274,15 @@ class PrometheusObserver:
                 tokens((*base, "cache_creation_input", *extra)).observe(usage.cache_creation_input)
             if usage.reasoning:
                 tokens((*base, "reasoning", *extra)).observe(usage.reasoning)
-            price = self._price(request)
-            if price is not None:
-                self._cost(labels).inc(cost_usd(price, request))
+            if request.cost_usd_micros is not None:
+                self._cost(labels).inc(request.cost_usd_micros / 1_000_000)
+            else:
+                self._unpriced((operation, provider, named_model(request.request_model, request.named_models))).inc()
         first_chunk_at = request.first_chunk_at
         if request.stream and first_chunk_at is not None and 200 <= request.status < 300:
             self._ttft(labels).observe(first_chunk_at - request.started)
             if usage is not None and usage.output > 1:
                 self._tpot(labels).observe((request.finished - first_chunk_at) / (usage.output - 1))
-
-    def _price(self, request: CompletedRequest) -> ModelPrice | None:
-        """The price of the model that answered, else of the one sent, else of the one the client named."""
-        prices = self._prices
-        for model in (request.response_model, request.request_model, request.original_model):
-            if model and (price := prices.get(model)) is not None:
-                return price
-        return None
 
     def _model_labels(self, request: CompletedRequest) -> tuple[str, str, str]:
         """(original, request, response) model labels. The client's names count only when the config names

@@ -33,6 +33,7 @@ class CompletedRequest:
     error_type: str | None  # set when the status is not 2xx
     request_headers: Mapping[str, str]  # the client's headers, for configured label mapping
     named_models: frozenset[str] = frozenset()  # the models the request's config names (Runtime.named_models)
+    cost_usd_micros: int | None = None  # the USD cost extproc computed (price catalog); None: no usage or no price
 
 
 class RequestObserver(Protocol):

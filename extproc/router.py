@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, MODEL_HEADER, ORIGINAL_PATH_HEADER
+from tokenvoy.config.model import (
+    AI_GATEWAY_METADATA_NAMESPACE,
+    COST_HEADER,
+    COST_USD_MICROS_KEY,
+    MODEL_HEADER,
+    ORIGINAL_PATH_HEADER,
+)
 from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.decoding import DecodeError, Decoder, UnsupportedEncoding, decoder_for
 from tokenvoy.extproc.errors import GatewayError
@@ -22,6 +28,7 @@ from tokenvoy.extproc.estimate import reservation_values
 from tokenvoy.extproc.gemini_paths import GeminiCall, gemini_call, is_gemini_path
 from tokenvoy.extproc.observe import CompletedRequest, NoObserver, RequestObserver
 from tokenvoy.extproc.pbutil import header_dict, header_mutation, immediate_response, metadata_struct
+from tokenvoy.extproc.pricing import usd_text
 from tokenvoy.extproc.registry import Attempt, RequestContext, RequestRegistry, request_key
 from tokenvoy.extproc.request import check_identity_headers, read_body, read_gemini_body
 from tokenvoy.extproc.runtime import Runtime
@@ -82,6 +89,7 @@ class RouterStream:
         self._undecoded = False  # a content-encoding extproc cannot undo: the answer goes through untouched
         self._corrupt = False  # a streamed answer proved undecodable: the client got an error event, no more
         self._costed: object = None  # the usage whose costs (CEL included) are already in the metadata
+        self._cost_micros: int | None = None  # the request's USD cost (price catalog), once its usage is known
         self.done = False  # True once the last message Envoy will send has been answered
 
     def handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
@@ -191,6 +199,7 @@ class RouterStream:
             error_type=error_type,
             request_headers=self._headers,
             named_models=self._runtime.named_models,
+            cost_usd_micros=self._cost_micros,
         )
 
     def _request_headers(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
@@ -243,6 +252,10 @@ class RouterStream:
             known = self._runtime.models_for(self._headers.get(":authority", ""))[0]
             hint = f"; models served: {', '.join(known)}" if known else ""
             raise GatewayError(404, f"model {model!r} is not served by this gateway{hint}", "model_not_found")
+        if rule.usd_budget and not rule.priced(model):
+            # A USD budget would count this request as free: refused, with what to do about it.
+            message = f"model {model!r} has no price and a USD budget applies: add it to TokenvoyConfig spec.pricing"
+            raise GatewayError(400, message, "invalid_request_error")
         request = ClientRequest(
             api=api,
             path=path,
@@ -270,10 +283,10 @@ class RouterStream:
         response = ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
         reservation = self._runtime.reservations.get(rule.route.name)
         if reservation is not None:  # read by the ratelimit filter's request-time call (docs/ratelimit.md)
-            call = CallContext(model=model, backend="", route_name=rule.route.name)
+            call = CallContext(model=model, backend="", route_name=rule.route.name, client_model=model)
             # embeddings and token counts reserve no output
             generates = request.api not in (ClientAPI.OPENAI_EMBEDDINGS, ClientAPI.GEMINI_COUNT_TOKENS)
-            values = reservation_values(parsed, reservation, rule.costs, call, generates)
+            values = reservation_values(parsed, reservation, rule.cost_values, call, generates)
             if api is ClientAPI.ANTHROPIC_COUNT_TOKENS:  # a token count reserves nothing: it is charged nothing
                 values = dict.fromkeys(values, 0)
             response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
@@ -431,7 +444,7 @@ class RouterStream:
             # No usage, so every cost is 0: written, because a budget's charge reads its key at stream end
             # and Envoy warns about (and skips) a missing one. A provider's refusal still names its backend.
             # A token count generates nothing and is not charged either.
-            zeros: dict[str, object] = {cost.metadata_key: 0 for cost in context.rule.costs}
+            zeros: dict[str, object] = dict.fromkeys(context.rule.cost_keys, 0)
             if attempt is not None:
                 zeros.update(self._attempt_names(attempt, context))
             if zeros:
@@ -445,9 +458,21 @@ class RouterStream:
         if usage is not None:
             if usage is not self._costed:  # a stream's costs were attached when its usage came (Envoy merges keys)
                 self._costed = usage
-                call = CallContext(model=attempt.model, backend=attempt.backend, route_name=context.rule.route.name)
-                for cost in context.rule.costs:
-                    values[cost.metadata_key] = cost.evaluate(usage, call)
+                call = CallContext(
+                    model=attempt.model,
+                    backend=attempt.backend,
+                    route_name=context.rule.route.name,
+                    response_model=translator.response_model or "",
+                    client_model=context.request.model,
+                )
+                costs = context.rule.cost_values(usage, call)
+                values.update(costs)
+                self._cost_micros = costs.get(COST_USD_MICROS_KEY)  # type: ignore[assignment]
+                # only a buffered answer: a stream's headers are gone before its usage is known
+                body_end = response.HasField("response_body") and self._buffered()
+                if self._runtime.cost_header and self._cost_micros is not None and body_end:
+                    header = header_mutation({COST_HEADER: usd_text(self._cost_micros)}).set_headers
+                    response.response_body.response.header_mutation.set_headers.extend(header)
             if context.request.stream and self._first_chunk_at is not None:
                 values["token_latency_ttft"] = round((self._first_chunk_at - context.started) * 1000, 3)
                 if usage.output > 1 and self._last_chunk_at is not None:

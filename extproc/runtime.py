@@ -6,16 +6,22 @@ gRPC message handler only does dict lookups and calls.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
 
+from tokenvoy.config.catalog import BUNDLED_PRICES
 from tokenvoy.config.model import (
+    COST_USD_CENTICENTS_KEY,
+    COST_USD_KEY,
+    COST_USD_MICROS_KEY,
     MODEL_HEADER,
+    USD_COST_KEYS,
     Backend,
     BackendRef,
     BudgetSelectorType,
@@ -24,13 +30,15 @@ from tokenvoy.config.model import (
     Route,
     Rule,
 )
-from tokenvoy.extproc.costs import CompiledCost, compile_costs
+from tokenvoy.extproc.costs import CallContext, CompiledCost, compile_costs
 from tokenvoy.extproc.credentials import Signer, build_signer
 from tokenvoy.extproc.estimate import route_reservations
 from tokenvoy.extproc.mutations import Mutations
 from tokenvoy.extproc.mutations import merge as merge_mutations
+from tokenvoy.extproc.pricing import PICO_PER_MICRO, PriceBook, centicents, cost_pico, micros
 from tokenvoy.extproc.translate import translator_for_backend
 from tokenvoy.extproc.translate.base import ClientAPI, Translator
+from tokenvoy.extproc.usage import TokenUsage
 from tokenvoy.render.envoy import endpoint_id
 
 _AUTH_HEADERS = {
@@ -38,6 +46,9 @@ _AUTH_HEADERS = {
     "AzureAPIKey": ("api-key", "{}"),
     "AnthropicAPIKey": ("x-api-key", "{}"),
 }
+
+
+log = logging.getLogger(__name__)
 
 
 class RuntimeConfigError(ValueError):
@@ -61,6 +72,37 @@ class RuleRuntime:
     rule: Rule
     costs: tuple[CompiledCost, ...]
     matchers: tuple[tuple[Callable[[dict[str, str]], bool], ...], ...]
+    prices: PriceBook = field(default_factory=lambda: PriceBook(()))
+    usd_budget: bool = False  # a USD budget applies to the route: an unpriced model is refused, never free
+
+    @property
+    def cost_keys(self) -> tuple[str, ...]:
+        """Every metadata key a response of this rule carries a cost under (0 on failures)."""
+        usd = (*USD_COST_KEYS, COST_USD_KEY) if self.prices else ()
+        return (*(cost.metadata_key for cost in self.costs), *usd)
+
+    def cost_values(self, usage: TokenUsage, call: CallContext) -> dict[str, int | float]:
+        """The ``llmRequestCosts`` values and, when the model has a price, the USD cost, computed once."""
+        values: dict[str, int | float] = {cost.metadata_key: cost.evaluate(usage, call) for cost in self.costs}
+        price = None
+        if self.prices:
+            # before a backend is picked (a reservation's estimate) the model sent may be an override's
+            overrides = (ref.model_name_override for ref in self.rule.backend_refs)
+            price = self.prices.first(call.response_model, call.model, call.client_model, *overrides)
+        if price is not None:
+            pico = cost_pico(price, usage)
+            micro_usd = micros(pico)
+            values[COST_USD_MICROS_KEY] = micro_usd
+            values[COST_USD_CENTICENTS_KEY] = centicents(pico)
+            values[COST_USD_KEY] = micro_usd / PICO_PER_MICRO
+        return values
+
+    def priced(self, model: str) -> bool:
+        """Whether a request for ``model`` has a price: its own, or that of a model the rule sends instead."""
+        if self.prices.lookup(model) is not None:
+            return True
+        overrides = [ref.model_name_override for ref in self.rule.backend_refs if ref.model_name_override]
+        return bool(overrides) and all(self.prices.lookup(name) is not None for name in overrides)
 
     def matches(self, headers: dict[str, str]) -> bool:
         if not self.matchers:
@@ -86,13 +128,16 @@ class Runtime:
         self.rules: list[RuleRuntime] = []
         self.endpoints: dict[str, tuple[BackendRuntime, BackendRef]] = {}
         self.mutations: dict[str, Mutations] = {}  # endpoint id -> header/body mutations (absent: none)
+        self.prices = PriceBook(config.pricing, BUNDLED_PRICES if config.cost.catalog else ())
+        usd_routes = usd_budget_routes(config)
         for route in config.routes:
             costs = compile_costs(route.costs)
+            usd = route.name in usd_routes
             for rule in route.rules:
                 matchers = tuple(
                     tuple(_matcher(h.name, h.value, h.type) for h in conjunction) for conjunction in rule.matches
                 )
-                self.rules.append(RuleRuntime(route, rule, costs, matchers))
+                self.rules.append(RuleRuntime(route, rule, costs, matchers, self.prices, usd))
                 for index, ref in enumerate(rule.backend_refs):
                     self.endpoints[endpoint_id(rule, index)] = (self.backends[ref.backend], ref)
                     if (mutations := merge_mutations(config.backends[ref.backend], ref)) is not None:
@@ -119,6 +164,29 @@ class Runtime:
             self._models.update({host: self._host_models(self._host_rules[host]) for host in self.hostnames})
         self.reservations = route_reservations(config)  # route name → reservation-mode budgets' estimate keys
         self.identity_headers = identity_headers(config)  # budget selector headers (request.check_identity_headers)
+        self.cost_header = config.cost.response_header
+        self.unpriced = self._unpriced_models()
+        if self.unpriced:
+            log.warning(
+                "no price for model%s %s (TokenvoyConfig spec.pricing, catalog %s): their requests have no USD "
+                "cost unless the provider answers with a priced model name%s",
+                "" if len(self.unpriced) == 1 else "s",
+                ", ".join(self.unpriced),
+                "on" if config.cost.catalog else "off",
+                "; a route with a USD budget refuses them" if usd_routes else "",
+            )
+
+    def _unpriced_models(self) -> list[str]:
+        """The models rules name exactly that would have no USD cost (warned about at load)."""
+        unpriced = []
+        for rule in self.rules:
+            for conjunction in rule.rule.matches:
+                for match in conjunction:
+                    if match.name != MODEL_HEADER or match.type is not HeaderMatchType.EXACT:
+                        continue
+                    if not rule.priced(match.value) and match.value not in unpriced:
+                        unpriced.append(match.value)
+        return unpriced
 
     def _host_models(self, rules: list[RuleRuntime]) -> tuple[list[str], bytes, bytes]:
         scoped = [rule.rule for rule in rules]
@@ -180,6 +248,15 @@ def _host_of(authority: str) -> str:
         return host.split("]", 1)[0] + "]"
     name, _, port = host.rpartition(":")
     return name if name and port.isdigit() else host
+
+
+def usd_budget_routes(config: GatewayConfig) -> set[str]:
+    """Routes some budget charges in USD (its cost key is one of the price catalog's)."""
+    routes: set[str] = set()
+    for budget in config.budgets:
+        if budget.response_cost_key in USD_COST_KEYS:
+            routes.update(budget.routes or (route.name for route in config.routes))
+    return routes
 
 
 def identity_headers(config: GatewayConfig) -> dict[str, bool]:

@@ -159,7 +159,6 @@ def restart_only_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
         f"restart needed: TokenvoyConfig {what} changed; the rest of the config is applied"
         for what, before, after in (
             ("metrics", old.metrics, new.metrics),
-            ("pricing", old.pricing, new.pricing),
             ("tracing", old.tracing, new.tracing),
         )
         if before != after
@@ -262,7 +261,7 @@ async def serve(
     and so does a change seen every ``watch_interval`` seconds (0: SIGHUP only)."""
     config = runtime.config
     registry = metrics_registry()
-    observer = PrometheusObserver(config.metrics, config.pricing, registry)
+    observer = PrometheusObserver(config.metrics, registry)
     admin = None
     if admin_listen is not None:
         admin = AdminServer(registry, admin_listen, name="extproc")

@@ -18,6 +18,17 @@ Counter key layout (same as upstream's ``CacheKeyGenerator``, without its option
 
 The key uses the request's *values* (so a key-only rule counts each user separately) and the window
 start (so a new window is a new key and old ones simply expire).
+
+**Holds** (tokenvoy's extension for reservations and in-flight limits, docs/ratelimit.md): a descriptor whose
+last entry is ``(tokenvoy_hold, reserve)`` adds its hits to a *held* counter of the current hold slot
+(``<key>_<slot start>_held``) instead of the window counter, and is OVER_LIMIT iff the window counter plus
+the held counters of this slot and the previous one exceed the limit. The answer's dynamic metadata then
+carries the hold (:func:`hold_metadata`: its amount and ``release:<slot>``) under the descriptor's first
+value (the budget's name). Envoy reads both back at stream done into a ``(tokenvoy_hold, release:<slot>)``
+descriptor with ``is_negative_hits``, which gives back exactly what was held, to the slot it was held in.
+Without that metadata Envoy sends no release at all (it drops a descriptor whose parts resolve to nothing),
+so nothing that was not held is ever refunded; a hold whose release never arrives stops counting after
+two slots (it expires).
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from dataclasses import dataclass
 from .config import MAX_UINT32, RateLimit, RateLimitConfig, Unit
 
 __all__ = [
+    "HOLD_KEY",
     "Code",
     "CounterOp",
     "Decision",
@@ -63,17 +75,46 @@ class LimitOverride:
     unit: Unit
 
 
+HOLD_KEY = "tokenvoy_hold"  # the trailing descriptor entry that makes a descriptor a hold or its release
+HOLD_RESERVE = "reserve"
+HOLD_RELEASE = "release"
+DEFAULT_HOLD_SLOT_S = 300  # a hold counts for one to two slots when its release never comes
+
+
 @dataclass(frozen=True, slots=True)
 class Descriptor:
     """One request descriptor, decoupled from protobuf.
 
     ``hits_addend`` is ``None`` when the field is absent on the wire; ``0`` means "check, don't charge".
+    ``hold`` is ``reserve`` or ``release`` for a hold descriptor (its ``tokenvoy_hold`` entry stripped).
     """
 
     entries: tuple[tuple[str, str], ...]
     hits_addend: int | None = None
     is_negative_hits: bool = False
     limit: LimitOverride | None = None
+    hold: str | None = None
+    hold_slot: int = 0  # a release: the slot its hold was taken in
+
+
+def split_hold(entries: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, str], ...], str | None, int]:
+    """The entries without a trailing ``tokenvoy_hold`` entry, that entry's kind (None: not a hold) and, for a
+    release (``release:<slot>``, as the RLS wrote it into the metadata), the slot of its hold."""
+    if not entries or entries[-1][0] != HOLD_KEY:
+        return entries, None, 0
+    value = entries[-1][1]
+    if value == HOLD_RESERVE:
+        return entries[:-1], HOLD_RESERVE, 0
+    kind, _, slot = value.partition(":")
+    if kind == HOLD_RELEASE and slot.isdigit():
+        return entries[:-1], HOLD_RELEASE, int(slot)
+    return entries, None, 0
+
+
+def hold_metadata(name: str, amount: int, slot: int) -> dict[str, object]:
+    """What the RLS answers in its dynamic metadata for a granted hold, and Envoy's release reads back: the
+    amount (its ``hits_addend``) under the hold's name, its entry under ``<name>_hold``."""
+    return {name: amount, f"{name}_hold": f"{HOLD_RELEASE}:{slot}"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +155,13 @@ class DescriptorStatus:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The answer for a whole request; ``overall_code`` is OVER_LIMIT iff any status is."""
+    """The answer for a whole request; ``overall_code`` is OVER_LIMIT iff any status is.
+
+    ``holds``: (name, amount, slot) of each hold this request took (the response's dynamic metadata)."""
 
     overall_code: Code
     statuses: tuple[DescriptorStatus, ...]
+    holds: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +170,15 @@ class _Planned:
     hits: int
     op_index: int  # -1: nothing to count
     window_end: int
+    also: tuple[int, ...] = ()  # a hold: the ops read with it (previous slot, window); the sum is compared
+    hold: tuple[str, int, int] | None = None  # a hold that adds hits: (name, amount, slot) for the metadata
+
+    def after(self, counts: Sequence[int]) -> int:
+        """Where the limit stands after this descriptor's op."""
+        value = counts[self.op_index]
+        for index in self.also:
+            value += counts[index]
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +238,11 @@ def resolve_limit(config: RateLimitConfig, domain: str, descriptor: Descriptor) 
     return config.get_limit(domain, descriptor.entries)
 
 
-def plan(config: RateLimitConfig, request: LimitRequest, now: float) -> Plan:
+def held_key(domain: str, entries: Sequence[tuple[str, str]], slot: int, slot_s: int) -> str:
+    return counter_key(domain, entries, slot * slot_s) + "_held"
+
+
+def plan(config: RateLimitConfig, request: LimitRequest, now: float, hold_slot_s: int = DEFAULT_HOLD_SLOT_S) -> Plan:
     """Decide which counters to touch by how much. ``now`` is Unix time in seconds (floored)."""
     now_s = int(now)
     limits = [resolve_limit(config, request.domain, d) for d in request.descriptors]
@@ -208,10 +265,42 @@ def plan(config: RateLimitConfig, request: LimitRequest, now: float) -> Plan:
         unit_s = limit.unit.seconds
         start = now_s - now_s % unit_s
         end = start + unit_s
+        if descriptor.hold is not None:
+            planned.append(_plan_hold(request.domain, descriptor, limit, hits, now_s, end, hold_slot_s, ops))
+            continue
         delta = -hits if descriptor.is_negative_hits else hits
         planned.append(_Planned(limit, hits, len(ops), end))
         ops.append(CounterOp(counter_key(request.domain, descriptor.entries, start), delta, end))
     return Plan(now_s, tuple(ops), tuple(planned))
+
+
+def _plan_hold(
+    domain: str,
+    descriptor: Descriptor,
+    limit: RateLimit,
+    hits: int,
+    now_s: int,
+    window_end: int,
+    slot_s: int,
+    ops: list[CounterOp],
+) -> _Planned:
+    """A reserve: add to this slot's held counter, read the previous slot's and the window counter. A
+    release: give its amount back to the slot it names (a bogus one only floors some counter at 0)."""
+    entries = descriptor.entries
+    if descriptor.hold == HOLD_RELEASE:
+        slot = descriptor.hold_slot
+        index = len(ops)
+        ops.append(CounterOp(held_key(domain, entries, slot, slot_s), -hits, (slot + 2) * slot_s))
+        return _Planned(limit, hits, index, window_end)
+    slot = now_s // slot_s
+    index = len(ops)
+    start = window_end - limit.unit.seconds
+    ops.append(CounterOp(held_key(domain, entries, slot, slot_s), hits, (slot + 2) * slot_s))
+    ops.append(CounterOp(held_key(domain, entries, slot - 1, slot_s), 0, (slot + 1) * slot_s))
+    ops.append(CounterOp(counter_key(domain, entries, start), 0, window_end))
+    name = entries[0][1] if entries else ""
+    hold = (name, hits, slot) if hits > 0 else None
+    return _Planned(limit, hits, index, window_end, (index + 1, index + 2), hold)
 
 
 def _statuses(p: Plan, counted: Callable[[_Planned, RateLimit], DescriptorStatus]) -> Decision:
@@ -238,7 +327,7 @@ def decide(p: Plan, counts: Sequence[int]) -> Decision:
         raise ValueError(f"backend returned {len(counts)} counters for {len(p.ops)} ops")
 
     def counted(item: _Planned, limit: RateLimit) -> DescriptorStatus:
-        after = counts[item.op_index]
+        after = item.after(counts)
         rpu = limit.requests_per_unit
         over = is_over_limit(after, rpu, item.hits)
         shadowed = over and limit.shadow_mode
@@ -250,7 +339,9 @@ def decide(p: Plan, counts: Sequence[int]) -> Decision:
             shadowed=shadowed,
         )
 
-    return _statuses(p, counted)
+    decision = _statuses(p, counted)
+    holds = tuple(item.hold for item in p.descriptors if item.hold is not None)
+    return Decision(decision.overall_code, decision.statuses, holds) if holds else decision
 
 
 def decide_unavailable(p: Plan, fail_closed: bool) -> Decision:

@@ -172,7 +172,7 @@ class RateLimitMetrics:
                 series.hits.inc(delta)
             elif delta < 0:
                 series.refunded.inc(-delta)
-            after = counts[item.op_index]
+            after = item.after(counts)
             rpu = limit.requests_per_unit
             if is_over_limit(after, rpu, item.hits):
                 series.over.inc()

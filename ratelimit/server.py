@@ -31,6 +31,7 @@ from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from .backend import CounterBackend
 from .config import RateLimitConfig, RateLimitConfigError
+from .limiter import DEFAULT_HOLD_SLOT_S
 from .memory_backend import MemoryBackend
 from .metrics import RateLimitMetrics
 from .redis_backend import DEFAULT_PREFIX, DEFAULT_TIMEOUT_S, RedisBackend
@@ -126,6 +127,7 @@ async def start_server(
     admin_listen: str | None = None,
     admin_required: bool = True,
     watcher: ConfigWatcher | None = None,
+    hold_slot_s: int = DEFAULT_HOLD_SLOT_S,
 ) -> RunningServer:
     """Build and start the gRPC server on ``listen`` (``HOST:PORT``, port 0 picks a free one).
 
@@ -139,7 +141,9 @@ async def start_server(
         backend = MemoryBackend(clock=clock)
     if metrics is None:
         metrics = RateLimitMetrics()
-    service = RateLimitService(config, backend, clock=clock, failure_mode=failure_mode, metrics=metrics)
+    service = RateLimitService(
+        config, backend, clock=clock, failure_mode=failure_mode, metrics=metrics, hold_slot_s=hold_slot_s
+    )
     admin = None
     if admin_listen is not None:
         admin = AdminServer(metrics.registry, admin_listen, name="ratelimit")
@@ -206,6 +210,7 @@ async def serve(
     admin_listen: str | None = None,
     admin_required: bool = True,
     reload_interval: float = DEFAULT_POLL_INTERVAL_S,
+    hold_slot_s: int = DEFAULT_HOLD_SLOT_S,
 ) -> None:
     """Load the config files, serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully.
 
@@ -239,6 +244,7 @@ async def serve(
             admin_listen=admin_listen,
             admin_required=admin_required,
             watcher=watcher,
+            hold_slot_s=hold_slot_s,
         )
     except BaseException:
         if redis_backend is not None:
@@ -370,6 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"check the config files for changes this often; 0: on SIGHUP only (default: {DEFAULT_POLL_INTERVAL_S:g})",
     )
     parser.add_argument(
+        "--hold-seconds",
+        type=int,
+        default=DEFAULT_HOLD_SLOT_S,
+        metavar="SECONDS",
+        help="a reservation or in-flight slot whose release never comes stops counting after one to two of "
+        f"these; longer than the longest request (default: {DEFAULT_HOLD_SLOT_S})",
+    )
+    parser.add_argument(
         "--grace",
         type=float,
         default=DEFAULT_GRACE_S,
@@ -412,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                 admin_listen=admin_listen,
                 admin_required=admin_required,
                 reload_interval=args.reload_interval,
+                hold_slot_s=max(args.hold_seconds, 1),
             )
         )
     except RateLimitConfigError as exc:

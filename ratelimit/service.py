@@ -35,7 +35,18 @@ from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from .backend import BackendUnavailable, CounterBackend
 from .config import RateLimitConfig, Unit
-from .limiter import Decision, Descriptor, LimitOverride, LimitRequest, decide, decide_unavailable, plan
+from .limiter import (
+    DEFAULT_HOLD_SLOT_S,
+    Decision,
+    Descriptor,
+    LimitOverride,
+    LimitRequest,
+    decide,
+    decide_unavailable,
+    hold_metadata,
+    plan,
+    split_hold,
+)
 from .metrics import RateLimitMetrics
 
 __all__ = [
@@ -85,9 +96,11 @@ class RateLimitService:
         *,
         failure_mode: FailureMode = FailureMode.OPEN,
         metrics: RateLimitMetrics | None = None,
+        hold_slot_s: int = DEFAULT_HOLD_SLOT_S,
     ) -> None:
         self.config = config
         self.failure_mode = failure_mode
+        self.hold_slot_s = hold_slot_s
         self.metrics = metrics if metrics is not None else RateLimitMetrics()
         self._backend = backend
         self._clock = clock
@@ -110,7 +123,7 @@ class RateLimitService:
         config = self.config
         if request.domain not in config.domains:
             self._warn_unknown_domain(request.domain)
-        p = plan(config, request, self._clock())
+        p = plan(config, request, self._clock(), self.hold_slot_s)
         if not p.ops:
             return decide(p, ())
         try:
@@ -173,11 +186,14 @@ def _descriptor_from_pb(d: ratelimit_pb2.RateLimitDescriptor) -> Descriptor:
         # An override with UNKNOWN unit cannot define a window: keep the configured limit.
         if unit is not None:
             override = LimitOverride(d.limit.requests_per_unit, unit)
+    entries, hold, hold_slot = split_hold(tuple((e.key, e.value) for e in d.entries))
     return Descriptor(
-        entries=tuple((e.key, e.value) for e in d.entries),
+        entries=entries,
         hits_addend=d.hits_addend.value if d.HasField("hits_addend") else None,
         is_negative_hits=d.is_negative_hits,
         limit=override,
+        hold=hold,
+        hold_slot=hold_slot,
     )
 
 
@@ -205,6 +221,8 @@ def decision_to_pb(decision: Decision) -> rls_pb2.RateLimitResponse:
                 current.name = limit.name
         if status.duration_until_reset is not None:
             out.duration_until_reset.seconds = status.duration_until_reset
+    for name, amount, slot in decision.holds:
+        response.dynamic_metadata.update(hold_metadata(name, amount, slot))
     return response
 
 

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.crds import crd_errors
+from tokenvoy.config.catalog import CATALOG_VERSION
 from tokenvoy.config.cli import main as validate_main
 from tokenvoy.config.loader import load_config
 from tokenvoy.extproc.server import build_runtime
@@ -81,7 +82,7 @@ def test_validate_prints_a_summary_of_routes_models_backends_and_budgets(
     assert "models: gpt-4o-mini\n" in out
     assert "openai: OpenAI at https://api.openai.com:443/v1, APIKey" in out
     assert "llm_cost_microcents" in out
-    assert "per-user-budget/rule/0: 100,000 llm_total_token per hour per x-user-id (openai)" in out
+    assert "per-user-budget/rule/0: 100,000 llm_total_token per hour per x-user-id (openai, a counter per route)" in out
 
 
 def test_validate_lists_every_error_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,4 +117,4 @@ def test_validate_shows_timeouts_retries_mutations_and_observability(capsys: pyt
     assert validate_main([str(deploy)]) == 0
     out = capsys.readouterr().out
     assert "metric labels: x-user-id as user, client from user-agent (at most 100 values each)" in out
-    assert "prices: gpt-4o-mini" in out
+    assert f"prices: bundled catalog {CATALOG_VERSION}, overrides: gpt-4o-mini" in out

@@ -39,9 +39,9 @@ from tokenvoy.extproc.metrics import (
     TOKEN_BUCKETS,
     PrometheusObserver,
     classify_client,
-    cost_usd,
 )
 from tokenvoy.extproc.observe import CompletedRequest
+from tokenvoy.extproc.pricing import TokenPrice, cost_pico, micros
 from tokenvoy.extproc.translate.base import ClientAPI
 from tokenvoy.extproc.usage import TokenUsage
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
@@ -92,6 +92,7 @@ def test_the_families_are_named_and_typed_as_the_genai_conventions_exported_to_p
         "# TYPE gen_ai_server_time_to_first_token_seconds histogram",
         "# TYPE gen_ai_server_time_per_output_token_seconds histogram",
         "# TYPE tokenvoy_cost_usd_total counter",
+        "# TYPE tokenvoy_unpriced_requests_total counter",
         "# TYPE tokenvoy_gateway_overhead_seconds histogram",
     ]
 
@@ -147,7 +148,11 @@ def test_a_plain_chat_request_records_tokens_duration_and_overhead_but_no_stream
     assert len(overhead) == len(GATEWAY_OVERHEAD_BUCKETS) + 3
     assert samples(observer, "gen_ai_server_time_to_first_token") == []
     assert samples(observer, "gen_ai_server_time_per_output_token") == []
-    assert samples(observer, "tokenvoy_cost") == []  # no price table
+    assert samples(observer, "tokenvoy_cost") == []  # no cost computed: unpriced, counted as such
+    unpriced = 'gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini"'
+    assert samples(observer, "tokenvoy_unpriced_requests_total") == [
+        f"tokenvoy_unpriced_requests_total{{{unpriced}}} 1.0"
+    ]
 
 
 def test_a_streamed_request_records_time_to_first_token_and_time_per_output_token() -> None:
@@ -429,50 +434,33 @@ def test_the_client_label_comes_from_the_user_agent_when_enabled() -> None:
 GPT_4O_MINI = ModelPrice("gpt-4o-mini", input_per_million=0.15, output_per_million=0.6, cached_input_per_million=0.075)
 
 
+def _micros(price: ModelPrice, usage: TokenUsage) -> int:
+    return micros(cost_pico(TokenPrice.of(price), usage))
+
+
 def test_cost_is_uncached_input_plus_cached_input_plus_output_at_their_prices() -> None:
-    # 600 uncached * 0.15 + 400 cached * 0.075 + 500 output * 0.6 = 420 micro-USD
+    # 600 uncached * 0.15 + 400 cached * 0.075 + 500 output * 0.6 = 420 micro-USD, exactly
     usage = TokenUsage(input=1000, cached_input=400, output=500, total=1500)
-    assert cost_usd(GPT_4O_MINI, completed(usage=usage)) == pytest.approx(0.00042, rel=1e-12)
+    assert _micros(GPT_4O_MINI, usage) == 420
     # without a cached price, cached input costs the input price
     no_cache_price = ModelPrice("m", input_per_million=0.15, output_per_million=0.6)
-    assert cost_usd(no_cache_price, completed(usage=usage)) == pytest.approx((1000 * 0.15 + 500 * 0.6) / 1e6)
+    assert _micros(no_cache_price, usage) == 1000 * 0.15 + 500 * 0.6
     # Anthropic-style: input includes cache reads and cache writes, each at its own price
     claude = ModelPrice("claude", 3.0, 15.0, cached_input_per_million=0.3, cache_creation_input_per_million=3.75)
     usage = TokenUsage(input=10_000, cached_input=6_000, cache_creation_input=3_000, output=200)
-    expected = (1_000 * 3.0 + 6_000 * 0.3 + 3_000 * 3.75 + 200 * 15.0) / 1e6
-    assert cost_usd(claude, completed(usage=usage)) == pytest.approx(expected, rel=1e-12)
-    assert cost_usd(claude, completed(usage=None)) == 0.0
+    assert _micros(claude, usage) == 1_000 * 3 + 6_000 * 0.3 + 3_000 * 3.75 + 200 * 15
+    # rounded up, never free: one gpt-4o-mini input token is 0.15 µ$
+    assert _micros(GPT_4O_MINI, TokenUsage(input=1, total=1)) == 1
 
 
-def test_the_cost_counter_uses_the_price_of_the_response_model_then_the_request_model() -> None:
-    dated = ModelPrice("gpt-4o-mini-2024-07-18", input_per_million=1.0, output_per_million=2.0)
-    observer = PrometheusObserver(MetricsSettings(), [GPT_4O_MINI])
-    usage = TokenUsage(input=1000, cached_input=400, output=500, total=1500)
-    observer.request_completed(completed(usage=usage))
-    observer.request_completed(completed(usage=usage))
-    unpriced = completed(original_model="unpriced", request_model="unpriced", response_model="unpriced", usage=usage)
-    observer.request_completed(unpriced)
+def test_the_cost_counter_adds_the_cost_extproc_computed_and_counts_unpriced_requests() -> None:
+    observer = PrometheusObserver(MetricsSettings())
+    observer.request_completed(completed(cost_usd_micros=420))
+    observer.request_completed(completed(cost_usd_micros=420))
+    observer.request_completed(completed(request_model="unpriced", cost_usd_micros=None))
     assert samples(observer, "tokenvoy_cost_usd_total") == [f"tokenvoy_cost_usd_total{{{BASE}}} 0.00084"]
-    observer = PrometheusObserver(MetricsSettings(), [GPT_4O_MINI, dated])
-    observer.request_completed(completed(usage=TokenUsage(input=1_000_000, output=1_000_000)))
-    assert samples(observer, "tokenvoy_cost_usd_total") == [f"tokenvoy_cost_usd_total{{{BASE}}} 3.0"]
-
-
-def test_an_overridden_model_is_priced_by_the_model_sent_else_by_the_clients_name() -> None:
-    alias = ModelPrice("my-alias", input_per_million=1.0, output_per_million=1.0)
-    sent = ModelPrice("claude-3-5-haiku", input_per_million=2.0, output_per_million=2.0)
-    request = completed(
-        original_model="my-alias",
-        request_model="claude-3-5-haiku",
-        response_model="claude-3-5-haiku-20241022",
-        usage=TokenUsage(input=1_000_000, output=0),
-        named_models=frozenset({"my-alias", "claude-3-5-haiku"}),
-    )
-    for prices, usd in (([alias, sent], "2.0"), ([alias], "1.0")):
-        observer = PrometheusObserver(MetricsSettings(), prices)
-        observer.request_completed(request)
-        (line,) = samples(observer, "tokenvoy_cost_usd_total")
-        assert line.endswith(f" {usd}"), line
+    (line,) = samples(observer, "tokenvoy_unpriced_requests_total")
+    assert 'gen_ai_request_model="other"' in line and line.endswith(" 1.0")  # an unnamed model is `other`
 
 
 # ---- the admin port ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import yaml
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import ConfigError, load_text
 from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, Budget, BudgetSelector, BudgetSelectorType
-from tokenvoy.extproc.costs import CallContext, compile_costs
+from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.estimate import (
     output_tokens,
     prompt_tokens,
@@ -66,7 +66,7 @@ def test_reservation_annotation_and_default_cap() -> None:
 @pytest.mark.parametrize(
     ("annotations", "message"),
     [
-        ({"tokenvoy.io/budget-mode": "reserve"}, "must be check or reservation"),
+        ({"tokenvoy.io/budget-mode": "reserve"}, "must be check, reservation or concurrency"),
         ({"tokenvoy.io/budget-mode": "reservation", "tokenvoy.io/default-max-tokens": "lots"}, "positive integer"),
         ({"tokenvoy.io/default-max-tokens": "0"}, "positive integer"),
     ],
@@ -90,17 +90,33 @@ def test_check_then_charge_renders_envoy_gateways_shape() -> None:
     }
 
 
-def test_reservation_reserves_then_refunds_and_charges_at_stream_done() -> None:
-    reserve, refund, charge = budget_rate_limits([_budget(reservation=True)])
+def test_reservation_holds_then_releases_the_rls_token_and_charges_at_stream_done() -> None:
+    reserve, release, charge = budget_rate_limits([_budget(reservation=True)], "llm")
     estimate = f"%DYNAMIC_METADATA({NS}:llm_total_token_reserved)%"
-    assert reserve == {"actions": reserve["actions"], "hits_addend": {"format": estimate}}
-    assert refund == {
-        "actions": reserve["actions"],
+    budget_actions = charge["actions"]
+    assert budget_actions[:2] == [
+        {"generic_key": {"descriptor_key": "budget", "descriptor_value": "b/rule/0"}},
+        {"generic_key": {"descriptor_key": "route", "descriptor_value": "llm"}},  # shared: false
+    ]
+    hold = {"generic_key": {"descriptor_key": "tokenvoy_hold", "descriptor_value": "reserve"}}
+    assert reserve == {"actions": [*budget_actions, hold], "hits_addend": {"format": estimate}}
+    # the release gives back what the RLS says it held (its answer's metadata), never extproc's estimate
+    release_entry = {
+        "metadata": {
+            "descriptor_key": "tokenvoy_hold",
+            "metadata_key": {"key": "envoy.filters.http.ratelimit", "path": [{"key": "b/rule/0_hold"}]},
+        }  # source: DYNAMIC, the default
+    }
+    assert release == {
+        "actions": [*budget_actions, release_entry],
         "apply_on_stream_done": True,
-        "hits_addend": {"format": estimate, "is_negative_hits": True},
+        "hits_addend": {
+            "format": "%DYNAMIC_METADATA(envoy.filters.http.ratelimit:b/rule/0)%",
+            "is_negative_hits": True,
+        },
     }
     assert charge == {
-        "actions": reserve["actions"],
+        "actions": budget_actions,
         "apply_on_stream_done": True,
         "hits_addend": {"format": f"%DYNAMIC_METADATA({NS}:llm_total_token)%"},
     }
@@ -170,7 +186,8 @@ def test_reservation_is_in_the_budgets_unit_cel_included() -> None:
     reservation = route_reservations(config)[route.name]
     assert Runtime(config).reservations == {route.name: reservation}  # precomputed at config load
     body = {"messages": [{"role": "user", "content": "abcdefgh"}], "max_tokens": 10}  # 2 + 4 in, 10 out
-    values = reservation_values(body, reservation, compile_costs(route.costs), CallContext("m", "", route.name))
+    rule = Runtime(config).rules[0]
+    values = reservation_values(body, reservation, rule.cost_values, CallContext("m", "", route.name))
     assert values == {"llm_total_token_reserved": 16, "llm_cost_cents_reserved": 6 + 40}
 
 

@@ -363,7 +363,9 @@ def test_budget_exceeded_is_a_429_in_anthropics_shape(openai_gateway: Gateway) -
                 "type": "error",
                 "error": {
                     "type": "rate_limit_error",
-                    "message": "token budget exceeded for this client; retry after the reset",
+                    "message": (
+                        "budget exceeded for this client (tokens, USD or requests in flight); retry after the reset"
+                    ),
                 },
             }
             assert error.response.headers["x-ratelimit-remaining"] == "0"

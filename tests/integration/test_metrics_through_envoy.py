@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 
 import httpx
 import pytest
@@ -130,9 +132,15 @@ def test_token_usage_per_user_equals_what_the_clients_saw(gateway: Gateway) -> N
     assert samples[("gen_ai_server_time_per_output_token_seconds_count", labels("metrics-bob"))] == 1
     assert ("gen_ai_server_time_to_first_token_seconds_count", labels("metrics-alice")) not in samples
 
-    tokens_in = sum(u.prompt_tokens for u in plain)
-    tokens_out = sum(u.completion_tokens for u in plain)
-    expected_cost = (tokens_in * PRICE["inputPerMillion"] + tokens_out * PRICE["outputPerMillion"]) / 1e6
+    # each request's cost is rounded up to the micro-dollar (extproc/pricing.py), then summed
+    expected_micros = sum(
+        math.ceil(
+            Fraction(u.prompt_tokens) * Fraction(str(PRICE["inputPerMillion"]))
+            + Fraction(u.completion_tokens) * Fraction(str(PRICE["outputPerMillion"]))
+        )
+        for u in plain
+    )
+    expected_cost = expected_micros / 1e6
     assert samples[("tokenvoy_cost_usd_total", labels("metrics-alice"))] == pytest.approx(expected_cost, rel=1e-9)
 
     overhead = {key: value for key, value in samples.items() if key[0] == "tokenvoy_gateway_overhead_seconds_count"}

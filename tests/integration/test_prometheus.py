@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,15 @@ class Sent:
     refused: int = 0
     failed: int = 0
     messages: int = 0  # answered through the Anthropic SDK
+    cost_micros: int = 0  # each answer at the configured gpt-4o-mini price, rounded up to the micro-dollar
 
     def count(self, user: str, input_tokens: int, output_tokens: int) -> None:
         self.input_tokens[user] = self.input_tokens.get(user, 0) + input_tokens
         self.output_tokens[user] = self.output_tokens.get(user, 0) + output_tokens
         self.answered += 1
+        self.cost_micros += math.ceil(
+            Fraction(input_tokens) * Fraction("0.15") + Fraction(output_tokens) * Fraction("0.6")
+        )
 
 
 @dataclass
@@ -312,7 +317,7 @@ def test_prometheus_token_counts_equal_the_usage_clients_saw(stack: Stack) -> No
         return answers() == {expr: float(value) for expr, value in queries.items()}
 
     wait_until("Prometheus' counts equal the clients'", all_equal, 30, lambda: f"expected {queries}\ngot {answers()}")
-    expected_cost = (total_in * 0.15 + total_out * 0.6) / 1e6
+    expected_cost = sent.cost_micros / 1e6
     assert stack.scalar("sum(tokenvoy_cost_usd_total)") == pytest.approx(expected_cost, rel=1e-9)
 
 

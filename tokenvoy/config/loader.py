@@ -26,6 +26,7 @@ from tokenvoy.config.model import (
     Budget,
     BudgetSelector,
     BudgetSelectorType,
+    CostSettings,
     CostType,
     Endpoint,
     GatewayConfig,
@@ -110,7 +111,6 @@ INERT_FIELDS: dict[str, dict[str, str]] = {
     },
     "BackendTrafficPolicy": {
         "spec.targetRefs[].group": "the target's kind is checked; its group follows from it",
-        "spec.rateLimit.global.rules[].shared": "a rule's counter is shared by every route the policy targets",
         "spec.rateLimit.global.rules[].xRateLimitHeaders": "DraftVersion03, the only value accepted, is always sent",
     },
     "BackendTLSPolicy": {
@@ -180,6 +180,7 @@ def load_config(paths: Iterable[str | os.PathLike[str]]) -> GatewayConfig:
         ignored=config.ignored,
         metrics=config.metrics,
         pricing=config.pricing,
+        cost=config.cost,
         tracing=config.tracing,
     )
 
@@ -271,6 +272,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
     metrics, pricing = _tokenvoy_config(resources.get("TokenvoyConfig", {}), problems)
     tracing = _tracing_settings(resources.get("TokenvoyConfig", {}), problems)
     backends = _with_anthropic_betas(backends, _anthropic_betas(resources.get("TokenvoyConfig", {}), problems))
+    cost = _cost_settings(resources.get("TokenvoyConfig", {}), problems)
     if not routes and not problems.items:
         problems.items.append("no AIGatewayRoute found: the gateway would answer 404 to every request")
     if problems.items:
@@ -283,6 +285,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
         ignored=tuple(ignored),
         metrics=metrics,
         pricing=pricing,
+        cost=cost,
         tracing=tracing,
     )
 
@@ -1396,7 +1399,13 @@ def _budgets(
             budget = _budget(resource, rule, rule_index, problems)
             if budget is not None:
                 routes = () if whole_gateway else tuple(targets)
-                budget = replace(budget, routes=routes, reservation=reservation, default_max_tokens=default_max_tokens)
+                budget = replace(
+                    budget,
+                    routes=routes,
+                    reservation=reservation is True,
+                    concurrency=reservation is None,
+                    default_max_tokens=default_max_tokens,
+                )
                 if reservation and not budget.response_cost_key:
                     problems.add(resource, f"metadata.annotations.{BUDGET_MODE_ANNOTATION}", _NO_RESPONSE_COST)
                 budgets.append(budget)
@@ -1408,15 +1417,19 @@ _TRAFFIC_POLICY_WHY = "here a BackendTrafficPolicy sets token budgets (rateLimit
 _NO_RESPONSE_COST = "reservation needs every rule to have cost.response (the actual that replaces the estimate)"
 
 
-def _budget_mode(resource: _Resource, problems: _Problems) -> tuple[bool, int]:
-    """tokenvoy's annotations on a BackendTrafficPolicy (the resource stays valid against the published CRD)."""
+def _budget_mode(resource: _Resource, problems: _Problems) -> tuple[bool | None, int]:
+    """tokenvoy's annotations on a BackendTrafficPolicy (the resource stays valid against the published CRD).
+
+    The mode: False = check, True = reservation, None = concurrency (in-flight requests)."""
     annotations = resource.metadata.get("annotations") or {}
     if not isinstance(annotations, dict):
         return False, 4096
     mode = str(annotations.get(BUDGET_MODE_ANNOTATION, "check")).lower()
-    if mode not in ("check", "reservation"):
+    if mode not in ("check", "reservation", "concurrency"):
         problems.add(
-            resource, f"metadata.annotations.{BUDGET_MODE_ANNOTATION}", f"must be check or reservation, got {mode!r}"
+            resource,
+            f"metadata.annotations.{BUDGET_MODE_ANNOTATION}",
+            f"must be check, reservation or concurrency, got {mode!r}",
         )
     raw = annotations.get(DEFAULT_MAX_TOKENS_ANNOTATION, "4096")
     try:
@@ -1426,7 +1439,7 @@ def _budget_mode(resource: _Resource, problems: _Problems) -> tuple[bool, int]:
     if default_max_tokens < 1:
         path = f"metadata.annotations.{DEFAULT_MAX_TOKENS_ANNOTATION}"
         problems.add(resource, path, f"must be a positive integer, got {raw!r}")
-    return mode == "reservation", max(default_max_tokens, 1)
+    return (None if mode == "concurrency" else mode == "reservation"), max(default_max_tokens, 1)
 
 
 def _budget(resource: _Resource, rule: Any, rule_index: int, problems: _Problems) -> Budget | None:
@@ -1520,6 +1533,10 @@ def _budget(resource: _Resource, rule: Any, rule_index: int, problems: _Problems
                     f"must be {AI_GATEWAY_METADATA_NAMESPACE} (extproc's costs), got {metadata['namespace']!r}",
                 )
             response_key = _string(resource, metadata.get("key"), f"{cost_path}.response.metadata.key", problems)
+    shared = rule.get("shared", False)
+    if not isinstance(shared, bool):
+        problems.add(resource, f"{path}.shared", f"must be true or false, got {shared!r}")
+        shared = False
     return Budget(
         name=f"{resource.name}/rule/{rule_index}",
         selectors=tuple(selectors),
@@ -1527,6 +1544,7 @@ def _budget(resource: _Resource, rule: Any, rule_index: int, problems: _Problems
         unit=str(unit),
         request_cost=request_cost,
         response_cost_key=response_key,
+        shared=shared,
     )
 
 
@@ -1577,7 +1595,8 @@ def _listener(items: dict[str, _Resource], problems: _Problems) -> Listener:
 
 
 TOKENVOY_API_VERSION = "tokenvoy.io/v1alpha1"
-_TOKENVOY_CONFIG_FIELDS = {"metrics", "pricing", "tracing", "anthropicBetas"}
+_TOKENVOY_CONFIG_FIELDS = {"metrics", "pricing", "cost", "tracing", "anthropicBetas"}
+_COST_SETTINGS_FIELDS = {"catalog", "responseHeader"}
 # The schemas whose requests carry Anthropic's beta flags (header, InvokeModel body, Converse extra fields).
 ANTHROPIC_BETA_SCHEMAS = ("Anthropic", "AWSAnthropic", "AWSBedrock", "GCPAnthropic")
 _TRACING_FIELDS = {"sessionIdHeader"}
@@ -1623,6 +1642,24 @@ def _tokenvoy_config(
     if not _check_fields(resource, resource.spec, "spec", _TOKENVOY_CONFIG_FIELDS, problems):
         return MetricsSettings(), ()
     return _metrics_settings(resource, problems), _pricing(resource, problems)
+
+
+def _cost_settings(items: dict[str, _Resource], problems: _Problems) -> CostSettings:
+    """``spec.cost`` of the (first) TokenvoyConfig: ``catalog: bundled | none``, ``responseHeader: bool``."""
+    resource = next(iter(items.values()), None)
+    value = resource.spec.get("cost") if resource is not None and isinstance(resource.spec, dict) else None
+    if value is None or resource is None:
+        return CostSettings()
+    if not _check_fields(resource, value, "spec.cost", _COST_SETTINGS_FIELDS, problems):
+        return CostSettings()
+    catalog = value.get("catalog", "bundled")
+    if catalog not in ("bundled", "none"):
+        problems.add(resource, "spec.cost.catalog", f"must be bundled or none, got {catalog!r}")
+    header = value.get("responseHeader", False)
+    if not isinstance(header, bool):
+        problems.add(resource, "spec.cost.responseHeader", f"must be true or false, got {header!r}")
+        header = False
+    return CostSettings(catalog=catalog != "none", response_header=header)
 
 
 def _tracing_settings(items: dict[str, _Resource], problems: _Problems) -> TracingSettings:

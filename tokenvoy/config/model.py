@@ -13,6 +13,14 @@ AI_GATEWAY_METADATA_NAMESPACE = "io.envoy.ai_gateway"
 MODEL_HEADER = "x-ai-eg-model"
 ORIGINAL_PATH_HEADER = "x-ai-eg-original-path"
 RESERVED_SUFFIX = "_reserved"  # llm_total_token -> llm_total_token_reserved (reservation mode)
+# The cost of a request from the price catalog, written by extproc on every route (no llmRequestCosts entry
+# needed): exact micro-dollars for logs and dashboards, centi-cents (10^-4 USD) for USD budgets, whose limits
+# then reach ~$429,496 where micro-dollars end at 2^32-1 µ$ ~ $4,294 (extproc/pricing.py).
+COST_USD_MICROS_KEY = "llm_cost_usd_micros"
+COST_USD_CENTICENTS_KEY = "llm_cost_usd_centicents"
+COST_USD_KEY = "llm_cost_usd"  # the same cost in USD (a number), for the access log's genai_cost_usd
+USD_COST_KEYS = (COST_USD_MICROS_KEY, COST_USD_CENTICENTS_KEY)
+COST_HEADER = "x-tokenvoy-cost-usd"
 
 
 class CostType(StrEnum):
@@ -264,6 +272,12 @@ class Budget:
     # estimate (written by extproc under `reserved_metadata_key`), stream done refunds it and charges the actual.
     reservation: bool = False
     default_max_tokens: int = 4096  # the output estimate when a request names no max_tokens
+    # Envoy Gateway's `shared`: False (the default) = one counter per route the policy targets; True = one
+    # counter for all of them.
+    shared: bool = False
+    # `tokenvoy.io/budget-mode: concurrency`: `limit` is the number of requests in flight at once (per
+    # selected client); each holds one slot from its request until its stream ends (docs/budgets.md).
+    concurrency: bool = False
 
     @property
     def reserved_metadata_key(self) -> str | None:
@@ -300,6 +314,14 @@ class ModelPrice:
 
 
 @dataclass(frozen=True)
+class CostSettings:
+    """``TokenvoyConfig`` ``spec.cost``: which prices apply and whether clients see a request's cost."""
+
+    catalog: bool = True  # the bundled catalog (tokenvoy/config/catalog.py) under `spec.pricing`'s overrides
+    response_header: bool = False  # x-tokenvoy-cost-usd on answers whose cost is known before their headers
+
+
+@dataclass(frozen=True)
 class Listener:
     address: str = "127.0.0.1"
     port: int = 1975
@@ -314,7 +336,8 @@ class GatewayConfig:
     sources: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()  # "kind/name (file): why" for resources a standalone gateway skips
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
-    pricing: tuple[ModelPrice, ...] = ()
+    pricing: tuple[ModelPrice, ...] = ()  # `spec.pricing`: overrides of the bundled catalog
+    cost: CostSettings = field(default_factory=CostSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
 
     def rules(self) -> list[tuple[Route, Rule]]:

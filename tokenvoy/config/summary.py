@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tokenvoy.config.catalog import CATALOG_VERSION
 from tokenvoy.config.model import MODEL_HEADER, BodyMutation, GatewayConfig, HeaderMatchType, HeaderMutation, Rule
 
 
@@ -58,6 +59,9 @@ def summarize(config: GatewayConfig) -> str:
         charge = budget.response_cost_key or f"{budget.request_cost} per request"
         where = ", ".join(budget.routes) if budget.routes else "every route"
         mode = f", reservation mode (default max tokens {budget.default_max_tokens:,})" if budget.reservation else ""
+        if budget.concurrency:
+            charge, mode = "requests in flight", ", concurrency mode"
+        mode += ", one counter for all its routes" if budget.shared else ", a counter per route"
         lines.append(f"  {budget.name}: {budget.limit:,} {charge} per {budget.unit.lower()} per {who} ({where}{mode})")
     lines += ["", *_observability_lines(config)]
     if config.ignored:
@@ -113,7 +117,14 @@ def _observability_lines(config: GatewayConfig) -> list[str]:
     lines = [
         f"metric labels: {', '.join(labels) if labels else 'none beyond the GenAI attributes'}"
         + (f" (at most {metrics.max_label_values} values each)" if labels else ""),
-        f"prices: {', '.join(price.model for price in config.pricing) if config.pricing else 'none (no cost metric)'}",
+        _prices_line(config),
         f"trace session id header: {config.tracing.session_id_header or 'x-session-id (default)'}",
     ]
     return lines
+
+
+def _prices_line(config: GatewayConfig) -> str:
+    overrides = ", ".join(price.model for price in config.pricing)
+    catalog = f"bundled catalog {CATALOG_VERSION}" if config.cost.catalog else "no catalog"
+    header = "; x-tokenvoy-cost-usd on answers" if config.cost.response_header else ""
+    return f"prices: {catalog}" + (f", overrides: {overrides}" if overrides else "") + header

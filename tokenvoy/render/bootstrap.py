@@ -86,6 +86,8 @@ with warnings.catch_warnings():
         RateLimitAction,
         RateLimitActionGenericKey,
         RateLimitActionHeaderValueMatch,
+        RateLimitActionMetaData,
+        RateLimitActionMetaDataSource,
         RateLimitActionRequestHeaders,
         RateLimitHitsAddend,
         RetryPolicy,
@@ -143,11 +145,13 @@ with warnings.catch_warnings():
         RegexMatcher,
         StringMatcher,
     )
+    from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
     from envoy_data_plane.google.protobuf import Any as AnyMessage
     from envoy_data_plane.google.protobuf import Struct
 
 from tokenvoy.config.model import (
     AI_GATEWAY_METADATA_NAMESPACE,
+    COST_USD_KEY,
     MODEL_HEADER,
     Budget,
     BudgetSelectorType,
@@ -165,15 +169,18 @@ from tokenvoy.render.envoy import (
     ENDPOINT_ATTRIBUTE,
     EXTPROC_CLUSTER,
     EXTPROC_MAX_MESSAGE_BYTES,
+    HOLD_DESCRIPTOR_KEY,
     HOST_METADATA_NAMESPACE,
     IDENTITY_ATTRIBUTES,
     MAX_BODY_BYTES,
     RATELIMIT_CLUSTER,
     RATELIMIT_DOMAIN,
+    RATELIMIT_FILTER_METADATA_NAMESPACE,
     RETRIABLE_STATUS_CODES,
     RETRY_ON,
     ROLE_METADATA_KEY,
     ROUTE_CONFIG_NAME,
+    ROUTE_DESCRIPTOR_KEY,
     EnvoyOptions,
     cluster_name,
     endpoint_id,
@@ -341,12 +348,15 @@ def _ratelimit_filter(options: EnvoyOptions) -> HttpFilter:
 # ---- budgets ---------------------------------------------------------------------------------------------
 
 
-def _budget_actions(budget: Budget) -> list[RateLimitAction]:
-    actions = [
-        RateLimitAction(
-            generic_key=RateLimitActionGenericKey(descriptor_key=BUDGET_DESCRIPTOR_KEY, descriptor_value=budget.name)
-        )
-    ]
+def _generic_key(key: str, value: str) -> RateLimitAction:
+    return RateLimitAction(generic_key=RateLimitActionGenericKey(descriptor_key=key, descriptor_value=value))
+
+
+def _budget_actions(budget: Budget, route_name: str) -> list[RateLimitAction]:
+    """``budget=<name>``, then (unless ``shared``) ``route=<route>``, then one entry per client selector."""
+    actions = [_generic_key(BUDGET_DESCRIPTOR_KEY, budget.name)]
+    if not budget.shared:
+        actions.append(_generic_key(ROUTE_DESCRIPTOR_KEY, route_name))
     for selector in budget.selectors:
         if selector.type is BudgetSelectorType.DISTINCT:
             headers = RateLimitActionRequestHeaders(header_name=selector.header, descriptor_key=selector.header)
@@ -361,30 +371,51 @@ def _budget_actions(budget: Budget) -> list[RateLimitAction]:
     return actions
 
 
-def _metadata_format(key: str) -> str:
-    return f"%DYNAMIC_METADATA({AI_GATEWAY_METADATA_NAMESPACE}:{key})%"
+def _metadata_format(key: str, namespace: str = AI_GATEWAY_METADATA_NAMESPACE) -> str:
+    return f"%DYNAMIC_METADATA({namespace}:{key})%"
 
 
-def rate_limits(budgets: list[Budget]) -> list[RateLimit]:
-    """Check-then-charge: check at request time (hits = request cost, 0 is a pure read), charge the tokens
-    at stream done. Reservation: reserve extproc's estimate at request time (OVER_LIMIT iff it does not fit),
-    at stream done refund it (``is_negative_hits``) and charge the actual (docs/ratelimit.md)."""
+def _hold_entries(actions: list[RateLimitAction], budget: Budget, amount: RateLimitHitsAddend) -> list[RateLimit]:
+    """Reserve ``amount`` at request time as a hold; at stream done release exactly the hold the RLS
+    granted, from what it wrote into the ratelimit filter's metadata: the amount under the budget's name,
+    the release entry under ``<name>_hold``. Both are absent when the check failed open or never ran: Envoy
+    then sends no release at all (ratelimit/limiter.py)."""
+    release = RateLimitActionMetaData(
+        descriptor_key=HOLD_DESCRIPTOR_KEY,
+        metadata_key=MetadataKey(
+            key=RATELIMIT_FILTER_METADATA_NAMESPACE, path=[MetadataKeyPathSegment(key=f"{budget.name}_hold")]
+        ),
+        source=RateLimitActionMetaDataSource.DYNAMIC,
+    )
+    held = _metadata_format(budget.name, RATELIMIT_FILTER_METADATA_NAMESPACE)
+    return [
+        RateLimit(actions=[*actions, _generic_key(HOLD_DESCRIPTOR_KEY, "reserve")], hits_addend=amount),
+        RateLimit(
+            actions=[*actions, RateLimitAction(metadata=release)],
+            apply_on_stream_done=True,
+            hits_addend=RateLimitHitsAddend(format=held, is_negative_hits=True),
+        ),
+    ]
+
+
+def rate_limits(budgets: list[Budget], route_name: str) -> list[RateLimit]:
+    """Check-then-charge: check at request time (hits = request cost, 0 is a pure read), charge the cost at
+    stream done. Reservation: hold extproc's estimate at request time (OVER_LIMIT iff it does not fit), at
+    stream done release that hold and charge the actual. Concurrency: hold 1 per request until its stream
+    ends (docs/ratelimit.md)."""
     entries = []
     for budget in budgets:
-        actions = _budget_actions(budget)
+        actions = _budget_actions(budget, route_name)
+        if budget.concurrency:
+            entries += _hold_entries(actions, budget, RateLimitHitsAddend(number=1))
+            continue
         reserved = budget.reserved_metadata_key
         if reserved and budget.response_cost_key:
-            estimate = _metadata_format(reserved)
+            entries += _hold_entries(actions, budget, RateLimitHitsAddend(format=_metadata_format(reserved)))
             actual = _metadata_format(budget.response_cost_key)
-            entries += [
-                RateLimit(actions=actions, hits_addend=RateLimitHitsAddend(format=estimate)),
-                RateLimit(
-                    actions=actions,
-                    apply_on_stream_done=True,
-                    hits_addend=RateLimitHitsAddend(format=estimate, is_negative_hits=True),
-                ),
-                RateLimit(actions=actions, apply_on_stream_done=True, hits_addend=RateLimitHitsAddend(format=actual)),
-            ]
+            entries.append(
+                RateLimit(actions=actions, apply_on_stream_done=True, hits_addend=RateLimitHitsAddend(format=actual))
+            )
             continue
         entries.append(RateLimit(actions=actions, hits_addend=RateLimitHitsAddend(number=budget.request_cost)))
         if budget.response_cost_key:
@@ -480,7 +511,8 @@ def _routes(config: GatewayConfig, options: EnvoyOptions, host: str | None = Non
         budgets = [b for b in config.budgets if not b.routes or route.name in b.routes]
         per_filter = {}
         if budgets:
-            per_filter["envoy.filters.http.ratelimit"] = _any(RateLimitPerRoute(rate_limits=rate_limits(budgets)))
+            limits = rate_limits(budgets, route.name)
+            per_filter["envoy.filters.http.ratelimit"] = _any(RateLimitPerRoute(rate_limits=limits))
         for match_index, headers in enumerate(rule.matches or ((),)):
             routes.append(
                 Route(
@@ -637,6 +669,7 @@ def _access_log(options: EnvoyOptions) -> list[AccessLog]:
         "genai_tokens_output": f"%DYNAMIC_METADATA({ns}:llm_output_token)%",
         "genai_tokens_total": f"%DYNAMIC_METADATA({ns}:llm_total_token)%",
         "genai_tokens_cached_input": f"%DYNAMIC_METADATA({ns}:llm_cached_input_token)%",
+        "genai_cost_usd": f"%DYNAMIC_METADATA({ns}:{COST_USD_KEY})%",
     }
     file_log = FileAccessLog(
         path=options.access_log_path, log_format=SubstitutionFormatString(json_format=_struct(fields))

@@ -27,6 +27,12 @@ HOST_METADATA_NAMESPACE = "tokenvoy"
 # which Envoy sends as protobuf text.
 ENDPOINT_ATTRIBUTE = f"xds.upstream_host_metadata.filter_metadata['{HOST_METADATA_NAMESPACE}']['endpoint']"
 BUDGET_DESCRIPTOR_KEY = "budget"
+# Envoy Gateway's default (`shared: false`): a budget counts per route, by this entry after `budget=<name>`.
+ROUTE_DESCRIPTOR_KEY = "route"
+# The trailing entry of a hold (reservation, concurrency) and where Envoy's ratelimit filter keeps the
+# RLS's answer metadata (the hold tokens): ratelimit/limiter.py.
+HOLD_DESCRIPTOR_KEY = "tokenvoy_hold"
+RATELIMIT_FILTER_METADATA_NAMESPACE = "envoy.filters.http.ratelimit"
 # Sent by Envoy to both ext_proc filters; together they identify a request (see extproc/registry.py).
 IDENTITY_ATTRIBUTES = ("connection.id", "request.time", "request.id")
 # Set by the upstream extproc on each attempt: the length of the body it sends, which an upstream
@@ -115,10 +121,10 @@ def render_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, 
     return typed.to_json(typed.static_bootstrap(config, options))
 
 
-def budget_rate_limits(budgets: list[Budget]) -> list[dict[str, Any]]:
-    """The ``RateLimitPerRoute.rate_limits`` entries of these budgets (see ``bootstrap.rate_limits``)."""
+def budget_rate_limits(budgets: list[Budget], route_name: str = "llm") -> list[dict[str, Any]]:
+    """The ``RateLimitPerRoute.rate_limits`` entries of these budgets on one route (``bootstrap.rate_limits``)."""
     typed = _typed()
-    return [typed.to_json(entry) for entry in typed.rate_limits(budgets)]
+    return [typed.to_json(entry) for entry in typed.rate_limits(budgets, route_name)]
 
 
 def retry_policy(rule: Rule) -> dict[str, Any] | None:

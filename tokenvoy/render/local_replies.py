@@ -117,7 +117,12 @@ def replies() -> list[Reply]:
             "gateway_unavailable",
             "the tokenvoy extproc service is unavailable or failed",
         ),
-        Reply(_flags("RL"), 429, "rate_limit_exceeded", "token budget exceeded for this client; retry after the reset"),
+        Reply(
+            _flags("RL"),
+            429,
+            "rate_limit_exceeded",
+            "budget exceeded for this client (tokens, USD or requests in flight); retry after the reset",
+        ),
         Reply(
             _details("request_payload_too_large"),
             413,

@@ -1,7 +1,8 @@
 """Render the envoyproxy/ratelimit YAML for the budgets of a ``GatewayConfig``.
 
-Descriptor tree per budget: ``budget=<name>`` → one level per client selector (key-only for Distinct,
-key+value for Exact), the limit on the last level. Mirrors the actions in ``render/envoy.py``.
+Descriptor tree per budget: ``budget=<name>`` → (unless the rule is ``shared``) ``route`` (key only: one
+counter per route, Envoy Gateway's default) → one level per client selector (key-only for Distinct,
+key+value for Exact), the limit on the last level. Mirrors the actions in ``render/bootstrap.py``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tokenvoy.config.model import BudgetSelectorType, GatewayConfig
-from tokenvoy.render.envoy import BUDGET_DESCRIPTOR_KEY, RATELIMIT_DOMAIN
+from tokenvoy.render.envoy import BUDGET_DESCRIPTOR_KEY, RATELIMIT_DOMAIN, ROUTE_DESCRIPTOR_KEY
 
 
 def render_ratelimit_config(config: GatewayConfig) -> dict[str, Any]:
@@ -18,8 +19,12 @@ def render_ratelimit_config(config: GatewayConfig) -> dict[str, Any]:
         limit = {"unit": budget.unit.lower(), "requests_per_unit": budget.limit, "name": budget.name}
         node: dict[str, Any] = {"key": BUDGET_DESCRIPTOR_KEY, "value": budget.name}
         descriptors.append(node)
+        if not budget.shared:
+            child: dict[str, Any] = {"key": ROUTE_DESCRIPTOR_KEY}
+            node["descriptors"] = [child]
+            node = child
         for selector in budget.selectors:
-            child: dict[str, Any] = {"key": selector.header}
+            child = {"key": selector.header}
             if selector.type is BudgetSelectorType.EXACT:
                 child["value"] = selector.value
             node["descriptors"] = [child]
