@@ -1,0 +1,168 @@
+"""Client authentication rendered to Envoy's own filters: ``api_key_auth`` and ``jwt_authn``.
+
+Envoy checks every key and token before extproc sees the request, so a refused client costs no Python and
+never reaches a provider. Order on the listener: a header_mutation removing the identity headers (a client
+must not name itself), ``api_key_auth`` (config from extproc over ECDS: the keys never touch a rendered
+file), ``jwt_authn`` (public keys only: inline, a JWKS file, or a remote JWKS fetched over HTTPS and cached).
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import betterproto2
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType, ClusterDnsLookupFamily
+    from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation as HeaderMutationRule
+    from envoy_data_plane.envoy.config.core.v3 import (
+        Address,
+        ApiConfigSource,
+        ApiConfigSourceApiType,
+        ApiVersion,
+        ConfigSource,
+        DataSource,
+        ExtensionConfigSource,
+        GrpcService,
+        GrpcServiceEnvoyGrpc,
+        HttpUri,
+        SocketAddress,
+        TransportSocket,
+    )
+    from envoy_data_plane.envoy.config.endpoint.v3 import (
+        ClusterLoadAssignment,
+        Endpoint,
+        LbEndpoint,
+        LocalityLbEndpoints,
+    )
+    from envoy_data_plane.envoy.config.route.v3 import RouteMatch
+    from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import HeaderMutation, Mutations
+    from envoy_data_plane.envoy.extensions.filters.http.jwt_authn.v3 import (
+        JwtAuthentication,
+        JwtClaimToHeader,
+        JwtHeader,
+        JwtProvider,
+        JwtRequirement,
+        JwtRequirementOrList,
+        RemoteJwks,
+        RequirementRule,
+    )
+    from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import HttpFilter
+    from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
+        CertificateValidationContext,
+        CommonTlsContext,
+        UpstreamTlsContext,
+    )
+    from envoy_data_plane.google.protobuf import Any as AnyMessage
+    from envoy_data_plane.google.protobuf import Empty
+
+from tokenvoy.config.model import ClientAuth, GatewayConfig
+from tokenvoy.config.model import JwtProvider as ProviderConfig
+from tokenvoy.render.envoy import API_KEY_AUTH_TYPE_URL, CLIENT_KEYS_FILTER, EXTPROC_CLUSTER, system_ca_bundle
+
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+
+
+def _any(message: betterproto2.Message) -> AnyMessage:
+    return AnyMessage.pack(message)
+
+
+def client_auth_filters(auth: ClientAuth) -> list[HttpFilter]:
+    """The filters in front of extproc, in order (see the module docstring)."""
+    filters = []
+    if identity := auth.identity_headers():
+        remove = [HeaderMutationRule(remove=name) for name in identity]
+        mutation = HeaderMutation(mutations=Mutations(request_mutations=remove))
+        filters.append(HttpFilter(name="tokenvoy.identity_headers", typed_config=_any(mutation)))
+    if auth.api_keys is not None:
+        source = ConfigSource(
+            resource_api_version=ApiVersion.V3,
+            api_config_source=ApiConfigSource(
+                api_type=ApiConfigSourceApiType.GRPC,
+                transport_api_version=ApiVersion.V3,
+                grpc_services=[GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=EXTPROC_CLUSTER))],
+            ),
+        )
+        discovery = ExtensionConfigSource(config_source=source, type_urls=[API_KEY_AUTH_TYPE_URL])
+        filters.append(HttpFilter(name=CLIENT_KEYS_FILTER, config_discovery=discovery))
+    if auth.jwt is not None:
+        filters.append(HttpFilter(name=JWT_FILTER, typed_config=_any(jwt_authentication(auth))))
+    return filters
+
+
+def jwks_cluster_name(provider: ProviderConfig) -> str:
+    return f"jwks/{provider.name}"
+
+
+def jwt_authentication(auth: ClientAuth) -> JwtAuthentication:
+    jwt = auth.jwt
+    assert jwt is not None
+    providers = {provider.name: _provider(provider) for provider in jwt.providers}
+    names = [JwtRequirement(provider_name=provider.name) for provider in jwt.providers]
+    if jwt.optional:
+        names.append(JwtRequirement(allow_missing=Empty()))
+    requires = names[0] if len(names) == 1 else JwtRequirement(requires_any=JwtRequirementOrList(requirements=names))
+    return JwtAuthentication(
+        providers=providers, rules=[RequirementRule(match=RouteMatch(prefix="/"), requires=requires)]
+    )
+
+
+def _provider(provider: ProviderConfig) -> JwtProvider:
+    source: dict[str, object] = {}
+    if provider.remote_jwks_uri is not None:
+        source["remote_jwks"] = RemoteJwks(
+            http_uri=HttpUri(
+                uri=provider.remote_jwks_uri, cluster=jwks_cluster_name(provider), timeout=timedelta(seconds=5)
+            ),
+            cache_duration=timedelta(milliseconds=provider.cache_duration_ms),
+        )
+    elif provider.local_jwks_file is not None:
+        source["local_jwks"] = DataSource(filename=provider.local_jwks_file)
+    else:
+        source["local_jwks"] = DataSource(inline_string=provider.local_jwks or "")
+    return JwtProvider(
+        issuer=provider.issuer or "",
+        audiences=list(provider.audiences),
+        forward=False,  # the client's token is removed: the provider gets its own credential
+        from_headers=[JwtHeader(name=name, value_prefix=prefix) for name, prefix in provider.headers],
+        claim_to_headers=[
+            JwtClaimToHeader(header_name=header, claim_name=claim) for claim, header in provider.claim_to_headers
+        ],
+        **source,
+    )
+
+
+def jwks_clusters(config: GatewayConfig) -> list[Cluster]:
+    """One HTTPS cluster per remote JWKS host (system CAs, the URI's host as SNI and verified name)."""
+    auth = config.client_auth
+    clusters = []
+    for provider in auth.jwt.providers if auth and auth.jwt else ():
+        if provider.remote_jwks_uri is None:
+            continue
+        url = urlsplit(provider.remote_jwks_uri)
+        host, port = url.hostname or "", url.port or 443
+        tls = UpstreamTlsContext(
+            common_tls_context=CommonTlsContext(
+                validation_context=CertificateValidationContext(trusted_ca=DataSource(filename=system_ca_bundle()))
+            ),
+            sni=host,
+        )
+        name = jwks_cluster_name(provider)
+        address = Address(socket_address=SocketAddress(address=host, port_value=port))
+        clusters.append(
+            Cluster(
+                name=name,
+                type=ClusterDiscoveryType.STRICT_DNS,
+                dns_lookup_family=ClusterDnsLookupFamily.V4_PREFERRED,
+                connect_timeout=timedelta(seconds=5),
+                load_assignment=ClusterLoadAssignment(
+                    cluster_name=name,
+                    endpoints=[LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=address))])],
+                ),
+                transport_socket=TransportSocket(name="envoy.transport_sockets.tls", typed_config=_any(tls)),
+            )
+        )
+    return clusters
