@@ -651,7 +651,7 @@ def _access_log(options: EnvoyOptions) -> list[AccessLog]:
 
 def listener(config: GatewayConfig, options: EnvoyOptions, rds: ConfigSource | None = None) -> Listener:
     """The gateway's listener; its routes inline, or (``rds``) read from that config source."""
-    http_filters = client_auth_filters(config.client_auth) if config.client_auth else []
+    http_filters = client_auth_filters(config) if config.client_auth else []
     http_filters.append(router_ext_proc(options))
     if config.budgets:
         http_filters.append(_ratelimit_filter(options))

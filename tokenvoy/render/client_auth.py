@@ -1,8 +1,8 @@
 """Client authentication rendered to Envoy's own filters: ``api_key_auth`` and ``jwt_authn``.
 
 Envoy checks every key and token before extproc sees the request, so a refused client costs no Python and
-never reaches a provider. Order on the listener: a header_mutation removing the identity headers (a client
-must not name itself), ``api_key_auth`` (config from extproc over ECDS: the keys never touch a rendered
+never reaches a provider. Order on the listener: a header_mutation removing the headers that name the caller (a
+client must not name itself), ``api_key_auth`` (config from extproc over ECDS: the keys never touch a rendered
 file), ``jwt_authn`` (public keys only: inline, a JWKS file, or a remote JWKS fetched over HTTPS and cached).
 """
 
@@ -59,7 +59,7 @@ with warnings.catch_warnings():
     from envoy_data_plane.google.protobuf import Any as AnyMessage
     from envoy_data_plane.google.protobuf import Empty
 
-from tokenvoy.config.model import ClientAuth, GatewayConfig
+from tokenvoy.config.model import MODEL_HEADER, ClientAuth, GatewayConfig
 from tokenvoy.config.model import JwtProvider as ProviderConfig
 from tokenvoy.render.envoy import API_KEY_AUTH_TYPE_URL, CLIENT_KEYS_FILTER, EXTPROC_CLUSTER, system_ca_bundle
 
@@ -70,10 +70,23 @@ def _any(message: betterproto2.Message) -> AnyMessage:
     return AnyMessage.pack(message)
 
 
-def client_auth_filters(auth: ClientAuth) -> list[HttpFilter]:
+def untrusted_headers(config: GatewayConfig) -> list[str]:
+    """The headers a client must not set once clients authenticate: those the auth filters set (client id,
+    claims) and those budgets and ``modelAccess`` select callers by. Removed before the auth filters run,
+    so a header that reaches extproc and ratelimit was set by Envoy, or not at all."""
+    auth = config.client_auth
+    names = list(auth.identity_headers()) if auth else []
+    names += [selector.header for budget in config.budgets for selector in budget.selectors]
+    names += [rule.header for rule in config.model_access]
+    return [name for name in dict.fromkeys(names) if name != MODEL_HEADER]  # extproc sets the model header
+
+
+def client_auth_filters(config: GatewayConfig) -> list[HttpFilter]:
     """The filters in front of extproc, in order (see the module docstring)."""
+    auth = config.client_auth
+    assert auth is not None
     filters = []
-    if identity := auth.identity_headers():
+    if identity := untrusted_headers(config):
         remove = [HeaderMutationRule(remove=name) for name in identity]
         mutation = HeaderMutation(mutations=Mutations(request_mutations=remove))
         filters.append(HttpFilter(name="tokenvoy.identity_headers", typed_config=_any(mutation)))
