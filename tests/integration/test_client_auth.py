@@ -177,6 +177,24 @@ def test_the_model_list_holds_what_the_caller_may_use(keyed: Gateway) -> None:
     assert set(intern_models) < set(alice_models) and "claude-sonnet-4-6" in alice_models
 
 
+def _served(gateway: Gateway, key: str) -> int:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers={"x-api-key": key}).status_code
+
+
+def test_an_edited_key_takes_effect_without_a_restart(keyed: Gateway) -> None:
+    """Runs last on this gateway: it replaces alice's key."""
+    config = keyed.run_dir.parent / "gateway.yaml"
+    new_key = "tv-alice-rotated-" + uuid.uuid4().hex
+    config.write_text(config.read_text().replace(ALICE_KEY, new_key))
+    deadline = time.monotonic() + 60
+    while _served(keyed, new_key) != 200:
+        assert time.monotonic() < deadline, f"the new key is still refused:\n{keyed.stderr()[-3000:]}"
+        time.sleep(0.5)
+    assert _served(keyed, ALICE_KEY) == 401
+    assert _served(keyed, BOB_KEY) == 200
+
+
 # --- JWT ------------------------------------------------------------------------------------------------
 
 ISSUER = "https://sso.example.com"
