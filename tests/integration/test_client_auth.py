@@ -108,6 +108,20 @@ def test_each_sdk_is_served_with_its_own_key_and_the_provider_never_sees_it(keye
     assert ALICE_KEY not in sent and BOB_KEY not in sent
 
 
+def test_no_key_is_on_disk_or_in_envoys_config_dump(keyed: Gateway) -> None:
+    dump = httpx.get(f"{keyed.admin_url}/config_dump", params={"include_eds": "true"}).text
+    assert "tokenvoy.client_api_keys" in dump  # the ECDS filter config is there
+    assert ALICE_KEY not in dump and INTERN_KEY not in dump
+    written = "".join(
+        p.read_text(errors="replace")
+        for p in keyed.run_dir.rglob("*")
+        if p.is_file() and p.suffix in (".yaml", ".json", ".log")
+    )
+    assert ALICE_KEY not in written and INTERN_KEY not in written
+    logs = keyed.stderr() + keyed.stdout_path.read_text()
+    assert ALICE_KEY not in logs and BOB_KEY not in logs and INTERN_KEY not in logs
+
+
 def test_a_wrong_or_missing_key_is_401_in_the_clients_shape_and_no_provider_is_contacted(keyed: Gateway) -> None:
     before = len(_fake_requests(keyed))
     with pytest.raises(openai.AuthenticationError) as refused:
