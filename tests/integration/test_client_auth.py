@@ -50,6 +50,8 @@ apiVersion: tokenvoy.io/v1alpha1
 kind: TokenvoyConfig
 metadata: {name: tokenvoy}
 spec:
+  metrics:
+    requestHeaderLabels: {x-user-id: user}
   modelAccess:
     - values: [intern-1]
       models: [gpt-4o-mini, "claude-haiku-*"]
@@ -106,6 +108,8 @@ def test_each_sdk_is_served_with_its_own_key_and_the_provider_never_sees_it(keye
 
     sent = json.dumps(_fake_requests(keyed))
     assert ALICE_KEY not in sent and BOB_KEY not in sent
+    metrics = httpx.get(f"{keyed.metrics_url}/metrics").text  # per-client metrics from the key's client id
+    assert 'user="alice"' in metrics and 'user="bob"' in metrics
 
 
 def test_no_key_is_on_disk_or_in_envoys_config_dump(keyed: Gateway) -> None:
