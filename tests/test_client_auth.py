@@ -287,9 +287,11 @@ def test_a_client_cannot_set_the_headers_that_name_it(tmp_path: Path):
     written = write_rendered(_load(POLICY, SECRET), tmp_path, options)
     rendered = yaml.safe_load(written["envoy"].read_text())
     hcm = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    strip = hcm["http_filters"][0]
+    strip, keys = hcm["http_filters"][:2]
     assert strip["name"] == "tokenvoy.identity_headers"
     assert strip["typed_config"]["mutations"]["request_mutations"] == [{"remove": "x-user-id"}]
+    # no deadline for the keys: Envoy's default (15 s) would open the listener with the filter unconfigured
+    assert keys["config_discovery"]["config_source"]["initial_fetch_timeout"] == "0s"
 
 
 def _runtime() -> Runtime:

@@ -114,7 +114,7 @@ def test_each_sdk_is_served_with_its_own_key_and_the_provider_never_sees_it(keye
 
 def test_no_key_is_on_disk_or_in_envoys_config_dump(keyed: Gateway) -> None:
     dump = httpx.get(f"{keyed.admin_url}/config_dump", params={"include_eds": "true"}).text
-    assert "tokenvoy.client_api_keys" in dump  # the ECDS filter config is there
+    assert "tokenvoy.client_api_keys" in dump and "[redacted]" in dump  # the ECDS config, keys masked by Envoy
     assert ALICE_KEY not in dump and INTERN_KEY not in dump
     written = "".join(
         p.read_text(errors="replace")

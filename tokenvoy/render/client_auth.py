@@ -93,6 +93,9 @@ def client_auth_filters(config: GatewayConfig) -> list[HttpFilter]:
     if auth.api_keys is not None:
         source = ConfigSource(
             resource_api_version=ApiVersion.V3,
+            # Wait for the keys however long extproc takes: the listener opens only once Envoy has them
+            # (Envoy's default, 15 s, would open it with the filter unconfigured, answering every request 500).
+            initial_fetch_timeout=timedelta(0),
             api_config_source=ApiConfigSource(
                 api_type=ApiConfigSourceApiType.GRPC,
                 transport_api_version=ApiVersion.V3,
