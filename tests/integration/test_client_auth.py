@@ -5,7 +5,10 @@ access log, per-client model allowlists (403, ``/v1/models``), and JWTs verified
 
 from __future__ import annotations
 
+import http.server
 import json
+import ssl
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ import httpx
 import jwt
 import openai
 import pytest
+import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.integration.conftest import Gateway, gateway_config, start_gateway
@@ -324,3 +328,101 @@ def test_a_claim_selects_the_model_allowlist(sso: Gateway) -> None:
     # a caller outside the rule may use any model
     other = _openai(sso, _token(sub="erin", team="research"))
     assert other.chat.completions.create(model="o3", messages=[{"role": "user", "content": "hi"}]).choices
+
+
+# --- a remote JWKS, fetched over TLS and cached ---------------------------------------------------------
+
+JWKS_HOST = "sso.fake.test"
+
+
+class _JwksServer(http.server.ThreadingHTTPServer):
+    jwks: bytes = b""
+    fetches: int = 0
+
+
+class _JwksHandler(http.server.BaseHTTPRequestHandler):
+    server: _JwksServer
+
+    def do_GET(self) -> None:
+        self.server.fetches += 1
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(self.server.jwks)))
+        self.end_headers()
+        self.wfile.write(self.server.jwks)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+REMOTE_POLICY = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: {name: sso}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: tokenvoy}]
+  jwt:
+    providers:
+      - name: corp
+        issuer: %(issuer)s
+        remoteJWKS:
+          uri: https://%(host)s/.well-known/jwks.json
+          cacheDuration: 10m
+          backendRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: sso}]
+        claimToHeaders: [{claim: sub, header: x-user-id}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: sso}
+spec:
+  endpoints: [{fqdn: {hostname: localhost, port: %(port)d}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: sso-tls}
+spec:
+  targetRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: sso}]
+  validation:
+    hostname: %(host)s
+    caCertificateRefs: [{group: "", kind: ConfigMap, name: sso-ca}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: sso-ca}
+data:
+  ca.crt: |
+%(ca)s
+"""
+
+
+def test_a_remote_jwks_is_fetched_over_tls_once_and_cached(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(JWKS_HOST).configure_cert(context)
+    server = _JwksServer(("127.0.0.1", free_port()), _JwksHandler)
+    server.jwks = json.dumps(_jwks(SIGNING_KEY, "corp-1")).encode()
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port, fake = free_port(), free_port()
+    ca_pem = "\n".join(f"    {line}" for line in ca.cert_pem.bytes().decode().splitlines())
+    values = {"issuer": ISSUER, "host": JWKS_HOST, "port": server.server_address[1], "ca": ca_pem}
+    gateway = start_gateway(
+        tmp_path, config_text=gateway_config(port, fake, BUDGET) + REMOTE_POLICY % values, listener_port=port
+    )
+    try:
+        for user in ("carol", "dave", "erin"):
+            request_id = str(uuid.uuid4())
+            client = _openai(gateway, _token(sub=user), **{"x-request-id": request_id})
+            assert client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices
+            assert _by_request_id(gateway, request_id)["x-user-id"] == user
+        with pytest.raises(openai.AuthenticationError):
+            _openai(gateway, _token(_key_pair())).chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}]
+            )
+        # Fetched once by Envoy's main thread before the listener opened, then served from its cache
+        # (cacheDuration) to every worker.
+        assert server.fetches == 1
+    finally:
+        gateway.stop()
+        server.shutdown()

@@ -124,6 +124,9 @@ INERT_FIELDS: dict[str, dict[str, str]] = {
     },
     "SecurityPolicy": {
         "spec.apiKeyAuth.credentialRefs[].namespace": _SCOPE_ONLY,
+        "spec.jwt.providers[].remoteJWKS.backendRef.namespace": _SCOPE_ONLY,
+        "spec.jwt.providers[].remoteJWKS.backendRefs[].namespace": _SCOPE_ONLY,
+        "spec.jwt.providers[].remoteJWKS.backendRefs[].weight": "a JWKS is fetched from one Backend",
         "spec.apiKeyAuth.sanitize": "true, the only value accepted, is what tokenvoy always does (the client's "
         "key never reaches a provider)",
         "spec.targetRefs[].group": "the target's kind is checked; its group follows from it",
@@ -262,10 +265,16 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
     tls, used_config_maps = _tls_validations(
         resources.get("BackendTLSPolicy", {}), envoy_backends, config_maps, secrets, problems
     )
+
+    def jwks_backend(name: str) -> Endpoint | None:
+        backend = envoy_backends.get(name)
+        return None if backend is None else _envoy_endpoint(backend, tls.get(name), problems)
+
     client_auth = _client_auth(
         resources.get("SecurityPolicy", {}),
         secrets,
         config_maps,
+        jwks_backend,
         set(resources.get("AIGatewayRoute", {})),
         set(resources.get("Gateway", {})),
         used_config_maps,
@@ -1762,10 +1771,7 @@ _JWT_PROVIDER_FIELDS = {
 }
 _REMOTE_JWKS_FIELDS = {"uri", "cacheDuration", "failedRefetchDuration", "backendRef", "backendRefs", "backendSettings"}
 _REMOTE_JWKS_UNSUPPORTED = {
-    "backendRef": "tokenvoy reaches the JWKS at its uri (HTTPS with the system CAs)",
-    "backendRefs": "tokenvoy reaches the JWKS at its uri (HTTPS with the system CAs)",
-    "backendSettings": "tokenvoy reaches the JWKS at its uri (HTTPS with the system CAs)",
-    "failedRefetchDuration": "Envoy's default refetch is used",
+    "backendSettings": "Envoy's defaults are used to fetch a JWKS",
 }
 # Where the client id goes when the policy names no forwardClientIDHeader: the header budgets, metrics and
 # the access log already read, so the default config's per-user budget applies to every authenticated client.
@@ -1777,6 +1783,7 @@ def _client_auth(
     items: dict[str, _Resource],
     secrets: dict[str, _Resource],
     config_maps: dict[str, _Resource],
+    jwks_backend: Callable[[str], Endpoint | None],
     route_names: set[str],
     gateway_names: set[str],
     used_config_maps: set[str],
@@ -1798,7 +1805,7 @@ def _client_auth(
     if spec.get("apiKeyAuth") is not None:
         api_keys = _api_key_auth(resource, spec["apiKeyAuth"], secrets, problems)
     if spec.get("jwt") is not None:
-        jwt = _jwt_auth(resource, spec["jwt"], config_maps, used_config_maps, problems)
+        jwt = _jwt_auth(resource, spec["jwt"], config_maps, jwks_backend, used_config_maps, problems)
     if spec.get("apiKeyAuth") is None and spec.get("jwt") is None:
         problems.add(resource, "spec", "needs apiKeyAuth or jwt (the client authentication tokenvoy enforces)")
     if api_keys is None and jwt is None:
@@ -1925,6 +1932,7 @@ def _jwt_auth(
     resource: _Resource,
     value: Any,
     config_maps: dict[str, _Resource],
+    jwks_backend: Callable[[str], Endpoint | None],
     used_config_maps: set[str],
     problems: _Problems,
 ) -> JwtAuth | None:
@@ -1942,7 +1950,9 @@ def _jwt_auth(
     if not entries:
         problems.add(resource, f"{path}.providers", "required: at least one provider")
     for index, entry in enumerate(entries):
-        provider = _jwt_provider(resource, entry, f"{path}.providers[{index}]", config_maps, used_config_maps, problems)
+        provider = _jwt_provider(
+            resource, entry, f"{path}.providers[{index}]", config_maps, jwks_backend, used_config_maps, problems
+        )
         if provider is None:
             continue
         if any(other.name == provider.name for other in providers):
@@ -1957,6 +1967,7 @@ def _jwt_provider(
     entry: Any,
     path: str,
     config_maps: dict[str, _Resource],
+    jwks_backend: Callable[[str], Endpoint | None],
     used_config_maps: set[str],
     problems: _Problems,
 ) -> JwtProvider | None:
@@ -2018,10 +2029,64 @@ def _jwt_provider(
             problems.add(resource, f"{remote_path}.uri", f"must be an https:// URI, got {uri!r}")
             uri = None
         cache_ms = _duration_ms(resource, remote.get("cacheDuration"), f"{remote_path}.cacheDuration", problems)
-        if uri is None:
+        refetch_ms = _duration_ms(
+            resource, remote.get("failedRefetchDuration"), f"{remote_path}.failedRefetchDuration", problems
+        )
+        endpoint = _jwks_endpoint(resource, remote, remote_path, jwks_backend, problems)
+        if uri is None or endpoint is False:
             return None
-        provider = replace(provider, remote_jwks_uri=uri, cache_duration_ms=cache_ms or provider.cache_duration_ms)
+        provider = replace(
+            provider,
+            remote_jwks_uri=uri,
+            remote_jwks_endpoint=endpoint or None,
+            failed_refetch_ms=refetch_ms or None,
+            cache_duration_ms=cache_ms or provider.cache_duration_ms,
+        )
     return provider if name else None
+
+
+_JWKS_BACKEND_REF_FIELDS = {"group", "kind", "name", "namespace", "port", "weight", "fallback"}
+
+
+def _jwks_endpoint(
+    resource: _Resource,
+    remote: dict[str, Any],
+    path: str,
+    jwks_backend: Callable[[str], Endpoint | None],
+    problems: _Problems,
+) -> Endpoint | bool | None:
+    """``backendRef``/``backendRefs``: the Envoy Gateway ``Backend`` the JWKS is fetched from (its TLS from a
+    BackendTLSPolicy or its own ``tls``); None: the URI's host over HTTPS; False: a problem was reported."""
+    refs = [("backendRef", remote["backendRef"])] if remote.get("backendRef") is not None else []
+    refs += [
+        (f"backendRefs[{index}]", ref)
+        for index, ref in enumerate(_list(resource, remote.get("backendRefs"), f"{path}.backendRefs", problems))
+    ]
+    if not refs:
+        return None
+    if len(refs) > 1:
+        problems.add(resource, path, f"tokenvoy fetches a JWKS from one Backend, got {len(refs)} backend refs")
+        return False
+    where, ref = refs[0]
+    ref_path = f"{path}.{where}"
+    if not _check_fields(resource, ref, ref_path, _JWKS_BACKEND_REF_FIELDS, problems):
+        return False
+    why = {"port": "the port is the Backend's endpoint's", "fallback": "a JWKS is fetched from one Backend"}
+    _unsupported(resource, ref, ref_path, why, problems)
+    _reference_kind(resource, ref, ref_path, "Backend", "gateway.envoyproxy.io", problems)
+    name = _string(resource, ref.get("name"), f"{ref_path}.name", problems)
+    if name is None:
+        return False
+    endpoint = jwks_backend(name)
+    if endpoint is None:
+        problems.add(resource, f"{ref_path}.name", f"Backend/{name} does not exist")
+        return False
+    if not endpoint.tls:
+        problems.add(
+            resource, f"{ref_path}.name", f"Backend/{name} must be reached over TLS (port 443, tls, a BackendTLSPolicy)"
+        )
+        return False
+    return endpoint
 
 
 def _local_jwks(

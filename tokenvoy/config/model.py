@@ -320,7 +320,9 @@ class JwtProvider:
     local_jwks: str | None = None  # the JWKS JSON (inline or a ConfigMap's value)
     local_jwks_file: str | None = None  # a JWKS file Envoy reads (a ConfigMap value `${file:/path}`)
     remote_jwks_uri: str | None = None
+    remote_jwks_endpoint: Endpoint | None = None  # `backendRefs`: where the JWKS is fetched (else the URI's host)
     cache_duration_ms: int = 300_000  # how long Envoy keeps a fetched remote JWKS (Envoy Gateway's 5 minutes)
+    failed_refetch_ms: int | None = None  # how soon a failed fetch is retried (None: Envoy's 1 s)
     headers: tuple[tuple[str, str], ...] = ()  # (lower-case header, value prefix); empty: Authorization Bearer
     claim_to_headers: tuple[tuple[str, str], ...] = ()  # (claim, lower-case header)
 

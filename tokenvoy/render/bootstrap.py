@@ -602,7 +602,10 @@ def backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) ->
 
 def backend_clusters(config: GatewayConfig, options: EnvoyOptions) -> list[Cluster]:
     """Every rule's cluster, and the remote JWKS hosts of client authentication (reloaded with them)."""
-    return [*(backend_cluster(config, rule, options) for _, rule in config.rules()), *jwks_clusters(config)]
+    return [
+        *(backend_cluster(config, rule, options) for _, rule in config.rules()),
+        *jwks_clusters(config, _tls_context),
+    ]
 
 
 # ---- access log and Envoy's own replies ------------------------------------------------------------------

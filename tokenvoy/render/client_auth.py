@@ -9,6 +9,7 @@ file), ``jwt_authn`` (public keys only: inline, a JWKS file, or a remote JWKS fe
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -41,6 +42,7 @@ with warnings.catch_warnings():
     from envoy_data_plane.envoy.config.route.v3 import RouteMatch
     from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import HeaderMutation, Mutations
     from envoy_data_plane.envoy.extensions.filters.http.jwt_authn.v3 import (
+        JwksAsyncFetch,
         JwtAuthentication,
         JwtClaimToHeader,
         JwtHeader,
@@ -52,16 +54,15 @@ with warnings.catch_warnings():
     )
     from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import HttpFilter
     from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
-        CertificateValidationContext,
-        CommonTlsContext,
         UpstreamTlsContext,
     )
     from envoy_data_plane.google.protobuf import Any as AnyMessage
     from envoy_data_plane.google.protobuf import Empty
 
 from tokenvoy.config.model import MODEL_HEADER, ClientAuth, GatewayConfig
+from tokenvoy.config.model import Endpoint as BackendEndpoint
 from tokenvoy.config.model import JwtProvider as ProviderConfig
-from tokenvoy.render.envoy import API_KEY_AUTH_TYPE_URL, CLIENT_KEYS_FILTER, EXTPROC_CLUSTER, system_ca_bundle
+from tokenvoy.render.envoy import API_KEY_AUTH_TYPE_URL, CLIENT_KEYS_FILTER, EXTPROC_CLUSTER
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 
@@ -134,6 +135,13 @@ def _provider(provider: ProviderConfig) -> JwtProvider:
                 uri=provider.remote_jwks_uri, cluster=jwks_cluster_name(provider), timeout=timedelta(seconds=5)
             ),
             cache_duration=timedelta(milliseconds=provider.cache_duration_ms),
+            # Fetched by Envoy's main thread (the listener opens after the first attempt) and shared by every
+            # worker; without it each worker fetches its own copy on its first request.
+            async_fetch=JwksAsyncFetch(
+                failed_refetch_duration=timedelta(milliseconds=provider.failed_refetch_ms)
+                if provider.failed_refetch_ms is not None
+                else None
+            ),
         )
     elif provider.local_jwks_file is not None:
         source["local_jwks"] = DataSource(filename=provider.local_jwks_file)
@@ -151,23 +159,25 @@ def _provider(provider: ProviderConfig) -> JwtProvider:
     )
 
 
-def jwks_clusters(config: GatewayConfig) -> list[Cluster]:
-    """One HTTPS cluster per remote JWKS host (system CAs, the URI's host as SNI and verified name)."""
+def jwks_clusters(config: GatewayConfig, tls_context: Callable[[BackendEndpoint], UpstreamTlsContext]) -> list[Cluster]:
+    """One cluster per remote JWKS: its ``backendRefs`` Backend (TLS as for a provider: ``tls_context``), else
+    the URI's host over HTTPS (system CAs, the host as SNI and verified name)."""
     auth = config.client_auth
     clusters = []
     for provider in auth.jwt.providers if auth and auth.jwt else ():
         if provider.remote_jwks_uri is None:
             continue
-        url = urlsplit(provider.remote_jwks_uri)
-        host, port = url.hostname or "", url.port or 443
-        tls = UpstreamTlsContext(
-            common_tls_context=CommonTlsContext(
-                validation_context=CertificateValidationContext(trusted_ca=DataSource(filename=system_ca_bundle()))
-            ),
-            sni=host,
-        )
+        endpoint = provider.remote_jwks_endpoint
+        if endpoint is None:
+            url = urlsplit(provider.remote_jwks_uri)
+            endpoint = BackendEndpoint(host=url.hostname or "", port=url.port or 443, tls=True)
         name = jwks_cluster_name(provider)
-        address = Address(socket_address=SocketAddress(address=host, port_value=port))
+        address = Address(socket_address=SocketAddress(address=endpoint.host, port_value=endpoint.port))
+        socket = (
+            TransportSocket(name="envoy.transport_sockets.tls", typed_config=_any(tls_context(endpoint)))
+            if endpoint.tls
+            else None
+        )
         clusters.append(
             Cluster(
                 name=name,
@@ -178,7 +188,7 @@ def jwks_clusters(config: GatewayConfig) -> list[Cluster]:
                     cluster_name=name,
                     endpoints=[LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=address))])],
                 ),
-                transport_socket=TransportSocket(name="envoy.transport_sockets.tls", typed_config=_any(tls)),
+                transport_socket=socket,
             )
         )
     return clusters
