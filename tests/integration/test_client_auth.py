@@ -426,3 +426,26 @@ def test_a_remote_jwks_is_fetched_over_tls_once_and_cached(tmp_path: Path) -> No
     finally:
         gateway.stop()
         server.shutdown()
+
+
+def test_authentication_turned_on_by_a_live_edit_applies_without_a_restart(tmp_path: Path) -> None:
+    port, fake = free_port(), free_port()
+    gateway = start_gateway(
+        tmp_path,
+        config_text=gateway_config(port, fake, BUDGET),
+        listener_port=port,
+        env={"TEST_INTERN_KEY": INTERN_KEY},
+    )
+    try:
+        assert _served(gateway, "anything") == 200  # no SecurityPolicy: every caller is served
+        bob_file = tmp_path / "bob.key"
+        bob_file.write_text(BOB_KEY)
+        config = tmp_path / "gateway.yaml"
+        config.write_text(config.read_text() + API_KEYS % {"alice": ALICE_KEY, "bob_file": bob_file})
+        deadline = time.monotonic() + 60
+        while _served(gateway, "anything") != 401:
+            assert time.monotonic() < deadline, f"still served without a key:\n{gateway.stderr()[-6000:]}"
+            time.sleep(0.5)
+        assert _served(gateway, ALICE_KEY) == 200
+    finally:
+        gateway.stop()
