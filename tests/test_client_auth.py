@@ -345,3 +345,13 @@ def test_api_key_auth_config_round_trips():
     assert auth is not None and auth.api_keys is not None
     parsed = ApiKeyAuth.parse(api_key_auth_config(auth.api_keys, {"alice": "a", "intern-1": "b"}))
     assert parsed.forwarding is not None and parsed.forwarding.header == "x-client"
+
+
+def test_validate_names_the_clients_and_allowlists_never_a_key():
+    from tokenvoy.config.summary import summarize
+
+    text = summarize(_load(POLICY, SECRET, MODEL_ACCESS))
+    assert "API keys in authorization, x-api-key: alice, intern-1 (client id in x-user-id)" in text
+    assert "models for x-user-id in intern-1: gpt-4o-mini, claude-haiku-*" in text
+    assert KEY not in text
+    assert "clients: not authenticated" in summarize(_load())
