@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import signal
 import ssl
 import threading
 import time
@@ -447,5 +449,30 @@ def test_authentication_turned_on_by_a_live_edit_applies_without_a_restart(tmp_p
             assert time.monotonic() < deadline, f"still served without a key:\n{gateway.stderr()[-6000:]}"
             time.sleep(0.5)
         assert _served(gateway, ALICE_KEY) == 200
+    finally:
+        gateway.stop()
+
+
+def test_while_extproc_restarts_no_request_is_served_unauthenticated(tmp_path: Path) -> None:
+    port, fake = free_port(), free_port()
+    bob_file = tmp_path / "bob.key"
+    bob_file.write_text(BOB_KEY)
+    config = gateway_config(port, fake, BUDGET) + API_KEYS % {"alice": ALICE_KEY, "bob_file": bob_file}
+    env = {"TEST_INTERN_KEY": INTERN_KEY}
+    gateway = start_gateway(tmp_path, config_text=config, listener_port=port, fake_port=fake, env=env)
+    try:
+        assert _served(gateway, ALICE_KEY) == 200
+        before = len(_fake_requests(gateway))
+        pid = httpx.get(f"{gateway.admin_url}/healthz").json()["children"]["extproc"]["pid"]
+        os.kill(int(pid), signal.SIGKILL)
+        # Envoy's 401 passes through the ext_proc filter on its way out: with extproc down it becomes extproc's 500
+        assert _served(gateway, "tv-not-a-key") in (401, 500)
+        deadline = time.monotonic() + 60
+        while _served(gateway, ALICE_KEY) != 200:
+            assert time.monotonic() < deadline, f"never served again:\n{gateway.stderr()[-3000:]}"
+            time.sleep(0.5)
+        assert _served(gateway, "tv-not-a-key") == 401
+        sent = _fake_requests(gateway)[before:]
+        assert len(sent) == 1  # only alice's request once extproc was back
     finally:
         gateway.stop()
