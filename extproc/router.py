@@ -231,7 +231,7 @@ class RouterStream:
             raise GatewayError(405, f"{path} takes GET, not {method}")
         self.done = True
         self._status = 200
-        _, openai_body, anthropic_body = self._runtime.models_for(self._headers.get(":authority", ""))
+        openai_body, anthropic_body = self._runtime.model_lists_for(self._headers)
         body = openai_body if path == MODELS_PATH else anthropic_body
         return immediate_response(200, body, details="tokenvoy_models")
 
@@ -246,6 +246,8 @@ class RouterStream:
             api = ENDPOINTS[path.split("?", 1)[0]]
             read = read_body(raw, api)
         parsed, model = read.body, read.model
+        if self._runtime.model_access and (denial := self._runtime.model_access.denial(self._headers, model)):
+            raise GatewayError(403, denial)
         match_headers = {**self._headers, MODEL_HEADER: model}
         rule = self._runtime.match(match_headers)
         if rule is None:

@@ -27,9 +27,11 @@ from tokenvoy.config.model import (
     BudgetSelectorType,
     GatewayConfig,
     HeaderMatchType,
+    ModelAccessRule,
     Route,
     Rule,
 )
+from tokenvoy.extproc.client_keys import api_key_auth_config
 from tokenvoy.extproc.costs import CallContext, CompiledCost, compile_costs
 from tokenvoy.extproc.credentials import Signer, build_signer
 from tokenvoy.extproc.estimate import route_reservations
@@ -164,6 +166,9 @@ class Runtime:
             self._models.update({host: self._host_models(self._host_rules[host]) for host in self.hostnames})
         self.reservations = route_reservations(config)  # route name → reservation-mode budgets' estimate keys
         self.identity_headers = identity_headers(config)  # budget selector headers (request.check_identity_headers)
+        self.client_keys_config = _client_keys_config(config)  # api_key_auth over ECDS (extproc/ecds.py)
+        self.model_access = ModelAccess(config.model_access)
+        self._caller_models: dict[tuple[str | None, tuple[ModelAccessRule, ...]], tuple[bytes, bytes]] = {}
         self.cost_header = config.cost.response_header
         self.unpriced = self._unpriced_models()
         if self.unpriced:
@@ -240,6 +245,19 @@ class Runtime:
         """The models served to the request's Host (exact names) and its model lists (OpenAI's, Anthropic's)."""
         return self._models[self.virtual_host(authority)]
 
+    def model_lists_for(self, headers: dict[str, str]) -> tuple[bytes, bytes]:
+        """``/v1/models`` for this caller: the Host's lists, less the models its ``modelAccess`` rules deny."""
+        host = self.virtual_host(headers.get(":authority", ""))
+        _, openai_body, anthropic_body = self._models[host]
+        rules = self.model_access.rules_for(headers)
+        if not rules:
+            return openai_body, anthropic_body
+        key = (host, rules)
+        if key not in self._caller_models:  # one entry per (host, allowlist): a handful
+            allowed = [model for model in self._models[host][0] if any(rule.allows(model) for rule in rules)]
+            self._caller_models[key] = _filtered_lists(openai_body, anthropic_body, set(allowed))
+        return self._caller_models[key]
+
 
 def _host_of(authority: str) -> str:
     """The host of a ``:authority`` (``Host``) value, lower case, without its port."""
@@ -257,6 +275,65 @@ def usd_budget_routes(config: GatewayConfig) -> set[str]:
         if budget.response_cost_key in USD_COST_KEYS:
             routes.update(budget.routes or (route.name for route in config.routes))
     return routes
+
+
+class ModelAccess:
+    """``TokenvoyConfig`` ``spec.modelAccess``, indexed: header → value → the allowlists that apply."""
+
+    def __init__(self, rules: tuple[ModelAccessRule, ...]) -> None:
+        index: dict[str, dict[str, tuple[ModelAccessRule, ...]]] = {}
+        for rule in rules:
+            by_value = index.setdefault(rule.header, {})
+            for value in rule.values:
+                by_value[value] = (*by_value.get(value, ()), rule)
+        self._index = index
+
+    def __bool__(self) -> bool:
+        return bool(self._index)
+
+    def rules_for(self, headers: dict[str, str]) -> tuple[ModelAccessRule, ...]:
+        """The allowlists of this caller (empty: every model); a caller several rules name gets their union."""
+        found: tuple[ModelAccessRule, ...] = ()
+        for header, by_value in self._index.items():
+            value = headers.get(header)
+            if value is not None and value in by_value:
+                found += by_value[value]
+        return found
+
+    def denial(self, headers: dict[str, str], model: str) -> str | None:
+        """Why ``model`` is refused to this caller, or None when it is allowed."""
+        rules = self.rules_for(headers)
+        if not rules or any(rule.allows(model) for rule in rules):
+            return None
+        who = ", ".join(dict.fromkeys(f"{rule.header}: {headers[rule.header]}" for rule in rules))
+        allowed = "; ".join(rule.describe() for rule in rules)
+        return f"model {model!r} is not allowed for this client ({who}); allowed: {allowed}"
+
+
+def _filtered_lists(openai_body: bytes, anthropic_body: bytes, allowed: set[str]) -> tuple[bytes, bytes]:
+    openai = orjson.loads(openai_body)
+    openai["data"] = [entry for entry in openai["data"] if entry["id"] in allowed]
+    anthropic = orjson.loads(anthropic_body)
+    data = [entry for entry in anthropic["data"] if entry["id"] in allowed]
+    anthropic.update(data=data, first_id=data[0]["id"] if data else None, last_id=data[-1]["id"] if data else None)
+    return orjson.dumps(openai), orjson.dumps(anthropic)
+
+
+def _client_keys_config(config: GatewayConfig) -> bytes | None:
+    """The api_key_auth filter config, keys read now: a missing env variable or file is a startup error."""
+    auth = config.client_auth
+    if auth is None or auth.api_keys is None:
+        return None
+    keys = {}
+    for credential in auth.api_keys.credentials:
+        try:
+            key = credential.key.read()
+        except ValueError as exc:
+            raise RuntimeConfigError(f"{auth.policy}: {exc}") from None
+        if not key:
+            raise RuntimeConfigError(f"{auth.policy}: {credential.key.origin} is empty")
+        keys[credential.client] = key
+    return api_key_auth_config(auth.api_keys, keys)
 
 
 def identity_headers(config: GatewayConfig) -> dict[str, bool]:

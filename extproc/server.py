@@ -26,6 +26,7 @@ from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import ConfigError, load_config, load_text
 from tokenvoy.config.model import GatewayConfig
 from tokenvoy.extproc.costs import CostConfigError
+from tokenvoy.extproc.ecds import ClientKeysDiscovery
 from tokenvoy.extproc.metrics import PrometheusObserver
 from tokenvoy.extproc.observe import NoObserver, RequestObserver
 from tokenvoy.extproc.registry import RequestRegistry
@@ -272,6 +273,7 @@ async def serve(
         log.info("extproc tracing on: OpenInference spans exported per the OTEL_* variables")
     processor = ExternalProcessor(runtime, observer, tracing, translate_in_router)
     ep_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+    server.add_generic_rpc_handlers((ClientKeysDiscovery(lambda: processor.runtime.client_keys_config).handler(),))
     health_servicer = add_health(server, [SERVICE_NAME])
     reloader = (
         ConfigReloader(config_paths, processor, health_servicer, digest, watch_interval) if config_paths else None

@@ -25,6 +25,7 @@ CRD_FILES = [
     CRDS / "ai-gateway" / "aigateway.envoyproxy.io_backendsecuritypolicies.yaml",
     CRDS / "envoy-gateway" / "gateway.envoyproxy.io_backends.yaml",
     CRDS / "envoy-gateway" / "gateway.envoyproxy.io_backendtrafficpolicies.yaml",
+    CRDS / "envoy-gateway" / "gateway.envoyproxy.io_securitypolicies.yaml",
     CRDS / "envoy-gateway" / "gatewayapi-crds.yaml",  # Gateway
 ]
 

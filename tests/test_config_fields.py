@@ -106,6 +106,25 @@ kind: Backend
 metadata: {name: anthropic}
 spec:
   endpoints: [{fqdn: {hostname: api.anthropic.com, port: 443}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: {name: clients}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: tokenvoy}]
+  apiKeyAuth:
+    credentialRefs: [{name: client-keys}]
+    extractFrom: [{headers: [x-api-key]}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: client-keys}
+stringData: {alice: tv-alice}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: jwks}
+data: {jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'}
 """
 # Other shapes of one kind, for the paths that only mean something there (`spec.<field>` → the spec).
 VARIANTS: dict[tuple[str, str], dict[str, Any]] = {
@@ -132,6 +151,22 @@ VARIANTS: dict[tuple[str, str], dict[str, Any]] = {
     ("BackendSecurityPolicy", "spec.anthropicAPIKey"): {
         "type": "AnthropicAPIKey",
         "anthropicAPIKey": {"secretRef": {"name": "openai-key"}},
+    },
+    ("SecurityPolicy", "spec.jwt"): {
+        "jwt": {"providers": [{"name": "corp", "localJWKS": {"type": "Inline", "inline": '{"keys": [{"kty": "x"}]}'}}]}
+    },
+    ("SecurityPolicy", "spec.jwt.providers[].remoteJWKS"): {
+        "jwt": {"providers": [{"name": "corp", "remoteJWKS": {"uri": "https://sso.example.com/jwks"}}]}
+    },
+    ("SecurityPolicy", "spec.jwt.providers[].localJWKS.valueRef"): {
+        "jwt": {
+            "providers": [
+                {
+                    "name": "corp",
+                    "localJWKS": {"type": "ValueRef", "valueRef": {"group": "", "kind": "ConfigMap", "name": "jwks"}},
+                }
+            ]
+        }
     },
     ("Backend", "spec.tls"): {"endpoints": [{"fqdn": {"hostname": "api.openai.com", "port": 443}}], "tls": {}},
     ("Backend", "spec.endpoints[].ip"): {"endpoints": [{"ip": {"address": "10.0.0.1", "port": 8443}}]},
@@ -183,6 +218,7 @@ KINDS = (
     "BackendTrafficPolicy",
     "BackendTLSPolicy",
     "Gateway",
+    "SecurityPolicy",
 )
 
 
@@ -243,6 +279,10 @@ def _matching(pattern: str, min_length: int) -> str:
         "10.0.0.3",
         "/tmp/s",
         "spiffe://example.com/s",
+        "10.0.0.0/8",
+        "US",
+        "https://example.com",
+        "*",
     )
     for candidate in candidates:
         if len(candidate) >= min_length and re.fullmatch(pattern, candidate):
@@ -314,7 +354,11 @@ def _outcome(kind: str, path: str) -> str:
         shown = path.replace("[]", "[0]")
         assert any(shown in line for line in new), f"{kind} {path}: reported, but not by name: {new}"
         return "reported"
-    changed = [f for f in ("listener", "routes", "backends", "budgets") if getattr(loaded, f) != getattr(baseline, f)]
+    changed = [
+        f
+        for f in ("listener", "routes", "backends", "budgets", "client_auth")
+        if getattr(loaded, f) != getattr(baseline, f)
+    ]
     return "consumed" if changed else "IGNORED"
 
 

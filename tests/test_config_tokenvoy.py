@@ -91,7 +91,7 @@ def test_unknown_fields_are_errors_with_file_resource_and_path() -> None:
     )
     assert problems == [  # every problem at once
         "gw.yaml: TokenvoyConfig/tokenvoy: spec.prices: unknown field "
-        "(known: anthropicBetas, cost, metrics, pricing, tracing)",
+        "(known: anthropicBetas, cost, metrics, modelAccess, pricing, tracing)",
         "gw.yaml: TokenvoyConfig/tokenvoy: spec.metrics.maxLabelValue: unknown field "
         "(known: clientFromUserAgent, maxLabelValues, requestHeaderLabels)",
         "gw.yaml: TokenvoyConfig/tokenvoy: spec.pricing[0].perRequest: unknown field (known: "

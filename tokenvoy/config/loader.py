@@ -18,6 +18,8 @@ import yaml
 
 from tokenvoy.config.model import (
     AI_GATEWAY_METADATA_NAMESPACE,
+    ApiKeyAuth,
+    ApiKeyCredential,
     AWSCredentials,
     AzureCredentials,
     Backend,
@@ -26,6 +28,7 @@ from tokenvoy.config.model import (
     Budget,
     BudgetSelector,
     BudgetSelectorType,
+    ClientAuth,
     CostSettings,
     CostType,
     Endpoint,
@@ -34,8 +37,11 @@ from tokenvoy.config.model import (
     HeaderMatch,
     HeaderMatchType,
     HeaderMutation,
+    JwtAuth,
+    JwtProvider,
     Listener,
     MetricsSettings,
+    ModelAccessRule,
     ModelPrice,
     RequestCost,
     RetrySettings,
@@ -117,6 +123,18 @@ INERT_FIELDS: dict[str, dict[str, str]] = {
         "spec.targetRefs[].group": "the target is an Envoy Gateway Backend of this config (its kind is checked)",
         "spec.validation.wellKnownCACertificates": _SYSTEM_CAS,
     },
+    "SecurityPolicy": {
+        "spec.apiKeyAuth.credentialRefs[].namespace": _SCOPE_ONLY,
+        "spec.jwt.providers[].remoteJWKS.backendRef.namespace": _SCOPE_ONLY,
+        "spec.jwt.providers[].remoteJWKS.backendRefs[].namespace": _SCOPE_ONLY,
+        "spec.jwt.providers[].remoteJWKS.backendRefs[].weight": "a JWKS is fetched from one Backend",
+        "spec.apiKeyAuth.sanitize": "true, the only value accepted, is what tokenvoy always does (the client's "
+        "key never reaches a provider)",
+        "spec.targetRefs[].group": "the target's kind is checked; its group follows from it",
+        "spec.targetRef.group": "the target's kind is checked; its group follows from it",
+        "spec.jwt.providers[].recomputeRoute": "extproc picks the route after authentication and clears the "
+        "route cache itself",
+    },
     "Gateway": {
         "spec.gatewayClassName": "a standalone gateway has no controller to select",
         "spec.infrastructure": "labels, annotations and parameters of the Kubernetes Deployment running Envoy",
@@ -182,6 +200,8 @@ def load_config(paths: Iterable[str | os.PathLike[str]]) -> GatewayConfig:
         pricing=config.pricing,
         cost=config.cost,
         tracing=config.tracing,
+        client_auth=config.client_auth,
+        model_access=config.model_access,
     )
 
 
@@ -256,6 +276,21 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
     tls, used_config_maps = _tls_validations(
         resources.get("BackendTLSPolicy", {}), envoy_backends, config_maps, secrets, problems
     )
+
+    def jwks_backend(name: str) -> Endpoint | None:
+        backend = envoy_backends.get(name)
+        return None if backend is None else _envoy_endpoint(backend, tls.get(name), problems)
+
+    client_auth = _client_auth(
+        resources.get("SecurityPolicy", {}),
+        secrets,
+        config_maps,
+        jwks_backend,
+        set(resources.get("AIGatewayRoute", {})),
+        set(resources.get("Gateway", {})),
+        used_config_maps,
+        problems,
+    )
     ignored += [
         f"{resource.ref} ({resource.source}): ignored, {_REFERENCED_KINDS[resource.kind]}"
         for resource in config_maps.values()
@@ -273,6 +308,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
     tracing = _tracing_settings(resources.get("TokenvoyConfig", {}), problems)
     backends = _with_anthropic_betas(backends, _anthropic_betas(resources.get("TokenvoyConfig", {}), problems))
     cost = _cost_settings(resources.get("TokenvoyConfig", {}), problems)
+    model_access = _model_access(resources.get("TokenvoyConfig", {}), client_auth, problems)
     if not routes and not problems.items:
         problems.items.append("no AIGatewayRoute found: the gateway would answer 404 to every request")
     if problems.items:
@@ -287,6 +323,8 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
         pricing=pricing,
         cost=cost,
         tracing=tracing,
+        client_auth=client_auth,
+        model_access=model_access,
     )
 
 
@@ -1595,7 +1633,7 @@ def _listener(items: dict[str, _Resource], problems: _Problems) -> Listener:
 
 
 TOKENVOY_API_VERSION = "tokenvoy.io/v1alpha1"
-_TOKENVOY_CONFIG_FIELDS = {"metrics", "pricing", "cost", "tracing", "anthropicBetas"}
+_TOKENVOY_CONFIG_FIELDS = {"metrics", "pricing", "cost", "tracing", "anthropicBetas", "modelAccess"}
 _COST_SETTINGS_FIELDS = {"catalog", "responseHeader"}
 # The schemas whose requests carry Anthropic's beta flags (header, InvokeModel body, Converse extra fields).
 ANTHROPIC_BETA_SCHEMAS = ("Anthropic", "AWSAnthropic", "AWSBedrock", "GCPAnthropic")
@@ -1794,5 +1832,470 @@ _KNOWN_KINDS = (
     "Secret",
     "BackendTrafficPolicy",
     "Gateway",
+    "SecurityPolicy",
     "TokenvoyConfig",
 )
+
+
+# --- client authentication: Envoy Gateway SecurityPolicy (apiKeyAuth, jwt) and tokenvoy's modelAccess ---
+
+_CLIENT_SECURITY_FIELDS = {
+    "apiKeyAuth",
+    "jwt",
+    "targetRef",
+    "targetRefs",
+    "authorization",
+    "basicAuth",
+    "cors",
+    "csrf",
+    "extAuth",
+    "oidc",
+    "mergeType",
+    "targetSelectors",
+}
+_CLIENT_SECURITY_UNSUPPORTED = {
+    "authorization": "restrict models per client with TokenvoyConfig spec.modelAccess (docs/auth.md)",
+    "basicAuth": "clients authenticate with apiKeyAuth or jwt",
+    "cors": "not supported by tokenvoy",
+    "csrf": "not supported by tokenvoy",
+    "extAuth": "clients authenticate with apiKeyAuth or jwt",
+    "oidc": "clients authenticate with apiKeyAuth or jwt",
+    "mergeType": "one SecurityPolicy applies to the whole gateway",
+    "targetSelectors": "target the Gateway (or every AIGatewayRoute) with targetRefs",
+}
+_API_KEY_AUTH_FIELDS = {"credentialRefs", "extractFrom", "forwardClientIDHeader", "sanitize"}
+_EXTRACT_FROM_FIELDS = {"headers", "params", "cookies"}
+_JWT_FIELDS = {"providers", "optional", "failOpen"}
+_JWT_PROVIDER_FIELDS = {
+    "name",
+    "issuer",
+    "audiences",
+    "claimToHeaders",
+    "extractFrom",
+    "localJWKS",
+    "remoteJWKS",
+    "recomputeRoute",
+}
+_REMOTE_JWKS_FIELDS = {"uri", "cacheDuration", "failedRefetchDuration", "backendRef", "backendRefs", "backendSettings"}
+_REMOTE_JWKS_UNSUPPORTED = {
+    "backendSettings": "Envoy's defaults are used to fetch a JWKS",
+}
+# Where the client id goes when the policy names no forwardClientIDHeader: the header budgets, metrics and
+# the access log already read, so the default config's per-user budget applies to every authenticated client.
+DEFAULT_CLIENT_ID_HEADER = "x-user-id"
+_KEY_SOURCES_WHY = "API keys are read from headers (keys in URLs and cookies end up in logs and browsers)"
+
+
+def _client_auth(
+    items: dict[str, _Resource],
+    secrets: dict[str, _Resource],
+    config_maps: dict[str, _Resource],
+    jwks_backend: Callable[[str], Endpoint | None],
+    route_names: set[str],
+    gateway_names: set[str],
+    used_config_maps: set[str],
+    problems: _Problems,
+) -> ClientAuth | None:
+    """The one ``SecurityPolicy``: it must cover the whole gateway (``/v1/models`` is served before routing)."""
+    if not items:
+        return None
+    first, *others = items.values()
+    for extra in others:
+        problems.add(extra, "", f"only one SecurityPolicy is supported, also defined: {first.ref} ({first.source})")
+    resource = first
+    spec = resource.spec
+    if not _check_fields(resource, spec, "spec", _CLIENT_SECURITY_FIELDS, problems):
+        return None
+    _unsupported(resource, spec, "spec", _CLIENT_SECURITY_UNSUPPORTED, problems)
+    _client_auth_targets(resource, route_names, gateway_names, problems)
+    api_keys = jwt = None
+    if spec.get("apiKeyAuth") is not None:
+        api_keys = _api_key_auth(resource, spec["apiKeyAuth"], secrets, problems)
+    if spec.get("jwt") is not None:
+        jwt = _jwt_auth(resource, spec["jwt"], config_maps, jwks_backend, used_config_maps, problems)
+    if spec.get("apiKeyAuth") is None and spec.get("jwt") is None:
+        problems.add(resource, "spec", "needs apiKeyAuth or jwt (the client authentication tokenvoy enforces)")
+    if api_keys is None and jwt is None:
+        return None
+    return ClientAuth(resource.ref, api_keys, jwt)
+
+
+def _client_auth_targets(resource: _Resource, route_names: set[str], gateway_names: set[str], problems: _Problems):
+    spec = resource.spec
+    if spec.get("targetRef") is not None and spec.get("targetRefs") is not None:
+        problems.add(resource, "spec.targetRef", "set targetRef or targetRefs, not both")
+    targets = [("spec.targetRef", spec["targetRef"])] if spec.get("targetRef") is not None else []
+    targets += [
+        (f"spec.targetRefs[{index}]", target)
+        for index, target in enumerate(_list(resource, spec.get("targetRefs"), "spec.targetRefs", problems))
+    ]
+    if not targets:
+        problems.add(resource, "spec.targetRefs", "required: the Gateway (client authentication covers every route)")
+    targeted: set[str] = set()
+    whole_gateway = False
+    for path, target in targets:
+        target = _mapping(resource, target, path, problems)
+        _unsupported(resource, target, path, {"sectionName": "a policy applies to the whole gateway"}, problems)
+        kind = target.get("kind")
+        name = _string(resource, target.get("name"), f"{path}.name", problems)
+        if kind == "Gateway":
+            whole_gateway = True
+            if name and gateway_names and name not in gateway_names:
+                problems.add(resource, f"{path}.name", f"Gateway/{name} does not exist")
+        elif kind in _ROUTE_TARGET_KINDS:
+            if name and name not in route_names:
+                problems.add(resource, f"{path}.name", f"{kind}/{name} does not exist")
+            elif name:
+                targeted.add(name)
+        else:
+            problems.add(resource, f"{path}.kind", f"must be Gateway, AIGatewayRoute or HTTPRoute, got {kind!r}")
+    missing = sorted(route_names - targeted)
+    if targets and not whole_gateway and missing:
+        problems.add(
+            resource,
+            "spec.targetRefs",
+            "tokenvoy authenticates clients for the whole gateway (GET /v1/models included): target the Gateway "
+            f"or every AIGatewayRoute (not targeted: {', '.join(missing)})",
+        )
+
+
+def _api_key_auth(resource: _Resource, value: Any, secrets: dict[str, _Resource], problems: _Problems):
+    path = "spec.apiKeyAuth"
+    if not _check_fields(resource, value, path, _API_KEY_AUTH_FIELDS, problems):
+        return None
+    credentials: dict[str, ApiKeyCredential] = {}
+    refs = _list(resource, value.get("credentialRefs"), f"{path}.credentialRefs", problems)
+    if not refs:
+        problems.add(resource, f"{path}.credentialRefs", "required: at least one Secret of client keys")
+    for index, ref in enumerate(refs):
+        ref_path = f"{path}.credentialRefs[{index}]"
+        if not _check_fields(resource, ref, ref_path, _SECRET_REF_FIELDS, problems):
+            continue
+        if ref.get("kind", "Secret") != "Secret" or ref.get("group") not in (None, ""):
+            problems.add(resource, ref_path, f"must name a Secret (core group), got {ref.get('kind')!r}")
+            continue
+        name = _string(resource, ref.get("name"), f"{ref_path}.name", problems)
+        if name is None:
+            continue
+        secret = secrets.get(name)
+        if secret is None:
+            problems.add(resource, f"{ref_path}.name", f"Secret/{name} does not exist")
+            continue
+        for client in _secret_keys(secret, problems):
+            if client in credentials:
+                problems.add(secret, f"stringData.{client}", f"client id {client!r} is defined twice")
+                continue
+            key = _secret_value(secret, client, problems)
+            if key is not None:
+                credentials[client] = ApiKeyCredential(client, key)
+        if not _secret_keys(secret, _Problems()):
+            problems.add(secret, "stringData", "holds no client keys (each key is a client id, its value the API key)")
+    headers: list[str] = []
+    sources = _list(resource, value.get("extractFrom"), f"{path}.extractFrom", problems)
+    if not sources:
+        problems.add(resource, f"{path}.extractFrom", "required: the headers clients send their key in")
+    for index, source in enumerate(sources):
+        source_path = f"{path}.extractFrom[{index}]"
+        if not _check_fields(resource, source, source_path, _EXTRACT_FROM_FIELDS, problems):
+            continue
+        _unsupported(resource, source, source_path, {"params": _KEY_SOURCES_WHY, "cookies": _KEY_SOURCES_WHY}, problems)
+        for header_index, header in enumerate(
+            _list(resource, source.get("headers"), f"{source_path}.headers", problems)
+        ):
+            if not isinstance(header, str) or not _HEADER_NAME.match(header):
+                problems.add(
+                    resource, f"{source_path}.headers[{header_index}]", f"must be a header name, got {header!r}"
+                )
+            elif header.lower() not in headers:
+                headers.append(header.lower())
+    forward = value.get("forwardClientIDHeader", DEFAULT_CLIENT_ID_HEADER)
+    if not isinstance(forward, str) or not _HEADER_NAME.match(forward):
+        problems.add(resource, f"{path}.forwardClientIDHeader", f"must be a header name, got {forward!r}")
+        forward = DEFAULT_CLIENT_ID_HEADER
+    elif forward.lower() in headers:
+        problems.add(resource, f"{path}.forwardClientIDHeader", f"{forward!r} is also a header keys are read from")
+    if value.get("sanitize") not in (None, True):
+        problems.add(
+            resource,
+            f"{path}.sanitize",
+            "must be true (or absent): tokenvoy always removes the client's key; providers get their own credential",
+        )
+    if not credentials or not headers:
+        return None
+    return ApiKeyAuth(tuple(credentials.values()), tuple(headers), forward.lower())
+
+
+def _secret_keys(secret: _Resource, problems: _Problems) -> list[str]:
+    """The keys of a Secret (``stringData`` and ``data``), in order: client ids for apiKeyAuth."""
+    names: list[str] = []
+    for section in ("stringData", "data"):
+        for key in _mapping(secret, secret.raw.get(section), section, problems):
+            if str(key) not in names:
+                names.append(str(key))
+    return names
+
+
+def _jwt_auth(
+    resource: _Resource,
+    value: Any,
+    config_maps: dict[str, _Resource],
+    jwks_backend: Callable[[str], Endpoint | None],
+    used_config_maps: set[str],
+    problems: _Problems,
+) -> JwtAuth | None:
+    path = "spec.jwt"
+    if not _check_fields(resource, value, path, _JWT_FIELDS, problems):
+        return None
+    why = "a missing or invalid JWT is always refused (use optional: true to let requests without one pass)"
+    _unsupported(resource, value, path, {"failOpen": why}, problems)
+    optional = value.get("optional", False)
+    if not isinstance(optional, bool):
+        problems.add(resource, f"{path}.optional", f"must be true or false, got {optional!r}")
+        optional = False
+    providers: list[JwtProvider] = []
+    entries = _list(resource, value.get("providers"), f"{path}.providers", problems)
+    if not entries:
+        problems.add(resource, f"{path}.providers", "required: at least one provider")
+    for index, entry in enumerate(entries):
+        provider = _jwt_provider(
+            resource, entry, f"{path}.providers[{index}]", config_maps, jwks_backend, used_config_maps, problems
+        )
+        if provider is None:
+            continue
+        if any(other.name == provider.name for other in providers):
+            problems.add(resource, f"{path}.providers[{index}].name", f"{provider.name!r} is defined twice")
+            continue
+        providers.append(provider)
+    return JwtAuth(tuple(providers), optional) if providers and len(providers) == len(entries) else None
+
+
+def _jwt_provider(
+    resource: _Resource,
+    entry: Any,
+    path: str,
+    config_maps: dict[str, _Resource],
+    jwks_backend: Callable[[str], Endpoint | None],
+    used_config_maps: set[str],
+    problems: _Problems,
+) -> JwtProvider | None:
+    if not _check_fields(resource, entry, path, _JWT_PROVIDER_FIELDS, problems):
+        return None
+    name = _string(resource, entry.get("name"), f"{path}.name", problems)
+    issuer = _string(resource, entry.get("issuer"), f"{path}.issuer", problems, required=False)
+    audiences = []
+    for index, audience in enumerate(_list(resource, entry.get("audiences"), f"{path}.audiences", problems)):
+        if not isinstance(audience, str) or not audience:
+            problems.add(resource, f"{path}.audiences[{index}]", f"must be a non-empty string, got {audience!r}")
+        else:
+            audiences.append(audience)
+    claims: list[tuple[str, str]] = []
+    for index, item in enumerate(_list(resource, entry.get("claimToHeaders"), f"{path}.claimToHeaders", problems)):
+        item_path = f"{path}.claimToHeaders[{index}]"
+        if not _check_fields(resource, item, item_path, {"claim", "header"}, problems):
+            continue
+        claim = _string(resource, item.get("claim"), f"{item_path}.claim", problems)
+        header = _string(resource, item.get("header"), f"{item_path}.header", problems)
+        if header is not None and not _HEADER_NAME.match(header):
+            problems.add(resource, f"{item_path}.header", f"must be a header name, got {header!r}")
+        elif claim and header:
+            claims.append((claim, header.lower()))
+    headers: list[tuple[str, str]] = []
+    extract = entry.get("extractFrom")
+    if extract is not None and _check_fields(resource, extract, f"{path}.extractFrom", _EXTRACT_FROM_FIELDS, problems):
+        why = "JWTs are read from headers"
+        _unsupported(resource, extract, f"{path}.extractFrom", {"params": why, "cookies": why}, problems)
+        for index, item in enumerate(_list(resource, extract.get("headers"), f"{path}.extractFrom.headers", problems)):
+            item_path = f"{path}.extractFrom.headers[{index}]"
+            if not _check_fields(resource, item, item_path, {"name", "valuePrefix"}, problems):
+                continue
+            header = _string(resource, item.get("name"), f"{item_path}.name", problems)
+            prefix = item.get("valuePrefix", "")
+            if not isinstance(prefix, str):
+                problems.add(resource, f"{item_path}.valuePrefix", f"must be a string, got {prefix!r}")
+            elif header is not None:
+                headers.append((header.lower(), prefix))
+    local = entry.get("localJWKS")
+    remote = entry.get("remoteJWKS")
+    if (local is None) == (remote is None):
+        problems.add(resource, path, "set exactly one of localJWKS and remoteJWKS")
+        return None
+    provider = JwtProvider(name or "", issuer, tuple(audiences), headers=tuple(headers), claim_to_headers=tuple(claims))
+    if local is not None:
+        jwks = _local_jwks(resource, local, f"{path}.localJWKS", config_maps, used_config_maps, problems)
+        if jwks is None:
+            return None
+        inline, filename = jwks
+        provider = replace(provider, local_jwks=inline, local_jwks_file=filename)
+    else:
+        remote_path = f"{path}.remoteJWKS"
+        if not _check_fields(resource, remote, remote_path, _REMOTE_JWKS_FIELDS, problems):
+            return None
+        _unsupported(resource, remote, remote_path, _REMOTE_JWKS_UNSUPPORTED, problems)
+        uri = _string(resource, remote.get("uri"), f"{remote_path}.uri", problems)
+        if uri is not None and not re.match(r"^https://[^/\s:]+(:[0-9]{1,5})?(/\S*)?$", uri):
+            problems.add(resource, f"{remote_path}.uri", f"must be an https:// URI, got {uri!r}")
+            uri = None
+        cache_ms = _duration_ms(resource, remote.get("cacheDuration"), f"{remote_path}.cacheDuration", problems)
+        refetch_ms = _duration_ms(
+            resource, remote.get("failedRefetchDuration"), f"{remote_path}.failedRefetchDuration", problems
+        )
+        endpoint = _jwks_endpoint(resource, remote, remote_path, jwks_backend, problems)
+        if uri is None or endpoint is False:
+            return None
+        provider = replace(
+            provider,
+            remote_jwks_uri=uri,
+            remote_jwks_endpoint=endpoint or None,
+            failed_refetch_ms=refetch_ms or None,
+            cache_duration_ms=cache_ms or provider.cache_duration_ms,
+        )
+    return provider if name else None
+
+
+_JWKS_BACKEND_REF_FIELDS = {"group", "kind", "name", "namespace", "port", "weight", "fallback"}
+
+
+def _jwks_endpoint(
+    resource: _Resource,
+    remote: dict[str, Any],
+    path: str,
+    jwks_backend: Callable[[str], Endpoint | None],
+    problems: _Problems,
+) -> Endpoint | bool | None:
+    """``backendRef``/``backendRefs``: the Envoy Gateway ``Backend`` the JWKS is fetched from (its TLS from a
+    BackendTLSPolicy or its own ``tls``); None: the URI's host over HTTPS; False: a problem was reported."""
+    refs = [("backendRef", remote["backendRef"])] if remote.get("backendRef") is not None else []
+    refs += [
+        (f"backendRefs[{index}]", ref)
+        for index, ref in enumerate(_list(resource, remote.get("backendRefs"), f"{path}.backendRefs", problems))
+    ]
+    if not refs:
+        return None
+    if len(refs) > 1:
+        problems.add(resource, path, f"tokenvoy fetches a JWKS from one Backend, got {len(refs)} backend refs")
+        return False
+    where, ref = refs[0]
+    ref_path = f"{path}.{where}"
+    if not _check_fields(resource, ref, ref_path, _JWKS_BACKEND_REF_FIELDS, problems):
+        return False
+    why = {"port": "the port is the Backend's endpoint's", "fallback": "a JWKS is fetched from one Backend"}
+    _unsupported(resource, ref, ref_path, why, problems)
+    _reference_kind(resource, ref, ref_path, "Backend", "gateway.envoyproxy.io", problems)
+    name = _string(resource, ref.get("name"), f"{ref_path}.name", problems)
+    if name is None:
+        return False
+    endpoint = jwks_backend(name)
+    if endpoint is None:
+        problems.add(resource, f"{ref_path}.name", f"Backend/{name} does not exist")
+        return False
+    if not endpoint.tls:
+        problems.add(
+            resource, f"{ref_path}.name", f"Backend/{name} must be reached over TLS (port 443, tls, a BackendTLSPolicy)"
+        )
+        return False
+    return endpoint
+
+
+def _local_jwks(
+    resource: _Resource,
+    value: Any,
+    path: str,
+    config_maps: dict[str, _Resource],
+    used_config_maps: set[str],
+    problems: _Problems,
+) -> tuple[str | None, str | None] | None:
+    """(inline JWKS, JWKS file): ``inline``, or a ConfigMap's ``jwks`` value (``${file:/path}``: that file)."""
+    if not _check_fields(resource, value, path, {"type", "inline", "valueRef"}, problems):
+        return None
+    kind = value.get("type", "Inline")
+    if kind == "Inline":
+        text = _string(resource, value.get("inline"), f"{path}.inline", problems)
+        if text is None or value.get("valueRef") is not None:
+            if value.get("valueRef") is not None:
+                problems.add(resource, f"{path}.valueRef", "must not be set when type is Inline")
+            return None
+        return (text, None) if _is_jwks(resource, text, f"{path}.inline", problems) else None
+    if kind != "ValueRef":
+        problems.add(resource, f"{path}.type", f"must be Inline or ValueRef, got {kind!r}")
+        return None
+    ref = _mapping(resource, value.get("valueRef"), f"{path}.valueRef", problems)
+    _reference_kind(resource, ref, f"{path}.valueRef", "ConfigMap", "", problems)
+    name = _string(resource, ref.get("name"), f"{path}.valueRef.name", problems)
+    config_map = config_maps.get(name or "")
+    if name is None:
+        return None
+    if config_map is None:
+        problems.add(resource, f"{path}.valueRef.name", f"ConfigMap/{name} does not exist")
+        return None
+    used_config_maps.add(name)
+    data = _mapping(config_map, config_map.raw.get("data"), "data", problems)
+    key = "jwks" if "jwks" in data else next(iter(data), None)  # as Envoy Gateway: `jwks`, else the first value
+    text = data.get(key) if key is not None else None
+    if not isinstance(text, str) or not text:
+        problems.add(config_map, "data.jwks", "must hold a JWKS (JSON), or ${file:/path} of one")
+        return None
+    if match := _FILE_REFERENCE.match(text):
+        return None, match.group(1)
+    return (text, None) if _is_jwks(config_map, text, f"data.{key}", problems) else None
+
+
+def _is_jwks(resource: _Resource, text: str, path: str, problems: _Problems) -> bool:
+    """True when ``text`` looks like a JWKS: Envoy would refuse the whole listener otherwise."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        problems.add(resource, path, 'is not valid JSON (a JWKS: {"keys": [...]})')
+        return False
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("keys"), list) or not parsed["keys"]:
+        problems.add(resource, path, "must be a JWKS: a JSON object with a non-empty `keys` list")
+        return False
+    return True
+
+
+_MODEL_ACCESS_FIELDS = {"header", "values", "models"}
+
+
+def _model_access(
+    items: dict[str, _Resource], client_auth: ClientAuth | None, problems: _Problems
+) -> tuple[ModelAccessRule, ...]:
+    """``TokenvoyConfig`` ``spec.modelAccess``: per-client model allowlists (``name*``: a prefix)."""
+    spec = next(iter(items.values())).spec if items else None
+    value = spec.get("modelAccess") if isinstance(spec, dict) else None
+    if value is None:
+        return ()
+    resource = next(iter(items.values()))
+    default_header = (
+        client_auth.api_keys.client_id_header if client_auth and client_auth.api_keys else DEFAULT_CLIENT_ID_HEADER
+    )
+    rules = []
+    for index, entry in enumerate(_list(resource, value, "spec.modelAccess", problems)):
+        path = f"spec.modelAccess[{index}]"
+        if not _check_fields(resource, entry, path, _MODEL_ACCESS_FIELDS, problems):
+            continue
+        header = entry.get("header", default_header)
+        if not isinstance(header, str) or not _HEADER_NAME.match(header):
+            problems.add(resource, f"{path}.header", f"must be a header name, got {header!r}")
+            continue
+        values = _string_list(resource, entry.get("values"), f"{path}.values", problems)
+        models = _string_list(resource, entry.get("models"), f"{path}.models", problems)
+        if values is None or models is None:
+            continue
+        exact = frozenset(model for model in models if not model.endswith("*"))
+        prefixes = tuple(model[:-1] for model in models if model.endswith("*"))
+        if "" in prefixes:
+            problems.add(resource, f"{path}.models", "'*' alone allows every model: leave the client out instead")
+            continue
+        rules.append(ModelAccessRule(header.lower(), frozenset(values), exact, prefixes))
+    return tuple(rules)
+
+
+def _string_list(resource: _Resource, value: Any, path: str, problems: _Problems) -> list[str] | None:
+    items = _list(resource, value, path, problems)
+    if not items:
+        problems.add(resource, path, "required: a non-empty list of strings")
+        return None
+    for index, item in enumerate(items):
+        if not isinstance(item, str) or not item:
+            problems.add(resource, f"{path}[{index}]", f"must be a non-empty string, got {item!r}")
+            return None
+    return items

@@ -322,6 +322,79 @@ class CostSettings:
 
 
 @dataclass(frozen=True)
+class ApiKeyCredential:
+    """One client key of an ``apiKeyAuth``: the client id (the Secret's key) and its API key (read lazily)."""
+
+    client: str
+    key: Secret
+
+
+@dataclass(frozen=True)
+class ApiKeyAuth:
+    """Envoy Gateway ``SecurityPolicy.spec.apiKeyAuth``, rendered to Envoy's ``api_key_auth`` filter."""
+
+    credentials: tuple[ApiKeyCredential, ...]
+    headers: tuple[str, ...]  # lower-case; ``Bearer `` is stripped from a header value by Envoy
+    client_id_header: str  # where Envoy writes the authenticated client id (budgets, metrics, model access)
+
+
+@dataclass(frozen=True)
+class JwtProvider:
+    """One ``SecurityPolicy.spec.jwt.providers`` entry, rendered to a ``jwt_authn`` provider."""
+
+    name: str
+    issuer: str | None
+    audiences: tuple[str, ...]
+    local_jwks: str | None = None  # the JWKS JSON (inline or a ConfigMap's value)
+    local_jwks_file: str | None = None  # a JWKS file Envoy reads (a ConfigMap value `${file:/path}`)
+    remote_jwks_uri: str | None = None
+    remote_jwks_endpoint: Endpoint | None = None  # `backendRefs`: where the JWKS is fetched (else the URI's host)
+    cache_duration_ms: int = 300_000  # how long Envoy keeps a fetched remote JWKS (Envoy Gateway's 5 minutes)
+    failed_refetch_ms: int | None = None  # how soon a failed fetch is retried (None: Envoy's 1 s)
+    headers: tuple[tuple[str, str], ...] = ()  # (lower-case header, value prefix); empty: Authorization Bearer
+    claim_to_headers: tuple[tuple[str, str], ...] = ()  # (claim, lower-case header)
+
+
+@dataclass(frozen=True)
+class JwtAuth:
+    providers: tuple[JwtProvider, ...]
+    optional: bool = False  # a request without a JWT passes (one with a bad JWT never does)
+
+
+@dataclass(frozen=True)
+class ClientAuth:
+    """How clients authenticate to the gateway (one ``SecurityPolicy`` targeting the Gateway or every route)."""
+
+    policy: str  # "SecurityPolicy/name", for messages
+    api_keys: ApiKeyAuth | None = None
+    jwt: JwtAuth | None = None
+
+    def identity_headers(self) -> tuple[str, ...]:
+        """Headers only Envoy's auth filters may set: a client's own values are removed before them."""
+        names = [self.api_keys.client_id_header] if self.api_keys else []
+        for provider in self.jwt.providers if self.jwt else ():
+            names += [header for _, header in provider.claim_to_headers]
+        return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class ModelAccessRule:
+    """``TokenvoyConfig`` ``spec.modelAccess`` entry: callers whose ``header`` (set by Envoy from the key or a
+    JWT claim) is one of ``values`` may use only these models (exact names, or names starting with a prefix)."""
+
+    header: str
+    values: frozenset[str]
+    models: frozenset[str]
+    prefixes: tuple[str, ...] = ()
+
+    def allows(self, model: str) -> bool:
+        return model in self.models or any(model.startswith(prefix) for prefix in self.prefixes)
+
+    def describe(self) -> str:
+        return ", ".join([*sorted(self.models), *(f"{prefix}*" for prefix in self.prefixes)])
+
+
+@dataclass(frozen=True)
 class Listener:
     address: str = "127.0.0.1"
     port: int = 1975
@@ -339,6 +412,8 @@ class GatewayConfig:
     pricing: tuple[ModelPrice, ...] = ()  # `spec.pricing`: overrides of the bundled catalog
     cost: CostSettings = field(default_factory=CostSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
+    client_auth: ClientAuth | None = None  # None: no authentication (trusted networks, `tokenvoy run`'s default)
+    model_access: tuple[ModelAccessRule, ...] = ()
 
     def rules(self) -> list[tuple[Route, Rule]]:
         return [(route, rule) for route in self.routes for rule in route.rules]

@@ -47,6 +47,7 @@ def summarize(config: GatewayConfig) -> str:
         edits = _mutation_text(backend.header_mutation, backend.body_mutation)
         if edits:
             lines.append(f"    {edits}")
+    lines += ["", *_client_auth_lines(config)]
     costs = sorted({cost.metadata_key for route in config.routes for cost in route.costs})
     lines += ["", f"token metadata (llmRequestCosts): {', '.join(costs) if costs else 'none'}", "", "budgets:"]
     if not config.budgets:
@@ -128,3 +129,22 @@ def _prices_line(config: GatewayConfig) -> str:
     catalog = f"bundled catalog {CATALOG_VERSION}" if config.cost.catalog else "no catalog"
     header = "; x-tokenvoy-cost-usd on answers" if config.cost.response_header else ""
     return f"prices: {catalog}" + (f", overrides: {overrides}" if overrides else "") + header
+
+
+def _client_auth_lines(config: GatewayConfig) -> list[str]:
+    """Who may call: client ids and JWT providers (never a key), and the model allowlists."""
+    auth = config.client_auth
+    if auth is None:
+        return ["clients: not authenticated (budgets trust the headers clients send)"]
+    lines = [f"clients ({auth.policy}):"]
+    if auth.api_keys is not None:
+        keys = auth.api_keys
+        clients = ", ".join(credential.client for credential in keys.credentials)
+        lines.append(f"  API keys in {', '.join(keys.headers)}: {clients} (client id in {keys.client_id_header})")
+    for provider in auth.jwt.providers if auth.jwt else ():
+        jwks = provider.remote_jwks_uri or provider.local_jwks_file or "inline JWKS"
+        claims = ", ".join(f"{claim} to {header}" for claim, header in provider.claim_to_headers)
+        lines.append(f"  JWT {provider.name}: {jwks}" + (f"; claims {claims}" if claims else ""))
+    for rule in config.model_access:
+        lines.append(f"  models for {rule.header} in {', '.join(sorted(rule.values))}: {rule.describe()}")
+    return lines

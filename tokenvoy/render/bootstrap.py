@@ -161,6 +161,7 @@ from tokenvoy.config.model import (
     Rule,
 )
 from tokenvoy.config.model import Endpoint as BackendEndpoint
+from tokenvoy.render.client_auth import client_auth_filters, jwks_clusters
 from tokenvoy.render.envoy import (
     BUDGET_DESCRIPTOR_KEY,
     CONTENT_LENGTH_METADATA_KEY,
@@ -632,7 +633,11 @@ def backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) ->
 
 
 def backend_clusters(config: GatewayConfig, options: EnvoyOptions) -> list[Cluster]:
-    return [backend_cluster(config, rule, options) for _, rule in config.rules()]
+    """Every rule's cluster, and the remote JWKS hosts of client authentication (reloaded with them)."""
+    return [
+        *(backend_cluster(config, rule, options) for _, rule in config.rules()),
+        *jwks_clusters(config, _tls_context),
+    ]
 
 
 # ---- access log and Envoy's own replies ------------------------------------------------------------------
@@ -682,7 +687,8 @@ def _access_log(options: EnvoyOptions) -> list[AccessLog]:
 
 def listener(config: GatewayConfig, options: EnvoyOptions, rds: ConfigSource | None = None) -> Listener:
     """The gateway's listener; its routes inline, or (``rds``) read from that config source."""
-    http_filters = [router_ext_proc(options)]
+    http_filters = client_auth_filters(config) if config.client_auth else []
+    http_filters.append(router_ext_proc(options))
     if config.budgets:
         http_filters.append(_ratelimit_filter(options))
     http_filters.append(HttpFilter(name="envoy.filters.http.router", typed_config=_any(Router())))

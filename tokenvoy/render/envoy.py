@@ -48,6 +48,12 @@ MAX_BODY_BYTES = 50 * 1024 * 1024
 EXTPROC_MAX_MESSAGE_BYTES = 2 * MAX_BODY_BYTES + 1024 * 1024
 
 
+# Client API keys (SecurityPolicy apiKeyAuth): Envoy's api_key_auth filter gets its config, plaintext keys
+# included, from extproc over ECDS (gRPC), never from a rendered file (docs/auth.md).
+CLIENT_KEYS_FILTER = "tokenvoy.client_api_keys"
+API_KEY_AUTH_TYPE_URL = "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth"
+
+
 @dataclass(frozen=True)
 class EnvoyOptions:
     extproc_address: str  # "unix:/path" or "host:port"

@@ -47,6 +47,8 @@ ORIGINAL_PATH_METADATA_KEY = "original_path"
 # Anthropic's error types (https://docs.anthropic.com/en/api/errors) for the statuses Envoy answers.
 ANTHROPIC_TYPES = {
     400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     408: "timeout_error",
     413: "request_too_large",
@@ -154,6 +156,21 @@ def replies() -> list[Reply]:
             "invalid_request_error",
             "the request path is not valid (a `#` fragment, or characters a path may not hold): %REQ(:PATH)%",
         ),
+        # Client authentication (docs/auth.md): Envoy's api_key_auth and jwt_authn refuse before extproc.
+        Reply(
+            _details("missing_api_key", "unknown_api_key"),
+            401,
+            "authentication_error",
+            "missing or unknown API key: send the key the gateway gave you as `Authorization: Bearer <key>` "
+            "or `x-api-key: <key>` (%RESPONSE_CODE_DETAILS%)",
+        ),
+        Reply(
+            _envoys(401),
+            401,
+            "authentication_error",
+            "the client is not authenticated: %RESPONSE_CODE_DETAILS%",
+        ),
+        Reply(_envoys(403), 403, "permission_error", "the client is not allowed: %RESPONSE_CODE_DETAILS%"),
         Reply(_envoys(400), 400, "invalid_request_error", "the request is not valid HTTP: %RESPONSE_CODE_DETAILS%"),
         Reply(_envoys(404), 404, "not_found_error", "no route serves this request: %RESPONSE_CODE_DETAILS%"),
         Reply(_envoys(408), 408, "request_timeout", "the request did not arrive in time: %RESPONSE_CODE_DETAILS%"),
