@@ -325,18 +325,17 @@ def run(stack: Stack, duration: float, rate: float, concurrency: int) -> int:
     failures: list[str] = []
 
     print(f"soak: {elapsed:.0f} s at {rate:g} req/s, at most {concurrency} in flight, after a {WARMUP_S:g} s warm-up\n")
-    rows = []
+    columns: dict[str, list[str]] = {}
     for name in CHILDREN:
-        start, end = rss_start.get(name, 0), rss_end.get(name, 0)
-        boot = rss_boot.get(name, 0)
-        mib = [f"{kib / 1024:.1f}" for kib in (boot, start, end)]
-        rows.append([name, *mib, f"{(end - start) / 1024:+.1f}"])
+        boot, start, end = rss_boot.get(name, 0), rss_start.get(name, 0), rss_end.get(name, 0)
+        columns[name] = [*(f"{kib / 1024:.1f}" for kib in (boot, start, end)), f"{(end - start) / 1024:+.1f}"]
         if children.get(name) != children_end.get(name):
-            failures.append(f"{name} restarted (pid {children.get(name)} → {children_end.get(name)})")
+            failures.append(f"{name} restarted (pid {children.get(name)} -> {children_end.get(name)})")
         elif end > start * RSS_FACTOR + RSS_SLACK_KIB:
             failures.append(f"{name} RSS grew from {start} KiB to {end} KiB")
-    headers = ["process", "RSS at start (MiB)", "after warm-up", "at end", "growth since warm-up"]
-    print(table(headers, rows) + "\n")
+    labels = ["RSS at start (MiB)", "RSS after warm-up (MiB)", "RSS at end (MiB)", "growth since warm-up (MiB)"]
+    rows = [[label, *(columns[name][i] for name in CHILDREN)] for i, label in enumerate(labels)]
+    print(table(["process", *CHILDREN], rows) + "\n")
 
     rows = []
     for kind in KINDS:
