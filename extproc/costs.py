@@ -28,6 +28,11 @@ _DIRECT: dict[CostType, Callable[[TokenUsage], int]] = {
 }
 
 
+# The largest cost written into the metadata: what the rate-limit counters hold (docs/ratelimit.md, 2^40), and
+# small enough that Envoy formats it as a plain integer for hits_addend (not 1e+30, read as 1).
+MAX_COST = 2**40
+
+
 class CostConfigError(ValueError):
     pass
 
@@ -115,11 +120,11 @@ def _cel_cost(expression: str, key: str) -> Callable[[TokenUsage, CallContext], 
             log.warning("llmRequestCosts %s: CEL evaluation failed, cost 0: %s", key, _error_text(exc))
             return 0
         if isinstance(value, float) and math.isfinite(value):
-            return max(int(value), 0)  # only reachable on a branch the load-time check did not take
+            return min(max(int(value), 0), MAX_COST)  # only reachable on a branch the load-time check did not take
         if not _is_integer(value):
             log.warning("llmRequestCosts %s: CEL expression gave %r, not an integer; cost 0", key, value)
             return 0
-        return max(int(value), 0)
+        return min(max(int(value), 0), MAX_COST)
 
     return evaluate
 

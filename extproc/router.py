@@ -24,7 +24,7 @@ from tokenvoy.config.model import (
 from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.decoding import DecodeError, Decoder, UnsupportedEncoding, decoder_for
 from tokenvoy.extproc.errors import GatewayError
-from tokenvoy.extproc.estimate import reservation_values
+from tokenvoy.extproc.estimate import prompt_tokens, reservation_values
 from tokenvoy.extproc.gemini_paths import GeminiCall, gemini_call, is_gemini_path
 from tokenvoy.extproc.observe import CompletedRequest, NoObserver, RequestObserver
 from tokenvoy.extproc.pbutil import header_dict, header_mutation, immediate_response, metadata_struct
@@ -32,8 +32,10 @@ from tokenvoy.extproc.pricing import usd_text
 from tokenvoy.extproc.registry import Attempt, RequestContext, RequestRegistry, request_key
 from tokenvoy.extproc.request import check_identity_headers, read_body, read_gemini_body
 from tokenvoy.extproc.runtime import Runtime
-from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
+from tokenvoy.extproc.streamcharge import StreamMeter, precharged_output, running_charge
+from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest, Translator
 from tokenvoy.extproc.upstream import attempt_edit
+from tokenvoy.extproc.usage import TokenUsage
 from tokenvoy.pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from tokenvoy.render.envoy import endpoint_id
@@ -88,7 +90,9 @@ class RouterStream:
         self._decoder: Decoder | None = None  # undoes the provider's content-encoding (decoding.py)
         self._undecoded = False  # a content-encoding extproc cannot undo: the answer goes through untouched
         self._corrupt = False  # a streamed answer proved undecodable: the client got an error event, no more
-        self._costed: object = None  # the usage whose costs (CEL included) are already in the metadata
+        self._costed: TokenUsage | None = None  # the usage whose costs (CEL included) are in the metadata
+        self._prompt_estimate = 0  # a budgeted stream's estimated input tokens (its charge if cut short)
+        self._meter: StreamMeter | None = None  # a budgeted 200 stream: what the client got so far
         self._cost_micros: int | None = None  # the request's USD cost (price catalog), once its usage is known
         self.done = False  # True once the last message Envoy will send has been answered
 
@@ -274,6 +278,8 @@ class RouterStream:
         if not self._registry.add(self._request_id, context):
             raise GatewayError(503, "two requests in flight look identical to the gateway; retry", "overloaded_error")
         self._context = context
+        if request.stream and rule.costs:
+            self._prompt_estimate = prompt_tokens(parsed)
         tracing = self._tracing
         if tracing is not None:
             context.span, context.trace_headers = tracing.start(self._headers, request, self._started)
@@ -341,6 +347,11 @@ class RouterStream:
         if context.request.stream and self._status == 200:
             response.mode_override.CopyFrom(_STREAMED)
             remove.append("content-length")
+            if context.rule.costs and not headers.end_of_stream:
+                # From here on the metadata always holds what a cut would cost (streamcharge.py): a client
+                # that hangs up before the first byte still pays the prompt.
+                self._meter = StreamMeter(context.request.api)
+                self._attach_metadata(response, ended=False)
         if set_headers or remove:
             response.response_headers.response.header_mutation.CopyFrom(header_mutation(set_headers, remove))
         if headers.end_of_stream:
@@ -367,6 +378,8 @@ class RouterStream:
             replaced = attempt.translator.translate_response_body(self._status, chunk, body.end_of_stream)
             if replaced is None and self._decoder is not None:
                 replaced = chunk  # the client gets the decoded bytes too
+            if self._meter is not None:
+                self._meter.feed(chunk if replaced is None else replaced, body.end_of_stream)
             if replaced is not None:
                 response.response_body.response.body_mutation.body = replaced
                 if self._decoder is not None and body.end_of_stream and self._buffered():
@@ -375,12 +388,15 @@ class RouterStream:
         if body.end_of_stream:
             self._attach_metadata(response)
             self.done = True
+        elif self._meter is not None:
+            if self._charged_usage(attempt.translator, False) != self._costed:
+                self._attach_metadata(response, ended=False)  # the running charge grew: what a hang-up costs
         elif attempt.translator.usage is not self._costed and not self._buffered():
             # A stream's end (the provider's last empty chunk, a compressor's trailer) can come after its last
             # event, and a client that hangs up on that event (the openai SDK does, on [DONE]) makes Envoy drop
             # the end-of-stream message: the usage is attached as soon as it is known, so the budget charge
             # and the access log still get it. Envoy merges the end-of-stream metadata over this.
-            self._attach_metadata(response)
+            self._attach_metadata(response, ended=False)
         return response
 
     def _buffered(self) -> bool:
@@ -436,7 +452,19 @@ class RouterStream:
             mutation.body = _stream_error_event(self._client_api(), error)
             return None
 
-    def _attach_metadata(self, response: ep.ProcessingResponse) -> None:
+    def _charged_usage(self, translator: Translator, ended: bool) -> TokenUsage | None:
+        """The usage to charge now: the provider's, unless this is a budgeted stream whose client-facing end
+        (with the usage) has not come yet; then the running charge (streamcharge.py), pre-charged ahead of the
+        stream while it lasts, exact for what streamed once it ended without usage."""
+        usage = translator.usage
+        meter = self._meter
+        if meter is None or (meter.complete and usage is not None):
+            return usage
+        output = meter.output_tokens if ended else precharged_output(meter.output_tokens)
+        return running_charge(usage, self._prompt_estimate, output)
+
+    def _attach_metadata(self, response: ep.ProcessingResponse, ended: bool = True) -> None:
+        """``ended``: the last message of the answer (else a stream's running charge, rewritten as it grows)."""
         context = self._context
         attempt = context.attempt if context else None
         if context is None:
@@ -457,24 +485,26 @@ class RouterStream:
         if translator.response_model:
             values["response_model"] = translator.response_model
         usage = translator.usage
+        charged = self._charged_usage(translator, ended)
+        if charged is not None and charged != self._costed:
+            # costs already written stay (Envoy merges keys): a stream's usage is costed once per change
+            self._costed = charged
+            call = CallContext(
+                model=attempt.model,
+                backend=attempt.backend,
+                route_name=context.rule.route.name,
+                response_model=translator.response_model or "",
+                client_model=context.request.model,
+            )
+            costs = context.rule.cost_values(charged, call)
+            values.update(costs)
+            self._cost_micros = costs.get(COST_USD_MICROS_KEY)  # type: ignore[assignment]
+            # only a buffered answer: a stream's headers are gone before its usage is known
+            body_end = response.HasField("response_body") and self._buffered()
+            if self._runtime.cost_header and self._cost_micros is not None and body_end:
+                header = header_mutation({COST_HEADER: usd_text(self._cost_micros)}).set_headers
+                response.response_body.response.header_mutation.set_headers.extend(header)
         if usage is not None:
-            if usage is not self._costed:  # a stream's costs were attached when its usage came (Envoy merges keys)
-                self._costed = usage
-                call = CallContext(
-                    model=attempt.model,
-                    backend=attempt.backend,
-                    route_name=context.rule.route.name,
-                    response_model=translator.response_model or "",
-                    client_model=context.request.model,
-                )
-                costs = context.rule.cost_values(usage, call)
-                values.update(costs)
-                self._cost_micros = costs.get(COST_USD_MICROS_KEY)  # type: ignore[assignment]
-                # only a buffered answer: a stream's headers are gone before its usage is known
-                body_end = response.HasField("response_body") and self._buffered()
-                if self._runtime.cost_header and self._cost_micros is not None and body_end:
-                    header = header_mutation({COST_HEADER: usd_text(self._cost_micros)}).set_headers
-                    response.response_body.response.header_mutation.set_headers.extend(header)
             if context.request.stream and self._first_chunk_at is not None:
                 values["token_latency_ttft"] = round((self._first_chunk_at - context.started) * 1000, 3)
                 if usage.output > 1 and self._last_chunk_at is not None:

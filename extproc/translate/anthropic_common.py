@@ -22,7 +22,7 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.jsonedit import remove_top_level, set_top_level
 from tokenvoy.extproc.sse import SSEEvent, SSEParser
-from tokenvoy.extproc.usage import TokenUsage
+from tokenvoy.extproc.usage import TokenUsage, token_count
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,10 @@ _USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cach
 
 def usage_from_anthropic(usage: dict[str, Any]) -> TokenUsage:
     """DESIGN §4: Anthropic's ``input_tokens`` exclude cache reads and writes, so they are added back."""
-    plain = _int(usage.get("input_tokens"))
-    cache_read = _int(usage.get("cache_read_input_tokens"))
-    cache_creation = _int(usage.get("cache_creation_input_tokens"))
-    output = _int(usage.get("output_tokens"))
+    plain = token_count(usage.get("input_tokens"), "input_tokens")
+    cache_read = token_count(usage.get("cache_read_input_tokens"), "cache_read_input_tokens")
+    cache_creation = token_count(usage.get("cache_creation_input_tokens"), "cache_creation_input_tokens")
+    output = token_count(usage.get("output_tokens"), "output_tokens")
     total_input = plain + cache_read + cache_creation
     return TokenUsage(
         input=total_input,
@@ -141,10 +141,6 @@ _STATUS_TYPES = {status: error_type for error_type, status in ERROR_STATUS.items
 def _type_for(status: int) -> str:
     """Anthropic's error type for a status (529 → overloaded_error), else the gateway's usual one."""
     return _STATUS_TYPES.get(status) or GatewayError(status, "").error_type
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 # ---- the wire: where the body goes and how the answer comes back ---------------------------------------

@@ -32,7 +32,7 @@ from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.eventstream import EventMessage, EventStreamDecoder, EventStreamError
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
-from tokenvoy.extproc.usage import TokenUsage
+from tokenvoy.extproc.usage import TokenUsage, token_count
 
 TARGET = "an AWS Bedrock backend"
 ERROR_TYPE_HEADER = "x-amzn-errortype"
@@ -101,10 +101,10 @@ def usage_from_bedrock(usage: object) -> TokenUsage:
     """DESIGN §4: Bedrock's ``inputTokens`` exclude cache reads and writes, so they are added back."""
     if not isinstance(usage, dict):
         return TokenUsage()
-    plain = _int(usage.get("inputTokens"))
-    cache_read = _int(usage.get("cacheReadInputTokens"))
-    cache_write = _int(usage.get("cacheWriteInputTokens"))
-    output = _int(usage.get("outputTokens"))
+    plain = token_count(usage.get("inputTokens"), "inputTokens")
+    cache_read = token_count(usage.get("cacheReadInputTokens"), "cacheReadInputTokens")
+    cache_write = token_count(usage.get("cacheWriteInputTokens"), "cacheWriteInputTokens")
+    output = token_count(usage.get("outputTokens"), "outputTokens")
     total_input = plain + cache_read + cache_write
     return TokenUsage(
         input=total_input,
@@ -162,10 +162,6 @@ def exception_details(message: EventMessage) -> tuple[str, int, str]:
     if not isinstance(text, str):
         text = message.payload.decode("utf-8", errors="replace").strip() or f"the provider's stream failed: {name}"
     return error_type, EXCEPTION_STATUS.get(error_type, 500), text
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 # ---- request pieces -------------------------------------------------------------------------------------

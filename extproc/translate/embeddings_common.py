@@ -22,7 +22,7 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, invalid_field, openai_error_body, untranslatable_field
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText
-from tokenvoy.extproc.usage import TokenUsage
+from tokenvoy.extproc.usage import TokenUsage, token_count
 
 ENCODINGS = ("float", "base64")
 EMBEDDINGS_PATH = "/embeddings"
@@ -84,6 +84,8 @@ def embeddings_list(vectors: list[list[float]], model: str, prompt_tokens: int, 
 
 
 def input_usage(tokens: int) -> TokenUsage:
+    """``tokens``: the provider's count, clamped like every usage field (``usage.token_count``)."""
+    tokens = token_count(tokens, "input tokens")
     return TokenUsage(input=tokens, total=tokens)
 
 

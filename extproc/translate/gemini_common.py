@@ -36,7 +36,7 @@ from urllib.parse import quote
 import orjson
 
 from tokenvoy.extproc.errors import GatewayError, untranslatable_field
-from tokenvoy.extproc.usage import TokenUsage
+from tokenvoy.extproc.usage import TokenUsage, token_count
 
 GENERATE_SUFFIX = ":generateContent"
 STREAM_SUFFIX = ":streamGenerateContent?alt=sse"
@@ -74,12 +74,13 @@ def usage_from_gemini(metadata: dict[str, Any]) -> TokenUsage:
     ``candidatesTokenCount`` + ``thoughtsTokenCount``: OpenAI's ``completion_tokens`` include reasoning,
     and Google bills thoughts as output; the thoughts alone are also ``reasoning``. total = input + output,
     which is Gemini's ``totalTokenCount``."""
-    prompt = _int(metadata.get("promptTokenCount")) + _int(metadata.get("toolUsePromptTokenCount"))
-    thoughts = _int(metadata.get("thoughtsTokenCount"))
-    output = _int(metadata.get("candidatesTokenCount")) + thoughts
+    prompt = token_count(metadata.get("promptTokenCount"), "promptTokenCount")
+    prompt += token_count(metadata.get("toolUsePromptTokenCount"), "toolUsePromptTokenCount")
+    thoughts = token_count(metadata.get("thoughtsTokenCount"), "thoughtsTokenCount")
+    output = token_count(metadata.get("candidatesTokenCount"), "candidatesTokenCount") + thoughts
     return TokenUsage(
         input=prompt,
-        cached_input=_int(metadata.get("cachedContentTokenCount")),
+        cached_input=token_count(metadata.get("cachedContentTokenCount"), "cachedContentTokenCount"),
         output=output,
         reasoning=thoughts,
         total=prompt + output,
@@ -142,10 +143,6 @@ def stream_error(error: object) -> GatewayError:
     status = code if isinstance(code, int) and 400 <= code <= 599 else ERROR_STATUS.get(str(error.get("status")), 500)
     message = error.get("message")
     return GatewayError(status, message if isinstance(message, str) and message else "provider stream error")
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 # ---- JSON Schema → Gemini Schema ----------------------------------------------------------------------

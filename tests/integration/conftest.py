@@ -47,6 +47,7 @@ class Gateway:
     stderr_path: Path
     metrics_url: str = ""  # extproc's admin port: /metrics and /healthz
     admin_url: str = ""  # tokenvoy run's admin port: the gateway's /healthz, Envoy's admin read-only
+    ratelimit_metrics_url: str = ""  # the ratelimit process's /metrics (budget counters charged)
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -105,7 +106,8 @@ def start_gateway(
         config.write_text(config_text or gateway_config(listener_port, fake_port, budget_tokens))
         argv += ["--config", str(config)]
     argv += ["--run-dir", str(directory / "run"), "--admin-port", str(admin_port), "--metrics-port", str(metrics_port)]
-    argv += ["--ratelimit-metrics-port", str(free_port())]
+    ratelimit_metrics_port = free_port()
+    argv += ["--ratelimit-metrics-port", str(ratelimit_metrics_port)]
     stdout_path, stderr_path = directory / "stdout.log", directory / "stderr.log"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
@@ -120,6 +122,7 @@ def start_gateway(
         stderr_path=stderr_path,
         metrics_url=f"http://127.0.0.1:{metrics_port}",
         admin_url=f"http://127.0.0.1:{admin_port}",
+        ratelimit_metrics_url=f"http://127.0.0.1:{ratelimit_metrics_port}",
     )
     deadline = time.monotonic() + startup_timeout
     while "tokenvoy: ready" not in gateway.stderr():

@@ -169,6 +169,7 @@ def bedrock_invoke(request: Request, app: App, chunk_delay: float) -> Response:
     reply = anthropic_messages.create_message(
         orjson.dumps(body), _ANTHROPIC_HEADERS, message_id=app.next_id("msg_bdrk_")
     )
+    app.record_usage(request, reply.status, reply.body, reply.events)
     if reply.status != 200:  # Anthropic's refusal, passed on as Bedrock words it
         error = (reply.body or {}).get("error") or {}
         return bedrock_error(reply.status, str(error.get("message", "the model refused the request")))
@@ -276,6 +277,7 @@ def vertex_raw_predict(request: Request, app: App, chunk_delay: float) -> Respon
     reply = anthropic_messages.create_message(
         orjson.dumps(body), _ANTHROPIC_HEADERS, message_id=app.next_id("msg_vrtx_")
     )
+    app.record_usage(request, reply.status, reply.body, reply.events)
     if reply.events is None:
         return Response(reply.status, orjson.dumps(reply.body), JSON)
     return _stream([anthropic_messages.sse_frame(e) for e in reply.events], SSE, chunk_delay)

@@ -616,6 +616,8 @@ def frames(events: list[tuple[str, dict[str, Any]]], exception: str | None = Non
 class _Ids(Protocol):
     def next_id(self, prefix: str) -> str: ...
 
+    def record_usage(self, request: Request, status: int, body: Any, events: list[Any] | None) -> None: ...
+
 
 def matches(path: str) -> bool:
     return _PATH.search(path) is not None
@@ -651,6 +653,7 @@ def handle(request: Request, ids: _Ids, chunk_delay: float) -> Response:
     stream = match.group(2) == "converse-stream"
     request_id = _request_id(ids)
     reply = converse(request.body, stream=stream, request_number=request_id[:8])
+    ids.record_usage(request, reply.status if reply.error_type is None else 400, reply.body, reply.events)
     if reply.error_type is not None or reply.status != 200:
         return error_response(reply.status, (reply.body or {}).get("message", ""), reply.error_type, request_id)
     headers = [("x-amzn-requestid", request_id)]

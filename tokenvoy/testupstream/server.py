@@ -37,6 +37,10 @@ Endpoints
         ``method``, ``path`` (with query), ``headers`` (lower-cased names), ``body`` (text).
     ``DELETE /__testupstream/requests``
         clears that list (``204``).
+    ``GET /__testupstream/usage``, ``DELETE /__testupstream/usage``
+        the token usage the fake reported in its 2xx chat answers (every schema), summed in all and per
+        ``x-user-id``: ``{"total": {"requests", "input_tokens", "output_tokens", "total_tokens"}, "by_user":
+        {...}}``; a stream counts whole, even if the client hung up early (see ``usage_tally.py``).
     ``POST /__testupstream/gcp/token``, ``/{tenant}/oauth2/v2.0/token`` (+ its openid-configuration),
     ``GET|DELETE /__testupstream/tokens``
         fake Google and Microsoft Entra token endpoints and the grants they issued; see ``token_endpoints.py``.
@@ -120,6 +124,7 @@ from tokenvoy.testupstream import (
     token_endpoints,
 )
 from tokenvoy.testupstream.http import HttpServer, Request, Response, start
+from tokenvoy.testupstream.usage_tally import UsageTally
 
 __all__ = [
     "App",
@@ -133,6 +138,7 @@ __all__ = [
 
 RECORD_LIMIT = 100
 REQUESTS_PATH = "/__testupstream/requests"
+USAGE_PATH = "/__testupstream/usage"
 
 H_STATUS = "x-testupstream-status"
 H_BODY = "x-testupstream-body"
@@ -185,6 +191,7 @@ def _openai_chat(request: Request, app: App, chunk_delay: float) -> Response:
     except orjson.JSONDecodeError:
         return json_response(400, openai_chat.invalid_json_error())
     reply = openai_chat.chat_completion(payload, completion_id=app.next_id("chatcmpl-"), created=app.now())
+    app.record_usage(request, reply.status, reply.body, reply.chunks)
     if reply.chunks is None:
         return json_response(reply.status, reply.body)
     frames = [openai_chat.sse_frame(c) for c in reply.chunks]
@@ -262,6 +269,7 @@ def _anthropic_error(status: int, message: str) -> Response:
 def _anthropic_messages(request: Request, app: App, chunk_delay: float) -> Response:
     """Adapter: HTTP request → :func:`anthropic_messages.create_message` → JSON or SSE response."""
     reply = anthropic_messages.create_message(request.body, request.headers, message_id=app.next_id("msg_"))
+    app.record_usage(request, reply.status, reply.body, reply.events)
     if reply.events is None:
         return json_response(reply.status, reply.body)
     frames = [anthropic_messages.sse_frame(e) for e in reply.events]
@@ -319,6 +327,7 @@ def _azure(request: Request, app: App, chunk_delay: float) -> Response:
             return _azure_error(reply.status, str(error.get("message", "Bad request")))
         return json_response(200, reply.body)
     chat = azure.chat_completion(payload, deployment, completion_id=app.next_id("chatcmpl-"), created=app.now())
+    app.record_usage(request, chat.status, chat.body, chat.chunks)
     if chat.chunks is None:
         return json_response(chat.status, chat.body)
     return _sse(chat.status, [openai_chat.sse_frame(c) for c in chat.chunks], chunk_delay)
@@ -378,6 +387,7 @@ def _openai_completions(request: Request, app: App, chunk_delay: float) -> Respo
     if payload is _INVALID:
         return json_response(400, openai_chat.invalid_json_error())
     reply = completions.completion(payload, completion_id=app.next_id("cmpl-"), created=app.now())
+    app.record_usage(request, reply.status, reply.body, reply.chunks)
     if reply.chunks is None:
         return json_response(reply.status, reply.body)
     return _sse(reply.status, [openai_chat.sse_frame(c) for c in reply.chunks], chunk_delay)
@@ -493,6 +503,7 @@ def _gemini(request: Request, app: App, chunk_delay: float) -> Response:
         response_id=app.next_id("gemini-response-"),
         created=gemini.create_time(app.now()),
     )
+    app.record_usage(request, reply.status, reply.body, reply.chunks)
     if reply.chunks is None:
         return json_response(reply.status, reply.body)
     if "alt=sse" not in request.query.split("&"):
@@ -584,6 +595,12 @@ class App:
         self.aws_keys = aws_auth.known_keys()
         self.require_sigv4 = aws_auth.required({})
         self.stored_responses: set[str] = set()  # Responses API ids a `previous_response_id` may name
+        self.usage = UsageTally()
+
+    def record_usage(self, request: Request, status: int, body: Any, events: list[Any] | None) -> None:
+        """Count what a chat answer reports (``events``: a stream's documents, else ``body``)."""
+        if 200 <= status < 300:
+            self.usage.record(request.headers, [body] if events is None else events)
 
     def next_id(self, prefix: str) -> str:
         """Sequential ids (``chatcmpl-1``, ``chatcmpl-2``, ...) so replies are reproducible per run."""
@@ -702,6 +719,12 @@ class App:
             return Response(200, b"ok", "text/plain")
         if self.tokens.handles_admin(request.path):
             return self.tokens.admin(request)
+        if request.path == USAGE_PATH:
+            if request.method == "GET":
+                return json_response(200, self.usage.as_dict())
+            if request.method == "DELETE":
+                self.usage.clear()
+                return Response(204, b"", None)
         if request.path == REQUESTS_PATH:
             if request.method == "GET":
                 return json_response(200, self.requests())
