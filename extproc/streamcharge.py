@@ -58,14 +58,20 @@ def running_charge(reported: TokenUsage | None, prompt_estimate: int, output_tok
     )
 
 
+# Responses API events that end a stream with its usage (response.completed, or cut short by a limit/failure)
+_RESPONSES_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
 class StreamMeter:
     """Reads the client-facing stream (any backend's answer, once translated): the generated text's bytes
     (content, reasoning, tool-call arguments) and whether the stream reached its end with the usage."""
 
-    __slots__ = ("_anthropic", "_parser", "complete", "text_bytes")
+    __slots__ = ("_anthropic", "_gemini", "_parser", "_responses", "complete", "text_bytes")
 
     def __init__(self, api: ClientAPI) -> None:
         self._anthropic = api is ClientAPI.ANTHROPIC_MESSAGES
+        self._responses = api is ClientAPI.OPENAI_RESPONSES
+        self._gemini = api is ClientAPI.GEMINI_GENERATE
         self._parser = SSEParser()
         self.text_bytes = 0
         self.complete = False
@@ -92,6 +98,10 @@ class StreamMeter:
             if isinstance(payload, dict):
                 if self._anthropic:
                     self._anthropic_event(payload)
+                elif self._responses:
+                    self._responses_event(payload)
+                elif self._gemini:
+                    self._gemini_chunk(payload)
                 else:
                     self._openai_chunk(payload)
 
@@ -132,6 +142,38 @@ class StreamMeter:
                 self._count(block.get("name"))
         elif kind in ("message_delta", "message_stop"):
             self.complete = True
+
+    def _responses_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if not isinstance(kind, str):
+            return
+        if kind.endswith(".delta"):  # output_text, refusal, function_call_arguments, reasoning summary text
+            self._count(event.get("delta"))
+        elif kind in _RESPONSES_ENDS:
+            self.complete = True
+
+    def _gemini_chunk(self, chunk: dict[str, Any]) -> None:
+        candidates = chunk.get("candidates")
+        if not isinstance(candidates, list):
+            return
+        for candidate in candidates:
+            if not isinstance(candidate, dict):
+                continue
+            content = candidate.get("content")
+            parts = content.get("parts") if isinstance(content, dict) else None
+            for part in parts if isinstance(parts, list) else ():
+                if not isinstance(part, dict):
+                    continue
+                self._count(part.get("text"))
+                call = part.get("functionCall")
+                if isinstance(call, dict):
+                    self._count(call.get("name"))
+                    args = call.get("args")
+                    if args is not None:
+                        self._count(orjson.dumps(args).decode())
+            # Gemini sends its usage with the chunk that carries the finish reason
+            if candidate.get("finishReason") and isinstance(chunk.get("usageMetadata"), dict):
+                self.complete = True
 
     def _count(self, value: object) -> None:
         if isinstance(value, str) and value:

@@ -93,3 +93,30 @@ def test_an_error_event_or_garbage_neither_counts_nor_completes() -> None:
     meter = StreamMeter(ClientAPI.OPENAI_CHAT)
     meter.feed(_sse({"error": {"message": "boom"}}, b"not json"), end_of_stream=True)
     assert (meter.text_bytes, meter.complete) == (0, False)
+
+
+def test_responses_events_count_text_and_call_arguments_until_response_completed() -> None:
+    meter = StreamMeter(ClientAPI.OPENAI_RESPONSES)
+    meter.feed(_sse({"type": "response.created", "response": {"id": "resp_1"}}, event="response.created"))
+    meter.feed(_sse({"type": "response.output_text.delta", "delta": "abcd"}, event="response.output_text.delta"))
+    meter.feed(
+        _sse(
+            {"type": "response.function_call_arguments.delta", "delta": '{"a":1}'},
+            event="response.function_call_arguments.delta",
+        )
+    )
+    meter.feed(_sse({"type": "response.output_text.done", "text": "abcd"}))  # a recap, not more output
+    assert (meter.text_bytes, meter.complete) == (4 + 7, False)
+    meter.feed(_sse({"type": "response.completed", "response": {"usage": {"input_tokens": 3}}}))
+    assert meter.complete
+
+
+def test_gemini_chunks_count_text_and_function_calls_until_the_finish_reason_with_usage() -> None:
+    meter = StreamMeter(ClientAPI.GEMINI_GENERATE)
+    text = {"candidates": [{"content": {"role": "model", "parts": [{"text": "hello"}]}}]}
+    call = {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {"a": 1}}}]}}]}
+    meter.feed(_sse(text, call))
+    assert (meter.text_bytes, meter.complete) == (5 + 1 + 7, False)
+    end = {"candidates": [{"content": {"parts": [{"text": ""}]}, "finishReason": "STOP"}], "usageMetadata": {}}
+    meter.feed(_sse(end))
+    assert meter.complete
