@@ -62,6 +62,8 @@ ANTHROPIC_TYPES = {
 # Google's canonical codes (google.rpc.Code, the Gemini API's ``error.status``) for the statuses Envoy answers.
 GOOGLE_STATUSES = {
     400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     408: "DEADLINE_EXCEEDED",
     413: "INVALID_ARGUMENT",
