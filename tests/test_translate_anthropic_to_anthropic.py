@@ -199,7 +199,7 @@ def test_envoy_local_replies_have_anthropic_variants_keyed_on_the_clients_path()
     anthropic = [m for m in mappers if "code" not in m["body_format_override"]["json_format"]["error"]]
     assert len(anthropic) * 3 == len(mappers)  # Anthropic's, Google's (Gemini API) and OpenAI's shapes
     assert mappers[: len(anthropic)] == anthropic  # first match wins
-    assert {m["status_code"] for m in anthropic} == {400, 404, 408, 413, 429, 431, 500, 502, 503, 504}
+    assert {m["status_code"] for m in anthropic} == {400, 401, 403, 404, 408, 413, 429, 431, 500, 502, 503, 504}
     for mapper in anthropic:
         keyed = mapper["filter"]["and_filter"]["filters"][0]["extension_filter"]["typed_config"]["expression"]
         assert "original_path" in keyed and "request.path" in keyed and "'/anthropic/'" in keyed
