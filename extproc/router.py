@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, MODEL_HEADER, ORIGINAL_PATH_HEADER
 from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.decoding import DecodeError, Decoder, UnsupportedEncoding, decoder_for
-from tokenvoy.extproc.errors import GatewayError
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError
 from tokenvoy.extproc.estimate import reservation_values
 from tokenvoy.extproc.observe import CompletedRequest, NoObserver, RequestObserver
 from tokenvoy.extproc.pbutil import header_dict, header_mutation, immediate_response, metadata_struct
@@ -68,6 +68,7 @@ class RouterStream:
         self._decoder: Decoder | None = None  # undoes the provider's content-encoding (decoding.py)
         self._undecoded = False  # a content-encoding extproc cannot undo: the answer goes through untouched
         self._corrupt = False  # a streamed answer proved undecodable: the client got an error event, no more
+        self._stream_failed = False  # a streamed answer proved malformed: the client got an error event, no more
         self._costed: object = None  # the usage whose costs (CEL included) are already in the metadata
         self.done = False  # True once the last message Envoy will send has been answered
 
@@ -295,6 +296,11 @@ class RouterStream:
         if attempt is None:
             self.done = body.end_of_stream
             return response
+        if self._stream_failed:
+            response.response_body.response.body_mutation.body = b""
+            if body.end_of_stream:
+                self.done = True
+            return response
         chunk: bytes | None = body.body
         if self._decoder is not None:
             chunk = self._decode(body.body, body.end_of_stream, response)
@@ -304,7 +310,18 @@ class RouterStream:
                 self._first_chunk_at = now
             self._last_chunk_at = now
         if chunk is not None and not self._undecoded:
-            replaced = attempt.translator.translate_response_body(self._status, chunk, body.end_of_stream)
+            try:
+                replaced = attempt.translator.translate_response_body(self._status, chunk, body.end_of_stream)
+            except UpstreamShapeError as error:
+                if self._buffered():  # nothing reached the client yet: a 502 in its API's error shape
+                    reply = self._reject(error, "tokenvoy_upstream_malformed")
+                    self._attach_metadata(reply)  # zero costs, as for any failed request
+                    return reply
+                # The status line is out: the events translated so far, then one error event, then nothing.
+                log.debug("request %s: malformed streamed answer: %s", self._request_id, error.message)
+                self._stream_failed = True
+                self._error_type = error.error_type
+                replaced = error.emitted + self._client_api().stream_error_event(error)
             if replaced is None and self._decoder is not None:
                 replaced = chunk  # the client gets the decoded bytes too
             if replaced is not None:
@@ -373,7 +390,7 @@ class RouterStream:
                 raise error from None
             self._corrupt = True
             self._error_type = error.error_type
-            mutation.body = _stream_error_event(self._client_api(), error)
+            mutation.body = self._client_api().stream_error_event(error)
             return None
 
     def _attach_metadata(self, response: ep.ProcessingResponse) -> None:
@@ -415,13 +432,6 @@ class RouterStream:
 
 
 _UNSUPPORTED_SEEN: set[str] = set()  # content-encodings already logged (bounded)
-
-
-def _stream_error_event(api: ClientAPI, error: GatewayError) -> bytes:
-    """An error as the client's SDK reads it mid-stream (the SDKs raise it): Anthropic's ``event: error``,
-    OpenAI's ``data: {"error": …}``. Blank lines first end any event a cut-off chunk left open."""
-    event = b"event: error\n" if api is ClientAPI.ANTHROPIC_MESSAGES else b""
-    return b"\n\n" + event + b"data: " + api.error_body(error) + b"\n\n"
 
 
 def _continue_for(kind: str | None) -> ep.ProcessingResponse:

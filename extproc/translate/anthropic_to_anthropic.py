@@ -39,10 +39,12 @@ from tokenvoy.extproc.translate.anthropic_common import (
 )
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 _USAGE_EVENTS = frozenset({"message_start", "message_delta"})
 _CAPTURE_EVENTS = _USAGE_EVENTS | {"content_block_delta"}
+_END_EVENTS = frozenset({"message_stop", "error"})  # the events after which Anthropic's stream is complete
 
 
 class AnthropicToAnthropic:
@@ -58,6 +60,7 @@ class AnthropicToAnthropic:
         self._raw_usage: dict[str, int] = {}
         self._error_headers: dict[str, str] = {}
         self._error_chunks: list[bytes] = []
+        self._ended = False  # message_stop (or an error event) came: the stream is complete
         self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
@@ -104,9 +107,12 @@ class AnthropicToAnthropic:
         return anthropic_error_body(GatewayError(status, message, error_type))
 
     def _read_whole(self, chunk: bytes, end_of_stream: bool) -> None:
-        body = self._whole.feed(chunk, end_of_stream)
-        if body is not None:
-            self._take_message(body)
+        raw = self._whole.collect(chunk, end_of_stream)
+        if raw is None:
+            return
+        body = answer_object(raw, "the provider")  # the bytes go through unchanged, but only a message
+        require(body, "content", list, "the provider")
+        self._take_message(body)
 
     def _read_stream(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         """Reads the usage; returns the SSE bytes for the client when the wire is not SSE (else None)."""
@@ -120,6 +126,8 @@ class AnthropicToAnthropic:
             data = event.data
             if not data:
                 continue
+            if event.event in _END_EVENTS or (event.event is None and _unnamed_end(data)):
+                self._ended = True
             # Only the two events that carry usage are decoded; text deltas are skipped unread unless
             # tracing keeps the answer text.
             wanted = _CAPTURE_EVENTS if self.answer.keep else _USAGE_EVENTS
@@ -142,6 +150,8 @@ class AnthropicToAnthropic:
                 delta = payload.get("delta")
                 if isinstance(delta, dict) and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                     self.answer.add(delta["text"])
+        if end_of_stream and not self._ended:  # cut short, or not Anthropic's stream at all
+            raise stream_cut("the provider", "`message_stop`", chunk if reframed is None else reframed)
         return reframed
 
     def _take_message(self, message: dict[str, Any]) -> None:
@@ -160,3 +170,15 @@ class AnthropicToAnthropic:
         self._raw_usage = merge_usage(self._raw_usage, usage)
         if self._raw_usage:
             self.usage = usage_from_anthropic(self._raw_usage)
+
+
+def _unnamed_end(data: str) -> bool:
+    """Whether an event sent without an ``event:`` line is ``message_stop`` or ``error`` (read only when the
+    name appears in it)."""
+    if '"message_stop"' not in data and '"error"' not in data:
+        return False
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(payload, dict) and payload.get("type") in _END_EVENTS

@@ -49,6 +49,7 @@ import orjson
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.translate.base import ClientRequest
 from tokenvoy.extproc.translate.bedrock_common import (
+    PROVIDER,
     BedrockTranslator,
     append_turn,
     cache_point,
@@ -62,6 +63,7 @@ from tokenvoy.extproc.translate.bedrock_common import (
     unsupported,
     usage_from_bedrock,
 )
+from tokenvoy.extproc.translate.shapes import stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 STOP_REASONS = {
@@ -542,5 +544,5 @@ class AnthropicToBedrock(BedrockTranslator):
     def on_end(self, out: list[bytes]) -> None:
         if self._stop_reason is not None:
             self._finish(out)  # no metadata event: the answer is complete, its usage unknown
-        else:
-            self.on_error(502, "api_error", "the provider's stream ended before the answer was complete", out)
+        else:  # cut short: the events so far, then the router's error event
+            raise stream_cut(PROVIDER, "`messageStop`", b"".join(out))

@@ -44,14 +44,16 @@ from typing import Any
 import orjson
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, anthropic_error_body, untranslatable_field
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, anthropic_error_body, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
+from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 CHAT_PATH = "/chat/completions"
+PROVIDER = "the OpenAI-schema provider"
 STOP_REASONS = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -478,9 +480,10 @@ class AnthropicToOpenAI:
         return self._translate_stream(chunk, end_of_stream)
 
     def _whole(self, raw: bytes) -> bytes:
-        completion = json_object(raw)
-        if completion is None:
-            return raw  # not OpenAI's JSON: hand the client what came rather than nothing
+        completion = answer_object(raw, PROVIDER)  # not OpenAI's answer: a 502, not an invented empty one
+        choices = require(completion, "choices", list, PROVIDER)
+        if not choices or not isinstance(choices[0], dict) or not isinstance(choices[0].get("message"), dict):
+            raise UpstreamShapeError(f"{PROVIDER}'s answer has no `choices[0].message` object")
         self._take(completion)
         if self.answer.keep:
             choices = completion.get("choices")
@@ -524,8 +527,8 @@ class AnthropicToOpenAI:
         if end_of_stream and not self._finished:
             if self._stop_reason is not None:
                 self._finish(out)  # some servers end without [DONE]
-            else:
-                self._error("api_error", "the provider's stream ended before the answer was complete", out)
+            else:  # cut short, or not OpenAI's stream at all
+                raise stream_cut(PROVIDER, "a finish reason or `[DONE]`", b"".join(out))
         return b"".join(out)
 
     def _start(self, out: list[bytes]) -> None:

@@ -27,6 +27,12 @@ class ClientAPI(StrEnum):
         """The gateway's own errors in this API's shape (DESIGN §4)."""
         return anthropic_error_body(error) if self is ClientAPI.ANTHROPIC_MESSAGES else openai_error_body(error)
 
+    def stream_error_event(self, error: GatewayError) -> bytes:
+        """An error as this API's SDK reads it mid-stream (the SDKs raise it): Anthropic's ``event: error``,
+        OpenAI's ``data: {"error": …}``. Blank lines first end any event a cut-off chunk left open."""
+        event = b"event: error\n" if self is ClientAPI.ANTHROPIC_MESSAGES else b""
+        return b"\n\n" + event + b"data: " + self.error_body(error) + b"\n\n"
+
 
 @dataclass(slots=True)
 class ClientRequest:
@@ -73,5 +79,9 @@ class Translator(Protocol):
         ...
 
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        """Bytes for the client in place of ``chunk`` (None = unchanged); buffered bodies arrive whole."""
+        """Bytes for the client in place of ``chunk`` (None = unchanged); buffered bodies arrive whole.
+
+        A 2xx that is not the provider's answer (or a stream that ends unfinished) raises
+        :class:`~tokenvoy.extproc.errors.UpstreamShapeError`: the router answers 502, or ends the stream
+        with an error event after the error's ``emitted`` bytes."""
         ...

@@ -57,8 +57,9 @@ from tokenvoy.extproc.translate.anthropic_common import (
     usage_from_anthropic,
 )
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
+from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
 from tokenvoy.extproc.translate.openai_common import data_uri, function_calls
+from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 DEFAULT_MAX_TOKENS = 4096
@@ -74,6 +75,7 @@ FINISH_REASONS = {
     "refusal": "content_filter",
 }
 _DONE = b"data: [DONE]\n\n"
+PROVIDER = "the Anthropic-schema provider"
 # Fields whose only expressible value is their default: (field, accepted values, why).
 _DEFAULT_ONLY: tuple[tuple[str, tuple[object, ...], str], ...] = (
     ("n", (None, 1), "Anthropic returns one choice per request"),
@@ -477,9 +479,8 @@ class OpenAIToAnthropic:
         raw = self._body.collect(chunk, end_of_stream)
         if raw is None:
             return b""
-        message = json_object(raw)
-        if message is None:
-            return raw  # not Anthropic's JSON: hand the client what came rather than nothing
+        message = answer_object(raw, PROVIDER)  # not Anthropic's answer: a 502, not an invented empty one
+        require(message, "content", list, PROVIDER)
         self._take_message(message)
         completion = chat_completion(message, int(self._clock()))
         if self.answer.keep and isinstance(completion["choices"][0]["message"].get("content"), str):
@@ -521,6 +522,8 @@ class OpenAIToAnthropic:
                 continue
             if isinstance(payload, dict):
                 self._stream_event(payload, out)
+        if end_of_stream and not self._finished:  # cut short, or not Anthropic's stream at all
+            raise stream_cut(PROVIDER, "`message_stop`", b"".join(out))
         return b"".join(out)
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:

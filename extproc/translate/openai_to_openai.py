@@ -16,9 +16,11 @@ from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.shapes import answer_object, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 CHAT_PATH = "/chat/completions"
+PROVIDER = "the OpenAI-schema provider"
 
 
 class OpenAIToOpenAI:
@@ -29,6 +31,7 @@ class OpenAIToOpenAI:
         self._strip_usage_chunk = False
         self._parser: SSEParser | None = None
         self._whole = WholeBody()
+        self._done = False  # `data: [DONE]` (or an error event) came: the stream is complete
         self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
@@ -63,9 +66,9 @@ class OpenAIToOpenAI:
         return self._read_stream(chunk, end_of_stream)
 
     def _read_whole(self, chunk: bytes, end_of_stream: bool) -> None:
-        body = self._whole.feed(chunk, end_of_stream)
-        if body is not None:
-            self._take(body)
+        raw = self._whole.collect(chunk, end_of_stream)
+        if raw is not None:  # the bytes go through unchanged, but only if they are an answer at all
+            self._take(answer_object(raw, PROVIDER))
 
     def _read_stream(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         parser = self._parser or SSEParser()
@@ -76,14 +79,18 @@ class OpenAIToOpenAI:
         kept = []
         for event in events:
             data = event.data
-            if data and data != "[DONE]":
+            if data == "[DONE]":
+                self._done = True
+            elif data:
                 has_usage = '"usage"' in data
-                if has_usage or self.response_model is None or self.answer.keep:
+                if has_usage or self.response_model is None or self.answer.keep or '"error"' in data:
                     try:
                         payload = orjson.loads(data)
                     except orjson.JSONDecodeError:
                         payload = None
                     if isinstance(payload, dict):
+                        if "error" in payload and not payload.get("choices"):
+                            self._done = True  # a provider's mid-stream error ends the stream
                         self._take(payload)
                         # Only the chunk that carries the usage object; with include_usage OpenAI also puts
                         # "usage": null on every other chunk, and Azure opens with a choices-less chunk.
@@ -94,9 +101,11 @@ class OpenAIToOpenAI:
                         ):
                             continue
             kept.append(event.raw)
-        if not self._strip_usage_chunk:
-            return None
-        return b"".join(kept)
+        passed = b"".join(kept) if self._strip_usage_chunk else None
+        if end_of_stream and not self._done:
+            # OpenAI ends every stream with `data: [DONE]`: without it the answer (and its usage) may be cut.
+            raise stream_cut(PROVIDER, "`data: [DONE]`", chunk if passed is None else passed)
+        return passed
 
     def _take(self, payload: dict[str, Any]) -> None:
         model = payload.get("model")
