@@ -272,6 +272,12 @@ class RouterStream:
             reply = immediate_response(self._status, self._client_api().error_body(error), details="tokenvoy")
             self._attach_metadata(reply)
             return reply
+        if headers.end_of_stream and 200 <= self._status < 300:
+            # A success with no body at all is no answer of any API tokenvoy serves: never a made-up success.
+            error = UpstreamShapeError(f"the LLM provider answered {self._status} with an empty body")
+            reply = self._reject(error, "tokenvoy_upstream_malformed")
+            self._attach_metadata(reply)  # zero costs, as for any failed request
+            return reply
         encoding = values.get("content-encoding")
         remove = self._open_decoder(encoding, values) if encoding and not headers.end_of_stream else []
         translator = context.attempt.translator

@@ -28,12 +28,13 @@ from typing import Any, ClassVar
 import orjson
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, anthropic_error_body
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, anthropic_error_body
 from tokenvoy.extproc.translate.anthropic_common import (
     ANTHROPIC_API,
     ANTHROPIC_VERSION,
     MessagesWire,
     StreamReader,
+    broken_stream,
     merge_usage,
     usage_from_anthropic,
 )
@@ -150,6 +151,10 @@ class AnthropicToAnthropic:
                 delta = payload.get("delta")
                 if isinstance(delta, dict) and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                     self.answer.add(delta["text"])
+        broken = broken_stream(parser)
+        if broken and not self._ended:
+            self._ended = True
+            raise UpstreamShapeError(broken, chunk if reframed is None else reframed)
         if end_of_stream and not self._ended:  # cut short, or not Anthropic's stream at all
             raise stream_cut("the provider", "`message_stop`", chunk if reframed is None else reframed)
         return reframed

@@ -46,13 +46,14 @@ from typing import Any, ClassVar
 import orjson
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, openai_error_body, untranslatable_field
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, openai_error_body, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.translate.anthropic_common import (
     ANTHROPIC_API,
     ANTHROPIC_VERSION,
     ERROR_STATUS,
     MessagesWire,
+    broken_stream,
     merge_usage,
     usage_from_anthropic,
 )
@@ -522,6 +523,10 @@ class OpenAIToAnthropic:
                 continue
             if isinstance(payload, dict):
                 self._stream_event(payload, out)
+        broken = broken_stream(self._parser)
+        if broken and not self._finished:
+            self._finished = True
+            raise UpstreamShapeError(broken, b"".join(out))
         if end_of_stream and not self._finished:  # cut short, or not Anthropic's stream at all
             raise stream_cut(PROVIDER, "`message_stop`", b"".join(out))
         return b"".join(out)

@@ -16,7 +16,7 @@ from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
-from tokenvoy.extproc.translate.shapes import answer_object, stream_cut
+from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 CHAT_PATH = "/chat/completions"
@@ -68,7 +68,9 @@ class OpenAIToOpenAI:
     def _read_whole(self, chunk: bytes, end_of_stream: bool) -> None:
         raw = self._whole.collect(chunk, end_of_stream)
         if raw is not None:  # the bytes go through unchanged, but only if they are an answer at all
-            self._take(answer_object(raw, PROVIDER))
+            body = answer_object(raw, PROVIDER)
+            require(body, "choices", list, PROVIDER)
+            self._take(body)
 
     def _read_stream(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         parser = self._parser or SSEParser()
