@@ -390,6 +390,18 @@ def test_schemas_gemini_cannot_express_are_422_naming_the_place(schema, field):
     assert "tools[0].function.parameters" in error.message and field in error.message
 
 
+@pytest.mark.parametrize("kind", [[{}], [["string"]], {}, 3, [None]])
+def test_a_schema_type_that_is_no_type_name_is_a_400_naming_the_field(kind):
+    """Found by fuzzing: ``"type": [{}]`` crashed the converter (a 500 with a traceback)."""
+    tool = {
+        "type": "function",
+        "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": kind}}}},
+    }
+    error = _rejected({"messages": [USER], "tools": [tool]})
+    assert error.status == 400
+    assert "tools[0].function.parameters.properties.x.type" in error.message
+
+
 CONVERSATION = [
     {"role": "user", "content": "Weather in Paris and Tokyo?"},
     {
