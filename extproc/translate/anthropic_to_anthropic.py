@@ -122,12 +122,17 @@ class AnthropicToAnthropic:
         events = parser.feed(chunk)
         if end_of_stream:
             events.extend(parser.flush())
-        reframed = b"".join(event.raw for event in events) if self.wire.reframes_stream else None
+        reframing = self.wire.reframes_stream
+        kept: list[bytes] = []  # the events re-framed as SSE, for wires that are not SSE
         for event in events:
+            if self._ended:
+                break  # Anthropic sends nothing after message_stop or an error: anything more is not read
+            if reframing:
+                kept.append(event.raw)
             data = event.data
             if not data:
                 continue
-            if event.event in _END_EVENTS or (event.event is None and _unnamed_end(data)):
+            if (event.event in _END_EVENTS or event.event is None) and _is_end(data):
                 self._ended = True
             # Only the two events that carry usage are decoded; text deltas are skipped unread unless
             # tracing keeps the answer text.
@@ -151,6 +156,7 @@ class AnthropicToAnthropic:
                 delta = payload.get("delta")
                 if isinstance(delta, dict) and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                     self.answer.add(delta["text"])
+        reframed = b"".join(kept) if reframing else None
         broken = broken_stream(parser)
         if broken and not self._ended:
             self._ended = True
@@ -177,13 +183,13 @@ class AnthropicToAnthropic:
             self.usage = usage_from_anthropic(self._raw_usage)
 
 
-def _unnamed_end(data: str) -> bool:
-    """Whether an event sent without an ``event:`` line is ``message_stop`` or ``error`` (read only when the
-    name appears in it)."""
+def _is_end(data: str) -> bool:
+    """Whether an event's data is a whole ``message_stop`` or ``error`` event (a cut-off one is not; read only
+    when the name appears in it)."""
     if '"message_stop"' not in data and '"error"' not in data:
         return False
     try:
         payload = orjson.loads(data)
     except orjson.JSONDecodeError:
         return False
-    return isinstance(payload, dict) and payload.get("type") in _END_EVENTS
+    return isinstance(payload, dict) and isinstance(kind := payload.get("type"), str) and kind in _END_EVENTS

@@ -385,7 +385,8 @@ def anthropic_message(completion: dict[str, Any], fallback_model: str) -> dict[s
     text = reply.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
-    for call in reply.get("tool_calls") or ():
+    calls = reply.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict):
             continue
@@ -405,7 +406,9 @@ def anthropic_message(completion: dict[str, Any], fallback_model: str) -> dict[s
         "role": "assistant",
         "model": model if isinstance(model, str) and model else fallback_model,
         "content": content,
-        "stop_reason": STOP_REASONS.get(choice.get("finish_reason") or "", "end_turn"),
+        "stop_reason": STOP_REASONS.get(
+            finish if isinstance(finish := choice.get("finish_reason"), str) else "", "end_turn"
+        ),
         "stop_sequence": None,
         "usage": anthropic_usage(TokenUsage.from_openai(usage if isinstance(usage, dict) else {})),
     }
@@ -575,7 +578,8 @@ class AnthropicToOpenAI:
                     self.answer.add(content)
                 self._open("text", out)
                 self._delta({"type": "text_delta", "text": content}, out)
-            for call in delta.get("tool_calls") or ():
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict):
                     self._tool_call(call, out)
         finish = choice.get("finish_reason")

@@ -411,7 +411,9 @@ def chat_completion(message: dict[str, Any], created: int) -> dict[str, Any]:
                 "index": 0,
                 "message": reply,
                 "logprobs": None,
-                "finish_reason": FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
+                "finish_reason": FINISH_REASONS.get(
+                    stop if isinstance(stop := message.get("stop_reason"), str) else "", "stop"
+                ),
             }
         ],
     }
