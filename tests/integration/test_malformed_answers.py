@@ -264,3 +264,19 @@ def test_a_well_formed_answer_still_passes(gateway: Gateway) -> None:
         assert response.status_code == 200, (model, response.text)
         streamed = _data(_anthropic_post(gateway, model, {}, stream=True).content)
         assert streamed[-1]["type"] == "message_stop", (model, streamed[-3:])
+
+
+EMBEDDING_MODELS = ["text-embedding-3-small", "amazon.titan-embed-text-v2:0", "text-embedding-005"]
+
+
+@pytest.mark.parametrize("junk", ["html", "null", "empty", "wrong-shape"])
+@pytest.mark.parametrize("model", EMBEDDING_MODELS)
+def test_a_junk_embeddings_answer_is_a_502_in_openais_shape(gateway: Gateway, model: str, junk: str) -> None:
+    """Embeddings too: a 502 status, never a 200 whose body is an error or the provider's junk."""
+    body, content_type = JUNK_BODIES[junk]
+    response = httpx.post(
+        f"{gateway.url}/v1/embeddings", json={"model": model, "input": "hello"}, headers=_control(body, content_type)
+    )
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["code"] == "502" and error["type"] == MALFORMED_ERROR_TYPE, error
