@@ -302,9 +302,10 @@ class RouterStream:
         if attempt is None:
             self.done = body.end_of_stream
             return response
-        if self._stream_failed:
+        if self._stream_failed:  # the client already has the error event: nothing more reaches it
             response.response_body.response.body_mutation.body = b""
             if body.end_of_stream:
+                self._attach_metadata(response)  # the usage seen before the failure, as for any stream
                 self.done = True
             return response
         chunk: bytes | None = body.body

@@ -3,6 +3,11 @@
 Only two in-place edits on the request: the model name override, and ``stream_options.include_usage``
 when costs are configured (otherwise a streamed usage is never sent). A usage chunk the client did not
 ask for is taken out of the stream again so clients see exactly what they requested.
+
+The bytes go through unchanged, with two checks so junk never passes as success: a 2xx answer must be a
+JSON object with a ``choices`` array (else a 502, ``UpstreamShapeError``), and a stream must end with
+``data: [DONE]`` (or a provider error event); one that ends without it gets the router's error event
+after the provider's bytes, so a cut answer (and its missing usage) is never taken for a whole one.
 """
 
 from __future__ import annotations
