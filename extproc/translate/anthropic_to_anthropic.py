@@ -14,6 +14,9 @@ A pass-through that still reads usage:
   (cumulative counts) events, normalised per DESIGN §4 (input = input + cache reads + cache writes).
   The answer's ``model`` is recorded as the response model. Bytes reach the client unchanged, errors
   included (they are already in Anthropic's shape).
+* Shape checks, so junk never passes as success: a 2xx answer must be a JSON object with a ``content``
+  array (else a 502, ``UpstreamShapeError``), and a stream must reach ``message_stop`` (or an ``error``
+  event); one that ends without it, or whose AWS event stream is corrupt, gets the router's error event.
 
 Claude on Bedrock and Vertex is this class with another ``wire`` (:class:`~anthropic_common.MessagesWire`,
 subclassed in ``aws_anthropic.py`` and ``gcp_anthropic.py``): the wire names the path, the body keys that
