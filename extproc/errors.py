@@ -29,6 +29,21 @@ class GatewayError(Exception):
         self.error_type = error_type or _TYPES.get(status, "api_error")
 
 
+UPSTREAM_SHAPE_ERROR_TYPE = "upstream_malformed_response"
+
+
+class UpstreamShapeError(GatewayError):
+    """The provider answered 2xx with something that is not its API's answer (not JSON, the wrong JSON, a
+    stream cut short or unrecognisable): a 502, never a made-up success.
+
+    ``emitted`` holds what a stream translator had already produced from the same chunk before it noticed,
+    so the client still gets those events before the error event."""
+
+    def __init__(self, message: str, emitted: bytes = b"") -> None:
+        super().__init__(502, message, UPSTREAM_SHAPE_ERROR_TYPE)
+        self.emitted = emitted
+
+
 def openai_error_body(error: GatewayError) -> bytes:
     return orjson.dumps(
         {"type": "error", "error": {"type": error.error_type, "code": str(error.status), "message": error.message}}

@@ -12,8 +12,6 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import orjson
-
 from tokenvoy.config.model import (
     AI_GATEWAY_METADATA_NAMESPACE,
     COST_HEADER,
@@ -23,7 +21,7 @@ from tokenvoy.config.model import (
 )
 from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.decoding import DecodeError, Decoder, UnsupportedEncoding, decoder_for
-from tokenvoy.extproc.errors import GatewayError
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError
 from tokenvoy.extproc.estimate import prompt_tokens, reservation_values
 from tokenvoy.extproc.gemini_paths import GeminiCall, gemini_call, is_gemini_path
 from tokenvoy.extproc.observe import CompletedRequest, NoObserver, RequestObserver
@@ -90,6 +88,7 @@ class RouterStream:
         self._decoder: Decoder | None = None  # undoes the provider's content-encoding (decoding.py)
         self._undecoded = False  # a content-encoding extproc cannot undo: the answer goes through untouched
         self._corrupt = False  # a streamed answer proved undecodable: the client got an error event, no more
+        self._stream_failed = False  # a streamed answer proved malformed: the client got an error event, no more
         self._costed: TokenUsage | None = None  # the usage whose costs (CEL included) are in the metadata
         self._prompt_estimate = 0  # a budgeted stream's estimated input tokens (its charge if cut short)
         self._meter: StreamMeter | None = None  # a budgeted 200 stream: what the client got so far
@@ -337,6 +336,12 @@ class RouterStream:
             reply = immediate_response(self._status, self._client_api().error_body(error), details="tokenvoy")
             self._attach_metadata(reply)
             return reply
+        if headers.end_of_stream and 200 <= self._status < 300:
+            # A success with no body at all is no answer of any API tokenvoy serves: never a made-up success.
+            error = UpstreamShapeError(f"the LLM provider answered {self._status} with an empty body")
+            reply = self._reject(error, "tokenvoy_upstream_malformed")
+            self._attach_metadata(reply)  # zero costs, as for any failed request
+            return reply
         encoding = values.get("content-encoding")
         remove = self._open_decoder(encoding, values) if encoding and not headers.end_of_stream else []
         translator = context.attempt.translator
@@ -366,6 +371,12 @@ class RouterStream:
         if attempt is None:
             self.done = body.end_of_stream
             return response
+        if self._stream_failed:  # the client already has the error event: nothing more reaches it
+            response.response_body.response.body_mutation.body = b""
+            if body.end_of_stream:
+                self._attach_metadata(response)  # the usage seen before the failure, as for any stream
+                self.done = True
+            return response
         chunk: bytes | None = body.body
         if self._decoder is not None:
             chunk = self._decode(body.body, body.end_of_stream, response)
@@ -375,7 +386,18 @@ class RouterStream:
                 self._first_chunk_at = now
             self._last_chunk_at = now
         if chunk is not None and not self._undecoded:
-            replaced = attempt.translator.translate_response_body(self._status, chunk, body.end_of_stream)
+            try:
+                replaced = attempt.translator.translate_response_body(self._status, chunk, body.end_of_stream)
+            except UpstreamShapeError as error:
+                if self._buffered():  # nothing reached the client yet: a 502 in its API's error shape
+                    reply = self._reject(error, "tokenvoy_upstream_malformed")
+                    self._attach_metadata(reply)  # zero costs, as for any failed request
+                    return reply
+                # The status line is out: the events translated so far, then one error event, then nothing.
+                log.debug("request %s: malformed streamed answer: %s", self._request_id, error.message)
+                self._stream_failed = True
+                self._error_type = error.error_type
+                replaced = error.emitted + self._client_api().stream_error_event(error)
             if replaced is None and self._decoder is not None:
                 replaced = chunk  # the client gets the decoded bytes too
             if self._meter is not None:
@@ -449,7 +471,7 @@ class RouterStream:
                 raise error from None
             self._corrupt = True
             self._error_type = error.error_type
-            mutation.body = _stream_error_event(self._client_api(), error)
+            mutation.body = self._client_api().stream_error_event(error)
             return None
 
     def _charged_usage(self, translator: Translator, ended: bool) -> TokenUsage | None:
@@ -524,17 +546,6 @@ class RouterStream:
 
 
 _UNSUPPORTED_SEEN: set[str] = set()  # content-encodings already logged (bounded)
-
-
-def _stream_error_event(api: ClientAPI, error: GatewayError) -> bytes:
-    """An error as the client's SDK reads it mid-stream (the SDKs raise it): Anthropic's ``event: error``,
-    OpenAI's ``data: {"error": …}``, the Responses API's ``error`` event. Blank lines first end any event a
-    cut-off chunk left open."""
-    if api is ClientAPI.OPENAI_RESPONSES:
-        payload = {"type": "error", "code": error.error_type, "message": error.message, "param": None}
-        return b"\n\nevent: error\ndata: " + orjson.dumps(payload) + b"\n\n"
-    event = b"event: error\n" if api is ClientAPI.ANTHROPIC_MESSAGES else b""
-    return b"\n\n" + event + b"data: " + api.error_body(error) + b"\n\n"
 
 
 def _continue_for(kind: str | None) -> ep.ProcessingResponse:

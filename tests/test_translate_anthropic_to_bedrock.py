@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from tokenvoy.config.model import Backend, Endpoint
-from tokenvoy.extproc.errors import GatewayError
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError
 from tokenvoy.extproc.eventstream import encode_event, encode_exception
 from tokenvoy.extproc.translate import translator_for
 from tokenvoy.extproc.translate.anthropic_to_bedrock import AnthropicToBedrock
@@ -546,9 +546,14 @@ def _streaming() -> AnthropicToBedrock:
 
 
 def _client_bytes(translator: AnthropicToBedrock, pieces: list[bytes]) -> bytes:
-    return b"".join(
-        translator.translate_response_body(200, p, i == len(pieces) - 1) or b"" for i, p in enumerate(pieces)
-    )
+    """What the client gets, as the router sends it: a malformed stream ends with the router's error event."""
+    out = b""
+    for i, p in enumerate(pieces):
+        try:
+            out += translator.translate_response_body(200, p, i == len(pieces) - 1) or b""
+        except UpstreamShapeError as error:
+            return out + error.emitted + ClientAPI.ANTHROPIC_MESSAGES.stream_error_event(error)
+    return out
 
 
 def _events(data: bytes) -> list[dict[str, Any]]:
@@ -667,7 +672,8 @@ def test_a_cut_stream_ends_with_an_error_event_and_a_stream_without_metadata_sti
     cut = STREAM.index(stop)
     events = _events(_client_bytes(_streaming(), [STREAM[:cut]]))
     assert events[-1]["type"] == "error"
-    assert "before the answer was complete" in events[-1]["error"]["message"]
+    assert "ended before `messageStop`" in events[-1]["error"]["message"]
+    assert events[-2]["type"] != "message_stop"
     events = _events(_client_bytes(_streaming(), [STREAM[: cut + len(stop)]]))
     assert [e["type"] for e in events[-2:]] == ["message_delta", "message_stop"]
     assert events[-2]["delta"]["stop_reason"] == "tool_use"

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenvoy.config.model import Backend, Endpoint
-from tokenvoy.extproc.errors import GatewayError
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate import translator_for
 from tokenvoy.extproc.translate.anthropic_to_openai import AnthropicToOpenAI, build_request
@@ -529,6 +529,8 @@ def _events(out: bytes) -> list[dict[str, Any]]:
     events = parser.feed(out) + parser.flush()
     decoded = []
     for event in events:
+        if not event.data:
+            continue  # the blank lines the router's error event starts with
         payload = orjson.loads(event.data)
         assert event.event == payload["type"]  # Anthropic names every event
         decoded.append(payload)
@@ -658,14 +660,15 @@ def test_stream_without_done_still_finishes():
     assert [e["type"] for e in _events(_stream(raw))][-2:] == ["message_delta", "message_stop"]
 
 
-def test_truncated_stream_ends_with_an_error_event():
+def test_truncated_stream_is_an_upstream_shape_error_after_the_events_so_far():
     translator, _ = _translator({"messages": [USER], "stream": True})
     raw = openai_chat.sse_frame(_chunk({"content": "Hel"}))
-    events = _events(translator.translate_response_body(200, raw, True))
-    assert events[-1] == {
-        "type": "error",
-        "error": {"type": "api_error", "message": "the provider's stream ended before the answer was complete"},
-    }
+    with pytest.raises(UpstreamShapeError) as raised:
+        translator.translate_response_body(200, raw, True)
+    assert "ended before a finish reason or `[DONE]`" in raised.value.message
+    events = _events(raised.value.emitted + ClientAPI.ANTHROPIC_MESSAGES.stream_error_event(raised.value))
+    assert events[-2] == {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}
+    assert events[-1]["type"] == "error" and events[-1]["error"]["type"] == "api_error"
 
 
 def test_error_chunk_mid_stream_is_an_error_event():

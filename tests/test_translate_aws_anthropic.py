@@ -20,7 +20,7 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tokenvoy.config.model import Backend, Endpoint
-from tokenvoy.extproc.errors import GatewayError
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError
 from tokenvoy.extproc.eventstream import encode_event, encode_exception
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate import translator_for
@@ -546,10 +546,11 @@ def test_a_mid_stream_exception_is_an_anthropic_error_event():
 def test_a_corrupted_event_stream_ends_with_an_error_not_garbage():
     corrupted = bytearray(BEDROCK_STREAM)
     corrupted[len(_chunk(EVENTS[0])) + 9] ^= 0x01  # inside the second message's prelude CRC
-    out = _feed(_anthropic_streaming(), [bytes(corrupted)])
-    events = SSEParser().feed(out)
-    assert events[-1].event == "error"
-    assert "invalid AWS event stream" in orjson.loads(events[-1].data)["error"]["message"]
+    with pytest.raises(UpstreamShapeError) as raised:  # the router ends the client's stream with an error event
+        _feed(_anthropic_streaming(), [bytes(corrupted)])
+    assert "invalid AWS event stream" in raised.value.message
+    out = raised.value.emitted + ClientAPI.ANTHROPIC_MESSAGES.stream_error_event(raised.value)
+    events = [e for e in SSEParser().feed(out) if e.data]
     assert [e.event for e in events] == ["message_start", "error"]  # nothing after the bad message
 
 

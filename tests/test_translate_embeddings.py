@@ -19,7 +19,7 @@ from tests.test_tracing import _attributes, _headers, _tracing
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import load_text
 from tokenvoy.config.model import Backend, Endpoint
-from tokenvoy.extproc.errors import GatewayError
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError
 from tokenvoy.extproc.estimate import estimated_usage
 from tokenvoy.extproc.registry import RequestRegistry
 from tokenvoy.extproc.router import RouterStream
@@ -221,9 +221,10 @@ def test_a_non_json_error_body_is_kept_as_the_message() -> None:
 def test_a_2xx_answer_that_is_not_vertex_shaped_is_a_502() -> None:
     translator = EmbeddingsToVertex()
     translator.translate_request(request({"model": "e", "input": "x"}), VERTEX, "e")
-    out = orjson.loads(translator.translate_response_body(200, b'{"unexpected": true}', True))
-    assert out["error"]["code"] == "502"
-    assert "unexpected" in out["error"]["message"]
+    with pytest.raises(UpstreamShapeError) as raised:  # the router answers it: a 502, not a 200 with an error
+        translator.translate_response_body(200, b'{"unexpected": true}', True)
+    assert raised.value.status == 502
+    assert "unexpected" in raised.value.message
 
 
 @settings(max_examples=60, deadline=None)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenvoy.config.model import Backend, Endpoint
+from tokenvoy.extproc.errors import UpstreamShapeError
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
 from tokenvoy.extproc.translate.openai_to_openai import OpenAIToOpenAI
 from tokenvoy.extproc.usage import TokenUsage
@@ -224,8 +225,11 @@ def test_non_2xx_passes_through_untouched_with_no_usage(stream, status):
     assert translator.response_model is None
 
 
-def test_a_non_json_success_body_gives_no_usage():
+@pytest.mark.parametrize("body", [b"<html>bad gateway</html>", b"null", b"[]", b"", b"\x89PNG"])
+def test_a_success_body_that_is_no_json_object_is_a_502(body):
     translator = OpenAIToOpenAI()
     translator.translate_request(_request(RAW), BACKEND, "gpt-4o")
-    assert translator.translate_response_body(200, b"<html>bad gateway</html>", True) is None
+    with pytest.raises(UpstreamShapeError) as raised:
+        translator.translate_response_body(200, body, True)
+    assert raised.value.status == 502
     assert translator.usage is None

@@ -17,7 +17,7 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tokenvoy.config.model import Backend, Endpoint
-from tokenvoy.extproc.errors import GatewayError
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError
 from tokenvoy.extproc.translate import translator_for
 from tokenvoy.extproc.translate.anthropic_common import merge_usage, usage_from_anthropic
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
@@ -566,10 +566,13 @@ def test_finish_reasons(stop_reason, finish_reason):
     assert completion["choices"][0]["finish_reason"] == finish_reason
 
 
-def test_a_non_json_success_body_is_passed_through():
+@pytest.mark.parametrize("body", [b"<html></html>", b"null", b"[]", b"", b"\x89PNG", b'{"type": "message"}'])
+def test_a_success_body_that_is_no_anthropic_message_is_a_502(body):
     translator, _ = _translator({"messages": [USER]})
-    assert translator.translate_response_body(200, b"<html>", False) == b""
-    assert translator.translate_response_body(200, b"</html>", True) == b"<html></html>"
+    assert translator.translate_response_body(200, body[:2], False) == b""
+    with pytest.raises(UpstreamShapeError) as raised:
+        translator.translate_response_body(200, body[2:], True)
+    assert raised.value.status == 502
     assert translator.usage is None
 
 
@@ -763,7 +766,10 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
 def _client_bytes(translator: OpenAIToAnthropic, chunks: list[bytes]) -> bytes:
     out = []
     for index, chunk in enumerate(chunks):
-        replaced = translator.translate_response_body(200, chunk, index == len(chunks) - 1)
+        try:
+            replaced = translator.translate_response_body(200, chunk, index == len(chunks) - 1)
+        except UpstreamShapeError as error:  # as the router answers it: the events so far, then an error event
+            return b"".join(out) + error.emitted + ClientAPI.OPENAI_CHAT.stream_error_event(error)
         assert replaced is not None  # the Anthropic stream must never reach an OpenAI client
         out.append(replaced)
     return b"".join(out)
@@ -880,11 +886,12 @@ def test_error_event_mid_stream_is_an_openai_error_chunk_and_ends_the_stream():
     assert translator.usage == TokenUsage(input=2520, cached_input=2048, output=2, total=2522)
 
 
-def test_a_truncated_stream_gets_no_done_marker():
+def test_a_truncated_stream_ends_with_an_error_chunk_and_no_done_marker():
     translator = _streaming()
     cut = STREAM.index(b"event: message_delta")
     chunks = _parse_client_stream(_client_bytes(translator, [STREAM[:cut]]))
-    assert chunks == _expected_chunks(False)[:-2]
+    assert chunks[:-1] == _expected_chunks(False)[:-2]
+    assert chunks[-1]["error"]["code"] == "502" and "ended before `message_stop`" in chunks[-1]["error"]["message"]
 
 
 def test_unknown_events_and_bad_json_are_skipped():

@@ -19,7 +19,7 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tokenvoy.config.model import Backend, Endpoint
-from tokenvoy.extproc.errors import GatewayError
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError
 from tokenvoy.extproc.eventstream import encode_event, encode_exception
 from tokenvoy.extproc.translate import translator_for
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
@@ -593,9 +593,13 @@ def _streaming(include_usage: bool = True) -> OpenAIToBedrock:
 
 
 def _client_bytes(translator: OpenAIToBedrock, pieces: list[bytes]) -> bytes:
+    """What the client gets, as the router sends it: a malformed stream ends with the router's error event."""
     out = b""
     for index, piece in enumerate(pieces):
-        result = translator.translate_response_body(200, piece, index == len(pieces) - 1)
+        try:
+            result = translator.translate_response_body(200, piece, index == len(pieces) - 1)
+        except UpstreamShapeError as error:
+            return out + error.emitted + ClientAPI.OPENAI_CHAT.stream_error_event(error)
         out += result or b""
     return out
 
@@ -727,7 +731,7 @@ def test_a_cut_or_corrupt_stream_ends_with_an_error_chunk_and_no_done() -> None:
     cut = STREAM.index(encode_event("messageStop", b'{"stopReason":"tool_use"}'))
     chunks = _chunks(_client_bytes(_streaming(), [STREAM[:cut]]))
     assert chunks[-1]["error"]["code"] == "502"
-    assert "before the answer was complete" in chunks[-1]["error"]["message"]
+    assert "ended before `messageStop`" in chunks[-1]["error"]["message"]
     assert "[DONE]" not in chunks
 
     corrupt = bytearray(STREAM)

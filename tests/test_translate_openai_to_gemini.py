@@ -20,7 +20,7 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tokenvoy.config.model import Backend, Endpoint
-from tokenvoy.extproc.errors import GatewayError
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError
 from tokenvoy.extproc.translate import translator_for
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
 from tokenvoy.extproc.translate.gemini_common import gemini_schema, usage_from_gemini
@@ -390,6 +390,18 @@ def test_schemas_gemini_cannot_express_are_422_naming_the_place(schema, field):
     assert "tools[0].function.parameters" in error.message and field in error.message
 
 
+@pytest.mark.parametrize("kind", [[{}], [["string"]], {}, 3, [None]])
+def test_a_schema_type_that_is_no_type_name_is_a_400_naming_the_field(kind):
+    """Found by fuzzing: ``"type": [{}]`` crashed the converter (a 500 with a traceback)."""
+    tool = {
+        "type": "function",
+        "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": kind}}}},
+    }
+    error = _rejected({"messages": [USER], "tools": [tool]})
+    assert error.status == 400
+    assert "tools[0].function.parameters.properties.x.type" in error.message
+
+
 CONVERSATION = [
     {"role": "user", "content": "Weather in Paris and Tokyo?"},
     {
@@ -705,10 +717,13 @@ def test_a_blocked_prompt_is_a_content_filter_finish():
     assert translator.usage == TokenUsage(input=8, total=8)
 
 
-def test_a_non_json_success_body_is_passed_through():
+@pytest.mark.parametrize("body", [b"<html></html>", b"null", b"[]", b"", b"\x89PNG", b'{"modelVersion": "g"}'])
+def test_a_success_body_that_is_no_gemini_answer_is_a_502(body):
     translator, _ = _translator({"messages": [USER]})
-    assert translator.translate_response_body(200, b"<html>", False) == b""
-    assert translator.translate_response_body(200, b"</html>", True) == b"<html></html>"
+    assert translator.translate_response_body(200, body[:2], False) == b""
+    with pytest.raises(UpstreamShapeError) as raised:
+        translator.translate_response_body(200, body[2:], True)
+    assert raised.value.status == 502
     assert translator.usage is None
 
 
@@ -861,7 +876,10 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
 def _client_bytes(translator: OpenAIToGemini, chunks: list[bytes]) -> bytes:
     out = []
     for index, chunk in enumerate(chunks):
-        replaced = translator.translate_response_body(200, chunk, index == len(chunks) - 1)
+        try:
+            replaced = translator.translate_response_body(200, chunk, index == len(chunks) - 1)
+        except UpstreamShapeError as error:  # as the router answers it: the chunks so far, then an error chunk
+            return b"".join(out) + error.emitted + ClientAPI.OPENAI_CHAT.stream_error_event(error)
         assert replaced is not None  # the Gemini stream must never reach an OpenAI client
         out.append(replaced)
     return b"".join(out)
@@ -964,11 +982,12 @@ def test_error_event_mid_stream_is_an_openai_error_chunk_and_ends_the_stream():
     assert translator.usage == TokenUsage(input=472, cached_input=256, output=66, reasoning=61, total=538)
 
 
-def test_a_truncated_stream_gets_no_done_marker():
+def test_a_truncated_stream_ends_with_an_error_chunk_and_no_done_marker():
     translator = _streaming(True)
     cut = STREAM.index(b"data: ", STREAM.index(b"\xe6\x9d\xb1"))  # just before the chunk with the calls
     chunks = _parse_client_stream(_client_bytes(translator, [STREAM[:cut]]))
-    assert chunks == _expected_chunks(True)[:5]
+    assert chunks[:-1] == _expected_chunks(True)[:5]
+    assert chunks[-1]["error"]["code"] == "502" and "ended before a `finishReason`" in chunks[-1]["error"]["message"]
 
 
 def test_a_stream_without_a_final_blank_line_still_ends():

@@ -154,6 +154,12 @@ class StreamReader(Protocol):
     def flush(self) -> list[SSEEvent]: ...
 
 
+def broken_stream(reader: StreamReader) -> str | None:
+    """Why a reader's framing proved corrupt (an AWS event stream's CRC), None while it reads fine; SSE
+    readers have no framing to break."""
+    return getattr(reader, "broken", None)
+
+
 def sse_event(name: str, data: bytes) -> SSEEvent:
     """An Anthropic stream event framed as Anthropic frames it, for wires that do not deliver SSE."""
     return SSEEvent(

@@ -15,6 +15,9 @@ A pass-through that still reads usage:
   (cumulative counts) events, normalised per DESIGN §4 (input = input + cache reads + cache writes).
   The answer's ``model`` is recorded as the response model. Bytes reach the client unchanged, errors
   included (they are already in Anthropic's shape).
+* Shape checks, so junk never passes as success: a 2xx answer must be a JSON object with a ``content``
+  array (else a 502, ``UpstreamShapeError``), and a stream must reach ``message_stop`` (or an ``error``
+  event); one that ends without it, or whose AWS event stream is corrupt, gets the router's error event.
 
 Claude on Bedrock and Vertex is this class with another ``wire`` (:class:`~anthropic_common.MessagesWire`,
 subclassed in ``aws_anthropic.py`` and ``gcp_anthropic.py``): the wire names the path, the body keys that
@@ -30,22 +33,25 @@ from typing import Any, ClassVar
 import orjson
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, anthropic_error_body
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, anthropic_error_body
 from tokenvoy.extproc.translate.anthropic_common import (
     ANTHROPIC_API,
     ANTHROPIC_VERSION,
     MessagesWire,
     StreamReader,
     allowed_betas,
+    broken_stream,
     merge_usage,
     usage_from_anthropic,
 )
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 _USAGE_EVENTS = frozenset({"message_start", "message_delta"})
 _CAPTURE_EVENTS = _USAGE_EVENTS | {"content_block_delta"}
+_END_EVENTS = frozenset({"message_stop", "error"})  # the events after which Anthropic's stream is complete
 
 
 class AnthropicToAnthropic:
@@ -61,6 +67,7 @@ class AnthropicToAnthropic:
         self._raw_usage: dict[str, int] = {}
         self._error_headers: dict[str, str] = {}
         self._error_chunks: list[bytes] = []
+        self._ended = False  # message_stop (or an error event) came: the stream is complete
         self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
@@ -122,9 +129,12 @@ class AnthropicToAnthropic:
         return anthropic_error_body(GatewayError(status, message, error_type))
 
     def _read_whole(self, chunk: bytes, end_of_stream: bool) -> None:
-        body = self._whole.feed(chunk, end_of_stream)
-        if body is not None:
-            self._take_message(body)
+        raw = self._whole.collect(chunk, end_of_stream)
+        if raw is None:
+            return
+        body = answer_object(raw, "the provider")  # the bytes go through unchanged, but only a message
+        require(body, "content", list, "the provider")
+        self._take_message(body)
 
     def _read_stream(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         """Reads the usage; returns the SSE bytes for the client when the wire is not SSE (else None)."""
@@ -133,11 +143,18 @@ class AnthropicToAnthropic:
         events = parser.feed(chunk)
         if end_of_stream:
             events.extend(parser.flush())
-        reframed = b"".join(event.raw for event in events) if self.wire.reframes_stream else None
+        reframing = self.wire.reframes_stream
+        kept: list[bytes] = []  # the events re-framed as SSE, for wires that are not SSE
         for event in events:
+            if self._ended:
+                break  # Anthropic sends nothing after message_stop or an error: anything more is not read
+            if reframing:
+                kept.append(event.raw)
             data = event.data
             if not data:
                 continue
+            if (event.event in _END_EVENTS or event.event is None) and _is_end(data):
+                self._ended = True
             # Only the two events that carry usage are decoded; text deltas are skipped unread unless
             # tracing keeps the answer text.
             wanted = _CAPTURE_EVENTS if self.answer.keep else _USAGE_EVENTS
@@ -160,6 +177,13 @@ class AnthropicToAnthropic:
                 delta = payload.get("delta")
                 if isinstance(delta, dict) and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                     self.answer.add(delta["text"])
+        reframed = b"".join(kept) if reframing else None
+        broken = broken_stream(parser)
+        if broken and not self._ended:
+            self._ended = True
+            raise UpstreamShapeError(broken, chunk if reframed is None else reframed)
+        if end_of_stream and not self._ended:  # cut short, or not Anthropic's stream at all
+            raise stream_cut("the provider", "`message_stop`", chunk if reframed is None else reframed)
         return reframed
 
     def _take_message(self, message: dict[str, Any]) -> None:
@@ -178,3 +202,15 @@ class AnthropicToAnthropic:
         self._raw_usage = merge_usage(self._raw_usage, usage)
         if self._raw_usage:
             self.usage = usage_from_anthropic(self._raw_usage)
+
+
+def _is_end(data: str) -> bool:
+    """Whether an event's data is a whole ``message_stop`` or ``error`` event (a cut-off one is not; read only
+    when the name appears in it)."""
+    if '"message_stop"' not in data and '"error"' not in data:
+        return False
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(payload, dict) and isinstance(kind := payload.get("type"), str) and kind in _END_EVENTS

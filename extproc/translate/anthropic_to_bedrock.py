@@ -57,6 +57,7 @@ from tokenvoy.extproc.estimate import prompt_tokens
 from tokenvoy.extproc.translate.anthropic_common import BEDROCK_CLAUDE_BETAS, allowed_betas
 from tokenvoy.extproc.translate.base import ClientRequest, UpstreamRequest
 from tokenvoy.extproc.translate.bedrock_common import (
+    PROVIDER,
     BedrockTranslator,
     append_turn,
     cache_point,
@@ -70,6 +71,7 @@ from tokenvoy.extproc.translate.bedrock_common import (
     unsupported,
     usage_from_bedrock,
 )
+from tokenvoy.extproc.translate.shapes import stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 STOP_REASONS = {
@@ -567,5 +569,5 @@ class AnthropicToBedrock(BedrockTranslator):
     def on_end(self, out: list[bytes]) -> None:
         if self._stop_reason is not None:
             self._finish(out)  # no metadata event: the answer is complete, its usage unknown
-        else:
-            self.on_error(502, "api_error", "the provider's stream ended before the answer was complete", out)
+        else:  # cut short: the events so far, then the router's error event
+            raise stream_cut(PROVIDER, "`messageStop`", b"".join(out))

@@ -51,15 +51,17 @@ from typing import Any
 import orjson
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, anthropic_error_body, untranslatable_field
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, anthropic_error_body, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.estimate import prompt_tokens
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
+from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 CHAT_PATH = "/chat/completions"
+PROVIDER = "the OpenAI-schema provider"
 STOP_REASONS = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -411,7 +413,8 @@ def anthropic_message(completion: dict[str, Any], fallback_model: str) -> dict[s
     text = reply.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
-    for call in reply.get("tool_calls") or ():
+    calls = reply.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict):
             continue
@@ -431,7 +434,9 @@ def anthropic_message(completion: dict[str, Any], fallback_model: str) -> dict[s
         "role": "assistant",
         "model": model if isinstance(model, str) and model else fallback_model,
         "content": content,
-        "stop_reason": STOP_REASONS.get(choice.get("finish_reason") or "", "end_turn"),
+        "stop_reason": STOP_REASONS.get(
+            finish if isinstance(finish := choice.get("finish_reason"), str) else "", "end_turn"
+        ),
         "stop_sequence": None,
         "usage": anthropic_usage(TokenUsage.from_openai(usage if isinstance(usage, dict) else {})),
     }
@@ -509,9 +514,10 @@ class AnthropicToOpenAI:
         return self._translate_stream(chunk, end_of_stream)
 
     def _whole(self, raw: bytes) -> bytes:
-        completion = json_object(raw)
-        if completion is None:
-            return raw  # not OpenAI's JSON: hand the client what came rather than nothing
+        completion = answer_object(raw, PROVIDER)  # not OpenAI's answer: a 502, not an invented empty one
+        choices = require(completion, "choices", list, PROVIDER)
+        if not choices or not isinstance(choices[0], dict) or not isinstance(choices[0].get("message"), dict):
+            raise UpstreamShapeError(f"{PROVIDER}'s answer has no `choices[0].message` object")
         self._take(completion)
         if self.answer.keep:
             choices = completion.get("choices")
@@ -560,8 +566,8 @@ class AnthropicToOpenAI:
         if end_of_stream and not self._finished:
             if self._stop_reason is not None:
                 self._finish(out)  # some servers end without [DONE]
-            else:
-                self._error("api_error", "the provider's stream ended before the answer was complete", out)
+            else:  # cut short, or not OpenAI's stream at all
+                raise stream_cut(PROVIDER, "a finish reason or `[DONE]`", b"".join(out))
         return b"".join(out)
 
     def _start(self, out: list[bytes]) -> None:
@@ -608,7 +614,8 @@ class AnthropicToOpenAI:
                     self.answer.add(content)
                 self._open("text", out)
                 self._delta({"type": "text_delta", "text": content}, out)
-            for call in delta.get("tool_calls") or ():
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict):
                     self._tool_call(call, out)
         finish = choice.get("finish_reason")

@@ -113,14 +113,14 @@ class BedrockChunkReader:
     The decoder keeps a message split anywhere (prelude, headers, payload, CRC) until it is whole and checks
     both CRCs; the messages before a corrupt one still come out, whatever the split."""
 
-    __slots__ = ("_broken", "_decoder")
+    __slots__ = ("_decoder", "broken")
 
     def __init__(self) -> None:
         self._decoder = EventStreamDecoder()
-        self._broken = False
+        self.broken: str | None = None  # why the stream proved corrupt: the translator ends it with a 502 event
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        if self._broken:
+        if self.broken:
             return []
         corrupt: EventStreamError | None = None
         try:
@@ -128,9 +128,8 @@ class BedrockChunkReader:
         except EventStreamError as exc:
             messages, corrupt = exc.messages, exc
         events = [event for event in map(_event, messages) if event is not None]
-        if corrupt is not None:
-            self._broken = True  # nothing after a bad CRC can be trusted: end the stream with an error
-            events.append(error_event("api_error", str(corrupt)))
+        if corrupt is not None:  # nothing after a bad CRC can be trusted: the translator ends the stream
+            self.broken = f"the provider's event stream is corrupt: {corrupt}"
         return events
 
     def flush(self) -> list[SSEEvent]:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+import orjson
+
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, anthropic_error_body, gemini_error_body, openai_error_body
 from tokenvoy.extproc.translate.bodies import AnswerText
@@ -35,6 +37,16 @@ class ClientAPI(StrEnum):
         if self.value.startswith("gemini."):
             return gemini_error_body(error)
         return openai_error_body(error)
+
+    def stream_error_event(self, error: GatewayError) -> bytes:
+        """An error as this API's SDK reads it mid-stream (the SDKs raise it): Anthropic's ``event: error``,
+        OpenAI's ``data: {"error": …}``, the Responses API's ``error`` event. Blank lines first end any event a
+        cut-off chunk left open."""
+        if self is ClientAPI.OPENAI_RESPONSES:
+            payload = {"type": "error", "code": error.error_type, "message": error.message, "param": None}
+            return b"\n\nevent: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+        event = b"event: error\n" if self is ClientAPI.ANTHROPIC_MESSAGES else b""
+        return b"\n\n" + event + b"data: " + self.error_body(error) + b"\n\n"
 
 
 @dataclass(slots=True)
@@ -82,5 +94,9 @@ class Translator(Protocol):
         ...
 
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        """Bytes for the client in place of ``chunk`` (None = unchanged); buffered bodies arrive whole."""
+        """Bytes for the client in place of ``chunk`` (None = unchanged); buffered bodies arrive whole.
+
+        A 2xx that is not the provider's answer (or a stream that ends unfinished) raises
+        :class:`~tokenvoy.extproc.errors.UpstreamShapeError`: the router answers 502, or ends the stream
+        with an error event after the error's ``emitted`` bytes."""
         ...

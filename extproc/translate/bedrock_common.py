@@ -27,14 +27,16 @@ from urllib.parse import quote
 import orjson
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, untranslatable_field
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.eventstream import EventMessage, EventStreamDecoder, EventStreamError
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
+from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage, token_count
 
 TARGET = "an AWS Bedrock backend"
+PROVIDER = "the Bedrock Converse provider"
 ERROR_TYPE_HEADER = "x-amzn-errortype"
 REQUEST_ID_HEADER = "x-amzn-requestid"
 JSON_CONTENT_TYPE = "application/json"
@@ -397,9 +399,11 @@ class BedrockTranslator:
         if not 200 <= status < 300:
             error_type, message = error_details(status, self._error_type, raw)
             return self.error_body(status, error_type, message)
-        response = json_object(raw)
-        if response is None:
-            return raw  # not Bedrock's JSON: hand the client what came rather than nothing
+        response = answer_object(raw, PROVIDER)  # not a Converse answer: a 502, not an invented empty one
+        output = require(response, "output", dict, PROVIDER)
+        message = output.get("message")
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            raise UpstreamShapeError(f"{PROVIDER}'s answer has no `output.message.content` array")
         return self.whole(response)
 
     def _translate_stream(self, chunk: bytes, end_of_stream: bool) -> bytes:
@@ -426,9 +430,9 @@ class BedrockTranslator:
                 self.on_error(status, error_type, text, out)
                 self._finished = True
         if corrupt is not None and not self._finished:
-            self.on_error(502, "InternalServerException", str(corrupt), out)
             self._finished = True
+            raise UpstreamShapeError(f"{PROVIDER}'s event stream is corrupt: {corrupt}", b"".join(out))
         if end_of_stream and not self._finished:
-            self.on_end(out)
             self._finished = True
+            self.on_end(out)
         return b"".join(out)

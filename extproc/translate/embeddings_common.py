@@ -19,7 +19,13 @@ from typing import Any
 import orjson
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, invalid_field, openai_error_body, untranslatable_field
+from tokenvoy.extproc.errors import (
+    GatewayError,
+    UpstreamShapeError,
+    invalid_field,
+    openai_error_body,
+    untranslatable_field,
+)
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText
 from tokenvoy.extproc.usage import TokenUsage, token_count
@@ -156,9 +162,8 @@ class RebuiltEmbeddings:
         except orjson.JSONDecodeError:
             payload = None
         read = self.read(payload) if isinstance(payload, dict) else None
-        if read is None:
-            message = "the provider's answer is not a valid embeddings response: " + _excerpt(raw)
-            return openai_error_body(GatewayError(502, message))
+        if read is None:  # a 502 (the router answers it), never a 200 with an error inside
+            raise UpstreamShapeError("the provider's answer is not a valid embeddings response: " + _excerpt(raw))
         vectors, tokens = read
         self.usage = input_usage(tokens)
         self.response_model = self._model

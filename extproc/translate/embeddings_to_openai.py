@@ -13,6 +13,7 @@ from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
 from tokenvoy.extproc.translate.embeddings_common import EMBEDDINGS_PATH, check_request
+from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage
 
 
@@ -37,8 +38,10 @@ class EmbeddingsToOpenAI:
 
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if 200 <= status < 300:
-            payload = self._whole.feed(chunk, end_of_stream)
-            if payload is not None:
+            raw = self._whole.collect(chunk, end_of_stream)
+            if raw is not None:  # the bytes go through unchanged, but only if they are an answer at all
+                payload = answer_object(raw, "the OpenAI-schema provider")
+                require(payload, "data", list, "the OpenAI-schema provider")
                 model = payload.get("model")
                 if isinstance(model, str) and model:
                     self.response_model = model

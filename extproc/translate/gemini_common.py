@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 import orjson
 
-from tokenvoy.extproc.errors import GatewayError, untranslatable_field
+from tokenvoy.extproc.errors import GatewayError, invalid_field, untranslatable_field
 from tokenvoy.extproc.usage import TokenUsage, token_count
 
 GENERATE_SUFFIX = ":generateContent"
@@ -246,6 +246,8 @@ class _Converter:
             kinds = kind if isinstance(kind, list) else [kind]
             named = []
             for item in kinds:
+                if not isinstance(item, str):  # e.g. "type": [{}]: not JSON Schema at all, whatever the target
+                    raise invalid_field(f"{where}.type", "expected a JSON Schema type name or an array of them")
                 if item == "null":
                     nullable = True
                 elif item in _TYPES:

@@ -51,18 +51,19 @@ from typing import Any, ClassVar
 import orjson
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, openai_error_body, untranslatable_field
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, openai_error_body, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.translate.anthropic_common import (
     ANTHROPIC_API,
     ANTHROPIC_VERSION,
     ERROR_STATUS,
     MessagesWire,
+    broken_stream,
     merge_usage,
     usage_from_anthropic,
 )
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
+from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
 from tokenvoy.extproc.translate.openai_common import (
     data_uri,
     function_calls,
@@ -70,6 +71,7 @@ from tokenvoy.extproc.translate.openai_common import (
     reasoning_text_detail,
     thinking_blocks,
 )
+from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 DEFAULT_MAX_TOKENS = 4096
@@ -85,6 +87,7 @@ FINISH_REASONS = {
     "refusal": "content_filter",
 }
 _DONE = b"data: [DONE]\n\n"
+PROVIDER = "the Anthropic-schema provider"
 # Fields whose only expressible value is their default: (field, accepted values, why).
 _DEFAULT_ONLY: tuple[tuple[str, tuple[object, ...], str], ...] = (
     ("n", (None, 1), "Anthropic returns one choice per request"),
@@ -426,7 +429,9 @@ def chat_completion(message: dict[str, Any], created: int) -> dict[str, Any]:
                 "index": 0,
                 "message": reply,
                 "logprobs": None,
-                "finish_reason": FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
+                "finish_reason": FINISH_REASONS.get(
+                    stop if isinstance(stop := message.get("stop_reason"), str) else "", "stop"
+                ),
             }
         ],
     }
@@ -496,9 +501,8 @@ class OpenAIToAnthropic:
         raw = self._body.collect(chunk, end_of_stream)
         if raw is None:
             return b""
-        message = json_object(raw)
-        if message is None:
-            return raw  # not Anthropic's JSON: hand the client what came rather than nothing
+        message = answer_object(raw, PROVIDER)  # not Anthropic's answer: a 502, not an invented empty one
+        require(message, "content", list, PROVIDER)
         self._take_message(message)
         completion = chat_completion(message, int(self._clock()))
         if self.answer.keep and isinstance(completion["choices"][0]["message"].get("content"), str):
@@ -540,6 +544,12 @@ class OpenAIToAnthropic:
                 continue
             if isinstance(payload, dict):
                 self._stream_event(payload, out)
+        broken = broken_stream(self._parser)
+        if broken and not self._finished:
+            self._finished = True
+            raise UpstreamShapeError(broken, b"".join(out))
+        if end_of_stream and not self._finished:  # cut short, or not Anthropic's stream at all
+            raise stream_cut(PROVIDER, "`message_stop`", b"".join(out))
         return b"".join(out)
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:

@@ -53,6 +53,7 @@ from tokenvoy.extproc.errors import GatewayError, openai_error_body
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.translate.base import ClientRequest
 from tokenvoy.extproc.translate.bedrock_common import (
+    PROVIDER,
     TARGET,
     BedrockTranslator,
     append_turn,
@@ -79,6 +80,7 @@ from tokenvoy.extproc.translate.openai_to_anthropic import (
     REASONING_BUDGETS,
     openai_usage,
 )
+from tokenvoy.extproc.translate.shapes import stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 FINISH_REASONS = {
@@ -570,5 +572,5 @@ class OpenAIToBedrock(BedrockTranslator):
     def on_end(self, out: list[bytes]) -> None:
         if self._stop_seen:
             self._finish(out)  # no metadata event: the answer is complete, its usage unknown
-        else:
-            self.on_error(502, "api_error", "the provider's stream ended before the answer was complete", out)
+        else:  # cut short: the events so far, then the router's error event
+            raise stream_cut(PROVIDER, "`messageStop`", b"".join(out))

@@ -64,11 +64,11 @@ from typing import Any
 import orjson
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, openai_error_body, untranslatable_field
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, openai_error_body, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
+from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
 from tokenvoy.extproc.translate.gemini_common import (
     created_at,
     error_details,
@@ -79,12 +79,14 @@ from tokenvoy.extproc.translate.gemini_common import (
     usage_from_gemini,
 )
 from tokenvoy.extproc.translate.openai_common import data_uri, function_calls
+from tokenvoy.extproc.translate.shapes import answer_object, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 REASONING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 SIGNATURE_SEPARATOR = "__thought__"
 """Between a tool call id and the Gemini ``thoughtSignature`` it carries (see the module docstring)."""
 TARGET = "a Gemini backend"
+PROVIDER = "the Gemini provider"
 _DONE = b"data: [DONE]\n\n"
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
 # Fields whose only expressible value is their default: (field, accepted values, why).
@@ -551,9 +553,9 @@ class OpenAIToGemini:
         raw = self._body.collect(chunk, end_of_stream)
         if raw is None:
             return b""
-        response = json_object(raw)
-        if response is None:
-            return raw  # not Gemini's JSON: hand the client what came rather than nothing
+        response = answer_object(raw, PROVIDER)  # not Gemini's answer: a 502, not an invented empty one
+        if not isinstance(response.get("candidates"), list) and not _blocked(response):
+            raise UpstreamShapeError(f"{PROVIDER}'s answer has no `candidates` array (and no `promptFeedback`)")
         self._take(response)
         completion = chat_completion(response, self._id or "", self._created or 0, self._new_id)
         if self.answer.keep and completion["choices"]:
@@ -606,6 +608,8 @@ class OpenAIToGemini:
                     final["usage"] = openai_usage(self.usage or TokenUsage())
                     out.append(b"data: " + orjson.dumps(final) + b"\n\n")
                 out.append(_DONE)
+            else:  # Gemini's stream has no end event: without a finishReason for every candidate, it was cut
+                raise stream_cut(PROVIDER, "a `finishReason`", b"".join(out))
         return b"".join(out)
 
     def _envelope(self, choices: list[dict[str, Any]]) -> dict[str, Any]:

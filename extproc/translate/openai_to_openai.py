@@ -3,6 +3,11 @@
 Only two in-place edits on the request: the model name override, and ``stream_options.include_usage``
 when costs are configured (otherwise a streamed usage is never sent). A usage chunk the client did not
 ask for is taken out of the stream again so clients see exactly what they requested.
+
+The bytes go through unchanged, with two checks so junk never passes as success: a 2xx answer must be a
+JSON object with a ``choices`` array (else a 502, ``UpstreamShapeError``), and a stream must end with
+``data: [DONE]`` (or a provider error event); one that ends without it gets the router's error event
+after the provider's bytes, so a cut answer (and its missing usage) is never taken for a whole one.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 CHAT_PATH = "/chat/completions"
+PROVIDER = "the OpenAI-schema provider"
 
 
 class OpenAIToOpenAI:
@@ -29,6 +36,7 @@ class OpenAIToOpenAI:
         self._strip_usage_chunk = False
         self._parser: SSEParser | None = None
         self._whole = WholeBody()
+        self._done = False  # `data: [DONE]` (or an error event) came: the stream is complete
         self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
@@ -63,8 +71,10 @@ class OpenAIToOpenAI:
         return self._read_stream(chunk, end_of_stream)
 
     def _read_whole(self, chunk: bytes, end_of_stream: bool) -> None:
-        body = self._whole.feed(chunk, end_of_stream)
-        if body is not None:
+        raw = self._whole.collect(chunk, end_of_stream)
+        if raw is not None:  # the bytes go through unchanged, but only if they are an answer at all
+            body = answer_object(raw, PROVIDER)
+            require(body, "choices", list, PROVIDER)
             self._take(body)
 
     def _read_stream(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
@@ -76,14 +86,18 @@ class OpenAIToOpenAI:
         kept = []
         for event in events:
             data = event.data
-            if data and data != "[DONE]":
+            if data == "[DONE]":
+                self._done = True
+            elif data:
                 has_usage = '"usage"' in data
-                if has_usage or self.response_model is None or self.answer.keep:
+                if has_usage or self.response_model is None or self.answer.keep or '"error"' in data:
                     try:
                         payload = orjson.loads(data)
                     except orjson.JSONDecodeError:
                         payload = None
                     if isinstance(payload, dict):
+                        if "error" in payload and not payload.get("choices"):
+                            self._done = True  # a provider's mid-stream error ends the stream
                         self._take(payload)
                         # Only the chunk that carries the usage object; with include_usage OpenAI also puts
                         # "usage": null on every other chunk, and Azure opens with a choices-less chunk.
@@ -94,9 +108,11 @@ class OpenAIToOpenAI:
                         ):
                             continue
             kept.append(event.raw)
-        if not self._strip_usage_chunk:
-            return None
-        return b"".join(kept)
+        passed = b"".join(kept) if self._strip_usage_chunk else None
+        if end_of_stream and not self._done:
+            # OpenAI ends every stream with `data: [DONE]`: without it the answer (and its usage) may be cut.
+            raise stream_cut(PROVIDER, "`data: [DONE]`", chunk if passed is None else passed)
+        return passed
 
     def _take(self, payload: dict[str, Any]) -> None:
         model = payload.get("model")
