@@ -57,6 +57,7 @@ ENDPOINTS = {
 ANTHROPIC_PREFIX = "/anthropic/"  # errors under it, even for unknown paths, are in Anthropic's shape
 MODELS_PATH = "/v1/models"
 ANTHROPIC_MODELS_PATH = "/anthropic/v1/models"
+GEMINI_MODELS_PATH = "/v1beta/models"  # only v1beta: the Gemini API's /v1/models is OpenAI's list here
 _STREAMED = pm.ProcessingMode(response_body_mode=pm.ProcessingMode.STREAMED)
 _CONTINUE_HEADERS = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
 
@@ -211,7 +212,7 @@ class RouterStream:
         self._headers = header_dict(headers)
         self._request_id = request_key(message)
         path = self._headers.get(":path", "").split("?", 1)[0]
-        if path in (MODELS_PATH, ANTHROPIC_MODELS_PATH):
+        if path in (MODELS_PATH, ANTHROPIC_MODELS_PATH, GEMINI_MODELS_PATH):
             return self._models(path)
         if path not in ENDPOINTS and (call := gemini_call(self._headers.get(":path", ""))) is not None:
             self._gemini = call
@@ -228,13 +229,16 @@ class RouterStream:
         return _CONTINUE_HEADERS
 
     def _models(self, path: str) -> ep.ProcessingResponse:
-        """``GET /v1/models`` (OpenAI's list) and ``GET /anthropic/v1/models`` (Anthropic's): precomputed
-        from the config, answered without reaching a backend."""
+        """``GET /v1/models`` (OpenAI's list), ``GET /anthropic/v1/models`` (Anthropic's) and
+        ``GET /v1beta/models`` (Google's): precomputed from the config, answered without reaching a backend."""
         method = self._headers.get(":method")
         if method != "GET":
             raise GatewayError(405, f"{path} takes GET, not {method}")
         self.done = True
         self._status = 200
+        if path == GEMINI_MODELS_PATH:
+            body = self._runtime.gemini_model_list_for(self._headers)
+            return immediate_response(200, body, details="tokenvoy_models")
         openai_body, anthropic_body = self._runtime.model_lists_for(self._headers)
         body = openai_body if path == MODELS_PATH else anthropic_body
         return immediate_response(200, body, details="tokenvoy_models")

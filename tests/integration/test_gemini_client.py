@@ -216,3 +216,15 @@ def test_the_v1_api_version_is_served_too(gateway: Gateway) -> None:
     )
     assert reply.text == FIVE_WORDS
     assert _fake_requests(gateway)[-1]["path"] == "/v1/chat/completions"
+
+
+def test_models_list_gives_the_configured_models_in_googles_shape(gateway: Gateway) -> None:
+    """``client.models.list()`` (gemini-cli's model picker reads the same list) calls ``GET /v1beta/models``."""
+    client = _client(gateway, "lister")  # held: the pager reads through the client's connection
+    listed = list(client.models.list())
+    served = [entry["id"] for entry in httpx.get(f"{gateway.url}/v1/models").json()["data"]]
+    assert [model.name for model in listed] == [f"models/{name}" for name in served]
+    assert {model for model, _, _ in SHOWCASE_MODELS} <= set(served)
+    assert listed[0].supported_actions == ["generateContent", "streamGenerateContent", "countTokens"]
+    refused = httpx.post(f"{gateway.url}/v1beta/models", json={})
+    assert refused.status_code == 405 and refused.json()["error"]["status"]  # Google's error shape
