@@ -282,6 +282,12 @@ class Runtime:
             self._caller_gemini_models[key] = orjson.dumps({"models": allowed})
         return self._caller_gemini_models[key]
 
+    def gemini_model_for(self, headers: dict[str, str], model: str) -> bytes | None:
+        """``GET /v1beta/models/{model}``: the model's entry in this caller's list, None when not in it."""
+        wanted = f"models/{model}"
+        listed = orjson.loads(self.gemini_model_list_for(headers))["models"]
+        return next((orjson.dumps(entry) for entry in listed if entry["name"] == wanted), None)
+
 
 def _host_of(authority: str) -> str:
     """The host of a ``:authority`` (``Host``) value, lower case, without its port."""

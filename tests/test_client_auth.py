@@ -352,6 +352,9 @@ def test_the_gemini_model_list_is_googles_shape_and_holds_only_the_allowed_model
         "streamGenerateContent",
         "countTokens",
     ]
+    intern = {"x-user-id": "intern-1", ":authority": "gw"}
+    assert orjson.loads(runtime.gemini_model_for(intern, "gpt-4o-mini") or b"{}")["name"] == "models/gpt-4o-mini"
+    assert runtime.gemini_model_for(intern, "gpt-4o") is None  # GET /v1beta/models/gpt-4o: a 404 for the intern
     everyone = orjson.loads(runtime.gemini_model_list_for({"x-user-id": "alice", ":authority": "gw"}))
     openai, _ = runtime.model_lists_for({"x-user-id": "alice", ":authority": "gw"})
     assert [m["baseModelId"] for m in everyone["models"]] == [m["id"] for m in orjson.loads(openai)["data"]]
