@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from tokenvoy.config.model import (
     AI_GATEWAY_METADATA_NAMESPACE,
@@ -55,6 +56,7 @@ ENDPOINTS = {
 ANTHROPIC_PREFIX = "/anthropic/"  # errors under it, even for unknown paths, are in Anthropic's shape
 MODELS_PATH = "/v1/models"
 ANTHROPIC_MODELS_PATH = "/anthropic/v1/models"
+GEMINI_MODELS_PATH = "/v1beta/models"  # only v1beta: the Gemini API's /v1/models is OpenAI's list here
 _STREAMED = pm.ProcessingMode(response_body_mode=pm.ProcessingMode.STREAMED)
 _CONTINUE_HEADERS = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
 
@@ -210,8 +212,10 @@ class RouterStream:
         self._headers = header_dict(headers)
         self._request_id = request_key(message)
         path = self._headers.get(":path", "").split("?", 1)[0]
-        if path in (MODELS_PATH, ANTHROPIC_MODELS_PATH):
+        if path in (MODELS_PATH, ANTHROPIC_MODELS_PATH, GEMINI_MODELS_PATH):
             return self._models(path)
+        if path.startswith(GEMINI_MODELS_PATH + "/") and ":" not in path:
+            return self._gemini_model(path)
         if path not in ENDPOINTS and (call := gemini_call(self._headers.get(":path", ""))) is not None:
             self._gemini = call
         elif path not in ENDPOINTS:
@@ -227,16 +231,34 @@ class RouterStream:
         return _CONTINUE_HEADERS
 
     def _models(self, path: str) -> ep.ProcessingResponse:
-        """``GET /v1/models`` (OpenAI's list) and ``GET /anthropic/v1/models`` (Anthropic's): precomputed
-        from the config, answered without reaching a backend."""
+        """``GET /v1/models`` (OpenAI's list), ``GET /anthropic/v1/models`` (Anthropic's) and
+        ``GET /v1beta/models`` (Google's): precomputed from the config, answered without reaching a backend."""
         method = self._headers.get(":method")
         if method != "GET":
             raise GatewayError(405, f"{path} takes GET, not {method}")
         self.done = True
         self._status = 200
+        if path == GEMINI_MODELS_PATH:
+            body = self._runtime.gemini_model_list_for(self._headers)
+            return immediate_response(200, body, details="tokenvoy_models")
         openai_body, anthropic_body = self._runtime.model_lists_for(self._headers)
         body = openai_body if path == MODELS_PATH else anthropic_body
         return immediate_response(200, body, details="tokenvoy_models")
+
+    def _gemini_model(self, path: str) -> ep.ProcessingResponse:
+        """``GET /v1beta/models/{model}`` (Google's ``models.get``): the entry of the caller's model list."""
+        method = self._headers.get(":method")
+        if method != "GET":
+            raise GatewayError(405, f"{path} takes GET, not {method}")
+        name = unquote(path[len(GEMINI_MODELS_PATH) + 1 :])
+        entry = self._runtime.gemini_model_for(self._headers, name)
+        if entry is None:
+            known = self._runtime.gemini_model_list_for(self._headers)
+            served = ", ".join(m["baseModelId"] for m in orjson.loads(known)["models"])
+            raise GatewayError(404, f"model {name!r} is not served to this client; models served: {served}")
+        self.done = True
+        self._status = 200
+        return immediate_response(200, entry, details="tokenvoy_models")
 
     def _request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         raw = body.body

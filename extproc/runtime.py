@@ -169,6 +169,11 @@ class Runtime:
         self.client_keys_config = _client_keys_config(config)  # api_key_auth over ECDS (extproc/ecds.py)
         self.model_access = ModelAccess(config.model_access)
         self._caller_models: dict[tuple[str | None, tuple[ModelAccessRule, ...]], tuple[bytes, bytes]] = {}
+        # GET /v1beta/models (Google's list) per virtual host, and per (host, allowlist) once asked for
+        self._gemini_models = {
+            host: gemini_models_body(config, self.loaded_at, self._host_rule_list(host)) for host in self._models
+        }
+        self._caller_gemini_models: dict[tuple[str | None, tuple[ModelAccessRule, ...]], bytes] = {}
         self.cost_header = config.cost.response_header
         self.unpriced = self._unpriced_models()
         if self.unpriced:
@@ -192,6 +197,12 @@ class Runtime:
                     if not rule.priced(match.value) and match.value not in unpriced:
                         unpriced.append(match.value)
         return unpriced
+
+    def _host_rule_list(self, host: str | None) -> list[Rule] | None:
+        """The rules the virtual host ``host`` serves (None: every rule, when no route names a hostname)."""
+        if not self.hostnames:
+            return None
+        return [rule.rule for rule in (self._any_host_rules if host is None else self._host_rules[host])]
 
     def _host_models(self, rules: list[RuleRuntime]) -> tuple[list[str], bytes, bytes]:
         scoped = [rule.rule for rule in rules]
@@ -257,6 +268,25 @@ class Runtime:
             allowed = [model for model in self._models[host][0] if any(rule.allows(model) for rule in rules)]
             self._caller_models[key] = _filtered_lists(openai_body, anthropic_body, set(allowed))
         return self._caller_models[key]
+
+    def gemini_model_list_for(self, headers: dict[str, str]) -> bytes:
+        """``GET /v1beta/models`` for this caller: Google's list of the Host's models its ``modelAccess`` allows."""
+        host = self.virtual_host(headers.get(":authority", ""))
+        rules = self.model_access.rules_for(headers)
+        if not rules:
+            return self._gemini_models[host]
+        key = (host, rules)
+        if key not in self._caller_gemini_models:
+            listed = orjson.loads(self._gemini_models[host])
+            allowed = [m for m in listed["models"] if any(rule.allows(m["baseModelId"]) for rule in rules)]
+            self._caller_gemini_models[key] = orjson.dumps({"models": allowed})
+        return self._caller_gemini_models[key]
+
+    def gemini_model_for(self, headers: dict[str, str], model: str) -> bytes | None:
+        """``GET /v1beta/models/{model}``: the model's entry in this caller's list, None when not in it."""
+        wanted = f"models/{model}"
+        listed = orjson.loads(self.gemini_model_list_for(headers))["models"]
+        return next((orjson.dumps(entry) for entry in listed if entry["name"] == wanted), None)
 
 
 def _host_of(authority: str) -> str:
@@ -384,6 +414,25 @@ def anthropic_models_body(config: GatewayConfig, loaded_at: int, rules: list[Rul
     first_id = data[0]["id"] if data else None
     last_id = data[-1]["id"] if data else None
     return orjson.dumps({"data": data, "has_more": False, "first_id": first_id, "last_id": last_id})
+
+
+# What a Gemini API client can call on every listed model through the gateway (gemini_paths.METHODS).
+GEMINI_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
+
+
+def gemini_models_body(config: GatewayConfig, loaded_at: int, rules: list[Rule] | None = None) -> bytes:
+    """Google's model list (``GET /v1beta/models``: ``models.list``, one page holding every model, so no
+    ``nextPageToken``). The gateway knows names only: no token limits or versions it would have to invent."""
+    models = [
+        {
+            "name": f"models/{model}",
+            "baseModelId": model,
+            "displayName": model,
+            "supportedGenerationMethods": list(GEMINI_METHODS),
+        }
+        for model in _served_models(config, loaded_at, rules)
+    ]
+    return orjson.dumps({"models": models})
 
 
 def _signers(config: GatewayConfig) -> dict[str, Signer]:

@@ -20,12 +20,21 @@ from dataclasses import dataclass
 _EVENT_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
 _LINE_END = re.compile(r"\r\n|\n|\r")
 
+# The keep-alive an OpenAI-shaped client gets (chat completions and the Responses API): an SSE comment, which
+# the openai SDKs and every SSE reader skip, but whose bytes reset the client's read timeout.
+KEEPALIVE = b": ping\n\n"
+
 
 @dataclass(slots=True)
 class SSEEvent:
     event: str | None
     data: str
     raw: bytes = b""  # the event's bytes including its terminator, for pass-through
+
+    @property
+    def is_comment(self) -> bool:
+        """A block of ``: …`` lines only: a provider's (or a proxy's) keep-alive."""
+        return not self.data and self.event is None and self.raw.lstrip(b"\r\n").startswith(b":")
 
 
 class SSEParser:

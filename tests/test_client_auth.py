@@ -340,6 +340,26 @@ def test_the_model_lists_hold_only_the_allowed_models():
     assert len(orjson.loads(everyone)["data"]) > 2
 
 
+def test_the_gemini_model_list_is_googles_shape_and_holds_only_the_allowed_models():
+    """gemini-cli and google-genai list models at GET /v1beta/models: `models/<id>` names, per caller."""
+    runtime = _runtime()
+    listed = orjson.loads(runtime.gemini_model_list_for({"x-user-id": "intern-1", ":authority": "gw"}))
+    assert [m["name"] for m in listed["models"]] == ["models/gpt-4o-mini", "models/claude-haiku-4-5@20251001"]
+    assert set(listed) == {"models"}  # one page: no nextPageToken
+    # read by the google-genai SDK in tests/integration/test_gemini_client.py
+    assert listed["models"][0]["supportedGenerationMethods"] == [
+        "generateContent",
+        "streamGenerateContent",
+        "countTokens",
+    ]
+    intern = {"x-user-id": "intern-1", ":authority": "gw"}
+    assert orjson.loads(runtime.gemini_model_for(intern, "gpt-4o-mini") or b"{}")["name"] == "models/gpt-4o-mini"
+    assert runtime.gemini_model_for(intern, "gpt-4o") is None  # GET /v1beta/models/gpt-4o: a 404 for the intern
+    everyone = orjson.loads(runtime.gemini_model_list_for({"x-user-id": "alice", ":authority": "gw"}))
+    openai, _ = runtime.model_lists_for({"x-user-id": "alice", ":authority": "gw"})
+    assert [m["baseModelId"] for m in everyone["models"]] == [m["id"] for m in orjson.loads(openai)["data"]]
+
+
 def test_api_key_auth_config_round_trips():
     auth = _load(_mutated(POLICY, "spec.apiKeyAuth.forwardClientIDHeader", "X-Client"), SECRET).client_auth
     assert auth is not None and auth.api_keys is not None

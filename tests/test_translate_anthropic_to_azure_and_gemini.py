@@ -347,3 +347,50 @@ def test_what_gemini_cannot_take_is_422_naming_the_field() -> None:
         translator.translate_request(_request(body, "gemini-2.5-flash"), VERTEX, "gemini-2.5-flash")
     assert getattr(raised.value, "status", None) == 422
     assert "tools[0]" in str(raised.value)
+
+
+# ---- what Claude Code reads before the first token: the input estimate and keep-alives ----------------------
+
+LONG_PROMPT = "Summarise the following log. " + "GET /v1/models 200 0.4ms\n" * 200
+
+
+@pytest.mark.parametrize("backend", ["azure", "vertex"])
+def test_message_start_carries_the_gateways_input_estimate(backend: str) -> None:
+    """Claude Code sizes its context from message_start; Azure and Gemini tell their usage only at the end."""
+    from tokenvoy.extproc.estimate import prompt_tokens
+
+    body = {"stream": True, "messages": [{"role": "user", "content": LONG_PROMPT}]}
+    if backend == "azure":
+        translator, model = AnthropicToAzure(), "gpt-4o"
+        upstream = translator.translate_request(_request(body, model), AZURE, model)
+        raw = _azure_answer(upstream.body, model, True)
+    else:
+        translator, model = _gemini_translator(), "gemini-2.5-flash"
+        upstream = translator.translate_request(_request(body, model), VERTEX, model)
+        raw = _vertex_answer(upstream.path, upstream.body)
+    events = _events(translator.translate_response_body(200, raw, True))
+    start = events[0]
+    assert start["type"] == "message_start"
+    expected = prompt_tokens(_request(body, model).body)
+    assert start["message"]["usage"]["input_tokens"] == expected > len(LONG_PROMPT) // 8
+
+
+def test_gemini_chunks_with_nothing_to_show_become_anthropic_pings() -> None:
+    """Gemini has no keep-alive; a chunk that carries nothing readable still reaches Claude Code, as a ping."""
+    translator = _gemini_translator()
+    body = {"stream": True, "messages": [{"role": "user", "content": "Hello"}]}
+    translator.translate_request(_request(body, "gemini-2.5-flash"), VERTEX, "gemini-2.5-flash")
+    usage = {"promptTokenCount": 3, "totalTokenCount": 3}
+    nothing = gemini.sse_frame({"candidates": [{"content": {"role": "model", "parts": []}}], "usageMetadata": usage})
+    events = _events(translator.translate_response_body(200, nothing * 3, False))
+    # the first chunk opens the message (Gemini's role), the next two carry nothing else
+    assert [event["type"] for event in events] == ["message_start", "ping", "ping"]
+    assert events[0]["message"]["usage"]["input_tokens"] > 0  # the estimate, before Gemini's usage is known
+
+
+def test_azure_keepalive_comments_become_anthropic_pings() -> None:
+    translator = AnthropicToAzure()
+    body = {"stream": True, "messages": [{"role": "user", "content": "Hello"}]}
+    translator.translate_request(_request(body, "gpt-4o"), AZURE, "gpt-4o")
+    events = _events(translator.translate_response_body(200, b": keep-alive\n\n", False))
+    assert [event["type"] for event in events] == ["message_start", "ping"]

@@ -221,7 +221,7 @@ def test_streamed_text_with_multibyte_characters_survives_byte_by_byte_feeding()
     out = _feed(_openai_streaming(), [SSE_STREAM[i : i + 1] for i in range(len(SSE_STREAM))])
     text = ""
     for event in SSEParser().feed(out):
-        if event.data != "[DONE]":
+        if event.data and event.data != "[DONE]":  # skips keep-alive comments
             chunk = orjson.loads(event.data)
             text += "".join(c["delta"].get("content") or "" for c in chunk["choices"])
     assert text == " ".join(anthropic_messages.ANSWER.split()[:6])

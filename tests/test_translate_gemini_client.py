@@ -630,3 +630,23 @@ def test_to_anthropic_the_fake_accepts_it_and_the_answer_is_geminis(stream: bool
     (call,) = final.function_calls  # the fake calls the first tool
     assert call.name == "enable_lights" and call.id.startswith("toolu_")
     assert final.usage_metadata.total_token_count == translator.usage.total > 0
+
+
+def test_keepalives_never_reach_a_gemini_client_whose_sdk_would_read_them_as_json() -> None:
+    """google-genai parses every non-`data:` line as JSON, so the `: ping` OpenAI clients get is kept from it."""
+    import httpx
+    from google.genai import _api_client
+
+    translator = translator_for(ClientAPI.GEMINI_GENERATE, "Anthropic")()
+    upstream = translator.translate_request(
+        _request(EXPLAIN, "claude-sonnet-4-6", True), ANTHROPIC, "claude-sonnet-4-6"
+    )
+    reply = anthropic_messages.create_message(
+        upstream.body, {"x-api-key": "k", **upstream.set_headers}, message_id="msg_1"
+    )
+    events = [reply.events[0], {"type": "ping"}, {"type": "ping"}, *reply.events[1:]]
+    raw = b"".join(anthropic_messages.sse_frame(event) for event in events)
+    out = translator.translate_response_body(200, raw, True)
+    assert b"ping" not in out
+    segments = list(_api_client.HttpResponse({}, httpx.Response(200, content=out)).segments())
+    assert segments and all("candidates" in segment or "usageMetadata" in segment for segment in segments)

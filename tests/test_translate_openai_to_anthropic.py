@@ -778,7 +778,7 @@ def _client_bytes(translator: OpenAIToAnthropic, chunks: list[bytes]) -> bytes:
 def _parse_client_stream(data: bytes) -> list[Any]:
     events = []
     for block in data.split(b"\n\n"):
-        if not block:
+        if not block or block == b": ping":  # a keep-alive comment, which SSE readers skip (tested below)
             continue
         assert block.startswith(b"data: "), block
         payload = block[len(b"data: ") :]
@@ -826,6 +826,20 @@ def test_stream_accumulates_into_a_valid_completion_with_the_openai_sdk():
     ]
     assert completion.choices[0].finish_reason == "tool_calls"
     assert completion.usage is not None and completion.usage.prompt_tokens == 2520
+
+
+def test_anthropic_pings_and_keepalive_comments_reach_the_client_as_sse_comments():
+    """Long thinking sends only pings; an OpenAI client hears each one (a comment its SDK skips) and stays alive."""
+    out = _client_bytes(_streaming(), [STREAM])
+    blocks = [block for block in out.split(b"\n\n") if block]
+    keepalives = [position for position, block in enumerate(blocks) if block == b": ping"]
+    assert len(keepalives) == 2  # the `ping` event and the `: keep-alive` comment
+    # each in its place in the stream: the ping after the signed thinking, the comment inside the text
+    assert b"signature" in blocks[keepalives[0] - 1]
+    assert "Voilà" in orjson.loads(blocks[keepalives[1] - 1][len(b"data: ") :])["choices"][0]["delta"]["content"]
+    only_pings = _streaming()
+    assert only_pings.translate_response_body(200, STREAM[: STREAM.index(b"\n\n") + 2], False)
+    assert only_pings.translate_response_body(200, _event({"type": "ping"}) * 3, False) == b": ping\n\n" * 3
 
 
 def test_stream_is_translated_as_it_comes_not_at_the_end():

@@ -610,7 +610,7 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def _chunks(data: bytes) -> list[dict[str, Any]]:
-    frames = [f for f in data.split(b"\n\n") if f]
+    frames = [f for f in data.split(b"\n\n") if f and f != b": ping"]  # keep-alive comments: tested below
     assert all(f.startswith(b"data: ") for f in frames)
     return [orjson.loads(f[6:]) if f != b"data: [DONE]" else "[DONE]" for f in frames]
 
@@ -760,3 +760,15 @@ def test_usage_normalisation_matches_design() -> None:
     )
     assert usage == TokenUsage(input=123, cached_input=100, cache_creation_input=20, output=4, total=127)
     assert usage_from_bedrock({"inputTokens": True, "outputTokens": -3}) == TokenUsage()
+
+
+def test_converse_events_with_nothing_to_show_keep_the_client_alive_as_sse_comments() -> None:
+    """Converse has no keep-alive; an empty delta (a tool's first, empty input) still reaches the client as bytes."""
+    translator = _streaming()
+    translator.translate_response_body(200, encode_event("messageStart", b'{"role":"assistant"}'), False)
+    empty = encode_event("contentBlockDelta", orjson.dumps({"contentBlockIndex": 0, "delta": {"text": ""}}))
+    assert translator.translate_response_body(200, empty, False) == b": ping\n\n"
+    later = encode_event("reasoningSummaryDelta", b'{"contentBlockIndex":0}')  # an event type added later
+    assert translator.translate_response_body(200, later, False) == b": ping\n\n"
+    stop = encode_event("contentBlockStop", b'{"contentBlockIndex":0}')
+    assert translator.translate_response_body(200, stop, False) == b""  # follows its last delta at once

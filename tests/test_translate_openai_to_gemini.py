@@ -888,7 +888,7 @@ def _client_bytes(translator: OpenAIToGemini, chunks: list[bytes]) -> bytes:
 def _parse_client_stream(data: bytes) -> list[Any]:
     events = []
     for block in data.split(b"\n\n"):
-        if not block:
+        if not block or block == b": ping":  # a keep-alive comment, which SSE readers skip (tested below)
             continue
         assert block.startswith(b"data: "), block
         payload = block[len(b"data: ") :]
@@ -1091,3 +1091,15 @@ def test_any_json_schema_converts_to_one_gemini_accepts_or_a_422(schema):
     }
     reply = gemini.generate_content(orjson.dumps(body), MODEL, stream=False, response_id="r")
     assert reply.status == 200, (converted, reply.body)
+
+
+def test_gemini_chunks_with_nothing_to_show_and_comments_keep_the_client_alive():
+    """Gemini has no keep-alive; a usage-only chunk or a proxy's comment still reaches the client as bytes."""
+    out = _client_bytes(_streaming(), [STREAM])
+    assert out.count(b": ping\n\n") == 1  # the recorded `: keep-alive` comment, in its place
+    assert out.index(b": ping") < out.index("météo".encode())
+    translator = _streaming()
+    translator.translate_response_body(200, _gemini_chunk([{"text": "Hi"}], _usage(1, 0)), False)
+    usage_only = _frame({"candidates": [{"content": {"role": "model", "parts": []}}], "usageMetadata": _usage(1, 0)})
+    assert translator.translate_response_body(200, usage_only, False) == b": ping\n\n"
+    assert translator.translate_response_body(200, usage_only[:10], False) == b""  # half a chunk: wait for the rest

@@ -457,3 +457,26 @@ def test_the_chat_translators_refusals_name_the_responses_fields(extra: dict, st
         translator.translate_request(request({"model": "c", "input": "hi", **extra}), ANTHROPIC, "c")
     assert refused.value.status == status
     assert refused.value.message.startswith(start), refused.value.message
+
+
+def test_keepalive_comments_reach_a_responses_client_as_sse_comments() -> None:
+    """A chat-side keep-alive (Anthropic's ping, a provider's comment) keeps a Codex-style client's read alive."""
+    raw = MIXED.replace(b"data: ", b": ping\n\ndata: ", 2)  # a keep-alive before each of the first two chunks
+    out = _translate(raw, [])
+    assert out.count(b": ping\n\n") == 2
+    assert _events(out) == _events(WHOLE)  # the event sequence is unchanged around them
+
+
+def test_anthropic_pings_reach_a_responses_client_as_comments() -> None:
+    translator = translator_for(ClientAPI.OPENAI_RESPONSES, "Anthropic")()
+    body = {"model": "claude-sonnet-4-6", "input": "hello claude", "max_output_tokens": 20, "stream": True}
+    upstream = translator.translate_request(request(body), ANTHROPIC, "claude-sonnet-4-6")
+    reply = anthropic_messages.create_message(
+        upstream.body, {"anthropic-version": "2023-06-01", **upstream.set_headers, "x-api-key": "k"}, message_id="msg_1"
+    )
+    assert [event["type"] for event in reply.events].count("ping") == 1  # the fake sends one, as Anthropic does
+    translator.translate_response_headers(200, {"content-type": "text/event-stream"})
+    raw = b"".join(anthropic_messages.sse_frame(event) for event in reply.events)
+    out = translator.translate_response_body(200, raw, True)
+    assert out.count(b": ping\n\n") == 1
+    assert _events(out)[-1]["type"] in ("response.completed", "response.incomplete")  # 20 tokens may cut it

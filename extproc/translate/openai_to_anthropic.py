@@ -39,7 +39,8 @@ The request is rebuilt (not edited in place): the two APIs share no body layout.
 * Answers: ``chat.completion`` (chunks) with Anthropic's ``msg_…`` id; stop reasons per
   :data:`FINISH_REASONS`; usage normalised (DESIGN §4) with cache reads as ``cached_tokens``; provider
   errors, JSON or not, in OpenAI's error shape with the status kept; an ``error`` event mid-stream becomes
-  an error chunk, and only ``message_stop`` yields ``data: [DONE]``.
+  an error chunk, and only ``message_stop`` yields ``data: [DONE]``. Anthropic's ``ping`` events and comment
+  lines become the SSE comment ``: ping`` (skipped by the openai SDK), so long thinking does not time a client out.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ import orjson
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, openai_error_body, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
+from tokenvoy.extproc.sse import KEEPALIVE
 from tokenvoy.extproc.translate.anthropic_common import (
     ANTHROPIC_API,
     ANTHROPIC_VERSION,
@@ -536,7 +538,11 @@ class OpenAIToAnthropic:
             events.extend(self._parser.flush())
         out: list[bytes] = []
         for event in events:
-            if not event.data or self._finished:
+            if self._finished:
+                continue
+            if not event.data:
+                if event.is_comment:
+                    out.append(KEEPALIVE)  # a keep-alive from the provider keeps the client's alive too
                 continue
             try:
                 payload = orjson.loads(event.data)
@@ -614,7 +620,9 @@ class OpenAIToAnthropic:
             message = error.get("message") if isinstance(error.get("message"), str) else "provider stream error"
             status = ERROR_STATUS.get(error_type, 500)
             out.append(b"data: " + openai_error_body(GatewayError(status, message, error_type)) + b"\n\n")
-        # ping and event types added later by Anthropic carry nothing for an OpenAI client
+        elif kind == "ping":
+            out.append(KEEPALIVE)  # Anthropic's keep-alive during long thinking: the client's read timeout resets
+        # event types added later by Anthropic carry nothing for an OpenAI client
 
     def _block_start(self, event: dict[str, Any], out: list[bytes]) -> None:
         block = event.get("content_block")

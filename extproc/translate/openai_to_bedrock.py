@@ -40,7 +40,8 @@ The request is rebuilt (the two APIs share no body layout). Mapping decisions:
   reason at ``messageStop``, then the usage chunk (when ``stream_options.include_usage``) and
   ``data: [DONE]`` after ``metadata``. Errors keep their status and Bedrock's type (``ThrottlingException``)
   in OpenAI's error shape; a mid-stream ``exception`` or a cut stream becomes an error chunk (no
-  ``[DONE]``).
+  ``[DONE]``). Converse sends no keep-alive: an event that gives the client nothing (an empty delta, an event
+  type added later; not a block's end) becomes the SSE comment ``: ping``, so long thinking keeps the client.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import orjson
 
 from tokenvoy.extproc.errors import GatewayError, openai_error_body
 from tokenvoy.extproc.errors import invalid_field as _invalid
+from tokenvoy.extproc.sse import KEEPALIVE
 from tokenvoy.extproc.translate.base import ClientRequest
 from tokenvoy.extproc.translate.bedrock_common import (
     PROVIDER,
@@ -481,6 +483,15 @@ class OpenAIToBedrock(BedrockTranslator):
             out.append(self._chunk({"role": "assistant", "content": ""}))
 
     def on_event(self, kind: str, payload: dict[str, Any], out: list[bytes]) -> None:
+        sent = len(out)
+        self._on_event(kind, payload, out)
+        if len(out) == sent and self._started and not self._finished and kind != "contentBlockStop":
+            # Converse sends no keep-alive of its own; an event with nothing to show (an empty delta, an event
+            # type added later) still proves the model is alive, so the client hears of it. A block's end
+            # follows its last delta at once, so it needs none.
+            out.append(KEEPALIVE)
+
+    def _on_event(self, kind: str, payload: dict[str, Any], out: list[bytes]) -> None:
         if kind == "messageStart":
             self._start(out)
         elif kind == "contentBlockStart":

@@ -50,6 +50,8 @@ The request is rebuilt as a ``GenerateContentRequest``. Mapping decisions:
   stream ended with every choice finished. Gemini reports usage on every chunk, so the tokens are metered
   whether or not the client asked. Provider errors, JSON or not, become OpenAI's error shape with the
   status kept; an ``{"error": …}`` event mid-stream becomes an error chunk and the stream gets no ``[DONE]``.
+  Gemini sends no keep-alive: a chunk that gives the client nothing (usage only, a bare thought signature)
+  and a proxy's comment line become the SSE comment ``: ping``, so long thinking does not time a client out.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ import orjson
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, openai_error_body, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
-from tokenvoy.extproc.sse import SSEParser
+from tokenvoy.extproc.sse import KEEPALIVE, SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
 from tokenvoy.extproc.translate.gemini_common import (
@@ -592,14 +594,23 @@ class OpenAIToGemini:
             events.extend(self._parser.flush())
         out: list[bytes] = []
         for event in events:
-            if not event.data or self._ended:
+            if self._ended:
+                continue
+            if not event.data:
+                if event.is_comment:
+                    out.append(KEEPALIVE)
                 continue
             try:
                 payload = orjson.loads(event.data)
             except orjson.JSONDecodeError:
                 continue
             if isinstance(payload, dict):
+                sent = len(out)
                 self._stream_response(payload, out)
+                if len(out) == sent:
+                    # Gemini sends no keep-alive of its own; a chunk with nothing to show (usage only, a bare
+                    # thought signature) still proves the model is alive, so the client hears of it.
+                    out.append(KEEPALIVE)
         if end_of_stream and not self._ended:
             self._ended = True
             if self._choices and all(choice.finished for choice in self._choices.values()):

@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 
 from tokenvoy.extproc.errors import GatewayError, invalid_field, untranslatable_field
-from tokenvoy.extproc.sse import SSEParser
+from tokenvoy.extproc.sse import KEEPALIVE, SSEParser
 from tokenvoy.extproc.translate.responses_common import sse_event, usage_object
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -478,7 +478,11 @@ class ChatStreamToResponses:
         out: list[bytes] = []
         for event in events:
             data = event.data
-            if not data or self.finished:
+            if self.finished:
+                continue
+            if not data:
+                if event.is_comment:
+                    out.append(KEEPALIVE)  # the chat side's keep-alive keeps the Responses client's alive too
                 continue
             if data == "[DONE]":
                 self._complete(out, usage)

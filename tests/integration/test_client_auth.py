@@ -1,7 +1,8 @@
-"""Client authentication through real Envoy (docs/auth.md): each client's own key (OpenAI and Anthropic SDKs
-unchanged), a wrong or missing key refused with 401 before any provider is contacted, the client key never
-reaching the provider, the identity from the key (not a header the client sends) feeding budgets and the
-access log, per-client model allowlists (403, ``/v1/models``), and JWTs verified against a local JWKS."""
+"""Client authentication through real Envoy (docs/auth.md): each client's own key (OpenAI, Anthropic and
+google-genai SDKs unchanged: ``authorization``, ``x-api-key``, ``x-goog-api-key``), a wrong or missing key
+refused with 401 before any provider is contacted, the client key never reaching the provider, the identity
+from the key (not a header the client sends) feeding budgets and the access log, per-client model allowlists
+(403, the model lists), and JWTs verified against a local JWKS."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ import openai
 import pytest
 import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 
 from tests.integration.conftest import Gateway, gateway_config, start_gateway
 from tests.ports import free_port
@@ -42,7 +46,7 @@ spec:
   targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: tokenvoy}]
   apiKeyAuth:
     credentialRefs: [{group: "", kind: Secret, name: client-keys}]
-    extractFrom: [{headers: [authorization, x-api-key]}]
+    extractFrom: [{headers: [authorization, x-api-key, x-goog-api-key]}]
 ---
 apiVersion: v1
 kind: Secret
@@ -199,6 +203,36 @@ def test_the_model_list_holds_what_the_caller_may_use(keyed: Gateway) -> None:
     assert [model.id for model in _anthropic(keyed, INTERN_KEY).models.list()] == intern_models
     alice_models = [model.id for model in _openai(keyed, ALICE_KEY).models.list()]
     assert set(intern_models) < set(alice_models) and "claude-sonnet-4-6" in alice_models
+
+
+def _gemini(gateway: Gateway, key: str) -> genai.Client:
+    """As gemini-cli with GEMINI_API_KEY: the key goes in `x-goog-api-key`."""
+    return genai.Client(api_key=key, http_options=genai_types.HttpOptions(base_url=gateway.url, timeout=30_000))
+
+
+def test_a_gemini_client_is_served_with_its_key_in_x_goog_api_key(keyed: Gateway) -> None:
+    before = len(_fake_requests(keyed))
+    client = _gemini(keyed, ALICE_KEY)
+    config = genai_types.GenerateContentConfig(max_output_tokens=5)
+    for model in ("gemini-2.5-flash", "gpt-4o-mini"):  # as it came to Vertex AI, translated to OpenAI
+        assert client.models.generate_content(model=model, contents="hi", config=config).text
+    sent = _fake_requests(keyed)[before:]
+    assert ":generateContent" in sent[0]["path"] and sent[1]["path"] == "/v1/chat/completions"
+    assert ALICE_KEY not in json.dumps(sent)  # the key was removed before the provider
+    assert all("x-goog-api-key" not in {name.lower() for name in request["headers"]} for request in sent)
+    keyed.wait_for_log(
+        lambda entry: entry.get("x-user-id") == "alice" and entry.get("genai_model_name") == "gemini-2.5-flash"
+    )
+
+    stranger, intern = _gemini(keyed, "tv-not-a-key"), _gemini(keyed, INTERN_KEY)  # held: a dropped client closes
+    with pytest.raises(genai_errors.ClientError) as refused:
+        stranger.models.generate_content(model="gpt-4o-mini", contents="hi", config=config)
+    assert refused.value.code == 401 and refused.value.status == "UNAUTHENTICATED"
+    with pytest.raises(genai_errors.ClientError) as denied:
+        intern.models.generate_content(model="gemini-2.5-flash", contents="hi", config=config)
+    assert denied.value.code == 403 and "'gemini-2.5-flash' is not allowed" in (denied.value.message or "")
+    assert [model.name for model in intern.models.list()] == ["models/gpt-4o-mini", "models/claude-haiku-4-5@20251001"]
+    assert len(_fake_requests(keyed)) == before + 2
 
 
 def _served(gateway: Gateway, key: str) -> int:

@@ -216,3 +216,26 @@ def test_the_v1_api_version_is_served_too(gateway: Gateway) -> None:
     )
     assert reply.text == FIVE_WORDS
     assert _fake_requests(gateway)[-1]["path"] == "/v1/chat/completions"
+
+
+def test_models_list_gives_the_configured_models_in_googles_shape(gateway: Gateway) -> None:
+    """``client.models.list()`` (gemini-cli's model picker reads the same list) calls ``GET /v1beta/models``."""
+    client = _client(gateway, "lister")  # held: the pager reads through the client's connection
+    listed = list(client.models.list())
+    served = [entry["id"] for entry in httpx.get(f"{gateway.url}/v1/models").json()["data"]]
+    assert [model.name for model in listed] == [f"models/{name}" for name in served]
+    assert {model for model, _, _ in SHOWCASE_MODELS} <= set(served)
+    assert listed[0].supported_actions == ["generateContent", "streamGenerateContent", "countTokens"]
+    refused = httpx.post(f"{gateway.url}/v1beta/models", json={})
+    assert refused.status_code == 405 and refused.json()["error"]["status"]  # Google's error shape
+
+
+def test_models_get_gives_one_served_model_or_googles_404(gateway: Gateway) -> None:
+    client = _client(gateway, "lister")
+    model = client.models.get(model="gemini-2.5-flash")
+    assert (model.name, model.display_name) == ("models/gemini-2.5-flash", "gemini-2.5-flash")
+    assert client.models.get(model="models/claude-haiku-4-5@20251001").name == "models/claude-haiku-4-5@20251001"
+    with pytest.raises(genai_errors.ClientError) as missing:
+        client.models.get(model="gemini-0-unknown")
+    assert missing.value.code == 404 and missing.value.status == "NOT_FOUND"
+    assert "'gemini-0-unknown' is not served" in (missing.value.message or "")
