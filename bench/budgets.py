@@ -24,7 +24,7 @@ from each answer's usage with the catalog's prices. ``--redis`` starts a ``redis
 ``--replicas N`` runs N whole gateways (each its own Envoy, extproc and ratelimit) on that one Redis, the
 clients spread over them round-robin: one budget enforced by N ratelimit replicas.
 
-Never asserts anything; a benchmark prints numbers (DESIGN.md §6). Every process it starts is stopped on
+Never asserts anything; a benchmark prints numbers. Every process it starts is stopped on
 exit, Ctrl-C or error.
 """
 

@@ -1,4 +1,4 @@
-"""Error bodies in the shape each client API expects (DESIGN.md §4)."""
+"""Error bodies in the shape each client API expects."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The router-level ext_proc stream: parse the client request once, pick the rule, read the response.
 
-Phases (DESIGN.md §3): request headers → request body (buffered) → response headers → response body
+Phases: request headers → request body (buffered) → response headers → response body
 (buffered, or streamed by mode override for ``stream: true`` with a 200). The usage metadata is attached
 to the last response body message, where the rate-limit filter's stream-done charge reads it. A compressed
 answer (gzip, deflate, br) is decoded here, before any translator reads it (``decoding.py``).
@@ -12,6 +12,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
+
+import orjson
 
 from tokenvoy.config.model import (
     AI_GATEWAY_METADATA_NAMESPACE,

@@ -1,4 +1,4 @@
-"""OpenTelemetry traces: one OpenInference ``LLM`` span per request extproc routes (DESIGN.md §4 Traces).
+"""OpenTelemetry traces: one OpenInference ``LLM`` span per request extproc routes.
 
 Life of a span (all on the event loop, no I/O; the ``BatchSpanProcessor`` exports from its own thread):
 

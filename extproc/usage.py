@@ -1,4 +1,4 @@
-"""Token usage in one provider-neutral shape (DESIGN.md §4 normalisation)."""
+"""Token usage in one provider-neutral shape."""
 
 from __future__ import annotations
 

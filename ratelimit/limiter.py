@@ -205,7 +205,7 @@ def effective_hits(descriptor: Descriptor, request_hits_addend: int) -> int:
 
 
 def is_over_limit(after: int, requests_per_unit: int, hits: int) -> bool:
-    """OVER_LIMIT iff the counter after adding ``hits`` exceeds the limit (DESIGN.md §4, as upstream).
+    """OVER_LIMIT iff the counter after adding ``hits`` exceeds the limit (as upstream envoyproxy/ratelimit).
 
     This holds for pure reads (hits 0) too, for compatibility with envoyproxy/ratelimit: a budget spent to
     exactly its limit still admits one more request, and ``requests_per_unit: 0`` never blocks a read.

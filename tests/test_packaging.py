@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Source directory → the import name it is installed as (DESIGN.md §1: PyPI has `extproc` and `ratelimit`).
+# Source directory → the import name it is installed as (PyPI has `extproc` and `ratelimit`).
 SOURCE_ROOTS = {"tokenvoy": "tokenvoy", "extproc": "tokenvoy.extproc", "ratelimit": "tokenvoy.ratelimit"}
 
 

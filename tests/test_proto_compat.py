@@ -716,7 +716,7 @@ def test_envoy_to_ours(full_name: str) -> None:
 
 
 def test_is_negative_hits_is_field_4() -> None:
-    """DESIGN.md pins the wire number Envoy 1.40 uses for is_negative_hits."""
+    """The wire number Envoy 1.40 uses for is_negative_hits, pinned."""
     desc = ratelimit_pb2.RateLimitDescriptor.DESCRIPTOR
     assert desc.fields_by_name["is_negative_hits"].number == 4
     assert ratelimit_pb2.RateLimitDescriptor(is_negative_hits=True).SerializeToString() == b"\x20\x01"

@@ -144,7 +144,7 @@ def test_over_limit_rule() -> None:
     assert not is_over_limit(100, 100, hits=1)  # reaching the limit exactly with a charge is OK
     assert is_over_limit(101, 100, hits=1)
     assert not is_over_limit(99, 100, hits=0)
-    # DESIGN.md §4 / envoyproxy/ratelimit: a read is over only once the counter exceeds the limit
+    # envoyproxy/ratelimit: a read is over only once the counter exceeds the limit
     assert not is_over_limit(100, 100, hits=0)
     assert is_over_limit(101, 100, hits=0)
 

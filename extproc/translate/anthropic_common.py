@@ -85,7 +85,7 @@ _USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cach
 
 
 def usage_from_anthropic(usage: dict[str, Any]) -> TokenUsage:
-    """DESIGN §4: Anthropic's ``input_tokens`` exclude cache reads and writes, so they are added back."""
+    """Anthropic's ``input_tokens`` exclude cache reads and writes, so they are added back."""
     plain = token_count(usage.get("input_tokens"), "input_tokens")
     cache_read = token_count(usage.get("cache_read_input_tokens"), "cache_read_input_tokens")
     cache_creation = token_count(usage.get("cache_creation_input_tokens"), "cache_creation_input_tokens")

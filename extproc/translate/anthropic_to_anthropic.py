@@ -12,7 +12,7 @@ A pass-through that still reads usage:
   The client's ``x-api-key``/``authorization`` are replaced by the gateway's key when the backend has a
   security policy (done for every translator by ``upstream.py``).
 * Usage: from the JSON answer, or from the stream's ``message_start`` (input side) and ``message_delta``
-  (cumulative counts) events, normalised per DESIGN §4 (input = input + cache reads + cache writes).
+  (cumulative counts) events, normalised (input = input + cache reads + cache writes).
   The answer's ``model`` is recorded as the response model. Bytes reach the client unchanged, errors
   included (they are already in Anthropic's shape).
 * Shape checks, so junk never passes as success: a 2xx answer must be a JSON object with a ``content``

@@ -33,7 +33,7 @@ to one. Mapping decisions:
   ``reasoningContent`` → ``thinking`` (signed) / ``redacted_thinking``; stop reasons per :data:`STOP_REASONS`
   (``stop_sequence`` is null: Converse does not say which one matched). Usage maps field for field
   (``inputTokens`` exclude the cache, as Anthropic's ``input_tokens`` do); the gateway's own counts are normalised
-  (DESIGN §4). Streams: ``message_start`` at ``messageStart`` (``input_tokens`` the gateway's estimate of the
+ . Streams: ``message_start`` at ``messageStart`` (``input_tokens`` the gateway's estimate of the
   prompt, bytes / 4: Bedrock reports usage only at the end), ``content_block_start``/``delta``/``stop`` per block
   (Bedrock starts only tool blocks explicitly; text and thinking blocks are opened at their first delta; a
   redacted thinking block is sent whole when it ends), then ``message_delta`` with the stop reason and the full

@@ -33,7 +33,7 @@ The request is rebuilt (the two APIs share no body layout). Mapping decisions:
   carry the usage, and the gateway must see it.
 * Answers: an Anthropic ``message`` with the provider's id (``msg_`` added when missing); stop reasons per
   :data:`STOP_REASONS`; usage per Anthropic (``input_tokens`` exclude cache reads, which go in
-  ``cache_read_input_tokens``); the gateway's own usage normalised as OpenAI's (DESIGN §4). Streams:
+  ``cache_read_input_tokens``); the gateway's own usage normalised as OpenAI's. Streams:
   ``message_start`` (its ``input_tokens`` the gateway's estimate of the prompt, bytes / 4 as for budget
   reservations: OpenAI reports usage only at the end, and Claude Code reads it to track its context),
   ``content_block_start``/``delta``/``stop`` per text, thinking or tool_use block (tool input as

@@ -100,7 +100,7 @@ def converse_path(prefix: str, model: str, stream: bool) -> str:
 
 
 def usage_from_bedrock(usage: object) -> TokenUsage:
-    """DESIGN §4: Bedrock's ``inputTokens`` exclude cache reads and writes, so they are added back."""
+    """Bedrock's ``inputTokens`` exclude cache reads and writes, so they are added back."""
     if not isinstance(usage, dict):
         return TokenUsage()
     plain = token_count(usage.get("inputTokens"), "inputTokens")

@@ -2,7 +2,7 @@
 buffered response flow of the translators that rebuild the body (Vertex AI, Bedrock Titan).
 
 Embeddings are never streamed (``stream: true`` → 400) and only consume input tokens: the usage is
-``input = total = prompt tokens``, ``output = 0`` (DESIGN §4).
+``input = total = prompt tokens``, ``output = 0``.
 
 ``encoding_format: "base64"`` (what the openai SDK asks for by default) is answered like OpenAI does it:
 each vector as the base64 of its little-endian float32 bytes. A rebuilding translator does that itself,

@@ -69,7 +69,7 @@ def finish_reason(gemini_reason: str, called_tools: bool) -> str:
 
 
 def usage_from_gemini(metadata: dict[str, Any]) -> TokenUsage:
-    """DESIGN §4 for Gemini. ``promptTokenCount`` already includes cached tokens (as OpenAI's
+    """Usage normalised for Gemini. ``promptTokenCount`` already includes cached tokens (as OpenAI's
     ``prompt_tokens`` do); tool-use prompt tokens (e.g. grounding results) are input too. Output is
     ``candidatesTokenCount`` + ``thoughtsTokenCount``: OpenAI's ``completion_tokens`` include reasoning,
     and Google bills thoughts as output; the thoughts alone are also ``reasoning``. total = input + output,

@@ -37,7 +37,7 @@ The request is rebuilt (not edited in place): the two APIs share no body layout.
   keys, stream framing, error shape); their translators are this class with another ``wire``
   (``aws_anthropic.py``, ``gcp_anthropic.py``).
 * Answers: ``chat.completion`` (chunks) with Anthropic's ``msg_…`` id; stop reasons per
-  :data:`FINISH_REASONS`; usage normalised (DESIGN §4) with cache reads as ``cached_tokens``; provider
+  :data:`FINISH_REASONS`; usage normalised with cache reads as ``cached_tokens``; provider
   errors, JSON or not, in OpenAI's error shape with the status kept; an ``error`` event mid-stream becomes
   an error chunk, and only ``message_stop`` yields ``data: [DONE]``. Anthropic's ``ping`` events and comment
   lines become the SSE comment ``: ping`` (skipped by the openai SDK), so long thinking does not time a client out.

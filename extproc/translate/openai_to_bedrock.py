@@ -34,7 +34,7 @@ The request is rebuilt (the two APIs share no body layout). Mapping decisions:
   ``function`` role, non-function tools. ``seed``, ``store``, ``metadata``, ``user``, ``service_tier``
   and unknown fields are dropped.
 * Answers: ``chat.completion`` (chunks) with ``chatcmpl-`` + Bedrock's request id and the model id sent
-  (Converse names none); stop reasons per :data:`FINISH_REASONS`; usage normalised (DESIGN §4) with cache
+  (Converse names none); stop reasons per :data:`FINISH_REASONS`; usage normalised with cache
   reads as ``cached_tokens``. Streams are translated event by event: the role chunk at ``messageStart``,
   text, reasoning and tool-call deltas (tool calls numbered 0, 1, … in order of appearance), the finish
   reason at ``messageStop``, then the usage chunk (when ``stream_options.include_usage``) and

@@ -131,7 +131,7 @@ def test_streamed_messages_to_an_anthropic_backend(anthropic_gateway: Gateway) -
     assert final.stop_reason == "max_tokens"
     assert (final.usage.input_tokens, final.usage.cache_read_input_tokens, final.usage.output_tokens) == (3, 4, 7)
     entry = anthropic_gateway.wait_for_log(lambda e: e.get("x-request-id") == request_id)
-    assert tokens(entry) == (3 + 4, 7, 3 + 4 + 7, 4)  # input counts cache reads (DESIGN §4)
+    assert tokens(entry) == (3 + 4, 7, 3 + 4 + 7, 4)  # input counts cache reads
 
 
 def test_tool_use_round_trip_with_an_anthropic_backend(anthropic_gateway: Gateway) -> None:

@@ -4,7 +4,7 @@ Every resource is a pydantic-validated betterproto2 message, so a misspelt field
 or two members of one oneof fail here, when the message is built, instead of in ``envoy --mode validate``
 or at Envoy's start. :func:`to_json` turns a message into the proto3 JSON (snake_case names) Envoy reads.
 
-Wiring (DESIGN.md §3): listener → router-level ext_proc → ratelimit → router → one cluster per route
+Wiring: listener → router-level ext_proc → ratelimit → router → one cluster per route
 rule whose endpoints are the rule's backends (priority = fallback order, locality weight = split), each
 cluster carrying the upstream ext_proc filter that translates and signs for whichever backend the
 attempt reached.
