@@ -37,5 +37,16 @@ def _mapping(value: object) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+# A bound on any one token count read from a provider: far beyond any real answer, and sums of such counts
+# still encode as JSON (orjson refuses integers beyond 64 bits, which a hostile count would otherwise reach).
+MAX_TOKEN_COUNT = 2**53
+
+
+def token_count(value: object) -> int:
+    """A provider's token count: a positive integer (at most ``MAX_TOKEN_COUNT``), else 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return min(value, MAX_TOKEN_COUNT)
+    return 0
+
+
+_int = token_count

@@ -21,7 +21,7 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.jsonedit import remove_top_level, set_top_level
 from tokenvoy.extproc.sse import SSEEvent, SSEParser
-from tokenvoy.extproc.usage import TokenUsage
+from tokenvoy.extproc.usage import TokenUsage, token_count
 
 ANTHROPIC_VERSION = "2023-06-01"
 """The ``anthropic-version`` header value; the only version of the Messages API so far."""
@@ -105,7 +105,7 @@ def _type_for(status: int) -> str:
 
 
 def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    return token_count(value)
 
 
 # ---- the wire: where the body goes and how the answer comes back ---------------------------------------

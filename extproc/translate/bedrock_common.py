@@ -33,7 +33,7 @@ from tokenvoy.extproc.eventstream import EventMessage, EventStreamDecoder, Event
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
 from tokenvoy.extproc.translate.shapes import answer_object, require
-from tokenvoy.extproc.usage import TokenUsage
+from tokenvoy.extproc.usage import TokenUsage, token_count
 
 TARGET = "an AWS Bedrock backend"
 PROVIDER = "the Bedrock Converse provider"
@@ -167,7 +167,7 @@ def exception_details(message: EventMessage) -> tuple[str, int, str]:
 
 
 def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    return token_count(value)
 
 
 # ---- request pieces -------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from urllib.parse import quote
 import orjson
 
 from tokenvoy.extproc.errors import GatewayError, invalid_field, untranslatable_field
-from tokenvoy.extproc.usage import TokenUsage
+from tokenvoy.extproc.usage import TokenUsage, token_count
 
 GENERATE_SUFFIX = ":generateContent"
 STREAM_SUFFIX = ":streamGenerateContent?alt=sse"
@@ -145,7 +145,7 @@ def stream_error(error: object) -> GatewayError:
 
 
 def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    return token_count(value)
 
 
 # ---- JSON Schema → Gemini Schema ----------------------------------------------------------------------
