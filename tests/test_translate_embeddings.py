@@ -31,7 +31,7 @@ from tokenvoy.extproc.translate.embeddings_to_openai import EmbeddingsToOpenAI
 from tokenvoy.extproc.translate.embeddings_to_titan import EmbeddingsToTitan
 from tokenvoy.extproc.translate.embeddings_to_vertex import EmbeddingsToVertex
 from tokenvoy.extproc.upstream import UpstreamStream
-from tokenvoy.extproc.usage import TokenUsage
+from tokenvoy.extproc.usage import MAX_TOKENS, TokenUsage
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from tokenvoy.testupstream import embeddings as fake
 
@@ -225,6 +225,17 @@ def test_a_2xx_answer_that_is_not_vertex_shaped_is_a_502() -> None:
         translator.translate_response_body(200, b'{"unexpected": true}', True)
     assert raised.value.status == 502
     assert "unexpected" in raised.value.message
+
+
+def test_a_huge_vertex_token_count_is_bounded_not_a_crash() -> None:
+    """Found by fuzzing: a count of 2^70 (read as a float) made the rebuilt answer unencodable (a 500)."""
+    translator = EmbeddingsToVertex()
+    translator.translate_request(request({"model": "e", "input": ["x", "y"]}), VERTEX, "e")
+    prediction = b'{"embeddings": {"values": [0.1], "statistics": {"token_count": 1180591620717411303424}}}'
+    answer = b'{"predictions": [' + prediction + b", " + prediction + b"]}"
+    out = orjson.loads(translator.translate_response_body(200, answer, True))
+    assert out["usage"]["prompt_tokens"] == MAX_TOKENS
+    assert translator.usage == TokenUsage(input=MAX_TOKENS, total=MAX_TOKENS)
 
 
 @settings(max_examples=60, deadline=None)

@@ -455,9 +455,9 @@ def _scalar(rng: random.Random) -> Any:
     if kind == 1:
         return rng.random() < 0.5
     if kind == 2:
-        return rng.choice([0, -1, 1, 7, 2**63, -(2**63) - 1, 2**70])
+        return rng.choice([0, -1, 1, 7, 2**63, 2**64 - 1, -(2**63) - 1, 2**70])
     if kind == 3:
-        return rng.choice([0.5, -1e308, 1e-9])
+        return rng.choice([0.5, -1e308, 1e-9, 1.2e21, 5.0])
     if kind == 4:
         return "".join(rng.choice('ab\u00e9\n\x00"{') for _ in range(rng.randrange(5)))
     return rng.choice(_WORDS)

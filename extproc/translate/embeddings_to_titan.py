@@ -23,6 +23,7 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import untranslatable_field
 from tokenvoy.extproc.translate.base import ClientRequest
 from tokenvoy.extproc.translate.embeddings_common import RebuiltEmbeddings, float_list, input_texts
+from tokenvoy.extproc.usage import token_count
 
 AWS_ERROR_TYPE_HEADER = "x-amzn-errortype"
 
@@ -47,8 +48,7 @@ class EmbeddingsToTitan(RebuiltEmbeddings):
         if values is None:
             return None
         count = payload.get("inputTextTokenCount")
-        tokens = count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
-        return [values], tokens
+        return [values], token_count(count, "inputTextTokenCount")
 
     def error_details(self, status: int, payload: Any, headers: dict[str, str]) -> tuple[str | None, str | None]:
         error_type = headers.get(AWS_ERROR_TYPE_HEADER, "").split(":", 1)[0].strip() or None

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +23,7 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import invalid_field
 from tokenvoy.extproc.translate.base import ClientRequest
 from tokenvoy.extproc.translate.embeddings_common import RebuiltEmbeddings, float_list, input_texts
+from tokenvoy.extproc.usage import MAX_TOKENS, token_count
 
 
 class EmbeddingsToVertex(RebuiltEmbeddings):
@@ -66,8 +68,9 @@ class EmbeddingsToVertex(RebuiltEmbeddings):
             vectors.append(values)
             statistics = embeddings.get("statistics")
             count = statistics.get("token_count") if isinstance(statistics, dict) else None
-            if isinstance(count, (int, float)) and not isinstance(count, bool) and count > 0:
-                tokens += int(count)
+            if isinstance(count, float) and math.isfinite(count):
+                count = int(count)  # Vertex's JSON may write a count as 5.0
+            tokens = min(tokens + token_count(count, "statistics.token_count"), MAX_TOKENS)
         return vectors, tokens
 
     def error_details(self, status: int, payload: Any, headers: dict[str, str]) -> tuple[str | None, str | None]:
