@@ -62,6 +62,7 @@ from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
+from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage
 
 CHAT_PATH = "/chat/completions"
@@ -564,7 +565,8 @@ def gemini_response(completion: dict[str, Any], fallback_model: str) -> dict[str
         text = message.get("content")
         if isinstance(text, str) and text:
             parts.append({"text": text})
-        for call in message.get("tool_calls") or ():
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():  # a provider's `true` is no call list
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
                 parts.append(function_call(call.get("id"), function.get("name"), function.get("arguments")))
@@ -652,9 +654,8 @@ class GeminiToOpenAI:
                 return b""
             if not 200 <= status < 300:
                 return error_body(status, raw)
-            completion = json_object(raw)
-            if completion is None:
-                return raw  # not OpenAI's JSON: hand the client what came rather than nothing
+            completion = answer_object(raw, "the provider")  # not a chat completion: a 502, never a made-up one
+            require(completion, "choices", list, "the provider")
             self._take(completion)
             response = gemini_response(completion, self._model)
             if self.answer.keep:
