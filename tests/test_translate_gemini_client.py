@@ -720,3 +720,26 @@ def test_keepalives_never_reach_a_gemini_client_whose_sdk_would_read_them_as_jso
     assert b"ping" not in out
     segments = list(_api_client.HttpResponse({}, httpx.Response(200, content=out)).segments())
     assert segments and all("candidates" in segment or "usageMetadata" in segment for segment in segments)
+
+
+# ---- found by tests/test_translate_fuzz.py ----------------------------------------------------------------
+
+
+def test_a_stream_done_without_any_choice_still_ends_with_a_finish_reason() -> None:
+    """The google-genai SDK knows an answer ended by its finishReason: ``[DONE]`` after no choice at all
+    (an empty answer) once ended with ``"candidates": []``, which no Gemini client reads as an end."""
+    usage_only = {**TOOL_STREAM[-1]}
+    out = _events(_streaming().translate_response_body(200, _openai_stream([usage_only]), True))
+    assert out[-1]["candidates"] == [{"content": {"role": "model", "parts": []}, "index": 0, "finishReason": "STOP"}]
+    assert out[-1]["usageMetadata"]["totalTokenCount"] == 39
+
+
+@pytest.mark.parametrize(
+    "bad", [{"choices": 5}, {"choices": [{"index": 0, "delta": {"content": "Hi", "tool_calls": True}}]}]
+)
+def test_stream_chunks_with_non_array_choices_or_tool_calls_are_read_as_none(bad: dict[str, Any]) -> None:
+    """They were TypeErrors (a 500 cutting the stream with no error event)."""
+    chunks = [{**_chunk({}), **bad}, _chunk({}, "stop")]
+    out = _events(_streaming().translate_response_body(200, _openai_stream(chunks), True))
+    assert out[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert all("functionCall" not in part for event in out for part in event["candidates"][0]["content"]["parts"])

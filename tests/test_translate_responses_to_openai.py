@@ -172,3 +172,11 @@ def test_an_input_token_count_without_its_count_is_a_502(answer: bytes) -> None:
     translator.translate_request(request({"model": "gpt-4o", "input": "hi"}), OPENAI, "gpt-4o")
     with pytest.raises(UpstreamShapeError):
         translator.translate_response_body(200, answer, True)
+
+
+def test_an_event_whose_type_is_no_string_is_not_an_end() -> None:
+    odd = b'data: {"type": ["response.completed"], "response": {"model": "gpt-4o"}}\n\n'
+    translator = ResponsesToOpenAI()
+    translator.translate_request(request({"model": "gpt-4o", "input": "x", "stream": True}), OPENAI, "gpt-4o")
+    with pytest.raises(UpstreamShapeError):
+        translator.translate_response_body(200, odd, True)

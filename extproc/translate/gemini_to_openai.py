@@ -725,7 +725,8 @@ class GeminiToOpenAI:
             if self._choices and all(choice.finish for choice in self._choices.values()):
                 self._finish(out)  # the usage chunk comes after every finish reason
             return
-        for position, choice in enumerate(payload.get("choices") or ()):
+        choices = payload.get("choices")
+        for position, choice in enumerate(choices if isinstance(choices, list) else ()):
             if not isinstance(choice, dict):
                 continue
             index = choice.get("index") if isinstance(choice.get("index"), int) else position
@@ -740,7 +741,8 @@ class GeminiToOpenAI:
                 parts.append({"text": content})
                 if index == 0:
                     self.answer.add(content)
-            for call in delta.get("tool_calls") or ():
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict):
                     self._tool_call(state, call)
             if parts:
@@ -766,7 +768,8 @@ class GeminiToOpenAI:
         """The last event: each choice's whole function calls and finish reason, and the usage."""
         self._ended = True
         candidates = []
-        for index, state in sorted(self._choices.items()):
+        # An answer with no choice at all still ends with a finishReason (STOP): the Gemini client's end.
+        for index, state in sorted((self._choices or {0: _Choice()}).items()):
             parts = [function_call(*state.calls[key]) for key in sorted(state.calls)]
             candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": index}
             candidate["finishReason"] = _finish(state.finish)

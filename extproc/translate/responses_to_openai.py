@@ -109,7 +109,7 @@ class ResponsesToOpenAI:
         if not isinstance(payload, dict):
             return
         kind = payload.get("type")
-        if kind in _ENDS:
+        if isinstance(kind, str) and kind in _ENDS:
             self._ended = True
         if kind == _DELTA:
             if isinstance(payload.get("delta"), str):
