@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tokenvoy.config.model import Backend, Endpoint
-from tokenvoy.extproc.errors import GatewayError
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError
 from tokenvoy.extproc.translate import translator_for
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
 from tokenvoy.testupstream import anthropic_clouds, anthropic_messages, bedrock_count_tokens
@@ -160,6 +160,29 @@ def test_an_answer_without_a_count_is_a_502_not_a_zero() -> None:
     with pytest.raises(GatewayError) as raised:
         count.translate_response_body(200, b"{}", True)
     assert raised.value.status == 502
+
+
+# Found by tests/test_translate_fuzz.py: junk reached the client as a 200 count (Anthropic, Vertex), and a
+# 2xx without a count was a plain GatewayError rather than the shape error the router reports as such.
+@pytest.mark.parametrize(
+    ("backend", "answer"),
+    [
+        (ANTHROPIC, b"<html>502 Bad Gateway</html>"),
+        (ANTHROPIC, b'{"input_tokens": "6"}'),
+        (VERTEX, b"[]"),
+        (INVOKE, b"\x89PNG"),
+        (INVOKE, b'{"inputTokens": true}'),
+        (CONVERSE, b'{"inputTokens": -1}'),
+    ],
+    ids=["anthropic-html", "anthropic-string", "vertex-array", "invoke-binary", "invoke-bool", "converse-negative"],
+)
+def test_a_2xx_that_is_no_count_is_a_502_shape_error(backend: Backend, answer: bytes) -> None:
+    count = translator_for(ClientAPI.ANTHROPIC_COUNT_TOKENS, backend.schema)()  # type: ignore[misc]
+    count.translate_request(_request(ANTHROPIC_BODY), backend, "claude-sonnet-4-6")
+    count.translate_response_headers(200, {"content-type": "application/json"})
+    with pytest.raises(UpstreamShapeError) as raised:
+        count.translate_response_body(200, answer, True)
+    assert raised.value.status == 502 and raised.value.message
 
 
 @pytest.mark.parametrize("schema", ["OpenAI", "AzureOpenAI", "GCPVertexAI"])

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenvoy.config.model import Backend, Endpoint
-from tokenvoy.extproc.errors import GatewayError
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError
 from tokenvoy.extproc.gemini_paths import gemini_call, is_gemini_path
 from tokenvoy.extproc.request import read_gemini_body
 from tokenvoy.extproc.sse import SSEParser
@@ -209,6 +209,57 @@ def test_count_tokens_goes_to_vertexs_count_tokens_and_is_charged_nothing() -> N
         _request(EXPLAIN, "gemini-2.5-flash", api=ClientAPI.GEMINI_COUNT_TOKENS), VERTEX, "gemini-2.5-flash"
     )
     assert plain.body is None
+
+
+# Found by tests/test_translate_fuzz.py: these reached the Gemini client as 200s (junk, an invented answer).
+@pytest.mark.parametrize("answer", [b"<html>502 Bad Gateway</html>", b"[]", b'{"modelVersion": "g"}'])
+def test_a_vertex_answer_that_is_not_one_is_a_502(answer: bytes) -> None:
+    translator = GeminiToVertex()
+    translator.translate_request(_request(EXPLAIN, "gemini-2.5-flash"), VERTEX, "gemini-2.5-flash")
+    with pytest.raises(UpstreamShapeError) as refused:
+        translator.translate_response_body(200, answer, True)
+    assert refused.value.status == 502 and "Vertex AI" in refused.value.message
+
+
+def test_parts_that_are_no_array_are_read_as_no_text() -> None:
+    """Found by tests/test_translate_fuzz.py: ``"parts": 0.5`` was a TypeError (a 500) when tracing kept text."""
+    translator = GeminiToVertex()
+    request = _request(EXPLAIN, "gemini-2.5-flash")
+    request.capture_output = True
+    translator.translate_request(request, VERTEX, "gemini-2.5-flash")
+    answer = {"candidates": [{"content": {"role": "model", "parts": 0.5}, "finishReason": "STOP"}]}
+    assert translator.translate_response_body(200, orjson.dumps(answer), True) is None
+    assert translator.answer.text == ""
+
+
+def test_a_blocked_prompt_is_an_answer_not_a_502() -> None:
+    translator = GeminiToVertex()
+    translator.translate_request(_request(EXPLAIN, "gemini-2.5-flash"), VERTEX, "gemini-2.5-flash")
+    blocked = {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3}}
+    assert translator.translate_response_body(200, orjson.dumps(blocked), True) is None
+
+
+@pytest.mark.parametrize("answer", [b'{"totalTokens": "many"}', b"null"])
+def test_a_vertex_count_answer_without_a_count_is_a_502(answer: bytes) -> None:
+    translator = GeminiToVertex()
+    request = _request(EXPLAIN, "gemini-2.5-flash", api=ClientAPI.GEMINI_COUNT_TOKENS)
+    translator.translate_request(request, VERTEX, "gemini-2.5-flash")
+    with pytest.raises(UpstreamShapeError):
+        translator.translate_response_body(200, answer, True)
+
+
+def test_a_vertex_stream_cut_before_its_finish_reason_ends_with_an_error() -> None:
+    translator = GeminiToVertex()
+    translator.translate_request(_request(EXPLAIN, "gemini-2.5-flash", stream=True), VERTEX, "gemini-2.5-flash")
+    first = {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi"}]}}]}
+    assert translator.translate_response_body(200, gemini.sse_frame(first), False) is None
+    with pytest.raises(UpstreamShapeError) as cut:
+        translator.translate_response_body(200, b"", True)
+    assert "finishReason" in cut.value.message
+    done = GeminiToVertex()
+    done.translate_request(_request(EXPLAIN, "gemini-2.5-flash", stream=True), VERTEX, "gemini-2.5-flash")
+    last = {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi"}]}, "finishReason": "STOP"}]}
+    assert done.translate_response_body(200, gemini.sse_frame(first) + gemini.sse_frame(last), True) is None
 
 
 # ---- to OpenAI chat: requests -----------------------------------------------------------------------------
@@ -482,6 +533,25 @@ def test_finish_reasons(finish: str, gemini_finish: str) -> None:
     assert out["candidates"][0]["finishReason"] == gemini_finish
 
 
+@pytest.mark.parametrize("answer", [b'"STOP"', b"\xe8\x1e\xe4y", b'{"id": "chatcmpl-1"}'])
+def test_a_chat_answer_that_is_not_one_is_a_502_not_passed_on(answer: bytes) -> None:
+    """Found by tests/test_translate_fuzz.py: a 2xx that was no chat completion went to the client as is."""
+    translator = GeminiToOpenAI()
+    translator.translate_request(_request(EXPLAIN, "gpt-4o-mini"), OPENAI, "gpt-4o-mini")
+    with pytest.raises(UpstreamShapeError) as refused:
+        translator.translate_response_body(200, answer, True)
+    assert refused.value.status == 502
+
+
+def test_tool_calls_that_are_no_array_are_no_function_calls() -> None:
+    """Found by tests/test_translate_fuzz.py: ``"tool_calls": true`` was a TypeError (a 500)."""
+    translator = GeminiToOpenAI()
+    translator.translate_request(_request(EXPLAIN, "gpt-4o-mini"), OPENAI, "gpt-4o-mini")
+    choice = {**COMPLETION["choices"][0], "message": {"role": "assistant", "content": "Hi", "tool_calls": True}}
+    out = orjson.loads(translator.translate_response_body(200, orjson.dumps({**COMPLETION, "choices": [choice]}), True))
+    assert out["candidates"][0]["content"]["parts"] == [{"text": "Hi"}]
+
+
 def test_a_provider_error_is_in_googles_shape_with_its_status() -> None:
     translator = GeminiToOpenAI()
     translator.translate_request(_request(EXPLAIN, "gpt-4o-mini"), OPENAI, "gpt-4o-mini")
@@ -650,3 +720,26 @@ def test_keepalives_never_reach_a_gemini_client_whose_sdk_would_read_them_as_jso
     assert b"ping" not in out
     segments = list(_api_client.HttpResponse({}, httpx.Response(200, content=out)).segments())
     assert segments and all("candidates" in segment or "usageMetadata" in segment for segment in segments)
+
+
+# ---- found by tests/test_translate_fuzz.py ----------------------------------------------------------------
+
+
+def test_a_stream_done_without_any_choice_still_ends_with_a_finish_reason() -> None:
+    """The google-genai SDK knows an answer ended by its finishReason: ``[DONE]`` after no choice at all
+    (an empty answer) once ended with ``"candidates": []``, which no Gemini client reads as an end."""
+    usage_only = {**TOOL_STREAM[-1]}
+    out = _events(_streaming().translate_response_body(200, _openai_stream([usage_only]), True))
+    assert out[-1]["candidates"] == [{"content": {"role": "model", "parts": []}, "index": 0, "finishReason": "STOP"}]
+    assert out[-1]["usageMetadata"]["totalTokenCount"] == 39
+
+
+@pytest.mark.parametrize(
+    "bad", [{"choices": 5}, {"choices": [{"index": 0, "delta": {"content": "Hi", "tool_calls": True}}]}]
+)
+def test_stream_chunks_with_non_array_choices_or_tool_calls_are_read_as_none(bad: dict[str, Any]) -> None:
+    """They were TypeErrors (a 500 cutting the stream with no error event)."""
+    chunks = [{**_chunk({}), **bad}, _chunk({}, "stop")]
+    out = _events(_streaming().translate_response_body(200, _openai_stream(chunks), True))
+    assert out[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert all("functionCall" not in part for event in out for part in event["candidates"][0]["content"]["parts"])

@@ -212,6 +212,8 @@ def test_built_in_tools_are_a_422_naming_every_one() -> None:
         ({"input": "x", "tool_choice": {"type": "web_search"}}, 422, "tool_choice"),
         ({"input": "x", "background": True}, 422, "background"),
         ({"input": []}, 400, "input"),
+        # an item `type` that is not a string (found by tests/test_translate_fuzz.py: it was a TypeError, a 500)
+        ({"input": [{"type": {"object": []}, "role": "user", "content": "x"}]}, 400, "input[0].type"),
     ],
 )
 def test_what_cannot_be_translated_is_refused_naming_the_field(body: dict[str, Any], status: int, field: str) -> None:

@@ -7,10 +7,12 @@ import itertools
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenvoy.config.model import Backend, Endpoint
+from tokenvoy.extproc.errors import UpstreamShapeError
 from tokenvoy.extproc.translate import translator_for
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
 from tokenvoy.extproc.translate.responses_common import responses_usage
@@ -125,3 +127,56 @@ def test_input_tokens_pass_through_and_are_never_charged() -> None:
     assert orjson.loads(upstream.body)["model"] == "gpt-4o"
     assert translator.translate_response_body(200, b'{"object":"response.input_tokens","input_tokens":3}', True) is None
     assert translator.usage == TokenUsage()
+
+
+# ---- found by tests/test_translate_fuzz.py: junk and cut streams passed through as a success ------------
+
+
+@pytest.mark.parametrize("answer", [b"", b"null", b"<html>502</html>", b'{"id": "resp_1", "output": true}'])
+def test_a_2xx_that_is_no_response_is_a_502(answer: bytes) -> None:
+    translator = ResponsesToOpenAI()
+    translator.translate_request(request({"model": "gpt-4o", "input": "x"}, True), OPENAI, "gpt-4o")
+    with pytest.raises(UpstreamShapeError) as raised:
+        translator.translate_response_body(200, answer, True)
+    assert raised.value.status == 502
+
+
+def test_message_content_that_is_no_array_is_read_as_no_text() -> None:
+    translator = ResponsesToOpenAI()
+    translator.translate_request(request({"model": "gpt-4o", "input": "x"}, True), OPENAI, "gpt-4o")
+    answer = {"object": "response", "model": "gpt-4o", "output": [{"type": "message", "content": 7}]}
+    assert translator.translate_response_body(200, orjson.dumps(answer), True) is None
+    assert translator.answer.text == ""
+
+
+def test_a_stream_cut_before_its_terminal_event_ends_with_an_error() -> None:
+    cut = STREAM[: STREAM.index(b"event: response.completed")]
+    translator = ResponsesToOpenAI()
+    translator.translate_request(request({"model": "gpt-4o", "input": "x", "stream": True}), OPENAI, "gpt-4o")
+    with pytest.raises(UpstreamShapeError) as raised:
+        translator.translate_response_body(200, cut, True)
+    assert "response.completed" in raised.value.message
+    assert raised.value.emitted == cut  # what came still reaches the client, then the error event
+
+
+def test_a_stream_ended_by_an_error_event_is_whole() -> None:
+    error = b'event: error\ndata: {"type":"error","code":"server_error","message":"boom","sequence_number":1}\n\n'
+    translator = ResponsesToOpenAI()
+    translator.translate_request(request({"model": "gpt-4o", "input": "x", "stream": True}), OPENAI, "gpt-4o")
+    assert translator.translate_response_body(200, error, True) is None
+
+
+@pytest.mark.parametrize("answer", [b"[]", b'{"object": "response.input_tokens"}', b'{"input_tokens": "3"}'])
+def test_an_input_token_count_without_its_count_is_a_502(answer: bytes) -> None:
+    translator = InputTokensToOpenAI()
+    translator.translate_request(request({"model": "gpt-4o", "input": "hi"}), OPENAI, "gpt-4o")
+    with pytest.raises(UpstreamShapeError):
+        translator.translate_response_body(200, answer, True)
+
+
+def test_an_event_whose_type_is_no_string_is_not_an_end() -> None:
+    odd = b'data: {"type": ["response.completed"], "response": {"model": "gpt-4o"}}\n\n'
+    translator = ResponsesToOpenAI()
+    translator.translate_request(request({"model": "gpt-4o", "input": "x", "stream": True}), OPENAI, "gpt-4o")
+    with pytest.raises(UpstreamShapeError):
+        translator.translate_response_body(200, odd, True)

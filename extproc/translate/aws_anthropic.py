@@ -55,6 +55,7 @@ from tokenvoy.extproc.translate.base import ClientRequest, UpstreamRequest
 from tokenvoy.extproc.translate.count_tokens_to_anthropic import (
     CountTokensToAnthropic,
     beta_edits,
+    counted,
     input_tokens_body,
 )
 from tokenvoy.extproc.translate.openai_to_anthropic import OpenAIToAnthropic
@@ -223,17 +224,9 @@ class CountTokensToAWSAnthropic(CountTokensToAnthropic):
         return UpstreamRequest(path, body, {"content-type": "application/json"}, remove)
 
     def answer_body(self, raw: bytes) -> bytes:
-        return input_tokens_body(_field(raw, "inputTokens"))
+        return input_tokens_body(counted(raw, "inputTokens", "the provider"))
 
 
 def _count_max_tokens(thinking: object) -> int:
     budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
     return budget + 1 if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0 else 1
-
-
-def _field(raw: bytes, key: str) -> object:
-    try:
-        answer = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return answer.get(key) if isinstance(answer, dict) else None

@@ -5,7 +5,8 @@ conversation) → Anthropic-schema backend, and the base of the Claude clouds' c
   ``model`` rewritten in place for a ``modelNameOverride``. ``anthropic-version`` is the client's, else
   ``2023-06-01``; ``anthropic-beta`` is filtered as for messages (every flag unless ``TokenvoyConfig``
   ``spec.anthropicBetas.Anthropic`` says otherwise).
-* The answer, ``{"input_tokens": N}``, and errors reach the client unchanged.
+* The answer, ``{"input_tokens": N}``, and errors reach the client unchanged; a 2xx answer that is no count
+  (not JSON, no integer ``input_tokens``) is a 502 (``UpstreamShapeError``), never a made-up count.
 * No usage: counting generates nothing, so the router charges nothing to any budget (and writes zero costs).
 
 Claude on Vertex AI (``gcp_anthropic.py``) and on Bedrock (``aws_anthropic.py``: InvokeModel form;
@@ -21,11 +22,12 @@ from typing import ClassVar
 import orjson
 
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, anthropic_error_body
+from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, anthropic_error_body
 from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.translate.anthropic_common import ANTHROPIC_API, ANTHROPIC_VERSION, MessagesWire, allowed_betas
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.shapes import answer_object
 from tokenvoy.extproc.usage import TokenUsage
 
 COUNT_PATH = "/messages/count_tokens"
@@ -71,6 +73,10 @@ class CountTokensToAnthropic:
 
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if not self._rewrite:
+            if 200 <= status < 300:  # Anthropic's own answer goes through, but only if it is a count at all
+                raw = self._whole.collect(chunk, end_of_stream)
+                if raw is not None:
+                    counted(raw, "input_tokens", "the provider")
             return None
         raw = self._whole.collect(chunk, end_of_stream)
         if raw is None:
@@ -98,8 +104,15 @@ def beta_edits(
     return ({"anthropic-beta": value} if value != request.headers.get("anthropic-beta") else {}), ()
 
 
-def input_tokens_body(tokens: object) -> bytes:
-    """Anthropic's answer for a count; a backend answer without one is a 502, never a made-up number."""
+def counted(raw: bytes, key: str, provider: str) -> int:
+    """The token count ``key`` of a backend's 2xx count answer; anything else is a 502 (UpstreamShapeError),
+    never a made-up number."""
+    tokens = answer_object(raw, provider).get(key)
     if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
-        raise GatewayError(502, "the provider's token count answer has no token count")
+        raise UpstreamShapeError(f"{provider}'s token count answer has no valid `{key}` (a count of tokens)")
+    return tokens
+
+
+def input_tokens_body(tokens: int) -> bytes:
+    """Anthropic's answer for a count."""
     return orjson.dumps({"input_tokens": tokens})

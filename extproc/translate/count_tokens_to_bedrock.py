@@ -19,7 +19,7 @@ from tokenvoy.extproc.translate.anthropic_common import BEDROCK_CLAUDE_BETAS
 from tokenvoy.extproc.translate.anthropic_to_bedrock import ANTHROPIC_HEADERS, build_request
 from tokenvoy.extproc.translate.aws_anthropic import BEDROCK_INVOKE
 from tokenvoy.extproc.translate.base import ClientRequest, UpstreamRequest
-from tokenvoy.extproc.translate.count_tokens_to_anthropic import CountTokensToAnthropic, input_tokens_body
+from tokenvoy.extproc.translate.count_tokens_to_anthropic import CountTokensToAnthropic, counted, input_tokens_body
 
 CONVERSE_COUNT_FIELDS = ("messages", "system", "toolConfig", "additionalModelRequestFields")
 
@@ -37,8 +37,4 @@ class CountTokensToBedrock(CountTokensToAnthropic):
         return UpstreamRequest(path, body, {"content-type": "application/json"}, ANTHROPIC_HEADERS)
 
     def answer_body(self, raw: bytes) -> bytes:
-        try:
-            answer = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            answer = None
-        return input_tokens_body(answer.get("inputTokens") if isinstance(answer, dict) else None)
+        return input_tokens_body(counted(raw, "inputTokens", "the provider"))

@@ -303,3 +303,9 @@ class _Converter:
         out["enum"] = [value if isinstance(value, str) else orjson.dumps(value).decode() for value in present]
         if out["type"] in ("INTEGER", "NUMBER"):
             out["format"] = "enum"
+
+
+def prompt_blocked(response: dict[str, Any]) -> bool:
+    """True when Gemini refused the prompt itself (``promptFeedback.blockReason``, no candidates)."""
+    feedback = response.get("promptFeedback")
+    return isinstance(feedback, dict) and bool(feedback.get("blockReason"))

@@ -62,6 +62,7 @@ from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
+from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage
 
 CHAT_PATH = "/chat/completions"
@@ -564,7 +565,8 @@ def gemini_response(completion: dict[str, Any], fallback_model: str) -> dict[str
         text = message.get("content")
         if isinstance(text, str) and text:
             parts.append({"text": text})
-        for call in message.get("tool_calls") or ():
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():  # a provider's `true` is no call list
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
                 parts.append(function_call(call.get("id"), function.get("name"), function.get("arguments")))
@@ -652,9 +654,8 @@ class GeminiToOpenAI:
                 return b""
             if not 200 <= status < 300:
                 return error_body(status, raw)
-            completion = json_object(raw)
-            if completion is None:
-                return raw  # not OpenAI's JSON: hand the client what came rather than nothing
+            completion = answer_object(raw, "the provider")  # not a chat completion: a 502, never a made-up one
+            require(completion, "choices", list, "the provider")
             self._take(completion)
             response = gemini_response(completion, self._model)
             if self.answer.keep:
@@ -724,7 +725,8 @@ class GeminiToOpenAI:
             if self._choices and all(choice.finish for choice in self._choices.values()):
                 self._finish(out)  # the usage chunk comes after every finish reason
             return
-        for position, choice in enumerate(payload.get("choices") or ()):
+        choices = payload.get("choices")
+        for position, choice in enumerate(choices if isinstance(choices, list) else ()):
             if not isinstance(choice, dict):
                 continue
             index = choice.get("index") if isinstance(choice.get("index"), int) else position
@@ -739,7 +741,8 @@ class GeminiToOpenAI:
                 parts.append({"text": content})
                 if index == 0:
                     self.answer.add(content)
-            for call in delta.get("tool_calls") or ():
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict):
                     self._tool_call(state, call)
             if parts:
@@ -765,7 +768,8 @@ class GeminiToOpenAI:
         """The last event: each choice's whole function calls and finish reason, and the usage."""
         self._ended = True
         candidates = []
-        for index, state in sorted(self._choices.items()):
+        # An answer with no choice at all still ends with a finishReason (STOP): the Gemini client's end.
+        for index, state in sorted((self._choices or {0: _Choice()}).items()):
             parts = [function_call(*state.calls[key]) for key in sorted(state.calls)]
             candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": index}
             candidate["finishReason"] = _finish(state.finish)

@@ -14,6 +14,10 @@ under another path. So the body goes through unchanged (no parse, no copy) and o
 * Answers and errors (Google's ``{"error": {"code", "message", "status"}}`` on both sides) reach the client
   unchanged; the usage is read from ``usageMetadata`` (the last one of a stream), the response model from
   ``modelVersion``. ``countTokens`` answers are counts, not usage: they are charged 0 tokens.
+* Shape checks, so junk never passes as success: a 2xx answer must be a JSON object with a ``candidates``
+  array (or a ``promptFeedback`` that blocked the prompt), a count one with an integer ``totalTokens``, and a
+  stream must reach a chunk with a ``finishReason`` (Gemini's stream has no end event), a blocked prompt or
+  an ``error`` object; otherwise a 502 (``UpstreamShapeError``), an error event when the stream is under way.
 """
 
 from __future__ import annotations
@@ -24,13 +28,16 @@ from urllib.parse import quote
 import orjson
 
 from tokenvoy.config.model import Backend
+from tokenvoy.extproc.errors import UpstreamShapeError
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest, HeaderChanges, UpstreamRequest
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
-from tokenvoy.extproc.translate.gemini_common import model_path, usage_from_gemini
+from tokenvoy.extproc.translate.gemini_common import model_path, prompt_blocked, usage_from_gemini
+from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 COUNT_TOKENS_SUFFIX = ":countTokens"
+PROVIDER = "Vertex AI"
 _COUNT_FIELDS = ("contents", "systemInstruction", "tools", "generationConfig")
 
 
@@ -58,6 +65,7 @@ class GeminiToVertex:
         self._count = False
         self._whole = WholeBody()
         self._parser = SSEParser()
+        self._finished = False  # the stream reached a finishReason, a blocked prompt or an error
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         self.answer.keep = request.capture_output
@@ -74,12 +82,19 @@ class GeminiToVertex:
         return None  # the same wire format: the provider's headers are right for the client
 
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not 200 <= status < 300 or self._count:
+        if not 200 <= status < 300:
             return None
-        if not self._stream:
-            body = self._whole.feed(chunk, end_of_stream)
-            if body is not None:
-                self._take(body)
+        if self._count or not self._stream:
+            raw = self._whole.collect(chunk, end_of_stream)
+            if raw is None:
+                return None
+            body = answer_object(raw, PROVIDER)  # the bytes go through unchanged, but only an answer
+            if self._count:
+                require(body, "totalTokens", int, PROVIDER)
+                return None
+            if not isinstance(body.get("candidates"), list) and not prompt_blocked(body):
+                raise UpstreamShapeError(f"{PROVIDER}'s answer has no `candidates` array (and no `promptFeedback`)")
+            self._take(body)
             return None
         events = self._parser.feed(chunk)
         if end_of_stream:
@@ -93,6 +108,9 @@ class GeminiToVertex:
                 continue
             if isinstance(payload, dict):
                 self._take(payload)
+                self._finished = self._finished or _final(payload)
+        if end_of_stream and not self._finished:
+            raise stream_cut(PROVIDER, "a `finishReason`", chunk)
         return None
 
     def _take(self, response: dict[str, Any]) -> None:
@@ -106,6 +124,15 @@ class GeminiToVertex:
             candidates = response.get("candidates")
             first = candidates[0] if isinstance(candidates, list) and candidates else None
             content = first.get("content") if isinstance(first, dict) else None
-            for part in content.get("parts") or () if isinstance(content, dict) else ():
+            parts = content.get("parts") if isinstance(content, dict) else None
+            for part in parts if isinstance(parts, list) else ():
                 if isinstance(part, dict) and isinstance(part.get("text"), str) and part.get("thought") is not True:
                     self.answer.add(part["text"])
+
+
+def _final(chunk: dict[str, Any]) -> bool:
+    """Whether a stream chunk ends the answer: a candidate's ``finishReason``, a blocked prompt, an error."""
+    if "error" in chunk or prompt_blocked(chunk):
+        return True
+    candidates = chunk.get("candidates")
+    return isinstance(candidates, list) and any(isinstance(c, dict) and c.get("finishReason") for c in candidates)

@@ -77,6 +77,7 @@ from tokenvoy.extproc.translate.gemini_common import (
     finish_reason,
     gemini_schema,
     model_path,
+    prompt_blocked,
     stream_error,
     usage_from_gemini,
 )
@@ -450,12 +451,6 @@ def _candidates(response: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
-def _blocked(response: dict[str, Any]) -> bool:
-    """True when Gemini refused the prompt itself (``promptFeedback.blockReason``, no candidates)."""
-    feedback = response.get("promptFeedback")
-    return isinstance(feedback, dict) and bool(feedback.get("blockReason"))
-
-
 def chat_completion(
     response: dict[str, Any], completion_id: str, created: int, call_id: Callable[[], str] = new_id
 ) -> dict[str, Any]:
@@ -484,7 +479,7 @@ def chat_completion(
                 "finish_reason": finish_reason(reason if isinstance(reason, str) else "STOP", bool(tool_calls)),
             }
         )
-    if not choices and _blocked(response):
+    if not choices and prompt_blocked(response):
         message = {"role": "assistant", "content": None, "refusal": None}
         choices.append({"index": 0, "message": message, "logprobs": None, "finish_reason": "content_filter"})
     out: dict[str, Any] = {
@@ -556,7 +551,7 @@ class OpenAIToGemini:
         if raw is None:
             return b""
         response = answer_object(raw, PROVIDER)  # not Gemini's answer: a 502, not an invented empty one
-        if not isinstance(response.get("candidates"), list) and not _blocked(response):
+        if not isinstance(response.get("candidates"), list) and not prompt_blocked(response):
             raise UpstreamShapeError(f"{PROVIDER}'s answer has no `candidates` array (and no `promptFeedback`)")
         self._take(response)
         completion = chat_completion(response, self._id or "", self._created or 0, self._new_id)
@@ -656,7 +651,7 @@ class OpenAIToGemini:
             return
         self._take(response)
         candidates = _candidates(response)
-        if not candidates and _blocked(response):
+        if not candidates and prompt_blocked(response):
             choice = self._choice(0, out)
             if not choice.finished:
                 choice.finished = True

@@ -55,10 +55,12 @@ def usage_object(usage: TokenUsage) -> dict[str, Any]:
 def output_text(response: dict[str, Any]) -> str:
     """The concatenated ``output_text`` parts of a Response's message items (the SDK's ``output_text``)."""
     texts = []
-    for item in response.get("output") or ():
+    output = response.get("output")
+    for item in output if isinstance(output, list) else ():
         if not isinstance(item, dict) or item.get("type") != "message":
             continue
-        for part in item.get("content") or ():
+        content = item.get("content")
+        for part in content if isinstance(content, list) else ():
             if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
     return "".join(texts)

@@ -203,7 +203,7 @@ def chat_messages(value: object, target: str) -> list[dict[str, Any]]:
             raise GatewayError(
                 400, f"`{where}` (an item_reference) cannot be resolved by {target}: send the item itself"
             )
-        elif kind in _BUILT_IN_ITEMS:
+        elif isinstance(kind, str) and kind in _BUILT_IN_ITEMS:
             raise _unsupported(where, target, f"{kind!r} items belong to OpenAI's built-in tools")
         else:
             raise invalid_field(f"{where}.type", f"unknown input item type {kind!r}")

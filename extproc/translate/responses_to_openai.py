@@ -10,6 +10,10 @@ the provider's (OpenAI's error shape is the client's); only read:
   (``response.completed``, ``response.incomplete`` or ``response.failed``: model and usage). Other events are
   not decoded, except ``response.output_text.delta`` when tracing records the answer.
 
+Shape checks, so junk never passes as success: a 2xx answer must be a JSON object with an ``output`` array
+(an input-token count one, an integer ``input_tokens``), and a stream must reach its terminal event or an
+``error`` event; otherwise a 502 (``UpstreamShapeError``), an error event when the stream is under way.
+
 Paths: OpenAI ``{prefix}/responses`` (prefix ``/v1``). Azure OpenAI (:class:`ResponsesToAzure`) serves the
 Responses API only on its OpenAI-compatible v1 surface, ``{prefix}/openai/v1/responses``, with the deployment
 as the body's ``model`` (no deployment segment in the path, no ``api-version``: the v1 surface takes none).
@@ -33,9 +37,12 @@ from tokenvoy.extproc.translate.responses_common import (
     output_text,
     responses_usage,
 )
+from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
 _DELTA = "response.output_text.delta"
+PROVIDER = "the Responses API provider"
+_ENDS = TERMINAL_EVENTS | {"error"}  # the events a Responses stream ends with
 
 
 class ResponsesToOpenAI:
@@ -46,6 +53,7 @@ class ResponsesToOpenAI:
         self._stream = False
         self._parser: SSEParser | None = None
         self._whole = WholeBody()
+        self._ended = False  # the stream's terminal event (or an error event) came
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         self._stream = request.stream
@@ -63,8 +71,10 @@ class ResponsesToOpenAI:
         if not 200 <= status < 300:
             return None  # OpenAI's error shape is the client's
         if not self._stream:
-            body = self._whole.feed(chunk, end_of_stream)
-            if body is not None:
+            raw = self._whole.collect(chunk, end_of_stream)
+            if raw is not None:  # the bytes go through unchanged, but only if they are a Response at all
+                body = answer_object(raw, PROVIDER)
+                require(body, "output", list, PROVIDER)
                 self._take(body)
                 if self.answer.keep:
                     self.answer.add(output_text(body))
@@ -76,18 +86,22 @@ class ResponsesToOpenAI:
             events.extend(parser.flush())
         for event in events:
             self._read_event(event.event, event.data)
+        if end_of_stream and not self._ended:
+            raise stream_cut(PROVIDER, "`response.completed` (or another terminal event)", chunk)
         return None
 
     def _read_event(self, name: str | None, data: str) -> None:
         if not data or data == "[DONE]":
             return
         if name is not None:
-            wanted = name in TERMINAL_EVENTS or (self.response_model is None and name == "response.created")
+            wanted = name in _ENDS or (self.response_model is None and name == "response.created")
             wanted = wanted or (name == _DELTA and self.answer.keep)
             if not wanted:
                 return
-        elif '"usage"' not in data and self.response_model is not None and not self.answer.keep:
-            return  # a server that sends no `event:` lines: only events that can carry usage are decoded
+        elif (
+            '"usage"' not in data and '"error"' not in data and self.response_model is not None and not self.answer.keep
+        ):
+            return  # a server that sends no `event:` lines: only events that can carry usage (or end it) are decoded
         try:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -95,6 +109,8 @@ class ResponsesToOpenAI:
         if not isinstance(payload, dict):
             return
         kind = payload.get("type")
+        if isinstance(kind, str) and kind in _ENDS:
+            self._ended = True
         if kind == _DELTA:
             if isinstance(payload.get("delta"), str):
                 self.answer.add(payload["delta"])
@@ -126,6 +142,7 @@ class InputTokensToOpenAI:
         self.usage: TokenUsage | None = TokenUsage()
         self.response_model: str | None = None
         self.answer = AnswerText()
+        self._whole = WholeBody()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         body = set_top_level(request.raw, {"model": model}) if model != request.model else None
@@ -135,4 +152,8 @@ class InputTokensToOpenAI:
         return None
 
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        if 200 <= status < 300:  # the count goes through unchanged, but only if it is a count at all
+            raw = self._whole.collect(chunk, end_of_stream)
+            if raw is not None:
+                require(answer_object(raw, PROVIDER), "input_tokens", int, PROVIDER)
         return None
