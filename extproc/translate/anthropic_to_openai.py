@@ -55,7 +55,7 @@ from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, anthropic_
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.estimate import prompt_tokens
 from tokenvoy.extproc.sse import SSEParser
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest, rewritten_answer_headers
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
 from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
@@ -497,11 +497,7 @@ class AnthropicToOpenAI:
         )
 
     def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        if not 200 <= status < 300:
-            return HeaderChanges({"content-type": "application/json"}, ("content-length",))
-        if self._stream:
-            return None  # still text/event-stream; the router drops content-length for streams
-        return HeaderChanges(remove_headers=("content-length",))
+        return rewritten_answer_headers(status, self._stream)
 
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if not 200 <= status < 300 or not self._stream:
@@ -550,7 +546,7 @@ class AnthropicToOpenAI:
             if self._finished:
                 continue
             if not data:
-                if event.raw.lstrip(b"\r\n").startswith(b":"):  # a keep-alive comment: keep the client's alive too
+                if event.is_comment:  # a keep-alive: keep the client's alive too
                     self._start(out)
                     out.append(PING)
                 continue

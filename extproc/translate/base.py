@@ -80,6 +80,14 @@ class HeaderChanges:
     remove_headers: tuple[str, ...] = ()
 
 
+def rewritten_answer_headers(status: int, stream: bool) -> HeaderChanges | None:
+    """Header edits of a translator that rewrites every answer: errors become JSON in the client's shape, a
+    plain answer's length changes, and a stream stays text/event-stream (the router drops its length)."""
+    if not 200 <= status < 300:
+        return HeaderChanges({"content-type": "application/json"}, ("content-length",))
+    return None if stream else HeaderChanges(remove_headers=("content-length",))
+
+
 class Translator(Protocol):
     usage: TokenUsage | None
     response_model: str | None

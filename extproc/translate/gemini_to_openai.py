@@ -60,7 +60,7 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, gemini_error_body, google_status, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import SSEParser
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest, rewritten_answer_headers
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
 from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage
@@ -641,11 +641,7 @@ class GeminiToOpenAI:
         return backend.path_prefix + CHAT_PATH
 
     def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        if not 200 <= status < 300:
-            return HeaderChanges({"content-type": "application/json"}, ("content-length",))
-        if self._stream:
-            return None  # still text/event-stream; the router drops content-length for streams
-        return HeaderChanges(remove_headers=("content-length",))
+        return rewritten_answer_headers(status, self._stream)
 
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if not 200 <= status < 300 or not self._stream:

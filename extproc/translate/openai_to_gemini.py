@@ -69,7 +69,7 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, openai_error_body, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import KEEPALIVE, SSEParser
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest, rewritten_answer_headers
 from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
 from tokenvoy.extproc.translate.gemini_common import (
     created_at,
@@ -535,12 +535,7 @@ class OpenAIToGemini:
         )
 
     def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        if not 200 <= status < 300:
-            # Errors are rewritten into OpenAI's JSON shape, whatever the provider's body was.
-            return HeaderChanges({"content-type": "application/json"}, ("content-length",))
-        if self._stream:
-            return None  # still text/event-stream; the router drops content-length for streams
-        return HeaderChanges(remove_headers=("content-length",))  # the body is rewritten
+        return rewritten_answer_headers(status, self._stream)
 
     def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if not 200 <= status < 300:
