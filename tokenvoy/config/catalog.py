@@ -16,8 +16,9 @@ from tokenvoy.config.model import ModelPrice
 
 CATALOG_VERSION = "2026-12-03"
 
-# Where each provider's prices were read, and when (the public pricing pages; third-party mirrors of them
-# were used to cross-check, never as the source of a number).
+# The provider's pricing page each price is published on, and the date it was read. Anthropic's numbers were
+# read on that page; OpenAI's, Gemini's and Bedrock's from pages quoting those pages on the date given, not yet
+# checked against the pages themselves: override any of them with `spec.pricing` (docs/budgets.md).
 CATALOG_SOURCES: tuple[tuple[str, str, str], ...] = (
     ("OpenAI", "https://developers.openai.com/api/docs/pricing", "2026-11-05"),
     ("Anthropic", "https://platform.claude.com/docs/en/about-claude/pricing", "2026-12-03"),
