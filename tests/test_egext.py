@@ -23,7 +23,7 @@ from tokenvoy.egext import (
 )
 from tokenvoy.egext.config import ROUTER_FILTER, UPSTREAM_FILTER
 from tokenvoy.pb.envoy.config.cluster.v3 import cluster_pb2
-from tokenvoy.pb.envoygateway.extension import service_pb2, service_pb2_grpc
+from tokenvoy.pb.envoygateway.extension import context_pb2, service_pb2, service_pb2_grpc
 from tokenvoy.render.envoy import EXTPROC_CLUSTER
 
 FALLBACK = Path(__file__).parent / "fixtures" / "egext" / "fallback.yaml"
@@ -286,7 +286,13 @@ def test_bytes_that_do_not_parse_are_invalid_argument(server: RunningServer) -> 
     assert "PostTranslateModifyRequest" in caught.value.details()
 
 
-def test_other_hooks_are_unimplemented(stub: Any) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.PostClusterModify(service_pb2.PostClusterModifyRequest())
-    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+def test_the_other_hooks_answer_their_resource_unchanged(stub: Any) -> None:
+    resources = xds.xds_ir_case("backend-tls-settings")
+    cluster = request_of(resources).clusters[0]
+    context = context_pb2.PostClusterExtensionContext()
+    context.backend_extension_resources.add(unstructured_bytes=b'{"kind": "Whatever"}')
+    answer = stub.PostClusterModify(service_pb2.PostClusterModifyRequest(cluster=cluster, post_cluster_context=context))
+    assert answer.cluster.SerializeToString() == cluster.SerializeToString()
+    route = request_of(resources).routes[0].virtual_hosts[0].routes[0]
+    answer = stub.PostRouteModify(service_pb2.PostRouteModifyRequest(route=route))
+    assert answer.route.SerializeToString() == route.SerializeToString()

@@ -63,13 +63,14 @@ class HookError(Exception):
         return self.message
 
 
-def _wire_views() -> tuple[type[message.Message], type[message.Message]]:
+def _wire_views() -> tuple[type[message.Message], ...]:
     """Request and response with every resource as ``bytes``: the same wire format as EG's messages (a
     message field and a bytes field are both length-delimited), so resources come out undecoded."""
     file = descriptor_pb2.FileDescriptorProto(name="tokenvoy/egext/wire.proto", package="tokenvoy.egext.wire")
     for name, fields in (
         ("Request", (("context", 1), ("clusters", 2), ("secrets", 3), ("listeners", 4), ("routes", 5))),
         ("Response", (("clusters", 1), ("secrets", 2), ("listeners", 3), ("routes", 4))),
+        ("Single", (("resource", 1),)),
     ):
         msg = file.message_type.add(name=name)
         for field_name, number in fields:
@@ -78,18 +79,28 @@ def _wire_views() -> tuple[type[message.Message], type[message.Message]]:
                 number=number,
                 type=descriptor_pb2.FieldDescriptorProto.TYPE_BYTES,
                 label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
-                if field_name != "context"
+                if field_name not in ("context", "resource")
                 else descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
             )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
-    return (
-        GetMessageClass(pool.FindMessageTypeByName("tokenvoy.egext.wire.Request")),
-        GetMessageClass(pool.FindMessageTypeByName("tokenvoy.egext.wire.Response")),
+    return tuple(
+        GetMessageClass(pool.FindMessageTypeByName(f"tokenvoy.egext.wire.{name}"))
+        for name in ("Request", "Response", "Single")
     )
 
 
-_WireRequest, _WireResponse = _wire_views()
+_WireRequest, _WireResponse, _WireSingle = _wire_views()
+
+
+def resource_unchanged(request: bytes) -> bytes:
+    """The other ``Post*Modify`` hooks: each request carries its resource in field 1, and so does the
+    answer; tokenvoy changes nothing there (PostTranslateModify sees every resource), so it goes back as is."""
+    try:
+        single = _WireSingle.FromString(request)
+    except message.DecodeError as exc:
+        raise HookError(grpc.StatusCode.INVALID_ARGUMENT, f"the request does not parse: {exc}") from None
+    return _WireSingle(resource=single.resource).SerializeToString() if single.HasField("resource") else b""
 
 
 def post_translate_modify_bytes(request: bytes, config: ExtensionConfig) -> bytes:

@@ -1,9 +1,9 @@
 """``tokenvoy eg-extension``: Envoy Gateway's extension server (gRPC ``envoygateway.extension.EnvoyGatewayExtension``).
 
 EG calls ``PostTranslateModify`` after each translation with every listener, route configuration, cluster
-and secret; the answer is the xDS EG serves to its Envoys (``tokenvoy.egext.hook``). The other hooks of
-the service are not registered with EG (the config snippet ``render --mode extension`` writes asks for
-``PostTranslateModify`` only) and answer UNIMPLEMENTED.
+and secret; the answer is the xDS EG serves to its Envoys (``tokenvoy.egext.hook``). The other hooks
+(PostRouteModify, PostClusterModify, ..., which EG calls only for resources that use an extension's own
+filters or backends) answer their resource unchanged.
 
 The method is served on raw bytes (no decoding into messages by gRPC), so resources the hook leaves alone
 go back exactly as EG sent them.
@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tokenvoy.config.loader import ConfigError
 from tokenvoy.egext.config import DEFAULT_EXTPROC_SOCKET, ExtensionConfig, load_extension_config
-from tokenvoy.egext.hook import HookError, post_translate_modify_bytes
+from tokenvoy.egext.hook import HookError, post_translate_modify_bytes, resource_unchanged
 from tokenvoy.grpcserver import configure_logging, grpc_target
 from tokenvoy.pb.envoygateway.extension import service_pb2
 
@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["EnvoyGatewayExtension"].full_name
 POST_TRANSLATE_MODIFY = "PostTranslateModify"
 POST_TRANSLATE_MODIFY_PATH = f"/{SERVICE}/{POST_TRANSLATE_MODIFY}"
+OTHER_HOOKS = tuple(
+    name
+    for name in service_pb2.DESCRIPTOR.services_by_name["EnvoyGatewayExtension"].methods_by_name
+    if name != POST_TRANSLATE_MODIFY
+)
 DEFAULT_LISTEN = "0.0.0.0:5005"
 # EG sends every resource of a Gateway's xDS in one message: far beyond gRPC's 4 MiB default for a large one.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -53,9 +58,18 @@ class ExtensionServicer:
             context.abort(error.code, error.message)
             raise  # not reached: abort raises
 
+    def unchanged(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            return resource_unchanged(request)
+        except HookError as error:
+            context.abort(error.code, error.message)
+            raise
+
     def handler(self) -> grpc.GenericRpcHandler:
-        method = grpc.unary_unary_rpc_method_handler(self.post_translate_modify)  # bytes in, bytes out
-        return grpc.method_handlers_generic_handler(SERVICE, {POST_TRANSLATE_MODIFY: method})
+        """Every hook of the service, bytes in and bytes out; only PostTranslateModify changes anything."""
+        methods = {name: grpc.unary_unary_rpc_method_handler(self.unchanged) for name in OTHER_HOOKS}
+        methods[POST_TRANSLATE_MODIFY] = grpc.unary_unary_rpc_method_handler(self.post_translate_modify)
+        return grpc.method_handlers_generic_handler(SERVICE, methods)
 
 
 def _options() -> list[tuple[str, int]]:
