@@ -31,6 +31,7 @@ from tokenvoy.config.loader import FAKE_PROVIDER_ANNOTATION, ConfigError, load_d
 from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, Backend, GatewayConfig, Rule
 from tokenvoy.render.envoy import EXTPROC_MAX_MESSAGE_BYTES, IDENTITY_ATTRIBUTES, MAX_BODY_BYTES
 
+NATIVE_MODE, EXTENSION_MODE = "native", "extension"
 GATEWAY_API = "gateway.networking.k8s.io"
 EG_API = "gateway.envoyproxy.io"
 EG_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
@@ -86,6 +87,9 @@ class GatewayOptions:
     redis_url: str = "redis.redis-system.svc.cluster.local:6379"  # for EG's own rate limit service
     replicas: int = 1
     gateway: str | None = None  # the Gateway routes without parentRefs attach to (default: the config's one)
+    # "native": extproc behind EG's EnvoyExtensionPolicy; "extension": tokenvoy's EG extension server adds
+    # the filters (per-attempt translation, hence fallback across providers) and extproc is an Envoy sidecar
+    mode: str = "native"
 
 
 @dataclass
@@ -97,6 +101,7 @@ class Manifests:
     readme: str
     secrets: dict[str, tuple[str, ...]]  # Secret name -> keys extproc reads (values never rendered)
     config: GatewayConfig = field(repr=False, default_factory=GatewayConfig)
+    namespace: str = "default"  # of the HTTPRoutes (and every other resource unless said otherwise)
 
     def resources(self) -> list[dict[str, Any]]:
         return [resource for name in sorted(self.files) for resource in self.files[name]]
@@ -148,7 +153,7 @@ def render_envoy_gateway(documents: list[tuple[str, Any]], options: GatewayOptio
         raise ConfigError(list(problems))
     config = load_documents(extproc_docs)  # every field checked as for `tokenvoy run`
     envoy_backend_of = _envoy_backend_refs(by_kind)
-    _check_native(config, by_kind, problems)
+    _check_native(config, by_kind, problems, extension=options.mode == EXTENSION_MODE)
     if problems:
         raise ConfigError(list(problems))
 
@@ -182,7 +187,7 @@ def render_envoy_gateway(documents: list[tuple[str, Any]], options: GatewayOptio
     if problems:
         raise ConfigError(list(problems))
     eg_config = _envoy_gateway_config(options)
-    return Manifests(files, eg_config, _readme(secrets, namespace), secrets, config)
+    return Manifests(files, eg_config, _readme(secrets, namespace), secrets, config, namespace)
 
 
 def _meta(name: str, namespace: str, **extra: Any) -> dict[str, Any]:
@@ -312,11 +317,15 @@ def _translation(backend: Backend) -> tuple[Any, ...]:
 
 
 def _check_native(
-    config: GatewayConfig, by_kind: dict[str, list[tuple[str, dict[str, Any]]]], problems: _Problems
+    config: GatewayConfig,
+    by_kind: dict[str, list[tuple[str, dict[str, Any]]]],
+    problems: _Problems,
+    extension: bool = False,
 ) -> None:
-    """What EG cannot express without an upstream filter or tokenvoy's ratelimit: refused, naming it."""
+    """What EG cannot express without an upstream filter or tokenvoy's ratelimit: refused, naming it. With
+    the extension server (``extension``), only what EG's ratelimit cannot do."""
     sources = {doc["metadata"]["name"]: source for source, doc in by_kind.get("AIGatewayRoute", [])}
-    for route in config.routes:
+    for route in config.routes if not extension else ():
         for rule in route.rules:
             where = f"{sources.get(route.name, '<config>')}: AIGatewayRoute/{route.name}: {rule.name}"
             if rule.stream_idle_timeout_ms is not None:
