@@ -62,10 +62,14 @@ INTENTIONALLY_OMITTED_FIELDS: frozenset[str] = frozenset()
 
 
 def _pb2_modules() -> list[ModuleType]:
-    """Every generated ``*_pb2`` module under tokenvoy.pb."""
+    """Every generated ``*_pb2`` module of Envoy's API under tokenvoy.pb.
+
+    ``tokenvoy.pb.ratelimit`` (envoyproxy/ratelimit's xDS config, not in envoy-data-plane) is checked
+    against its own schema in tests/test_ratelimit_xds_proto.py.
+    """
     modules = []
     for info in pkgutil.walk_packages(tokenvoy.pb.__path__, prefix="tokenvoy.pb."):
-        if info.name.endswith("_pb2"):
+        if info.name.endswith("_pb2") and info.name.startswith("tokenvoy.pb.envoy."):
             modules.append(importlib.import_module(info.name))
     return modules
 
