@@ -184,3 +184,23 @@ def test_eg_extension_refuses_a_bad_config_naming_it(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "invalid config" in result.stderr and "nowhere" in result.stderr
+
+
+def test_a_service_backend_ref_becomes_an_fqdn_backend_eg_inlines(tmp_path: Path) -> None:
+    text = FALLBACK.read_text().replace(
+        "  backendRef:\n    name: openai\n    kind: Backend\n    group: gateway.envoyproxy.io",
+        "  backendRef:\n    name: local-llm\n    kind: Service\n    port: 8000",
+    )
+    assert "local-llm" in text
+    config = tmp_path / "service.yaml"
+    config.write_text(text)
+    manifests = _render([str(config)])
+    route = _by(manifests, "HTTPRoute")["backend"]
+    assert route["spec"]["rules"][0]["backendRefs"][0] == {
+        "group": "gateway.envoyproxy.io",
+        "kind": "Backend",
+        "name": "local-llm",
+    }
+    backend = _by(manifests, "Backend")["local-llm"]
+    assert backend["spec"]["endpoints"] == [{"fqdn": {"hostname": "local-llm.default.svc.cluster.local", "port": 8000}}]
+    assert schema_errors(backend) == []
