@@ -4,6 +4,8 @@ per-feature goldens) turned into the ``PostTranslateModifyRequest`` EG's extensi
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from tokenvoy.egext.config import ROUTER_FILTER, UPSTREAM_FILTER
 from tokenvoy.pb.envoy.config.cluster.v3 import cluster_pb2
 from tokenvoy.pb.envoygateway.extension import context_pb2, service_pb2, service_pb2_grpc
 from tokenvoy.render.envoy import EXTPROC_CLUSTER
+from tokenvoy.runner.run import envoy_binary
 
 FALLBACK = Path(__file__).parent / "fixtures" / "egext" / "fallback.yaml"
 AI_CLUSTER = "httproute/default/backend/rule/0"
@@ -296,3 +299,39 @@ def test_the_other_hooks_answer_their_resource_unchanged(stub: Any) -> None:
     route = request_of(resources).routes[0].virtual_hosts[0].routes[0]
     answer = stub.PostRouteModify(service_pb2.PostRouteModifyRequest(route=route))
     assert answer.route.SerializeToString() == route.SerializeToString()
+
+
+def test_envoy_accepts_what_the_hook_produces(config: ExtensionConfig, tmp_path: Path) -> None:
+    """The real Envoy (``--mode validate``) on the hook's listeners, routes and clusters: the HTTP listeners
+    with their route configurations inlined (EG serves them over RDS), the AI cluster and extproc's."""
+    response = post_translate_modify(request_of(egctl()), config)
+    routes = {r.name: xds.decode("route", r.SerializeToString()) for r in response.routes}
+    listeners = []
+    for raw in response.listeners:
+        listener = xds.decode("listener", raw.SerializeToString())
+        chains = [*listener.get("filterChains", []), *[listener[k] for k in ("defaultFilterChain",) if k in listener]]
+        for chain in chains:
+            for network_filter in chain["filters"]:
+                hcm = network_filter.get("typedConfig", {})
+                if "rds" in hcm:
+                    route_config = routes[hcm.pop("rds")["routeConfigName"]]
+                    hcm["routeConfig"] = route_config | {"validateClusters": False}
+        if any("routeConfig" in f.get("typedConfig", {}) for chain in chains for f in chain["filters"]):
+            listeners.append(listener)
+    clusters = [
+        xds.decode("cluster", c.SerializeToString())
+        for c in response.clusters
+        if c.name in (AI_CLUSTER, EXTPROC_CLUSTER)
+    ]
+    assert len(listeners) >= 2 and len(clusters) == 2
+    # envoy-data-plane writes an empty Any as {"@type": ""}; EG's JSON (and Envoy's) is {}
+    text = json.dumps({"staticResources": {"listeners": listeners, "clusters": clusters}})
+    bootstrap = tmp_path / "envoy.json"
+    bootstrap.write_text(text.replace('"config": {"@type": ""}', '"config": {}'))
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(bootstrap), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
