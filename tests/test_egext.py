@@ -248,13 +248,19 @@ def test_eds_cluster_of_an_ai_route_is_refused_naming_it(stub: Any) -> None:
 def test_a_rule_the_config_does_not_have_is_refused_naming_the_cluster(stub: Any) -> None:
     resources = egctl()
     extra = copy.deepcopy(next(c for c in resources["clusters"] if c["name"] == AI_CLUSTER))
+    not_found = copy.deepcopy(extra)
+    not_found["name"] = "httproute/default/backend/rule/1"  # the rendered route-not-found rule: left alone
     extra["name"] = "httproute/default/backend/rule/3"
-    resources["clusters"].append(extra)
+    resources["clusters"] += [not_found, extra]
     with pytest.raises(grpc.RpcError) as caught:
         stub.PostTranslateModify(request_of(resources))
     assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "httproute/default/backend/rule/3" in caught.value.details()
     assert "1 rule(s)" in caught.value.details()
+    resources["clusters"].remove(extra)
+    request = request_of(resources)
+    response = stub.PostTranslateModify(request)
+    assert raw_by_name(response, "clusters")[not_found["name"]] == raw_by_name(request, "clusters")[not_found["name"]]
 
 
 def test_a_listener_without_a_router_is_refused_naming_it(stub: Any) -> None:

@@ -153,6 +153,8 @@ def _cluster(raw: bytes, config: ExtensionConfig) -> bytes:
     route, index = found
     where = f"cluster {cluster.name}"
     pieces = config.rules.get((config.namespace, route.name, index))
+    if pieces is None and index == len(route.rules):
+        return raw  # the route-not-found rule the render appends: a direct response, no backend to tag
     if pieces is None:
         raise HookError(
             grpc.StatusCode.FAILED_PRECONDITION,
