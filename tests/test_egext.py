@@ -341,3 +341,40 @@ def test_envoy_accepts_what_the_hook_produces(config: ExtensionConfig, tmp_path:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def _golden_cases() -> list[str]:
+    return sorted({path.name.split(".")[0] for path in xds.XDS_IR.glob("*.listeners.yaml")})
+
+
+@pytest.mark.parametrize("case", _golden_cases())
+def test_on_every_eg_golden_only_the_http_connection_managers_change(
+    case: str, stub: Any, config: ExtensionConfig
+) -> None:
+    """EG's per-feature goldens (ext_proc, rate limits, JSON patches, backend TLS, ...) have no AI route of
+    this config: clusters, routes and secrets come back byte-identical, each HTTP connection manager gains
+    only the disabled router ext_proc, and a second pass changes nothing."""
+    resources = xds.xds_ir_case(case)
+    request = request_of(resources)
+    response = stub.PostTranslateModify(request)
+    for field in ("clusters", "routes", "secrets"):
+        theirs = [r.SerializeToString() for r in getattr(request, field)]
+        ours = [r.SerializeToString() for r in getattr(response, field)]
+        if field == "clusters":
+            assert response.clusters[-1].name == EXTPROC_CLUSTER
+            ours = ours[:-1]
+        assert ours == theirs, field
+    for before, after in zip(request.listeners, response.listeners, strict=True):
+        changed = xds.decode("listener", after.SerializeToString())
+        for chain in [*changed.get("filterChains", []), *[changed[k] for k in ("defaultFilterChain",) if k in changed]]:
+            for network_filter in chain.get("filters", []):
+                hcm = network_filter.get("typedConfig", {})
+                if "httpFilters" in hcm:
+                    names = [f["name"] for f in hcm["httpFilters"]]
+                    assert names.count(ROUTER_FILTER) == 1, before.name
+                    hcm["httpFilters"] = [f for f in hcm["httpFilters"] if f["name"] != ROUTER_FILTER]
+        assert changed == xds.decode("listener", before.SerializeToString()), before.name
+    again = service_pb2.PostTranslateModifyRequest(
+        clusters=response.clusters, secrets=response.secrets, listeners=response.listeners, routes=response.routes
+    )
+    assert stub.PostTranslateModify(again).SerializeToString() == response.SerializeToString()
