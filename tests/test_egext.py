@@ -347,14 +347,31 @@ def _golden_cases() -> list[str]:
     return sorted({path.name.split(".")[0] for path in xds.XDS_IR.glob("*.listeners.yaml")})
 
 
-@pytest.mark.parametrize("case", _golden_cases())
-def test_on_every_eg_golden_only_the_http_connection_managers_change(
-    case: str, stub: Any, config: ExtensionConfig
-) -> None:
-    """EG's per-feature goldens (ext_proc, rate limits, JSON patches, backend TLS, ...) have no AI route of
-    this config: clusters, routes and secrets come back byte-identical, each HTTP connection manager gains
-    only the disabled router ext_proc, and a second pass changes nothing."""
-    resources = xds.xds_ir_case(case)
+def _egctl_cases() -> list[str]:
+    return sorted(path.name.split(".")[0] for path in xds.EGCTL.glob("*.all.yaml"))
+
+
+@pytest.mark.parametrize("case", [*(f"xds-ir/{c}" for c in _golden_cases()), *(f"egctl/{c}" for c in _egctl_cases())])
+def test_on_every_eg_golden_only_the_http_connection_managers_change(case: str, tmp_path: Path) -> None:
+    """EG's per-feature goldens (ext_proc, rate limits, JSON patches, backend TLS, ...) and its ``egctl
+    translate`` examples, with a config whose AI route none of them has: clusters, routes and secrets come
+    back byte-identical, each HTTP connection manager gains only the disabled router ext_proc, and a second
+    pass changes nothing."""
+    source, name = case.split("/")
+    resources = xds.xds_ir_case(name) if source == "xds-ir" else xds.egctl_case(name)
+    other = tmp_path / "other.yaml"
+    other.write_text(FALLBACK.read_text().replace("  name: backend\n", "  name: chat\n"))
+    config = load_extension_config([str(other)])
+    assert list(config.routes) == [("default", "chat")]
+    running = start_in_process(config)
+    try:
+        with grpc.insecure_channel(running.target) as channel:
+            _only_hcms_change(service_pb2_grpc.EnvoyGatewayExtensionStub(channel), resources)
+    finally:
+        running.stop()
+
+
+def _only_hcms_change(stub: Any, resources: dict[str, list[dict[str, Any]]]) -> None:
     request = request_of(resources)
     response = stub.PostTranslateModify(request)
     for field in ("clusters", "routes", "secrets"):
