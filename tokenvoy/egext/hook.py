@@ -109,9 +109,8 @@ def post_translate_modify_bytes(request: bytes, config: ExtensionConfig) -> byte
         wire = _WireRequest.FromString(request)
     except message.DecodeError as exc:
         raise HookError(grpc.StatusCode.INVALID_ARGUMENT, f"PostTranslateModifyRequest does not parse: {exc}") from None
-    clusters = [_cluster(raw, config) for raw in wire.clusters]
     # Ours, once: added, or (another socket path, an older config) replaced.
-    clusters = [raw for raw in clusters if _name_of(raw, cluster_pb2.Cluster) != EXTPROC_CLUSTER]
+    clusters = [out for name, out in (_cluster(raw, config) for raw in wire.clusters) if name != EXTPROC_CLUSTER]
     clusters.append(config.extproc_cluster)
     response = _WireResponse(
         clusters=clusters,
@@ -130,10 +129,6 @@ def post_translate_modify(
     return service_pb2.PostTranslateModifyResponse.FromString(raw)
 
 
-def _name_of(raw: bytes, cls: type[message.Message]) -> str:
-    return cls.FromString(raw).name  # type: ignore[attr-defined]
-
-
 def _parse(raw: bytes, cls: type[message.Message], what: str) -> message.Message:
     try:
         return cls.FromString(raw)
@@ -144,9 +139,14 @@ def _parse(raw: bytes, cls: type[message.Message], what: str) -> message.Message
 # ---- clusters --------------------------------------------------------------------------------------------
 
 
-def _cluster(raw: bytes, config: ExtensionConfig) -> bytes:
+def _cluster(raw: bytes, config: ExtensionConfig) -> tuple[str, bytes]:
+    """(name, the cluster as it goes back)."""
     cluster = _parse(raw, cluster_pb2.Cluster, "a cluster")
     assert isinstance(cluster, cluster_pb2.Cluster)
+    return cluster.name, _ai_cluster(raw, cluster, config)
+
+
+def _ai_cluster(raw: bytes, cluster: cluster_pb2.Cluster, config: ExtensionConfig) -> bytes:
     found = config.ai_rule(cluster.name)
     if found is None or cluster.name.count("/") != 4:
         return raw
