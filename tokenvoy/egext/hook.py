@@ -90,29 +90,29 @@ def _wire_views() -> tuple[type[message.Message], ...]:
     )
 
 
-_WireRequest, _WireResponse, _WireSingle = _wire_views()
+WireRequest, WireResponse, WireSingle = _wire_views()
 
 
 def resource_unchanged(request: bytes) -> bytes:
     """The other ``Post*Modify`` hooks: each request carries its resource in field 1, and so does the
     answer; tokenvoy changes nothing there (PostTranslateModify sees every resource), so it goes back as is."""
     try:
-        single = _WireSingle.FromString(request)
+        single = WireSingle.FromString(request)
     except message.DecodeError as exc:
         raise HookError(grpc.StatusCode.INVALID_ARGUMENT, f"the request does not parse: {exc}") from None
-    return _WireSingle(resource=single.resource).SerializeToString() if single.HasField("resource") else b""
+    return WireSingle(resource=single.resource).SerializeToString() if single.HasField("resource") else b""
 
 
 def post_translate_modify_bytes(request: bytes, config: ExtensionConfig) -> bytes:
     """The hook on the wire: a serialized ``PostTranslateModifyRequest`` in, the response out."""
     try:
-        wire = _WireRequest.FromString(request)
+        wire = WireRequest.FromString(request)
     except message.DecodeError as exc:
         raise HookError(grpc.StatusCode.INVALID_ARGUMENT, f"PostTranslateModifyRequest does not parse: {exc}") from None
     # Ours, once: added, or (another socket path, an older config) replaced.
     clusters = [out for name, out in (_cluster(raw, config) for raw in wire.clusters) if name != EXTPROC_CLUSTER]
     clusters.append(config.extproc_cluster)
-    response = _WireResponse(
+    response = WireResponse(
         clusters=clusters,
         secrets=list(wire.secrets),
         listeners=[_listener(raw, config) for raw in wire.listeners],
