@@ -78,8 +78,9 @@ Xds = dict[str, list[dict[str, Any]]]  # "listeners" | "routes" | "clusters" | "
 # IR -> xDS
 
 
-def translate_ir(ir: dict[str, Any]) -> Xds:
-    """EG's xDS translator for the IR features listed in the module docstring."""
+def translate_ir(ir: dict[str, Any], ratelimit: tuple[str, int] = (RATELIMIT_SERVICE, 8081)) -> Xds:
+    """EG's xDS translator for the IR features listed in the module docstring. ``ratelimit``: where EG's
+    rate limit Service is (EG's own name for it in its namespace unless a test runs one elsewhere)."""
     xds: Xds = {kind: [] for kind in TYPE_URLS}
     clusters: dict[str, dict[str, Any]] = {}
     needs_ratelimit = False
@@ -101,7 +102,7 @@ def translate_ir(ir: dict[str, Any]) -> Xds:
                     clusters[name] = _cluster(ext_proc["destination"], None, xds)
     xds["clusters"] = list(clusters.values())
     if needs_ratelimit:
-        xds["clusters"].append(_ratelimit_cluster(client_certificate, xds["secrets"]))
+        xds["clusters"].append(_ratelimit_cluster(client_certificate, ratelimit))
     if (ir.get("metrics") or {}).get("enablePerEndpointStats"):
         for cluster in xds["clusters"]:
             cluster["trackClusterStats"] = {"perEndpointStats": True}
@@ -736,14 +737,14 @@ def _upstream_tls(tls: dict[str, Any], secrets: list[dict[str, Any]]) -> dict[st
     return context
 
 
-def _ratelimit_cluster(client_certificate: dict[str, Any] | None, secrets: list[dict[str, Any]]) -> dict[str, Any]:
+def _ratelimit_cluster(client_certificate: dict[str, Any] | None, address: tuple[str, int]) -> dict[str, Any]:
     """EG's cluster for its rate limit service (mutual TLS with the Envoy's certificate when the IR has one)."""
     destination = {
         "name": RATELIMIT_CLUSTER,
         "settings": [
             {
                 "addressType": "FQDN",
-                "endpoints": [{"host": RATELIMIT_SERVICE, "port": 8081}],
+                "endpoints": [{"host": address[0], "port": address[1]}],
                 "name": f"{RATELIMIT_CLUSTER}/backend/-1",
                 "protocol": "GRPC",
             }
