@@ -880,7 +880,7 @@ def gateway_api_to_ir(
                 ir_routes = []
                 for rule_index, rule in enumerate(route["spec"].get("rules") or []):
                     destination = _destination(
-                        route_name, namespace, rule_index, rule, backends, tls_policies, services, default_namespace
+                        route_name, namespace, rule_index, rule, backends, tls_policies, services
                     )
                     for match_index, match in enumerate(rule.get("matches") or [{"path": {"value": "/"}}]):
                         for hostname in hostnames:
@@ -992,7 +992,6 @@ def _destination(
     backends: dict[tuple[str, str], dict[str, Any]],
     tls_policies: dict[tuple[str, str, str], dict[str, Any]],
     services: dict[tuple[str, str, int], tuple[str, int]],
-    default_namespace: str,
 ) -> dict[str, Any]:
     name = f"httproute/{namespace}/{route_name}/rule/{rule_index}"
     settings = []
@@ -1158,11 +1157,6 @@ def _route_traffic(
 # EnvoyPatchPolicy
 
 
-def _is_struct_key(path: tuple[str, ...]) -> bool:
-    """Inside a ``filter_metadata`` value (a protobuf Struct) keys are data, never field names."""
-    return len(path) >= 2 and path[-2] in ("filterMetadata", "filter_metadata")
-
-
 def _convert_keys(node: Any, convert: Any, path: tuple[str, ...] = ()) -> Any:
     if isinstance(node, dict):
         out = {}
@@ -1228,7 +1222,7 @@ def apply_patch_policies(xds: Xds, policies: Iterable[dict[str, Any]]) -> Xds:
             resources = xds[kind]
             index = next((i for i, r in enumerate(resources) if r.get(name_field) == patch["name"]), None)
             if operation.get("path", "") == "" and operation["op"] == "add":
-                new = _normalize(kind, to_json_names(operation["value"]))
+                new = _normalize(to_json_names(operation["value"]))
                 if index is None:
                     resources.append(new)
                 else:
@@ -1238,14 +1232,14 @@ def apply_patch_policies(xds: Xds, policies: Iterable[dict[str, Any]]) -> Xds:
                 raise KeyError(f"EnvoyPatchPolicy: no {kind} resource named {patch['name']!r}")
             document = to_proto_names(resources[index])
             patched = jsonpatch.apply_patch(document, [operation])
-            resources[index] = _normalize(kind, to_json_names(patched))
+            resources[index] = _normalize(to_json_names(patched))
     return xds
 
 
 _ENUM_ZEROS = {"lbPolicy": "ROUND_ROBIN"}
 
 
-def _normalize(kind: str, resource: dict[str, Any]) -> dict[str, Any]:
+def _normalize(resource: dict[str, Any]) -> dict[str, Any]:
     """What EG's round trip through the typed message does to a patched value: JSON numbers for uint32 weights
     written as strings, enum fields at their default left out."""
 

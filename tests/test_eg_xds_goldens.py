@@ -384,3 +384,37 @@ def _numbers(node: Any) -> Any:
     if isinstance(node, list):
         return [_numbers(v) for v in node]
     return int(node) if isinstance(node, str) and node.isdigit() else node
+
+
+def test_the_rendered_backend_tls_policies_make_eg_verify_the_providers_certificate() -> None:
+    """AI Gateway's own example, rendered: each TLS Backend's cluster speaks TLS with the provider's name as
+    SNI, checks that name in the certificate and trusts the system CAs (EG's secret for a BackendTLSPolicy)."""
+    from tokenvoy.render.envoy_gateway import render_envoy_gateway
+    from tokenvoy.render.gateway_cli import read_documents
+
+    manifests = render_envoy_gateway(read_documents([str(GOLDENS / "ai-gateway" / "translate_basic.in.yaml")]))
+    services = {
+        ("default", "tokenvoy-extproc", 1063): ("10.0.0.5", 1063),
+        ("default", "envoy-ai-gateway-basic-testupstream", 80): ("10.0.0.6", 80),
+    }
+    (ir,) = eg_xds.gateway_api_to_ir(manifests.resources(), services).values()
+    xds = eg_xds.translate_ir(ir)
+    clusters = {c["name"]: c for c in xds["clusters"]}
+    secrets = {s["name"]: s for s in xds["secrets"]}
+    for rule, host, policy in (
+        (0, "api.openai.com", "envoy-ai-gateway-basic-openai-tls"),
+        (1, "bedrock-runtime.us-east-1.amazonaws.com", "envoy-ai-gateway-basic-aws-tls"),
+    ):
+        cluster = clusters[f"httproute/default/envoy-ai-gateway-basic/rule/{rule}"]
+        assert cluster["transportSocket"]["name"] == "dummy.transport_socket"  # no plaintext fallback
+        (match,) = cluster["transportSocketMatches"]
+        tls = match["transportSocket"]["typedConfig"]
+        assert tls["sni"] == host
+        validation = tls["commonTlsContext"]["combinedValidationContext"]
+        assert validation["defaultValidationContext"]["matchTypedSubjectAltNames"] == [
+            {"matcher": {"exact": host}, "sanType": "DNS"}
+        ]
+        ca = validation["validationContextSdsSecretConfig"]["name"]
+        assert ca == f"{policy}/default-ca"
+        assert secrets[ca] == {"name": ca, "validationContext": {"trustedCa": {"filename": eg_xds.SYSTEM_CA_FILE}}}
+    assert "transportSocketMatches" not in clusters["httproute/default/envoy-ai-gateway-basic/rule/2"]
