@@ -61,11 +61,26 @@ INTENTIONALLY_OMITTED_FIELDS: frozenset[str] = frozenset()
 # --------------------------------------------------------------------------------------------------------
 
 
+# Field subsets of Envoy's xDS messages (and Envoy Gateway's extension API, which envoy-data-plane does not
+# have) for the EG extension server: they declare only some of Envoy's fields on purpose and pass the rest
+# through as unknown fields; tests/test_egext_proto.py proves them.
+FIELD_SUBSET_PREFIXES = (
+    "tokenvoy.pb.envoygateway.",
+    "tokenvoy.pb.envoy.config.cluster.",
+    "tokenvoy.pb.envoy.config.endpoint.",
+    "tokenvoy.pb.envoy.config.listener.",
+    "tokenvoy.pb.envoy.config.route.",
+    "tokenvoy.pb.envoy.extensions.filters.network.",
+    "tokenvoy.pb.envoy.extensions.upstreams.",
+    "tokenvoy.pb.envoy.extensions.transport_sockets.",
+)
+
+
 def _pb2_modules() -> list[ModuleType]:
-    """Every generated ``*_pb2`` module under tokenvoy.pb."""
+    """Every generated ``*_pb2`` module under tokenvoy.pb, minus the field subsets."""
     modules = []
     for info in pkgutil.walk_packages(tokenvoy.pb.__path__, prefix="tokenvoy.pb."):
-        if info.name.endswith("_pb2"):
+        if info.name.endswith("_pb2") and not info.name.startswith(FIELD_SUBSET_PREFIXES):
             modules.append(importlib.import_module(info.name))
     return modules
 
@@ -352,6 +367,11 @@ def _metadata() -> list[Message]:
             typed_filter_metadata={"io.envoy.ai_gateway": typed},
         )
     ]
+
+
+@case("envoy.config.core.v3.Locality")
+def _locality() -> list[Message]:
+    return [base_pb2.Locality(region="httproute/default/r/rule/0/backend/1", zone="z ✓", sub_zone="s")]
 
 
 @case("envoy.type.v3.HttpStatus")

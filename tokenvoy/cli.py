@@ -14,6 +14,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("tokenvoy.render.cli", "write the Envoy bootstrap and ratelimit config for a gateway config"),
     "extproc": ("tokenvoy.extproc.server", "run the ext_proc gRPC server alone"),
     "ratelimit": ("tokenvoy.ratelimit.server", "run the rate limit (token budget) gRPC server alone"),
+    "eg-extension": (
+        "tokenvoy.egext.server",
+        "run the Envoy Gateway extension server (tokenvoy's filters in EG's xDS)",
+    ),
     "testupstream": ("tokenvoy.testupstream.server", "run the fake LLM provider (OpenAI and Anthropic wire formats)"),
 }
 

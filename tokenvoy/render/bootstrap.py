@@ -573,6 +573,20 @@ def _tls_context(endpoint: BackendEndpoint) -> UpstreamTlsContext:
     )
 
 
+def upstream_protocol_options(options: EnvoyOptions) -> HttpProtocolOptions:
+    """HTTP/1.1 to the provider, through the upstream filters that run on every attempt: extproc translates
+    and signs for the backend the attempt reached, ``content-length`` is restored, the codec comes last.
+    Also what the Envoy Gateway extension server puts on EG's clusters (tokenvoy/egext)."""
+    return HttpProtocolOptions(
+        explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(http_protocol_options=Http1ProtocolOptions()),
+        http_filters=[
+            upstream_ext_proc(options),
+            content_length_filter(),
+            HttpFilter(name="envoy.filters.http.upstream_codec", typed_config=_any(UpstreamCodec())),
+        ],
+    )
+
+
 def backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) -> Cluster:
     localities = []
     socket_matches: dict[str, ClusterTransportSocketMatch] = {}
@@ -610,14 +624,7 @@ def backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) ->
                 ],
             )
         )
-    upstream_http = HttpProtocolOptions(
-        explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(http_protocol_options=Http1ProtocolOptions()),
-        http_filters=[
-            upstream_ext_proc(options),
-            content_length_filter(),
-            HttpFilter(name="envoy.filters.http.upstream_codec", typed_config=_any(UpstreamCodec())),
-        ],
-    )
+    upstream_http = upstream_protocol_options(options)
     return Cluster(
         name=cluster_name(rule),
         type=ClusterDiscoveryType.STRICT_DNS if any_dns else ClusterDiscoveryType.STATIC,

@@ -35,6 +35,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image", help="EG: the tokenvoy container image (default: tokenvoy:VERSION)")
     parser.add_argument("--gateway", help="EG: the Gateway routes without parentRefs attach to")
     parser.add_argument("--redis-url", help="EG: the Redis of Envoy Gateway's rate limit service, HOST:PORT")
+    parser.add_argument(
+        "--mode",
+        choices=("native", "extension"),
+        default="native",
+        help="EG: native (extproc behind EG's EnvoyExtensionPolicy) or extension (tokenvoy's EG extension server "
+        "and an extproc sidecar in EG's Envoy pods: fallback across providers; docs/envoy-gateway.md)",
+    )
+    parser.add_argument(
+        "--proxy-namespace",
+        default="envoy-gateway-system",
+        help="EG extension mode: the namespace of EG's Envoy pods (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--extension-tls-secret",
+        metavar="SECRET",
+        help="EG extension mode: a kubernetes.io/tls Secret; EG reaches the extension server over TLS",
+    )
     parser.add_argument("--extproc", default="127.0.0.1:1063", help="extproc address (default: %(default)s)")
     parser.add_argument("--ratelimit", default="127.0.0.1:8081", help="ratelimit address (default: %(default)s)")
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port (default: %(default)s)")
@@ -53,7 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tokenvoy.render.gateway_cli import render_to_directory
 
         return render_to_directory(
-            paths, out, namespace=args.namespace, image=args.image, redis_url=args.redis_url, gateway=args.gateway
+            paths,
+            out,
+            namespace=args.namespace,
+            image=args.image,
+            redis_url=args.redis_url,
+            gateway=args.gateway,
+            mode=args.mode,
+            proxy_namespace=args.proxy_namespace,
+            extension_tls_secret=args.extension_tls_secret,
         )
     try:
         if paths:

@@ -31,6 +31,7 @@ from tokenvoy.config.loader import FAKE_PROVIDER_ANNOTATION, ConfigError, load_d
 from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, Backend, GatewayConfig, Rule
 from tokenvoy.render.envoy import EXTPROC_MAX_MESSAGE_BYTES, IDENTITY_ATTRIBUTES, MAX_BODY_BYTES
 
+NATIVE_MODE, EXTENSION_MODE = "native", "extension"
 GATEWAY_API = "gateway.networking.k8s.io"
 EG_API = "gateway.envoyproxy.io"
 EG_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
@@ -86,6 +87,15 @@ class GatewayOptions:
     redis_url: str = "redis.redis-system.svc.cluster.local:6379"  # for EG's own rate limit service
     replicas: int = 1
     gateway: str | None = None  # the Gateway routes without parentRefs attach to (default: the config's one)
+    # "native": extproc behind EG's EnvoyExtensionPolicy; "extension": tokenvoy's EG extension server adds
+    # the filters (per-attempt translation, hence fallback across providers) and extproc is an Envoy sidecar
+    mode: str = "native"
+    # extension mode: where EG runs the Envoy pods (EG's default deploy mode: its own namespace); extproc's
+    # config and Secrets must be there, beside the sidecar that mounts them
+    proxy_namespace: str = "envoy-gateway-system"
+    extension_tls_secret: str | None = (
+        None  # extension mode: a kubernetes.io/tls Secret: EG reaches the server over TLS
+    )
 
 
 @dataclass
@@ -97,6 +107,7 @@ class Manifests:
     readme: str
     secrets: dict[str, tuple[str, ...]]  # Secret name -> keys extproc reads (values never rendered)
     config: GatewayConfig = field(repr=False, default_factory=GatewayConfig)
+    namespace: str = "default"  # of the HTTPRoutes (and every other resource unless said otherwise)
 
     def resources(self) -> list[dict[str, Any]]:
         return [resource for name in sorted(self.files) for resource in self.files[name]]
@@ -147,8 +158,17 @@ def render_envoy_gateway(documents: list[tuple[str, Any]], options: GatewayOptio
     if problems:
         raise ConfigError(list(problems))
     config = load_documents(extproc_docs)  # every field checked as for `tokenvoy run`
+    extension = options.mode == EXTENSION_MODE
+    if extension:
+        # Service backendRefs as the Backends extproc sees (their cluster DNS names): EG inlines the
+        # endpoints of fqdn Backends into the cluster, where the extension server tags each backendRef.
+        by_kind = {}
+        for source, doc in extproc_docs:
+            if isinstance(doc, dict) and isinstance(doc.get("kind"), str) and doc["kind"] != "Secret":
+                by_kind.setdefault(doc["kind"], []).append((source, doc))
+        _check_fqdn(by_kind, problems)
     envoy_backend_of = _envoy_backend_refs(by_kind)
-    _check_native(config, by_kind, problems)
+    _check_native(config, by_kind, problems, extension=options.mode == EXTENSION_MODE)
     if problems:
         raise ConfigError(list(problems))
 
@@ -160,8 +180,12 @@ def render_envoy_gateway(documents: list[tuple[str, Any]], options: GatewayOptio
     route_names = [doc["metadata"]["name"] for doc in routes]
     parents = _parents(routes)
     files: dict[str, list[dict[str, Any]]] = {
-        GATEWAY_FILE: _gateways(by_kind, namespace),
-        TOKENVOY_FILE: _tokenvoy(extproc_docs, secrets, namespace, options),
+        GATEWAY_FILE: _gateways(by_kind, namespace, ENVOY_PROXY_NAME if extension else None),
+        TOKENVOY_FILE: (
+            _extension_documents(extproc_docs, secrets, namespace, options)
+            if extension
+            else _tokenvoy(extproc_docs, secrets, namespace, options)
+        ),
         BACKENDS_FILE: _backends(by_kind, config, namespace),
         ROUTES_FILE: [],
         POLICIES_FILE: [],
@@ -175,14 +199,19 @@ def render_envoy_gateway(documents: list[tuple[str, Any]], options: GatewayOptio
     if fake_ports:
         files[TOKENVOY_FILE] += _fake_provider(fake_ports, namespace, options)
     files[POLICIES_FILE] = [
-        _extension_policy(route_names, namespace),
+        *([] if extension else [_extension_policy(route_names, namespace)]),
         *_traffic_policies(by_kind, route_names, namespace, problems),
         _client_traffic_policy(parents, namespace),
     ]
     if problems:
         raise ConfigError(list(problems))
     eg_config = _envoy_gateway_config(options)
-    return Manifests(files, eg_config, _readme(secrets, namespace), secrets, config)
+    secrets_namespace = namespace
+    if extension:
+        eg_config["extensionManager"] = _extension_manager(options)
+        secrets_namespace = options.proxy_namespace
+    readme = _readme(secrets, secrets_namespace, extension)
+    return Manifests(files, eg_config, readme, secrets, config, namespace)
 
 
 def _meta(name: str, namespace: str, **extra: Any) -> dict[str, Any]:
@@ -312,11 +341,15 @@ def _translation(backend: Backend) -> tuple[Any, ...]:
 
 
 def _check_native(
-    config: GatewayConfig, by_kind: dict[str, list[tuple[str, dict[str, Any]]]], problems: _Problems
+    config: GatewayConfig,
+    by_kind: dict[str, list[tuple[str, dict[str, Any]]]],
+    problems: _Problems,
+    extension: bool = False,
 ) -> None:
-    """What EG cannot express without an upstream filter or tokenvoy's ratelimit: refused, naming it."""
+    """What EG cannot express without an upstream filter or tokenvoy's ratelimit: refused, naming it. With
+    the extension server (``extension``), only what EG's ratelimit cannot do."""
     sources = {doc["metadata"]["name"]: source for source, doc in by_kind.get("AIGatewayRoute", [])}
-    for route in config.routes:
+    for route in config.routes if not extension else ():
         for rule in route.rules:
             where = f"{sources.get(route.name, '<config>')}: AIGatewayRoute/{route.name}: {rule.name}"
             if rule.stream_idle_timeout_ms is not None:
@@ -381,7 +414,9 @@ def _parents(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def _gateways(by_kind: dict[str, list[tuple[str, dict[str, Any]]]], namespace: str) -> list[dict[str, Any]]:
+def _gateways(
+    by_kind: dict[str, list[tuple[str, dict[str, Any]]]], namespace: str, envoy_proxy: str | None = None
+) -> list[dict[str, Any]]:
     """The config's GatewayClasses and Gateways, and a GatewayClass of EG for a class no document defines."""
     classes = [copy.deepcopy(doc) for _, doc in by_kind.get("GatewayClass", [])]
     defined = {doc["metadata"]["name"] for doc in classes}
@@ -389,6 +424,9 @@ def _gateways(by_kind: dict[str, list[tuple[str, dict[str, Any]]]], namespace: s
     for _, doc in by_kind.get("Gateway", []):
         gateway = copy.deepcopy(doc)
         gateway["metadata"]["namespace"] = namespace
+        if envoy_proxy is not None:  # EG runs this Gateway's Envoy pods with tokenvoy's extproc sidecar
+            infrastructure = gateway["spec"].setdefault("infrastructure", {})
+            infrastructure["parametersRef"] = {"group": EG_API, "kind": "EnvoyProxy", "name": envoy_proxy}
         gateways.append(gateway)
         class_name = gateway["spec"].get("gatewayClassName")
         if class_name and class_name not in defined:
@@ -714,9 +752,8 @@ def _fake_provider(ports: list[int], namespace: str, options: GatewayOptions) ->
     return [deployment, service]
 
 
-def _tokenvoy(
-    extproc_docs: list[tuple[str, Any]], secrets: dict[str, tuple[str, ...]], namespace: str, options: GatewayOptions
-) -> list[dict[str, Any]]:
+def _config_map(extproc_docs: list[tuple[str, Any]], namespace: str) -> tuple[dict[str, Any], str]:
+    """extproc's config as a ConfigMap, and its digest (a changed config rolls the pods that mount it)."""
     config_text = yaml.safe_dump_all(
         [doc for _, doc in extproc_docs if isinstance(doc, dict) and doc.get("kind") != "GatewayClass"],
         sort_keys=False,
@@ -728,7 +765,12 @@ def _tokenvoy(
         "metadata": _meta(CONFIG_MAP_NAME, namespace),
         "data": {CONFIG_FILE: config_text},
     }
-    mounts = [
+    return config_map, digest
+
+
+def _extproc_volumes(secrets: dict[str, tuple[str, ...]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumeMounts, volumes) of extproc: its config, a writable /tmp, one Secret per directory."""
+    mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},  # the root file system is read-only
     ]
@@ -740,6 +782,14 @@ def _tokenvoy(
         volume = f"secret-{index}"
         mounts.append({"name": volume, "mountPath": f"{SECRETS_DIR}/{secret}", "readOnly": True})
         volumes.append({"name": volume, "secret": {"secretName": secret}})
+    return mounts, volumes
+
+
+def _tokenvoy(
+    extproc_docs: list[tuple[str, Any]], secrets: dict[str, tuple[str, ...]], namespace: str, options: GatewayOptions
+) -> list[dict[str, Any]]:
+    config_map, digest = _config_map(extproc_docs, namespace)
+    mounts, volumes = _extproc_volumes(secrets)
     container = {
         "name": "extproc",
         "image": options.image,
@@ -835,7 +885,7 @@ def _envoy_gateway_config(options: GatewayOptions) -> dict[str, Any]:
     }
 
 
-def _readme(secrets: dict[str, tuple[str, ...]], namespace: str) -> str:
+def _readme(secrets: dict[str, tuple[str, ...]], namespace: str, extension: bool = False) -> str:
     lines = [
         "# Envoy Gateway manifests rendered by tokenvoy",
         "",
@@ -843,7 +893,8 @@ def _readme(secrets: dict[str, tuple[str, ...]], namespace: str) -> str:
         "repository for the whole procedure.",
         "",
         f"1. Merge `{ENVOY_GATEWAY_CONFIG_FILE}` into Envoy Gateway's own config and restart it.",
-        "2. Create the Secrets below (extproc mounts them; their values are never rendered).",
+        "2. Create the Secrets below (extproc mounts them; their values are never rendered)"
+        + (f", in `{namespace}`, where EG runs the Envoy pods and their extproc sidecar." if extension else "."),
         "3. `kubectl apply -f .` (the files apply in name order: gateway, tokenvoy, backends, routes, policies).",
         "",
         "## Secrets",
@@ -856,3 +907,188 @@ def _readme(secrets: dict[str, tuple[str, ...]], namespace: str) -> str:
         command = f"kubectl -n {namespace} create secret generic {name} {literals}"
         lines.append(f"- `{name}` (keys: {', '.join(keys)}): `{command}`")
     return "\n".join(lines) + "\n"
+
+
+# ---- extension mode: tokenvoy's EG extension server and the extproc sidecar -------------------------------
+
+ENVOY_PROXY_NAME = "tokenvoy"
+EXTENSION_SERVER_NAME = "tokenvoy-eg-extension"
+EXTENSION_SERVER_LABELS = {"app.kubernetes.io/name": "tokenvoy", "app.kubernetes.io/component": "eg-extension"}
+EXTENSION_PORT = 5005
+SOCKET_DIR = "/var/run/tokenvoy"
+EXTPROC_SOCKET = f"{SOCKET_DIR}/extproc.sock"
+EXTENSION_TLS_DIR = "/etc/tokenvoy/tls"
+# EG's Envoy container runs as this user; the sidecar runs as it too, so Envoy may connect to its socket.
+ENVOY_UID = 65532
+
+
+def _check_fqdn(by_kind: dict[str, list[tuple[str, dict[str, Any]]]], problems: _Problems) -> None:
+    """EG serves the endpoints of ip (and unix) Backends over EDS, out of the extension server's sight."""
+    used = {doc["spec"]["backendRef"]["name"] for _, doc in by_kind.get("AIServiceBackend", [])}
+    for source, doc in by_kind.get("Backend", []):
+        if doc["metadata"]["name"] not in used or is_fake_provider(doc):
+            continue
+        for index, endpoint in enumerate((doc.get("spec") or {}).get("endpoints") or []):
+            if "fqdn" not in endpoint:
+                problems.add(
+                    f"{source}: Backend/{doc['metadata']['name']}: spec.endpoints[{index}]",
+                    "--mode extension needs fqdn endpoints: EG sends the endpoints of ip and unix Backends over "
+                    "EDS, where the extension server cannot tell which backendRef an endpoint is",
+                )
+
+
+def _extension_documents(
+    extproc_docs: list[tuple[str, Any]], secrets: dict[str, tuple[str, ...]], namespace: str, options: GatewayOptions
+) -> list[dict[str, Any]]:
+    """extproc's ConfigMap (in the proxy namespace, beside the sidecars), the extension server's Deployment
+    and Service, and the EnvoyProxy that adds extproc as a sidecar of the Gateway's Envoy pods."""
+    proxy_namespace = options.proxy_namespace
+    config_map, digest = _config_map(extproc_docs, proxy_namespace)
+    mounts, volumes = _extproc_volumes(secrets)
+    security = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    health = {"httpGet": {"path": "/healthz", "port": METRICS_PORT}}
+    sidecar = {
+        "name": "tokenvoy-extproc",
+        "image": options.image,
+        # A native sidecar (Kubernetes >= 1.29): started, and ready, before Envoy; stopped after it.
+        "restartPolicy": "Always",
+        "args": [
+            "extproc",
+            "--config",
+            f"{CONFIG_DIR}/{CONFIG_FILE}",
+            "--listen",
+            f"unix:{EXTPROC_SOCKET}",
+            "--admin-listen",
+            f"0.0.0.0:{METRICS_PORT}",
+        ],
+        "ports": [{"name": "tokenvoy-metric", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "startupProbe": {**health, "periodSeconds": 2, "failureThreshold": 30},
+        "readinessProbe": {**health, "periodSeconds": 5, "failureThreshold": 2},
+        "livenessProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3},
+        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": EXTPROC_MEMORY_LIMIT}},
+        "securityContext": {**security, "runAsUser": ENVOY_UID, "runAsGroup": ENVOY_UID},
+        "volumeMounts": [*mounts, {"name": "tokenvoy-socket", "mountPath": SOCKET_DIR}],
+    }
+    envoy_proxy = {
+        "apiVersion": f"{EG_API}/v1alpha1",
+        "kind": "EnvoyProxy",
+        "metadata": _meta(ENVOY_PROXY_NAME, namespace),
+        "spec": {
+            "provider": {
+                "type": "Kubernetes",
+                "kubernetes": {
+                    "envoyDeployment": {
+                        "container": {"volumeMounts": [{"name": "tokenvoy-socket", "mountPath": SOCKET_DIR}]},
+                        "initContainers": [sidecar],
+                        "pod": {
+                            "annotations": {"tokenvoy.io/config-digest": digest},  # a changed config rolls Envoy
+                            "volumes": [*volumes, {"name": "tokenvoy-socket", "emptyDir": {}}],
+                        },
+                    }
+                },
+            }
+        },
+    }
+    args = [
+        "eg-extension",
+        "--config",
+        f"{CONFIG_DIR}/{CONFIG_FILE}",
+        "--listen",
+        f"0.0.0.0:{EXTENSION_PORT}",
+        "--namespace",
+        namespace,
+        "--extproc-socket",
+        EXTPROC_SOCKET,
+    ]
+    server_mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
+    server_volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": CONFIG_MAP_NAME}}]
+    if options.extension_tls_secret:
+        args += ["--tls-cert", f"{EXTENSION_TLS_DIR}/tls.crt", "--tls-key", f"{EXTENSION_TLS_DIR}/tls.key"]
+        server_mounts.append({"name": "tls", "mountPath": EXTENSION_TLS_DIR, "readOnly": True})
+        server_volumes.append({"name": "tls", "secret": {"secretName": options.extension_tls_secret}})
+    probe = {"grpc": {"port": EXTENSION_PORT}}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(EXTENSION_SERVER_NAME, proxy_namespace),
+        "spec": {
+            "replicas": options.replicas,
+            "selector": {"matchLabels": dict(EXTENSION_SERVER_LABELS)},
+            "template": {
+                "metadata": {
+                    "labels": dict(EXTENSION_SERVER_LABELS),
+                    "annotations": {"tokenvoy.io/config-digest": digest},
+                },
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "eg-extension",
+                            "image": options.image,
+                            "args": args,
+                            "ports": [{"name": "grpc", "containerPort": EXTENSION_PORT, "protocol": "TCP"}],
+                            # gRPC health answers SERVING once the config is loaded (plaintext only: a TLS
+                            # server is probed by its TCP port)
+                            "readinessProbe": (
+                                {"tcpSocket": {"port": EXTENSION_PORT}} if options.extension_tls_secret else probe
+                            )
+                            | {"periodSeconds": 5},
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "128Mi"},
+                                "limits": {"memory": "512Mi"},
+                            },
+                            "securityContext": {**security, "runAsUser": 10001},
+                            "volumeMounts": server_mounts,
+                        }
+                    ],
+                    "volumes": server_volumes,
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(EXTENSION_SERVER_NAME, proxy_namespace),
+        "spec": {
+            "selector": dict(EXTENSION_SERVER_LABELS),
+            "ports": [
+                {"name": "grpc", "port": EXTENSION_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"}
+            ],
+        },
+    }
+    return [config_map, deployment, service, envoy_proxy]
+
+
+def _extension_manager(options: GatewayOptions) -> dict[str, Any]:
+    """EG's ``extensionManager`` for tokenvoy's server: PostTranslateModify with every listener, route,
+    cluster and secret (the other post hooks are answered unchanged), failing closed."""
+    service: dict[str, Any] = {
+        "fqdn": {
+            "hostname": f"{EXTENSION_SERVER_NAME}.{options.proxy_namespace}.svc.cluster.local",
+            "port": EXTENSION_PORT,
+        }
+    }
+    if options.extension_tls_secret:
+        # the CA EG verifies the server's certificate with (the Secret's tls.crt), in EG's namespace
+        service["tls"] = {"certificateRef": {"kind": "Secret", "name": options.extension_tls_secret}}
+    include_all = {"includeAll": True}
+    return {
+        "hooks": {
+            "xdsTranslator": {
+                "post": ["Translation", "Cluster", "Route"],
+                "translation": {
+                    "listener": dict(include_all),
+                    "route": dict(include_all),
+                    "cluster": dict(include_all),
+                    "secret": dict(include_all),
+                },
+            }
+        },
+        "service": service,
+        "failOpen": False,
+    }

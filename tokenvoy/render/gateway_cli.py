@@ -52,8 +52,11 @@ def render_to_directory(
     image: str | None,
     redis_url: str | None,
     gateway: str | None = None,
+    mode: str = "native",
+    proxy_namespace: str = "envoy-gateway-system",
+    extension_tls_secret: str | None = None,
 ) -> int:
-    options = GatewayOptions()
+    options = GatewayOptions(mode=mode, proxy_namespace=proxy_namespace, extension_tls_secret=extension_tls_secret)
     options = replace(options, namespace=namespace or options.namespace)
     options = replace(options, image=image or options.image, redis_url=redis_url or options.redis_url, gateway=gateway)
     try:

@@ -69,3 +69,13 @@ class HeaderMap(_message.Message):
     HEADERS_FIELD_NUMBER: _ClassVar[int]
     headers: _containers.RepeatedCompositeFieldContainer[HeaderValue]
     def __init__(self, headers: _Optional[_Iterable[_Union[HeaderValue, _Mapping]]] = ...) -> None: ...
+
+class Locality(_message.Message):
+    __slots__ = ("region", "zone", "sub_zone")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    SUB_ZONE_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    zone: str
+    sub_zone: str
+    def __init__(self, region: _Optional[str] = ..., zone: _Optional[str] = ..., sub_zone: _Optional[str] = ...) -> None: ...
