@@ -20,7 +20,10 @@ Deliberate differences from upstream, all of them stricter:
 - keys are validated per level (upstream accepts any known key anywhere) and unknown keys are errors;
 - ``requests_per_unit``/``unit`` are required unless ``unlimited: true`` (upstream silently uses 0);
 - ``replaces`` must name a limit defined in the same domain, and ``shadow_mode`` needs a ``rate_limit``
-  on the same descriptor (neither would ever have an effect otherwise);
+  on the same descriptor (neither would ever have an effect otherwise), except on a descriptor whose
+  every limit below is in shadow mode too (what Envoy Gateway generates: it changes nothing);
+- ``quota_mode``, ``value_to_metric``, ``share_threshold`` and ``metadata`` are accepted only when off or
+  empty (tokenvoy does not implement them; Envoy Gateway writes them out as ``false``);
 - ``value`` must be a string or an integer (``1.10`` or ``true`` would not survive YAML round-tripping);
 - duplicate mapping keys in the YAML are errors instead of "last one wins".
 """
@@ -46,6 +49,7 @@ __all__ = [
     "Unit",
     "load_config",
     "parse_domain",
+    "parse_domain_document",
 ]
 
 MAX_UINT32 = 2**32 - 1
@@ -198,8 +202,11 @@ class RateLimitConfig:
 # Parsing
 
 
-_ROOT_KEYS = ("domain", "descriptors")
-_DESCRIPTOR_KEYS = ("key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric")
+# ``name`` is the config's name in Envoy Gateway's dumps (its xDS resource name); it is not used.
+_ROOT_KEYS = ("domain", "descriptors", "name")
+_UNSUPPORTED_FLAGS = ("quota_mode", "value_to_metric", "share_threshold")
+_DESCRIPTOR_KEYS = ("key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric", *_UNSUPPORTED_FLAGS)
+_DESCRIPTOR_KEYS_WITH_METADATA = (*_DESCRIPTOR_KEYS, "metadata")
 _RATE_LIMIT_KEYS = ("unit", "requests_per_unit", "unlimited", "name", "replaces")
 _REPLACES_KEYS = ("name",)
 
@@ -307,16 +314,26 @@ def _describe_yaml_error(exc: yaml.YAMLError) -> str:
 
 def parse_domain(text: str, source: str) -> DomainConfig:
     """Parse one YAML document (one domain). ``source`` is only used in error messages."""
-    ctx = _Ctx(source)
     try:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise ctx.error(_describe_yaml_error(exc)) from None
+        raise _Ctx(source).error(_describe_yaml_error(exc)) from None
+    return parse_domain_document(doc, source)
+
+
+def parse_domain_document(doc: Any, source: str) -> DomainConfig:
+    """Validate one already-decoded domain document (the YAML's data model: dicts, lists, str, int, bool).
+
+    The ADS config client builds this from a ``RateLimitConfig`` proto, so files and xDS share one validator.
+    """
+    ctx = _Ctx(source)
     if doc is None:
         raise ctx.error("empty file, expected a mapping with 'domain' and 'descriptors'")
     if not isinstance(doc, dict):
         raise ctx.error(f"expected a mapping with 'domain' and 'descriptors', got {type(doc).__name__}")
     _check_keys(ctx, doc, _ROOT_KEYS, "")
+    if doc.get("name") is not None and not isinstance(doc["name"], str):
+        raise ctx.error(f"name must be a string, got {doc['name']!r}")
     domain = doc.get("domain")
     if domain is None:
         raise ctx.error("domain is required")
@@ -356,21 +373,31 @@ def _parse_level(
             _check_keys(ctx, item, _DESCRIPTOR_KEYS, "")
             raise ctx.error("key is required")
         key = _scalar_text(ctx, item["key"], "key")
-        value = None if item.get("value") is None else _scalar_text(ctx, item["value"], "value")
+        # `value: ""` is "no value", as upstream reads it (Envoy Gateway writes it for key-only descriptors)
+        value = None if item.get("value") in (None, "") else _scalar_text(ctx, item["value"], "value")
         ctx.path[-1] = key if value is None else f"{key}={value}"
-        _check_keys(ctx, item, _DESCRIPTOR_KEYS, "")
+        _check_keys(ctx, item, _DESCRIPTOR_KEYS_WITH_METADATA, "")
+        _check_unsupported(ctx, item)
         if (key, value) in seen:
             raise ctx.error("duplicate descriptor (same key and value at this level)")
         seen.add((key, value))
 
         full_key = f"{parent_key}.{key}" if value is None else f"{parent_key}.{key}_{value}"
         limit = _parse_rate_limit(ctx, item, full_key, pending_replaces)
+        first_below = len(limits)  # the limits the children add start here
         if limit is not None:
             limits.append(limit)
         node = DescriptorNode(
             limit=limit,
             **_children(_parse_level(ctx, item.get("descriptors"), full_key, pending_replaces, limits)),
         )
+        if limit is None and _expect_bool(ctx, item, "shadow_mode"):
+            below = limits[first_below:]
+            if not below or not all(child_limit.shadow_mode for child_limit in below):
+                raise ctx.error(
+                    "shadow_mode needs a rate_limit on the same descriptor (it is not inherited: "
+                    "set it on each rate_limit below)"
+                )
         if value is None:
             by_key[key] = node
         elif value.endswith("*"):
@@ -387,6 +414,16 @@ def _parse_level(
     )
 
 
+def _check_unsupported(ctx: _Ctx, item: Mapping[str, Any]) -> None:
+    """envoyproxy/ratelimit features tokenvoy does not implement: refused when on, so nothing is silently lost."""
+    for flag in _UNSUPPORTED_FLAGS:
+        if _expect_bool(ctx, item, flag):
+            raise ctx.error(f"{flag} is not supported by tokenvoy's ratelimit (remove it or set it to false)")
+    metadata = item.get("metadata")
+    if metadata not in (None, {}):
+        raise ctx.error("metadata is not supported by tokenvoy's ratelimit (it is not returned to Envoy)")
+
+
 def _children(level: DescriptorNode) -> dict[str, Any]:
     return {"exact": level.exact, "wildcards": level.wildcards, "by_key": level.by_key}
 
@@ -398,15 +435,14 @@ def _parse_rate_limit(
     detailed_metric = _expect_bool(ctx, item, "detailed_metric")
     raw = item.get("rate_limit")
     if raw is None:
-        if shadow_mode:
-            raise ctx.error("shadow_mode needs a rate_limit on the same descriptor (it is not inherited)")
-        return None
+        return None  # a shadow_mode here is checked against the limits below by the caller
     if not isinstance(raw, dict):
         raise ctx.error(f"rate_limit must be a mapping, got {raw!r}")
     _check_keys(ctx, raw, _RATE_LIMIT_KEYS, "rate_limit: ")
 
     unlimited = _expect_bool(ctx, raw, "unlimited", "rate_limit: ")
-    name = "" if raw.get("name") is None else _scalar_text(ctx, raw["name"], "rate_limit: name")
+    # Envoy Gateway writes `name: ""` for an unnamed limit.
+    name = "" if raw.get("name") in (None, "") else _scalar_text(ctx, raw["name"], "rate_limit: name")
     replaces = _parse_replaces(ctx, raw.get("replaces"), name)
 
     if unlimited:

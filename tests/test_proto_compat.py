@@ -77,10 +77,18 @@ FIELD_SUBSET_PREFIXES = (
 
 
 def _pb2_modules() -> list[ModuleType]:
-    """Every generated ``*_pb2`` module under tokenvoy.pb, minus the field subsets."""
+    """Every generated ``*_pb2`` module of Envoy's API under tokenvoy.pb, minus the field subsets.
+
+    ``tokenvoy.pb.ratelimit`` (envoyproxy/ratelimit's xDS config, not in envoy-data-plane) is checked
+    against its own schema in tests/test_ratelimit_xds_proto.py.
+    """
     modules = []
     for info in pkgutil.walk_packages(tokenvoy.pb.__path__, prefix="tokenvoy.pb."):
-        if info.name.endswith("_pb2") and not info.name.startswith(FIELD_SUBSET_PREFIXES):
+        if (
+            info.name.endswith("_pb2")
+            and info.name.startswith("tokenvoy.pb.envoy.")
+            and not info.name.startswith(FIELD_SUBSET_PREFIXES)
+        ):
             modules.append(importlib.import_module(info.name))
     return modules
 
