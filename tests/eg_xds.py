@@ -528,9 +528,23 @@ def _ratelimit_per_route(route: dict[str, Any], listener: str) -> dict[str, Any]
     return per_filter
 
 
+_DESCRIPTOR_FLAGS = ("shadow_mode", "quota_mode", "detailed_metric", "value_to_metric", "share_threshold")
+
+
+def _descriptor(key: str, value: str, rate_limit: dict[str, Any] | None) -> dict[str, Any]:
+    """One descriptor as EG dumps its ratelimit configuration (every field, defaults included)."""
+    return {
+        "key": key,
+        "value": value,
+        "rate_limit": rate_limit,
+        "descriptors": [],
+        **dict.fromkeys(_DESCRIPTOR_FLAGS, False),
+    }
+
+
 def ratelimit_domains(ir: dict[str, Any]) -> list[dict[str, Any]]:
-    """The envoyproxy/ratelimit config EG's rate limit service gets for the IR's global rules (the subset of
-    keys tokenvoy's ratelimit also reads: key, value, rate_limit, descriptors)."""
+    """The envoyproxy/ratelimit configuration EG's rate limit service gets for the IR's global rules, one
+    domain per listener (per policy for shared rules), in the YAML form of EG's ratelimit-config goldens."""
     domains: dict[str, dict[str, Any]] = {}
     for listener in ir.get("http") or []:
         for route in listener.get("routes") or []:
@@ -538,26 +552,28 @@ def ratelimit_domains(ir: dict[str, Any]) -> list[dict[str, Any]]:
             for index, rule in zip(_domain_indexes(rules), rules, strict=True):
                 domain = _shared_domain(rule) if rule.get("shared") else listener["name"]
                 key = rule["name"] if rule.get("shared") else route["name"]
-                config = domains.setdefault(domain, {"domain": domain, "descriptors": []})
+                config = domains.setdefault(domain, {"name": domain, "domain": domain, "descriptors": []})
                 top = next((d for d in config["descriptors"] if d["key"] == key), None)
                 if top is None:
-                    top = {"key": key, "value": key, "descriptors": []}
+                    top = _descriptor(key, key, None)
                     config["descriptors"].append(top)
                 elif rule.get("shared"):
                     continue  # a shared rule is one counter, however many routes it is on
-                limit = {"requests_per_unit": rule["limit"]["requests"], "unit": rule["limit"]["unit"].upper()}
-                chain = []
-                for action in _rule_actions(route, index, rule)[1:]:
-                    ((_, spec),) = action.items()
-                    value = spec.get("descriptorValue", "")
-                    chain.append({"key": spec["descriptorKey"], **({"value": value} if value else {})})
+                limit = {
+                    "requests_per_unit": rule["limit"]["requests"],
+                    "unit": rule["limit"]["unit"].upper(),
+                    "unlimited": False,
+                    "name": "",
+                    "replaces": [],
+                }
+                chain = [
+                    (spec["descriptorKey"], spec.get("descriptorValue", ""))
+                    for action in _rule_actions(route, index, rule)[1:]
+                    for spec in action.values()
+                ]
                 node = top
-                for position, descriptor in enumerate(chain):
-                    child = dict(descriptor)
-                    if position == len(chain) - 1:
-                        child["rate_limit"] = limit
-                    else:
-                        child["descriptors"] = []
+                for position, (child_key, child_value) in enumerate(chain):
+                    child = _descriptor(child_key, child_value, limit if position == len(chain) - 1 else None)
                     node["descriptors"].append(child)
                     node = child
     return list(domains.values())

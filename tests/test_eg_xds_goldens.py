@@ -349,9 +349,15 @@ def test_tokenvoys_rendered_manifests_become_eg_shaped_xds() -> None:
     assert domain["domain"] == "default/tokenvoy/http"
     first = domain["descriptors"][0]
     assert first["key"] == first["value"] == "httproute/default/default/rule/0/match/0/*"
-    assert first["descriptors"] == [
-        {"key": "rule-0-match-0", "rate_limit": {"requests_per_unit": 100000, "unit": "HOUR"}}
-    ]
+    (per_user,) = first["descriptors"]
+    assert per_user["key"] == "rule-0-match-0" and per_user["value"] == ""  # distinct: a counter per value
+    assert per_user["rate_limit"] == {
+        "requests_per_unit": 100000,
+        "unit": "HOUR",
+        "unlimited": False,
+        "name": "",
+        "replaces": [],
+    }
 
 
 @pytest.mark.parametrize("case", ["ext-proc", "ratelimit", "backend-tls-settings", "jsonpatch"])
@@ -418,3 +424,99 @@ def test_the_rendered_backend_tls_policies_make_eg_verify_the_providers_certific
         assert ca == f"{policy}/default-ca"
         assert secrets[ca] == {"name": ca, "validationContext": {"trustedCa": {"filename": eg_xds.SYSTEM_CA_FILE}}}
     assert "transportSocketMatches" not in clusters["httproute/default/envoy-ai-gateway-basic/rule/2"]
+
+
+RATELIMIT = GOLDENS / "ratelimit-config"
+
+
+def _ir_from_ratelimit_golden(case: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The IR route a ratelimit-config golden was made from, read back from its route ``rate_limits`` (the
+    actions say each rule's matches, the configuration its limit); None for several routes in one case or a
+    match the emulator does not make (remote addresses, methods, paths, regexes)."""
+    route_docs = [doc for doc in yaml.safe_load_all((RATELIMIT / f"{case}.routes.yaml").read_text()) if doc]
+    if len(route_docs) != 1:
+        return None
+    (routes,) = route_docs
+    configs = [doc for doc in yaml.safe_load_all((RATELIMIT / f"{case}.yaml").read_text()) if doc]
+    route_name = routes["routeName"]
+    leaves: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def walk(domain: str, node: dict[str, Any], path: tuple[str, ...]) -> None:
+        path = (*path, node["key"], node["value"])
+        if node.get("rate_limit"):
+            leaves[(domain, *path)] = node
+        for child in node.get("descriptors") or []:
+            walk(domain, child, path)
+
+    for config in configs:
+        for descriptor in config["descriptors"]:
+            walk(config["domain"], descriptor, ())
+    rules: list[dict[str, Any]] = []
+    seen: set[tuple[str, ...]] = set()
+    listener = "first-listener"
+    for domain, limits in routes["rateLimitsByDomain"].items():
+        for entry in limits:
+            specs = [action["ActionSpecifier"] for action in entry["actions"]]
+            kinds = {kind for spec in specs for kind in spec}
+            if not kinds <= {"GenericKey", "RequestHeaders", "HeaderValueMatch", "QueryParameterValueMatch"}:
+                return None
+            key = specs[0]["GenericKey"]["descriptor_key"]
+            rule: dict[str, Any] = {}
+            path: tuple[str, ...] = (domain, key, key)
+            for spec in specs[1:]:
+                ((kind, action),) = spec.items()
+                if "-match-" not in action["descriptor_key"]:
+                    return None  # rule-<i>-method, rule-<i>-path: method and path matches, not emulated
+                if kind == "RequestHeaders":
+                    rule.setdefault("headerMatches", []).append({"name": action["header_name"], "distinct": True})
+                    path += (action["descriptor_key"], "")
+                    continue
+                path += (action["descriptor_key"], action["descriptor_value"])
+                if kind == "GenericKey":
+                    continue  # rule-<i>-match--1: a rule without matches
+                (match,) = action.get("headers") or action.get("query_parameters")
+                specifier = "HeaderMatchSpecifier" if kind == "HeaderValueMatch" else "QueryParameterMatchSpecifier"
+                exact = (match.get(specifier) or match)["StringMatch"]["MatchPattern"].get("Exact")
+                if exact is None:
+                    return None
+                item: dict[str, Any] = {"name": match["name"], "exact": exact}
+                if kind == "HeaderValueMatch":
+                    if not (action.get("expect_match") or {}).get("value", True):
+                        item["invert"] = True
+                    rule.setdefault("headerMatches", []).append(item)
+                else:
+                    rule.setdefault("queryParamMatches", []).append(item)
+            if path in seen:
+                continue  # the stream-end entry of a rule with a response cost
+            seen.add(path)
+            leaf = leaves[path]
+            rule["limit"] = {"requests": leaf["rate_limit"]["requests_per_unit"], "unit": leaf["rate_limit"]["unit"]}
+            if key == route_name:
+                listener = domain
+            else:
+                rule |= {"name": key, "shared": True}
+            rules.append(rule)
+    route = {"name": route_name, "hostname": "*", "traffic": {"rateLimit": {"global": {"rules": rules}}}}
+    return {"http": [{"name": listener, "routes": [route]}]}, configs
+
+
+# the cases whose route and matches the emulator makes (the others: remote addresses, methods, paths, regexes,
+# several routes or listeners)
+RATELIMIT_CASES = sorted(
+    case
+    for case in (path.name.removesuffix(".yaml") for path in RATELIMIT.glob("*.yaml"))
+    if not case.endswith(".routes") and _ir_from_ratelimit_golden(case) is not None
+)
+
+
+def test_most_ratelimit_goldens_are_compared() -> None:
+    assert len(RATELIMIT_CASES) >= 8, RATELIMIT_CASES
+
+
+@pytest.mark.parametrize("case", RATELIMIT_CASES)
+def test_the_ratelimit_configuration_is_the_one_eg_generates(case: str) -> None:
+    found = _ir_from_ratelimit_golden(case)
+    assert found is not None
+    ir, golden = found
+    ours = eg_xds.ratelimit_domains(ir)
+    assert _differences(sorted(ours, key=lambda d: d["domain"]), sorted(golden, key=lambda d: d["domain"])) == []

@@ -12,9 +12,10 @@ xDS, with extproc, ratelimit and the fake providers behind it. Every case runs o
 
 The budget is the ``BackendTrafficPolicy``'s global rate limit, charged at stream end from the
 ``io.envoy.ai_gateway`` metadata. EG's budgets go to EG's own envoyproxy/ratelimit; here tokenvoy's ratelimit
-runs in its place, loading the envoyproxy/ratelimit configuration EG would generate for that policy
-(``eg_xds.ratelimit_domains``, written to files). Loading it the way EG's ratelimit does, over ADS with
-mutual TLS, is not part of this module.
+runs in its place, loading the envoyproxy/ratelimit configuration EG would generate for that policy, in the
+YAML form EG dumps it (``eg_xds.ratelimit_domains``, checked against EG's ratelimit-config goldens), from
+files. Loading it the way EG's ratelimit does, over ADS with mutual TLS (``ratelimit/xds_client.py``), is
+not part of this module.
 
 The providers: an OpenAI-schema Backend (native: on an IP endpoint, an EDS cluster) and an Anthropic-schema
 Backend on an FQDN endpoint (``localhost``: a DNS cluster whose host EG rewrites the request to), both
