@@ -212,6 +212,7 @@ class EgStack:
     processes: list[subprocess.Popen[bytes]]
     logs: Path
     startup_seconds: float
+    extension_address: str = ""  # tokenvoy eg-extension's gRPC address (extension mode)
 
 
 def _start(argv: list[str], logs: Path, name: str) -> subprocess.Popen[bytes]:
@@ -320,6 +321,7 @@ def start_stack(directory: Path, mode: str) -> EgStack:
             processes=processes,
             logs=directory,
             startup_seconds=0.0,
+            extension_address=f"127.0.0.1:{extension}" if mode == EXTENSION else "",
         )
         while True:
             for process in processes:
@@ -539,3 +541,10 @@ def test_a_cross_provider_fallback_is_translated_again_for_the_second_provider(e
     assert yaml.safe_load(sent["body"])["model"] == ANTHROPIC_MODEL  # the backendRef's modelNameOverride
     # the first attempt went to the priority-0 endpoint of EG's cluster for the rule, and failed to connect
     assert _cluster_stat(stack, f"httproute/{NAMESPACE}/{ROUTE}/rule/2", "upstream_cx_connect_fail") >= 1
+
+
+def test_a_second_pass_through_the_extension_server_changes_nothing(extension_stack: EgStack) -> None:
+    """EG calls the hook again on every translation: what Envoy runs, sent once more, comes back the same."""
+    again = _post_translate_modify(extension_stack.xds, extension_stack.extension_address, time.monotonic() + 30)
+    for kind in ("listeners", "routes", "clusters", "secrets"):
+        assert again[kind] == extension_stack.xds[kind], kind
