@@ -15,7 +15,9 @@ way. This module reproduces the part of it those manifests use, in EG's two stag
 - :func:`apply_patch_policies`: EnvoyPatchPolicy JSON patches, applied with ``jsonpatch`` on the proto-name
   (snake_case) JSON of the named resource, as EG does;
 - :func:`ratelimit_domains`: the envoyproxy/ratelimit configuration EG's rate limit service would load for the
-  IR's global rate limits (one domain per listener, or per policy for shared rules);
+  IR's global rate limits (one domain per listener, or per policy for shared rules), in EG's YAML form;
+- :func:`post_translate_modify_request` / :func:`post_translate_modify_response`: the xDS as EG's extension
+  manager sends it to an extension server (Envoy's binary encoding, by envoy-data-plane) and back;
 - :func:`write_file_based`: the xDS as files for Envoy's file-based xDS (``ads`` config sources become paths).
 
 It is checked against EG's goldens in ``tests/test_eg_xds_goldens.py``; what it does not emulate is listed in
