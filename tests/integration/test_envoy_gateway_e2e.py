@@ -220,14 +220,42 @@ def _start(argv: list[str], logs: Path, name: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True)
 
 
+# A user's own EnvoyPatchPolicy beside the rendered manifests (on the native stack): EG's listener replaces a
+# client's x-request-id with Envoy's own unless told to keep it.
+KEEP_REQUEST_IDS = {
+    "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+    "kind": "EnvoyPatchPolicy",
+    "metadata": {"name": "keep-request-ids", "namespace": NAMESPACE},
+    "spec": {
+        "targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"},
+        "type": "JSONPatch",
+        "jsonPatches": [
+            {
+                "type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+                "name": f"{NAMESPACE}/eg/http",
+                "operation": {
+                    "op": "add",
+                    "path": "/default_filter_chain/filters/0/typed_config/preserve_external_request_id",
+                    "value": True,
+                },
+            }
+        ],
+    },
+}
+
+
 def eg_shaped_xds(
-    config_text: str, extproc_port: int, ratelimit_port: int, mode: str = NATIVE
+    config_text: str,
+    extproc_port: int,
+    ratelimit_port: int,
+    mode: str = NATIVE,
+    users_resources: list[dict[str, Any]] | None = None,
 ) -> tuple[eg_xds.Xds, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Render the manifests, translate them as EG would (extproc's Service found on loopback), apply the
-    EnvoyPatchPolicies among them; also the ratelimit configuration EG would generate."""
+    """Render the manifests, translate them (and ``users_resources``) as EG would, extproc's Service found on
+    loopback; apply the EnvoyPatchPolicies among them; also the ratelimit configuration EG would generate."""
     options = GatewayOptions(mode=mode) if mode != NATIVE else GatewayOptions()
     manifests = render_envoy_gateway(parse_documents("<e2e>", config_text), options)
-    resources = manifests.resources()
+    resources = [*manifests.resources(), *(users_resources or [])]
     services = {(NAMESPACE, EXTPROC_NAME, EXTPROC_PORT): ("127.0.0.1", extproc_port)}
     (ir,) = eg_xds.gateway_api_to_ir(resources, services).values()
     for listener in ir["http"]:
@@ -256,7 +284,8 @@ def start_stack(directory: Path, mode: str) -> EgStack:
     tokenvoy = [sys.executable, "-m", "tokenvoy"]
     processes = [_start([*tokenvoy, "testupstream", "--port", str(fake)], directory, "fake")]
     try:
-        xds, domains, _ = eg_shaped_xds(config.read_text(), extproc, ratelimit, mode)
+        patches = [KEEP_REQUEST_IDS] if mode == NATIVE else []
+        xds, domains, _ = eg_shaped_xds(config.read_text(), extproc, ratelimit, mode, patches)
         extproc_listen = f"127.0.0.1:{extproc}"
         extproc_flags = ["--translate-in-router"]  # native: the router stream translates, once
         if mode == EXTENSION:
@@ -548,3 +577,25 @@ def test_a_second_pass_through_the_extension_server_changes_nothing(extension_st
     again = _post_translate_modify(extension_stack.xds, extension_stack.extension_address, time.monotonic() + 30)
     for kind in ("listeners", "routes", "clusters", "secrets"):
         assert again[kind] == extension_stack.xds[kind], kind
+
+
+def _request_id_at_the_provider(stack: EgStack) -> tuple[str, str]:
+    trace, request_id = str(uuid.uuid4()), str(uuid.uuid4())
+    headers = {TRACE_HEADER: trace, "x-request-id": request_id, "x-user-id": f"u-{trace}"}
+    body = {"model": OPENAI_MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{stack.url}/v1/chat/completions", headers=headers, json=body, timeout=30).status_code == 200
+    return request_id, _sent(stack, trace)["headers"].get("x-request-id", "")
+
+
+def test_a_users_envoy_patch_policy_changes_what_eg_serves(native_stack: EgStack) -> None:
+    """The native stack carries the user's EnvoyPatchPolicy that keeps clients' request ids: the patched
+    field is in EG's listener, and a client's id reaches the provider."""
+    hcm = native_stack.xds["listeners"][0]["defaultFilterChain"]["filters"][0]["typedConfig"]
+    assert hcm["preserveExternalRequestId"] is True
+    sent, received = _request_id_at_the_provider(native_stack)
+    assert received == sent
+
+
+def test_without_the_patch_eg_replaces_a_clients_request_id(extension_stack: EgStack) -> None:
+    sent, received = _request_id_at_the_provider(extension_stack)
+    assert received and received != sent
