@@ -825,7 +825,7 @@ def _target_names(policy: dict[str, Any], kind: str) -> list[str]:
 
 def gateway_api_to_ir(
     resources: Iterable[dict[str, Any]],
-    services: dict[tuple[str, str, int], tuple[str, int]] | None = None,
+    services: dict[tuple[str, str, int | None], tuple[str, int]] | None = None,
     default_namespace: str = "envoy-gateway-system",
 ) -> dict[str, dict[str, Any]]:
     """EG's Gateway API translator for the kinds listed in the module docstring: ``<ns>/<gateway>`` -> its IR.
@@ -839,10 +839,8 @@ def gateway_api_to_ir(
             by_kind.setdefault(resource["kind"], []).append(resource)
     for service in by_kind.get("Service", []):
         ip = (service.get("spec") or {}).get("clusterIP")
-        for port in (service.get("spec") or {}).get("ports") or []:
-            key = (_ns(service, default_namespace), service["metadata"]["name"], port["port"])
-            if ip and key not in services:
-                services[key] = (ip, port["port"])
+        if ip:  # egctl translate: the cluster IP, on the backendRef's port (``None``: any port)
+            services.setdefault((_ns(service, default_namespace), service["metadata"]["name"], None), (ip, 0))
     backends = {(_ns(b, default_namespace), b["metadata"]["name"]): b for b in by_kind.get("Backend", [])}
     filters = {(_ns(f, default_namespace), f["metadata"]["name"]): f for f in by_kind.get("HTTPRouteFilter", [])}
     tls_policies = {}
@@ -991,9 +989,12 @@ def _ir_route(
 def _service_setting(
     key: tuple[str, str, int], name: str, protocol: str, services: dict[tuple[str, str, int], tuple[str, int]]
 ) -> dict[str, Any]:
-    if key not in services:
+    if key in services:
+        host, port = services[key]
+    elif (key[0], key[1], None) in services:
+        host, port = services[(key[0], key[1], None)][0], key[2]
+    else:
         raise KeyError(f"Service {key[0]}/{key[1]}:{key[2]}: no address given for it (services=...)")
-    host, port = services[key]
     return {  # no addressType: EG leaves it out for a Service's cluster IP
         "endpoints": [{"host": host, "port": port}],
         "metadata": {"kind": "Service", "name": key[1], "namespace": key[0], "sectionName": str(key[2])},
@@ -1044,11 +1045,10 @@ def _destination(
             if policy is not None:
                 setting["tls"] = _backend_tls(policy, ref_ns)
         settings.append(setting)
-    return {
-        "metadata": {"kind": "HTTPRoute", "name": route_name, "namespace": namespace},
-        "name": name,
-        "settings": settings,
-    }
+    metadata = {"kind": "HTTPRoute", "name": route_name, "namespace": namespace}
+    if rule.get("name"):
+        metadata["sectionName"] = rule["name"]
+    return {"metadata": metadata, "name": name, "settings": settings}
 
 
 def _backend_tls(policy: dict[str, Any], namespace: str) -> dict[str, Any]:

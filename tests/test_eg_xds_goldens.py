@@ -12,8 +12,8 @@ Two sets of EG goldens (``../shared/envoy-gateway``):
   configurations, clusters and endpoints whole.
 
 Not compared: ``jsonpatch-with-jsonpath`` (EG's ``jsonPath`` patches are not emulated),
-``default-resources`` and ``backend-endpoint`` (their HTTP routes name Services the inputs do not define,
-or carry no xDS); the TCP, UDP, TLS and GRPC listeners of ``from-gateway-api-to-xds``.
+``backend-endpoint`` (its golden has resource statuses, no xDS); the TCP, UDP, TLS and GRPC listeners of
+``from-gateway-api-to-xds`` and ``default-resources``.
 """
 
 from __future__ import annotations
@@ -206,6 +206,7 @@ EGCTL_CASES = {
     "quickstart": "HTTPRoute with a hostname to a Service: route name, virtual host, match, metadata",
     "from-gateway-api-to-xds": "HTTPRoute to a Service beside other listeners: routes, cluster, endpoints",
     "envoy-patch-policy": "EnvoyPatchPolicy on a listener (a filter before the router) and a new cluster",
+    "default-resources": "HTTPRoute with a named rule to a Service port its spec does not list (cluster IP)",
 }
 # egctl's golden for envoy-patch-policy has a route configuration without virtual hosts (its HTTPRoute was
 # not attached in that run, the route-level patch had nothing to apply to) and a ratelimit filter with
