@@ -7,6 +7,7 @@ not declare. Shared with the end-to-end EG test.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import warnings
 from pathlib import Path
@@ -63,12 +64,59 @@ def _envoy(kind: str) -> Any:
     raise ValueError(kind)
 
 
+FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+
+
+def _without_5xx_fields(value: Any) -> Any:
+    """envoy-data-plane cannot read Envoy's ``consecutive5xx`` / ``enforcingConsecutive5xx`` (outlier detection:
+    its JSON names do not round-trip), so resources are encoded without them."""
+    if isinstance(value, dict):
+        return {k: _without_5xx_fields(v) for k, v in value.items() if not k.lower().endswith("5xx")}
+    if isinstance(value, list):
+        return [_without_5xx_fields(v) for v in value]
+    return value
+
+
 def encode(kind: str, resource: dict[str, Any]) -> bytes:
-    """One resource (proto3 JSON) in Envoy's binary encoding."""
+    """One resource (proto3 JSON) in Envoy's binary encoding (minus the two fields ``_without_5xx_fields`` names)."""
+    resource = _without_5xx_fields(resource)
+    if kind == "route":
+        return _encode_route_configuration(resource)
     register_types(resource)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return bytes(_envoy(kind).from_dict(resource))
+
+
+def _encode_route_configuration(resource: dict[str, Any]) -> bytes:
+    """envoy-data-plane cannot read an ``Any`` without a type, which EG writes to enable a disabled filter on
+    a route (``FilterConfig`` with ``config: {}``): those entries are set on the encoded bytes instead."""
+    from google.protobuf import any_pb2
+
+    from tokenvoy.pb.envoy.config.route.v3 import route_components_pb2, route_pb2
+
+    resource = copy.deepcopy(resource)
+    enabled: list[tuple[int, int, str, dict[str, Any]]] = []
+    for vh_index, virtual_host in enumerate(resource.get("virtualHosts", [])):
+        for route_index, route in enumerate(virtual_host.get("routes", [])):
+            per_filter = route.get("typedPerFilterConfig", {})
+            for name, value in list(per_filter.items()):
+                if value.get("@type") == FILTER_CONFIG and value.get("config") == {}:
+                    enabled.append((vh_index, route_index, name, per_filter.pop(name)))
+    register_types(resource)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        raw = bytes(_envoy("route").from_dict(resource))
+    if not enabled:
+        return raw
+    ours = route_pb2.RouteConfiguration.FromString(raw)  # our field subset: everything else passes through
+    for vh_index, route_index, name, value in enabled:
+        config = route_components_pb2.FilterConfig(
+            config=any_pb2.Any(), is_optional=bool(value.get("isOptional")), disabled=bool(value.get("disabled"))
+        )
+        packed = any_pb2.Any(type_url=FILTER_CONFIG, value=config.SerializeToString())
+        ours.virtual_hosts[vh_index].routes[route_index].typed_per_filter_config[name].CopyFrom(packed)
+    return ours.SerializeToString()
 
 
 def decode(kind: str, raw: bytes) -> dict[str, Any]:

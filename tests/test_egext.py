@@ -24,6 +24,7 @@ from tokenvoy.egext import (
     start_in_process,
 )
 from tokenvoy.egext.config import ROUTER_FILTER, UPSTREAM_FILTER
+from tokenvoy.egext.hook import WireRequest, WireResponse
 from tokenvoy.pb.envoy.config.cluster.v3 import cluster_pb2
 from tokenvoy.pb.envoygateway.extension import context_pb2, service_pb2, service_pb2_grpc
 from tokenvoy.render.envoy import EXTPROC_CLUSTER
@@ -88,6 +89,18 @@ def by_name(response: Any, field: str, kind: str) -> dict[str, dict[str, Any]]:
 
 def raw_by_name(message: Any, field: str) -> dict[str, bytes]:
     return {item.name: item.SerializeToString() for item in getattr(message, field)}
+
+
+def exchange(target: str, request: bytes) -> tuple[Any, Any]:
+    """The request's very bytes to the server and its answer's, each resource as the bytes on the wire
+    (encoding a message again may order its map entries differently: byte identity is about what EG sent)."""
+    with grpc.insecure_channel(target) as channel:
+        answer = channel.unary_unary(POST_TRANSLATE_MODIFY_PATH)(request, timeout=60)
+    return WireRequest.FromString(request), WireResponse.FromString(answer)
+
+
+def cluster_names(raws: Any) -> list[str]:
+    return [cluster_pb2.Cluster.FromString(raw).name for raw in raws]
 
 
 def test_method_path_is_egs() -> None:
@@ -180,26 +193,24 @@ def test_ai_routes_enable_it_and_get_the_fallback_retry_policy(stub: Any) -> Non
     assert seen >= 1
 
 
-def test_untouched_resources_come_back_byte_identical(stub: Any) -> None:
-    request = request_of(egctl())
-    response = stub.PostTranslateModify(request)
-    before, after = raw_by_name(request, "clusters"), raw_by_name(response, "clusters")
+def test_untouched_resources_come_back_byte_identical(server: RunningServer) -> None:
+    sent, answer = exchange(server.target, request_of(egctl()).SerializeToString())
+    before = dict(zip(cluster_names(sent.clusters), sent.clusters, strict=True))
+    after = dict(zip(cluster_names(answer.clusters), answer.clusters, strict=True))
     untouched = [name for name in before if name != AI_CLUSTER]
     assert untouched  # EG's gRPC, TCP, TLS and UDP route clusters
     for name in untouched:
         assert after[name] == before[name], name
-    assert [s.SerializeToString() for s in response.secrets] == [s.SerializeToString() for s in request.secrets]
+    assert after[AI_CLUSTER] != before[AI_CLUSTER]
+    assert list(answer.secrets) == list(sent.secrets)
 
 
-def test_a_cluster_full_of_fields_we_do_not_model_comes_back_byte_identical(stub: Any) -> None:
+def test_a_cluster_full_of_fields_we_do_not_model_comes_back_byte_identical(server: RunningServer) -> None:
     """EG's backend-TLS golden: transport socket matches, SDS, circuit breakers, LB policy, metadata..."""
-    resources = xds.xds_ir_case("backend-tls-settings")
-    request = request_of(resources)
-    response = stub.PostTranslateModify(request)
-    before, after = raw_by_name(request, "clusters"), raw_by_name(response, "clusters")
-    assert len(before) >= 4
-    for name, raw in before.items():
-        assert after[name] == raw, name
+    sent, answer = exchange(server.target, request_of(xds.xds_ir_case("backend-tls-settings")).SerializeToString())
+    assert len(sent.clusters) >= 4
+    assert list(answer.clusters[:-1]) == list(sent.clusters)
+    assert cluster_names(answer.clusters[-1:]) == [EXTPROC_CLUSTER]
 
 
 def test_our_subset_keeps_every_field_it_does_not_declare() -> None:
@@ -222,12 +233,10 @@ def test_modified_cluster_keeps_every_field_it_does_not_model(stub: Any) -> None
         assert modified[key] == value, key
 
 
-def test_a_second_pass_changes_nothing(stub: Any) -> None:
-    first = stub.PostTranslateModify(request_of(egctl()))
-    again = service_pb2.PostTranslateModifyRequest(
-        clusters=first.clusters, secrets=first.secrets, listeners=first.listeners, routes=first.routes
-    )
-    second = stub.PostTranslateModify(again)
+def test_a_second_pass_changes_nothing(server: RunningServer) -> None:
+    _, first = exchange(server.target, request_of(egctl()).SerializeToString())
+    again = WireRequest(clusters=first.clusters, secrets=first.secrets, listeners=first.listeners, routes=first.routes)
+    _, second = exchange(server.target, again.SerializeToString())
     assert second.SerializeToString() == first.SerializeToString()
 
 
@@ -248,13 +257,19 @@ def test_eds_cluster_of_an_ai_route_is_refused_naming_it(stub: Any) -> None:
 def test_a_rule_the_config_does_not_have_is_refused_naming_the_cluster(stub: Any) -> None:
     resources = egctl()
     extra = copy.deepcopy(next(c for c in resources["clusters"] if c["name"] == AI_CLUSTER))
+    not_found = copy.deepcopy(extra)
+    not_found["name"] = "httproute/default/backend/rule/1"  # the rendered route-not-found rule: left alone
     extra["name"] = "httproute/default/backend/rule/3"
-    resources["clusters"].append(extra)
+    resources["clusters"] += [not_found, extra]
     with pytest.raises(grpc.RpcError) as caught:
         stub.PostTranslateModify(request_of(resources))
     assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "httproute/default/backend/rule/3" in caught.value.details()
     assert "1 rule(s)" in caught.value.details()
+    resources["clusters"].remove(extra)
+    request = request_of(resources)
+    response = stub.PostTranslateModify(request)
+    assert raw_by_name(response, "clusters")[not_found["name"]] == raw_by_name(request, "clusters")[not_found["name"]]
 
 
 def test_a_listener_without_a_router_is_refused_naming_it(stub: Any) -> None:
@@ -335,3 +350,52 @@ def test_envoy_accepts_what_the_hook_produces(config: ExtensionConfig, tmp_path:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def _golden_cases() -> list[str]:
+    return sorted({path.name.split(".")[0] for path in xds.XDS_IR.glob("*.listeners.yaml")})
+
+
+def _egctl_cases() -> list[str]:
+    return sorted(path.name.split(".")[0] for path in xds.EGCTL.glob("*.all.yaml"))
+
+
+@pytest.mark.parametrize("case", [*(f"xds-ir/{c}" for c in _golden_cases()), *(f"egctl/{c}" for c in _egctl_cases())])
+def test_on_every_eg_golden_only_the_http_connection_managers_change(case: str, tmp_path: Path) -> None:
+    """EG's per-feature goldens (ext_proc, rate limits, JSON patches, backend TLS, ...) and its ``egctl
+    translate`` examples, with a config whose AI route none of them has: clusters, routes and secrets come
+    back byte-identical, each HTTP connection manager gains only the disabled router ext_proc, and a second
+    pass changes nothing."""
+    source, name = case.split("/")
+    resources = xds.xds_ir_case(name) if source == "xds-ir" else xds.egctl_case(name)
+    other = tmp_path / "other.yaml"
+    other.write_text(FALLBACK.read_text().replace("  name: backend\n", "  name: chat\n"))
+    config = load_extension_config([str(other)])
+    assert list(config.routes) == [("default", "chat")]
+    running = start_in_process(config)
+    try:
+        _only_hcms_change(running.target, resources)
+    finally:
+        running.stop()
+
+
+def _only_hcms_change(target: str, resources: dict[str, list[dict[str, Any]]]) -> None:
+    request, response = exchange(target, request_of(resources).SerializeToString())
+    assert cluster_names(response.clusters[-1:]) == [EXTPROC_CLUSTER]
+    assert list(response.clusters[:-1]) == list(request.clusters)
+    assert list(response.routes) == list(request.routes)
+    assert list(response.secrets) == list(request.secrets)
+    for before, after in zip(request.listeners, response.listeners, strict=True):
+        changed = xds.decode("listener", after)
+        for chain in [*changed.get("filterChains", []), *[changed[k] for k in ("defaultFilterChain",) if k in changed]]:
+            for network_filter in chain.get("filters", []):
+                hcm = network_filter.get("typedConfig", {})
+                if "httpFilters" in hcm:
+                    names = [f["name"] for f in hcm["httpFilters"]]
+                    assert names.count(ROUTER_FILTER) == 1, changed["name"]
+                    hcm["httpFilters"] = [f for f in hcm["httpFilters"] if f["name"] != ROUTER_FILTER]
+        assert changed == xds.decode("listener", before), changed["name"]
+    again = WireRequest(
+        clusters=response.clusters, secrets=response.secrets, listeners=response.listeners, routes=response.routes
+    )
+    assert exchange(target, again.SerializeToString())[1].SerializeToString() == response.SerializeToString()

@@ -204,3 +204,62 @@ def test_a_service_backend_ref_becomes_an_fqdn_backend_eg_inlines(tmp_path: Path
     backend = _by(manifests, "Backend")["local-llm"]
     assert backend["spec"]["endpoints"] == [{"fqdn": {"hostname": "local-llm.default.svc.cluster.local", "port": 8000}}]
     assert schema_errors(backend) == []
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for ``localhost`` and its key, as the Secret of --extension-tls-secret would hold."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_eg_extension_serves_tls_with_the_secrets_certificate(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "tokenvoy", "eg-extension", "--config", str(FALLBACK)),
+            *("--listen", f"127.0.0.1:{port}", "--tls-cert", str(cert), "--tls-key", str(key)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(f"localhost:{port}", credentials) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+            response = service_pb2_grpc.EnvoyGatewayExtensionStub(channel).PostTranslateModify(
+                request_of(egctl()), timeout=60
+            )
+        assert any(c.name == AI_CLUSTER for c in response.clusters)
+        with grpc.insecure_channel(f"localhost:{port}") as plain, pytest.raises(grpc.RpcError):
+            service_pb2_grpc.EnvoyGatewayExtensionStub(plain).PostTranslateModify(request_of(egctl()), timeout=10)
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0].decode()
+    assert "TLS" in output

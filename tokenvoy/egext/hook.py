@@ -90,30 +90,29 @@ def _wire_views() -> tuple[type[message.Message], ...]:
     )
 
 
-_WireRequest, _WireResponse, _WireSingle = _wire_views()
+WireRequest, WireResponse, WireSingle = _wire_views()
 
 
 def resource_unchanged(request: bytes) -> bytes:
     """The other ``Post*Modify`` hooks: each request carries its resource in field 1, and so does the
     answer; tokenvoy changes nothing there (PostTranslateModify sees every resource), so it goes back as is."""
     try:
-        single = _WireSingle.FromString(request)
+        single = WireSingle.FromString(request)
     except message.DecodeError as exc:
         raise HookError(grpc.StatusCode.INVALID_ARGUMENT, f"the request does not parse: {exc}") from None
-    return _WireSingle(resource=single.resource).SerializeToString() if single.HasField("resource") else b""
+    return WireSingle(resource=single.resource).SerializeToString() if single.HasField("resource") else b""
 
 
 def post_translate_modify_bytes(request: bytes, config: ExtensionConfig) -> bytes:
     """The hook on the wire: a serialized ``PostTranslateModifyRequest`` in, the response out."""
     try:
-        wire = _WireRequest.FromString(request)
+        wire = WireRequest.FromString(request)
     except message.DecodeError as exc:
         raise HookError(grpc.StatusCode.INVALID_ARGUMENT, f"PostTranslateModifyRequest does not parse: {exc}") from None
-    clusters = [_cluster(raw, config) for raw in wire.clusters]
     # Ours, once: added, or (another socket path, an older config) replaced.
-    clusters = [raw for raw in clusters if _name_of(raw, cluster_pb2.Cluster) != EXTPROC_CLUSTER]
+    clusters = [out for name, out in (_cluster(raw, config) for raw in wire.clusters) if name != EXTPROC_CLUSTER]
     clusters.append(config.extproc_cluster)
-    response = _WireResponse(
+    response = WireResponse(
         clusters=clusters,
         secrets=list(wire.secrets),
         listeners=[_listener(raw, config) for raw in wire.listeners],
@@ -130,10 +129,6 @@ def post_translate_modify(
     return service_pb2.PostTranslateModifyResponse.FromString(raw)
 
 
-def _name_of(raw: bytes, cls: type[message.Message]) -> str:
-    return cls.FromString(raw).name  # type: ignore[attr-defined]
-
-
 def _parse(raw: bytes, cls: type[message.Message], what: str) -> message.Message:
     try:
         return cls.FromString(raw)
@@ -144,15 +139,22 @@ def _parse(raw: bytes, cls: type[message.Message], what: str) -> message.Message
 # ---- clusters --------------------------------------------------------------------------------------------
 
 
-def _cluster(raw: bytes, config: ExtensionConfig) -> bytes:
+def _cluster(raw: bytes, config: ExtensionConfig) -> tuple[str, bytes]:
+    """(name, the cluster as it goes back)."""
     cluster = _parse(raw, cluster_pb2.Cluster, "a cluster")
     assert isinstance(cluster, cluster_pb2.Cluster)
+    return cluster.name, _ai_cluster(raw, cluster, config)
+
+
+def _ai_cluster(raw: bytes, cluster: cluster_pb2.Cluster, config: ExtensionConfig) -> bytes:
     found = config.ai_rule(cluster.name)
     if found is None or cluster.name.count("/") != 4:
         return raw
     route, index = found
     where = f"cluster {cluster.name}"
     pieces = config.rules.get((config.namespace, route.name, index))
+    if pieces is None and index == len(route.rules):
+        return raw  # the route-not-found rule the render appends: a direct response, no backend to tag
     if pieces is None:
         raise HookError(
             grpc.StatusCode.FAILED_PRECONDITION,

@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     paths = [*args.files, *args.config]
+    if args.target != "envoy-gateway" and (args.mode != "native" or args.extension_tls_secret):
+        parser.error("--mode and --extension-tls-secret are for --target envoy-gateway")
     if args.target == "envoy-gateway":
         if args.reloadable:
             parser.error("--reloadable is for --target envoy (Envoy Gateway serves its own xDS)")
