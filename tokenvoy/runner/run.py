@@ -21,6 +21,7 @@ from pathlib import Path
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import ConfigError
 from tokenvoy.config.model import GatewayConfig
+from tokenvoy.filewatch import FileWatcher
 from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.render.files import write_rendered
 from tokenvoy.runner.adminport import AdminPort
@@ -80,7 +81,8 @@ def _prepare(
     config_paths: Sequence[str], run_dir: Path, admin_port: int, port: int | None = None, host: str | None = None
 ) -> tuple[GatewayConfig, list[str], str]:
     """Load and render the reloadable layout; also returns the version (digest) of the files loaded."""
-    from tokenvoy.extproc.server import build_runtime, load_config_files
+    from tokenvoy.config.loader import load_config
+    from tokenvoy.extproc.runtime import build_runtime
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if config_paths:
@@ -90,7 +92,7 @@ def _prepare(
         default = run_dir / "gateway.yaml"
         default.write_text(default_config_yaml(), encoding="utf-8")
         files = [str(default)]
-    config, digest = load_config_files(files)
+    config, digest = FileWatcher(files).read_stable(load_config)
     config = with_overrides(config, port, host)
     build_runtime(config)  # credentials and CEL costs fail here, before anything starts
     write_rendered(config, run_dir, envoy_options(run_dir, admin_port), reloadable=True, version=digest)
