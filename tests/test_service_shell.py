@@ -6,6 +6,9 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -22,6 +25,7 @@ from tokenvoy.grpcserver import (
     serve_until_signalled,
     start_service,
 )
+from tokenvoy.runner.run import uvloop_args
 
 # ---- listen addresses ---------------------------------------------------------------------------------------
 
@@ -180,3 +184,36 @@ async def test_polling_reports_changes_and_survives_a_failing_handler(tmp_path: 
         polling.cancel()
     assert seen == [[str(config)], [str(config)]]
     assert [str(e) for e in errors] == ["a bug in the reload"]
+
+
+def test_tokenvoy_run_turns_uvloop_off_for_both_services_by_its_environment_variable() -> None:
+    assert uvloop_args({}) == []
+    assert uvloop_args({"TOKENVOY_NO_UVLOOP": "0"}) == []
+    assert uvloop_args({"TOKENVOY_NO_UVLOOP": "1"}) == ["--no-uvloop"]
+
+
+@pytest.mark.parametrize("flags, loop", [([], "uvloop"), (["--no-uvloop"], "asyncio")])
+def test_extproc_and_ratelimit_say_which_event_loop_serves(tmp_path: Path, flags: list[str], loop: str) -> None:
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text("domain: ai\ndescriptors: []\n")
+    commands = {
+        "extproc": ["extproc", "--no-admin"],
+        "ratelimit": ["ratelimit", "--config", str(budgets), "--admin-listen", "off"],
+    }
+    for name, command in commands.items():
+        sock = tmp_path / f"{name}.sock"
+        log = tmp_path / f"{name}.log"
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tokenvoy", *command, "--listen", f"unix:{sock}", *flags], stderr=stderr
+            )
+        try:
+            deadline = time.monotonic() + 30
+            while f"(event loop: {loop})" not in log.read_text():
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, f"{name} did not start: {log.read_text()}"
+                time.sleep(0.05)
+            assert asyncio.run(_status(f"unix:{sock}")) == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(15) == 0

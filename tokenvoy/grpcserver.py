@@ -168,6 +168,7 @@ async def start_service(
     await server.start()
     for service in ("", *services):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    log.info("%s serving gRPC on %s (event loop: %s)", name, listen, event_loop_name())
     return GrpcService(name, server, health_servicer, 0 if target.startswith("unix:") else port, admin)
 
 
@@ -211,6 +212,11 @@ def run(main: Coroutine[Any, Any, T], use_uvloop: bool = True) -> T:
         else:
             return uvloop.run(main)
     return asyncio.run(main)
+
+
+def event_loop_name() -> str:
+    """``uvloop`` or ``asyncio``: which event loop this process runs on (its startup log line says it)."""
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
 
 
 def configure_logging(level: str) -> None:

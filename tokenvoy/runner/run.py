@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -103,6 +103,14 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, "-m", "tokenvoy", *args]
 
 
+NO_UVLOOP_ENV = "TOKENVOY_NO_UVLOOP"
+
+
+def uvloop_args(environ: Mapping[str, str]) -> list[str]:
+    """``--no-uvloop`` for extproc and ratelimit when ``TOKENVOY_NO_UVLOOP`` is set (to anything but 0 or empty)."""
+    return ["--no-uvloop"] if environ.get(NO_UVLOOP_ENV, "") not in ("", "0") else []
+
+
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
     run_dir: Path
@@ -176,6 +184,7 @@ async def _run(
                     log_level,
                     "--admin-listen",
                     f"{metrics_host}:{ratelimit_metrics_port}" if ratelimit_metrics_port else "off",
+                    *uvloop_args(environ),
                 ),
                 partial(grpc_serving, ratelimit_listen),
                 env=child_environ(environ, RATELIMIT_EXTRA),
@@ -197,6 +206,7 @@ async def _run(
                 log_level,
                 "--watch-interval",
                 "0",  # tokenvoy run tells it when (SIGHUP), after checking the edit and before Envoy changes
+                *uvloop_args(environ),
             ),
             partial(grpc_serving, extproc_listen),
         )
@@ -314,6 +324,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "config names no real provider, the fake provider. Without --config: every model goes to the fake "
             "provider, or to OpenAI when OPENAI_API_KEY is set (OPENAI_BASE_URL optional)."
         ),
+        epilog=f"{NO_UVLOOP_ENV}=1 runs extproc and ratelimit on asyncio's own event loop instead of uvloop's "
+        "(their --no-uvloop).",
     )
     parser.add_argument("--config", action="append", metavar="FILE", help="gateway config YAML; repeatable")
     parser.add_argument("--run-dir", metavar="DIR", help="where rendered configs and sockets go (default: a temp dir)")
