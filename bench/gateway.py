@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -95,7 +95,9 @@ class Processes:
     def __init__(self) -> None:
         self._started: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, argv: list[str], stdout: Path, stderr: Path | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, argv: list[str], stdout: Path, stderr: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with contextlib.ExitStack() as files:
             out = files.enter_context(stdout.open("wb"))
             err = files.enter_context(stderr.open("wb")) if stderr else subprocess.STDOUT
@@ -107,6 +109,7 @@ class Processes:
                 start_new_session=True,
                 close_fds=True,
                 preexec_fn=_die_with_parent,
+                env=env,
             )
         self._started.append((name, process))
         return process
@@ -330,6 +333,7 @@ class Stacks:
     envoy_version: str = ""
     config_text: str = ""
     targets: list[Target] = field(default_factory=list)
+    variant_pids: dict[str, int] = field(default_factory=dict)  # key -> its `tokenvoy run` supervisor
 
 
 def gateway_config_yaml(listener_port: int, fake_port: int) -> str:
@@ -377,7 +381,49 @@ def baseline_bootstrap(config_text: str, listener_port: int, admin_port: int, ac
     return bootstrap
 
 
-def start_stacks(procs: Processes, run_dir: Path, users: int) -> Stacks:
+def start_tokenvoy(
+    procs: Processes, run_dir: Path, name: str, port: int | None, admin_port: int, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], dict[str, int], Path]:
+    """``tokenvoy run`` on run_dir/gateway.yaml (``port``: its listener instead of the config's); the
+    supervisor, its children by role and its access log. ``env`` adds to our environment."""
+    tokenvoy_dir = run_dir / name
+    argv = [
+        "tokenvoy",
+        "run",
+        "--config",
+        str(run_dir / "gateway.yaml"),
+        "--run-dir",
+        str(tokenvoy_dir),
+        "--admin-port",
+        str(admin_port),
+        "--metrics-port",
+        str(free_port()),
+        "--ratelimit-metrics-port",
+        str(free_port()),
+        *(["--port", str(port)] if port is not None else []),
+    ]
+    access_log = run_dir / f"{name}-access.log"  # `tokenvoy run` stdout is Envoy's access log
+    log = run_dir / f"{name}.log"
+    process = procs.start(f"tokenvoy run ({name})", argv, access_log, stderr=log, env={**os.environ, **(env or {})})
+    wait_until("tokenvoy run", lambda: "tokenvoy: ready:" in log.read_text(errors="replace"), process, log)
+
+    children: dict[str, int] = {}
+    for pid in children_of(process.pid):
+        args = cmdline(pid)
+        if Path(args[0]).name == "envoy":
+            children["envoy"] = pid
+        elif args[1:3] == ["-m", "tokenvoy"] and len(args) > 3 and args[3] in ("extproc", "ratelimit"):
+            children[args[3]] = pid
+    if set(children) != {"envoy", "extproc", "ratelimit"}:
+        raise RuntimeError(f"could not find tokenvoy run's children (found {children})")
+    return process, children, access_log
+
+
+# Extra `tokenvoy run` stacks for --variant: (key, column title, environment).
+VARIANTS = {"no-uvloop": ("tokenvoy_asyncio", "--no-uvloop", {"TOKENVOY_NO_UVLOOP": "1"})}
+
+
+def start_stacks(procs: Processes, run_dir: Path, users: int, variants: Sequence[str] = ()) -> Stacks:
     fake_port, baseline_port, baseline_admin, tokenvoy_port, tokenvoy_admin = (free_port() for _ in range(5))
     envoy = envoy_binary()
     envoy_version = subprocess.run([envoy, "--version"], capture_output=True, text=True, check=True, timeout=30)
@@ -399,32 +445,7 @@ def start_stacks(procs: Processes, run_dir: Path, users: int) -> Stacks:
     baseline = procs.start("Envoy alone", argv, log)
     wait_until("Envoy alone", lambda: http_request(baseline_admin, "GET", "/ready")[0] == 200, baseline, log)
 
-    tokenvoy_dir = run_dir / "tokenvoy"
-    argv = [
-        "tokenvoy",
-        "run",
-        "--config",
-        str(run_dir / "gateway.yaml"),
-        "--run-dir",
-        str(tokenvoy_dir),
-        "--admin-port",
-        str(tokenvoy_admin),
-    ]
-    tokenvoy_access = run_dir / "tokenvoy-access.log"  # `tokenvoy run` stdout is Envoy's access log
-    log = run_dir / "tokenvoy.log"
-    tokenvoy = procs.start("tokenvoy run", argv, tokenvoy_access, stderr=log)
-    wait_until("tokenvoy run", lambda: "tokenvoy: ready:" in log.read_text(errors="replace"), tokenvoy, log)
-
-    children: dict[str, int] = {}
-    for pid in children_of(tokenvoy.pid):
-        args = cmdline(pid)
-        if Path(args[0]).name == "envoy":
-            children["envoy"] = pid
-        elif args[1:3] == ["-m", "tokenvoy"] and len(args) > 3 and args[3] in ("extproc", "ratelimit"):
-            children[args[3]] = pid
-    if set(children) != {"envoy", "extproc", "ratelimit"}:
-        raise RuntimeError(f"could not find tokenvoy run's children (found {children})")
-
+    tokenvoy, children, tokenvoy_access = start_tokenvoy(procs, run_dir, "tokenvoy", None, tokenvoy_admin)
     stacks = Stacks(
         fake_port=fake_port,
         fake_pid=fake.pid,
@@ -468,6 +489,24 @@ def start_stacks(procs: Processes, run_dir: Path, users: int) -> Stacks:
             access_log=tokenvoy_access,
         ),
     ]
+    for variant in variants:
+        key, label, env = VARIANTS[variant]
+        v_port, v_admin = free_port(), free_port()
+        v_process, v_children, v_access = start_tokenvoy(procs, run_dir, key, v_port, v_admin, env)
+        v_processes = {**v_children, "fake": fake.pid}
+        stacks.variant_pids[key] = v_process.pid
+        stacks.targets += [
+            Target(key, f"tokenvoy {label}, no x-user-id", v_port, v_processes, v_admin, access_log=v_access),
+            Target(
+                f"{key}_budget",
+                f"tokenvoy {label}, x-user-id",
+                v_port,
+                v_processes,
+                v_admin,
+                users=users,
+                access_log=v_access,
+            ),
+        ]
     return stacks
 
 
@@ -857,6 +896,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="keep configs, logs and access logs in DIR (must not exist); default: a temp dir, deleted at the end",
     )
     parser.add_argument("--wrk", default="wrk", help="wrk executable (default: wrk on PATH)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        choices=sorted(VARIANTS),
+        default=[],
+        help="also measure a second tokenvoy run in this variant, side by side (no-uvloop: extproc and "
+        "ratelimit on asyncio's own event loop); two more columns",
+    )
     args = parser.parse_args(argv)
     if (
         args.duration < 1
@@ -910,7 +957,7 @@ def run(args: argparse.Namespace, procs: Processes, run_dir: Path, wrk: str, out
     if background > 15:
         _progress(f"warning: the box is already {background:.0f}% busy before we start; numbers will be low")
     _progress(f"starting fake provider, Envoy alone and tokenvoy run (run directory {run_dir})")
-    stacks = start_stacks(procs, run_dir, args.users)
+    stacks = start_stacks(procs, run_dir, args.users, args.variant)
     for target in stacks.targets:
         smoke_test(target)
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import orjson
 
 from tokenvoy.config.catalog import BUNDLED_PRICES
+from tokenvoy.config.loader import ConfigError
 from tokenvoy.config.model import (
     COST_USD_CENTICENTS_KEY,
     COST_USD_KEY,
@@ -32,7 +33,7 @@ from tokenvoy.config.model import (
     Rule,
 )
 from tokenvoy.extproc.client_keys import api_key_auth_config
-from tokenvoy.extproc.costs import CallContext, CompiledCost, compile_costs
+from tokenvoy.extproc.costs import CallContext, CompiledCost, CostConfigError, compile_costs
 from tokenvoy.extproc.credentials import Signer, build_signer
 from tokenvoy.extproc.estimate import route_reservations
 from tokenvoy.extproc.mutations import Mutations
@@ -461,3 +462,12 @@ def _auth_headers(backend: Backend) -> dict[str, str]:
     except ValueError as exc:
         raise RuntimeConfigError(f"AIServiceBackend/{backend.name}: {exc}") from None
     return {header: template.format(key)}
+
+
+def build_runtime(config: GatewayConfig) -> Runtime:
+    """The runtime for ``config``; what only the data plane can check (credentials, CEL costs) is a
+    ``ConfigError`` like the loader's, so ``tokenvoy run`` refuses it at start and at a reload the same way."""
+    try:
+        return Runtime(config)
+    except (RuntimeConfigError, CostConfigError) as exc:
+        raise ConfigError([str(exc)]) from None

@@ -10,11 +10,12 @@ ConfigMap updates, which swap a symlink instead of writing the file.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from tokenvoy.filewatch import DEFAULT_POLL_INTERVAL_S, FileWatcher, log_watch_error
 
 from .config import RateLimitConfig, RateLimitConfigError, load_config
 from .metrics import RateLimitMetrics
@@ -22,10 +23,6 @@ from .metrics import RateLimitMetrics
 __all__ = ["DEFAULT_POLL_INTERVAL_S", "ConfigWatcher", "describe_config", "read_config_files"]
 
 logger = logging.getLogger("tokenvoy.ratelimit")
-
-DEFAULT_POLL_INTERVAL_S = 1.0
-
-_Signature = tuple[int, int, int, int] | str
 
 
 def read_config_files(paths: Sequence[str | os.PathLike[str]]) -> RateLimitConfig:
@@ -52,14 +49,6 @@ def describe_config(config: RateLimitConfig) -> str:
     return ", ".join(parts) or "none"
 
 
-def _signature(path: str) -> _Signature:
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-
-
 class ConfigWatcher:
     """Loads the config files and hands every successfully reloaded version to ``apply``.
 
@@ -74,35 +63,28 @@ class ConfigWatcher:
         interval: float = DEFAULT_POLL_INTERVAL_S,
         metrics: RateLimitMetrics | None = None,
     ) -> None:
-        self.paths = [os.fspath(p) for p in paths]
+        self.files = FileWatcher(paths)
+        self.paths = self.files.paths
         self.apply = apply  # set by the server once the service exists
         self.interval = interval
         self._metrics = metrics
-        self._seen: list[_Signature] = []
-
-    def _signatures(self) -> list[_Signature]:
-        return [_signature(p) for p in self.paths]
 
     def load(self) -> RateLimitConfig:
         """Initial load: raises :class:`RateLimitConfigError`. Stat first, so an edit during the read is seen."""
-        seen = self._signatures()
-        config = read_config_files(self.paths)
-        self._seen = seen
-        return config
+        self.files.mark()
+        return read_config_files(self.paths)
 
     def check(self) -> bool | None:
         """Reload if any file changed since the last attempt: True/False for the result, None if unchanged."""
-        seen = self._signatures()
-        if seen == self._seen:
+        changed = self.files.changed()
+        if not changed:
             return None
-        previous = self._seen or [""] * len(seen)
-        changed = [path for path, old, new in zip(self.paths, previous, seen, strict=True) if old != new]
-        # reload() records the new signatures first, so a broken edit is reported once, not every second
+        # reload() marks the files first, so a broken edit is reported once, not every second
         return self.reload(f"{', '.join(changed)} changed")
 
     def reload(self, reason: str) -> bool:
         """Load now (``reason`` goes into the log line); on failure keep the previous configuration."""
-        self._seen = self._signatures()
+        self.files.mark()
         try:
             config = read_config_files(self.paths)
         except RateLimitConfigError as exc:
@@ -119,9 +101,8 @@ class ConfigWatcher:
 
     async def run(self) -> None:
         """Poll forever (cancel to stop). Never raises: an unexpected error is logged and polling goes on."""
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                self.check()
-            except Exception:
-                logger.exception("rate limit config watcher failed; will retry")
+        await self.files.poll(
+            self.interval,
+            lambda changed: self.reload(f"{', '.join(changed)} changed"),
+            log_watch_error(logger, "rate limit"),
+        )

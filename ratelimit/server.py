@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import errno
 import logging
 import os
-import signal
-import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from tokenvoy.admin import AdminServer
+from tokenvoy.admin import AdminServer, start_admin
+from tokenvoy.grpcserver import DEFAULT_GRACE_S, GrpcService, parse_listen, serve_until_signalled, start_service
+from tokenvoy.grpcserver import run as run_service
 from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from .backend import CounterBackend
@@ -53,66 +49,36 @@ logger = logging.getLogger("tokenvoy.ratelimit")
 
 DEFAULT_LISTEN = "127.0.0.1:8081"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:1065"
-DEFAULT_GRACE_S = 5.0
 RLS_SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
 ADMIN_OFF = "off"
-
-
-def _prepare_listen(listen: str) -> str:
-    """Validate ``HOST:PORT`` / ``[V6]:PORT`` / ``unix:PATH`` (clearing a stale socket file); return it."""
-    if listen.startswith("unix:"):
-        path = listen.removeprefix("unix:")
-        if path.startswith("//"):  # unix:///abs/path
-            path = path[2:]
-        if not path:
-            raise ValueError(f"invalid listen address {listen!r}: missing socket path")
-        _remove_stale_socket(path)
-        return listen
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"invalid listen address {listen!r}: expected HOST:PORT or unix:/path.sock")
-    return listen
-
-
-def _remove_stale_socket(path: str) -> None:
-    """A socket file left by a killed server would make bind fail; anything else is left alone."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise ValueError(f"cannot listen on unix:{path}: the path exists and is not a socket")
-    os.unlink(path)
 
 
 @dataclass
 class RunningServer:
     """A started server: ``port`` is the bound TCP port (0 for a unix socket)."""
 
-    server: grpc.aio.Server
-    health: health.aio.HealthServicer
+    shell: GrpcService
     service: RateLimitService
     backend: CounterBackend
     address: str
-    port: int
     metrics: RateLimitMetrics
-    admin: AdminServer | None = None
     watcher: ConfigWatcher | None = None
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def server(self) -> grpc.aio.Server:
+        return self.shell.server
+
+    @property
+    def port(self) -> int:
+        return self.shell.port
+
+    @property
+    def admin(self) -> AdminServer | None:
+        return self.shell.admin
 
     async def stop(self, grace: float = DEFAULT_GRACE_S) -> None:
         """Report NOT_SERVING, refuse new calls, wait up to ``grace`` s for in-flight ones, close backend."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.health.enter_graceful_shutdown()
-        if self.admin is not None:
-            self.admin.start_draining()
-        await self.server.stop(grace)
-        if self.admin is not None:
-            await self.admin.close()
+        await self.shell.stop(grace)
         await self.backend.close()
 
 
@@ -136,7 +102,6 @@ async def start_server(
     a second instance on one machine still starts). ``watcher``, when given, starts polling the config
     files and applies reloads to this server's service.
     """
-    address = _prepare_listen(listen)
     if backend is None:
         backend = MemoryBackend(clock=clock)
     if metrics is None:
@@ -144,44 +109,19 @@ async def start_server(
     service = RateLimitService(
         config, backend, clock=clock, failure_mode=failure_mode, metrics=metrics, hold_slot_s=hold_slot_s
     )
-    admin = None
-    if admin_listen is not None:
-        admin = AdminServer(metrics.registry, admin_listen, name="ratelimit")
-        try:
-            await admin.start()
-        except OSError as exc:
-            if admin_required or exc.errno != errno.EADDRINUSE:
-                raise
-            logger.warning("%s; running without metrics (pass --admin-listen HOST:PORT to choose another)", exc)
-            admin = None
-    # so_reuseport off: a second server on the same port must fail, not silently share the traffic.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitServicer(service), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (RLS_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
-    try:
-        try:
-            port = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {listen}: {exc}") from None
-        if port == 0 and not address.startswith("unix:"):
-            raise OSError(f"cannot listen on {listen}")
-    except OSError:
-        if admin is not None:
-            await admin.close()
-        raise
-    await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    await health_servicer.set(RLS_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, health_servicer, service, backend, listen, port, metrics, admin, watcher)
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitServicer(service), server)
+        return [RLS_SERVICE_NAME]
+
+    parse_listen(listen)  # a malformed address is a ValueError before the admin port is bound
+    admin = await start_admin(metrics.registry, admin_listen, "ratelimit", required=admin_required)
+    shell = await start_service("ratelimit", listen, register, admin=admin)
+    running = RunningServer(shell, service, backend, listen, metrics, watcher)
     if watcher is not None:
         watcher.apply = service.set_config
         if watcher.interval > 0:
-            running._tasks.append(asyncio.get_running_loop().create_task(watcher.run()))
+            shell.spawn(watcher.run())
     return running
 
 
@@ -224,7 +164,6 @@ async def serve(
     metrics = RateLimitMetrics(process_metrics=True)
     watcher = ConfigWatcher(config_paths, interval=reload_interval, metrics=metrics)
     config = watcher.load()
-    stop = stop or asyncio.Event()
     redis_backend = None
     if backend is None and redis_url:
         redis_backend = RedisBackend(
@@ -262,24 +201,10 @@ async def serve(
     if redis_backend is not None and not redis_backend.available:
         running.service.start_outage(f"redis at {redis_backend.url} unreachable at startup: {redis_backend.last_error}")
 
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    handlers: list[tuple[signal.Signals, Callable[[], object]]] = [
-        (signal.SIGTERM, stop.set),
-        (signal.SIGINT, stop.set),
-        (signal.SIGHUP, lambda: watcher.reload("SIGHUP")),
-    ]
-    for sig, handler in handlers:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, handler)
-            installed.append(sig)
     try:
-        await stop.wait()
-        logger.info("ratelimit shutting down (grace %.1fs)", grace)
+        await serve_until_signalled(running.shell, grace, reload=lambda: watcher.reload("SIGHUP"), stop=stop)
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        await running.stop(grace)
+        await running.backend.close()
 
 
 def _with_port(listen: str, port: int) -> str:
@@ -391,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"on SIGTERM/SIGINT, time allowed for in-flight calls (default: {DEFAULT_GRACE_S:g})",
     )
     parser.add_argument(
+        "--no-uvloop",
+        action="store_true",
+        help="run on asyncio's own event loop instead of uvloop's (uvloop costs less CPU per call)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
@@ -414,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         admin_listen = None if args.admin_listen == ADMIN_OFF else args.admin_listen
         admin_required = True
     try:
-        asyncio.run(
+        run_service(
             serve(
                 args.config,
                 args.listen,
@@ -427,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                 admin_required=admin_required,
                 reload_interval=args.reload_interval,
                 hold_slot_s=max(args.hold_seconds, 1),
-            )
+            ),
+            use_uvloop=not args.no_uvloop,
         )
     except RateLimitConfigError as exc:
         print(f"tokenvoy ratelimit: configuration error: {exc}", file=sys.stderr)

@@ -1,27 +1,36 @@
-"""The admin HTTP port of extproc and ratelimit: ``/metrics`` for Prometheus and ``/healthz``.
+"""The small HTTP ports of tokenvoy: extproc's and ratelimit's admin (``/metrics``, ``/healthz``), and the
+base ``tokenvoy run``'s admin port is built on.
 
-A few lines of asyncio on the server's event loop instead of a web framework: two GET endpoints, one
-request per connection, no keep-alive. The exposition is rendered in a worker thread so a large scrape
-(many label values, ``detailed_metric`` series) never stalls gRPC calls for its whole duration.
+A few lines of asyncio on the server's event loop instead of a web framework: GET and HEAD, one request
+per connection, no keep-alive. The exposition is rendered in a worker thread so a large scrape (many label
+values, ``detailed_metric`` series) never stalls gRPC calls for its whole duration.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-__all__ = ["AdminListenError", "AdminServer", "parse_admin_listen"]
+__all__ = ["AdminListenError", "AdminServer", "HTTPPort", "parse_admin_listen", "respond", "start_admin"]
 
 logger = logging.getLogger(__name__)
 
 _READ_TIMEOUT_S = 10.0
 _MAX_HEADER_LINES = 100
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 class AdminListenError(OSError, ValueError):
@@ -39,21 +48,15 @@ def parse_admin_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class AdminServer:
-    """Serves ``registry`` on ``/metrics`` and answers ``/healthz`` with 200 while the process serves, and 503
-    once it is draining (after SIGTERM, while in-flight calls finish) so a load balancer stops sending work.
+class HTTPPort:
+    """One HTTP/1.1 request per connection, handed to :meth:`answer`; subclasses say what to answer."""
 
-    For ratelimit, ``/healthz`` stays 200 while the counter backend is down: the service still answers
-    (by its failure mode), and restarting it would not bring Redis back; ``tokenvoy_ratelimit_backend_up``
-    tells that story.
-    """
+    what = "serve HTTP"  # "cannot <what> on HOST:PORT" when the address cannot be bound
+    close_timeout: float | None = None  # None: close() waits for every open connection
 
-    def __init__(self, registry: CollectorRegistry, listen: str, name: str = "admin") -> None:
-        self.registry = registry
-        self.name = name  # which process, in log lines
-        self.host, self._requested_port = parse_admin_listen(listen)
+    def __init__(self, host: str, port: int, name: str = "admin") -> None:
+        self.host, self._requested_port, self.name = host, port, name
         self._server: asyncio.Server | None = None
-        self.draining = False  # set by the server's stop path: /healthz answers 503 from then on
 
     @property
     def port(self) -> int:
@@ -63,23 +66,20 @@ class AdminServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        """Bind and serve; ``OSError`` (e.g. address in use) propagates with the address in its message."""
+        """Bind and serve; ``AdminListenError`` (e.g. address in use) names the address."""
         try:
             self._server = await asyncio.start_server(self._handle, self.host, self._requested_port)
         except OSError as exc:
             reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-            raise AdminListenError(
-                exc.errno, f"cannot serve metrics on {self.host}:{self._requested_port}: {reason}"
-            ) from None
-
-    def start_draining(self) -> None:
-        self.draining = True
+            where = f"{self.host}:{self._requested_port}"
+            raise AdminListenError(exc.errno, f"cannot {self.what} on {where}: {reason}") from None
 
     async def close(self) -> None:
-        """Stop listening and wait for open connections to finish."""
+        """Stop listening and wait for open connections to finish (at most ``close_timeout`` s)."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), self.close_timeout)
             self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -103,30 +103,74 @@ class AdminServer:
                 break
             name, _, value = line.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
-        if len(parts) != 3:
-            await _respond(writer, 400, b"bad request\n")
+        if len(parts) != 3 or not parts[1].startswith("/"):
+            await respond(writer, 400, b"bad request\n")
             return
         method, target, _version = parts
+        await self.answer(method, target, headers, writer)
+
+    async def answer(self, method: str, target: str, headers: dict[str, str], writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class AdminServer(HTTPPort):
+    """Serves ``registry`` on ``/metrics`` and answers ``/healthz`` with 200 while the process serves, and 503
+    once it is draining (after SIGTERM, while in-flight calls finish) so a load balancer stops sending work.
+
+    For ratelimit, ``/healthz`` stays 200 while the counter backend is down: the service still answers
+    (by its failure mode), and restarting it would not bring Redis back; ``tokenvoy_ratelimit_backend_up``
+    tells that story.
+    """
+
+    what = "serve metrics"
+
+    def __init__(self, registry: CollectorRegistry, listen: str, name: str = "admin") -> None:
+        super().__init__(*parse_admin_listen(listen), name=name)
+        self.registry = registry
+        self.draining = False  # set by the server's stop path: /healthz answers 503 from then on
+
+    def start_draining(self) -> None:
+        self.draining = True
+
+    async def answer(self, method: str, target: str, headers: dict[str, str], writer: asyncio.StreamWriter) -> None:
         path = target.split("?", 1)[0]
         if path not in ("/metrics", "/healthz"):
-            await _respond(writer, 404, b"not found: try /metrics or /healthz\n")
+            await respond(writer, 404, b"not found: try /metrics or /healthz\n")
             return
         if method not in ("GET", "HEAD"):
-            await _respond(writer, 405, b"only GET and HEAD\n", extra={"allow": "GET, HEAD"})
+            await respond(writer, 405, b"only GET and HEAD\n", extra={"allow": "GET, HEAD"})
             return
         head = method == "HEAD"
         if path == "/healthz":
             if self.draining:
-                await _respond(writer, 503, b"stopping: draining in-flight requests\n", head=head)
+                await respond(writer, 503, b"stopping: draining in-flight requests\n", head=head)
             else:
-                await _respond(writer, 200, b"ok\n", head=head)
+                await respond(writer, 200, b"ok\n", head=head)
             return
         encoder, content_type = choose_encoder(headers.get("accept", ""))
         body = await asyncio.to_thread(encoder, self.registry)
-        await _respond(writer, 200, body, content_type, head=head)
+        await respond(writer, 200, body, content_type, head=head)
 
 
-async def _respond(
+async def start_admin(
+    registry: CollectorRegistry, listen: str | None, name: str, required: bool = True
+) -> AdminServer | None:
+    """Start the admin port on ``listen`` (None: no admin port). An address in use is an error when
+    ``required``, else a warning and no admin port (a default address, so a second instance still starts)."""
+    if listen is None:
+        return None
+    admin = AdminServer(registry, listen, name=name)
+    try:
+        await admin.start()
+    except OSError as exc:
+        if required or exc.errno != errno.EADDRINUSE:
+            raise
+        logger.warning("%s; running without metrics (pass --admin-listen HOST:PORT to choose another)", exc)
+        return None
+    return admin
+
+
+async def respond(
     writer: asyncio.StreamWriter,
     status: int,
     body: bytes,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import re
 import signal
 import sys
@@ -31,32 +30,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tokenvoy.config.loader import ConfigError
+from tokenvoy.config.loader import ConfigError, load_config
 from tokenvoy.config.model import GatewayConfig
-from tokenvoy.extproc.server import build_runtime, config_health_service, load_config_files
+from tokenvoy.extproc.runtime import build_runtime
+from tokenvoy.filewatch import DEFAULT_POLL_INTERVAL_S, FileWatcher
+from tokenvoy.grpcserver import config_health_service
 from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.render.files import XDS_DIR, dump, replace_file, write_xds
 from tokenvoy.render.ratelimit import render_ratelimit_config
 from tokenvoy.runner.health import grpc_serving, http_get
 from tokenvoy.runner.supervisor import Supervisor
 
-POLL_INTERVAL_S = 1.0
+POLL_INTERVAL_S = DEFAULT_POLL_INTERVAL_S
 EXTPROC_CONFIRM_TIMEOUT_S = 15.0  # loading cloud credentials may take a while
 ENVOY_APPLY_TIMEOUT_S = 10.0  # a DNS cluster warms up before Envoy swaps it in
-
-_Signature = tuple[int, int, int, int] | str
 
 
 def _say(message: str) -> None:
     print(f"tokenvoy: {message}", file=sys.stderr, flush=True)
-
-
-def _signature(path: str) -> _Signature:
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def with_overrides(config: GatewayConfig, port: int | None, host: str | None) -> GatewayConfig:
@@ -119,7 +110,8 @@ class Reloader:
         envoy_binary: str,
         interval: float = POLL_INTERVAL_S,
     ) -> None:
-        self.paths = list(paths)
+        self.files = FileWatcher(paths)
+        self.paths = self.files.paths
         self.run_dir = run_dir
         self.xds_dir = (run_dir / XDS_DIR).resolve()
         self.options = options
@@ -132,24 +124,17 @@ class Reloader:
         self.ratelimit_running = bool(config.budgets)
         self.fakes_running = fake_endpoints(config)
         self.generation = 0
-        self._seen = self._signatures()
         from tokenvoy.render import bootstrap
 
         self._clusters = bootstrap.backend_clusters(config, options)  # what Envoy's CDS holds now
 
-    def _signatures(self) -> list[_Signature]:
-        return [_signature(p) for p in self.paths]
-
     async def run(self) -> None:
         """Poll forever (cancel to stop); an unexpected error is logged and polling goes on."""
-        while True:
-            await asyncio.sleep(self.interval)
-            if self._signatures() == self._seen:
-                continue
-            try:
-                await self.reload()
-            except Exception as exc:  # a bug must not stop the gateway: say it, keep serving, keep watching
-                _say(f"reload failed unexpectedly ({type(exc).__name__}: {exc}); the previous config keeps serving")
+
+        def report(exc: BaseException) -> None:  # a bug must not stop the gateway: say it, keep serving
+            _say(f"reload failed unexpectedly ({type(exc).__name__}: {exc}); the previous config keeps serving")
+
+        await self.files.poll(self.interval, lambda _changed: self.reload(), report)
 
     def _refuse(self, problems: Sequence[str]) -> bool:
         for problem in problems:
@@ -159,9 +144,9 @@ class Reloader:
 
     async def reload(self) -> bool:
         started = time.monotonic()
-        self._seen = self._signatures()
+        self.files.mark()
         try:
-            new, digest = await asyncio.to_thread(load_config_files, self.paths)
+            new, digest = await asyncio.to_thread(self.files.read_stable, load_config)
             new = with_overrides(new, self.port, self.host)
             await asyncio.to_thread(build_runtime, new)  # credentials and CEL costs, as at start
         except ConfigError as exc:
@@ -232,7 +217,7 @@ class Reloader:
                     return True
             except Exception:  # NOT_FOUND until extproc has loaded this version
                 pass
-            if self._signatures() != self._seen:
+            if self.files.changed():
                 _say("the config changed again while extproc was loading it; applying the newer version next")
                 return False
             await asyncio.sleep(0.1)

@@ -14,13 +14,14 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import ConfigError
 from tokenvoy.config.model import GatewayConfig
+from tokenvoy.filewatch import FileWatcher
 from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.render.files import write_rendered
 from tokenvoy.runner.adminport import AdminPort
@@ -80,7 +81,8 @@ def _prepare(
     config_paths: Sequence[str], run_dir: Path, admin_port: int, port: int | None = None, host: str | None = None
 ) -> tuple[GatewayConfig, list[str], str]:
     """Load and render the reloadable layout; also returns the version (digest) of the files loaded."""
-    from tokenvoy.extproc.server import build_runtime, load_config_files
+    from tokenvoy.config.loader import load_config
+    from tokenvoy.extproc.runtime import build_runtime
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if config_paths:
@@ -90,7 +92,7 @@ def _prepare(
         default = run_dir / "gateway.yaml"
         default.write_text(default_config_yaml(), encoding="utf-8")
         files = [str(default)]
-    config, digest = load_config_files(files)
+    config, digest = FileWatcher(files).read_stable(load_config)
     config = with_overrides(config, port, host)
     build_runtime(config)  # credentials and CEL costs fail here, before anything starts
     write_rendered(config, run_dir, envoy_options(run_dir, admin_port), reloadable=True, version=digest)
@@ -99,6 +101,14 @@ def _prepare(
 
 def _python(*args: str) -> list[str]:
     return [sys.executable, "-m", "tokenvoy", *args]
+
+
+NO_UVLOOP_ENV = "TOKENVOY_NO_UVLOOP"
+
+
+def uvloop_args(environ: Mapping[str, str]) -> list[str]:
+    """``--no-uvloop`` for extproc and ratelimit when ``TOKENVOY_NO_UVLOOP`` is set (to anything but 0 or empty)."""
+    return ["--no-uvloop"] if environ.get(NO_UVLOOP_ENV, "") not in ("", "0") else []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +184,7 @@ async def _run(
                     log_level,
                     "--admin-listen",
                     f"{metrics_host}:{ratelimit_metrics_port}" if ratelimit_metrics_port else "off",
+                    *uvloop_args(environ),
                 ),
                 partial(grpc_serving, ratelimit_listen),
                 env=child_environ(environ, RATELIMIT_EXTRA),
@@ -195,6 +206,7 @@ async def _run(
                 log_level,
                 "--watch-interval",
                 "0",  # tokenvoy run tells it when (SIGHUP), after checking the edit and before Envoy changes
+                *uvloop_args(environ),
             ),
             partial(grpc_serving, extproc_listen),
         )
@@ -312,6 +324,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "config names no real provider, the fake provider. Without --config: every model goes to the fake "
             "provider, or to OpenAI when OPENAI_API_KEY is set (OPENAI_BASE_URL optional)."
         ),
+        epilog=f"{NO_UVLOOP_ENV}=1 runs extproc and ratelimit on asyncio's own event loop instead of uvloop's "
+        "(their --no-uvloop).",
     )
     parser.add_argument("--config", action="append", metavar="FILE", help="gateway config YAML; repeatable")
     parser.add_argument("--run-dir", metavar="DIR", help="where rendered configs and sockets go (default: a temp dir)")
