@@ -1,0 +1,125 @@
+"""Cross-resource resolution: the kinds read in dependency order (Secrets and Backends first, routes
+then budgets) into one ``GatewayConfig``, or a ``ConfigError`` listing every problem found."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from tokenvoy.config.loader.ai_gateway_route import _routes
+from tokenvoy.config.loader.ai_service_backend import _backends
+from tokenvoy.config.loader.backend import _check_envoy_backends, _envoy_endpoint
+from tokenvoy.config.loader.backend_security_policy import _security_policies
+from tokenvoy.config.loader.backend_tls_policy import _tls_validations
+from tokenvoy.config.loader.budgets import _budgets
+from tokenvoy.config.loader.cursor import ConfigError, _Problems
+from tokenvoy.config.loader.documents import _REFERENCED_KINDS, _parse_yaml, index_resources, read_files
+from tokenvoy.config.loader.gateway import _listener
+from tokenvoy.config.loader.retries import _apply_retries
+from tokenvoy.config.loader.security_policy import _client_auth
+from tokenvoy.config.loader.tokenvoy_config import (
+    _anthropic_betas,
+    _cost_settings,
+    _model_access,
+    _tokenvoy_config,
+    _tracing_settings,
+    _with_anthropic_betas,
+)
+from tokenvoy.config.model import (
+    Endpoint,
+    GatewayConfig,
+)
+
+
+def load_config(paths: Iterable[str | os.PathLike[str]]) -> GatewayConfig:
+    """Read one or more multi-document YAML files of gateway resources."""
+    problems = _Problems()
+    sources = [str(path) for path in paths]
+    documents = read_files(sources, problems)
+    config = load_documents(documents, problems)
+    return GatewayConfig(
+        listener=config.listener,
+        routes=config.routes,
+        backends=config.backends,
+        budgets=config.budgets,
+        sources=tuple(sources),
+        ignored=config.ignored,
+        metrics=config.metrics,
+        pricing=config.pricing,
+        cost=config.cost,
+        tracing=config.tracing,
+        client_auth=config.client_auth,
+        model_access=config.model_access,
+    )
+
+
+def load_text(text: str, source: str = "<config>") -> GatewayConfig:
+    """The gateway config of one YAML text; ``source`` names it in the problems reported."""
+    problems = _Problems()
+    documents = [(source, doc) for doc in _parse_yaml(source, text, problems)]
+    return load_documents(documents, problems)
+
+
+def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None = None) -> GatewayConfig:
+    """Resolve parsed ``(source, document)`` pairs into a ``GatewayConfig``; ConfigError lists every problem."""
+    problems = problems or _Problems()
+    resources, ignored = index_resources(documents, problems)
+
+    secrets = {name: r for name, r in resources.get("Secret", {}).items()}
+    envoy_backends = resources.get("Backend", {})
+    _check_envoy_backends(envoy_backends, problems)
+    config_maps = resources.get("ConfigMap", {})
+    tls, used_config_maps = _tls_validations(
+        resources.get("BackendTLSPolicy", {}), envoy_backends, config_maps, secrets, problems
+    )
+
+    def jwks_backend(name: str) -> Endpoint | None:
+        backend = envoy_backends.get(name)
+        return None if backend is None else _envoy_endpoint(backend, tls.get(name), problems)
+
+    client_auth = _client_auth(
+        resources.get("SecurityPolicy", {}),
+        secrets,
+        config_maps,
+        jwks_backend,
+        set(resources.get("AIGatewayRoute", {})),
+        set(resources.get("Gateway", {})),
+        used_config_maps,
+        problems,
+    )
+    ignored += [
+        f"{resource.ref} ({resource.source}): ignored, {_REFERENCED_KINDS[resource.kind]}"
+        for resource in config_maps.values()
+        if resource.name not in used_config_maps
+    ]
+    policies = _security_policies(resources.get("BackendSecurityPolicy", {}), secrets, problems)
+    backends = _backends(resources.get("AIServiceBackend", {}), envoy_backends, policies, problems, tls=tls)
+    routes = _routes(resources.get("AIGatewayRoute", {}), backends, problems, ignored)
+    budgets = _budgets(
+        resources.get("BackendTrafficPolicy", {}), {r.name for r in routes}, set(resources.get("Gateway", {})), problems
+    )
+    routes = _apply_retries(resources.get("BackendTrafficPolicy", {}), routes, problems)
+    listener = _listener(resources.get("Gateway", {}), problems)
+    metrics, pricing = _tokenvoy_config(resources.get("TokenvoyConfig", {}), problems)
+    tracing = _tracing_settings(resources.get("TokenvoyConfig", {}), problems)
+    backends = _with_anthropic_betas(backends, _anthropic_betas(resources.get("TokenvoyConfig", {}), problems))
+    cost = _cost_settings(resources.get("TokenvoyConfig", {}), problems)
+    model_access = _model_access(resources.get("TokenvoyConfig", {}), client_auth, problems)
+    if not routes and not problems.items:
+        problems.items.append("no AIGatewayRoute found: the gateway would answer 404 to every request")
+    if problems.items:
+        raise ConfigError(problems.items)
+    return GatewayConfig(
+        listener=listener,
+        routes=tuple(routes),
+        backends=backends,
+        budgets=tuple(budgets),
+        ignored=tuple(ignored),
+        metrics=metrics,
+        pricing=pricing,
+        cost=cost,
+        tracing=tracing,
+        client_auth=client_auth,
+        model_access=model_access,
+    )
