@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Any
 
-from tokenvoy.config.loader.cursor import _check_fields, _integer, _list, _Problems, _reference_kind, _Resource, _string
-from tokenvoy.config.loader.mutations import _body_mutation, _header_mutation
-from tokenvoy.config.loader.values import _duration_ms, _is_ip_address, _regex_problem, _rfc3339_seconds
+from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
+from tokenvoy.config.loader.mutations import body_mutation, header_mutation
+from tokenvoy.config.loader.values import duration_ms, is_ip_address, regex_problem, rfc3339_seconds
 from tokenvoy.config.model import (
     Backend,
     BackendRef,
@@ -47,133 +46,112 @@ _FILTER_CONFIG_IGNORED = (
 )
 
 
-def _routes(
-    items: dict[str, _Resource], backends: dict[str, Backend], problems: _Problems, ignored: list[str]
+def read_routes(
+    items: dict[str, Resource], backends: dict[str, Backend], problems: Problems, ignored: list[str]
 ) -> list[Route]:
-    routes = []
+    found = []
     for resource in items.values():
-        spec = resource.spec
-        if not _check_fields(resource, spec, "spec", _ROUTE_FIELDS, problems):
+        spec = Cursor.spec(resource, problems)
+        if not spec.fields(_ROUTE_FIELDS):
             continue
         if spec.get("filterConfig") is not None:
             ignored.append(f"{resource.ref} ({resource.source}): spec.filterConfig ignored, {_FILTER_CONFIG_IGNORED}")
         # `/v1/models` `created` defaults to the route's creation, as in Envoy AI Gateway.
-        created = resource.metadata.get("creationTimestamp")
-        route_created_at = _rfc3339_seconds(resource, created, "metadata.creationTimestamp", problems)
+        route_created_at = rfc3339_seconds(Cursor.root(resource, problems)["metadata"]["creationTimestamp"])
         rules = []
-        for rule_index, rule_spec in enumerate(_list(resource, spec.get("rules"), "spec.rules", problems)):
-            path = f"spec.rules[{rule_index}]"
-            if not _check_fields(resource, rule_spec, path, _RULE_FIELDS, problems):
-                continue
-            matches = []
-            for match_index, match in enumerate(_list(resource, rule_spec.get("matches"), f"{path}.matches", problems)):
-                match_path = f"{path}.matches[{match_index}]"
-                if not _check_fields(resource, match, match_path, _MATCH_FIELDS, problems):
-                    continue
-                headers = []
-                for header_index, header in enumerate(
-                    _list(resource, match.get("headers"), f"{match_path}.headers", problems)
-                ):
-                    header_path = f"{match_path}.headers[{header_index}]"
-                    if not _check_fields(resource, header, header_path, _HEADER_MATCH_FIELDS, problems):
-                        continue
-                    match_type = header.get("type", "Exact")
-                    if match_type not in ("Exact", "RegularExpression"):
-                        problems.add(
-                            resource,
-                            f"{header_path}.type",
-                            f"unknown match type {match_type!r} (known: Exact, RegularExpression)",
-                        )
-                        continue
-                    name = _string(resource, header.get("name"), f"{header_path}.name", problems)
-                    value = _string(resource, header.get("value"), f"{header_path}.value", problems)
-                    if match_type == "RegularExpression" and value is not None and (error := _regex_problem(value)):
-                        problems.add(resource, f"{header_path}.value", error)
-                    if name and value is not None:
-                        headers.append(HeaderMatch(name.lower(), value, HeaderMatchType(match_type)))
-                matches.append(tuple(headers))
-            refs = []
-            ref_specs = _list(resource, rule_spec.get("backendRefs"), f"{path}.backendRefs", problems)
-            for ref_index, ref in enumerate(ref_specs):
-                ref_path = f"{path}.backendRefs[{ref_index}]"
-                if not _check_fields(resource, ref, ref_path, _BACKEND_REF_FIELDS, problems):
-                    continue
-                _reference_kind(resource, ref, ref_path, "AIServiceBackend", "aigateway.envoyproxy.io", problems)
-                ref_name = _string(resource, ref.get("name"), f"{ref_path}.name", problems)
-                if ref_name is None:
-                    continue
-                if ref_name not in backends:
-                    problems.add(resource, f"{ref_path}.name", f"AIServiceBackend/{ref_name} does not exist")
-                    continue
-                refs.append(
-                    BackendRef(
-                        backend=ref_name,
-                        weight=_integer(resource, ref.get("weight"), f"{ref_path}.weight", problems, 1, 0),
-                        priority=_integer(resource, ref.get("priority"), f"{ref_path}.priority", problems, 0, 0),
-                        model_name_override=_string(
-                            resource,
-                            ref.get("modelNameOverride") or None,
-                            f"{ref_path}.modelNameOverride",
-                            problems,
-                            False,
-                        ),
-                        header_mutation=_header_mutation(
-                            resource, ref.get("headerMutation"), f"{ref_path}.headerMutation", problems
-                        ),
-                        body_mutation=_body_mutation(
-                            resource, ref.get("bodyMutation"), f"{ref_path}.bodyMutation", problems
-                        ),
-                    )
-                )
-            if not refs:
-                if not ref_specs:  # otherwise each bad entry is reported already
-                    problems.add(resource, f"{path}.backendRefs", "required: at least one backend")
-                continue
-            rule_name = f"{resource.name}/rule/{rule_index}"
-            request_ms, backend_ms = _timeouts(resource, rule_spec.get("timeouts"), f"{path}.timeouts", problems)
-            idle_ms = _duration_ms(resource, rule_spec.get("streamIdleTimeout"), f"{path}.streamIdleTimeout", problems)
-            owned_by = _string(resource, rule_spec.get("modelsOwnedBy"), f"{path}.modelsOwnedBy", problems, False)
-            created_at = _rfc3339_seconds(
-                resource, rule_spec.get("modelsCreatedAt"), f"{path}.modelsCreatedAt", problems
-            )
-            rule = Rule(name=rule_name, matches=tuple(matches), backend_refs=tuple(refs))
-            rules.append(
-                replace(
-                    rule,
-                    request_timeout_ms=request_ms,
-                    backend_request_timeout_ms=backend_ms,
-                    models_owned_by=owned_by or rule.models_owned_by,
-                    models_created_at=created_at if created_at is not None else route_created_at,
-                    stream_idle_timeout_ms=idle_ms or None,
-                )
-            )
-        costs = []
-        for cost_index, cost in enumerate(
-            _list(resource, spec.get("llmRequestCosts"), "spec.llmRequestCosts", problems)
-        ):
-            cost_path = f"spec.llmRequestCosts[{cost_index}]"
-            if not _check_fields(resource, cost, cost_path, _COST_FIELDS, problems):
-                continue
-            key = _string(resource, cost.get("metadataKey"), f"{cost_path}.metadataKey", problems)
-            cost_type = _COST_TYPES.get(cost.get("type"))
-            if cost_type is None:
-                problems.add(
-                    resource, f"{cost_path}.type", f"must be one of {', '.join(_COST_TYPES)}, got {cost.get('type')!r}"
-                )
-                continue
-            cel = cost.get("cel")
-            if cost_type is CostType.CEL:
-                cel = _string(resource, cel, f"{cost_path}.cel", problems)
-                if cel is None:
-                    continue
-                if key and (error := _cel_error(key, cel)):
-                    problems.add(resource, f"{cost_path}.cel", error)
-                    continue
-            if key:
-                costs.append(RequestCost(key, cost_type, cel))
-        hostnames = _hostnames(resource, spec.get("hostnames"), problems)
-        routes.append(Route(name=resource.name, rules=tuple(rules), costs=tuple(costs), hostnames=hostnames))
-    return routes
+        for index, rule_spec in enumerate(spec["rules"].items()):
+            rule = _rule(rule_spec, f"{resource.name}/rule/{index}", backends, route_created_at)
+            if rule is not None:
+                rules.append(rule)
+        costs = [cost for cost in map(_cost, spec["llmRequestCosts"].items()) if cost is not None]
+        hostnames = _hostnames(spec["hostnames"])
+        found.append(Route(name=resource.name, rules=tuple(rules), costs=tuple(costs), hostnames=hostnames))
+    return found
+
+
+def _rule(cursor: Cursor, name: str, backends: dict[str, Backend], route_created_at: int | None) -> Rule | None:
+    if not cursor.fields(_RULE_FIELDS):
+        return None
+    matches = []
+    for match in cursor["matches"].items():
+        if match.fields(_MATCH_FIELDS):
+            matches.append(tuple(header for header in map(_header_match, match["headers"].items()) if header))
+    ref_specs = cursor["backendRefs"].items()
+    refs = [ref for ref in (_backend_ref(ref, backends) for ref in ref_specs) if ref is not None]
+    if not refs:
+        if not ref_specs:  # otherwise each bad entry is reported already
+            cursor["backendRefs"].report("required: at least one backend")
+        return None
+    request_ms, backend_ms = _timeouts(cursor["timeouts"])
+    idle_ms = duration_ms(cursor["streamIdleTimeout"])
+    owned_by = cursor["modelsOwnedBy"].string(required=False)
+    created_at = rfc3339_seconds(cursor["modelsCreatedAt"])
+    rule = Rule(name=name, matches=tuple(matches), backend_refs=tuple(refs))
+    return replace(
+        rule,
+        request_timeout_ms=request_ms,
+        backend_request_timeout_ms=backend_ms,
+        models_owned_by=owned_by or rule.models_owned_by,
+        models_created_at=created_at if created_at is not None else route_created_at,
+        stream_idle_timeout_ms=idle_ms or None,
+    )
+
+
+def _header_match(cursor: Cursor) -> HeaderMatch | None:
+    if not cursor.fields(_HEADER_MATCH_FIELDS):
+        return None
+    match_type = cursor.get("type", "Exact")
+    if match_type not in ("Exact", "RegularExpression"):
+        cursor["type"].report(f"unknown match type {match_type!r} (known: Exact, RegularExpression)")
+        return None
+    name = cursor["name"].string()
+    value = cursor["value"].string()
+    if match_type == "RegularExpression" and value is not None and (error := regex_problem(value)):
+        cursor["value"].report(error)
+    if name and value is not None:
+        return HeaderMatch(name.lower(), value, HeaderMatchType(match_type))
+    return None
+
+
+def _backend_ref(cursor: Cursor, backends: dict[str, Backend]) -> BackendRef | None:
+    if not cursor.fields(_BACKEND_REF_FIELDS):
+        return None
+    cursor.reference_kind("AIServiceBackend", "aigateway.envoyproxy.io")
+    name = cursor["name"].string()
+    if name is None:
+        return None
+    if name not in backends:
+        cursor["name"].report(f"AIServiceBackend/{name} does not exist")
+        return None
+    override = cursor["modelNameOverride"]
+    return BackendRef(
+        backend=name,
+        weight=cursor["weight"].integer(1, 0),
+        priority=cursor["priority"].integer(0, 0),
+        model_name_override=override.string(required=False) if override.value else None,
+        header_mutation=header_mutation(cursor["headerMutation"]),
+        body_mutation=body_mutation(cursor["bodyMutation"]),
+    )
+
+
+def _cost(cursor: Cursor) -> RequestCost | None:
+    """One ``llmRequestCosts`` entry; a CEL expression is compiled (and tried) now."""
+    if not cursor.fields(_COST_FIELDS):
+        return None
+    key = cursor["metadataKey"].string()
+    cost_type = _COST_TYPES.get(cursor.get("type"))
+    if cost_type is None:
+        cursor["type"].report(f"must be one of {', '.join(_COST_TYPES)}, got {cursor.get('type')!r}")
+        return None
+    cel = cursor.get("cel")
+    if cost_type is CostType.CEL:
+        cel = cursor["cel"].string()
+        if cel is None:
+            return None
+        if key and (error := _cel_error(key, cel)):
+            cursor["cel"].report(error)
+            return None
+    return RequestCost(key, cost_type, cel) if key else None
 
 
 # Gateway API `Hostname` (as the AIGatewayRoute CRD validates it): a DNS name, optionally `*.`-prefixed.
@@ -181,20 +159,20 @@ _HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0
 _MAX_HOSTNAMES = 16
 
 
-def _hostnames(resource: _Resource, value: Any, problems: _Problems) -> tuple[str, ...]:
+def _hostnames(cursor: Cursor) -> tuple[str, ...]:
     """``spec.hostnames``: the route serves only requests whose Host (port aside) is one of them."""
     names: list[str] = []
-    items = _list(resource, value, "spec.hostnames", problems)
+    items = cursor.items()
     if len(items) > _MAX_HOSTNAMES:
-        problems.add(resource, "spec.hostnames", f"at most {_MAX_HOSTNAMES} entries, got {len(items)}")
-    for index, name in enumerate(items):
-        path = f"spec.hostnames[{index}]"
+        cursor.report(f"at most {_MAX_HOSTNAMES} entries, got {len(items)}")
+    for item in items:
+        name = item.value
         if not isinstance(name, str) or len(name) > 253 or not _HOSTNAME.match(name):
-            problems.add(resource, path, f"must be a lower-case DNS name, optionally *.-prefixed (no IP), got {name!r}")
-        elif _is_ip_address(name):
-            problems.add(resource, path, f"must be a DNS name, not an IP address, got {name!r}")
+            item.report(f"must be a lower-case DNS name, optionally *.-prefixed (no IP), got {name!r}")
+        elif is_ip_address(name):
+            item.report(f"must be a DNS name, not an IP address, got {name!r}")
         elif name in names:
-            problems.add(resource, path, f"{name!r} is listed twice")
+            item.report(f"{name!r} is listed twice")
         else:
             names.append(name)
     return tuple(names)
@@ -203,15 +181,13 @@ def _hostnames(resource: _Resource, value: Any, problems: _Problems) -> tuple[st
 _TIMEOUT_FIELDS = {"request", "backendRequest"}
 
 
-def _timeouts(resource: _Resource, value: Any, path: str, problems: _Problems) -> tuple[int | None, int | None]:
-    if value is None or not _check_fields(resource, value, path, _TIMEOUT_FIELDS, problems):
+def _timeouts(cursor: Cursor) -> tuple[int | None, int | None]:
+    if not cursor.present or not cursor.fields(_TIMEOUT_FIELDS):
         return None, None
-    request = _duration_ms(resource, value.get("request"), f"{path}.request", problems)
-    backend = _duration_ms(resource, value.get("backendRequest"), f"{path}.backendRequest", problems)
+    request = duration_ms(cursor["request"])
+    backend = duration_ms(cursor["backendRequest"])
     if request and backend is not None and (backend == 0 or backend > request):
-        problems.add(
-            resource, f"{path}.backendRequest", f"must not be longer than timeouts.request ({value.get('request')})"
-        )
+        cursor["backendRequest"].report(f"must not be longer than timeouts.request ({cursor.get('request')})")
     return request, backend
 
 

@@ -3,17 +3,9 @@ header/body mutations, resolved into a ``Backend``."""
 
 from __future__ import annotations
 
-from tokenvoy.config.loader.backend import FAKE_PROVIDER_ANNOTATION, _envoy_endpoint
-from tokenvoy.config.loader.cursor import (
-    _check_fields,
-    _mapping,
-    _Problems,
-    _reference_kind,
-    _Resource,
-    _string,
-    _unsupported,
-)
-from tokenvoy.config.loader.mutations import _body_mutation, _header_mutation
+from tokenvoy.config.loader.backend import FAKE_PROVIDER_ANNOTATION, envoy_endpoint
+from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
+from tokenvoy.config.loader.mutations import body_mutation, header_mutation
 from tokenvoy.config.model import (
     Backend,
     SecurityPolicy,
@@ -39,38 +31,36 @@ SUPPORTED_SCHEMAS = set(DEFAULT_PREFIXES)
 GCP_SCHEMAS = frozenset({"GCPVertexAI", "GCPAnthropic"})  # their prefix comes from GCPCredentials
 
 
-def _backends(
-    items: dict[str, _Resource],
-    envoy_backends: dict[str, _Resource],
+def read_backends(
+    items: dict[str, Resource],
+    envoy_backends: dict[str, Resource],
     policies: dict[str, SecurityPolicy],
-    problems: _Problems,
+    problems: Problems,
     tls: dict[str, TLSValidation] | None = None,
 ) -> dict[str, Backend]:
     backends: dict[str, Backend] = {}
     for resource in items.values():
-        spec = resource.spec
-        if not _check_fields(
-            resource, spec, "spec", {"schema", "backendRef", "headerMutation", "bodyMutation"}, problems
-        ):
+        spec = Cursor.spec(resource, problems)
+        if not spec.fields({"schema", "backendRef", "headerMutation", "bodyMutation"}):
             continue
-        schema = _mapping(resource, spec.get("schema"), "spec.schema", problems)
-        schema_name = _string(resource, schema.get("name"), "spec.schema.name", problems)
+        schema = spec["schema"]
+        schema.mapping()
+        schema_name = schema["name"].string()
         if schema_name is not None and schema_name not in SUPPORTED_SCHEMAS:
-            problems.add(resource, "spec.schema.name", f"{schema_name!r} is not supported yet")
-        backend_ref = _mapping(resource, spec.get("backendRef"), "spec.backendRef", problems)
-        _reference_kind(resource, backend_ref, "spec.backendRef", "Backend", "gateway.envoyproxy.io", problems)
-        _unsupported(
-            resource, backend_ref, "spec.backendRef", {"port": "the port is the Backend's endpoint's"}, problems
-        )
-        ref_name = _string(resource, backend_ref.get("name"), "spec.backendRef.name", problems)
+            schema["name"].report(f"{schema_name!r} is not supported yet")
+        backend_ref = spec["backendRef"]
+        backend_ref.mapping()
+        backend_ref.reference_kind("Backend", "gateway.envoyproxy.io")
+        backend_ref.unsupported({"port": "the port is the Backend's endpoint's"})
+        ref_name = backend_ref["name"].string()
         endpoint = None
         fake = False
         if ref_name is not None:
             envoy_backend = envoy_backends.get(ref_name)
             if envoy_backend is None:
-                problems.add(resource, "spec.backendRef.name", f"Backend/{ref_name} does not exist")
+                backend_ref["name"].report(f"Backend/{ref_name} does not exist")
             else:
-                endpoint = _envoy_endpoint(envoy_backend, (tls or {}).get(ref_name), problems)
+                endpoint = envoy_endpoint(envoy_backend, (tls or {}).get(ref_name), problems)
                 annotations = envoy_backend.metadata.get("annotations") or {}
                 fake = (
                     isinstance(annotations, dict)
@@ -82,7 +72,7 @@ def _backends(
         policy = policies.get(resource.name)
         if not schema.get("prefix") and schema_name in GCP_SCHEMAS and policy is not None and policy.gcp is not None:
             prefix = f"/v1/projects/{policy.gcp.project}/locations/{policy.gcp.region}"
-        via_chat = _responses_via_chat(resource, schema_name, problems)
+        via_chat = _responses_via_chat(Cursor.root(resource, problems), schema_name)
         backends[resource.name] = Backend(
             name=resource.name,
             schema=schema_name,
@@ -91,8 +81,8 @@ def _backends(
             endpoint=endpoint,
             security=policy,
             fake_provider=fake,
-            header_mutation=_header_mutation(resource, spec.get("headerMutation"), "spec.headerMutation", problems),
-            body_mutation=_body_mutation(resource, spec.get("bodyMutation"), "spec.bodyMutation", problems),
+            header_mutation=header_mutation(spec["headerMutation"]),
+            body_mutation=body_mutation(spec["bodyMutation"]),
             responses_via_chat=via_chat,
         )
     return backends
@@ -101,19 +91,17 @@ def _backends(
 _RESPONSES_API_MODES = ("native", "chat-completions")
 
 
-def _responses_via_chat(resource: _Resource, schema: str, problems: _Problems) -> bool:
+def _responses_via_chat(root: Cursor, schema: str) -> bool:
     """The AIServiceBackend's ``tokenvoy.io/responses-api`` annotation: whether ``/v1/responses`` requests reach
     it translated to Chat Completions (for an OpenAI-compatible server that lacks the Responses API)."""
-    annotations = resource.metadata.get("annotations") or {}
-    value = annotations.get(RESPONSES_API_ANNOTATION) if isinstance(annotations, dict) else None
-    if value is None:
+    annotation = root["metadata"]["annotations"][RESPONSES_API_ANNOTATION]
+    if annotation.value is None:
         return False
-    mode = str(value).lower()
-    field = f"metadata.annotations.{RESPONSES_API_ANNOTATION}"
+    mode = str(annotation.value).lower()
     if mode not in _RESPONSES_API_MODES:
-        problems.add(resource, field, f"must be native or chat-completions, got {value!r}")
+        annotation.report(f"must be native or chat-completions, got {annotation.value!r}")
         return False
     if schema not in ("OpenAI", "AzureOpenAI"):
-        problems.add(resource, field, f"only OpenAI and AzureOpenAI backends choose; {schema} is always translated")
+        annotation.report(f"only OpenAI and AzureOpenAI backends choose; {schema} is always translated")
         return False
     return mode == "chat-completions"

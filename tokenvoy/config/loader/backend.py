@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tokenvoy.config.loader.cursor import _check_fields, _integer, _list, _Problems, _Resource, _string, _unsupported
+from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
 from tokenvoy.config.model import (
     Endpoint,
     TLSValidation,
@@ -11,54 +11,64 @@ from tokenvoy.config.model import (
 FAKE_PROVIDER_ANNOTATION = "tokenvoy.io/fake-provider"
 _ENVOY_BACKEND_FIELDS = {"endpoints", "tls", "type", "appProtocols", "fallback"}
 _ENDPOINT_FIELDS = {"fqdn", "ip", "hostname", "unix", "zone"}
+_ENDPOINT_UNSUPPORTED = {
+    "hostname": "give the host name as fqdn.hostname",
+    "unix": "Unix-socket endpoints are not supported",
+}
 
 
-def _check_envoy_backends(items: dict[str, _Resource], problems: _Problems) -> None:
+def check_envoy_backends(items: dict[str, Resource], problems: Problems) -> None:
     """The Envoy Gateway ``Backend`` fields tokenvoy cannot honour, once per Backend."""
     for resource in items.values():
-        spec = resource.spec
-        if not _check_fields(resource, spec, "spec", _ENVOY_BACKEND_FIELDS, problems):
+        spec = Cursor.spec(resource, problems)
+        if not spec.fields(_ENVOY_BACKEND_FIELDS):
             continue
-        why = {
-            "appProtocols": "tokenvoy speaks HTTP/1.1 to providers (over TLS on port 443 or with tls)",
-            "fallback": "fallback Backends; give the AIGatewayRoute backendRefs priorities instead",
-        }
-        _unsupported(resource, spec, "spec", why, problems)
+        spec.unsupported(
+            {
+                "appProtocols": "tokenvoy speaks HTTP/1.1 to providers (over TLS on port 443 or with tls)",
+                "fallback": "fallback Backends; give the AIGatewayRoute backendRefs priorities instead",
+            }
+        )
         if spec.get("type") not in (None, "Endpoints"):
-            problems.add(resource, "spec.type", f"not supported by tokenvoy: only Endpoints, got {spec['type']!r}")
-        endpoints = spec.get("endpoints")
-        if isinstance(endpoints, list) and len(endpoints) > 1:
-            problems.add(resource, "spec.endpoints", f"tokenvoy calls one endpoint per Backend, got {len(endpoints)}")
-        for index, endpoint in enumerate(endpoints if isinstance(endpoints, list) else []):
-            path = f"spec.endpoints[{index}]"
-            if isinstance(endpoint, dict) and _check_fields(resource, endpoint, path, _ENDPOINT_FIELDS, problems):
-                why = {
-                    "hostname": "give the host name as fqdn.hostname",
-                    "unix": "Unix-socket endpoints are not supported",
-                }
-                _unsupported(resource, endpoint, path, why, problems)
+            spec["type"].report(f"not supported by tokenvoy: only Endpoints, got {spec.get('type')!r}")
+        if not isinstance(spec.get("endpoints"), list):
+            continue  # reported by envoy_endpoint, when a backend uses it
+        endpoints = spec["endpoints"].items()
+        if len(endpoints) > 1:
+            spec["endpoints"].report(f"tokenvoy calls one endpoint per Backend, got {len(endpoints)}")
+        for endpoint in endpoints:
+            if isinstance(endpoint.value, dict) and endpoint.fields(_ENDPOINT_FIELDS):
+                endpoint.unsupported(
+                    {
+                        "hostname": "give the host name as fqdn.hostname",
+                        "unix": "Unix-socket endpoints are not supported",
+                    }
+                )
 
 
-def _envoy_endpoint(resource: _Resource, tls: TLSValidation | None, problems: _Problems) -> Endpoint | None:
-    endpoints = _list(resource, resource.spec.get("endpoints"), "spec.endpoints", problems)
+def envoy_endpoint(resource: Resource, tls: TLSValidation | None, problems: Problems) -> Endpoint | None:
+    """Where the Backend is called: its first endpoint (``fqdn`` or ``ip``), over TLS on 443 or when verified."""
+    spec = Cursor.spec(resource, problems)
+    endpoints = spec["endpoints"].items()
     if not endpoints:
-        problems.add(resource, "spec.endpoints", "required: at least one endpoint")
+        spec["endpoints"].report("required: at least one endpoint")
         return None
     first = endpoints[0]
-    address = first.get("fqdn") or first.get("ip") if isinstance(first, dict) else None
-    if not isinstance(address, dict):
-        problems.add(resource, "spec.endpoints[0]", "needs `fqdn` {hostname, port} or `ip` {address, port}")
+    family = "fqdn" if first.get("fqdn") else "ip"
+    address = first[family]
+    if not isinstance(address.value, dict):
+        first.report("needs `fqdn` {hostname, port} or `ip` {address, port}")
         return None
-    host = address.get("hostname") or address.get("address")
-    host = _string(resource, host, "spec.endpoints[0].fqdn.hostname", problems)
-    port = _integer(resource, address.get("port"), "spec.endpoints[0].port", problems, default=443, minimum=1)
+    host_field = address["hostname" if family == "fqdn" else "address"]
+    host = Cursor(resource, address.get("hostname") or address.get("address"), host_field.path, problems).string()
+    port = address["port"].integer(default=443, minimum=1)
     if host is None:
         return None
     on = tls is not None or "tls" in resource.spec or port == 443
     return Endpoint(host=host, port=port, tls=on, tls_validation=tls)
 
 
-def _endpoint_host(resource: _Resource) -> str | None:
+def endpoint_host(resource: Resource) -> str | None:
     endpoints = resource.spec.get("endpoints")
     first = endpoints[0] if isinstance(endpoints, list) and endpoints else None
     address = first.get("fqdn") or first.get("ip") if isinstance(first, dict) else None

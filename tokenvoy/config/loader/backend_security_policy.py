@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from tokenvoy.config.loader.cursor import (
+    Problems,
+    Resource,
     _check_fields,
     _list,
     _mapping,
-    _Problems,
     _reference_kind,
-    _Resource,
     _string,
     _unsupported,
 )
@@ -42,7 +42,7 @@ _OIDC_UNSUPPORTED = "OIDC token exchange is not supported by a standalone gatewa
 
 
 def _security_policies(
-    items: dict[str, _Resource], secrets: dict[str, _Resource], problems: _Problems
+    items: dict[str, Resource], secrets: dict[str, Resource], problems: Problems
 ) -> dict[str, SecurityPolicy]:
     """Map each targeted AIServiceBackend name to its policy."""
     by_backend: dict[str, SecurityPolicy] = {}
@@ -87,7 +87,7 @@ def _security_policies(
 
 
 def _policy(
-    resource: _Resource, policy_type: str, field_name: str, secrets: dict[str, _Resource], problems: _Problems
+    resource: Resource, policy_type: str, field_name: str, secrets: dict[str, Resource], problems: Problems
 ) -> SecurityPolicy | None:
     path = f"spec.{field_name}"
     spec = resource.spec[field_name]

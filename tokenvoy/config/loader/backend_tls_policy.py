@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenvoy.config.loader.backend import _endpoint_host
-from tokenvoy.config.loader.cursor import _check_fields, _list, _mapping, _Problems, _Resource, _string, _unsupported
+from tokenvoy.config.loader.backend import endpoint_host
+from tokenvoy.config.loader.cursor import Problems, Resource, _check_fields, _list, _mapping, _string, _unsupported
 from tokenvoy.config.loader.secrets import _secret_value
 from tokenvoy.config.model import (
     TLSValidation,
@@ -43,11 +43,11 @@ _BACKEND_TLS_UNSUPPORTED = {
 
 
 def _tls_validations(
-    policies: dict[str, _Resource],
-    envoy_backends: dict[str, _Resource],
-    config_maps: dict[str, _Resource],
-    secrets: dict[str, _Resource],
-    problems: _Problems,
+    policies: dict[str, Resource],
+    envoy_backends: dict[str, Resource],
+    config_maps: dict[str, Resource],
+    secrets: dict[str, Resource],
+    problems: Problems,
 ) -> tuple[dict[str, TLSValidation], set[str]]:
     """Backend name → how its certificate is verified, from ``BackendTLSPolicy`` (Gateway API) and the
     Envoy Gateway Backend's own ``spec.tls``; also the ConfigMaps they read (the others are ignored)."""
@@ -58,7 +58,7 @@ def _tls_validations(
         if not spec or not _check_fields(resource, spec, "spec.tls", _BACKEND_TLS_FIELDS, problems):
             continue
         _unsupported(resource, spec, "spec.tls", _BACKEND_TLS_UNSUPPORTED, problems)
-        host = _endpoint_host(resource)
+        host = endpoint_host(resource)
         sni = _string(resource, spec.get("sni"), "spec.tls.sni", problems, required=False) or host
         if sni is None:
             continue
@@ -103,13 +103,13 @@ def _tls_validations(
 
 
 def _ca_bundle(
-    resource: _Resource,
+    resource: Resource,
     spec: dict[str, Any],
     path: str,
-    config_maps: dict[str, _Resource],
-    secrets: dict[str, _Resource],
+    config_maps: dict[str, Resource],
+    secrets: dict[str, Resource],
     used: set[str],
-    problems: _Problems,
+    problems: Problems,
 ) -> str | None:
     """The PEM of ``caCertificateRefs`` (ConfigMap or Secret key ``ca.crt``); None = the system bundle."""
     well_known = spec.get("wellKnownCACertificates")

@@ -8,12 +8,12 @@ from typing import Any
 
 from tokenvoy.config.loader.ai_gateway_route import _ROUTE_TARGET_KINDS
 from tokenvoy.config.loader.cursor import (
+    Problems,
+    Resource,
     _check_fields,
     _integer,
     _list,
     _mapping,
-    _Problems,
-    _Resource,
     _string,
     _unsupported,
 )
@@ -36,7 +36,7 @@ _COST_SOURCE_FIELDS = {"from", "number", "metadata"}
 
 
 def _budgets(
-    items: dict[str, _Resource], route_names: set[str], gateway_names: set[str], problems: _Problems
+    items: dict[str, Resource], route_names: set[str], gateway_names: set[str], problems: Problems
 ) -> list[Budget]:
     budgets = []
     for resource in items.values():
@@ -96,7 +96,7 @@ _TRAFFIC_POLICY_WHY = "here a BackendTrafficPolicy sets token budgets (rateLimit
 _NO_RESPONSE_COST = "reservation needs every rule to have cost.response (the actual that replaces the estimate)"
 
 
-def _budget_mode(resource: _Resource, problems: _Problems) -> tuple[bool | None, int]:
+def _budget_mode(resource: Resource, problems: Problems) -> tuple[bool | None, int]:
     """tokenvoy's annotations on a BackendTrafficPolicy (the resource stays valid against the published CRD).
 
     The mode: False = check, True = reservation, None = concurrency (in-flight requests)."""
@@ -121,7 +121,7 @@ def _budget_mode(resource: _Resource, problems: _Problems) -> tuple[bool | None,
     return (None if mode == "concurrency" else mode == "reservation"), max(default_max_tokens, 1)
 
 
-def _budget(resource: _Resource, rule: Any, rule_index: int, problems: _Problems) -> Budget | None:
+def _budget(resource: Resource, rule: Any, rule_index: int, problems: Problems) -> Budget | None:
     path = f"spec.rateLimit.global.rules[{rule_index}]"
     if not _check_fields(resource, rule, path, _TRAFFIC_POLICY_RULE_FIELDS, problems):
         return None

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tokenvoy.config.loader.cursor import ConfigError, _Problems, _Resource
+from tokenvoy.config.loader.cursor import ConfigError, Problems, Resource
 
 try:  # the C loader is ~10x faster on large multi-document files
     _YamlLoader: type = yaml.CSafeLoader
@@ -29,14 +29,14 @@ _REFERENCED_KINDS = {"ConfigMap": "not referenced by a BackendTLSPolicy or a Bac
 
 def parse_documents(source: str, text: str) -> list[tuple[str, Any]]:
     """(source, document) for each YAML document of ``text``; ConfigError on YAML that does not parse."""
-    problems = _Problems()
+    problems = Problems()
     documents = [(source, doc) for doc in _parse_yaml(source, text, problems)]
     if problems.items:
         raise ConfigError(problems.items)
     return documents
 
 
-def _parse_yaml(source: str, text: str, problems: _Problems) -> list[Any]:
+def _parse_yaml(source: str, text: str, problems: Problems) -> list[Any]:
     try:
         return [doc for doc in yaml.load_all(text, Loader=_YamlLoader) if doc is not None]
     except yaml.YAMLError as exc:
@@ -69,7 +69,7 @@ _KNOWN_KINDS = (
 )
 
 
-def read_files(sources: list[str], problems: _Problems) -> list[tuple[str, Any]]:
+def read_files(sources: list[str], problems: Problems) -> list[tuple[str, Any]]:
     """(source, document) for each document of each file; a file that cannot be read is a problem."""
     documents: list[tuple[str, Any]] = []
     for source in sources:
@@ -83,10 +83,10 @@ def read_files(sources: list[str], problems: _Problems) -> list[tuple[str, Any]]
 
 
 def index_resources(
-    documents: list[tuple[str, Any]], problems: _Problems
-) -> tuple[dict[str, dict[str, _Resource]], list[str]]:
+    documents: list[tuple[str, Any]], problems: Problems
+) -> tuple[dict[str, dict[str, Resource]], list[str]]:
     """Resources by kind and name (each name once per kind), and the documents ignored with their reason."""
-    resources: dict[str, dict[str, _Resource]] = {}
+    resources: dict[str, dict[str, Resource]] = {}
     ignored: list[str] = []
     for source, doc in documents:
         if not isinstance(doc, dict) or "kind" not in doc:
@@ -99,7 +99,7 @@ def index_resources(
             problems.items.append(f"{source}: {kind}: metadata.name: required")
             continue
         spec = doc.get("spec")
-        resource = _Resource(kind, name, {} if spec is None else spec, metadata, source, doc)
+        resource = Resource(kind, name, {} if spec is None else spec, metadata, source, doc)
         if kind in IGNORED_KINDS:
             ignored.append(f"{resource.ref} ({source}): ignored, {IGNORED_KINDS[kind]}")
             continue

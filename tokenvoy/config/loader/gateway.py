@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tokenvoy.config.loader.cursor import _check_fields, _integer, _list, _mapping, _Problems, _Resource, _unsupported
+from tokenvoy.config.loader.cursor import Problems, Resource, _check_fields, _integer, _list, _mapping, _unsupported
 from tokenvoy.config.model import (
     Listener,
 )
@@ -32,7 +32,7 @@ _LISTENER_UNSUPPORTED = {
 }
 
 
-def _listener(items: dict[str, _Resource], problems: _Problems) -> Listener:
+def _listener(items: dict[str, Resource], problems: Problems) -> Listener:
     for resource in items.values():
         if not _check_fields(resource, resource.spec, "spec", _GATEWAY_FIELDS, problems):
             continue

@@ -10,17 +10,17 @@ from dataclasses import replace
 from typing import Any
 
 from tokenvoy.config.loader.cursor import (
+    Problems,
+    Resource,
     _check_fields,
     _list,
     _mapping,
-    _Problems,
     _reference_kind,
-    _Resource,
     _string,
     _unsupported,
 )
 from tokenvoy.config.loader.secrets import _FILE_REFERENCE
-from tokenvoy.config.loader.values import _HEADER_NAME, _duration_ms
+from tokenvoy.config.loader.values import HEADER_NAME, _duration_ms
 from tokenvoy.config.model import (
     Endpoint,
     JwtAuth,
@@ -46,12 +46,12 @@ _REMOTE_JWKS_UNSUPPORTED = {
 
 
 def _jwt_auth(
-    resource: _Resource,
+    resource: Resource,
     value: Any,
-    config_maps: dict[str, _Resource],
+    config_maps: dict[str, Resource],
     jwks_backend: Callable[[str], Endpoint | None],
     used_config_maps: set[str],
-    problems: _Problems,
+    problems: Problems,
 ) -> JwtAuth | None:
     path = "spec.jwt"
     if not _check_fields(resource, value, path, _JWT_FIELDS, problems):
@@ -80,13 +80,13 @@ def _jwt_auth(
 
 
 def _jwt_provider(
-    resource: _Resource,
+    resource: Resource,
     entry: Any,
     path: str,
-    config_maps: dict[str, _Resource],
+    config_maps: dict[str, Resource],
     jwks_backend: Callable[[str], Endpoint | None],
     used_config_maps: set[str],
-    problems: _Problems,
+    problems: Problems,
 ) -> JwtProvider | None:
     if not _check_fields(resource, entry, path, _JWT_PROVIDER_FIELDS, problems):
         return None
@@ -105,7 +105,7 @@ def _jwt_provider(
             continue
         claim = _string(resource, item.get("claim"), f"{item_path}.claim", problems)
         header = _string(resource, item.get("header"), f"{item_path}.header", problems)
-        if header is not None and not _HEADER_NAME.match(header):
+        if header is not None and not HEADER_NAME.match(header):
             problems.add(resource, f"{item_path}.header", f"must be a header name, got {header!r}")
         elif claim and header:
             claims.append((claim, header.lower()))
@@ -166,11 +166,11 @@ _JWKS_BACKEND_REF_FIELDS = {"group", "kind", "name", "namespace", "port", "weigh
 
 
 def _jwks_endpoint(
-    resource: _Resource,
+    resource: Resource,
     remote: dict[str, Any],
     path: str,
     jwks_backend: Callable[[str], Endpoint | None],
-    problems: _Problems,
+    problems: Problems,
 ) -> Endpoint | bool | None:
     """``backendRef``/``backendRefs``: the Envoy Gateway ``Backend`` the JWKS is fetched from (its TLS from a
     BackendTLSPolicy or its own ``tls``); None: the URI's host over HTTPS; False: a problem was reported."""
@@ -207,12 +207,12 @@ def _jwks_endpoint(
 
 
 def _local_jwks(
-    resource: _Resource,
+    resource: Resource,
     value: Any,
     path: str,
-    config_maps: dict[str, _Resource],
+    config_maps: dict[str, Resource],
     used_config_maps: set[str],
-    problems: _Problems,
+    problems: Problems,
 ) -> tuple[str | None, str | None] | None:
     """(inline JWKS, JWKS file): ``inline``, or a ConfigMap's ``jwks`` value (``${file:/path}``: that file)."""
     if not _check_fields(resource, value, path, {"type", "inline", "valueRef"}, problems):
@@ -249,7 +249,7 @@ def _local_jwks(
     return (text, None) if _is_jwks(config_map, text, f"data.{key}", problems) else None
 
 
-def _is_jwks(resource: _Resource, text: str, path: str, problems: _Problems) -> bool:
+def _is_jwks(resource: Resource, text: str, path: str, problems: Problems) -> bool:
     """True when ``text`` looks like a JWKS: Envoy would refuse the whole listener otherwise."""
     try:
         parsed = json.loads(text)

@@ -7,13 +7,13 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from tokenvoy.config.loader.ai_gateway_route import _routes
-from tokenvoy.config.loader.ai_service_backend import _backends
-from tokenvoy.config.loader.backend import _check_envoy_backends, _envoy_endpoint
+from tokenvoy.config.loader.ai_gateway_route import read_routes
+from tokenvoy.config.loader.ai_service_backend import read_backends
+from tokenvoy.config.loader.backend import check_envoy_backends, envoy_endpoint
 from tokenvoy.config.loader.backend_security_policy import _security_policies
 from tokenvoy.config.loader.backend_tls_policy import _tls_validations
 from tokenvoy.config.loader.budgets import _budgets
-from tokenvoy.config.loader.cursor import ConfigError, _Problems
+from tokenvoy.config.loader.cursor import ConfigError, Problems
 from tokenvoy.config.loader.documents import _REFERENCED_KINDS, _parse_yaml, index_resources, read_files
 from tokenvoy.config.loader.gateway import _listener
 from tokenvoy.config.loader.retries import _apply_retries
@@ -34,7 +34,7 @@ from tokenvoy.config.model import (
 
 def load_config(paths: Iterable[str | os.PathLike[str]]) -> GatewayConfig:
     """Read one or more multi-document YAML files of gateway resources."""
-    problems = _Problems()
+    problems = Problems()
     sources = [str(path) for path in paths]
     documents = read_files(sources, problems)
     config = load_documents(documents, problems)
@@ -56,19 +56,19 @@ def load_config(paths: Iterable[str | os.PathLike[str]]) -> GatewayConfig:
 
 def load_text(text: str, source: str = "<config>") -> GatewayConfig:
     """The gateway config of one YAML text; ``source`` names it in the problems reported."""
-    problems = _Problems()
+    problems = Problems()
     documents = [(source, doc) for doc in _parse_yaml(source, text, problems)]
     return load_documents(documents, problems)
 
 
-def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None = None) -> GatewayConfig:
+def load_documents(documents: list[tuple[str, Any]], problems: Problems | None = None) -> GatewayConfig:
     """Resolve parsed ``(source, document)`` pairs into a ``GatewayConfig``; ConfigError lists every problem."""
-    problems = problems or _Problems()
+    problems = problems or Problems()
     resources, ignored = index_resources(documents, problems)
 
     secrets = {name: r for name, r in resources.get("Secret", {}).items()}
     envoy_backends = resources.get("Backend", {})
-    _check_envoy_backends(envoy_backends, problems)
+    check_envoy_backends(envoy_backends, problems)
     config_maps = resources.get("ConfigMap", {})
     tls, used_config_maps = _tls_validations(
         resources.get("BackendTLSPolicy", {}), envoy_backends, config_maps, secrets, problems
@@ -76,7 +76,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
 
     def jwks_backend(name: str) -> Endpoint | None:
         backend = envoy_backends.get(name)
-        return None if backend is None else _envoy_endpoint(backend, tls.get(name), problems)
+        return None if backend is None else envoy_endpoint(backend, tls.get(name), problems)
 
     client_auth = _client_auth(
         resources.get("SecurityPolicy", {}),
@@ -94,8 +94,8 @@ def load_documents(documents: list[tuple[str, Any]], problems: _Problems | None 
         if resource.name not in used_config_maps
     ]
     policies = _security_policies(resources.get("BackendSecurityPolicy", {}), secrets, problems)
-    backends = _backends(resources.get("AIServiceBackend", {}), envoy_backends, policies, problems, tls=tls)
-    routes = _routes(resources.get("AIGatewayRoute", {}), backends, problems, ignored)
+    backends = read_backends(resources.get("AIServiceBackend", {}), envoy_backends, policies, problems, tls=tls)
+    routes = read_routes(resources.get("AIGatewayRoute", {}), backends, problems, ignored)
     budgets = _budgets(
         resources.get("BackendTrafficPolicy", {}), {r.name for r in routes}, set(resources.get("Gateway", {})), problems
     )

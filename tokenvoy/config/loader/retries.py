@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from tokenvoy.config.loader.ai_gateway_route import _ROUTE_TARGET_KINDS
-from tokenvoy.config.loader.cursor import _check_fields, _integer, _list, _Problems, _Resource
+from tokenvoy.config.loader.cursor import Problems, Resource, _check_fields, _integer, _list
 from tokenvoy.config.loader.values import _duration_ms
 from tokenvoy.config.model import (
     RetrySettings,
@@ -37,7 +37,7 @@ RETRY_TRIGGERS = (
 )
 
 
-def _retry_settings(resource: _Resource, value: Any, problems: _Problems) -> RetrySettings | None:
+def _retry_settings(resource: Resource, value: Any, problems: Problems) -> RetrySettings | None:
     path = "spec.retry"
     if not _check_fields(resource, value, path, _RETRY_FIELDS, problems):
         return None
@@ -100,7 +100,7 @@ def _retry_settings(resource: _Resource, value: Any, problems: _Problems) -> Ret
     return RetrySettings(resource.ref, num_retries, per_priority, triggers, codes, per_try, base, maximum)
 
 
-def _apply_retries(items: dict[str, _Resource], routes: list[Route], problems: _Problems) -> list[Route]:
+def _apply_retries(items: dict[str, Resource], routes: list[Route], problems: Problems) -> list[Route]:
     """Attach each BackendTrafficPolicy ``retry`` to the rules of the routes it targets (the targets
     themselves are checked, and reported, with the policy's rate limits)."""
     by_route: dict[str, RetrySettings] = {}

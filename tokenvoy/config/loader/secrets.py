@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tokenvoy.config.loader.cursor import _check_fields, _mapping, _Problems, _Resource, _string
+from tokenvoy.config.loader.cursor import Problems, Resource, _check_fields, _mapping, _string
 from tokenvoy.config.model import (
     Secret,
 )
@@ -15,7 +15,7 @@ _ENV_REFERENCE = re.compile(r"^\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)\}$")
 _FILE_REFERENCE = re.compile(r"^\$\{file:(.+)\}$")
 
 
-def _secret_value(resource: _Resource, key: str, problems: _Problems) -> Secret | None:
+def _secret_value(resource: Resource, key: str, problems: Problems) -> Secret | None:
     origin = f"{resource.ref} key {key!r}"
     string_data = _mapping(resource, resource.raw.get("stringData"), "stringData", problems)
     data = _mapping(resource, resource.raw.get("data"), "data", problems)
@@ -43,7 +43,7 @@ _SECRET_REF_FIELDS = {"name", "namespace", "group", "kind"}
 
 
 def _secret_ref(
-    resource: _Resource, value: Any, path: str, secrets: dict[str, _Resource], key: str, problems: _Problems
+    resource: Resource, value: Any, path: str, secrets: dict[str, Resource], key: str, problems: Problems
 ) -> Secret | None:
     """The ``key`` of the Secret a ``secretRef`` names (read lazily, never here)."""
     if value is None:
@@ -68,7 +68,7 @@ def _secret_ref(
     return _secret_value(secret, key, problems)
 
 
-def _secret_keys(secret: _Resource, problems: _Problems) -> list[str]:
+def _secret_keys(secret: Resource, problems: Problems) -> list[str]:
     """The keys of a Secret (``stringData`` and ``data``), in order: client ids for apiKeyAuth."""
     names: list[str] = []
     for section in ("stringData", "data"):

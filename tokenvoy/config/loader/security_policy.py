@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from tokenvoy.config.loader.ai_gateway_route import _ROUTE_TARGET_KINDS
-from tokenvoy.config.loader.cursor import _check_fields, _list, _mapping, _Problems, _Resource, _string, _unsupported
+from tokenvoy.config.loader.cursor import Problems, Resource, _check_fields, _list, _mapping, _string, _unsupported
 from tokenvoy.config.loader.jwt import _EXTRACT_FROM_FIELDS, _jwt_auth
 from tokenvoy.config.loader.secrets import _SECRET_REF_FIELDS, _secret_keys, _secret_value
-from tokenvoy.config.loader.values import _HEADER_NAME
+from tokenvoy.config.loader.values import HEADER_NAME
 from tokenvoy.config.model import (
     ApiKeyAuth,
     ApiKeyCredential,
@@ -52,14 +52,14 @@ _KEY_SOURCES_WHY = "API keys are read from headers (keys in URLs and cookies end
 
 
 def _client_auth(
-    items: dict[str, _Resource],
-    secrets: dict[str, _Resource],
-    config_maps: dict[str, _Resource],
+    items: dict[str, Resource],
+    secrets: dict[str, Resource],
+    config_maps: dict[str, Resource],
     jwks_backend: Callable[[str], Endpoint | None],
     route_names: set[str],
     gateway_names: set[str],
     used_config_maps: set[str],
-    problems: _Problems,
+    problems: Problems,
 ) -> ClientAuth | None:
     """The one ``SecurityPolicy``: it must cover the whole gateway (``/v1/models`` is served before routing)."""
     if not items:
@@ -85,7 +85,7 @@ def _client_auth(
     return ClientAuth(resource.ref, api_keys, jwt)
 
 
-def _client_auth_targets(resource: _Resource, route_names: set[str], gateway_names: set[str], problems: _Problems):
+def _client_auth_targets(resource: Resource, route_names: set[str], gateway_names: set[str], problems: Problems):
     spec = resource.spec
     if spec.get("targetRef") is not None and spec.get("targetRefs") is not None:
         problems.add(resource, "spec.targetRef", "set targetRef or targetRefs, not both")
@@ -124,7 +124,7 @@ def _client_auth_targets(resource: _Resource, route_names: set[str], gateway_nam
         )
 
 
-def _api_key_auth(resource: _Resource, value: Any, secrets: dict[str, _Resource], problems: _Problems):
+def _api_key_auth(resource: Resource, value: Any, secrets: dict[str, Resource], problems: Problems):
     path = "spec.apiKeyAuth"
     if not _check_fields(resource, value, path, _API_KEY_AUTH_FIELDS, problems):
         return None
@@ -153,7 +153,7 @@ def _api_key_auth(resource: _Resource, value: Any, secrets: dict[str, _Resource]
             key = _secret_value(secret, client, problems)
             if key is not None:
                 credentials[client] = ApiKeyCredential(client, key)
-        if not _secret_keys(secret, _Problems()):
+        if not _secret_keys(secret, Problems()):
             problems.add(secret, "stringData", "holds no client keys (each key is a client id, its value the API key)")
     headers: list[str] = []
     sources = _list(resource, value.get("extractFrom"), f"{path}.extractFrom", problems)
@@ -167,14 +167,14 @@ def _api_key_auth(resource: _Resource, value: Any, secrets: dict[str, _Resource]
         for header_index, header in enumerate(
             _list(resource, source.get("headers"), f"{source_path}.headers", problems)
         ):
-            if not isinstance(header, str) or not _HEADER_NAME.match(header):
+            if not isinstance(header, str) or not HEADER_NAME.match(header):
                 problems.add(
                     resource, f"{source_path}.headers[{header_index}]", f"must be a header name, got {header!r}"
                 )
             elif header.lower() not in headers:
                 headers.append(header.lower())
     forward = value.get("forwardClientIDHeader", DEFAULT_CLIENT_ID_HEADER)
-    if not isinstance(forward, str) or not _HEADER_NAME.match(forward):
+    if not isinstance(forward, str) or not HEADER_NAME.match(forward):
         problems.add(resource, f"{path}.forwardClientIDHeader", f"must be a header name, got {forward!r}")
         forward = DEFAULT_CLIENT_ID_HEADER
     elif forward.lower() in headers:

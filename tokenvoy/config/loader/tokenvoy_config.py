@@ -7,9 +7,9 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from tokenvoy.config.loader.cursor import _check_fields, _integer, _list, _mapping, _Problems, _Resource, _string
+from tokenvoy.config.loader.cursor import Problems, Resource, _check_fields, _integer, _list, _mapping, _string
 from tokenvoy.config.loader.security_policy import DEFAULT_CLIENT_ID_HEADER
-from tokenvoy.config.loader.values import _HEADER_NAME
+from tokenvoy.config.loader.values import HEADER_NAME
 from tokenvoy.config.model import (
     Backend,
     ClientAuth,
@@ -54,9 +54,7 @@ RESERVED_METRIC_LABELS = frozenset(
 CLIENT_LABEL = "client"
 
 
-def _tokenvoy_config(
-    items: dict[str, _Resource], problems: _Problems
-) -> tuple[MetricsSettings, tuple[ModelPrice, ...]]:
+def _tokenvoy_config(items: dict[str, Resource], problems: Problems) -> tuple[MetricsSettings, tuple[ModelPrice, ...]]:
     """tokenvoy's own settings (metrics labels, prices): one ``TokenvoyConfig`` per gateway, optional."""
     if not items:
         return MetricsSettings(), ()
@@ -72,7 +70,7 @@ def _tokenvoy_config(
     return _metrics_settings(resource, problems), _pricing(resource, problems)
 
 
-def _cost_settings(items: dict[str, _Resource], problems: _Problems) -> CostSettings:
+def _cost_settings(items: dict[str, Resource], problems: Problems) -> CostSettings:
     """``spec.cost`` of the (first) TokenvoyConfig: ``catalog: bundled | none``, ``responseHeader: bool``."""
     resource = next(iter(items.values()), None)
     value = resource.spec.get("cost") if resource is not None and isinstance(resource.spec, dict) else None
@@ -90,7 +88,7 @@ def _cost_settings(items: dict[str, _Resource], problems: _Problems) -> CostSett
     return CostSettings(catalog=catalog != "none", response_header=header)
 
 
-def _tracing_settings(items: dict[str, _Resource], problems: _Problems) -> TracingSettings:
+def _tracing_settings(items: dict[str, Resource], problems: Problems) -> TracingSettings:
     """``spec.tracing`` of the (first) TokenvoyConfig; _tokenvoy_config reports the rest of the resource."""
     spec = next(iter(items.values())).spec if items else None
     value = spec.get("tracing") if isinstance(spec, dict) else None
@@ -106,7 +104,7 @@ def _tracing_settings(items: dict[str, _Resource], problems: _Problems) -> Traci
     return TracingSettings(header.lower() if header else None)
 
 
-def _anthropic_betas(items: dict[str, _Resource], problems: _Problems) -> dict[str, frozenset[str]]:
+def _anthropic_betas(items: dict[str, Resource], problems: Problems) -> dict[str, frozenset[str]]:
     """``spec.anthropicBetas``: schema → the ``anthropic-beta`` flags its backends are sent (``*``: all)."""
     spec = next(iter(items.values())).spec if items else None
     value = spec.get("anthropicBetas") if isinstance(spec, dict) else None
@@ -140,7 +138,7 @@ def _with_anthropic_betas(backends: dict[str, Backend], allowed: dict[str, froze
     }
 
 
-def _metrics_settings(resource: _Resource, problems: _Problems) -> MetricsSettings:
+def _metrics_settings(resource: Resource, problems: Problems) -> MetricsSettings:
     path = "spec.metrics"
     spec = resource.spec.get("metrics")
     if spec is None:
@@ -175,7 +173,7 @@ def _metrics_settings(resource: _Resource, problems: _Problems) -> MetricsSettin
     return MetricsSettings(tuple(labels), max_values, client)
 
 
-def _price(resource: _Resource, value: Any, path: str, problems: _Problems, required: bool) -> float | None:
+def _price(resource: Resource, value: Any, path: str, problems: Problems, required: bool) -> float | None:
     if value is None:
         if required:
             problems.add(resource, path, "required")
@@ -186,7 +184,7 @@ def _price(resource: _Resource, value: Any, path: str, problems: _Problems, requ
     return float(value)
 
 
-def _pricing(resource: _Resource, problems: _Problems) -> tuple[ModelPrice, ...]:
+def _pricing(resource: Resource, problems: Problems) -> tuple[ModelPrice, ...]:
     prices: dict[str, ModelPrice] = {}
     for index, entry in enumerate(_list(resource, resource.spec.get("pricing"), "spec.pricing", problems)):
         path = f"spec.pricing[{index}]"
@@ -216,7 +214,7 @@ _MODEL_ACCESS_FIELDS = {"header", "values", "models"}
 
 
 def _model_access(
-    items: dict[str, _Resource], client_auth: ClientAuth | None, problems: _Problems
+    items: dict[str, Resource], client_auth: ClientAuth | None, problems: Problems
 ) -> tuple[ModelAccessRule, ...]:
     """``TokenvoyConfig`` ``spec.modelAccess``: per-client model allowlists (``name*``: a prefix)."""
     spec = next(iter(items.values())).spec if items else None
@@ -233,7 +231,7 @@ def _model_access(
         if not _check_fields(resource, entry, path, _MODEL_ACCESS_FIELDS, problems):
             continue
         header = entry.get("header", default_header)
-        if not isinstance(header, str) or not _HEADER_NAME.match(header):
+        if not isinstance(header, str) or not HEADER_NAME.match(header):
             problems.add(resource, f"{path}.header", f"must be a header name, got {header!r}")
             continue
         values = _string_list(resource, entry.get("values"), f"{path}.values", problems)
@@ -249,7 +247,7 @@ def _model_access(
     return tuple(rules)
 
 
-def _string_list(resource: _Resource, value: Any, path: str, problems: _Problems) -> list[str] | None:
+def _string_list(resource: Resource, value: Any, path: str, problems: Problems) -> list[str] | None:
     items = _list(resource, value, path, problems)
     if not items:
         problems.add(resource, path, "required: a non-empty list of strings")

@@ -7,10 +7,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from tokenvoy.config.loader.cursor import _Problems, _Resource
+from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
 
 
-def _is_ip_address(name: str) -> bool:
+def is_ip_address(name: str) -> bool:
     import ipaddress
 
     try:
@@ -24,42 +24,39 @@ def _is_ip_address(name: str) -> bool:
 _DURATION = re.compile(r"^(?:[0-9]{1,5}(?:h|m|s|ms)){1,4}$")
 _DURATION_PART = re.compile(r"([0-9]{1,5})(ms|h|m|s)")
 _DURATION_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
 
 
-def _duration_ms(resource: _Resource, value: Any, path: str, problems: _Problems) -> int | None:
+def duration_ms(cursor: Cursor) -> int | None:
     """A Gateway API duration (``30s``, ``500ms``, ``1h2m``) in milliseconds; None if absent or invalid."""
+    value = cursor.value
     if value is None:
         return None
     if not isinstance(value, str) or not _DURATION.match(value):
-        problems.add(resource, path, f"must be a Gateway API duration such as 30s, 500ms or 1h2m, got {value!r}")
+        cursor.report(f"must be a Gateway API duration such as 30s, 500ms or 1h2m, got {value!r}")
         return None
     return sum(int(number) * _DURATION_MS[unit] for number, unit in _DURATION_PART.findall(value))
 
 
-def _rfc3339_seconds(resource: _Resource, value: Any, path: str, problems: _Problems) -> int | None:
+def rfc3339_seconds(cursor: Cursor) -> int | None:
     """Unix seconds of an RFC 3339 timestamp (YAML may already have parsed it into a datetime)."""
     import datetime as dt
 
+    value = parsed = cursor.value
     if value is None:
         return None
-    parsed = value
     if isinstance(value, str):
         try:
             parsed = dt.datetime.fromisoformat(value)
         except ValueError:
             parsed = None
     if not isinstance(parsed, dt.datetime) or parsed.tzinfo is None:
-        problems.add(
-            resource,
-            path,
-            f"must be an RFC 3339 timestamp with a time zone such as 2024-05-21T10:00:00Z, got {value!r}",
-        )
+        cursor.report(f"must be an RFC 3339 timestamp with a time zone such as 2024-05-21T10:00:00Z, got {value!r}")
         return None
     return int(parsed.timestamp())
 
 
-def _regex_problem(pattern: str) -> str | None:
+def regex_problem(pattern: str) -> str | None:
     """Envoy matches with RE2: Perl-only syntax that Python accepts would stop Envoy from starting."""
     try:
         re.compile(pattern)
@@ -101,3 +98,11 @@ def _regex_nodes(value: Any, subpattern: type) -> Iterable[tuple[Any, Any]]:
     elif isinstance(value, tuple | list):
         for item in value:
             yield from _regex_nodes(item, subpattern)
+
+
+def _duration_ms(resource: Resource, value: Any, path: str, problems: Problems) -> int | None:  # TRANSITION
+    return duration_ms(Cursor(resource, value, path, problems))
+
+
+def _rfc3339_seconds(resource: Resource, value: Any, path: str, problems: Problems) -> int | None:  # TRANSITION
+    return rfc3339_seconds(Cursor(resource, value, path, problems))
