@@ -3,17 +3,8 @@
 
 from __future__ import annotations
 
-from tokenvoy.config.loader.cursor import (
-    Problems,
-    Resource,
-    _check_fields,
-    _list,
-    _mapping,
-    _reference_kind,
-    _string,
-    _unsupported,
-)
-from tokenvoy.config.loader.secrets import _secret_ref
+from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
+from tokenvoy.config.loader.secrets import secret_ref
 from tokenvoy.config.model import (
     AWSCredentials,
     AzureCredentials,
@@ -41,116 +32,100 @@ AZURE_CLIENT_SECRET_KEY = "client-secret"
 _OIDC_UNSUPPORTED = "OIDC token exchange is not supported by a standalone gateway; use a credentials Secret"
 
 
-def _security_policies(
+def read_security_policies(
     items: dict[str, Resource], secrets: dict[str, Resource], problems: Problems
 ) -> dict[str, SecurityPolicy]:
     """Map each targeted AIServiceBackend name to its policy."""
     by_backend: dict[str, SecurityPolicy] = {}
     for resource in items.values():
-        spec = resource.spec
-        if not _check_fields(resource, spec, "spec", _SECURITY_POLICY_FIELDS, problems):
+        spec = Cursor.spec(resource, problems)
+        if not spec.fields(_SECURITY_POLICY_FIELDS):
             continue
-        _unsupported(
-            resource,
-            spec,
-            "spec",
-            {"credentialOverride": "per-request credentials; the gateway signs with the policy's own credential"},
-            problems,
+        spec.unsupported(
+            {"credentialOverride": "per-request credentials; the gateway signs with the policy's own credential"}
         )
-        policy_type = _string(resource, spec.get("type"), "spec.type", problems)
+        policy_type = spec["type"].string()
         if policy_type is None:
             continue
         field_name = _POLICY_TYPE_FIELDS.get(policy_type)
         if field_name is None:
-            problems.add(
-                resource, "spec.type", f"{policy_type!r} is not supported (supported: {', '.join(_POLICY_TYPE_FIELDS)})"
-            )
+            spec["type"].report(f"{policy_type!r} is not supported (supported: {', '.join(_POLICY_TYPE_FIELDS)})")
             continue
         for other in _POLICY_TYPE_FIELDS.values():
             if other != field_name and spec.get(other) is not None:
-                problems.add(resource, f"spec.{other}", f"must not be set when spec.type is {policy_type}")
-        if spec.get(field_name) is None:
-            problems.add(resource, f"spec.{field_name}", f"required when spec.type is {policy_type}")
+                spec[other].report(f"must not be set when spec.type is {policy_type}")
+        if not spec[field_name].present:
+            spec[field_name].report(f"required when spec.type is {policy_type}")
             continue
-        policy = _policy(resource, policy_type, field_name, secrets, problems)
+        policy = _policy(resource.name, policy_type, spec[field_name], secrets)
         if policy is None:
             continue
-        for index, target in enumerate(_list(resource, spec.get("targetRefs"), "spec.targetRefs", problems)):
-            target = _mapping(resource, target, f"spec.targetRefs[{index}]", problems)
-            _reference_kind(
-                resource, target, f"spec.targetRefs[{index}]", "AIServiceBackend", "aigateway.envoyproxy.io", problems
-            )
-            target_name = _string(resource, target.get("name"), f"spec.targetRefs[{index}].name", problems)
+        for target in spec["targetRefs"].items():
+            target.mapping()
+            target.reference_kind("AIServiceBackend", "aigateway.envoyproxy.io")
+            target_name = target["name"].string()
             if target_name:
                 by_backend[target_name] = policy
     return by_backend
 
 
-def _policy(
-    resource: Resource, policy_type: str, field_name: str, secrets: dict[str, Resource], problems: Problems
-) -> SecurityPolicy | None:
-    path = f"spec.{field_name}"
-    spec = resource.spec[field_name]
+def _policy(name: str, policy_type: str, spec: Cursor, secrets: dict[str, Resource]) -> SecurityPolicy | None:
+    """The credential of ``spec.<field of the type>``."""
     if policy_type in _API_KEY_FIELDS:
-        key_spec = _mapping(resource, spec, path, problems)
-        api_key = _secret_ref(resource, key_spec.get("secretRef"), f"{path}.secretRef", secrets, "apiKey", problems)
-        return SecurityPolicy(resource.name, policy_type, api_key=api_key)
+        spec.mapping()
+        return SecurityPolicy(name, policy_type, api_key=secret_ref(spec["secretRef"], secrets, "apiKey"))
     if policy_type == "AWSCredentials":
-        if not _check_fields(resource, spec, path, _AWS_FIELDS, problems):
-            return None
-        _unsupported(resource, spec, path, {"oidcExchangeToken": _OIDC_UNSUPPORTED}, problems)
-        region = _string(resource, spec.get("region"), f"{path}.region", problems)
-        credentials_file, profile = None, "default"
-        file_spec = spec.get("credentialsFile")
-        if file_spec is not None and _check_fields(
-            resource, file_spec, f"{path}.credentialsFile", _AWS_FILE_FIELDS, problems
-        ):
-            file_path = f"{path}.credentialsFile"
-            credentials_file = _secret_ref(
-                resource, file_spec.get("secretRef"), f"{file_path}.secretRef", secrets, AWS_CREDENTIALS_KEY, problems
-            )
-            profile = _string(resource, file_spec.get("profile"), f"{file_path}.profile", problems, False) or profile
-        if region is None:
-            return None
-        return SecurityPolicy(resource.name, policy_type, aws=AWSCredentials(region, credentials_file, profile))
+        return _aws(name, spec, secrets)
     if policy_type == "GCPCredentials":
-        if not _check_fields(resource, spec, path, _GCP_FIELDS, problems):
-            return None
-        why = "Workload Identity Federation is not supported by a standalone gateway; use credentialsFile"
-        _unsupported(resource, spec, path, {"workloadIdentityFederationConfig": why}, problems)
-        project = _string(resource, spec.get("projectName"), f"{path}.projectName", problems)
-        region = _string(resource, spec.get("region"), f"{path}.region", problems)
-        service_account = None
-        file_spec = spec.get("credentialsFile")
-        if file_spec is not None and _check_fields(
-            resource, file_spec, f"{path}.credentialsFile", {"secretRef"}, problems
-        ):
-            service_account = _secret_ref(
-                resource,
-                file_spec.get("secretRef"),
-                f"{path}.credentialsFile.secretRef",
-                secrets,
-                GCP_SERVICE_ACCOUNT_KEY,
-                problems,
-            )
-        for name, value in (("projectName", project), ("region", region)):
-            if value is not None and "/" in value:
-                problems.add(resource, f"{path}.{name}", f"must not contain '/', got {value!r}")
-        if project is None or region is None:
-            return None
-        return SecurityPolicy(resource.name, policy_type, gcp=GCPCredentials(project, region, service_account))
-    if not _check_fields(resource, spec, path, _AZURE_FIELDS, problems):
+        return _gcp(name, spec, secrets)
+    return _azure(name, spec, secrets)
+
+
+def _aws(name: str, spec: Cursor, secrets: dict[str, Resource]) -> SecurityPolicy | None:
+    if not spec.fields(_AWS_FIELDS):
         return None
-    _unsupported(resource, spec, path, {"oidcExchangeToken": _OIDC_UNSUPPORTED}, problems)
-    client_id = _string(resource, spec.get("clientID"), f"{path}.clientID", problems)
-    tenant_id = _string(resource, spec.get("tenantID"), f"{path}.tenantID", problems)
+    spec.unsupported({"oidcExchangeToken": _OIDC_UNSUPPORTED})
+    region = spec["region"].string()
+    credentials_file, profile = None, "default"
+    file_spec = spec["credentialsFile"]
+    if file_spec.present and file_spec.fields(_AWS_FILE_FIELDS):
+        credentials_file = secret_ref(file_spec["secretRef"], secrets, AWS_CREDENTIALS_KEY)
+        profile = file_spec["profile"].string(required=False) or profile
+    if region is None:
+        return None
+    return SecurityPolicy(name, "AWSCredentials", aws=AWSCredentials(region, credentials_file, profile))
+
+
+def _gcp(name: str, spec: Cursor, secrets: dict[str, Resource]) -> SecurityPolicy | None:
+    if not spec.fields(_GCP_FIELDS):
+        return None
+    why = "Workload Identity Federation is not supported by a standalone gateway; use credentialsFile"
+    spec.unsupported({"workloadIdentityFederationConfig": why})
+    project = spec["projectName"].string()
+    region = spec["region"].string()
+    service_account = None
+    file_spec = spec["credentialsFile"]
+    if file_spec.present and file_spec.fields({"secretRef"}):
+        service_account = secret_ref(file_spec["secretRef"], secrets, GCP_SERVICE_ACCOUNT_KEY)
+    for key, value in (("projectName", project), ("region", region)):
+        if value is not None and "/" in value:
+            spec[key].report(f"must not contain '/', got {value!r}")
+    if project is None or region is None:
+        return None
+    return SecurityPolicy(name, "GCPCredentials", gcp=GCPCredentials(project, region, service_account))
+
+
+def _azure(name: str, spec: Cursor, secrets: dict[str, Resource]) -> SecurityPolicy | None:
+    if not spec.fields(_AZURE_FIELDS):
+        return None
+    spec.unsupported({"oidcExchangeToken": _OIDC_UNSUPPORTED})
+    client_id = spec["clientID"].string()
+    tenant_id = spec["tenantID"].string()
     client_secret = None
-    if spec.get("clientSecretRef") is None and spec.get("oidcExchangeToken") is None:
-        problems.add(resource, f"{path}.clientSecretRef", "required")
-    elif spec.get("clientSecretRef") is not None:
-        client_secret = _secret_ref(
-            resource, spec["clientSecretRef"], f"{path}.clientSecretRef", secrets, AZURE_CLIENT_SECRET_KEY, problems
-        )
+    if not spec["clientSecretRef"].present and not spec["oidcExchangeToken"].present:
+        spec["clientSecretRef"].report("required")
+    elif spec["clientSecretRef"].present:
+        client_secret = secret_ref(spec["clientSecretRef"], secrets, AZURE_CLIENT_SECRET_KEY)
     if client_id is None or tenant_id is None or client_secret is None:
         return None
-    return SecurityPolicy(resource.name, policy_type, azure=AzureCredentials(client_id, tenant_id, client_secret))
+    return SecurityPolicy(name, "AzureCredentials", azure=AzureCredentials(client_id, tenant_id, client_secret))

@@ -7,7 +7,7 @@ from typing import Any
 
 from tokenvoy.config.loader.backend import endpoint_host
 from tokenvoy.config.loader.cursor import Problems, Resource, _check_fields, _list, _mapping, _string, _unsupported
-from tokenvoy.config.loader.secrets import _secret_value
+from tokenvoy.config.loader.secrets import secret_value
 from tokenvoy.config.model import (
     TLSValidation,
 )
@@ -135,7 +135,7 @@ def _ca_bundle(
             data = _mapping(source, source.raw.get("data"), "data", problems)
             pem = data.get("ca.crt")
         else:
-            secret = _secret_value(source, "ca.crt", problems)
+            secret = secret_value(source, "ca.crt", problems)
             try:
                 pem = secret.read() if secret is not None else None
             except ValueError as exc:

@@ -19,7 +19,7 @@ from tokenvoy.config.loader.cursor import (
     _string,
     _unsupported,
 )
-from tokenvoy.config.loader.secrets import _FILE_REFERENCE
+from tokenvoy.config.loader.secrets import FILE_REFERENCE
 from tokenvoy.config.loader.values import HEADER_NAME, _duration_ms
 from tokenvoy.config.model import (
     Endpoint,
@@ -244,7 +244,7 @@ def _local_jwks(
     if not isinstance(text, str) or not text:
         problems.add(config_map, "data.jwks", "must hold a JWKS (JSON), or ${file:/path} of one")
         return None
-    if match := _FILE_REFERENCE.match(text):
+    if match := FILE_REFERENCE.match(text):
         return None, match.group(1)
     return (text, None) if _is_jwks(config_map, text, f"data.{key}", problems) else None
 

@@ -10,7 +10,7 @@ from typing import Any
 from tokenvoy.config.loader.ai_gateway_route import read_routes
 from tokenvoy.config.loader.ai_service_backend import read_backends
 from tokenvoy.config.loader.backend import check_envoy_backends, envoy_endpoint
-from tokenvoy.config.loader.backend_security_policy import _security_policies
+from tokenvoy.config.loader.backend_security_policy import read_security_policies
 from tokenvoy.config.loader.backend_tls_policy import _tls_validations
 from tokenvoy.config.loader.budgets import _budgets
 from tokenvoy.config.loader.cursor import ConfigError, Problems
@@ -93,7 +93,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: Problems | None =
         for resource in config_maps.values()
         if resource.name not in used_config_maps
     ]
-    policies = _security_policies(resources.get("BackendSecurityPolicy", {}), secrets, problems)
+    policies = read_security_policies(resources.get("BackendSecurityPolicy", {}), secrets, problems)
     backends = read_backends(resources.get("AIServiceBackend", {}), envoy_backends, policies, problems, tls=tls)
     routes = read_routes(resources.get("AIGatewayRoute", {}), backends, problems, ignored)
     budgets = _budgets(

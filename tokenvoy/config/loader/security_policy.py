@@ -8,7 +8,7 @@ from typing import Any
 from tokenvoy.config.loader.ai_gateway_route import _ROUTE_TARGET_KINDS
 from tokenvoy.config.loader.cursor import Problems, Resource, _check_fields, _list, _mapping, _string, _unsupported
 from tokenvoy.config.loader.jwt import _EXTRACT_FROM_FIELDS, _jwt_auth
-from tokenvoy.config.loader.secrets import _SECRET_REF_FIELDS, _secret_keys, _secret_value
+from tokenvoy.config.loader.secrets import SECRET_REF_FIELDS, secret_keys, secret_value
 from tokenvoy.config.loader.values import HEADER_NAME
 from tokenvoy.config.model import (
     ApiKeyAuth,
@@ -134,7 +134,7 @@ def _api_key_auth(resource: Resource, value: Any, secrets: dict[str, Resource], 
         problems.add(resource, f"{path}.credentialRefs", "required: at least one Secret of client keys")
     for index, ref in enumerate(refs):
         ref_path = f"{path}.credentialRefs[{index}]"
-        if not _check_fields(resource, ref, ref_path, _SECRET_REF_FIELDS, problems):
+        if not _check_fields(resource, ref, ref_path, SECRET_REF_FIELDS, problems):
             continue
         if ref.get("kind", "Secret") != "Secret" or ref.get("group") not in (None, ""):
             problems.add(resource, ref_path, f"must name a Secret (core group), got {ref.get('kind')!r}")
@@ -146,14 +146,14 @@ def _api_key_auth(resource: Resource, value: Any, secrets: dict[str, Resource], 
         if secret is None:
             problems.add(resource, f"{ref_path}.name", f"Secret/{name} does not exist")
             continue
-        for client in _secret_keys(secret, problems):
+        for client in secret_keys(secret, problems):
             if client in credentials:
                 problems.add(secret, f"stringData.{client}", f"client id {client!r} is defined twice")
                 continue
-            key = _secret_value(secret, client, problems)
+            key = secret_value(secret, client, problems)
             if key is not None:
                 credentials[client] = ApiKeyCredential(client, key)
-        if not _secret_keys(secret, Problems()):
+        if not secret_keys(secret, Problems()):
             problems.add(secret, "stringData", "holds no client keys (each key is a client id, its value the API key)")
     headers: list[str] = []
     sources = _list(resource, value.get("extractFrom"), f"{path}.extractFrom", problems)
