@@ -3,10 +3,8 @@ Backend's own ``spec.tls`` (CA bundles from ConfigMaps or Secrets)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from tokenvoy.config.loader.backend import endpoint_host
-from tokenvoy.config.loader.cursor import Problems, Resource, _check_fields, _list, _mapping, _string, _unsupported
+from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
 from tokenvoy.config.loader.secrets import secret_value
 from tokenvoy.config.model import (
     TLSValidation,
@@ -42,7 +40,7 @@ _BACKEND_TLS_UNSUPPORTED = {
 }
 
 
-def _tls_validations(
+def read_tls_validations(
     policies: dict[str, Resource],
     envoy_backends: dict[str, Resource],
     config_maps: dict[str, Resource],
@@ -54,95 +52,84 @@ def _tls_validations(
     validations: dict[str, TLSValidation] = {}
     used: set[str] = set()
     for resource in envoy_backends.values():
-        spec = _mapping(resource, resource.spec.get("tls"), "spec.tls", problems)
-        if not spec or not _check_fields(resource, spec, "spec.tls", _BACKEND_TLS_FIELDS, problems):
+        tls = Cursor.spec(resource, problems)["tls"]
+        if not tls.mapping(_BACKEND_TLS_FIELDS):
             continue
-        _unsupported(resource, spec, "spec.tls", _BACKEND_TLS_UNSUPPORTED, problems)
+        tls.unsupported(_BACKEND_TLS_UNSUPPORTED)
         host = endpoint_host(resource)
-        sni = _string(resource, spec.get("sni"), "spec.tls.sni", problems, required=False) or host
+        sni = tls["sni"].string(required=False) or host
         if sni is None:
             continue
-        ca = _ca_bundle(resource, spec, "spec.tls", config_maps, secrets, used, problems)
+        ca = _ca_bundle(tls, config_maps, secrets, used)
         if ca is not None or sni != host:  # else the defaults: SNI and verified name are the host, system CAs
             validations[resource.name] = TLSValidation(sni, ca, (), resource.ref)
     for resource in policies.values():
-        spec = resource.spec
-        if not _check_fields(resource, spec, "spec", _TLS_POLICY_FIELDS, problems):
+        spec = Cursor.spec(resource, problems)
+        if not spec.fields(_TLS_POLICY_FIELDS):
             continue
-        _unsupported(resource, spec, "spec", {"options": "TLS options are not supported"}, problems)
-        validation = _mapping(resource, spec.get("validation"), "spec.validation", problems)
-        if not _check_fields(resource, validation, "spec.validation", _TLS_VALIDATION_FIELDS, problems):
-            continue
-        hostname = _string(resource, validation.get("hostname"), "spec.validation.hostname", problems)
+        spec.unsupported({"options": "TLS options are not supported"})
+        validation = spec["validation"]
+        validation.mapping(_TLS_VALIDATION_FIELDS)
+        hostname = validation["hostname"].string()
         names = []
-        for index, item in enumerate(
-            _list(resource, validation.get("subjectAltNames"), "spec.validation.subjectAltNames", problems)
-        ):
-            path = f"spec.validation.subjectAltNames[{index}]"
-            item = _mapping(resource, item, path, problems)
+        for item in validation["subjectAltNames"].items():
+            item.mapping()
             if item.get("type", "Hostname") != "Hostname":
-                problems.add(resource, f"{path}.type", f"{item.get('type')!r} is not supported (only Hostname)")
+                item["type"].report(f"{item.get('type')!r} is not supported (only Hostname)")
                 continue
-            if (name := _string(resource, item.get("hostname"), f"{path}.hostname", problems)) is not None:
+            if (name := item["hostname"].string()) is not None:
                 names.append(name)
-        ca = _ca_bundle(resource, validation, "spec.validation", config_maps, secrets, used, problems)
+        ca = _ca_bundle(validation, config_maps, secrets, used)
         if hostname is None:
             continue
-        for index, target in enumerate(_list(resource, spec.get("targetRefs"), "spec.targetRefs", problems)):
-            path = f"spec.targetRefs[{index}]"
-            target = _mapping(resource, target, path, problems)
-            _unsupported(resource, target, path, {"sectionName": "a policy applies to the whole Backend"}, problems)
-            name = _string(resource, target.get("name"), f"{path}.name", problems)
+        for target in spec["targetRefs"].items():
+            target.mapping()
+            target.unsupported({"sectionName": "a policy applies to the whole Backend"})
+            name = target["name"].string()
             if name is None:
                 continue
             if target.get("kind", "Backend") != "Backend" or name not in envoy_backends:
-                problems.add(resource, path, f"{target.get('kind', 'Backend')}/{name} is not a Backend of this config")
+                target.report(f"{target.get('kind', 'Backend')}/{name} is not a Backend of this config")
                 continue
             validations[name] = TLSValidation(hostname, ca, tuple(names), resource.ref)
     return validations, used
 
 
 def _ca_bundle(
-    resource: Resource,
-    spec: dict[str, Any],
-    path: str,
-    config_maps: dict[str, Resource],
-    secrets: dict[str, Resource],
-    used: set[str],
-    problems: Problems,
+    spec: Cursor, config_maps: dict[str, Resource], secrets: dict[str, Resource], used: set[str]
 ) -> str | None:
     """The PEM of ``caCertificateRefs`` (ConfigMap or Secret key ``ca.crt``); None = the system bundle."""
     well_known = spec.get("wellKnownCACertificates")
     if well_known not in (None, "System"):
-        problems.add(resource, f"{path}.wellKnownCACertificates", f"must be System, got {well_known!r}")
-    refs = _list(resource, spec.get("caCertificateRefs"), f"{path}.caCertificateRefs", problems)
+        spec["wellKnownCACertificates"].report(f"must be System, got {well_known!r}")
+    refs = spec["caCertificateRefs"].items()
     if refs and well_known is not None:
-        problems.add(resource, path, "set caCertificateRefs or wellKnownCACertificates, not both")
+        spec.report("set caCertificateRefs or wellKnownCACertificates, not both")
     bundles = []
-    for index, ref in enumerate(refs):
-        ref_path = f"{path}.caCertificateRefs[{index}]"
-        ref = _mapping(resource, ref, ref_path, problems)
+    for ref in refs:
+        ref.mapping()
         kind = ref.get("kind", "ConfigMap")
-        name = _string(resource, ref.get("name"), f"{ref_path}.name", problems)
+        name = ref["name"].string()
         if name is None:
             continue
         source = (config_maps if kind == "ConfigMap" else secrets if kind == "Secret" else {}).get(name)
         if source is None:
-            problems.add(resource, f"{ref_path}.name", f"{kind}/{name} does not exist")
+            ref["name"].report(f"{kind}/{name} does not exist")
             continue
+        data = Cursor.root(source, spec.problems)["data"]
+        pem_field = data["ca.crt"]
         if kind == "ConfigMap":
             used.add(name)
-            data = _mapping(source, source.raw.get("data"), "data", problems)
-            pem = data.get("ca.crt")
+            pem = data.mapping().get("ca.crt")
         else:
-            secret = secret_value(source, "ca.crt", problems)
+            secret = secret_value(source, "ca.crt", spec.problems)
             try:
                 pem = secret.read() if secret is not None else None
             except ValueError as exc:
-                problems.add(source, "data.ca.crt", str(exc))
+                pem_field.report(str(exc))
                 continue
         if not isinstance(pem, str) or "-----BEGIN CERTIFICATE-----" not in pem:
-            problems.add(source, "data.ca.crt", "must hold a PEM certificate bundle (-----BEGIN CERTIFICATE-----)")
+            pem_field.report("must hold a PEM certificate bundle (-----BEGIN CERTIFICATE-----)")
             continue
         bundles.append(pem.strip() + "\n")
     return "".join(bundles) or None

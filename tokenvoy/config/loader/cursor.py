@@ -95,13 +95,16 @@ class Cursor:
                 self[key].report(f"unknown field (known: {', '.join(sorted(allowed))})")
         return True
 
-    def mapping(self) -> dict[str, Any]:
-        """The value when it is a mapping (absent = empty); anything else is reported, by type only."""
+    def mapping(self, allowed: Collection[str] | None = None) -> dict[str, Any]:
+        """The value when it is a mapping (absent = empty); anything else is reported, by type only. With
+        ``allowed``, its fields outside them are reported too."""
         if self.value is None:
             return {}
         if not isinstance(self.value, dict):
             self.report(f"must be a mapping, got {type(self.value).__name__}")
             return {}
+        if allowed is not None:
+            self.fields(allowed)
         return self.value
 
     def items(self) -> list[Cursor]:

@@ -11,7 +11,7 @@ from tokenvoy.config.loader.ai_gateway_route import read_routes
 from tokenvoy.config.loader.ai_service_backend import read_backends
 from tokenvoy.config.loader.backend import check_envoy_backends, envoy_endpoint
 from tokenvoy.config.loader.backend_security_policy import read_security_policies
-from tokenvoy.config.loader.backend_tls_policy import _tls_validations
+from tokenvoy.config.loader.backend_tls_policy import read_tls_validations
 from tokenvoy.config.loader.budgets import _budgets
 from tokenvoy.config.loader.cursor import ConfigError, Problems
 from tokenvoy.config.loader.documents import _REFERENCED_KINDS, _parse_yaml, index_resources, read_files
@@ -70,7 +70,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: Problems | None =
     envoy_backends = resources.get("Backend", {})
     check_envoy_backends(envoy_backends, problems)
     config_maps = resources.get("ConfigMap", {})
-    tls, used_config_maps = _tls_validations(
+    tls, used_config_maps = read_tls_validations(
         resources.get("BackendTLSPolicy", {}), envoy_backends, config_maps, secrets, problems
     )
 
