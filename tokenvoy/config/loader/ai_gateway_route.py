@@ -203,4 +203,4 @@ def _cel_error(key: str, expression: str) -> str | None:
 
 
 # Route targets: an AIGatewayRoute, or the HTTPRoute Envoy AI Gateway generates with the same name.
-_ROUTE_TARGET_KINDS = {"AIGatewayRoute", "HTTPRoute"}
+ROUTE_TARGET_KINDS = {"AIGatewayRoute", "HTTPRoute"}

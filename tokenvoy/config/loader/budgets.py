@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from tokenvoy.config.loader.ai_gateway_route import _ROUTE_TARGET_KINDS
+from tokenvoy.config.loader.ai_gateway_route import ROUTE_TARGET_KINDS
 from tokenvoy.config.loader.cursor import (
     Problems,
     Resource,
@@ -57,7 +57,7 @@ def _budgets(
                 if gateway_names and name not in gateway_names:
                     problems.add(resource, f"{target_path}.name", f"Gateway/{name} does not exist")
                 whole_gateway = True
-            elif kind not in _ROUTE_TARGET_KINDS:
+            elif kind not in ROUTE_TARGET_KINDS:
                 problems.add(
                     resource, f"{target_path}.kind", f"must be Gateway, AIGatewayRoute or HTTPRoute, got {kind!r}"
                 )

@@ -16,7 +16,7 @@ from tokenvoy.config.loader.budgets import _budgets
 from tokenvoy.config.loader.cursor import ConfigError, Problems
 from tokenvoy.config.loader.documents import _REFERENCED_KINDS, _parse_yaml, index_resources, read_files
 from tokenvoy.config.loader.gateway import _listener
-from tokenvoy.config.loader.retries import _apply_retries
+from tokenvoy.config.loader.retries import apply_retries
 from tokenvoy.config.loader.security_policy import _client_auth
 from tokenvoy.config.loader.tokenvoy_config import (
     _anthropic_betas,
@@ -99,7 +99,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: Problems | None =
     budgets = _budgets(
         resources.get("BackendTrafficPolicy", {}), {r.name for r in routes}, set(resources.get("Gateway", {})), problems
     )
-    routes = _apply_retries(resources.get("BackendTrafficPolicy", {}), routes, problems)
+    routes = apply_retries(resources.get("BackendTrafficPolicy", {}), routes, problems)
     listener = _listener(resources.get("Gateway", {}), problems)
     metrics, pricing = _tokenvoy_config(resources.get("TokenvoyConfig", {}), problems)
     tracing = _tracing_settings(resources.get("TokenvoyConfig", {}), problems)

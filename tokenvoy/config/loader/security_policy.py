@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tokenvoy.config.loader.ai_gateway_route import _ROUTE_TARGET_KINDS
+from tokenvoy.config.loader.ai_gateway_route import ROUTE_TARGET_KINDS
 from tokenvoy.config.loader.cursor import Problems, Resource, _check_fields, _list, _mapping, _string, _unsupported
 from tokenvoy.config.loader.jwt import _EXTRACT_FROM_FIELDS, _jwt_auth
 from tokenvoy.config.loader.secrets import SECRET_REF_FIELDS, secret_keys, secret_value
@@ -107,7 +107,7 @@ def _client_auth_targets(resource: Resource, route_names: set[str], gateway_name
             whole_gateway = True
             if name and gateway_names and name not in gateway_names:
                 problems.add(resource, f"{path}.name", f"Gateway/{name} does not exist")
-        elif kind in _ROUTE_TARGET_KINDS:
+        elif kind in ROUTE_TARGET_KINDS:
             if name and name not in route_names:
                 problems.add(resource, f"{path}.name", f"{kind}/{name} does not exist")
             elif name:
