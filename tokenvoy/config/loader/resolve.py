@@ -12,7 +12,7 @@ from tokenvoy.config.loader.ai_service_backend import read_backends
 from tokenvoy.config.loader.backend import check_envoy_backends, envoy_endpoint
 from tokenvoy.config.loader.backend_security_policy import read_security_policies
 from tokenvoy.config.loader.backend_tls_policy import read_tls_validations
-from tokenvoy.config.loader.budgets import _budgets
+from tokenvoy.config.loader.budgets import read_budgets
 from tokenvoy.config.loader.cursor import ConfigError, Problems
 from tokenvoy.config.loader.documents import _REFERENCED_KINDS, _parse_yaml, index_resources, read_files
 from tokenvoy.config.loader.gateway import _listener
@@ -96,7 +96,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: Problems | None =
     policies = read_security_policies(resources.get("BackendSecurityPolicy", {}), secrets, problems)
     backends = read_backends(resources.get("AIServiceBackend", {}), envoy_backends, policies, problems, tls=tls)
     routes = read_routes(resources.get("AIGatewayRoute", {}), backends, problems, ignored)
-    budgets = _budgets(
+    budgets = read_budgets(
         resources.get("BackendTrafficPolicy", {}), {r.name for r in routes}, set(resources.get("Gateway", {})), problems
     )
     routes = apply_retries(resources.get("BackendTrafficPolicy", {}), routes, problems)
