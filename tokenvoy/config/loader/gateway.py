@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tokenvoy.config.loader.cursor import Problems, Resource, _check_fields, _integer, _list, _mapping, _unsupported
+from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
 from tokenvoy.config.model import (
     Listener,
 )
@@ -32,24 +32,22 @@ _LISTENER_UNSUPPORTED = {
 }
 
 
-def _listener(items: dict[str, Resource], problems: Problems) -> Listener:
+def read_listener(items: dict[str, Resource], problems: Problems) -> Listener:
     for resource in items.values():
-        if not _check_fields(resource, resource.spec, "spec", _GATEWAY_FIELDS, problems):
+        spec = Cursor.spec(resource, problems)
+        if not spec.fields(_GATEWAY_FIELDS):
             continue
-        _unsupported(resource, resource.spec, "spec", _GATEWAY_UNSUPPORTED, problems)
-        listeners = _list(resource, resource.spec.get("listeners"), "spec.listeners", problems)
+        spec.unsupported(_GATEWAY_UNSUPPORTED)
+        listeners = spec["listeners"].items()
         if len(listeners) > 1:
-            problems.add(resource, "spec.listeners", f"tokenvoy serves one listener, got {len(listeners)}")
-        for index, entry in enumerate(listeners):
-            path = f"spec.listeners[{index}]"
-            if isinstance(entry, dict) and _check_fields(resource, entry, path, _LISTENER_FIELDS, problems):
-                _unsupported(resource, entry, path, _LISTENER_UNSUPPORTED, problems)
+            spec["listeners"].report(f"tokenvoy serves one listener, got {len(listeners)}")
+        for entry in listeners:
+            if isinstance(entry.value, dict) and entry.fields(_LISTENER_FIELDS):
+                entry.unsupported(_LISTENER_UNSUPPORTED)
                 if entry.get("protocol") not in (None, "HTTP"):
-                    problems.add(
-                        resource, f"{path}.protocol", f"not supported by tokenvoy: only HTTP, got {entry['protocol']!r}"
-                    )
+                    entry["protocol"].report(f"not supported by tokenvoy: only HTTP, got {entry.get('protocol')!r}")
         if listeners:
-            first = _mapping(resource, listeners[0], "spec.listeners[0]", problems)
-            port = _integer(resource, first.get("port"), "spec.listeners[0].port", problems, 1975, 1)
-            return Listener(port=port)
+            first = listeners[0]
+            first.mapping()
+            return Listener(port=first["port"].integer(1975, 1))
     return Listener()

@@ -15,16 +15,16 @@ from tokenvoy.config.loader.backend_tls_policy import read_tls_validations
 from tokenvoy.config.loader.budgets import read_budgets
 from tokenvoy.config.loader.cursor import ConfigError, Problems
 from tokenvoy.config.loader.documents import _REFERENCED_KINDS, _parse_yaml, index_resources, read_files
-from tokenvoy.config.loader.gateway import _listener
+from tokenvoy.config.loader.gateway import read_listener
 from tokenvoy.config.loader.retries import apply_retries
 from tokenvoy.config.loader.security_policy import _client_auth
 from tokenvoy.config.loader.tokenvoy_config import (
-    _anthropic_betas,
-    _cost_settings,
-    _model_access,
-    _tokenvoy_config,
-    _tracing_settings,
-    _with_anthropic_betas,
+    read_anthropic_betas,
+    read_cost_settings,
+    read_model_access,
+    read_settings,
+    read_tracing_settings,
+    with_anthropic_betas,
 )
 from tokenvoy.config.model import (
     Endpoint,
@@ -100,12 +100,12 @@ def load_documents(documents: list[tuple[str, Any]], problems: Problems | None =
         resources.get("BackendTrafficPolicy", {}), {r.name for r in routes}, set(resources.get("Gateway", {})), problems
     )
     routes = apply_retries(resources.get("BackendTrafficPolicy", {}), routes, problems)
-    listener = _listener(resources.get("Gateway", {}), problems)
-    metrics, pricing = _tokenvoy_config(resources.get("TokenvoyConfig", {}), problems)
-    tracing = _tracing_settings(resources.get("TokenvoyConfig", {}), problems)
-    backends = _with_anthropic_betas(backends, _anthropic_betas(resources.get("TokenvoyConfig", {}), problems))
-    cost = _cost_settings(resources.get("TokenvoyConfig", {}), problems)
-    model_access = _model_access(resources.get("TokenvoyConfig", {}), client_auth, problems)
+    listener = read_listener(resources.get("Gateway", {}), problems)
+    metrics, pricing = read_settings(resources.get("TokenvoyConfig", {}), problems)
+    tracing = read_tracing_settings(resources.get("TokenvoyConfig", {}), problems)
+    backends = with_anthropic_betas(backends, read_anthropic_betas(resources.get("TokenvoyConfig", {}), problems))
+    cost = read_cost_settings(resources.get("TokenvoyConfig", {}), problems)
+    model_access = read_model_access(resources.get("TokenvoyConfig", {}), client_auth, problems)
     if not routes and not problems.items:
         problems.items.append("no AIGatewayRoute found: the gateway would answer 404 to every request")
     if problems.items:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Any
 
-from tokenvoy.config.loader.cursor import Problems, Resource, _check_fields, _integer, _list, _mapping, _string
+from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
 from tokenvoy.config.loader.security_policy import DEFAULT_CLIENT_ID_HEADER
 from tokenvoy.config.loader.values import HEADER_NAME
 from tokenvoy.config.model import (
@@ -54,82 +53,75 @@ RESERVED_METRIC_LABELS = frozenset(
 CLIENT_LABEL = "client"
 
 
-def _tokenvoy_config(items: dict[str, Resource], problems: Problems) -> tuple[MetricsSettings, tuple[ModelPrice, ...]]:
+def _first_spec(items: dict[str, Resource], problems: Problems) -> Cursor | None:
+    """The ``spec`` of the TokenvoyConfig (the first: read_settings reports any other)."""
+    resource = next(iter(items.values()), None)
+    return None if resource is None else Cursor.spec(resource, problems)
+
+
+def read_settings(items: dict[str, Resource], problems: Problems) -> tuple[MetricsSettings, tuple[ModelPrice, ...]]:
     """tokenvoy's own settings (metrics labels, prices): one ``TokenvoyConfig`` per gateway, optional."""
     if not items:
         return MetricsSettings(), ()
     first, *others = items.values()
     for extra in others:
         problems.add(extra, "", f"only one TokenvoyConfig is allowed, also defined: {first.ref} ({first.source})")
-    resource = first
-    api_version = resource.raw.get("apiVersion")
-    if api_version != TOKENVOY_API_VERSION:
-        problems.add(resource, "apiVersion", f"must be {TOKENVOY_API_VERSION}, got {api_version!r}")
-    if not _check_fields(resource, resource.spec, "spec", _TOKENVOY_CONFIG_FIELDS, problems):
+    root = Cursor.root(first, problems)
+    if root.get("apiVersion") != TOKENVOY_API_VERSION:
+        root["apiVersion"].report(f"must be {TOKENVOY_API_VERSION}, got {root.get('apiVersion')!r}")
+    if not root["spec"].fields(_TOKENVOY_CONFIG_FIELDS):
         return MetricsSettings(), ()
-    return _metrics_settings(resource, problems), _pricing(resource, problems)
+    return _metrics_settings(root["spec"]["metrics"]), _pricing(root["spec"]["pricing"])
 
 
-def _cost_settings(items: dict[str, Resource], problems: Problems) -> CostSettings:
+def read_cost_settings(items: dict[str, Resource], problems: Problems) -> CostSettings:
     """``spec.cost`` of the (first) TokenvoyConfig: ``catalog: bundled | none``, ``responseHeader: bool``."""
-    resource = next(iter(items.values()), None)
-    value = resource.spec.get("cost") if resource is not None and isinstance(resource.spec, dict) else None
-    if value is None or resource is None:
+    spec = _first_spec(items, problems)
+    if spec is None or not spec["cost"].present or not spec["cost"].fields(_COST_SETTINGS_FIELDS):
         return CostSettings()
-    if not _check_fields(resource, value, "spec.cost", _COST_SETTINGS_FIELDS, problems):
-        return CostSettings()
-    catalog = value.get("catalog", "bundled")
+    cost = spec["cost"]
+    catalog = cost.get("catalog", "bundled")
     if catalog not in ("bundled", "none"):
-        problems.add(resource, "spec.cost.catalog", f"must be bundled or none, got {catalog!r}")
-    header = value.get("responseHeader", False)
-    if not isinstance(header, bool):
-        problems.add(resource, "spec.cost.responseHeader", f"must be true or false, got {header!r}")
-        header = False
-    return CostSettings(catalog=catalog != "none", response_header=header)
+        cost["catalog"].report(f"must be bundled or none, got {catalog!r}")
+    return CostSettings(catalog=catalog != "none", response_header=cost["responseHeader"].boolean())
 
 
-def _tracing_settings(items: dict[str, Resource], problems: Problems) -> TracingSettings:
-    """``spec.tracing`` of the (first) TokenvoyConfig; _tokenvoy_config reports the rest of the resource."""
-    spec = next(iter(items.values())).spec if items else None
-    value = spec.get("tracing") if isinstance(spec, dict) else None
-    if value is None:
+def read_tracing_settings(items: dict[str, Resource], problems: Problems) -> TracingSettings:
+    """``spec.tracing`` of the (first) TokenvoyConfig; read_settings reports the rest of the resource."""
+    spec = _first_spec(items, problems)
+    if spec is None or not spec["tracing"].present or not spec["tracing"].fields(_TRACING_FIELDS):
         return TracingSettings()
-    resource = next(iter(items.values()))
-    if not _check_fields(resource, value, "spec.tracing", _TRACING_FIELDS, problems):
-        return TracingSettings()
-    header = _string(resource, value.get("sessionIdHeader"), "spec.tracing.sessionIdHeader", problems, False)
-    if header is not None and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+", header):
-        problems.add(resource, "spec.tracing.sessionIdHeader", f"must be an HTTP header name, got {header!r}")
+    field = spec["tracing"]["sessionIdHeader"]
+    header = field.string(required=False)
+    if header is not None and not HEADER_NAME.fullmatch(header):
+        field.report(f"must be an HTTP header name, got {header!r}")
         header = None
     return TracingSettings(header.lower() if header else None)
 
 
-def _anthropic_betas(items: dict[str, Resource], problems: Problems) -> dict[str, frozenset[str]]:
+def read_anthropic_betas(items: dict[str, Resource], problems: Problems) -> dict[str, frozenset[str]]:
     """``spec.anthropicBetas``: schema → the ``anthropic-beta`` flags its backends are sent (``*``: all)."""
-    spec = next(iter(items.values())).spec if items else None
-    value = spec.get("anthropicBetas") if isinstance(spec, dict) else None
-    if value is None:
+    spec = _first_spec(items, problems)
+    if spec is None or not spec["anthropicBetas"].present:
         return {}
-    resource = next(iter(items.values()))
-    path = "spec.anthropicBetas"
-    if not _check_fields(resource, value, path, set(ANTHROPIC_BETA_SCHEMAS), problems):
+    betas = spec["anthropicBetas"]
+    if not betas.fields(set(ANTHROPIC_BETA_SCHEMAS)):
         return {}
     allowed: dict[str, frozenset[str]] = {}
-    for schema, flags in value.items():
-        where = f"{path}.{schema}"
-        entries = _list(resource, flags, where, problems)
-        if flags is None:
-            problems.add(resource, where, "must be a list of beta flags (`*` for all), got nothing")
+    for schema, flags in betas.entries():
+        entries = [item.value for item in flags.items()]
+        if not flags.present:
+            flags.report("must be a list of beta flags (`*` for all), got nothing")
             continue
         bad = [flag for flag in entries if not isinstance(flag, str) or not flag.strip() or "," in flag]
         if bad:
-            problems.add(resource, where, f"each entry must be one beta flag (no commas), got {bad[0]!r}")
+            flags.report(f"each entry must be one beta flag (no commas), got {bad[0]!r}")
             continue
         allowed[schema] = frozenset(flag.strip() for flag in entries)
     return allowed
 
 
-def _with_anthropic_betas(backends: dict[str, Backend], allowed: dict[str, frozenset[str]]) -> dict[str, Backend]:
+def with_anthropic_betas(backends: dict[str, Backend], allowed: dict[str, frozenset[str]]) -> dict[str, Backend]:
     if not allowed:
         return backends
     return {
@@ -138,73 +130,60 @@ def _with_anthropic_betas(backends: dict[str, Backend], allowed: dict[str, froze
     }
 
 
-def _metrics_settings(resource: Resource, problems: Problems) -> MetricsSettings:
-    path = "spec.metrics"
-    spec = resource.spec.get("metrics")
-    if spec is None:
+def _metrics_settings(spec: Cursor) -> MetricsSettings:
+    if not spec.present or not spec.fields(_METRICS_FIELDS):
         return MetricsSettings()
-    if not _check_fields(resource, spec, path, _METRICS_FIELDS, problems):
-        return MetricsSettings()
-    client = spec.get("clientFromUserAgent", False)
-    if not isinstance(client, bool):
-        problems.add(resource, f"{path}.clientFromUserAgent", f"must be true or false, got {client!r}")
-        client = False
+    client = spec["clientFromUserAgent"].boolean()
     taken = set(RESERVED_METRIC_LABELS) | ({CLIENT_LABEL} if client else set())
     labels: list[tuple[str, str]] = []
-    headers = _mapping(resource, spec.get("requestHeaderLabels"), f"{path}.requestHeaderLabels", problems)
-    for header, label in headers.items():
-        label_path = f"{path}.requestHeaderLabels.{header}"
+    for header, field in spec["requestHeaderLabels"].entries():
+        label = field.value
         if not isinstance(header, str) or not header:
-            problems.add(resource, label_path, "the header name must be a non-empty string")
+            field.report("the header name must be a non-empty string")
             continue
         if not isinstance(label, str) or not _LABEL_NAME.match(label) or label.startswith("__"):
-            problems.add(
-                resource, label_path, f"{label!r} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, no `__`)"
-            )
+            field.report(f"{label!r} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, no `__`)")
             continue
         if label in taken:
-            problems.add(
-                resource, label_path, f"label {label!r} is already used by tokenvoy's metrics or another header"
-            )
+            field.report(f"label {label!r} is already used by tokenvoy's metrics or another header")
             continue
         taken.add(label)
         labels.append((header.lower(), label))
-    max_values = _integer(resource, spec.get("maxLabelValues"), f"{path}.maxLabelValues", problems, 100, 1)
+    max_values = spec["maxLabelValues"].integer(100, 1)
     return MetricsSettings(tuple(labels), max_values, client)
 
 
-def _price(resource: Resource, value: Any, path: str, problems: Problems, required: bool) -> float | None:
+def _price(cursor: Cursor, required: bool) -> float | None:
+    value = cursor.value
     if value is None:
         if required:
-            problems.add(resource, path, "required")
+            cursor.report("required")
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
-        problems.add(resource, path, f"must be a number >= 0 (USD per million tokens), got {value!r}")
+        cursor.report(f"must be a number >= 0 (USD per million tokens), got {value!r}")
         return None
     return float(value)
 
 
-def _pricing(resource: Resource, problems: Problems) -> tuple[ModelPrice, ...]:
+def _pricing(cursor: Cursor) -> tuple[ModelPrice, ...]:
     prices: dict[str, ModelPrice] = {}
-    for index, entry in enumerate(_list(resource, resource.spec.get("pricing"), "spec.pricing", problems)):
-        path = f"spec.pricing[{index}]"
-        if not _check_fields(resource, entry, path, _PRICE_FIELDS, problems):
+    for entry in cursor.items():
+        if not entry.fields(_PRICE_FIELDS):
             continue
-        model = _string(resource, entry.get("model"), f"{path}.model", problems)
-        values = [
-            _price(resource, entry.get(key), f"{path}.{key}", problems, required)
+        model = entry["model"].string()
+        input_price, output_price, cached_price, creation_price = (
+            _price(entry[key], required)
             for key, required in (
                 ("inputPerMillion", True),
                 ("outputPerMillion", True),
                 ("cachedInputPerMillion", False),
                 ("cacheCreationInputPerMillion", False),
             )
-        ]
-        input_price, output_price, cached_price, creation_price = values
+        )
         if model is None or input_price is None or output_price is None:
             continue
         if model in prices:
-            problems.add(resource, f"{path}.model", f"{model!r} is priced twice")
+            entry["model"].report(f"{model!r} is priced twice")
             continue
         prices[model] = ModelPrice(model, input_price, output_price, cached_price, creation_price)
     return tuple(prices.values())
@@ -213,47 +192,44 @@ def _pricing(resource: Resource, problems: Problems) -> tuple[ModelPrice, ...]:
 _MODEL_ACCESS_FIELDS = {"header", "values", "models"}
 
 
-def _model_access(
+def read_model_access(
     items: dict[str, Resource], client_auth: ClientAuth | None, problems: Problems
 ) -> tuple[ModelAccessRule, ...]:
     """``TokenvoyConfig`` ``spec.modelAccess``: per-client model allowlists (``name*``: a prefix)."""
-    spec = next(iter(items.values())).spec if items else None
-    value = spec.get("modelAccess") if isinstance(spec, dict) else None
-    if value is None:
+    spec = _first_spec(items, problems)
+    if spec is None or not spec["modelAccess"].present:
         return ()
-    resource = next(iter(items.values()))
     default_header = (
         client_auth.api_keys.client_id_header if client_auth and client_auth.api_keys else DEFAULT_CLIENT_ID_HEADER
     )
     rules = []
-    for index, entry in enumerate(_list(resource, value, "spec.modelAccess", problems)):
-        path = f"spec.modelAccess[{index}]"
-        if not _check_fields(resource, entry, path, _MODEL_ACCESS_FIELDS, problems):
+    for entry in spec["modelAccess"].items():
+        if not entry.fields(_MODEL_ACCESS_FIELDS):
             continue
         header = entry.get("header", default_header)
         if not isinstance(header, str) or not HEADER_NAME.match(header):
-            problems.add(resource, f"{path}.header", f"must be a header name, got {header!r}")
+            entry["header"].report(f"must be a header name, got {header!r}")
             continue
-        values = _string_list(resource, entry.get("values"), f"{path}.values", problems)
-        models = _string_list(resource, entry.get("models"), f"{path}.models", problems)
+        values = _string_list(entry["values"])
+        models = _string_list(entry["models"])
         if values is None or models is None:
             continue
         exact = frozenset(model for model in models if not model.endswith("*"))
         prefixes = tuple(model[:-1] for model in models if model.endswith("*"))
         if "" in prefixes:
-            problems.add(resource, f"{path}.models", "'*' alone allows every model: leave the client out instead")
+            entry["models"].report("'*' alone allows every model: leave the client out instead")
             continue
         rules.append(ModelAccessRule(header.lower(), frozenset(values), exact, prefixes))
     return tuple(rules)
 
 
-def _string_list(resource: Resource, value: Any, path: str, problems: Problems) -> list[str] | None:
-    items = _list(resource, value, path, problems)
+def _string_list(cursor: Cursor) -> list[str] | None:
+    items = cursor.items()
     if not items:
-        problems.add(resource, path, "required: a non-empty list of strings")
+        cursor.report("required: a non-empty list of strings")
         return None
-    for index, item in enumerate(items):
-        if not isinstance(item, str) or not item:
-            problems.add(resource, f"{path}[{index}]", f"must be a non-empty string, got {item!r}")
+    for item in items:
+        if not isinstance(item.value, str) or not item.value:
+            item.report(f"must be a non-empty string, got {item.value!r}")
             return None
-    return items
+    return [item.value for item in items]
