@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Container
-from typing import Any
 
-from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
+from tokenvoy.config.loader.cursor import Cursor
 from tokenvoy.config.loader.values import HEADER_NAME
 from tokenvoy.config.model import (
     BodyMutation,
@@ -122,13 +121,3 @@ def _body_field(cursor: Cursor) -> str | None:
         cursor.report(f"{value!r} cannot be changed: {_GATEWAY_OWNED_FIELDS[value]}")
         return None
     return value
-
-
-def _header_mutation(
-    resource: Resource, value: Any, path: str, problems: Problems
-) -> HeaderMutation | None:  # TRANSITION
-    return header_mutation(Cursor(resource, value, path, problems))
-
-
-def _body_mutation(resource: Resource, value: Any, path: str, problems: Problems) -> BodyMutation | None:  # TRANSITION
-    return body_mutation(Cursor(resource, value, path, problems))

@@ -17,7 +17,7 @@ from tokenvoy.config.loader.cursor import ConfigError, Problems
 from tokenvoy.config.loader.documents import _REFERENCED_KINDS, _parse_yaml, index_resources, read_files
 from tokenvoy.config.loader.gateway import read_listener
 from tokenvoy.config.loader.retries import apply_retries
-from tokenvoy.config.loader.security_policy import _client_auth
+from tokenvoy.config.loader.security_policy import read_client_auth
 from tokenvoy.config.loader.tokenvoy_config import (
     read_anthropic_betas,
     read_cost_settings,
@@ -78,7 +78,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: Problems | None =
         backend = envoy_backends.get(name)
         return None if backend is None else envoy_endpoint(backend, tls.get(name), problems)
 
-    client_auth = _client_auth(
+    client_auth = read_client_auth(
         resources.get("SecurityPolicy", {}),
         secrets,
         config_maps,

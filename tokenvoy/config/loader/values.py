@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
+from tokenvoy.config.loader.cursor import Cursor
 
 
 def is_ip_address(name: str) -> bool:
@@ -98,11 +98,3 @@ def _regex_nodes(value: Any, subpattern: type) -> Iterable[tuple[Any, Any]]:
     elif isinstance(value, tuple | list):
         for item in value:
             yield from _regex_nodes(item, subpattern)
-
-
-def _duration_ms(resource: Resource, value: Any, path: str, problems: Problems) -> int | None:  # TRANSITION
-    return duration_ms(Cursor(resource, value, path, problems))
-
-
-def _rfc3339_seconds(resource: Resource, value: Any, path: str, problems: Problems) -> int | None:  # TRANSITION
-    return rfc3339_seconds(Cursor(resource, value, path, problems))
