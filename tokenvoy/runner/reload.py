@@ -34,9 +34,9 @@ from typing import Any
 from tokenvoy.config.loader import ConfigError
 from tokenvoy.config.model import GatewayConfig
 from tokenvoy.extproc.server import build_runtime, config_health_service, load_config_files
+from tokenvoy.render.budgets import render_ratelimit_config
 from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.render.files import XDS_DIR, dump, replace_file, write_xds
-from tokenvoy.render.ratelimit import render_ratelimit_config
 from tokenvoy.runner.health import grpc_serving, http_get
 from tokenvoy.runner.supervisor import Supervisor
 
