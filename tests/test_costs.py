@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tokenvoy.config.defaults import default_config_yaml
+from tokenvoy.config.loader import ConfigError, load_text
 from tokenvoy.config.model import CostType, RequestCost
 from tokenvoy.extproc.costs import CallContext, CostConfigError, compile_costs
 from tokenvoy.extproc.usage import TokenUsage
@@ -80,20 +82,20 @@ def test_cel_sees_the_call_it_is_evaluated_for():
     assert compiled.evaluate(USAGE, CallContext("claude", "anthropic", "default")) == 1250
 
 
-@pytest.mark.parametrize(
-    ("expression", "problem"),
-    [
-        ("input_tokens +", "invalid CEL expression"),
-        ("input_tokens * (", "invalid CEL expression"),
-        ("double(input_tokens) * 1.5", "must give an integer, gives a double"),
-        ("1.5", "must give an integer, gives a double"),
-        ('"ten"', "must give an integer, gives a string"),
-        ("input_tokens > uint(1)", "must give an integer, gives a bool"),
-        ("int(input_tokens) - int(output_tokens) * 3", "negative"),
-        ("-1", "negative"),
-        ("unknown_variable * uint(2)", "unknown_variable"),
-    ],
-)
+BAD_EXPRESSIONS = [
+    ("input_tokens +", "invalid CEL expression"),
+    ("input_tokens * (", "invalid CEL expression"),
+    ("double(input_tokens) * 1.5", "must give an integer, gives a double"),
+    ("1.5", "must give an integer, gives a double"),
+    ('"ten"', "must give an integer, gives a string"),
+    ("input_tokens > uint(1)", "must give an integer, gives a bool"),
+    ("int(input_tokens) - int(output_tokens) * 3", "negative"),
+    ("-1", "negative"),
+    ("unknown_variable * uint(2)", "unknown_variable"),
+]
+
+
+@pytest.mark.parametrize(("expression", "problem"), BAD_EXPRESSIONS)
 def test_cel_config_errors_name_the_metadata_key(expression, problem):
     with pytest.raises(CostConfigError) as excinfo:
         compile_costs((RequestCost("llm_weighted_token", CostType.CEL, expression),))
@@ -114,3 +116,17 @@ def test_a_non_integer_on_a_branch_not_taken_at_load_costs_zero():
     (compiled,) = compile_costs((RequestCost("k", CostType.CEL, 'model == "odd" ? "text" : uint(1)'),))
     assert compiled.evaluate(USAGE, CONTEXT) == 1
     assert compiled.evaluate(USAGE, CallContext("odd", "b", "r")) == 0
+
+
+@pytest.mark.parametrize(("expression", "problem"), BAD_EXPRESSIONS)
+def test_tokenvoy_validate_refuses_a_cel_cost_with_extprocs_own_message(expression, problem):
+    # One compiler for both: what `tokenvoy validate` reports is what extproc would refuse to start with.
+    with pytest.raises(CostConfigError) as refused:
+        compile_costs((RequestCost("llm_weighted_token", CostType.CEL, expression),))
+    cost = f"    - metadataKey: llm_weighted_token\n      type: CEL\n      cel: {expression!r}\n"
+    text = default_config_yaml({}, showcase=False).replace("  llmRequestCosts:\n", "  llmRequestCosts:\n" + cost)
+    with pytest.raises(ConfigError) as reported:
+        load_text(text)
+    (line,) = [p for p in reported.value.problems if "llm_weighted_token" in p]
+    assert line.endswith(f"spec.llmRequestCosts[0].cel: {refused.value}")
+    assert problem in line

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from tokenvoy.config.cel import cel_cost_problem
 from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
 from tokenvoy.config.loader.mutations import body_mutation, header_mutation
 from tokenvoy.config.loader.values import duration_ms, is_ip_address, regex_problem, rfc3339_seconds
@@ -148,7 +149,7 @@ def _cost(cursor: Cursor) -> RequestCost | None:
         cel = cursor["cel"].string()
         if cel is None:
             return None
-        if key and (error := _cel_error(key, cel)):
+        if key and (error := cel_cost_problem(key, cel)):
             cursor["cel"].report(error)
             return None
     return RequestCost(key, cost_type, cel) if key else None
@@ -189,17 +190,6 @@ def _timeouts(cursor: Cursor) -> tuple[int | None, int | None]:
     if request and backend is not None and (backend == 0 or backend > request):
         cursor["backendRequest"].report(f"must not be longer than timeouts.request ({cursor.get('request')})")
     return request, backend
-
-
-def _cel_error(key: str, expression: str) -> str | None:
-    """Compile and test-evaluate a CEL cost now, so ``tokenvoy validate`` reports what extproc would refuse."""
-    from tokenvoy.extproc.costs import CostConfigError, compile_costs  # imports celpy: only when CEL is used
-
-    try:
-        compile_costs((RequestCost(key, CostType.CEL, expression),))
-    except CostConfigError as exc:
-        return str(exc)
-    return None
 
 
 # Route targets: an AIGatewayRoute, or the HTTPRoute Envoy AI Gateway generates with the same name.
