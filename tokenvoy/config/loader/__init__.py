@@ -10,6 +10,16 @@ reading in ``documents``, the order kinds are resolved in (and what each needs o
 
 from __future__ import annotations
 
+from tokenvoy.config.loader import (
+    ai_gateway_route,
+    ai_service_backend,
+    backend,
+    backend_security_policy,
+    backend_tls_policy,
+    budgets,
+    gateway,
+    security_policy,
+)
 from tokenvoy.config.loader.ai_service_backend import (
     DEFAULT_PREFIXES,
     GCP_SCHEMAS,
@@ -25,7 +35,6 @@ from tokenvoy.config.loader.backend_security_policy import (
 from tokenvoy.config.loader.budgets import BUDGET_MODE_ANNOTATION, DEFAULT_MAX_TOKENS_ANNOTATION
 from tokenvoy.config.loader.cursor import ConfigError
 from tokenvoy.config.loader.documents import IGNORED_KINDS, parse_documents
-from tokenvoy.config.loader.inert import INERT_FIELDS
 from tokenvoy.config.loader.resolve import load_config, load_documents, load_text
 from tokenvoy.config.loader.retries import RETRY_TRIGGERS
 from tokenvoy.config.loader.security_policy import DEFAULT_CLIENT_ID_HEADER
@@ -35,6 +44,20 @@ from tokenvoy.config.loader.tokenvoy_config import (
     RESERVED_METRIC_LABELS,
     TOKENVOY_API_VERSION,
 )
+
+# Fields of the published APIs accepted without an effect on a standalone gateway, and why, by kind (each
+# kind module lists its own). Every other field the loader accepts changes the loaded config or is refused
+# naming it (tests/test_config_fields.py).
+INERT_FIELDS: dict[str, dict[str, str]] = {
+    "AIGatewayRoute": ai_gateway_route.INERT,
+    "AIServiceBackend": ai_service_backend.INERT,
+    "BackendSecurityPolicy": backend_security_policy.INERT,
+    "Backend": backend.INERT,
+    "BackendTrafficPolicy": budgets.INERT,
+    "BackendTLSPolicy": backend_tls_policy.INERT,
+    "SecurityPolicy": security_policy.INERT,
+    "Gateway": gateway.INERT,
+}
 
 __all__ = [
     "ANTHROPIC_BETA_SCHEMAS",

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from tokenvoy.config.cel import cel_cost_problem
 from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
+from tokenvoy.config.loader.inert import SCOPE_ONLY
 from tokenvoy.config.loader.mutations import body_mutation, header_mutation
 from tokenvoy.config.loader.values import duration_ms, is_ip_address, regex_problem, rfc3339_seconds
 from tokenvoy.config.model import (
@@ -20,6 +21,13 @@ from tokenvoy.config.model import (
     Route,
     Rule,
 )
+
+# Fields accepted without an effect on a standalone gateway, and why (INERT_FIELDS in __init__).
+INERT = {
+    "spec.parentRefs": "a standalone gateway has one listener: every route is attached to it",
+    "spec.rules[].name": "names the rule for Kubernetes policy attachment; tokenvoy names rules <route>/rule/<n>",
+    "spec.rules[].backendRefs[].namespace": SCOPE_ONLY,
+}
 
 _COST_TYPES = {item.value: item for item in CostType}
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from tokenvoy.config.loader.backend import FAKE_PROVIDER_ANNOTATION, envoy_endpoint
 from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
+from tokenvoy.config.loader.inert import SCOPE_ONLY
 from tokenvoy.config.loader.mutations import body_mutation, header_mutation
 from tokenvoy.config.model import (
     Backend,
     SecurityPolicy,
     TLSValidation,
 )
+
+# Fields accepted without an effect on a standalone gateway, and why (INERT_FIELDS in __init__).
+INERT = {"spec.backendRef.namespace": SCOPE_ONLY}
 
 RESPONSES_API_ANNOTATION = "tokenvoy.io/responses-api"  # on an AIServiceBackend: native (default) | chat-completions
 

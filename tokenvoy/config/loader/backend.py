@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
+from tokenvoy.config.loader.inert import SYSTEM_CAS
 from tokenvoy.config.model import (
     Endpoint,
     TLSValidation,
 )
+
+# Fields accepted without an effect on a standalone gateway, and why (INERT_FIELDS in __init__).
+INERT = {
+    "spec.endpoints[].zone": "zone-aware routing chooses among endpoints; a Backend has one",
+    "spec.tls.autoSNIFromEndpointHostname": "tokenvoy sends the endpoint's hostname as SNI already (or tls.sni)",
+    "spec.tls.wellKnownCACertificates": SYSTEM_CAS,
+}
 
 FAKE_PROVIDER_ANNOTATION = "tokenvoy.io/fake-provider"
 _ENVOY_BACKEND_FIELDS = {"endpoints", "tls", "type", "appProtocols", "fallback"}

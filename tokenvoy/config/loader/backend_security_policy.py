@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
+from tokenvoy.config.loader.inert import SCOPE_ONLY
 from tokenvoy.config.loader.secrets import secret_ref
 from tokenvoy.config.model import (
     AWSCredentials,
@@ -11,6 +12,19 @@ from tokenvoy.config.model import (
     GCPCredentials,
     SecurityPolicy,
 )
+
+# Fields accepted without an effect on a standalone gateway, and why (INERT_FIELDS in __init__).
+INERT = {
+    f"spec.{field}.{ref}.namespace": SCOPE_ONLY
+    for field, ref in (
+        ("apiKey", "secretRef"),
+        ("azureAPIKey", "secretRef"),
+        ("anthropicAPIKey", "secretRef"),
+        ("azureCredentials", "clientSecretRef"),
+        ("awsCredentials", "credentialsFile.secretRef"),
+        ("gcpCredentials", "credentialsFile.secretRef"),
+    )
+}
 
 _API_KEY_FIELDS = {"APIKey": "apiKey", "AzureAPIKey": "azureAPIKey", "AnthropicAPIKey": "anthropicAPIKey"}
 _CLOUD_FIELDS = {

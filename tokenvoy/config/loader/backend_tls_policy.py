@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from tokenvoy.config.loader.backend import endpoint_host
 from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
+from tokenvoy.config.loader.inert import SYSTEM_CAS
 from tokenvoy.config.loader.secrets import secret_value
 from tokenvoy.config.model import (
     TLSValidation,
 )
+
+# Fields accepted without an effect on a standalone gateway, and why (INERT_FIELDS in __init__).
+INERT = {
+    "spec.targetRefs[].group": "the target is an Envoy Gateway Backend of this config (its kind is checked)",
+    "spec.validation.wellKnownCACertificates": SYSTEM_CAS,
+}
 
 _TLS_POLICY_FIELDS = {"targetRefs", "validation", "options"}
 _TLS_VALIDATION_FIELDS = {"caCertificateRefs", "hostname", "subjectAltNames", "wellKnownCACertificates"}

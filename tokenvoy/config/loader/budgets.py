@@ -14,6 +14,12 @@ from tokenvoy.config.model import (
     BudgetSelectorType,
 )
 
+# Fields accepted without an effect on a standalone gateway, and why (INERT_FIELDS in __init__).
+INERT = {
+    "spec.targetRefs[].group": "the target's kind is checked; its group follows from it",
+    "spec.rateLimit.global.rules[].xRateLimitHeaders": "DraftVersion03, the only value accepted, is always sent",
+}
+
 BUDGET_MODE_ANNOTATION = "tokenvoy.io/budget-mode"  # check (default) | reservation
 DEFAULT_MAX_TOKENS_ANNOTATION = "tokenvoy.io/default-max-tokens"  # reservation estimate without max_tokens
 _UNITS = {"Second", "Minute", "Hour", "Day", "Week", "Month", "Year"}

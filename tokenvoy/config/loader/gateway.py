@@ -7,6 +7,13 @@ from tokenvoy.config.model import (
     Listener,
 )
 
+# Fields accepted without an effect on a standalone gateway, and why (INERT_FIELDS in __init__).
+INERT = {
+    "spec.gatewayClassName": "a standalone gateway has no controller to select",
+    "spec.infrastructure": "labels, annotations and parameters of the Kubernetes Deployment running Envoy",
+    "spec.listeners[].name": "names the listener routes attach to; there is one",
+}
+
 _GATEWAY_FIELDS = {
     "gatewayClassName",
     "listeners",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from tokenvoy.config.loader.ai_gateway_route import ROUTE_TARGET_KINDS
 from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
+from tokenvoy.config.loader.inert import SCOPE_ONLY
 from tokenvoy.config.loader.jwt import EXTRACT_FROM_FIELDS, jwt_auth
 from tokenvoy.config.loader.secrets import SECRET_REF_FIELDS, secret_keys, secret_value
 from tokenvoy.config.loader.values import HEADER_NAME
@@ -15,6 +16,20 @@ from tokenvoy.config.model import (
     ClientAuth,
     Endpoint,
 )
+
+# Fields accepted without an effect on a standalone gateway, and why (INERT_FIELDS in __init__).
+INERT = {
+    "spec.apiKeyAuth.credentialRefs[].namespace": SCOPE_ONLY,
+    "spec.jwt.providers[].remoteJWKS.backendRef.namespace": SCOPE_ONLY,
+    "spec.jwt.providers[].remoteJWKS.backendRefs[].namespace": SCOPE_ONLY,
+    "spec.jwt.providers[].remoteJWKS.backendRefs[].weight": "a JWKS is fetched from one Backend",
+    "spec.apiKeyAuth.sanitize": "true, the only value accepted, is what tokenvoy always does (the client's "
+    "key never reaches a provider)",
+    "spec.targetRefs[].group": "the target's kind is checked; its group follows from it",
+    "spec.targetRef.group": "the target's kind is checked; its group follows from it",
+    "spec.jwt.providers[].recomputeRoute": "extproc picks the route after authentication and clears the "
+    "route cache itself",
+}
 
 _CLIENT_SECURITY_FIELDS = {
     "apiKeyAuth",
