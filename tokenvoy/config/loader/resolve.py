@@ -13,7 +13,7 @@ from tokenvoy.config.loader.backend import check_envoy_backends, envoy_endpoint
 from tokenvoy.config.loader.backend_security_policy import read_security_policies
 from tokenvoy.config.loader.backend_tls_policy import read_tls_validations
 from tokenvoy.config.loader.budgets import read_budgets
-from tokenvoy.config.loader.cursor import ConfigError, Problems
+from tokenvoy.config.loader.cursor import ConfigError, Problems, Resource
 from tokenvoy.config.loader.documents import _REFERENCED_KINDS, _parse_yaml, index_resources, read_files
 from tokenvoy.config.loader.gateway import read_listener
 from tokenvoy.config.loader.retries import apply_retries
@@ -66,12 +66,14 @@ def load_documents(documents: list[tuple[str, Any]], problems: Problems | None =
     problems = problems or Problems()
     resources, ignored = index_resources(documents, problems)
 
-    secrets = {name: r for name, r in resources.get("Secret", {}).items()}
-    envoy_backends = resources.get("Backend", {})
+    def of_kind(kind: str) -> dict[str, Resource]:
+        return resources.get(kind, {})
+
+    # What the others refer to first: Secrets, ConfigMaps, Backends and how their certificates are verified.
+    secrets, config_maps, envoy_backends = of_kind("Secret"), of_kind("ConfigMap"), of_kind("Backend")
     check_envoy_backends(envoy_backends, problems)
-    config_maps = resources.get("ConfigMap", {})
     tls, used_config_maps = read_tls_validations(
-        resources.get("BackendTLSPolicy", {}), envoy_backends, config_maps, secrets, problems
+        of_kind("BackendTLSPolicy"), envoy_backends, config_maps, secrets, problems
     )
 
     def jwks_backend(name: str) -> Endpoint | None:
@@ -79,12 +81,12 @@ def load_documents(documents: list[tuple[str, Any]], problems: Problems | None =
         return None if backend is None else envoy_endpoint(backend, tls.get(name), problems)
 
     client_auth = read_client_auth(
-        resources.get("SecurityPolicy", {}),
+        of_kind("SecurityPolicy"),
         secrets,
         config_maps,
         jwks_backend,
-        set(resources.get("AIGatewayRoute", {})),
-        set(resources.get("Gateway", {})),
+        set(of_kind("AIGatewayRoute")),
+        set(of_kind("Gateway")),
         used_config_maps,
         problems,
     )
@@ -93,19 +95,20 @@ def load_documents(documents: list[tuple[str, Any]], problems: Problems | None =
         for resource in config_maps.values()
         if resource.name not in used_config_maps
     ]
-    policies = read_security_policies(resources.get("BackendSecurityPolicy", {}), secrets, problems)
-    backends = read_backends(resources.get("AIServiceBackend", {}), envoy_backends, policies, problems, tls=tls)
-    routes = read_routes(resources.get("AIGatewayRoute", {}), backends, problems, ignored)
-    budgets = read_budgets(
-        resources.get("BackendTrafficPolicy", {}), {r.name for r in routes}, set(resources.get("Gateway", {})), problems
-    )
-    routes = apply_retries(resources.get("BackendTrafficPolicy", {}), routes, problems)
-    listener = read_listener(resources.get("Gateway", {}), problems)
-    metrics, pricing = read_settings(resources.get("TokenvoyConfig", {}), problems)
-    tracing = read_tracing_settings(resources.get("TokenvoyConfig", {}), problems)
-    backends = with_anthropic_betas(backends, read_anthropic_betas(resources.get("TokenvoyConfig", {}), problems))
-    cost = read_cost_settings(resources.get("TokenvoyConfig", {}), problems)
-    model_access = read_model_access(resources.get("TokenvoyConfig", {}), client_auth, problems)
+    # Then backends (with their credentials), routes (to backends), and what targets routes.
+    policies = read_security_policies(of_kind("BackendSecurityPolicy"), secrets, problems)
+    backends = read_backends(of_kind("AIServiceBackend"), envoy_backends, policies, problems, tls=tls)
+    routes = read_routes(of_kind("AIGatewayRoute"), backends, problems, ignored)
+    route_names = {route.name for route in routes}
+    budgets = read_budgets(of_kind("BackendTrafficPolicy"), route_names, set(of_kind("Gateway")), problems)
+    routes = apply_retries(of_kind("BackendTrafficPolicy"), routes, problems)
+    listener = read_listener(of_kind("Gateway"), problems)
+    settings = of_kind("TokenvoyConfig")
+    metrics, pricing = read_settings(settings, problems)
+    tracing = read_tracing_settings(settings, problems)
+    backends = with_anthropic_betas(backends, read_anthropic_betas(settings, problems))
+    cost = read_cost_settings(settings, problems)
+    model_access = read_model_access(settings, client_auth, problems)
     if not routes and not problems.items:
         problems.items.append("no AIGatewayRoute found: the gateway would answer 404 to every request")
     if problems.items:
