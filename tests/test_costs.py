@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from tokenvoy.config.defaults import default_config_yaml
@@ -130,3 +133,19 @@ def test_tokenvoy_validate_refuses_a_cel_cost_with_extprocs_own_message(expressi
     (line,) = [p for p in reported.value.problems if "llm_weighted_token" in p]
     assert line.endswith(f"spec.llmRequestCosts[0].cel: {refused.value}")
     assert problem in line
+
+
+def test_the_loader_checks_cel_without_importing_extproc():
+    # config/ sits below extproc/: `tokenvoy validate` compiles CEL costs with the module extproc uses, not via it.
+    script = (
+        "import sys\n"
+        "from tokenvoy.config.defaults import default_config_yaml\n"
+        "from tokenvoy.config.loader import load_text\n"
+        "cost = '    - metadataKey: llm_weighted\\n      type: CEL\\n      cel: input_tokens + output_tokens * 3u\\n'\n"
+        "head = '  llmRequestCosts:\\n'\n"
+        "text = default_config_yaml({}, showcase=False).replace(head, head + cost)\n"
+        "assert any(c.cel for r in load_text(text).routes for c in r.costs)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('tokenvoy.extproc', 'tokenvoy.render'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
