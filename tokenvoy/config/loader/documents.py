@@ -24,19 +24,20 @@ IGNORED_KINDS = {
 }
 
 # Read only when a BackendTLSPolicy or a Backend's `spec.tls` names them (CA bundles); else reported ignored.
-_REFERENCED_KINDS = {"ConfigMap": "not referenced by a BackendTLSPolicy or a Backend's tls"}
+REFERENCED_KINDS = {"ConfigMap": "not referenced by a BackendTLSPolicy or a Backend's tls"}
 
 
 def parse_documents(source: str, text: str) -> list[tuple[str, Any]]:
     """(source, document) for each YAML document of ``text``; ConfigError on YAML that does not parse."""
     problems = Problems()
-    documents = [(source, doc) for doc in _parse_yaml(source, text, problems)]
+    documents = [(source, doc) for doc in parse_yaml(source, text, problems)]
     if problems.items:
         raise ConfigError(problems.items)
     return documents
 
 
-def _parse_yaml(source: str, text: str, problems: Problems) -> list[Any]:
+def parse_yaml(source: str, text: str, problems: Problems) -> list[Any]:
+    """The documents of ``text`` (empty ones skipped); YAML that does not parse is one problem, by position."""
     try:
         return [doc for doc in yaml.load_all(text, Loader=_YamlLoader) if doc is not None]
     except yaml.YAMLError as exc:
@@ -78,7 +79,7 @@ def read_files(sources: list[str], problems: Problems) -> list[tuple[str, Any]]:
         except OSError as exc:
             problems.items.append(f"{source}: cannot read: {exc.strerror}")
             continue
-        documents.extend((source, doc) for doc in _parse_yaml(source, text, problems))
+        documents.extend((source, doc) for doc in parse_yaml(source, text, problems))
     return documents
 
 

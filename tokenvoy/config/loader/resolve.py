@@ -14,7 +14,7 @@ from tokenvoy.config.loader.backend_security_policy import read_security_policie
 from tokenvoy.config.loader.backend_tls_policy import read_tls_validations
 from tokenvoy.config.loader.budgets import read_budgets
 from tokenvoy.config.loader.cursor import ConfigError, Problems, Resource
-from tokenvoy.config.loader.documents import _REFERENCED_KINDS, _parse_yaml, index_resources, read_files
+from tokenvoy.config.loader.documents import REFERENCED_KINDS, index_resources, parse_yaml, read_files
 from tokenvoy.config.loader.gateway import read_listener
 from tokenvoy.config.loader.retries import apply_retries
 from tokenvoy.config.loader.security_policy import read_client_auth
@@ -57,7 +57,7 @@ def load_config(paths: Iterable[str | os.PathLike[str]]) -> GatewayConfig:
 def load_text(text: str, source: str = "<config>") -> GatewayConfig:
     """The gateway config of one YAML text; ``source`` names it in the problems reported."""
     problems = Problems()
-    documents = [(source, doc) for doc in _parse_yaml(source, text, problems)]
+    documents = [(source, doc) for doc in parse_yaml(source, text, problems)]
     return load_documents(documents, problems)
 
 
@@ -91,7 +91,7 @@ def load_documents(documents: list[tuple[str, Any]], problems: Problems | None =
         problems,
     )
     ignored += [
-        f"{resource.ref} ({resource.source}): ignored, {_REFERENCED_KINDS[resource.kind]}"
+        f"{resource.ref} ({resource.source}): ignored, {REFERENCED_KINDS[resource.kind]}"
         for resource in config_maps.values()
         if resource.name not in used_config_maps
     ]
