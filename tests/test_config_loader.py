@@ -17,7 +17,7 @@ from tokenvoy.config.defaults import (
     SHOWCASE_MODELS,
     default_config_yaml,
 )
-from tokenvoy.config.loader import ConfigError, load_config, load_text
+from tokenvoy.config.loader import ConfigError, documents, load_config, load_text
 from tokenvoy.config.model import (
     BackendRef,
     BudgetSelector,
@@ -500,7 +500,7 @@ def test_secret_value_never_in_repr():
 @pytest.mark.parametrize("yaml_loader", ["C", "pure-Python"])
 def test_secret_value_never_in_error_messages(yaml_loader, monkeypatch):
     if yaml_loader == "pure-Python":  # the fallback when libyaml is missing quotes the offending line
-        monkeypatch.setattr(loader, "_YamlLoader", yaml.SafeLoader)
+        monkeypatch.setattr(documents, "_YamlLoader", yaml.SafeLoader)
     broken = [
         # A YAML error on the secret's own line.
         _with_secret(f"stringData:\n  apiKey: {SECRET}: oops\n"),

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
+from tokenvoy.config.defaults import default_config_yaml
+from tokenvoy.config.loader import ConfigError, load_text
 from tokenvoy.config.model import CostType, RequestCost
 from tokenvoy.extproc.costs import CallContext, CostConfigError, compile_costs
 from tokenvoy.extproc.usage import TokenUsage
@@ -80,20 +85,20 @@ def test_cel_sees_the_call_it_is_evaluated_for():
     assert compiled.evaluate(USAGE, CallContext("claude", "anthropic", "default")) == 1250
 
 
-@pytest.mark.parametrize(
-    ("expression", "problem"),
-    [
-        ("input_tokens +", "invalid CEL expression"),
-        ("input_tokens * (", "invalid CEL expression"),
-        ("double(input_tokens) * 1.5", "must give an integer, gives a double"),
-        ("1.5", "must give an integer, gives a double"),
-        ('"ten"', "must give an integer, gives a string"),
-        ("input_tokens > uint(1)", "must give an integer, gives a bool"),
-        ("int(input_tokens) - int(output_tokens) * 3", "negative"),
-        ("-1", "negative"),
-        ("unknown_variable * uint(2)", "unknown_variable"),
-    ],
-)
+BAD_EXPRESSIONS = [
+    ("input_tokens +", "invalid CEL expression"),
+    ("input_tokens * (", "invalid CEL expression"),
+    ("double(input_tokens) * 1.5", "must give an integer, gives a double"),
+    ("1.5", "must give an integer, gives a double"),
+    ('"ten"', "must give an integer, gives a string"),
+    ("input_tokens > uint(1)", "must give an integer, gives a bool"),
+    ("int(input_tokens) - int(output_tokens) * 3", "negative"),
+    ("-1", "negative"),
+    ("unknown_variable * uint(2)", "unknown_variable"),
+]
+
+
+@pytest.mark.parametrize(("expression", "problem"), BAD_EXPRESSIONS)
 def test_cel_config_errors_name_the_metadata_key(expression, problem):
     with pytest.raises(CostConfigError) as excinfo:
         compile_costs((RequestCost("llm_weighted_token", CostType.CEL, expression),))
@@ -114,3 +119,33 @@ def test_a_non_integer_on_a_branch_not_taken_at_load_costs_zero():
     (compiled,) = compile_costs((RequestCost("k", CostType.CEL, 'model == "odd" ? "text" : uint(1)'),))
     assert compiled.evaluate(USAGE, CONTEXT) == 1
     assert compiled.evaluate(USAGE, CallContext("odd", "b", "r")) == 0
+
+
+@pytest.mark.parametrize(("expression", "problem"), BAD_EXPRESSIONS)
+def test_tokenvoy_validate_refuses_a_cel_cost_with_extprocs_own_message(expression, problem):
+    # One compiler for both: what `tokenvoy validate` reports is what extproc would refuse to start with.
+    with pytest.raises(CostConfigError) as refused:
+        compile_costs((RequestCost("llm_weighted_token", CostType.CEL, expression),))
+    cost = f"    - metadataKey: llm_weighted_token\n      type: CEL\n      cel: {expression!r}\n"
+    text = default_config_yaml({}, showcase=False).replace("  llmRequestCosts:\n", "  llmRequestCosts:\n" + cost)
+    with pytest.raises(ConfigError) as reported:
+        load_text(text)
+    (line,) = [p for p in reported.value.problems if "llm_weighted_token" in p]
+    assert line.endswith(f"spec.llmRequestCosts[0].cel: {refused.value}")
+    assert problem in line
+
+
+def test_the_loader_checks_cel_without_importing_extproc():
+    # config/ sits below extproc/: `tokenvoy validate` compiles CEL costs with the module extproc uses, not via it.
+    script = (
+        "import sys\n"
+        "from tokenvoy.config.defaults import default_config_yaml\n"
+        "from tokenvoy.config.loader import load_text\n"
+        "cost = '    - metadataKey: llm_weighted\\n      type: CEL\\n      cel: input_tokens + output_tokens * 3u\\n'\n"
+        "head = '  llmRequestCosts:\\n'\n"
+        "text = default_config_yaml({}, showcase=False).replace(head, head + cost)\n"
+        "assert any(c.cel for r in load_text(text).routes for c in r.costs)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('tokenvoy.extproc', 'tokenvoy.render'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

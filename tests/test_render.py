@@ -17,7 +17,8 @@ from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import load_text
 from tokenvoy.config.model import GatewayConfig
 from tokenvoy.ratelimit.config import load_config as load_ratelimit_config
-from tokenvoy.render import bootstrap
+from tokenvoy.render import bootstrap, budgets
+from tokenvoy.render.budgets import render_ratelimit_config
 from tokenvoy.render.cli import main as render_main
 from tokenvoy.render.envoy import (
     ENDPOINT_ATTRIBUTE,
@@ -28,7 +29,6 @@ from tokenvoy.render.envoy import (
     render_bootstrap,
 )
 from tokenvoy.render.files import write_rendered
-from tokenvoy.render.ratelimit import render_ratelimit_config
 
 OPTIONS = EnvoyOptions(extproc_address="unix:/tmp/tokenvoy-test/extproc.sock", ratelimit_address="127.0.0.1:18081")
 EXT_PROC = "envoy.filters.http.ext_proc"
@@ -487,7 +487,7 @@ def test_a_misspelt_field_or_two_members_of_a_oneof_fail_when_the_message_is_bui
     with pytest.raises(pydantic.ValidationError, match="request_header_mod\n  Unexpected keyword argument"):
         bootstrap.ProcessingMode(request_header_mod=bootstrap.ProcessingModeHeaderSendMode.SEND)
     with pytest.raises(pydantic.ValidationError, match="hits_adend"):
-        bootstrap.RateLimit(actions=[], hits_adend=bootstrap.RateLimitHitsAddend(number=0))
+        budgets.RateLimit(actions=[], hits_adend=budgets.RateLimitHitsAddend(number=0))
     with pytest.raises(pydantic.ValidationError, match="Group match_pattern has more than one value"):
         bootstrap.StringMatcher(exact="gpt-4o", prefix="gpt")
     with pytest.raises(pydantic.ValidationError, match="timedelta"):

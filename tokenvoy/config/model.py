@@ -1,7 +1,8 @@
 """The normalised gateway configuration every tokenvoy component is built from.
 
-Users write Envoy AI Gateway / Envoy Gateway resources (see ``loader.py``); they are resolved once into
-these immutable objects, so renderers and the ext_proc hot path never look at YAML again.
+Users write Envoy AI Gateway / Envoy Gateway resources (read by ``tokenvoy.config.loader``, one module per
+kind); they are resolved once into these immutable objects, so renderers and the ext_proc hot path never look
+at YAML again.
 """
 
 from __future__ import annotations

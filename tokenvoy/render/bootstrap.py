@@ -82,14 +82,6 @@ with warnings.catch_warnings():
     from envoy_data_plane.envoy.config.ratelimit.v3 import RateLimitServiceConfig
     from envoy_data_plane.envoy.config.route.v3 import (
         HeaderMatcher,
-        RateLimit,
-        RateLimitAction,
-        RateLimitActionGenericKey,
-        RateLimitActionHeaderValueMatch,
-        RateLimitActionMetaData,
-        RateLimitActionMetaDataSource,
-        RateLimitActionRequestHeaders,
-        RateLimitHitsAddend,
         RetryPolicy,
         RetryPolicyRetryBackOff,
         RetryPolicyRetryHostPredicate,
@@ -145,7 +137,6 @@ with warnings.catch_warnings():
         RegexMatcher,
         StringMatcher,
     )
-    from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
     from envoy_data_plane.google.protobuf import Any as AnyMessage
     from envoy_data_plane.google.protobuf import Struct
 
@@ -153,35 +144,30 @@ from tokenvoy.config.model import (
     AI_GATEWAY_METADATA_NAMESPACE,
     COST_USD_KEY,
     MODEL_HEADER,
-    Budget,
-    BudgetSelectorType,
     GatewayConfig,
     HeaderMatch,
     HeaderMatchType,
     Rule,
 )
 from tokenvoy.config.model import Endpoint as BackendEndpoint
+from tokenvoy.render.budgets import dynamic_metadata_format, rate_limits
 from tokenvoy.render.client_auth import client_auth_filters, jwks_clusters
 from tokenvoy.render.envoy import (
-    BUDGET_DESCRIPTOR_KEY,
     CONTENT_LENGTH_METADATA_KEY,
     DEFAULT_BACKOFF_MS,
     DEFAULT_NUM_RETRIES,
     ENDPOINT_ATTRIBUTE,
     EXTPROC_CLUSTER,
     EXTPROC_MAX_MESSAGE_BYTES,
-    HOLD_DESCRIPTOR_KEY,
     HOST_METADATA_NAMESPACE,
     IDENTITY_ATTRIBUTES,
     MAX_BODY_BYTES,
     RATELIMIT_CLUSTER,
     RATELIMIT_DOMAIN,
-    RATELIMIT_FILTER_METADATA_NAMESPACE,
     RETRIABLE_STATUS_CODES,
     RETRY_ON,
     ROLE_METADATA_KEY,
     ROUTE_CONFIG_NAME,
-    ROUTE_DESCRIPTOR_KEY,
     EnvoyOptions,
     cluster_name,
     endpoint_id,
@@ -326,7 +312,7 @@ def content_length_filter() -> HttpFilter:
     (``CONTENT_LENGTH_METADATA_KEY``); a request whose header is still there keeps it (ADD_IF_ABSENT),
     and one without the metadata gets no header (measured with Envoy 1.40: a header whose value renders
     empty is not added; the body then goes chunked)."""
-    header = HeaderValue(key="content-length", value=_metadata_format(CONTENT_LENGTH_METADATA_KEY))
+    header = HeaderValue(key="content-length", value=dynamic_metadata_format(CONTENT_LENGTH_METADATA_KEY))
     add = HeaderValueOption(header=header, append_action=HeaderValueOptionHeaderAppendAction.ADD_IF_ABSENT)
     mutation = HeaderMutation(mutations=Mutations(request_mutations=[HeaderMutationRule(append=add)]))
     return HttpFilter(name="envoy.filters.http.header_mutation", typed_config=_any(mutation))
@@ -344,85 +330,6 @@ def _ratelimit_filter(options: EnvoyOptions) -> HttpFilter:
         ),
     )
     return HttpFilter(name="envoy.filters.http.ratelimit", typed_config=_any(ratelimit))
-
-
-# ---- budgets ---------------------------------------------------------------------------------------------
-
-
-def _generic_key(key: str, value: str) -> RateLimitAction:
-    return RateLimitAction(generic_key=RateLimitActionGenericKey(descriptor_key=key, descriptor_value=value))
-
-
-def _budget_actions(budget: Budget, route_name: str) -> list[RateLimitAction]:
-    """``budget=<name>``, then (unless ``shared``) ``route=<route>``, then one entry per client selector."""
-    actions = [_generic_key(BUDGET_DESCRIPTOR_KEY, budget.name)]
-    if not budget.shared:
-        actions.append(_generic_key(ROUTE_DESCRIPTOR_KEY, route_name))
-    for selector in budget.selectors:
-        if selector.type is BudgetSelectorType.DISTINCT:
-            headers = RateLimitActionRequestHeaders(header_name=selector.header, descriptor_key=selector.header)
-            actions.append(RateLimitAction(request_headers=headers))
-        else:
-            match = RateLimitActionHeaderValueMatch(
-                descriptor_key=selector.header,
-                descriptor_value=selector.value,
-                headers=[HeaderMatcher(name=selector.header, string_match=StringMatcher(exact=selector.value))],
-            )
-            actions.append(RateLimitAction(header_value_match=match))
-    return actions
-
-
-def _metadata_format(key: str, namespace: str = AI_GATEWAY_METADATA_NAMESPACE) -> str:
-    return f"%DYNAMIC_METADATA({namespace}:{key})%"
-
-
-def _hold_entries(actions: list[RateLimitAction], budget: Budget, amount: RateLimitHitsAddend) -> list[RateLimit]:
-    """Reserve ``amount`` at request time as a hold; at stream done release exactly the hold the RLS
-    granted, from what it wrote into the ratelimit filter's metadata: the amount under the budget's name,
-    the release entry under ``<name>_hold``. Both are absent when the check failed open or never ran: Envoy
-    then sends no release at all (ratelimit/limiter.py)."""
-    release = RateLimitActionMetaData(
-        descriptor_key=HOLD_DESCRIPTOR_KEY,
-        metadata_key=MetadataKey(
-            key=RATELIMIT_FILTER_METADATA_NAMESPACE, path=[MetadataKeyPathSegment(key=f"{budget.name}_hold")]
-        ),
-        source=RateLimitActionMetaDataSource.DYNAMIC,
-    )
-    held = _metadata_format(budget.name, RATELIMIT_FILTER_METADATA_NAMESPACE)
-    return [
-        RateLimit(actions=[*actions, _generic_key(HOLD_DESCRIPTOR_KEY, "reserve")], hits_addend=amount),
-        RateLimit(
-            actions=[*actions, RateLimitAction(metadata=release)],
-            apply_on_stream_done=True,
-            hits_addend=RateLimitHitsAddend(format=held, is_negative_hits=True),
-        ),
-    ]
-
-
-def rate_limits(budgets: list[Budget], route_name: str) -> list[RateLimit]:
-    """Check-then-charge: check at request time (hits = request cost, 0 is a pure read), charge the cost at
-    stream done. Reservation: hold extproc's estimate at request time (OVER_LIMIT iff it does not fit), at
-    stream done release that hold and charge the actual. Concurrency: hold 1 per request until its stream
-    ends (docs/ratelimit.md)."""
-    entries = []
-    for budget in budgets:
-        actions = _budget_actions(budget, route_name)
-        if budget.concurrency:
-            entries += _hold_entries(actions, budget, RateLimitHitsAddend(number=1))
-            continue
-        reserved = budget.reserved_metadata_key
-        if reserved and budget.response_cost_key:
-            entries += _hold_entries(actions, budget, RateLimitHitsAddend(format=_metadata_format(reserved)))
-            actual = _metadata_format(budget.response_cost_key)
-            entries.append(
-                RateLimit(actions=actions, apply_on_stream_done=True, hits_addend=RateLimitHitsAddend(format=actual))
-            )
-            continue
-        entries.append(RateLimit(actions=actions, hits_addend=RateLimitHitsAddend(number=budget.request_cost)))
-        if budget.response_cost_key:
-            charge = RateLimitHitsAddend(format=_metadata_format(budget.response_cost_key))
-            entries.append(RateLimit(actions=actions, apply_on_stream_done=True, hits_addend=charge))
-    return entries
 
 
 # ---- routes ----------------------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ def render_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, 
 
 
 def budget_rate_limits(budgets: list[Budget], route_name: str = "llm") -> list[dict[str, Any]]:
-    """The ``RateLimitPerRoute.rate_limits`` entries of these budgets on one route (``bootstrap.rate_limits``)."""
+    """The ``RateLimitPerRoute.rate_limits`` entries of these budgets on one route (``budgets.rate_limits``)."""
     typed = _typed()
     return [typed.to_json(entry) for entry in typed.rate_limits(budgets, route_name)]
 

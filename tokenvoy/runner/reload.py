@@ -35,9 +35,9 @@ from tokenvoy.config.model import GatewayConfig
 from tokenvoy.extproc.runtime import build_runtime
 from tokenvoy.filewatch import DEFAULT_POLL_INTERVAL_S, FileWatcher
 from tokenvoy.grpcserver import config_health_service
+from tokenvoy.render.budgets import render_ratelimit_config
 from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.render.files import XDS_DIR, dump, replace_file, write_xds
-from tokenvoy.render.ratelimit import render_ratelimit_config
 from tokenvoy.runner.health import grpc_serving, http_get
 from tokenvoy.runner.supervisor import Supervisor
 
