@@ -448,7 +448,7 @@ class AnthropicToBedrock(BedrockTranslator):
         return f"msg_bdrk_{self.answer_id}"
 
     def whole(self, response: dict[str, Any]) -> bytes:
-        self.take_usage(response.get("usage"))
+        self.read_usage(response.get("usage"))
         message = anthropic_message(response, self._id, self._model)
         for block in message["content"]:
             if block["type"] == "text":
@@ -509,7 +509,7 @@ class AnthropicToBedrock(BedrockTranslator):
             for open_index in sorted(self._open | set(self._redacted)):
                 self._stop_block(open_index, out)
         elif kind == "metadata":
-            self.take_usage(payload.get("usage"))
+            self.read_usage(payload.get("usage"))
             if self._stop_reason is not None:
                 self._finish(out)
 

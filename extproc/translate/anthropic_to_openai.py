@@ -46,6 +46,7 @@ The request is rebuilt (the two APIs share no body layout). Mapping decisions:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -55,8 +56,14 @@ from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, anthropic_
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.estimate import prompt_tokens
 from tokenvoy.extproc.sse import SSEParser
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest, rewritten_answer_headers
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.base import (
+    ClientRequest,
+    HeaderChanges,
+    TranslatorBase,
+    UpstreamRequest,
+    rewritten_answer_headers,
+)
+from tokenvoy.extproc.translate.bodies import WholeBody
 from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -462,10 +469,9 @@ def sse_event(payload: dict[str, Any]) -> bytes:
     return b"event: " + payload["type"].encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
-class AnthropicToOpenAI:
+class AnthropicToOpenAI(TranslatorBase):
     def __init__(self) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
+        super().__init__()
         self._model = ""  # the model asked for: the answer's model when the provider sends none
         self._stream = False
         self._body = WholeBody()
@@ -480,7 +486,6 @@ class AnthropicToOpenAI:
         self._tools: dict[int, int] = {}  # OpenAI tool_calls index → Anthropic block index
         self._stop_reason: str | None = None
         self._input_estimate = 0  # message_start's input_tokens: OpenAI reports usage only at the end
-        self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         self.answer.keep = request.capture_output
@@ -496,17 +501,16 @@ class AnthropicToOpenAI:
             remove_headers=ANTHROPIC_HEADERS,
         )
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        return rewritten_answer_headers(status, self._stream)
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
+        return rewritten_answer_headers(self._stream)
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not 200 <= status < 300 or not self._stream:
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        return openai_error(status, body)
+
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        if not self._stream:
             raw = self._body.collect(chunk, end_of_stream)
-            if raw is None:
-                return b""
-            if not 200 <= status < 300:
-                return openai_error(status, raw)
-            return self._whole(raw)
+            return b"" if raw is None else self._whole(raw)
         return self._translate_stream(chunk, end_of_stream)
 
     def _whole(self, raw: bytes) -> bytes:
@@ -532,7 +536,7 @@ class AnthropicToOpenAI:
             self.response_model = model
         usage = payload.get("usage")
         if isinstance(usage, dict):
-            self.usage = TokenUsage.from_openai(usage)
+            self.report_usage(TokenUsage.from_openai(usage))
 
     # -- streams --
 

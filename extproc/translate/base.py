@@ -7,6 +7,7 @@ dicts in, bytes and dicts out, no I/O, so each is unit-tested from the provider'
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -80,31 +81,85 @@ class HeaderChanges:
     remove_headers: tuple[str, ...] = ()
 
 
-def rewritten_answer_headers(status: int, stream: bool) -> HeaderChanges | None:
-    """Header edits of a translator that rewrites every answer: errors become JSON in the client's shape, a
-    plain answer's length changes, and a stream stays text/event-stream (the router drops its length)."""
-    if not 200 <= status < 300:
-        return HeaderChanges({"content-type": "application/json"}, ("content-length",))
+def rewritten_answer_headers(stream: bool) -> HeaderChanges | None:
+    """Header edits of a translator that rewrites every 2xx answer: a plain answer's length changes, and a
+    stream stays text/event-stream (the router drops its length)."""
     return None if stream else HeaderChanges(remove_headers=("content-length",))
 
 
 class Translator(Protocol):
-    usage: TokenUsage | None
+    """Contract v2: one attempt's translation, called by the upstream filter (the request) and the router
+    filter (the answer).
+
+    * Answers and errors take separate roads. For a 2xx the router calls :meth:`translate_response_headers`
+      once, then :meth:`translate_response_body` per chunk; for any other status it calls
+      :meth:`translate_error` once with the whole body and nothing else. No translator checks a status.
+    * Usage is reported, not polled: the response methods hand each new usage to :meth:`report_usage`
+      (a fresh object each time, never one edited in place), and the router collects it with
+      :meth:`take_usage` after every body call. ``usage`` is the last one reported (what the access log
+      and the final charge read).
+    """
+
     response_model: str | None
     answer: AnswerText  # the answer's text, kept only when ``ClientRequest.capture_output`` asks
+
+    @property
+    def usage(self) -> TokenUsage | None:
+        """The answer's usage as last reported (None: the provider reported none yet)."""
+        ...
+
+    def take_usage(self) -> TokenUsage | None:
+        """The usage reported since the last call, None when there is nothing new."""
+        ...
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         """The request for ``backend`` with ``model`` (the client's or the override)."""
         ...
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        """Called once with the provider's status and headers, before any body; None = unchanged."""
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
+        """Called once with a 2xx answer's headers, before any body; None = unchanged."""
         ...
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        """Bytes for the client in place of ``chunk`` (None = unchanged); buffered bodies arrive whole.
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        """Bytes for the client in place of a 2xx answer's ``chunk`` (None = unchanged); buffered bodies
+        arrive whole.
 
         A 2xx that is not the provider's answer (or a stream that ends unfinished) raises
         :class:`~tokenvoy.extproc.errors.UpstreamShapeError`: the router answers 502, or ends the stream
         with an error event after the error's ``emitted`` bytes."""
         ...
+
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        """The provider's error (any status outside 2xx, its headers and whole body) in the client API's
+        error shape, the status kept; None = the provider's bytes go through (already the client's shape).
+        The router gives a rewritten error ``content-type: application/json`` and no stale length."""
+        ...
+
+
+class TranslatorBase:
+    """What every translator shares: the answer's model, text and usage, the usage hand-over to the router,
+    and errors that pass through unchanged unless a translator says otherwise."""
+
+    def __init__(self) -> None:
+        self.response_model: str | None = None
+        self.answer = AnswerText()
+        self._usage: TokenUsage | None = None
+        self._usage_is_new = False
+
+    @property
+    def usage(self) -> TokenUsage | None:
+        return self._usage
+
+    def report_usage(self, usage: TokenUsage) -> None:
+        """The answer's usage so far (replaces what was reported before)."""
+        self._usage = usage
+        self._usage_is_new = True
+
+    def take_usage(self) -> TokenUsage | None:
+        if not self._usage_is_new:
+            return None
+        self._usage_is_new = False
+        return self._usage
+
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        return None

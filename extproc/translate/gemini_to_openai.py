@@ -51,6 +51,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,8 +61,14 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, gemini_error_body, google_status, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import SSEParser
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest, rewritten_answer_headers
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
+from tokenvoy.extproc.translate.base import (
+    ClientRequest,
+    HeaderChanges,
+    TranslatorBase,
+    UpstreamRequest,
+    rewritten_answer_headers,
+)
+from tokenvoy.extproc.translate.bodies import WholeBody, json_object
 from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -612,11 +619,9 @@ class _Choice:
     calls: dict[int, list[str]] = field(default_factory=dict)  # tool_calls index → [id, name, arguments]
 
 
-class GeminiToOpenAI:
+class GeminiToOpenAI(TranslatorBase):
     def __init__(self) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
-        self.answer = AnswerText()
+        super().__init__()
         self._model = ""
         self._stream = False
         self._body = WholeBody()
@@ -640,16 +645,17 @@ class GeminiToOpenAI:
     def upstream_path(self, backend: Backend, model: str) -> str:
         return backend.path_prefix + CHAT_PATH
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        return rewritten_answer_headers(status, self._stream)
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
+        return rewritten_answer_headers(self._stream)
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not 200 <= status < 300 or not self._stream:
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        return error_body(status, body)
+
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        if not self._stream:
             raw = self._body.collect(chunk, end_of_stream)
             if raw is None:
                 return b""
-            if not 200 <= status < 300:
-                return error_body(status, raw)
             completion = answer_object(raw, "the provider")  # not a chat completion: a 502, never a made-up one
             require(completion, "choices", list, "the provider")
             self._take(completion)
@@ -667,7 +673,7 @@ class GeminiToOpenAI:
             self._id = payload["id"]
         usage = payload.get("usage")
         if isinstance(usage, dict):
-            self.usage = TokenUsage.from_openai(usage)
+            self.report_usage(TokenUsage.from_openai(usage))
 
     def _capture(self, response: dict[str, Any]) -> None:
         for candidate in response["candidates"][:1]:

@@ -46,7 +46,7 @@ The request is rebuilt (not edited in place): the two APIs share no body layout.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import orjson
@@ -64,8 +64,8 @@ from tokenvoy.extproc.translate.anthropic_common import (
     merge_usage,
     usage_from_anthropic,
 )
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, TranslatorBase, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import WholeBody
 from tokenvoy.extproc.translate.openai_common import (
     data_uri,
     function_calls,
@@ -442,20 +442,18 @@ def chat_completion(message: dict[str, Any], created: int) -> dict[str, Any]:
     return out
 
 
-class OpenAIToAnthropic:
+class OpenAIToAnthropic(TranslatorBase):
     """One attempt's translation; ``clock`` is injectable so chunks' ``created`` is testable."""
 
     wire: ClassVar[MessagesWire] = ANTHROPIC_API  # where Claude is reached; the clouds' subclasses swap it
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
+        super().__init__()
         self._clock = clock
         self._stream = False
         self._include_usage = False
         self._model = ""  # the model asked for: the answer's model when the provider names none
         self._body = WholeBody()
-        self._error_headers: dict[str, str] = {}
         self._parser = self.wire.stream_reader()
         self._id: str | None = None
         self._created = 0
@@ -464,7 +462,6 @@ class OpenAIToAnthropic:
         self._reasoning_indices: dict[int, int] = {}  # Anthropic block index → reasoning_details index
         self._tool_arguments_sent: set[int] = set()
         self._finished = False
-        self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         body = build_request(request.body, model)
@@ -484,20 +481,14 @@ class OpenAIToAnthropic:
             remove_headers=("authorization",),
         )
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        if not 200 <= status < 300:
-            # Errors are rewritten into OpenAI's JSON shape, whatever the provider's body was.
-            self._error_headers = headers
-            return HeaderChanges({"content-type": "application/json"}, ("content-length",))
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
         if self._stream:
             if self.wire.reframes_stream:  # e.g. an AWS event stream, answered as SSE
                 return HeaderChanges({"content-type": "text/event-stream"})
             return None  # still text/event-stream; the router drops content-length for streams
         return HeaderChanges(remove_headers=("content-length",))  # the body is rewritten
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not 200 <= status < 300:
-            return self._error(status, chunk, end_of_stream)
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if self._stream:
             return self._translate_stream(chunk, end_of_stream)
         raw = self._body.collect(chunk, end_of_stream)
@@ -511,11 +502,9 @@ class OpenAIToAnthropic:
             self.answer.add(completion["choices"][0]["message"]["content"])
         return orjson.dumps(completion)
 
-    def _error(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes:
-        raw = self._body.collect(chunk, end_of_stream)
-        if raw is None:
-            return b""
-        error_type, message = self.wire.error_details(status, self._error_headers, raw)
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        """Errors are rewritten into OpenAI's JSON shape, whatever the provider's body was."""
+        error_type, message = self.wire.error_details(status, headers, body)
         return openai_error_body(GatewayError(status, message, error_type))
 
     def _take_message(self, message: dict[str, Any]) -> None:
@@ -528,7 +517,7 @@ class OpenAIToAnthropic:
             self._id = message["id"]
         self._raw_usage = merge_usage(self._raw_usage, message.get("usage"))
         if self._raw_usage:
-            self.usage = usage_from_anthropic(self._raw_usage)
+            self.report_usage(usage_from_anthropic(self._raw_usage))
 
     # -- streams --
 
@@ -593,7 +582,7 @@ class OpenAIToAnthropic:
         elif kind == "message_delta":
             self._raw_usage = merge_usage(self._raw_usage, event.get("usage"))
             if self._raw_usage:
-                self.usage = usage_from_anthropic(self._raw_usage)
+                self.report_usage(usage_from_anthropic(self._raw_usage))
             delta = event.get("delta")
             stop_reason = delta.get("stop_reason") if isinstance(delta, dict) else None
             if isinstance(stop_reason, str):

@@ -452,7 +452,7 @@ class OpenAIToBedrock(BedrockTranslator):
 
     def whole(self, response: dict[str, Any]) -> bytes:
         completion = chat_completion(response, self._id, self._model, int(self._clock()))
-        self.take_usage(response.get("usage"))
+        self.read_usage(response.get("usage"))
         if self.usage is not None:
             completion["usage"] = openai_usage(self.usage)
         content = completion["choices"][0]["message"]["content"]
@@ -519,7 +519,7 @@ class OpenAIToBedrock(BedrockTranslator):
             reason = payload.get("stopReason")
             out.append(self._chunk({}, FINISH_REASONS.get(reason if isinstance(reason, str) else "", "stop")))
         elif kind == "metadata":
-            self.take_usage(payload.get("usage"))
+            self.read_usage(payload.get("usage"))
             if self._stop_seen:
                 self._finish(out)
         # events added later by Bedrock carry nothing an OpenAI client can read

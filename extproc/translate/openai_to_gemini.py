@@ -59,7 +59,7 @@ from __future__ import annotations
 import mimetypes
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,8 +69,14 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, openai_error_body, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import KEEPALIVE, SSEParser
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest, rewritten_answer_headers
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.base import (
+    ClientRequest,
+    HeaderChanges,
+    TranslatorBase,
+    UpstreamRequest,
+    rewritten_answer_headers,
+)
+from tokenvoy.extproc.translate.bodies import WholeBody
 from tokenvoy.extproc.translate.gemini_common import (
     created_at,
     error_details,
@@ -504,13 +510,11 @@ class _Choice:
     finished: bool = False
 
 
-class OpenAIToGemini:
+class OpenAIToGemini(TranslatorBase):
     """One attempt's translation; ``clock`` and ``new_id`` are injectable so ids and ``created`` are testable."""
 
     def __init__(self, clock: Callable[[], float] = time.time, new_id: Callable[[], str] = new_id) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
-        self.answer = AnswerText()
+        super().__init__()
         self._clock = clock
         self._new_id = new_id
         self._stream = False
@@ -534,12 +538,10 @@ class OpenAIToGemini:
             set_headers={"content-type": "application/json"},
         )
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        return rewritten_answer_headers(status, self._stream)
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
+        return rewritten_answer_headers(self._stream)
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not 200 <= status < 300:
-            return self._error(status, chunk, end_of_stream)
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if self._stream:
             return self._translate_stream(chunk, end_of_stream)
         raw = self._body.collect(chunk, end_of_stream)
@@ -556,11 +558,8 @@ class OpenAIToGemini:
                 self.answer.add(content)
         return orjson.dumps(completion)
 
-    def _error(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes:
-        raw = self._body.collect(chunk, end_of_stream)
-        if raw is None:
-            return b""
-        return openai_error_body(GatewayError(status, error_details(status, raw)))
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        return openai_error_body(GatewayError(status, error_details(status, body)))
 
     def _take(self, response: dict[str, Any]) -> None:
         """The response-wide fields every chunk repeats: first id and time win, last usage wins."""
@@ -574,7 +573,7 @@ class OpenAIToGemini:
             self._created = created_at(response) or int(self._clock())
         metadata = response.get("usageMetadata")
         if isinstance(metadata, dict):
-            self.usage = usage_from_gemini(metadata)
+            self.report_usage(usage_from_gemini(metadata))
 
     # -- streams --
 
