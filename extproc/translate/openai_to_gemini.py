@@ -87,29 +87,33 @@ from tokenvoy.extproc.translate.gemini_common import (
     stream_error,
     usage_from_gemini,
 )
-from tokenvoy.extproc.translate.openai_common import data_uri, function_calls
+from tokenvoy.extproc.translate.openai_common import (
+    ChatChunkWriter,
+    data_uri,
+    function_calls,
+    openai_usage,
+    refuse_non_defaults,
+)
 from tokenvoy.extproc.translate.shapes import answer_object, stream_cut
-from tokenvoy.extproc.usage import TokenUsage
 
 REASONING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 SIGNATURE_SEPARATOR = "__thought__"
 """Between a tool call id and the Gemini ``thoughtSignature`` it carries (see the module docstring)."""
 TARGET = "a Gemini backend"
 PROVIDER = "the Gemini provider"
-_DONE = b"data: [DONE]\n\n"
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
-# Fields whose only expressible value is their default: (field, accepted values, why).
-_DEFAULT_ONLY: tuple[tuple[str, tuple[object, ...], str], ...] = (
-    ("logprobs", (None, False), "the gateway does not translate Gemini's log probabilities"),
-    ("top_logprobs", (None, 0), "the gateway does not translate Gemini's log probabilities"),
-    ("logit_bias", (None, {}), "Gemini has no logit bias"),
-    ("audio", (None,), "Gemini's audio output is not translated"),
-    ("modalities", (None, ["text"]), "only text answers are translated"),
-    ("prediction", (None,), "Gemini has no predicted outputs"),
-    ("web_search_options", (None,), "use Gemini's grounding on the backend instead"),
-    ("functions", (None,), "use `tools`"),
-    ("function_call", (None,), "use `tool_choice`"),
-)
+# Why each chat field is refused unless it has its default value (openai_common.DEFAULT_VALUES).
+_DEFAULT_ONLY = {
+    "logprobs": "the gateway does not translate Gemini's log probabilities",
+    "top_logprobs": "the gateway does not translate Gemini's log probabilities",
+    "logit_bias": "Gemini has no logit bias",
+    "audio": "Gemini's audio output is not translated",
+    "modalities": "only text answers are translated",
+    "prediction": "Gemini has no predicted outputs",
+    "web_search_options": "use Gemini's grounding on the backend instead",
+    "functions": "use `tools`",
+    "function_call": "use `tool_choice`",
+}
 
 
 def _unsupported(field: str, why: str) -> GatewayError:
@@ -122,9 +126,7 @@ def _unsupported(field: str, why: str) -> GatewayError:
 def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     """The Gemini ``GenerateContentRequest`` body for an OpenAI chat completion body (raises GatewayError).
     ``model`` is part of the path, not of the body."""
-    for field, accepted, why in _DEFAULT_ONLY:
-        if body.get(field) not in accepted:
-            raise _unsupported(field, why)
+    refuse_non_defaults(body, _DEFAULT_ONLY, TARGET)
     system, contents = convert_messages(body.get("messages"))
     out: dict[str, Any] = {"contents": contents}
     if system:
@@ -409,17 +411,6 @@ def convert_tool_choice(choice: object, names: set[str]) -> dict[str, Any] | Non
 # ---- response -------------------------------------------------------------------------------------------
 
 
-def openai_usage(usage: TokenUsage) -> dict[str, Any]:
-    """OpenAI's usage object: ``completion_tokens`` include reasoning, ``prompt_tokens`` cached tokens."""
-    return {
-        "prompt_tokens": usage.input,
-        "completion_tokens": usage.output,
-        "total_tokens": usage.total,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_input},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning},
-    }
-
-
 def new_id() -> str:
     return uuid.uuid4().hex[:24]
 
@@ -497,7 +488,7 @@ def chat_completion(
     }
     metadata = response.get("usageMetadata")
     if isinstance(metadata, dict):
-        out["usage"] = openai_usage(usage_from_gemini(metadata))
+        out["usage"] = openai_usage(usage_from_gemini(metadata), reasoning=True)
     return out
 
 
@@ -518,7 +509,7 @@ class OpenAIToGemini(TranslatorBase):
         self._clock = clock
         self._new_id = new_id
         self._stream = False
-        self._include_usage = False
+        self._writer = ChatChunkWriter(self.answer)  # the client's stream
         self._body = WholeBody()
         self._parser = SSEParser()
         self._id: str | None = None
@@ -530,8 +521,7 @@ class OpenAIToGemini(TranslatorBase):
         body = build_request(request.body, model)
         self._stream = request.stream
         self.answer.keep = request.capture_output
-        options = request.body.get("stream_options")
-        self._include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self._writer.read_request(request.body)
         return UpstreamRequest(
             path=model_path(backend.path_prefix, model, self._stream),
             body=orjson.dumps(body),
@@ -571,6 +561,7 @@ class OpenAIToGemini(TranslatorBase):
             self._id = response_id if isinstance(response_id, str) and response_id else f"chatcmpl-{self._new_id()}"
         if self._created is None:
             self._created = created_at(response) or int(self._clock())
+        self._writer.id, self._writer.created, self._writer.model = self._id, self._created, self.response_model
         metadata = response.get("usageMetadata")
         if isinstance(metadata, dict):
             self.report_usage(usage_from_gemini(metadata))
@@ -603,31 +594,13 @@ class OpenAIToGemini(TranslatorBase):
         if end_of_stream and not self._ended:
             self._ended = True
             if self._choices and all(choice.finished for choice in self._choices.values()):
-                if self._include_usage:
-                    final = self._envelope([])
-                    final["usage"] = openai_usage(self.usage or TokenUsage())
-                    out.append(b"data: " + orjson.dumps(final) + b"\n\n")
-                out.append(_DONE)
+                out.append(self._writer.end(self.usage, reasoning=True))
             else:  # Gemini's stream has no end event: without a finishReason for every candidate, it was cut
                 raise stream_cut(PROVIDER, "a `finishReason`", b"".join(out))
         return b"".join(out)
 
-    def _envelope(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self.response_model,
-            "choices": choices,
-        }
-
     def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        if index == 0 and self.answer.keep and isinstance(delta.get("content"), str):
-            self.answer.add(delta["content"])
-        chunk = self._envelope([{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}])
-        if self._include_usage:
-            chunk["usage"] = None  # as OpenAI does on every chunk but the last when usage was asked for
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return self._writer.chunk(delta, finish, index)
 
     def _choice(self, index: int, out: list[bytes]) -> _Choice:
         choice = self._choices.get(index)
@@ -641,7 +614,7 @@ class OpenAIToGemini(TranslatorBase):
     def _stream_response(self, response: dict[str, Any], out: list[bytes]) -> None:
         if "error" in response:
             self._ended = True
-            out.append(b"data: " + openai_error_body(stream_error(response["error"])) + b"\n\n")
+            out.append(self._writer.error(stream_error(response["error"])))
             return
         self._take(response)
         candidates = _candidates(response)
