@@ -56,6 +56,7 @@ from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, anthropic_
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.estimate import prompt_tokens
 from tokenvoy.extproc.sse import SSEParser
+from tokenvoy.extproc.translate.anthropic_common import MessagesEventWriter, anthropic_usage
 from tokenvoy.extproc.translate.base import (
     ClientRequest,
     HeaderChanges,
@@ -79,7 +80,6 @@ STOP_REASONS = {
 # Client headers only Anthropic understands: not sent to an OpenAI-schema backend.
 ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta", "anthropic-dangerous-direct-browser-access")
 _IGNORED_BLOCKS = ("thinking", "redacted_thinking")
-PING = b'event: ping\ndata: {"type":"ping"}\n\n'  # Anthropic's keep-alive event
 
 
 def _unsupported(field: str, why: str) -> GatewayError:
@@ -383,16 +383,6 @@ def convert_tool_choice(choice: object) -> tuple[Any, bool | None]:
 # ---- response -------------------------------------------------------------------------------------------
 
 
-def anthropic_usage(usage: TokenUsage) -> dict[str, int]:
-    """Anthropic's usage object: ``input_tokens`` exclude the cache reads reported beside them."""
-    return {
-        "input_tokens": usage.input - usage.cached_input,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": usage.cached_input,
-        "output_tokens": usage.output,
-    }
-
-
 def message_id(openai_id: object) -> str:
     text = openai_id if isinstance(openai_id, str) and openai_id else "gateway"
     return text if text.startswith("msg_") else f"msg_{text}"
@@ -465,10 +455,6 @@ def openai_error(status: int, raw: bytes) -> bytes:
     return anthropic_error_body(GatewayError(status, message))
 
 
-def sse_event(payload: dict[str, Any]) -> bytes:
-    return b"event: " + payload["type"].encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
-
-
 class AnthropicToOpenAI(TranslatorBase):
     def __init__(self) -> None:
         super().__init__()
@@ -477,6 +463,7 @@ class AnthropicToOpenAI(TranslatorBase):
         self._body = WholeBody()
         self._parser = SSEParser()
         # stream state
+        self._events = MessagesEventWriter()  # the client's stream
         self._started = False
         self._finished = False
         self._id: str | None = None
@@ -552,7 +539,7 @@ class AnthropicToOpenAI(TranslatorBase):
             if not data:
                 if event.is_comment:  # a keep-alive: keep the client's alive too
                     self._start(out)
-                    out.append(PING)
+                    out.append(MessagesEventWriter.PING)
                 continue
             if data == "[DONE]":
                 self._finish(out)
@@ -574,17 +561,8 @@ class AnthropicToOpenAI(TranslatorBase):
         if self._started:
             return
         self._started = True
-        message = {
-            "id": message_id(self._id),
-            "type": "message",
-            "role": "assistant",
-            "model": self.response_model or self._model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": self._input_estimate, "output_tokens": 0},
-        }
-        out.append(sse_event({"type": "message_start", "message": message}))
+        model = self.response_model or self._model
+        out.append(self._events.message_start(message_id(self._id), model, self._input_estimate))
 
     def _chunk(self, payload: dict[str, Any], out: list[bytes]) -> None:
         error = payload.get("error")
@@ -631,16 +609,16 @@ class AnthropicToOpenAI(TranslatorBase):
         self._blocks += 1
         if block is None:
             block = {"type": "text", "text": ""} if kind == "text" else {"type": kind, "thinking": "", "signature": ""}
-        out.append(sse_event({"type": "content_block_start", "index": self._block, "content_block": block}))
+        out.append(self._events.block_start(self._block, block))
 
     def _delta(self, delta: dict[str, Any], out: list[bytes], index: int | None = None) -> None:
         at = self._block if index is None else index
-        out.append(sse_event({"type": "content_block_delta", "index": at, "delta": delta}))
+        out.append(self._events.block_delta(at, delta))
 
     def _close(self, out: list[bytes]) -> None:
         if self._block is None:
             return
-        out.append(sse_event({"type": "content_block_stop", "index": self._block}))
+        out.append(self._events.block_stop(self._block))
         self._block = self._block_kind = None
 
     def _tool_call(self, call: dict[str, Any], out: list[bytes]) -> None:
@@ -660,11 +638,8 @@ class AnthropicToOpenAI(TranslatorBase):
         self._start(out)
         self._close(out)
         self._finished = True
-        usage = anthropic_usage(self.usage or TokenUsage())
-        delta = {"stop_reason": self._stop_reason or "end_turn", "stop_sequence": None}
-        out.append(sse_event({"type": "message_delta", "delta": delta, "usage": usage}))
-        out.append(sse_event({"type": "message_stop"}))
+        out.append(self._events.message_end(self._stop_reason or "end_turn", self.usage))
 
     def _error(self, error_type: str, message: str, out: list[bytes]) -> None:
         self._finished = True
-        out.append(sse_event({"type": "error", "error": {"type": error_type, "message": message}}))
+        out.append(self._events.error(error_type, message))
