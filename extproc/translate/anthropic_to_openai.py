@@ -518,12 +518,7 @@ class AnthropicToOpenAI(TranslatorBase):
         return orjson.dumps(anthropic_message(completion, self._model))
 
     def _take(self, payload: dict[str, Any]) -> None:
-        model = payload.get("model")
-        if isinstance(model, str) and model:
-            self.response_model = model
-        usage = payload.get("usage")
-        if isinstance(usage, dict):
-            self.report_usage(TokenUsage.from_openai(usage))
+        self.read_answer(payload, TokenUsage.from_openai)
 
     # -- streams --
 

@@ -7,7 +7,7 @@ dicts in, bytes and dicts out, no I/O, so each is unit-tested from the provider'
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -154,6 +154,22 @@ class TranslatorBase:
         """The answer's usage so far (replaces what was reported before)."""
         self._usage = usage
         self._usage_is_new = True
+
+    def read_answer(
+        self,
+        payload: dict[str, Any],
+        read_usage: Callable[[dict[str, Any]], TokenUsage],
+        model_key: str = "model",
+        usage_key: str = "usage",
+    ) -> None:
+        """The model and usage an answer (or one stream chunk of it) names, either one maybe missing: the
+        last model named is the response model, a usage object is parsed with ``read_usage`` and reported."""
+        model = payload.get(model_key)
+        if isinstance(model, str) and model:
+            self.response_model = model
+        usage = payload.get(usage_key)
+        if isinstance(usage, dict):
+            self.report_usage(read_usage(usage))
 
     def take_usage(self) -> TokenUsage | None:
         if not self._usage_is_new:

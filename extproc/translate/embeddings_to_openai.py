@@ -39,10 +39,5 @@ class EmbeddingsToOpenAI(TranslatorBase):
         if raw is not None:  # the bytes go through unchanged, but only if they are an answer at all
             payload = answer_object(raw, "the OpenAI-schema provider")
             require(payload, "data", list, "the OpenAI-schema provider")
-            model = payload.get("model")
-            if isinstance(model, str) and model:
-                self.response_model = model
-            usage = payload.get("usage")
-            if isinstance(usage, dict):
-                self.report_usage(TokenUsage.from_openai(usage))
+            self.read_answer(payload, TokenUsage.from_openai)
         return None  # the bytes go through unchanged; OpenAI's errors, too (already the client's shape)

@@ -666,14 +666,9 @@ class GeminiToOpenAI(TranslatorBase):
         return self._translate_stream(chunk, end_of_stream)
 
     def _take(self, payload: dict[str, Any]) -> None:
-        model = payload.get("model")
-        if isinstance(model, str) and model:
-            self.response_model = model
+        self.read_answer(payload, TokenUsage.from_openai)
         if self._id is None and isinstance(payload.get("id"), str) and payload["id"]:
             self._id = payload["id"]
-        usage = payload.get("usage")
-        if isinstance(usage, dict):
-            self.report_usage(TokenUsage.from_openai(usage))
 
     def _capture(self, response: dict[str, Any]) -> None:
         for candidate in response["candidates"][:1]:

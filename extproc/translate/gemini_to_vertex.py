@@ -110,12 +110,7 @@ class GeminiToVertex(TranslatorBase):
         return None
 
     def _take(self, response: dict[str, Any]) -> None:
-        model = response.get("modelVersion")
-        if isinstance(model, str) and model:
-            self.response_model = model
-        metadata = response.get("usageMetadata")
-        if isinstance(metadata, dict):
-            self.report_usage(usage_from_gemini(metadata))
+        self.read_answer(response, usage_from_gemini, "modelVersion", "usageMetadata")
         if self.answer.keep:
             candidates = response.get("candidates")
             first = candidates[0] if isinstance(candidates, list) and candidates else None

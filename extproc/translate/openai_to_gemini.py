@@ -553,18 +553,13 @@ class OpenAIToGemini(TranslatorBase):
 
     def _take(self, response: dict[str, Any]) -> None:
         """The response-wide fields every chunk repeats: first id and time win, last usage wins."""
-        model = response.get("modelVersion")
-        if isinstance(model, str) and model:
-            self.response_model = model
+        self.read_answer(response, usage_from_gemini, "modelVersion", "usageMetadata")
         if self._id is None:
             response_id = response.get("responseId")
             self._id = response_id if isinstance(response_id, str) and response_id else f"chatcmpl-{self._new_id()}"
         if self._created is None:
             self._created = created_at(response) or int(self._clock())
         self._writer.id, self._writer.created, self._writer.model = self._id, self._created, self.response_model
-        metadata = response.get("usageMetadata")
-        if isinstance(metadata, dict):
-            self.report_usage(usage_from_gemini(metadata))
 
     # -- streams --
 

@@ -111,12 +111,7 @@ class OpenAIToOpenAI(TranslatorBase):
         return passed
 
     def _take(self, payload: dict[str, Any]) -> None:
-        model = payload.get("model")
-        if isinstance(model, str) and model:
-            self.response_model = model
-        usage = payload.get("usage")
-        if isinstance(usage, dict):
-            self.report_usage(TokenUsage.from_openai(usage))
+        self.read_answer(payload, TokenUsage.from_openai)
         if self.answer.keep:
             self._capture_text(payload)
 

@@ -116,12 +116,7 @@ class ResponsesToOpenAI(TranslatorBase):
             self._take(response)
 
     def _take(self, response: dict[str, Any]) -> None:
-        model = response.get("model")
-        if isinstance(model, str) and model:
-            self.response_model = model
-        usage = response.get("usage")
-        if isinstance(usage, dict):
-            self.report_usage(responses_usage(usage))
+        self.read_answer(response, responses_usage)
 
 
 class ResponsesToAzure(ResponsesToOpenAI):
