@@ -65,6 +65,7 @@ from tokenvoy.extproc.translate.base import (
     rewritten_answer_headers,
 )
 from tokenvoy.extproc.translate.bodies import WholeBody
+from tokenvoy.extproc.translate.openai_common import DONE_EVENT, KEEP_ALIVE, chat_stream_events
 from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -523,28 +524,17 @@ class AnthropicToOpenAI(TranslatorBase):
     # -- streams --
 
     def _translate_stream(self, chunk: bytes, end_of_stream: bool) -> bytes:
-        events = self._parser.feed(chunk)
-        if end_of_stream:
-            events.extend(self._parser.flush())
         out: list[bytes] = []
-        for event in events:
-            data = event.data
+        for item in chat_stream_events(self._parser, chunk, end_of_stream):
             if self._finished:
-                continue
-            if not data:
-                if event.is_comment:  # a keep-alive: keep the client's alive too
-                    self._start(out)
-                    out.append(MessagesEventWriter.PING)
-                continue
-            if data == "[DONE]":
+                break
+            if item == KEEP_ALIVE:  # keep the client's alive too
+                self._start(out)
+                out.append(MessagesEventWriter.PING)
+            elif item == DONE_EVENT:
                 self._finish(out)
-                continue
-            try:
-                payload = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(payload, dict):
-                self._chunk(payload, out)
+            elif isinstance(item, dict):
+                self._chunk(item, out)
         if end_of_stream and not self._finished:
             if self._stop_reason is not None:
                 self._finish(out)  # some servers end without [DONE]

@@ -1,8 +1,9 @@
 """The one interface every (client API, backend schema) translator implements.
 
 A translator instance lives for one upstream attempt: the upstream filter asks it for the request to
-send; the router filter feeds it the response and reads the usage. Translators are pure: bytes and
-dicts in, bytes and dicts out, no I/O, so each is unit-tested from the provider's documented examples.
+send; the router filter feeds it the answer (or the error) and takes the usage it reports. Translators are
+pure: bytes and dicts in, bytes and dicts out, no I/O, so each is unit-tested from the provider's documented
+examples.
 """
 
 from __future__ import annotations
@@ -94,10 +95,15 @@ class Translator(Protocol):
     * Answers and errors take separate roads. For a 2xx the router calls :meth:`translate_response_headers`
       once, then :meth:`translate_response_body` per chunk; for any other status it calls
       :meth:`translate_error` once with the whole body and nothing else. No translator checks a status.
-    * Usage is reported, not polled: the response methods hand each new usage to :meth:`report_usage`
-      (a fresh object each time, never one edited in place), and the router collects it with
-      :meth:`take_usage` after every body call. ``usage`` is the last one reported (what the access log
-      and the final charge read).
+    * Usage is reported, not polled: the response methods hand each new usage to
+      :meth:`TranslatorBase.report_usage` (``read_answer`` does it for an answer's ``usage`` object), and
+      the router collects it with :meth:`take_usage` after every body call: a stream is re-costed when,
+      and only when, it returns one. ``usage`` is the last one reported (what the access log and the final
+      charge read). The router never compares usage objects to learn that something changed.
+    * One style: every translator is a :class:`TranslatorBase`; pairs that answer an OpenAI chat client
+      from another schema write with ``openai_common.ChatChunkWriter``, pairs that answer an Anthropic
+      client with ``anthropic_common.MessagesEventWriter``. The two wrappers (``Chained``,
+      ``ResponsesViaChat``) pass every call, ``take_usage`` and ``translate_error`` included, to their parts.
     """
 
     response_model: str | None

@@ -69,6 +69,7 @@ from tokenvoy.extproc.translate.base import (
     rewritten_answer_headers,
 )
 from tokenvoy.extproc.translate.bodies import WholeBody, json_object
+from tokenvoy.extproc.translate.openai_common import DONE_EVENT, chat_stream_events
 from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -679,23 +680,15 @@ class GeminiToOpenAI(TranslatorBase):
     # -- streams --
 
     def _translate_stream(self, chunk: bytes, end_of_stream: bool) -> bytes:
-        events = self._parser.feed(chunk)
-        if end_of_stream:
-            events.extend(self._parser.flush())
         out: list[bytes] = []
-        for event in events:
-            data = event.data
-            if not data or self._ended:
-                continue
-            if data == "[DONE]":
+        for item in chat_stream_events(self._parser, chunk, end_of_stream):
+            if self._ended:
+                break
+            if item == DONE_EVENT:
                 self._finish(out)
-                continue
-            try:
-                payload = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(payload, dict):
-                self._chunk(payload, out)
+            elif isinstance(item, dict):
+                self._chunk(item, out)
+            # a keep-alive comment: Gemini's stream has none to pass on
         if end_of_stream and not self._ended:
             if self._choices and all(choice.finish for choice in self._choices.values()):
                 self._finish(out)  # some servers end without [DONE]
