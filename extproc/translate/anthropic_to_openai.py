@@ -65,7 +65,7 @@ from tokenvoy.extproc.translate.base import (
     rewritten_answer_headers,
 )
 from tokenvoy.extproc.translate.bodies import WholeBody
-from tokenvoy.extproc.translate.openai_common import DONE_EVENT, KEEP_ALIVE, chat_stream_events
+from tokenvoy.extproc.translate.openai_common import DONE_EVENT, KEEP_ALIVE, chat_stream_events, provider_error
 from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -440,22 +440,6 @@ def anthropic_message(completion: dict[str, Any], fallback_model: str) -> dict[s
     }
 
 
-def openai_error(status: int, raw: bytes) -> bytes:
-    """A provider error (OpenAI's JSON, or anything else) in Anthropic's error shape."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        message = error["message"]
-    elif isinstance(error, str):
-        message = error
-    else:
-        message = raw.decode("utf-8", errors="replace").strip() or f"the provider answered {status} with an empty body"
-    return anthropic_error_body(GatewayError(status, message))
-
-
 class AnthropicToOpenAI(TranslatorBase):
     def __init__(self) -> None:
         super().__init__()
@@ -493,7 +477,7 @@ class AnthropicToOpenAI(TranslatorBase):
         return rewritten_answer_headers(self._stream)
 
     def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
-        return openai_error(status, body)
+        return anthropic_error_body(provider_error(status, body))
 
     def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if not self._stream:

@@ -68,8 +68,8 @@ from tokenvoy.extproc.translate.base import (
     UpstreamRequest,
     rewritten_answer_headers,
 )
-from tokenvoy.extproc.translate.bodies import WholeBody, json_object
-from tokenvoy.extproc.translate.openai_common import DONE_EVENT, chat_stream_events
+from tokenvoy.extproc.translate.bodies import WholeBody
+from tokenvoy.extproc.translate.openai_common import DONE_EVENT, chat_stream_events, provider_error
 from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -597,19 +597,6 @@ def gemini_response(completion: dict[str, Any], fallback_model: str) -> dict[str
     return out
 
 
-def error_body(status: int, raw: bytes) -> bytes:
-    """A provider error (OpenAI's JSON, the gateway's, or anything else) in Google's error shape."""
-    body = json_object(raw)
-    error = body.get("error") if body is not None else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        message = error["message"]
-    elif isinstance(error, str):
-        message = error
-    else:
-        message = raw.decode("utf-8", errors="replace").strip() or f"the provider answered {status} with an empty body"
-    return gemini_error_body(GatewayError(status, message))
-
-
 def sse_event(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\r\n\r\n"
 
@@ -650,7 +637,7 @@ class GeminiToOpenAI(TranslatorBase):
         return rewritten_answer_headers(self._stream)
 
     def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
-        return error_body(status, body)
+        return gemini_error_body(provider_error(status, body))
 
     def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if not self._stream:

@@ -52,6 +52,23 @@ def asks_for_usage(body: dict[str, Any]) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
+def provider_error(status: int, raw: bytes) -> GatewayError:
+    """An OpenAI-schema provider's error answer (OpenAI's JSON, the gateway's own, or anything else) with its
+    status kept and its message found, for the client's own error shape."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        message = error["message"]
+    elif isinstance(error, str):
+        message = error
+    else:
+        message = raw.decode("utf-8", errors="replace").strip() or f"the provider answered {status} with an empty body"
+    return GatewayError(status, message)
+
+
 def openai_usage(usage: TokenUsage, reasoning: bool = False) -> dict[str, Any]:
     """OpenAI's usage object: ``prompt_tokens`` include cached tokens, as OpenAI's own do; ``reasoning``: the
     backend reports reasoning tokens (``completion_tokens_details``)."""
