@@ -64,8 +64,8 @@ from tokenvoy.extproc.translate.base import (
     UpstreamRequest,
     rewritten_answer_headers,
 )
-from tokenvoy.extproc.translate.bodies import WholeBody
-from tokenvoy.extproc.translate.openai_common import DONE_EVENT, KEEP_ALIVE, chat_stream_events, provider_error
+from tokenvoy.extproc.translate.bodies import DONE_EVENT, KEEP_ALIVE, WholeBody, stream_items
+from tokenvoy.extproc.translate.openai_common import provider_error
 from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -509,7 +509,7 @@ class AnthropicToOpenAI(TranslatorBase):
 
     def _translate_stream(self, chunk: bytes, end_of_stream: bool) -> bytes:
         out: list[bytes] = []
-        for item in chat_stream_events(self._parser, chunk, end_of_stream):
+        for item in stream_items(self._parser, chunk, end_of_stream):
             if self._finished:
                 break
             if item == KEEP_ALIVE:  # keep the client's alive too

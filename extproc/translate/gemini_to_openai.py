@@ -68,8 +68,8 @@ from tokenvoy.extproc.translate.base import (
     UpstreamRequest,
     rewritten_answer_headers,
 )
-from tokenvoy.extproc.translate.bodies import WholeBody
-from tokenvoy.extproc.translate.openai_common import DONE_EVENT, chat_stream_events, provider_error
+from tokenvoy.extproc.translate.bodies import DONE_EVENT, WholeBody, stream_items
+from tokenvoy.extproc.translate.openai_common import provider_error
 from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -668,7 +668,7 @@ class GeminiToOpenAI(TranslatorBase):
 
     def _translate_stream(self, chunk: bytes, end_of_stream: bool) -> bytes:
         out: list[bytes] = []
-        for item in chat_stream_events(self._parser, chunk, end_of_stream):
+        for item in stream_items(self._parser, chunk, end_of_stream):
             if self._ended:
                 break
             if item == DONE_EVENT:

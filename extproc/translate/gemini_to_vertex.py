@@ -31,7 +31,7 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import UpstreamShapeError
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest, HeaderChanges, TranslatorBase, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import WholeBody
+from tokenvoy.extproc.translate.bodies import WholeBody, stream_items
 from tokenvoy.extproc.translate.gemini_common import model_path, prompt_blocked, usage_from_gemini
 from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
@@ -92,19 +92,10 @@ class GeminiToVertex(TranslatorBase):
                 raise UpstreamShapeError(f"{PROVIDER}'s answer has no `candidates` array (and no `promptFeedback`)")
             self._take(body)
             return None
-        events = self._parser.feed(chunk)
-        if end_of_stream:
-            events.extend(self._parser.flush())
-        for event in events:
-            if not event.data:
-                continue
-            try:
-                payload = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(payload, dict):
-                self._take(payload)
-                self._finished = self._finished or _final(payload)
+        for item in stream_items(self._parser, chunk, end_of_stream):
+            if isinstance(item, dict):
+                self._take(item)
+                self._finished = self._finished or _final(item)
         if end_of_stream and not self._finished:
             raise stream_cut(PROVIDER, "a `finishReason`", chunk)
         return None

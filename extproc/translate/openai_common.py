@@ -7,20 +7,16 @@ streams the same way.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from tokenvoy.extproc.errors import GatewayError, invalid_field, openai_error_body, untranslatable_field
-from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.bodies import AnswerText
 from tokenvoy.extproc.usage import TokenUsage
 
 DONE = b"data: [DONE]\n\n"
-DONE_EVENT = "[DONE]"  # what chat_stream_events yields for the stream's ``data: [DONE]``
-KEEP_ALIVE = ": keep-alive"  # what chat_stream_events yields for a keep-alive comment
 # Chat fields whose only value a non-OpenAI backend can honour is the default: field → the accepted values.
 # Each backend says why per field (``refuse_non_defaults``), in this order.
 DEFAULT_VALUES: dict[str, tuple[object, ...]] = {
@@ -81,30 +77,6 @@ def openai_usage(usage: TokenUsage, reasoning: bool = False) -> dict[str, Any]:
     if reasoning:
         out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning}
     return out
-
-
-def chat_stream_events(parser: SSEParser, chunk: bytes, end_of_stream: bool) -> Iterator[dict[str, Any] | str]:
-    """An OpenAI chat stream read as the translators toward other clients read it, split anywhere: each
-    chunk's JSON object, ``DONE_EVENT``, or ``KEEP_ALIVE`` for a keep-alive comment; data that is not a JSON
-    object is passed over. Lazy, so a reader that has finished stops parsing (``break``)."""
-    events = parser.feed(chunk)
-    if end_of_stream:
-        events.extend(parser.flush())
-    for event in events:
-        data = event.data
-        if not data:
-            if event.is_comment:
-                yield KEEP_ALIVE
-            continue
-        if data == DONE_EVENT:
-            yield DONE_EVENT
-            continue
-        try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(payload, dict):
-            yield payload
 
 
 class ChatChunkWriter:

@@ -65,7 +65,7 @@ from tokenvoy.extproc.translate.anthropic_common import (
     usage_from_anthropic,
 )
 from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, TranslatorBase, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import WholeBody
+from tokenvoy.extproc.translate.bodies import KEEP_ALIVE, WholeBody, stream_items
 from tokenvoy.extproc.translate.openai_common import (
     ChatChunkWriter,
     data_uri,
@@ -511,23 +511,14 @@ class OpenAIToAnthropic(TranslatorBase):
     # -- streams --
 
     def _translate_stream(self, chunk: bytes, end_of_stream: bool) -> bytes:
-        events = self._parser.feed(chunk)
-        if end_of_stream:
-            events.extend(self._parser.flush())
         out: list[bytes] = []
-        for event in events:
+        for item in stream_items(self._parser, chunk, end_of_stream):
             if self._finished:
-                continue
-            if not event.data:
-                if event.is_comment:
-                    out.append(KEEPALIVE)  # a keep-alive from the provider keeps the client's alive too
-                continue
-            try:
-                payload = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(payload, dict):
-                self._stream_event(payload, out)
+                break
+            if item == KEEP_ALIVE:
+                out.append(KEEPALIVE)  # a keep-alive from the provider keeps the client's alive too
+            elif isinstance(item, dict):
+                self._stream_event(item, out)
         broken = broken_stream(self._parser)
         if broken and not self._finished:
             self._finished = True

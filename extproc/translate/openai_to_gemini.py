@@ -76,7 +76,7 @@ from tokenvoy.extproc.translate.base import (
     UpstreamRequest,
     rewritten_answer_headers,
 )
-from tokenvoy.extproc.translate.bodies import WholeBody
+from tokenvoy.extproc.translate.bodies import KEEP_ALIVE, WholeBody, stream_items
 from tokenvoy.extproc.translate.gemini_common import (
     created_at,
     error_details,
@@ -564,24 +564,15 @@ class OpenAIToGemini(TranslatorBase):
     # -- streams --
 
     def _translate_stream(self, chunk: bytes, end_of_stream: bool) -> bytes:
-        events = self._parser.feed(chunk)
-        if end_of_stream:
-            events.extend(self._parser.flush())
         out: list[bytes] = []
-        for event in events:
+        for item in stream_items(self._parser, chunk, end_of_stream):
             if self._ended:
-                continue
-            if not event.data:
-                if event.is_comment:
-                    out.append(KEEPALIVE)
-                continue
-            try:
-                payload = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(payload, dict):
+                break
+            if item == KEEP_ALIVE:
+                out.append(KEEPALIVE)
+            elif isinstance(item, dict):
                 sent = len(out)
-                self._stream_response(payload, out)
+                self._stream_response(item, out)
                 if len(out) == sent:
                     # Gemini sends no keep-alive of its own; a chunk with nothing to show (usage only, a bare
                     # thought signature) still proves the model is alive, so the client hears of it.

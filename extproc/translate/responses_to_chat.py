@@ -46,7 +46,7 @@ from typing import Any
 
 from tokenvoy.extproc.errors import GatewayError, invalid_field, untranslatable_field
 from tokenvoy.extproc.sse import KEEPALIVE, SSEParser
-from tokenvoy.extproc.translate.openai_common import DONE_EVENT, KEEP_ALIVE, chat_stream_events
+from tokenvoy.extproc.translate.bodies import DONE_EVENT, KEEP_ALIVE, stream_items
 from tokenvoy.extproc.translate.responses_common import sse_event, usage_object
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -472,7 +472,7 @@ class ChatStreamToResponses:
 
     def feed(self, chunk: bytes, end_of_stream: bool, usage: TokenUsage | None) -> bytes:
         out: list[bytes] = []
-        for item in chat_stream_events(self._parser, chunk, end_of_stream):
+        for item in stream_items(self._parser, chunk, end_of_stream):
             if self.finished:
                 break
             if item == KEEP_ALIVE:
