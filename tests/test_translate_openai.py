@@ -156,6 +156,18 @@ def test_usage_chunk_the_client_did_not_ask_for_is_removed_at_any_split(cuts):
     assert translator.response_model == "gpt-4o-mini-2024-07-18"
 
 
+def test_a_streams_usage_is_handed_to_the_router_once_when_its_chunk_arrives():
+    """The router re-costs a stream (and writes the metadata a hang-up keeps) only when take_usage says so."""
+    translator = _streaming()
+    translator.translate_response_body(BEFORE_USAGE, False)
+    assert translator.take_usage() is None  # nothing reported yet: nothing to cost
+    translator.translate_response_body(USAGE_EVENT, False)
+    assert translator.take_usage() == EXPECTED_USAGE
+    assert translator.take_usage() is None  # taken: not costed again
+    translator.translate_response_body(DONE, True)
+    assert translator.take_usage() is None and translator.usage == EXPECTED_USAGE
+
+
 def test_usage_chunk_removed_when_the_stream_ends_without_a_final_blank_line():
     translator = _streaming()
     stream = BEFORE_USAGE + USAGE_EVENT + b"data: [DONE]"
