@@ -94,6 +94,8 @@ class RouterStream:
         self._corrupt = False  # a streamed answer proved undecodable: the client got an error event, no more
         self._stream_failed = False  # a streamed answer proved malformed: the client got an error event, no more
         self._costed: TokenUsage | None = None  # the usage whose costs (CEL included) are in the metadata
+        self._error_headers: dict[str, str] = {}  # a provider error's headers, for translate_error
+        self._error_chunks: list[bytes] = []  # a provider error's body so far (translated whole)
         self._prompt_estimate = 0  # a budgeted stream's estimated input tokens (its charge if cut short)
         self._meter: StreamMeter | None = None  # a budgeted 200 stream: what the client got so far
         self._cost_micros: int | None = None  # the request's USD cost (price catalog), once its usage is known
@@ -369,7 +371,11 @@ class RouterStream:
         encoding = values.get("content-encoding")
         remove = self._open_decoder(encoding, values) if encoding and not headers.end_of_stream else []
         translator = context.attempt.translator
-        changes = None if self._undecoded else translator.translate_response_headers(self._status, values)
+        changes = None
+        if not 200 <= self._status < 300:
+            self._error_headers = values  # the error is translated whole, with its body (translate_error)
+        elif not self._undecoded:
+            changes = translator.translate_response_headers(values)
         set_headers = dict(changes.set_headers) if changes else {}
         if changes:
             remove.extend(changes.remove_headers)
@@ -411,7 +417,10 @@ class RouterStream:
             self._last_chunk_at = now
         if chunk is not None and not self._undecoded:
             try:
-                replaced = attempt.translator.translate_response_body(self._status, chunk, body.end_of_stream)
+                if 200 <= self._status < 300:
+                    replaced = attempt.translator.translate_response_body(chunk, body.end_of_stream)
+                else:
+                    replaced = self._translate_error(attempt.translator, chunk, body.end_of_stream, response)
             except UpstreamShapeError as error:
                 if self._buffered():  # nothing reached the client yet: a 502 in its API's error shape
                     reply = self._reject(error, "tokenvoy_upstream_malformed")
@@ -429,21 +438,40 @@ class RouterStream:
             if replaced is not None:
                 response.response_body.response.body_mutation.body = replaced
                 if self._decoder is not None and body.end_of_stream and self._buffered():
-                    length = header_mutation({"content-length": str(len(replaced))})
-                    response.response_body.response.header_mutation.CopyFrom(length)
+                    length = header_mutation({"content-length": str(len(replaced))}).set_headers
+                    response.response_body.response.header_mutation.set_headers.extend(length)
+        new_usage = attempt.translator.take_usage() is not None
         if body.end_of_stream:
             self._attach_metadata(response)
             self.done = True
         elif self._meter is not None:
             if self._charged_usage(attempt.translator, False) != self._costed:
                 self._attach_metadata(response, ended=False)  # the running charge grew: what a hang-up costs
-        elif attempt.translator.usage is not self._costed and not self._buffered():
+        elif new_usage and not self._buffered():
             # A stream's end (the provider's last empty chunk, a compressor's trailer) can come after its last
             # event, and a client that hangs up on that event (the openai SDK does, on [DONE]) makes Envoy drop
             # the end-of-stream message: the usage is attached as soon as it is known, so the budget charge
             # and the access log still get it. Envoy merges the end-of-stream metadata over this.
             self._attach_metadata(response, ended=False)
         return response
+
+    def _translate_error(
+        self, translator: Translator, chunk: bytes, end_of_stream: bool, response: ep.ProcessingResponse
+    ) -> bytes | None:
+        """A provider error's body for the client: collected whole (Envoy buffers it, so it is one chunk but
+        for a decoder's), then rewritten into the client API's error shape by the translator, if it must."""
+        self._error_chunks.append(chunk)
+        if not end_of_stream:
+            return b""
+        pieces = len(self._error_chunks)
+        raw = b"".join(self._error_chunks)
+        self._error_chunks.clear()
+        rewritten = translator.translate_error(self._status, self._error_headers, raw)
+        if rewritten is None:  # already in the client's shape: the provider's bytes, whole
+            return raw if pieces > 1 or self._decoder is not None else None
+        edits = header_mutation({"content-type": "application/json"}, [] if self._decoder else ["content-length"])
+        response.response_body.response.header_mutation.CopyFrom(edits)
+        return rewritten
 
     def _buffered(self) -> bool:
         """Whether the answer's body is buffered (headers still held by Envoy) rather than streamed."""

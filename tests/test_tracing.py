@@ -327,7 +327,7 @@ def test_the_anthropic_translator_keeps_the_answer_text_only_when_asked() -> Non
         request.capture_output = capture
         translator = OpenAIToAnthropic()
         translator.translate_request(request, backend, "claude-sonnet-4")
-        translator.translate_response_body(200, answer, True)
+        translator.translate_response_body(answer, True)
         assert translator.answer.text == expected
 
 

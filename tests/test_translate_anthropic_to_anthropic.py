@@ -92,8 +92,8 @@ MESSAGE = {
 def test_json_answer_usage_normalised_and_model_recorded():
     translator = AnthropicToAnthropic()
     translator.translate_request(_request(), BACKEND, "claude-sonnet-4-5")
-    assert translator.translate_response_headers(200, {}) is None
-    assert translator.translate_response_body(200, orjson.dumps(MESSAGE), True) is None
+    assert translator.translate_response_headers({}) is None
+    assert translator.translate_response_body(orjson.dumps(MESSAGE), True) is None
     assert translator.response_model == "claude-sonnet-4-5-20250929"
     usage = translator.usage
     assert usage is not None
@@ -110,8 +110,8 @@ def test_errors_pass_through_without_usage():
     translator = AnthropicToAnthropic()
     translator.translate_request(_request(), BACKEND, "claude-sonnet-4-5")
     body = orjson.dumps(anthropic_messages.error_body("max_tokens: Field required"))
-    assert translator.translate_response_body(400, body, True) is None
-    assert translator.usage is None
+    assert translator.translate_error(400, {}, body) is None
+    assert translator.take_usage() is None and translator.usage is None
 
 
 def _recorded_stream() -> bytes:
@@ -134,7 +134,7 @@ def _read(pieces: list[bytes]) -> AnthropicToAnthropic:
     translator = AnthropicToAnthropic()
     translator.translate_request(_request({**BODY, "stream": True}), BACKEND, "claude-sonnet-4-5")
     for index, piece in enumerate(pieces):
-        assert translator.translate_response_body(200, piece, index == len(pieces) - 1) is None
+        assert translator.translate_response_body(piece, index == len(pieces) - 1) is None
     return translator
 
 

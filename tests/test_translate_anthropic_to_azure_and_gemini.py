@@ -25,6 +25,7 @@ from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
 from tokenvoy.extproc.translate.openai_to_gemini import SIGNATURE_SEPARATOR
 from tokenvoy.testupstream import azure, gemini, openai_chat
 
+JSON_HEADERS = {"content-type": "application/json"}
 AZURE = Backend(
     name="azure",
     schema="AzureOpenAI",
@@ -118,7 +119,7 @@ def test_azure_answer_is_an_anthropic_message_without_the_filter_results() -> No
     translator = AnthropicToAzure()
     body = {"system": "Be brief.", "max_tokens": 5, "messages": [{"role": "user", "content": "Hello"}]}
     upstream = translator.translate_request(_request(body, "gpt-4o"), AZURE, "gpt-4o")
-    answer = translator.translate_response_body(200, _azure_answer(upstream.body, "gpt-4o", False), True)
+    answer = translator.translate_response_body(_azure_answer(upstream.body, "gpt-4o", False), True)
     message = Message.model_validate(orjson.loads(answer))
     assert message.content[0].text == " ".join(openai_chat.WORDS[:5])  # the fake fills the limit it is given
     assert message.stop_reason == "max_tokens"
@@ -135,7 +136,7 @@ def test_azure_stream_with_its_choices_less_opening_chunk_and_a_tool_call() -> N
     assert orjson.loads(upstream.body)["stream_options"] == {"include_usage": True}
     stream = _azure_answer(upstream.body, "gpt-4o", True)
     assert b'"choices":[]' in stream.split(b"\n\n")[0]  # Azure's prompt-filter chunk comes first
-    events = _events(translator.translate_response_body(200, stream, True))
+    events = _events(translator.translate_response_body(stream, True))
     message = _accumulate(events)
     assert message.stop_reason == "tool_use"
     (call,) = message.content
@@ -148,9 +149,7 @@ def test_azure_error_is_in_anthropics_shape_with_its_status() -> None:
     translator = AnthropicToAzure()
     translator.translate_request(_request({"messages": [{"role": "user", "content": "Hi"}]}, "gpt-4o"), AZURE, "nope")
     azure_error = azure.error_body("DeploymentNotFound", "The API deployment for this resource does not exist.")
-    changes = translator.translate_response_headers(404, {"content-type": "application/json"})
-    assert changes is not None and changes.set_headers["content-type"] == "application/json"
-    body = orjson.loads(translator.translate_response_body(404, orjson.dumps(azure_error), True))
+    body = orjson.loads(translator.translate_error(404, JSON_HEADERS, orjson.dumps(azure_error)))
     assert body == {
         "type": "error",
         "error": {"type": "not_found_error", "message": "The API deployment for this resource does not exist."},
@@ -205,8 +204,8 @@ def test_gemini_answer_with_thoughts_is_an_anthropic_message_with_usage() -> Non
     body = {"messages": [{"role": "user", "content": "Hello"}], "thinking": {"type": "enabled", "budget_tokens": 2048}}
     upstream = translator.translate_request(_request(body, "gemini-2.5-flash"), VERTEX, "gemini-2.5-flash")
     raw = _vertex_answer(upstream.path, upstream.body)
-    assert translator.translate_response_headers(200, {"content-type": "application/json"}) is not None
-    message = Message.model_validate(orjson.loads(translator.translate_response_body(200, raw, True)))
+    assert translator.translate_response_headers({"content-type": "application/json"}) is not None
+    message = Message.model_validate(orjson.loads(translator.translate_response_body(raw, True)))
     assert [block.type for block in message.content] == ["thinking", "text"]
     assert message.content[0].thinking == gemini.THINKING_TEXT
     assert message.content[1].text == SENTENCE
@@ -225,7 +224,7 @@ def _tool_loop_first_turn(stream: bool) -> tuple[Message, dict[str, Any]]:
     upstream = translator.translate_request(_request(body, "gemini-2.5-flash"), VERTEX, "gemini-2.5-flash")
     assert upstream.path.endswith(":streamGenerateContent?alt=sse" if stream else ":generateContent")
     raw = _vertex_answer(upstream.path, upstream.body)
-    out = translator.translate_response_body(200, raw, True)
+    out = translator.translate_response_body(raw, True)
     message = _accumulate(_events(out)) if stream else Message.model_validate(orjson.loads(out))
     return message, body
 
@@ -266,7 +265,7 @@ def test_a_gemini_tool_call_round_trip_keeps_the_thought_signature(stream: bool)
         "parts": [{"functionResponse": {"name": "get_weather", "response": {"output": "18 degrees and sunny"}}}],
     }
     answer = Message.model_validate(
-        orjson.loads(translator.translate_response_body(200, _vertex_answer(upstream.path, upstream.body), True))
+        orjson.loads(translator.translate_response_body(_vertex_answer(upstream.path, upstream.body), True))
     )
     assert answer.stop_reason == "end_turn" and answer.content[0].text == SENTENCE
 
@@ -275,9 +274,9 @@ def test_gemini_stream_events_and_usage() -> None:
     translator = _gemini_translator()
     body = {"stream": True, "messages": [{"role": "user", "content": "Hello"}]}
     upstream = translator.translate_request(_request(body, "gemini-2.5-flash"), VERTEX, "gemini-2.5-flash")
-    assert translator.translate_response_headers(200, {"content-type": "text/event-stream"}) is None
+    assert translator.translate_response_headers({"content-type": "text/event-stream"}) is None
     raw = _vertex_answer(upstream.path, upstream.body)
-    events = _events(translator.translate_response_body(200, raw, True))
+    events = _events(translator.translate_response_body(raw, True))
     kinds = [event["type"] for event in events]
     assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
     assert kinds.count("content_block_delta") == len(openai_chat.WORDS)
@@ -293,14 +292,14 @@ def test_gemini_stream_translation_is_the_same_for_any_split(cuts: list[int]) ->
     whole_translator = _gemini_translator()
     upstream = whole_translator.translate_request(_request(body, "gemini-2.5-flash"), VERTEX, "gemini-2.5-flash")
     raw = _vertex_answer(upstream.path, upstream.body)
-    whole = _events(whole_translator.translate_response_body(200, raw, True))
+    whole = _events(whole_translator.translate_response_body(raw, True))
 
     split_translator = _gemini_translator()
     split_translator.translate_request(_request(body, "gemini-2.5-flash"), VERTEX, "gemini-2.5-flash")
     points = sorted({min(cut, len(raw)) for cut in cuts})
     pieces = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
     out = b"".join(
-        split_translator.translate_response_body(200, piece, index == len(pieces) - 1) or b""
+        split_translator.translate_response_body(piece, index == len(pieces) - 1) or b""
         for index, piece in enumerate(pieces)
     )
     assert _events(out) == whole
@@ -312,9 +311,7 @@ def test_gemini_error_is_in_anthropics_shape_with_its_status() -> None:
         _request({"messages": [{"role": "user", "content": "Hi"}]}, "gemini-9"), VERTEX, "gemini-9"
     )
     error = gemini.error_body(404, "Publisher Model `gemini-9` was not found or your project does not have access.")
-    changes = translator.translate_response_headers(404, {"content-type": "application/json"})
-    assert changes is not None and changes.set_headers["content-type"] == "application/json"
-    out = orjson.loads(translator.translate_response_body(404, orjson.dumps(error), True))
+    out = orjson.loads(translator.translate_error(404, JSON_HEADERS, orjson.dumps(error)))
     assert out == {
         "type": "error",
         "error": {
@@ -332,7 +329,7 @@ def test_gemini_error_mid_stream_is_an_anthropic_error_event() -> None:
         {"candidates": [{"content": {"role": "model", "parts": [{"text": "The"}]}}], "responseId": "r"}
     )
     failure = gemini.sse_frame({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}})
-    events = _events(translator.translate_response_body(200, first + failure, True))
+    events = _events(translator.translate_response_body(first + failure, True))
     assert events[-1] == {"type": "error", "error": {"type": "api_error", "message": "The model is overloaded."}}
     assert "message_stop" not in [event["type"] for event in events]
 
@@ -368,7 +365,7 @@ def test_message_start_carries_the_gateways_input_estimate(backend: str) -> None
         translator, model = _gemini_translator(), "gemini-2.5-flash"
         upstream = translator.translate_request(_request(body, model), VERTEX, model)
         raw = _vertex_answer(upstream.path, upstream.body)
-    events = _events(translator.translate_response_body(200, raw, True))
+    events = _events(translator.translate_response_body(raw, True))
     start = events[0]
     assert start["type"] == "message_start"
     expected = prompt_tokens(_request(body, model).body)
@@ -382,7 +379,7 @@ def test_gemini_chunks_with_nothing_to_show_become_anthropic_pings() -> None:
     translator.translate_request(_request(body, "gemini-2.5-flash"), VERTEX, "gemini-2.5-flash")
     usage = {"promptTokenCount": 3, "totalTokenCount": 3}
     nothing = gemini.sse_frame({"candidates": [{"content": {"role": "model", "parts": []}}], "usageMetadata": usage})
-    events = _events(translator.translate_response_body(200, nothing * 3, False))
+    events = _events(translator.translate_response_body(nothing * 3, False))
     # the first chunk opens the message (Gemini's role), the next two carry nothing else
     assert [event["type"] for event in events] == ["message_start", "ping", "ping"]
     assert events[0]["message"]["usage"]["input_tokens"] > 0  # the estimate, before Gemini's usage is known
@@ -392,5 +389,5 @@ def test_azure_keepalive_comments_become_anthropic_pings() -> None:
     translator = AnthropicToAzure()
     body = {"stream": True, "messages": [{"role": "user", "content": "Hello"}]}
     translator.translate_request(_request(body, "gpt-4o"), AZURE, "gpt-4o")
-    events = _events(translator.translate_response_body(200, b": keep-alive\n\n", False))
+    events = _events(translator.translate_response_body(b": keep-alive\n\n", False))
     assert [event["type"] for event in events] == ["message_start", "ping"]

@@ -399,8 +399,12 @@ def test_translated_requests_pass_the_fake_bedrock_validation(body: dict[str, An
 
 
 def _answer(translator: AnthropicToBedrock, status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
-    translator.translate_response_headers(status, headers if headers is not None else {"x-amzn-requestid": REQUEST_ID})
-    out = translator.translate_response_body(status, body, True)
+    headers = headers if headers is not None else {"x-amzn-requestid": REQUEST_ID}
+    if not 200 <= status < 300:  # as the router calls it: errors have their own method
+        out = translator.translate_error(status, headers, body)
+    else:
+        translator.translate_response_headers(headers)
+        out = translator.translate_response_body(body, True)
     assert out is not None
     return out
 
@@ -540,7 +544,7 @@ STREAM = b"".join(
 
 def _streaming() -> AnthropicToBedrock:
     translator, _ = _translator({"messages": [_user("weather?")], "tools": [WEATHER], "stream": True})
-    changes = translator.translate_response_headers(200, {"x-amzn-requestid": REQUEST_ID})
+    changes = translator.translate_response_headers({"x-amzn-requestid": REQUEST_ID})
     assert changes is not None and changes.set_headers == {"content-type": "text/event-stream; charset=utf-8"}
     return translator
 
@@ -550,7 +554,7 @@ def _client_bytes(translator: AnthropicToBedrock, pieces: list[bytes]) -> bytes:
     out = b""
     for i, p in enumerate(pieces):
         try:
-            out += translator.translate_response_body(200, p, i == len(pieces) - 1) or b""
+            out += translator.translate_response_body(p, i == len(pieces) - 1) or b""
         except UpstreamShapeError as error:
             return out + error.emitted + ClientAPI.ANTHROPIC_MESSAGES.stream_error_event(error)
     return out
@@ -628,7 +632,7 @@ def test_recorded_stream_accumulates_to_the_same_message_as_the_json_answer() ->
         "thinking": {"type": "enabled", "budget_tokens": 1024},
     }
     streaming, upstream = _translator({**body, "stream": True})
-    streaming.translate_response_headers(200, {"x-amzn-requestid": REQUEST_ID})
+    streaming.translate_response_headers({"x-amzn-requestid": REQUEST_ID})
     reply = bedrock_converse.converse(upstream.body, stream=True)
     assert reply.events is not None
     streamed = _accumulate(_events(_client_bytes(streaming, [b"".join(bedrock_converse.frames(reply.events))])))

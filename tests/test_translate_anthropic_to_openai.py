@@ -351,10 +351,10 @@ COMPLETION = {
 }
 
 
-def _answer(translator: AnthropicToOpenAI, completion: dict[str, Any], status: int = 200) -> bytes:
-    changes = translator.translate_response_headers(status, {})
+def _answer(translator: AnthropicToOpenAI, completion: dict[str, Any]) -> bytes:
+    changes = translator.translate_response_headers({})
     assert changes is not None and "content-length" in changes.remove_headers
-    out = translator.translate_response_body(status, orjson.dumps(completion), True)
+    out = translator.translate_response_body(orjson.dumps(completion), True)
     assert out is not None
     return out
 
@@ -430,7 +430,8 @@ def test_stop_reasons(finish, stop):
 def test_openai_error_becomes_anthropics_shape_with_the_status_kept(stream):
     translator, _ = _translator({"messages": [USER], "stream": stream})
     error = openai_chat.error_body("Rate limit reached for gpt-4o", "rate_limit_exceeded", None, "rate_limit_exceeded")
-    out = _answer(translator, error, status=429)
+    out = translator.translate_error(429, {}, orjson.dumps(error))
+    assert out is not None
     assert orjson.loads(out) == {
         "type": "error",
         "error": {"type": "rate_limit_error", "message": "Rate limit reached for gpt-4o"},
@@ -440,8 +441,7 @@ def test_openai_error_becomes_anthropics_shape_with_the_status_kept(stream):
 
 def test_non_json_error_is_wrapped():
     translator, _ = _translator({"messages": [USER]})
-    translator.translate_response_headers(502, {})
-    out = translator.translate_response_body(502, b"<html>bad gateway</html>", True)
+    out = translator.translate_error(502, {}, b"<html>bad gateway</html>")
     assert orjson.loads(out) == {"type": "error", "error": {"type": "api_error", "message": "<html>bad gateway</html>"}}
 
 
@@ -539,11 +539,11 @@ def _events(out: bytes) -> list[dict[str, Any]]:
 
 def _stream(raw: bytes, pieces: list[bytes] | None = None) -> bytes:
     translator, _ = _translator({"messages": [USER], "stream": True})
-    assert translator.translate_response_headers(200, {"content-type": "text/event-stream"}) is None
+    assert translator.translate_response_headers({"content-type": "text/event-stream"}) is None
     pieces = pieces if pieces is not None else [raw]
     out = []
     for index, piece in enumerate(pieces):
-        chunk = translator.translate_response_body(200, piece, index == len(pieces) - 1)
+        chunk = translator.translate_response_body(piece, index == len(pieces) - 1)
         assert chunk is not None
         out.append(chunk)
     assert translator.usage is not None and translator.usage.total == 29
@@ -638,7 +638,7 @@ def test_reasoning_content_streams_as_a_thinking_block():
 def test_stream_is_translated_as_it_comes():
     translator, _ = _translator({"messages": [USER], "stream": True})
     first = TEXT_STREAM.index(b"\n\n") + 2
-    out = translator.translate_response_body(200, TEXT_STREAM[:first], False)
+    out = translator.translate_response_body(TEXT_STREAM[:first], False)
     assert [e["type"] for e in _events(out)] == ["message_start"]
 
 
@@ -664,7 +664,7 @@ def test_truncated_stream_is_an_upstream_shape_error_after_the_events_so_far():
     translator, _ = _translator({"messages": [USER], "stream": True})
     raw = openai_chat.sse_frame(_chunk({"content": "Hel"}))
     with pytest.raises(UpstreamShapeError) as raised:
-        translator.translate_response_body(200, raw, True)
+        translator.translate_response_body(raw, True)
     assert "ended before a finish reason or `[DONE]`" in raised.value.message
     events = _events(raised.value.emitted + ClientAPI.ANTHROPIC_MESSAGES.stream_error_event(raised.value))
     assert events[-2] == {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}
@@ -676,6 +676,6 @@ def test_error_chunk_mid_stream_is_an_error_event():
     raw = openai_chat.sse_frame(_chunk({"content": "Hel"})) + openai_chat.sse_frame(
         {"error": {"message": "server overloaded", "type": "server_error"}}
     )
-    events = _events(translator.translate_response_body(200, raw, False))
+    events = _events(translator.translate_response_body(raw, False))
     assert events[-1] == {"type": "error", "error": {"type": "api_error", "message": "server overloaded"}}
-    assert translator.translate_response_body(200, openai_chat.SSE_DONE, True) == b""
+    assert translator.translate_response_body(openai_chat.SSE_DONE, True) == b""

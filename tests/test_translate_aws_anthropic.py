@@ -309,10 +309,10 @@ MESSAGE_USAGE = TokenUsage(input=125, cached_input=100, cache_creation_input=5, 
 def test_openai_client_gets_a_chat_completion_with_usage_and_model():
     translator = OpenAIToAWSAnthropic(clock=lambda: NOW)
     translator.translate_request(_openai({"messages": [USER], "tools": [WEATHER_TOOL]}), BEDROCK, MODEL)
-    changes = translator.translate_response_headers(200, {"content-type": "application/json"})
+    changes = translator.translate_response_headers({"content-type": "application/json"})
     assert changes is not None and "content-length" in changes.remove_headers
     completion = ChatCompletion.model_validate(
-        orjson.loads(translator.translate_response_body(200, orjson.dumps(MESSAGE), True))
+        orjson.loads(translator.translate_response_body(orjson.dumps(MESSAGE), True))
     )
     assert completion.id == MESSAGE["id"]
     assert completion.model == "claude-sonnet-4-5-20250929"
@@ -327,8 +327,8 @@ def test_openai_client_gets_a_chat_completion_with_usage_and_model():
 def test_anthropic_client_gets_the_answer_unchanged_and_usage_is_read():
     translator = AnthropicToAWSAnthropic()
     translator.translate_request(_anthropic({"model": "c", "max_tokens": 5, "messages": [USER]}), BEDROCK, MODEL)
-    assert translator.translate_response_headers(200, {"content-type": "application/json"}) is None
-    assert translator.translate_response_body(200, orjson.dumps(MESSAGE), True) is None
+    assert translator.translate_response_headers({"content-type": "application/json"}) is None
+    assert translator.translate_response_body(orjson.dumps(MESSAGE), True) is None
     assert translator.usage == MESSAGE_USAGE
     assert translator.response_model == "claude-sonnet-4-5-20250929"
 
@@ -337,14 +337,14 @@ def test_an_answer_without_a_model_reports_the_model_asked_for():
     message = {k: v for k, v in MESSAGE.items() if k != "model"}
     openai_translator = OpenAIToAWSAnthropic(clock=lambda: NOW)
     openai_translator.translate_request(_openai({"messages": [USER]}), BEDROCK, MODEL)
-    completion = orjson.loads(openai_translator.translate_response_body(200, orjson.dumps(message), True))
+    completion = orjson.loads(openai_translator.translate_response_body(orjson.dumps(message), True))
     assert completion["model"] == MODEL
     assert openai_translator.response_model == MODEL
     anthropic_translator = AnthropicToAWSAnthropic()
     anthropic_translator.translate_request(
         _anthropic({"model": "c", "max_tokens": 5, "messages": [USER]}), BEDROCK, MODEL
     )
-    anthropic_translator.translate_response_body(200, orjson.dumps(message), True)
+    anthropic_translator.translate_response_body(orjson.dumps(message), True)
     assert anthropic_translator.response_model == MODEL
 
 
@@ -427,7 +427,7 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
 def _feed(translator: Any, pieces: list[bytes]) -> bytes:
     out = []
     for i, piece in enumerate(pieces):
-        result = translator.translate_response_body(200, piece, i == len(pieces) - 1)
+        result = translator.translate_response_body(piece, i == len(pieces) - 1)
         out.append(piece if result is None else result)
     return b"".join(out)
 
@@ -449,7 +449,7 @@ def _anthropic_streaming(cls: type[AnthropicToAnthropic] = AnthropicToAWSAnthrop
 
 def test_openai_stream_is_what_the_same_events_give_from_anthropic_itself():
     translator = _openai_streaming()
-    changes = translator.translate_response_headers(200, {"content-type": "application/vnd.amazon.eventstream"})
+    changes = translator.translate_response_headers({"content-type": "application/vnd.amazon.eventstream"})
     assert changes is not None and changes.set_headers == {"content-type": "text/event-stream"}
     from_bedrock = _feed(translator, [BEDROCK_STREAM])
     from_anthropic = _feed(_openai_streaming(OpenAIToAnthropic, ANTHROPIC), [SSE_STREAM])
@@ -472,7 +472,7 @@ def test_openai_stream_is_what_the_same_events_give_from_anthropic_itself():
 
 def test_anthropic_stream_is_reframed_as_anthropics_sse():
     translator = _anthropic_streaming()
-    changes = translator.translate_response_headers(200, {"content-type": "application/vnd.amazon.eventstream"})
+    changes = translator.translate_response_headers({"content-type": "application/vnd.amazon.eventstream"})
     assert changes is not None and changes.set_headers == {"content-type": "text/event-stream"}
     out = _feed(translator, [BEDROCK_STREAM])
     events = SSEParser().feed(out)
@@ -503,7 +503,7 @@ def test_one_byte_at_a_time_splits_every_prelude_crc_and_payload_byte():
 def test_stream_bytes_come_out_as_they_arrive():
     translator = _openai_streaming()
     first_two = _chunk(EVENTS[0]) + _chunk(EVENTS[5])
-    out = translator.translate_response_body(200, first_two + BEDROCK_STREAM[:7], False)
+    out = translator.translate_response_body(first_two + BEDROCK_STREAM[:7], False)
     assert out.startswith(b"data: ") and b'"role":"assistant"' in out
     assert b"[DONE]" not in out
 
@@ -582,9 +582,7 @@ def test_bedrock_errors_reach_both_clients_in_their_shape_with_the_status(status
     body = b'{"message":"it went wrong"}'
     openai_translator = OpenAIToAWSAnthropic()
     openai_translator.translate_request(_openai({"messages": [USER], "stream": True}), BEDROCK, MODEL)
-    changes = openai_translator.translate_response_headers(status, headers)
-    assert changes is not None and changes.set_headers == {"content-type": "application/json"}
-    assert orjson.loads(openai_translator.translate_response_body(status, body, True)) == {
+    assert orjson.loads(openai_translator.translate_error(status, headers, body)) == {
         "type": "error",
         "error": {"type": error_type, "code": str(status), "message": f"{exception}: it went wrong"},
     }
@@ -592,10 +590,7 @@ def test_bedrock_errors_reach_both_clients_in_their_shape_with_the_status(status
     anthropic_translator.translate_request(
         _anthropic({"model": "c", "max_tokens": 5, "messages": [USER]}), BEDROCK, MODEL
     )
-    changes = anthropic_translator.translate_response_headers(status, headers)
-    assert changes is not None and "content-length" in changes.remove_headers
-    assert anthropic_translator.translate_response_body(status, body[:5], False) == b""
-    assert orjson.loads(anthropic_translator.translate_response_body(status, body[5:], True)) == {
+    assert orjson.loads(anthropic_translator.translate_error(status, headers, body)) == {
         "type": "error",
         "error": {"type": error_type, "message": f"{exception}: it went wrong"},
     }
@@ -605,8 +600,7 @@ def test_bedrock_errors_reach_both_clients_in_their_shape_with_the_status(status
 def test_an_error_that_is_not_bedrocks_json_is_kept_as_the_message():
     translator = AnthropicToAWSAnthropic()
     translator.translate_request(_anthropic({"model": "c", "max_tokens": 5, "messages": [USER]}), BEDROCK, MODEL)
-    translator.translate_response_headers(502, {"content-type": "text/html"})
-    out = orjson.loads(translator.translate_response_body(502, b"<html>Bad Gateway</html>", True))
+    out = orjson.loads(translator.translate_error(502, {"content-type": "text/html"}, b"<html>Bad Gateway</html>"))
     assert out == {"type": "error", "error": {"type": "api_error", "message": "<html>Bad Gateway</html>"}}
 
 
@@ -614,8 +608,7 @@ def test_the_fake_bedrocks_throttling_answer_reads_as_429_rate_limit():
     response = anthropic_clouds.bedrock_error(429, "Too many requests, please wait before trying again.")
     translator = OpenAIToAWSAnthropic()
     translator.translate_request(_openai({"messages": [USER]}), BEDROCK, MODEL)
-    translator.translate_response_headers(429, dict(response.headers))
-    error = orjson.loads(translator.translate_response_body(429, response.body, True))["error"]
+    error = orjson.loads(translator.translate_error(429, dict(response.headers), response.body))["error"]
     assert (error["type"], error["code"]) == ("rate_limit_error", "429")
     assert error["message"] == "ThrottlingException: Too many requests, please wait before trying again."
     assert THROTTLING_HEADERS["x-amzn-errortype"] == dict(response.headers)["x-amzn-errortype"]

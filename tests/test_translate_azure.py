@@ -76,7 +76,7 @@ def test_plain_answer_usage_and_model_are_read_and_the_body_is_untouched() -> No
     translator.translate_request(request(body), backend(), "gpt-4o")
     reply = fake.chat_completion(body, "gpt-4o", completion_id="chatcmpl-1", created=1)
     assert "prompt_filter_results" in reply.body
-    assert translator.translate_response_body(200, orjson.dumps(reply.body), True) is None
+    assert translator.translate_response_body(orjson.dumps(reply.body), True) is None
     assert translator.usage == TokenUsage(input=3, output=4, total=7)
     assert translator.response_model == "gpt-4o"
 
@@ -85,8 +85,8 @@ def test_azure_errors_pass_through() -> None:
     translator = OpenAIToAzure()
     translator.translate_request(request({"model": "x", "messages": MESSAGES}), backend(), "x")
     _, error = fake.check_request("api-version=2024-10-21", {fake.DEPLOYMENTS_HEADER: "a"}, "x")
-    assert translator.translate_response_body(404, orjson.dumps(error), True) is None
-    assert translator.usage is None
+    assert translator.translate_error(404, {}, orjson.dumps(error)) is None
+    assert translator.take_usage() is None and translator.usage is None
 
 
 def stream_bytes(body: dict[str, Any]) -> bytes:
@@ -98,7 +98,7 @@ def feed(translator: OpenAIToAzure, raw: bytes, cuts: list[int]) -> bytes:
     pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
     out = []
     for i, piece in enumerate(pieces):
-        replaced = translator.translate_response_body(200, piece, i == len(pieces) - 1)
+        replaced = translator.translate_response_body(piece, i == len(pieces) - 1)
         out.append(piece if replaced is None else replaced)
     return b"".join(out)
 

@@ -56,7 +56,7 @@ def feed(translator: CompletionsToOpenAI, raw: bytes, cuts: list[int]) -> bytes:
     pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
     out = []
     for i, piece in enumerate(pieces):
-        replaced = translator.translate_response_body(200, piece, i == len(pieces) - 1)
+        replaced = translator.translate_response_body(piece, i == len(pieces) - 1)
         out.append(piece if replaced is None else replaced)
     return b"".join(out)
 
@@ -78,7 +78,7 @@ def test_plain_answer_usage_model_and_text_are_read() -> None:
     translator = CompletionsToOpenAI()
     translator.translate_request(request(body, capture=True), BACKEND, MODEL)
     reply = fake.completion(body, completion_id="cmpl-1", created=1)
-    assert translator.translate_response_body(200, orjson.dumps(reply.body), True) is None
+    assert translator.translate_response_body(orjson.dumps(reply.body), True) is None
     assert translator.usage == TokenUsage(input=5, output=6, total=11)
     assert translator.response_model == MODEL
     assert translator.answer.text == openai_chat.completion_text(6)

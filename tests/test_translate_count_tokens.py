@@ -76,9 +76,13 @@ def _round_trip(backend: Backend, model: str, body: dict[str, Any], betas: str |
     sent = upstream.body if upstream.body is not None else request.raw
     answer = _fake(upstream.path, sent, headers)
     assert isinstance(answer.body, bytes)
-    changes = count.translate_response_headers(answer.status, dict(answer.headers))
-    replaced = count.translate_response_body(answer.status, answer.body, True)
-    assert count.usage is None  # a count is never charged
+    changes = None
+    if 200 <= answer.status < 300:
+        changes = count.translate_response_headers(dict(answer.headers))
+        replaced = count.translate_response_body(answer.body, True)
+    else:  # as the router calls it: errors have their own method
+        replaced = count.translate_error(answer.status, dict(answer.headers), answer.body)
+    assert count.usage is None and count.take_usage() is None  # a count is never charged
     if changes is not None:
         assert "content-length" in changes.remove_headers
     return answer.status, orjson.loads(replaced if replaced is not None else answer.body), (upstream, headers)
@@ -156,9 +160,9 @@ def test_a_model_bedrock_cannot_count_for_is_a_clear_error_not_a_zero() -> None:
 def test_an_answer_without_a_count_is_a_502_not_a_zero() -> None:
     count = translator_for(ClientAPI.ANTHROPIC_COUNT_TOKENS, "AWSAnthropic")()  # type: ignore[misc]
     count.translate_request(_request(ANTHROPIC_BODY), INVOKE, "anthropic.m")
-    count.translate_response_headers(200, {"content-type": "application/json"})
+    count.translate_response_headers({"content-type": "application/json"})
     with pytest.raises(GatewayError) as raised:
-        count.translate_response_body(200, b"{}", True)
+        count.translate_response_body(b"{}", True)
     assert raised.value.status == 502
 
 
@@ -179,9 +183,9 @@ def test_an_answer_without_a_count_is_a_502_not_a_zero() -> None:
 def test_a_2xx_that_is_no_count_is_a_502_shape_error(backend: Backend, answer: bytes) -> None:
     count = translator_for(ClientAPI.ANTHROPIC_COUNT_TOKENS, backend.schema)()  # type: ignore[misc]
     count.translate_request(_request(ANTHROPIC_BODY), backend, "claude-sonnet-4-6")
-    count.translate_response_headers(200, {"content-type": "application/json"})
+    count.translate_response_headers({"content-type": "application/json"})
     with pytest.raises(UpstreamShapeError) as raised:
-        count.translate_response_body(200, answer, True)
+        count.translate_response_body(answer, True)
     assert raised.value.status == 502 and raised.value.message
 
 

@@ -86,9 +86,9 @@ def test_openai_passes_the_client_bytes_and_reads_the_usage() -> None:
     assert upstream.body is None  # unchanged
     answer = fake.openai_embeddings(orjson.loads(RAW))
     raw = orjson.dumps(answer.body)
-    assert translator.translate_response_headers(200, {}) is None
-    assert translator.translate_response_body(200, raw[:20], False) is None
-    assert translator.translate_response_body(200, raw[20:], True) is None  # the client gets the provider's bytes
+    assert translator.translate_response_headers({}) is None
+    assert translator.translate_response_body(raw[:20], False) is None
+    assert translator.translate_response_body(raw[20:], True) is None  # the client gets the provider's bytes
     assert translator.usage == TokenUsage(input=3, total=3)
     assert translator.response_model == "text-embedding-3-small"
 
@@ -101,8 +101,8 @@ def test_openai_model_override_edits_only_the_model() -> None:
 def test_openai_errors_pass_through_untouched() -> None:
     translator = EmbeddingsToOpenAI()
     translator.translate_request(request({}, RAW), OPENAI, "text-embedding-3-small")
-    assert translator.translate_response_body(400, b'{"error": {"message": "bad"}}', True) is None
-    assert translator.usage is None
+    assert translator.translate_error(400, {}, b'{"error": {"message": "bad"}}') is None
+    assert translator.take_usage() is None and translator.usage is None
 
 
 def test_azure_path_names_the_deployment_and_the_schema_version() -> None:
@@ -147,9 +147,9 @@ def vertex_round_trip(body: dict[str, Any], model: str = "text-embedding-005") -
     sent = orjson.loads(upstream.body)
     answer = fake.vertex_predict(sent, model)
     assert answer.status == 200, answer.body
-    changes = translator.translate_response_headers(200, {"content-type": "application/json"})
+    changes = translator.translate_response_headers({"content-type": "application/json"})
     assert changes is not None and "content-length" in changes.remove_headers
-    out = translator.translate_response_body(200, orjson.dumps(answer.body), True)
+    out = translator.translate_response_body(orjson.dumps(answer.body), True)
     return translator, orjson.loads(out)
 
 
@@ -202,9 +202,7 @@ def test_vertex_errors_become_openai_errors_with_the_status_kept() -> None:
     translator = EmbeddingsToVertex()
     translator.translate_request(request({"model": "e", "input": "x"}), VERTEX, "nope")
     error = orjson.dumps(fake.google_error(404, "Publisher Model `nope` was not found."))
-    changes = translator.translate_response_headers(404, {"content-type": "application/json"})
-    assert changes is not None and changes.set_headers["content-type"] == "application/json"
-    out = orjson.loads(translator.translate_response_body(404, error, True))
+    out = orjson.loads(translator.translate_error(404, {"content-type": "application/json"}, error))
     assert out["error"]["code"] == "404"
     assert out["error"]["type"] == "not_found_error"
     assert out["error"]["message"] == "Publisher Model `nope` was not found."
@@ -214,7 +212,7 @@ def test_vertex_errors_become_openai_errors_with_the_status_kept() -> None:
 def test_a_non_json_error_body_is_kept_as_the_message() -> None:
     translator = EmbeddingsToVertex()
     translator.translate_request(request({"model": "e", "input": "x"}), VERTEX, "e")
-    out = orjson.loads(translator.translate_response_body(503, b"upstream connect error", True))
+    out = orjson.loads(translator.translate_error(503, {}, b"upstream connect error"))
     assert (out["error"]["code"], out["error"]["message"]) == ("503", "upstream connect error")
 
 
@@ -222,7 +220,7 @@ def test_a_2xx_answer_that_is_not_vertex_shaped_is_a_502() -> None:
     translator = EmbeddingsToVertex()
     translator.translate_request(request({"model": "e", "input": "x"}), VERTEX, "e")
     with pytest.raises(UpstreamShapeError) as raised:  # the router answers it: a 502, not a 200 with an error
-        translator.translate_response_body(200, b'{"unexpected": true}', True)
+        translator.translate_response_body(b'{"unexpected": true}', True)
     assert raised.value.status == 502
     assert "unexpected" in raised.value.message
 
@@ -233,7 +231,7 @@ def test_a_huge_vertex_token_count_is_bounded_not_a_crash() -> None:
     translator.translate_request(request({"model": "e", "input": ["x", "y"]}), VERTEX, "e")
     prediction = b'{"embeddings": {"values": [0.1], "statistics": {"token_count": 1180591620717411303424}}}'
     answer = b'{"predictions": [' + prediction + b", " + prediction + b"]}"
-    out = orjson.loads(translator.translate_response_body(200, answer, True))
+    out = orjson.loads(translator.translate_response_body(answer, True))
     assert out["usage"]["prompt_tokens"] == MAX_TOKENS
     assert translator.usage == TokenUsage(input=MAX_TOKENS, total=MAX_TOKENS)
 
@@ -253,7 +251,7 @@ def test_vertex_answer_survives_any_chunking(data: st.DataObject) -> None:
     pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
     translator = EmbeddingsToVertex()
     translator.translate_request(request(body), VERTEX, "text-embedding-005")
-    outputs = [translator.translate_response_body(200, p, i == len(pieces) - 1) for i, p in enumerate(pieces)]
+    outputs = [translator.translate_response_body(p, i == len(pieces) - 1) for i, p in enumerate(pieces)]
     assert all(o == b"" for o in outputs[:-1])
     out = orjson.loads(outputs[-1])
     assert [d["embedding"] for d in out["data"]] == [fake.vector(t, 8) for t in body["input"]]
@@ -281,8 +279,8 @@ def test_titan_round_trip_float_and_base64() -> None:
         sent = orjson.loads(translator.translate_request(request(body), BEDROCK, TITAN).body)
         answer = fake.titan_invoke(sent, TITAN)
         assert answer.status == 200, answer.body
-        translator.translate_response_headers(200, {})
-        out = orjson.loads(translator.translate_response_body(200, orjson.dumps(answer.body), True))
+        translator.translate_response_headers({})
+        out = orjson.loads(translator.translate_response_body(orjson.dumps(answer.body), True))
         (item,) = out["data"]
         vector = floats32(item["embedding"]) if encoding == "base64" else item["embedding"]
         assert vector == fake.vector("one two three", 1024)
@@ -314,8 +312,7 @@ def test_titan_error_keeps_status_and_names_the_aws_exception() -> None:
     translator = EmbeddingsToTitan()
     translator.translate_request(request({"model": "e", "input": "x", "dimensions": 7}), BEDROCK, TITAN)
     answer = fake.titan_invoke({"inputText": "x", "dimensions": 7}, TITAN)
-    translator.translate_response_headers(answer.status, dict(answer.headers))
-    out = orjson.loads(translator.translate_response_body(answer.status, orjson.dumps(answer.body), True))
+    out = orjson.loads(translator.translate_error(answer.status, dict(answer.headers), orjson.dumps(answer.body)))
     assert out["error"]["code"] == "400"
     assert out["error"]["type"] == "ValidationException"
     assert "dimensions" in out["error"]["message"]

@@ -762,12 +762,18 @@ def _translator(key: tuple[ClientAPI, str], stream: bool) -> Any:
 
 
 def _feed(translator: Any, status: int, pieces: list[bytes]) -> tuple[bytes, UpstreamShapeError | None]:
-    """What the client gets for ``pieces``: the translator's bytes (the provider's where it returns None)."""
-    translator.translate_response_headers(status, {":status": str(status), "content-type": "application/json"})
+    """What the client gets for ``pieces``: the translator's bytes (the provider's where it returns None). As
+    the router calls it: a 2xx chunk by chunk, an error whole through ``translate_error``."""
+    headers = {":status": str(status), "content-type": "application/json"}
+    if not 200 <= status < 300:
+        body = b"".join(pieces)
+        replaced = translator.translate_error(status, headers, body)
+        return (body if replaced is None else replaced), None
+    translator.translate_response_headers(headers)
     out = []
     for position, piece in enumerate(pieces):
         try:
-            replaced = translator.translate_response_body(status, piece, position == len(pieces) - 1)
+            replaced = translator.translate_response_body(piece, position == len(pieces) - 1)
         except UpstreamShapeError as error:
             assert error.status == 502 and error.message
             assert 200 <= status < 300, "provider errors are translated, not refused"

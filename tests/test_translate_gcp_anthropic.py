@@ -162,13 +162,13 @@ def test_json_answers_for_both_clients():
     message = orjson.dumps(_answer(False).body)
     openai_translator = OpenAIToGCPAnthropic(clock=lambda: NOW)
     openai_translator.translate_request(_openai({"messages": [USER]}), VERTEX, MODEL)
-    completion = orjson.loads(openai_translator.translate_response_body(200, message, True))
+    completion = orjson.loads(openai_translator.translate_response_body(message, True))
     assert completion["id"] == "msg_vrtx_01" and completion["model"] == MODEL
     assert completion["usage"]["prompt_tokens_details"] == {"cached_tokens": 3}
     assert openai_translator.usage == USAGE
     anthropic_translator = AnthropicToGCPAnthropic()
     anthropic_translator.translate_request(_anthropic(), VERTEX, MODEL)
-    assert anthropic_translator.translate_response_body(200, message, True) is None
+    assert anthropic_translator.translate_response_body(message, True) is None
     assert anthropic_translator.usage == USAGE
 
 
@@ -180,7 +180,7 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
 def _feed(translator: Any, pieces: list[bytes]) -> bytes:
     out = []
     for i, piece in enumerate(pieces):
-        result = translator.translate_response_body(200, piece, i == len(pieces) - 1)
+        result = translator.translate_response_body(piece, i == len(pieces) - 1)
         out.append(piece if result is None else result)
     return b"".join(out)
 
@@ -205,13 +205,13 @@ def _anthropic_streaming() -> AnthropicToGCPAnthropic:
 def test_streams_for_any_split_are_the_anthropic_translation(cuts: list[int]):
     pieces = _split(SSE_STREAM, cuts)
     openai_translator = _openai_streaming()
-    assert openai_translator.translate_response_headers(200, {"content-type": "text/event-stream"}) is None
+    assert openai_translator.translate_response_headers({"content-type": "text/event-stream"}) is None
     out = _feed(openai_translator, pieces)
     assert out == _feed(_openai_streaming(OpenAIToAnthropic), [SSE_STREAM])
     assert out.endswith(b"data: [DONE]\n\n")
     assert openai_translator.usage == USAGE
     anthropic_translator = _anthropic_streaming()
-    assert anthropic_translator.translate_response_headers(200, {"content-type": "text/event-stream"}) is None
+    assert anthropic_translator.translate_response_headers({"content-type": "text/event-stream"}) is None
     assert _feed(anthropic_translator, pieces) == SSE_STREAM  # passed through untouched
     assert anthropic_translator.usage == USAGE
     assert anthropic_translator.response_model == MODEL
@@ -270,17 +270,13 @@ def test_google_and_anthropic_shaped_errors_reach_both_clients_with_the_status(
 ):
     openai_translator = OpenAIToGCPAnthropic()
     openai_translator.translate_request(_openai({"messages": [USER]}), VERTEX, MODEL)
-    changes = openai_translator.translate_response_headers(status, {"content-type": "application/json"})
-    assert changes is not None and changes.set_headers == {"content-type": "application/json"}
-    assert orjson.loads(openai_translator.translate_response_body(status, raw, True)) == {
+    assert orjson.loads(openai_translator.translate_error(status, {"content-type": "application/json"}, raw)) == {
         "type": "error",
         "error": {"type": error_type, "code": str(status), "message": message},
     }
     anthropic_translator = AnthropicToGCPAnthropic()
     anthropic_translator.translate_request(_anthropic(), VERTEX, MODEL)
-    changes = anthropic_translator.translate_response_headers(status, {"content-type": "application/json"})
-    assert changes is not None and "content-length" in changes.remove_headers
-    assert orjson.loads(anthropic_translator.translate_response_body(status, raw, True)) == {
+    assert orjson.loads(anthropic_translator.translate_error(status, {"content-type": "application/json"}, raw)) == {
         "type": "error",
         "error": {"type": error_type, "message": message},
     }
@@ -290,5 +286,4 @@ def test_direct_anthropic_errors_still_pass_through_untouched():
     """The refactor kept Anthropic's own API byte-exact on errors (only the clouds rewrite them)."""
     translator = AnthropicToAnthropic()
     translator.translate_request(_anthropic(), ANTHROPIC, "claude")
-    assert translator.translate_response_headers(429, {}) is None
-    assert translator.translate_response_body(429, GOOGLE_429, True) is None
+    assert translator.translate_error(429, {}, GOOGLE_429) is None

@@ -186,8 +186,8 @@ def test_vertex_gets_the_body_unchanged_on_its_path_and_the_usage_is_read(stream
     reply = gemini.generate_content(orjson.dumps(EXPLAIN), "gemini-2.5-flash", stream=stream, response_id="r1")
     assert reply.status == 200  # the fake Vertex takes the Gemini API's body as it is
     raw = b"".join(map(gemini.sse_frame, reply.chunks)) if stream else orjson.dumps(reply.body)
-    assert translator.translate_response_headers(200, {}) is None
-    assert translator.translate_response_body(200, raw, True) is None  # the client gets Vertex's bytes
+    assert translator.translate_response_headers({}) is None
+    assert translator.translate_response_body(raw, True) is None  # the client gets Vertex's bytes
     final = reply.chunks[-1] if stream else reply.body
     assert translator.usage is not None
     assert translator.usage.total == final["usageMetadata"]["totalTokenCount"]
@@ -203,7 +203,7 @@ def test_count_tokens_goes_to_vertexs_count_tokens_and_is_charged_nothing() -> N
     assert orjson.loads(upstream.body) == EXPLAIN  # the Gemini API's wrapped form, unwrapped for Vertex
     counted = gemini.count_tokens(upstream.body)
     assert counted.status == 200 and counted.body["totalTokens"] == 8
-    assert translator.translate_response_body(200, orjson.dumps(counted.body), True) is None
+    assert translator.translate_response_body(orjson.dumps(counted.body), True) is None
     assert translator.usage is not None and translator.usage.total == 0
     plain = GeminiToVertex().translate_request(
         _request(EXPLAIN, "gemini-2.5-flash", api=ClientAPI.GEMINI_COUNT_TOKENS), VERTEX, "gemini-2.5-flash"
@@ -217,7 +217,7 @@ def test_a_vertex_answer_that_is_not_one_is_a_502(answer: bytes) -> None:
     translator = GeminiToVertex()
     translator.translate_request(_request(EXPLAIN, "gemini-2.5-flash"), VERTEX, "gemini-2.5-flash")
     with pytest.raises(UpstreamShapeError) as refused:
-        translator.translate_response_body(200, answer, True)
+        translator.translate_response_body(answer, True)
     assert refused.value.status == 502 and "Vertex AI" in refused.value.message
 
 
@@ -228,7 +228,7 @@ def test_parts_that_are_no_array_are_read_as_no_text() -> None:
     request.capture_output = True
     translator.translate_request(request, VERTEX, "gemini-2.5-flash")
     answer = {"candidates": [{"content": {"role": "model", "parts": 0.5}, "finishReason": "STOP"}]}
-    assert translator.translate_response_body(200, orjson.dumps(answer), True) is None
+    assert translator.translate_response_body(orjson.dumps(answer), True) is None
     assert translator.answer.text == ""
 
 
@@ -236,7 +236,7 @@ def test_a_blocked_prompt_is_an_answer_not_a_502() -> None:
     translator = GeminiToVertex()
     translator.translate_request(_request(EXPLAIN, "gemini-2.5-flash"), VERTEX, "gemini-2.5-flash")
     blocked = {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3}}
-    assert translator.translate_response_body(200, orjson.dumps(blocked), True) is None
+    assert translator.translate_response_body(orjson.dumps(blocked), True) is None
 
 
 @pytest.mark.parametrize("answer", [b'{"totalTokens": "many"}', b"null"])
@@ -245,21 +245,21 @@ def test_a_vertex_count_answer_without_a_count_is_a_502(answer: bytes) -> None:
     request = _request(EXPLAIN, "gemini-2.5-flash", api=ClientAPI.GEMINI_COUNT_TOKENS)
     translator.translate_request(request, VERTEX, "gemini-2.5-flash")
     with pytest.raises(UpstreamShapeError):
-        translator.translate_response_body(200, answer, True)
+        translator.translate_response_body(answer, True)
 
 
 def test_a_vertex_stream_cut_before_its_finish_reason_ends_with_an_error() -> None:
     translator = GeminiToVertex()
     translator.translate_request(_request(EXPLAIN, "gemini-2.5-flash", stream=True), VERTEX, "gemini-2.5-flash")
     first = {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi"}]}}]}
-    assert translator.translate_response_body(200, gemini.sse_frame(first), False) is None
+    assert translator.translate_response_body(gemini.sse_frame(first), False) is None
     with pytest.raises(UpstreamShapeError) as cut:
-        translator.translate_response_body(200, b"", True)
+        translator.translate_response_body(b"", True)
     assert "finishReason" in cut.value.message
     done = GeminiToVertex()
     done.translate_request(_request(EXPLAIN, "gemini-2.5-flash", stream=True), VERTEX, "gemini-2.5-flash")
     last = {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi"}]}, "finishReason": "STOP"}]}
-    assert done.translate_response_body(200, gemini.sse_frame(first) + gemini.sse_frame(last), True) is None
+    assert done.translate_response_body(gemini.sse_frame(first) + gemini.sse_frame(last), True) is None
 
 
 # ---- to OpenAI chat: requests -----------------------------------------------------------------------------
@@ -506,9 +506,9 @@ COMPLETION = {
 def test_an_answer_becomes_a_generate_content_response() -> None:
     translator = GeminiToOpenAI()
     translator.translate_request(_request(LIGHTS, "gpt-4o-mini"), OPENAI, "gpt-4o-mini")
-    changes = translator.translate_response_headers(200, {"content-length": "99"})
+    changes = translator.translate_response_headers({"content-length": "99"})
     assert changes is not None and "content-length" in changes.remove_headers
-    out = orjson.loads(translator.translate_response_body(200, orjson.dumps(COMPLETION), True))
+    out = orjson.loads(translator.translate_response_body(orjson.dumps(COMPLETION), True))
     response = types.GenerateContentResponse.model_validate(out)
     assert response.text == "Turning them on."
     assert response.function_calls[0].id == "call_abc" and response.function_calls[0].name == "enable_lights"
@@ -529,7 +529,7 @@ def test_finish_reasons(finish: str, gemini_finish: str) -> None:
     translator = GeminiToOpenAI()
     translator.translate_request(_request(EXPLAIN, "gpt-4o-mini"), OPENAI, "gpt-4o-mini")
     completion = {**COMPLETION, "choices": [{**COMPLETION["choices"][0], "finish_reason": finish}]}
-    out = orjson.loads(translator.translate_response_body(200, orjson.dumps(completion), True))
+    out = orjson.loads(translator.translate_response_body(orjson.dumps(completion), True))
     assert out["candidates"][0]["finishReason"] == gemini_finish
 
 
@@ -539,7 +539,7 @@ def test_a_chat_answer_that_is_not_one_is_a_502_not_passed_on(answer: bytes) -> 
     translator = GeminiToOpenAI()
     translator.translate_request(_request(EXPLAIN, "gpt-4o-mini"), OPENAI, "gpt-4o-mini")
     with pytest.raises(UpstreamShapeError) as refused:
-        translator.translate_response_body(200, answer, True)
+        translator.translate_response_body(answer, True)
     assert refused.value.status == 502
 
 
@@ -548,23 +548,22 @@ def test_tool_calls_that_are_no_array_are_no_function_calls() -> None:
     translator = GeminiToOpenAI()
     translator.translate_request(_request(EXPLAIN, "gpt-4o-mini"), OPENAI, "gpt-4o-mini")
     choice = {**COMPLETION["choices"][0], "message": {"role": "assistant", "content": "Hi", "tool_calls": True}}
-    out = orjson.loads(translator.translate_response_body(200, orjson.dumps({**COMPLETION, "choices": [choice]}), True))
+    out = orjson.loads(translator.translate_response_body(orjson.dumps({**COMPLETION, "choices": [choice]}), True))
     assert out["candidates"][0]["content"]["parts"] == [{"text": "Hi"}]
 
 
 def test_a_provider_error_is_in_googles_shape_with_its_status() -> None:
     translator = GeminiToOpenAI()
     translator.translate_request(_request(EXPLAIN, "gpt-4o-mini"), OPENAI, "gpt-4o-mini")
-    changes = translator.translate_response_headers(429, {"content-type": "application/json"})
-    assert changes is not None and changes.set_headers == {"content-type": "application/json"}
     openai_error = openai_chat.error_body("Rate limit reached for gpt-4o-mini", "requests", None, "rate_limit_exceeded")
-    out = orjson.loads(translator.translate_response_body(429, orjson.dumps(openai_error), True))
+    headers = {"content-type": "application/json"}
+    out = orjson.loads(translator.translate_error(429, headers, orjson.dumps(openai_error)))
     assert out == {
         "error": {"code": 429, "message": "Rate limit reached for gpt-4o-mini", "status": "RESOURCE_EXHAUSTED"}
     }
     other = GeminiToOpenAI()
     other.translate_request(_request(EXPLAIN, "gpt-4o-mini"), OPENAI, "gpt-4o-mini")
-    assert orjson.loads(other.translate_response_body(502, b"<html>bad gateway</html>", True))["error"]["message"] == (
+    assert orjson.loads(other.translate_error(502, {}, b"<html>bad gateway</html>"))["error"]["message"] == (
         "<html>bad gateway</html>"
     )
 
@@ -620,8 +619,8 @@ def _streaming() -> GeminiToOpenAI:
 
 def test_a_stream_becomes_gemini_events_with_whole_function_calls_and_the_usage_last() -> None:
     translator = _streaming()
-    assert translator.translate_response_headers(200, {"content-type": "text/event-stream"}) is None
-    events = _events(translator.translate_response_body(200, _openai_stream(TOOL_STREAM), True))
+    assert translator.translate_response_headers({"content-type": "text/event-stream"}) is None
+    events = _events(translator.translate_response_body(_openai_stream(TOOL_STREAM), True))
     responses = [types.GenerateContentResponse.model_validate(event) for event in events]
     assert "".join(r.text or "" for r in responses[:-1]) == "Turning on."
     final = responses[-1]
@@ -635,7 +634,7 @@ def test_a_stream_becomes_gemini_events_with_whole_function_calls_and_the_usage_
 
 def test_a_stream_is_translated_as_it_comes() -> None:
     translator = _streaming()
-    first = translator.translate_response_body(200, openai_chat.sse_frame(TOOL_STREAM[1]), False)
+    first = translator.translate_response_body(openai_chat.sse_frame(TOOL_STREAM[1]), False)
     assert _events(first)[0]["candidates"][0]["content"]["parts"] == [{"text": "Turning"}]
 
 
@@ -643,13 +642,12 @@ def test_a_stream_is_translated_as_it_comes() -> None:
 @given(cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=10))
 def test_stream_translation_is_the_same_for_any_split(cuts: list[int]) -> None:
     raw = _openai_stream(TOOL_STREAM)
-    whole = _events(_streaming().translate_response_body(200, raw, True))
+    whole = _events(_streaming().translate_response_body(raw, True))
     translator = _streaming()
     points = sorted({min(cut, len(raw)) for cut in cuts})
     pieces = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
     out = b"".join(
-        translator.translate_response_body(200, piece, index == len(pieces) - 1) or b""
-        for index, piece in enumerate(pieces)
+        translator.translate_response_body(piece, index == len(pieces) - 1) or b"" for index, piece in enumerate(pieces)
     )
     assert _events(out) == whole
 
@@ -659,13 +657,11 @@ def test_an_error_mid_stream_and_a_cut_stream_end_with_a_google_error_event() ->
     failure = openai_chat.sse_frame(
         {"error": {"message": "The server had an error", "type": "server_error", "code": None}}
     )
-    events = _events(
-        translator.translate_response_body(200, _openai_stream(TOOL_STREAM[:2], done=False) + failure, True)
-    )
+    events = _events(translator.translate_response_body(_openai_stream(TOOL_STREAM[:2], done=False) + failure, True))
     assert events[-1] == {"error": {"code": 500, "message": "The server had an error", "status": "INTERNAL"}}
 
     cut = _streaming()
-    events = _events(cut.translate_response_body(200, _openai_stream(TOOL_STREAM[:3], done=False), True))
+    events = _events(cut.translate_response_body(_openai_stream(TOOL_STREAM[:3], done=False), True))
     assert events[-1]["error"]["code"] == 502 and "ended before" in events[-1]["error"]["message"]
 
 
@@ -691,11 +687,11 @@ def test_to_anthropic_the_fake_accepts_it_and_the_answer_is_geminis(stream: bool
     assert reply.status == 200, reply.body
     if stream:
         raw = b"".join(anthropic_messages.sse_frame(event) for event in reply.events)
-        events = _events(translator.translate_response_body(200, raw, True))
+        events = _events(translator.translate_response_body(raw, True))
         final = types.GenerateContentResponse.model_validate(events[-1])
     else:
         final = types.GenerateContentResponse.model_validate(
-            orjson.loads(translator.translate_response_body(200, orjson.dumps(reply.body), True))
+            orjson.loads(translator.translate_response_body(orjson.dumps(reply.body), True))
         )
     (call,) = final.function_calls  # the fake calls the first tool
     assert call.name == "enable_lights" and call.id.startswith("toolu_")
@@ -716,7 +712,7 @@ def test_keepalives_never_reach_a_gemini_client_whose_sdk_would_read_them_as_jso
     )
     events = [reply.events[0], {"type": "ping"}, {"type": "ping"}, *reply.events[1:]]
     raw = b"".join(anthropic_messages.sse_frame(event) for event in events)
-    out = translator.translate_response_body(200, raw, True)
+    out = translator.translate_response_body(raw, True)
     assert b"ping" not in out
     segments = list(_api_client.HttpResponse({}, httpx.Response(200, content=out)).segments())
     assert segments and all("candidates" in segment or "usageMetadata" in segment for segment in segments)
@@ -729,7 +725,7 @@ def test_a_stream_done_without_any_choice_still_ends_with_a_finish_reason() -> N
     """The google-genai SDK knows an answer ended by its finishReason: ``[DONE]`` after no choice at all
     (an empty answer) once ended with ``"candidates": []``, which no Gemini client reads as an end."""
     usage_only = {**TOOL_STREAM[-1]}
-    out = _events(_streaming().translate_response_body(200, _openai_stream([usage_only]), True))
+    out = _events(_streaming().translate_response_body(_openai_stream([usage_only]), True))
     assert out[-1]["candidates"] == [{"content": {"role": "model", "parts": []}, "index": 0, "finishReason": "STOP"}]
     assert out[-1]["usageMetadata"]["totalTokenCount"] == 39
 
@@ -740,6 +736,6 @@ def test_a_stream_done_without_any_choice_still_ends_with_a_finish_reason() -> N
 def test_stream_chunks_with_non_array_choices_or_tool_calls_are_read_as_none(bad: dict[str, Any]) -> None:
     """They were TypeErrors (a 500 cutting the stream with no error event)."""
     chunks = [{**_chunk({}), **bad}, _chunk({}, "stop")]
-    out = _events(_streaming().translate_response_body(200, _openai_stream(chunks), True))
+    out = _events(_streaming().translate_response_body(_openai_stream(chunks), True))
     assert out[-1]["candidates"][0]["finishReason"] == "STOP"
     assert all("functionCall" not in part for event in out for part in event["candidates"][0]["content"]["parts"])

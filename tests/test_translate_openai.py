@@ -139,10 +139,10 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
-def _client_bytes(translator: OpenAIToOpenAI, chunks: list[bytes], status: int = 200) -> bytes:
+def _client_bytes(translator: OpenAIToOpenAI, chunks: list[bytes]) -> bytes:
     out = []
     for index, chunk in enumerate(chunks):
-        replaced = translator.translate_response_body(status, chunk, index == len(chunks) - 1)
+        replaced = translator.translate_response_body(chunk, index == len(chunks) - 1)
         out.append(chunk if replaced is None else replaced)
     return b"".join(out)
 
@@ -156,6 +156,18 @@ def test_usage_chunk_the_client_did_not_ask_for_is_removed_at_any_split(cuts):
     assert translator.response_model == "gpt-4o-mini-2024-07-18"
 
 
+def test_a_streams_usage_is_handed_to_the_router_once_when_its_chunk_arrives():
+    """The router re-costs a stream (and writes the metadata a hang-up keeps) only when take_usage says so."""
+    translator = _streaming()
+    translator.translate_response_body(BEFORE_USAGE, False)
+    assert translator.take_usage() is None  # nothing reported yet: nothing to cost
+    translator.translate_response_body(USAGE_EVENT, False)
+    assert translator.take_usage() == EXPECTED_USAGE
+    assert translator.take_usage() is None  # taken: not costed again
+    translator.translate_response_body(DONE, True)
+    assert translator.take_usage() is None and translator.usage == EXPECTED_USAGE
+
+
 def test_usage_chunk_removed_when_the_stream_ends_without_a_final_blank_line():
     translator = _streaming()
     stream = BEFORE_USAGE + USAGE_EVENT + b"data: [DONE]"
@@ -167,7 +179,7 @@ def test_usage_chunk_the_client_asked_for_is_kept():
     translator = _streaming(b', "stream_options": {"include_usage": true}')
     chunks = _split(UPSTREAM, [7, 100, 301, 302, len(UPSTREAM) - 3])
     for index, chunk in enumerate(chunks):
-        assert translator.translate_response_body(200, chunk, index == len(chunks) - 1) is None
+        assert translator.translate_response_body(chunk, index == len(chunks) - 1) is None
     assert translator.usage == EXPECTED_USAGE
 
 
@@ -183,7 +195,7 @@ def test_stream_without_costs_is_passed_through_and_usage_still_read_when_presen
     translator = OpenAIToOpenAI()
     translator.translate_request(_request(_with(RAW, b'"stream": true'), needs_usage=False), BACKEND, "m")
     for index, chunk in enumerate(_split(UPSTREAM, [50, 200])):
-        assert translator.translate_response_body(200, chunk, index == 2) is None
+        assert translator.translate_response_body(chunk, index == 2) is None
     assert translator.usage == EXPECTED_USAGE
 
 
@@ -202,8 +214,8 @@ def test_non_stream_usage_and_response_model_are_read_and_body_untouched():
     )
     translator = OpenAIToOpenAI()
     translator.translate_request(_request(RAW), BACKEND, "gpt-4o")
-    assert translator.translate_response_body(200, body[:30], False) is None
-    assert translator.translate_response_body(200, body[30:], True) is None
+    assert translator.translate_response_body(body[:30], False) is None
+    assert translator.translate_response_body(body[30:], True) is None
     assert translator.usage == EXPECTED_USAGE
     assert translator.response_model == "gpt-4o-2024-08-06"
 
@@ -220,8 +232,8 @@ def test_non_2xx_passes_through_untouched_with_no_usage(stream, status):
     translator = OpenAIToOpenAI()
     raw = _with(RAW, b'"stream": true') if stream else RAW
     translator.translate_request(_request(raw), BACKEND, "gpt-4o")
-    assert translator.translate_response_body(status, error, True) is None
-    assert translator.usage is None
+    assert translator.translate_error(status, {}, error) is None
+    assert translator.take_usage() is None and translator.usage is None
     assert translator.response_model is None
 
 
@@ -230,6 +242,6 @@ def test_a_success_body_that_is_no_json_object_is_a_502(body):
     translator = OpenAIToOpenAI()
     translator.translate_request(_request(RAW), BACKEND, "gpt-4o")
     with pytest.raises(UpstreamShapeError) as raised:
-        translator.translate_response_body(200, body, True)
+        translator.translate_response_body(body, True)
     assert raised.value.status == 502
     assert translator.usage is None

@@ -382,8 +382,12 @@ def test_translated_requests_pass_the_fake_bedrock_validation(body: dict[str, An
 
 
 def _answer(translator: OpenAIToBedrock, status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
-    translator.translate_response_headers(status, headers if headers is not None else {"x-amzn-requestid": REQUEST_ID})
-    out = translator.translate_response_body(status, body, True)
+    headers = headers if headers is not None else {"x-amzn-requestid": REQUEST_ID}
+    if not 200 <= status < 300:  # as the router calls it: errors have their own method
+        out = translator.translate_error(status, headers, body)
+    else:
+        translator.translate_response_headers(headers)
+        out = translator.translate_response_body(body, True)
     assert out is not None
     return out
 
@@ -404,10 +408,10 @@ CONVERSE_ANSWER = {
 
 def test_text_answer_usage_id_and_the_model_sent() -> None:
     translator, _ = _translator({"messages": [_user("hi")]}, model=PROFILE)
-    changes = translator.translate_response_headers(200, {"x-amzn-requestid": REQUEST_ID})
+    changes = translator.translate_response_headers({"x-amzn-requestid": REQUEST_ID})
     assert changes is not None and changes.set_headers == {"content-type": "application/json"}
     completion = ChatCompletion.model_validate(
-        orjson.loads(translator.translate_response_body(200, orjson.dumps(CONVERSE_ANSWER), True))
+        orjson.loads(translator.translate_response_body(orjson.dumps(CONVERSE_ANSWER), True))
     )
     assert completion.id == f"chatcmpl-{REQUEST_ID}"
     assert completion.model == PROFILE
@@ -501,10 +505,7 @@ def test_finish_reasons(stop_reason: str, finish_reason: str) -> None:
 def test_throttling_keeps_its_status_and_type_in_the_openai_shape(stream: bool) -> None:
     translator, _ = _translator({"messages": [_user("hi")], "stream": stream})
     headers = {"x-amzn-errortype": "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"}
-    changes = translator.translate_response_headers(429, headers)
-    assert changes is not None and changes.set_headers == {"content-type": "application/json"}
-    assert translator.translate_response_body(429, b'{"message":"Too many', False) == b""
-    out = translator.translate_response_body(429, b' requests, please wait."}', True)
+    out = translator.translate_error(429, headers, b'{"message":"Too many requests, please wait."}')
     assert orjson.loads(out) == {
         "type": "error",
         "error": {"type": "ThrottlingException", "code": "429", "message": "Too many requests, please wait."},
@@ -587,7 +588,7 @@ def _streaming(include_usage: bool = True) -> OpenAIToBedrock:
     if include_usage:
         body["stream_options"] = {"include_usage": True}
     translator, _ = _translator(body)
-    changes = translator.translate_response_headers(200, {"x-amzn-requestid": REQUEST_ID})
+    changes = translator.translate_response_headers({"x-amzn-requestid": REQUEST_ID})
     assert changes is not None and changes.set_headers == {"content-type": "text/event-stream; charset=utf-8"}
     return translator
 
@@ -597,7 +598,7 @@ def _client_bytes(translator: OpenAIToBedrock, pieces: list[bytes]) -> bytes:
     out = b""
     for index, piece in enumerate(pieces):
         try:
-            result = translator.translate_response_body(200, piece, index == len(pieces) - 1)
+            result = translator.translate_response_body(piece, index == len(pieces) - 1)
         except UpstreamShapeError as error:
             return out + error.emitted + ClientAPI.OPENAI_CHAT.stream_error_event(error)
         out += result or b""
@@ -695,7 +696,7 @@ def test_recorded_stream_accumulates_into_the_same_completion_as_the_json_answer
 def test_stream_is_translated_as_it_comes_not_at_the_end() -> None:
     translator = _streaming()
     first = STREAM.index(encode_event("contentBlockStop", b'{"contentBlockIndex":0}'))
-    out = translator.translate_response_body(200, STREAM[:first], False)
+    out = translator.translate_response_body(STREAM[:first], False)
     assert out is not None and b"Hmm" in out
     assert b"[DONE]" not in out
 
@@ -765,10 +766,10 @@ def test_usage_normalisation_matches_design() -> None:
 def test_converse_events_with_nothing_to_show_keep_the_client_alive_as_sse_comments() -> None:
     """Converse has no keep-alive; an empty delta (a tool's first, empty input) still reaches the client as bytes."""
     translator = _streaming()
-    translator.translate_response_body(200, encode_event("messageStart", b'{"role":"assistant"}'), False)
+    translator.translate_response_body(encode_event("messageStart", b'{"role":"assistant"}'), False)
     empty = encode_event("contentBlockDelta", orjson.dumps({"contentBlockIndex": 0, "delta": {"text": ""}}))
-    assert translator.translate_response_body(200, empty, False) == b": ping\n\n"
+    assert translator.translate_response_body(empty, False) == b": ping\n\n"
     later = encode_event("reasoningSummaryDelta", b'{"contentBlockIndex":0}')  # an event type added later
-    assert translator.translate_response_body(200, later, False) == b": ping\n\n"
+    assert translator.translate_response_body(later, False) == b": ping\n\n"
     stop = encode_event("contentBlockStop", b'{"contentBlockIndex":0}')
-    assert translator.translate_response_body(200, stop, False) == b""  # follows its last delta at once
+    assert translator.translate_response_body(stop, False) == b""  # follows its last delta at once

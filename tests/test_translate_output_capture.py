@@ -115,11 +115,11 @@ def test_answer_text_is_kept_when_tracing_asks(translator: type, stream: bool, a
     kept.translate_request(_request(stream, capture=True), BACKEND, "m")
     # fed in small pieces, as Envoy may deliver it
     for start in range(0, len(answer), 7):
-        kept.translate_response_body(200, answer[start : start + 7], start + 7 >= len(answer))
+        kept.translate_response_body(answer[start : start + 7], start + 7 >= len(answer))
     assert kept.answer.text == "Hello there"
     assert kept.usage is not None and kept.usage.output == 2
 
     not_kept = translator()
     not_kept.translate_request(_request(stream, capture=False), BACKEND, "m")
-    not_kept.translate_response_body(200, answer, True)
+    not_kept.translate_response_body(answer, True)
     assert not_kept.answer.text is None

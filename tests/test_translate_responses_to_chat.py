@@ -424,14 +424,14 @@ def test_responses_to_anthropic_through_the_chat_translator(streamed: bool) -> N
     reply = anthropic_messages.create_message(
         upstream.body, {"anthropic-version": "2023-06-01", **upstream.set_headers, "x-api-key": "k"}, message_id="msg_1"
     )
-    translator.translate_response_headers(200, {"content-type": "application/json"})
+    translator.translate_response_headers({"content-type": "application/json"})
     if not streamed:
-        response = orjson.loads(translator.translate_response_body(200, orjson.dumps(reply.body), True))
+        response = orjson.loads(translator.translate_response_body(orjson.dumps(reply.body), True))
         text = response["output"][0]["content"][0]["text"]
     else:
         raw = b"".join(anthropic_messages.sse_frame(event) for event in reply.events)
         out = b"".join(
-            translator.translate_response_body(200, raw[i : i + 13], i + 13 >= len(raw)) for i in range(0, len(raw), 13)
+            translator.translate_response_body(raw[i : i + 13], i + 13 >= len(raw)) for i in range(0, len(raw), 13)
         )
         events = _events(out)
         assert events[0]["type"] == "response.created" and events[-1]["type"] in (
@@ -477,8 +477,8 @@ def test_anthropic_pings_reach_a_responses_client_as_comments() -> None:
         upstream.body, {"anthropic-version": "2023-06-01", **upstream.set_headers, "x-api-key": "k"}, message_id="msg_1"
     )
     assert [event["type"] for event in reply.events].count("ping") == 1  # the fake sends one, as Anthropic does
-    translator.translate_response_headers(200, {"content-type": "text/event-stream"})
+    translator.translate_response_headers({"content-type": "text/event-stream"})
     raw = b"".join(anthropic_messages.sse_frame(event) for event in reply.events)
-    out = translator.translate_response_body(200, raw, True)
+    out = translator.translate_response_body(raw, True)
     assert out.count(b": ping\n\n") == 1
     assert _events(out)[-1]["type"] in ("response.completed", "response.incomplete")  # 20 tokens may cut it

@@ -73,7 +73,7 @@ def test_a_buffered_answer_gives_usage_model_and_text() -> None:
     translator.translate_request(request({"model": "gpt-4o", "input": "hi"}, capture=True), OPENAI, "gpt-4o")
     reply = fake.create_response({"model": "gpt-4o-2024-08-06", "input": "hi"}, response_id="resp_1", created=1)
     raw = orjson.dumps({**reply.body, "usage": USAGE})
-    assert translator.translate_response_body(200, raw, True) is None  # unchanged for the client
+    assert translator.translate_response_body(raw, True) is None  # unchanged for the client
     assert translator.usage == responses_usage(USAGE)
     assert translator.response_model == "gpt-4o-2024-08-06"
     assert translator.answer.text == reply.body["output"][0]["content"][0]["text"]
@@ -83,8 +83,8 @@ def test_errors_are_passed_through_without_usage() -> None:
     translator = ResponsesToOpenAI()
     translator.translate_request(request({"model": "gpt-4o", "input": "hi"}), OPENAI, "gpt-4o")
     error = orjson.dumps({"error": {"message": "Previous response with id 'x' not found.", "type": "x"}})
-    assert translator.translate_response_body(400, error, True) is None
-    assert translator.usage is None
+    assert translator.translate_error(400, {}, error) is None
+    assert translator.take_usage() is None and translator.usage is None
 
 
 def _stream(body: dict[str, Any]) -> bytes:
@@ -103,7 +103,7 @@ def test_a_stream_split_anywhere_gives_the_usage_of_response_completed(cuts: lis
     bounds = [0, *sorted(set(cuts)), len(STREAM)]
     pieces = [STREAM[a:b] for a, b in itertools.pairwise(bounds)]
     for index, piece in enumerate(pieces):
-        assert translator.translate_response_body(200, piece, index == len(pieces) - 1) is None
+        assert translator.translate_response_body(piece, index == len(pieces) - 1) is None
     assert translator.usage == TokenUsage(input=2, output=16, total=18)
     assert translator.response_model == "gpt-4o"
     assert translator.answer.text == " ".join(fake.openai_chat.WORDS[:16])
@@ -114,7 +114,7 @@ def test_an_incomplete_stream_is_metered_from_response_incomplete() -> None:
     assert b"event: response.incomplete" in raw
     translator = ResponsesToOpenAI()
     translator.translate_request(request({"model": "gpt-4o", "input": "x", "stream": True}), OPENAI, "gpt-4o")
-    translator.translate_response_body(200, raw, True)
+    translator.translate_response_body(raw, True)
     assert translator.usage == TokenUsage(input=3, output=16, total=19)
 
 
@@ -125,7 +125,7 @@ def test_input_tokens_pass_through_and_are_never_charged() -> None:
     upstream = translator.translate_request(request({"model": "alias", "input": "hi"}), OPENAI, "gpt-4o")
     assert upstream.path == "/v1/responses/input_tokens"
     assert orjson.loads(upstream.body)["model"] == "gpt-4o"
-    assert translator.translate_response_body(200, b'{"object":"response.input_tokens","input_tokens":3}', True) is None
+    assert translator.translate_response_body(b'{"object":"response.input_tokens","input_tokens":3}', True) is None
     assert translator.usage == TokenUsage()
 
 
@@ -137,7 +137,7 @@ def test_a_2xx_that_is_no_response_is_a_502(answer: bytes) -> None:
     translator = ResponsesToOpenAI()
     translator.translate_request(request({"model": "gpt-4o", "input": "x"}, True), OPENAI, "gpt-4o")
     with pytest.raises(UpstreamShapeError) as raised:
-        translator.translate_response_body(200, answer, True)
+        translator.translate_response_body(answer, True)
     assert raised.value.status == 502
 
 
@@ -145,7 +145,7 @@ def test_message_content_that_is_no_array_is_read_as_no_text() -> None:
     translator = ResponsesToOpenAI()
     translator.translate_request(request({"model": "gpt-4o", "input": "x"}, True), OPENAI, "gpt-4o")
     answer = {"object": "response", "model": "gpt-4o", "output": [{"type": "message", "content": 7}]}
-    assert translator.translate_response_body(200, orjson.dumps(answer), True) is None
+    assert translator.translate_response_body(orjson.dumps(answer), True) is None
     assert translator.answer.text == ""
 
 
@@ -154,7 +154,7 @@ def test_a_stream_cut_before_its_terminal_event_ends_with_an_error() -> None:
     translator = ResponsesToOpenAI()
     translator.translate_request(request({"model": "gpt-4o", "input": "x", "stream": True}), OPENAI, "gpt-4o")
     with pytest.raises(UpstreamShapeError) as raised:
-        translator.translate_response_body(200, cut, True)
+        translator.translate_response_body(cut, True)
     assert "response.completed" in raised.value.message
     assert raised.value.emitted == cut  # what came still reaches the client, then the error event
 
@@ -163,7 +163,7 @@ def test_a_stream_ended_by_an_error_event_is_whole() -> None:
     error = b'event: error\ndata: {"type":"error","code":"server_error","message":"boom","sequence_number":1}\n\n'
     translator = ResponsesToOpenAI()
     translator.translate_request(request({"model": "gpt-4o", "input": "x", "stream": True}), OPENAI, "gpt-4o")
-    assert translator.translate_response_body(200, error, True) is None
+    assert translator.translate_response_body(error, True) is None
 
 
 @pytest.mark.parametrize("answer", [b"[]", b'{"object": "response.input_tokens"}', b'{"input_tokens": "3"}'])
@@ -171,7 +171,7 @@ def test_an_input_token_count_without_its_count_is_a_502(answer: bytes) -> None:
     translator = InputTokensToOpenAI()
     translator.translate_request(request({"model": "gpt-4o", "input": "hi"}), OPENAI, "gpt-4o")
     with pytest.raises(UpstreamShapeError):
-        translator.translate_response_body(200, answer, True)
+        translator.translate_response_body(answer, True)
 
 
 def test_an_event_whose_type_is_no_string_is_not_an_end() -> None:
@@ -179,4 +179,4 @@ def test_an_event_whose_type_is_no_string_is_not_an_end() -> None:
     translator = ResponsesToOpenAI()
     translator.translate_request(request({"model": "gpt-4o", "input": "x", "stream": True}), OPENAI, "gpt-4o")
     with pytest.raises(UpstreamShapeError):
-        translator.translate_response_body(200, odd, True)
+        translator.translate_response_body(odd, True)

@@ -227,3 +227,62 @@ class MessagesWire:
 
 
 ANTHROPIC_API = MessagesWire()
+
+
+# ---- the client's side: Anthropic's stream, written for a translated answer -----------------------------
+
+
+def anthropic_usage(usage: TokenUsage) -> dict[str, int]:
+    """Anthropic's usage object: ``input_tokens`` exclude the cache reads and writes reported beside them."""
+    return {
+        "input_tokens": usage.input - usage.cached_input - usage.cache_creation_input,
+        "cache_creation_input_tokens": usage.cache_creation_input,
+        "cache_read_input_tokens": usage.cached_input,
+        "output_tokens": usage.output,
+    }
+
+
+class MessagesEventWriter:
+    """Anthropic Messages stream events as the anthropic SDK reads them (``event: <type>`` then its JSON),
+    for a translator that answers an Anthropic client from another schema. The translator decides which
+    block is which; the writer frames ``message_start``, ``content_block_*``, the closing ``message_delta``
+    + ``message_stop``, ``ping`` and ``error``."""
+
+    PING = b'event: ping\ndata: {"type":"ping"}\n\n'  # Anthropic's keep-alive event
+
+    @staticmethod
+    def event(payload: dict[str, Any]) -> bytes:
+        return b"event: " + payload["type"].encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+    def message_start(self, message_id: str, model: str, input_tokens: int) -> bytes:
+        """The opening event; ``input_tokens``: the prompt as far as it is known before the answer's usage."""
+        message = {
+            "id": message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 0},
+        }
+        return self.event({"type": "message_start", "message": message})
+
+    def block_start(self, index: int, block: dict[str, Any]) -> bytes:
+        return self.event({"type": "content_block_start", "index": index, "content_block": block})
+
+    def block_delta(self, index: int, delta: dict[str, Any]) -> bytes:
+        return self.event({"type": "content_block_delta", "index": index, "delta": delta})
+
+    def block_stop(self, index: int) -> bytes:
+        return self.event({"type": "content_block_stop", "index": index})
+
+    def message_end(self, stop_reason: str, usage: TokenUsage | None) -> bytes:
+        """``message_delta`` with the stop reason and the whole usage, then ``message_stop``."""
+        delta = {"stop_reason": stop_reason, "stop_sequence": None}
+        end = self.event({"type": "message_delta", "delta": delta, "usage": anthropic_usage(usage or TokenUsage())})
+        return end + self.event({"type": "message_stop"})
+
+    def error(self, error_type: str, message: str) -> bytes:
+        """Anthropic's mid-stream ``error`` event; the stream ends after it."""
+        return self.event({"type": "error", "error": {"type": error_type, "message": message}})

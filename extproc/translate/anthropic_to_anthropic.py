@@ -28,6 +28,7 @@ accepts (the others are dropped, with a debug log, rather than refused by the pr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import orjson
@@ -44,31 +45,26 @@ from tokenvoy.extproc.translate.anthropic_common import (
     merge_usage,
     usage_from_anthropic,
 )
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, TranslatorBase, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import WholeBody
 from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
-from tokenvoy.extproc.usage import TokenUsage
 
 _USAGE_EVENTS = frozenset({"message_start", "message_delta"})
 _CAPTURE_EVENTS = _USAGE_EVENTS | {"content_block_delta"}
 _END_EVENTS = frozenset({"message_stop", "error"})  # the events after which Anthropic's stream is complete
 
 
-class AnthropicToAnthropic:
+class AnthropicToAnthropic(TranslatorBase):
     wire: ClassVar[MessagesWire] = ANTHROPIC_API  # where Claude is reached; the clouds' subclasses swap it
 
     def __init__(self) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
+        super().__init__()
         self._stream = False
         self._model = ""
         self._parser: StreamReader | None = None
         self._whole = WholeBody()
         self._raw_usage: dict[str, int] = {}
-        self._error_headers: dict[str, str] = {}
-        self._error_chunks: list[bytes] = []
         self._ended = False  # message_stop (or an error event) came: the stream is complete
-        self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         self._stream = request.stream
@@ -100,33 +96,22 @@ class AnthropicToAnthropic:
             remove_headers=remove,
         )
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        wire = self.wire
-        if not 200 <= status < 300:
-            if wire.errors_in_anthropic_shape:
-                return None
-            self._error_headers = headers  # the error is rewritten into Anthropic's shape
-            return HeaderChanges({"content-type": "application/json"}, ("content-length",))
-        if self._stream and wire.reframes_stream:
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
+        if self._stream and self.wire.reframes_stream:
             return HeaderChanges({"content-type": "text/event-stream"})  # the router drops content-length
         return None  # same wire format
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not 200 <= status < 300:
-            return None if self.wire.errors_in_anthropic_shape else self._error(status, chunk, end_of_stream)
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        if self.wire.errors_in_anthropic_shape:
+            return None
+        error_type, message = self.wire.error_details(status, headers, body)
+        return anthropic_error_body(GatewayError(status, message, error_type))
+
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if self._stream:
             return self._read_stream(chunk, end_of_stream)
         self._read_whole(chunk, end_of_stream)
         return None
-
-    def _error(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes:
-        self._error_chunks.append(chunk)
-        if not end_of_stream:
-            return b""
-        raw = b"".join(self._error_chunks)
-        self._error_chunks.clear()
-        error_type, message = self.wire.error_details(status, self._error_headers, raw)
-        return anthropic_error_body(GatewayError(status, message, error_type))
 
     def _read_whole(self, chunk: bytes, end_of_stream: bool) -> None:
         raw = self._whole.collect(chunk, end_of_stream)
@@ -201,7 +186,7 @@ class AnthropicToAnthropic:
     def _take_usage(self, usage: object) -> None:
         self._raw_usage = merge_usage(self._raw_usage, usage)
         if self._raw_usage:
-            self.usage = usage_from_anthropic(self._raw_usage)
+            self.report_usage(usage_from_anthropic(self._raw_usage))
 
 
 def _is_end(data: str) -> bool:

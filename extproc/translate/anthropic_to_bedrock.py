@@ -54,7 +54,12 @@ import orjson
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.estimate import prompt_tokens
-from tokenvoy.extproc.translate.anthropic_common import BEDROCK_CLAUDE_BETAS, allowed_betas
+from tokenvoy.extproc.translate.anthropic_common import (
+    BEDROCK_CLAUDE_BETAS,
+    MessagesEventWriter,
+    allowed_betas,
+    anthropic_usage,
+)
 from tokenvoy.extproc.translate.base import ClientRequest, UpstreamRequest
 from tokenvoy.extproc.translate.bedrock_common import (
     PROVIDER,
@@ -72,7 +77,6 @@ from tokenvoy.extproc.translate.bedrock_common import (
     usage_from_bedrock,
 )
 from tokenvoy.extproc.translate.shapes import stream_cut
-from tokenvoy.extproc.usage import TokenUsage
 
 STOP_REASONS = {
     "end_turn": "end_turn",
@@ -353,16 +357,6 @@ def convert_tool_choice(choice: object) -> dict[str, Any] | None:
 # ---- response -------------------------------------------------------------------------------------------
 
 
-def anthropic_usage(usage: TokenUsage) -> dict[str, int]:
-    """Anthropic's usage object: ``input_tokens`` exclude the cache reads and writes reported beside them."""
-    return {
-        "input_tokens": usage.input - usage.cached_input - usage.cache_creation_input,
-        "cache_creation_input_tokens": usage.cache_creation_input,
-        "cache_read_input_tokens": usage.cached_input,
-        "output_tokens": usage.output,
-    }
-
-
 def _content(block: dict[str, Any]) -> dict[str, Any] | None:
     """One Converse answer block as an Anthropic content block (None: nothing Anthropic has)."""
     if isinstance(block.get("text"), str):
@@ -410,15 +404,12 @@ def anthropic_message(response: dict[str, Any], message_id: str, model: str) -> 
     }
 
 
-def sse_event(payload: dict[str, Any]) -> bytes:
-    return b"event: " + payload["type"].encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
-
-
 class AnthropicToBedrock(BedrockTranslator):
     """One attempt's translation; stream state lives here (see the module docstring for the mapping)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._events = MessagesEventWriter()  # the client's stream
         self._started = False
         self._stop_reason: str | None = None
         self._blocks: dict[int, tuple[int, str]] = {}  # Bedrock contentBlockIndex → (client index, kind)
@@ -448,7 +439,7 @@ class AnthropicToBedrock(BedrockTranslator):
         return f"msg_bdrk_{self.answer_id}"
 
     def whole(self, response: dict[str, Any]) -> bytes:
-        self.take_usage(response.get("usage"))
+        self.read_usage(response.get("usage"))
         message = anthropic_message(response, self._id, self._model)
         for block in message["content"]:
             if block["type"] == "text":
@@ -461,17 +452,7 @@ class AnthropicToBedrock(BedrockTranslator):
         if self._started:
             return
         self._started = True
-        message = {
-            "id": self._id,
-            "type": "message",
-            "role": "assistant",
-            "model": self._model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": self._input_estimate, "output_tokens": 0},
-        }
-        out.append(sse_event({"type": "message_start", "message": message}))
+        out.append(self._events.message_start(self._id, self._model, self._input_estimate))
 
     def _open_block(self, index: int, kind: str, block: dict[str, Any], out: list[bytes]) -> int:
         """The client index of Bedrock block ``index``, starting it as ``block`` the first time."""
@@ -481,7 +462,7 @@ class AnthropicToBedrock(BedrockTranslator):
         position = len(self._blocks)
         self._blocks[index] = (position, kind)
         self._open.add(index)
-        out.append(sse_event({"type": "content_block_start", "index": position, "content_block": block}))
+        out.append(self._events.block_start(position, block))
         return position
 
     def on_event(self, kind: str, payload: dict[str, Any], out: list[bytes]) -> None:
@@ -509,7 +490,7 @@ class AnthropicToBedrock(BedrockTranslator):
             for open_index in sorted(self._open | set(self._redacted)):
                 self._stop_block(open_index, out)
         elif kind == "metadata":
-            self.take_usage(payload.get("usage"))
+            self.read_usage(payload.get("usage"))
             if self._stop_reason is not None:
                 self._finish(out)
 
@@ -543,9 +524,8 @@ class AnthropicToBedrock(BedrockTranslator):
             if isinstance(arguments, str) and arguments:
                 out.append(self._block_delta(known[0], {"type": "input_json_delta", "partial_json": arguments}))
 
-    @staticmethod
-    def _block_delta(position: int, delta: dict[str, Any]) -> bytes:
-        return sse_event({"type": "content_block_delta", "index": position, "delta": delta})
+    def _block_delta(self, position: int, delta: dict[str, Any]) -> bytes:
+        return self._events.block_delta(position, delta)
 
     def _stop_block(self, index: int, out: list[bytes]) -> None:
         redacted = self._redacted.pop(index, None)
@@ -554,17 +534,14 @@ class AnthropicToBedrock(BedrockTranslator):
             self._open_block(index, "redacted_thinking", block, out)
         if index in self._open:
             self._open.discard(index)
-            out.append(sse_event({"type": "content_block_stop", "index": self._blocks[index][0]}))
+            out.append(self._events.block_stop(self._blocks[index][0]))
 
     def _finish(self, out: list[bytes]) -> None:
         self._finished = True
-        delta = {"stop_reason": self._stop_reason or "end_turn", "stop_sequence": None}
-        usage = anthropic_usage(self.usage or TokenUsage())
-        out.append(sse_event({"type": "message_delta", "delta": delta, "usage": usage}))
-        out.append(sse_event({"type": "message_stop"}))
+        out.append(self._events.message_end(self._stop_reason or "end_turn", self.usage))
 
     def on_error(self, status: int, error_type: str, message: str, out: list[bytes]) -> None:
-        out.append(sse_event({"type": "error", "error": {"type": error_type, "message": message}}))
+        out.append(self._events.error(error_type, message))
 
     def on_end(self, out: list[bytes]) -> None:
         if self._stop_reason is not None:

@@ -46,6 +46,7 @@ The request is rebuilt (the two APIs share no body layout). Mapping decisions:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -55,8 +56,16 @@ from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, anthropic_
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.estimate import prompt_tokens
 from tokenvoy.extproc.sse import SSEParser
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest, rewritten_answer_headers
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.anthropic_common import MessagesEventWriter, anthropic_usage
+from tokenvoy.extproc.translate.base import (
+    ClientRequest,
+    HeaderChanges,
+    TranslatorBase,
+    UpstreamRequest,
+    rewritten_answer_headers,
+)
+from tokenvoy.extproc.translate.bodies import DONE_EVENT, KEEP_ALIVE, WholeBody, stream_items
+from tokenvoy.extproc.translate.openai_common import provider_error
 from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -72,7 +81,6 @@ STOP_REASONS = {
 # Client headers only Anthropic understands: not sent to an OpenAI-schema backend.
 ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta", "anthropic-dangerous-direct-browser-access")
 _IGNORED_BLOCKS = ("thinking", "redacted_thinking")
-PING = b'event: ping\ndata: {"type":"ping"}\n\n'  # Anthropic's keep-alive event
 
 
 def _unsupported(field: str, why: str) -> GatewayError:
@@ -376,16 +384,6 @@ def convert_tool_choice(choice: object) -> tuple[Any, bool | None]:
 # ---- response -------------------------------------------------------------------------------------------
 
 
-def anthropic_usage(usage: TokenUsage) -> dict[str, int]:
-    """Anthropic's usage object: ``input_tokens`` exclude the cache reads reported beside them."""
-    return {
-        "input_tokens": usage.input - usage.cached_input,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": usage.cached_input,
-        "output_tokens": usage.output,
-    }
-
-
 def message_id(openai_id: object) -> str:
     text = openai_id if isinstance(openai_id, str) and openai_id else "gateway"
     return text if text.startswith("msg_") else f"msg_{text}"
@@ -442,35 +440,15 @@ def anthropic_message(completion: dict[str, Any], fallback_model: str) -> dict[s
     }
 
 
-def openai_error(status: int, raw: bytes) -> bytes:
-    """A provider error (OpenAI's JSON, or anything else) in Anthropic's error shape."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        message = error["message"]
-    elif isinstance(error, str):
-        message = error
-    else:
-        message = raw.decode("utf-8", errors="replace").strip() or f"the provider answered {status} with an empty body"
-    return anthropic_error_body(GatewayError(status, message))
-
-
-def sse_event(payload: dict[str, Any]) -> bytes:
-    return b"event: " + payload["type"].encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
-
-
-class AnthropicToOpenAI:
+class AnthropicToOpenAI(TranslatorBase):
     def __init__(self) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
+        super().__init__()
         self._model = ""  # the model asked for: the answer's model when the provider sends none
         self._stream = False
         self._body = WholeBody()
         self._parser = SSEParser()
         # stream state
+        self._events = MessagesEventWriter()  # the client's stream
         self._started = False
         self._finished = False
         self._id: str | None = None
@@ -480,7 +458,6 @@ class AnthropicToOpenAI:
         self._tools: dict[int, int] = {}  # OpenAI tool_calls index → Anthropic block index
         self._stop_reason: str | None = None
         self._input_estimate = 0  # message_start's input_tokens: OpenAI reports usage only at the end
-        self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         self.answer.keep = request.capture_output
@@ -496,17 +473,16 @@ class AnthropicToOpenAI:
             remove_headers=ANTHROPIC_HEADERS,
         )
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        return rewritten_answer_headers(status, self._stream)
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
+        return rewritten_answer_headers(self._stream)
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not 200 <= status < 300 or not self._stream:
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        return anthropic_error_body(provider_error(status, body))
+
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        if not self._stream:
             raw = self._body.collect(chunk, end_of_stream)
-            if raw is None:
-                return b""
-            if not 200 <= status < 300:
-                return openai_error(status, raw)
-            return self._whole(raw)
+            return b"" if raw is None else self._whole(raw)
         return self._translate_stream(chunk, end_of_stream)
 
     def _whole(self, raw: bytes) -> bytes:
@@ -527,38 +503,22 @@ class AnthropicToOpenAI:
         return orjson.dumps(anthropic_message(completion, self._model))
 
     def _take(self, payload: dict[str, Any]) -> None:
-        model = payload.get("model")
-        if isinstance(model, str) and model:
-            self.response_model = model
-        usage = payload.get("usage")
-        if isinstance(usage, dict):
-            self.usage = TokenUsage.from_openai(usage)
+        self.read_answer(payload, TokenUsage.from_openai)
 
     # -- streams --
 
     def _translate_stream(self, chunk: bytes, end_of_stream: bool) -> bytes:
-        events = self._parser.feed(chunk)
-        if end_of_stream:
-            events.extend(self._parser.flush())
         out: list[bytes] = []
-        for event in events:
-            data = event.data
+        for item in stream_items(self._parser, chunk, end_of_stream):
             if self._finished:
-                continue
-            if not data:
-                if event.is_comment:  # a keep-alive: keep the client's alive too
-                    self._start(out)
-                    out.append(PING)
-                continue
-            if data == "[DONE]":
+                break
+            if item == KEEP_ALIVE:  # keep the client's alive too
+                self._start(out)
+                out.append(MessagesEventWriter.PING)
+            elif item == DONE_EVENT:
                 self._finish(out)
-                continue
-            try:
-                payload = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(payload, dict):
-                self._chunk(payload, out)
+            elif isinstance(item, dict):
+                self._chunk(item, out)
         if end_of_stream and not self._finished:
             if self._stop_reason is not None:
                 self._finish(out)  # some servers end without [DONE]
@@ -570,17 +530,8 @@ class AnthropicToOpenAI:
         if self._started:
             return
         self._started = True
-        message = {
-            "id": message_id(self._id),
-            "type": "message",
-            "role": "assistant",
-            "model": self.response_model or self._model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": self._input_estimate, "output_tokens": 0},
-        }
-        out.append(sse_event({"type": "message_start", "message": message}))
+        model = self.response_model or self._model
+        out.append(self._events.message_start(message_id(self._id), model, self._input_estimate))
 
     def _chunk(self, payload: dict[str, Any], out: list[bytes]) -> None:
         error = payload.get("error")
@@ -627,16 +578,16 @@ class AnthropicToOpenAI:
         self._blocks += 1
         if block is None:
             block = {"type": "text", "text": ""} if kind == "text" else {"type": kind, "thinking": "", "signature": ""}
-        out.append(sse_event({"type": "content_block_start", "index": self._block, "content_block": block}))
+        out.append(self._events.block_start(self._block, block))
 
     def _delta(self, delta: dict[str, Any], out: list[bytes], index: int | None = None) -> None:
         at = self._block if index is None else index
-        out.append(sse_event({"type": "content_block_delta", "index": at, "delta": delta}))
+        out.append(self._events.block_delta(at, delta))
 
     def _close(self, out: list[bytes]) -> None:
         if self._block is None:
             return
-        out.append(sse_event({"type": "content_block_stop", "index": self._block}))
+        out.append(self._events.block_stop(self._block))
         self._block = self._block_kind = None
 
     def _tool_call(self, call: dict[str, Any], out: list[bytes]) -> None:
@@ -656,11 +607,8 @@ class AnthropicToOpenAI:
         self._start(out)
         self._close(out)
         self._finished = True
-        usage = anthropic_usage(self.usage or TokenUsage())
-        delta = {"stop_reason": self._stop_reason or "end_turn", "stop_sequence": None}
-        out.append(sse_event({"type": "message_delta", "delta": delta, "usage": usage}))
-        out.append(sse_event({"type": "message_stop"}))
+        out.append(self._events.message_end(self._stop_reason or "end_turn", self.usage))
 
     def _error(self, error_type: str, message: str, out: list[bytes]) -> None:
         self._finished = True
-        out.append(sse_event({"type": "error", "error": {"type": error_type, "message": message}}))
+        out.append(self._events.error(error_type, message))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -30,8 +30,8 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.eventstream import EventMessage, EventStreamDecoder, EventStreamError
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, TranslatorBase, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import WholeBody
 from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage, token_count
 
@@ -305,24 +305,21 @@ def json_schema_output(schema: object, name: object, description: object, field:
 # ---- responses ------------------------------------------------------------------------------------------
 
 
-class BedrockTranslator:
+class BedrockTranslator(TranslatorBase):
     """Response plumbing both client translators share; subclasses build the request and say how answers,
     stream events and errors look to their client.
 
-    Errors (any status outside 2xx) are buffered and rewritten whole; a 2xx answer is one JSON document, or
+    Errors (any status outside 2xx) are rewritten whole (``translate_error``); a 2xx answer is one JSON document, or
     for ``stream: true`` an event stream decoded message by message as the bytes come (any split).
     ``clock`` is injectable so timestamps are testable.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
-        self.answer = AnswerText()
+        super().__init__()
         self._clock = clock
         self._model = ""
         self._stream = False
         self._body = WholeBody()
-        self._error_type: str | None = None
         self._request_id: str | None = None
         self._decoder = EventStreamDecoder()
         self._finished = False
@@ -363,9 +360,9 @@ class BedrockTranslator:
             self._request_id = uuid.uuid4().hex
         return self._request_id
 
-    def take_usage(self, usage: object) -> None:
+    def read_usage(self, usage: object) -> None:
         if isinstance(usage, dict):
-            self.usage = usage_from_bedrock(usage)
+            self.report_usage(usage_from_bedrock(usage))
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         self.answer.keep = request.capture_output
@@ -379,26 +376,25 @@ class BedrockTranslator:
             remove_headers=self.remove_headers(),
         )
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
         request_id = headers.get(REQUEST_ID_HEADER)
         if request_id:
             self._request_id = request_id
-        if not 200 <= status < 300:
-            self._error_type = error_type_from_header(headers.get(ERROR_TYPE_HEADER))
-            return HeaderChanges({"content-type": JSON_CONTENT_TYPE}, ("content-length",))
         self.response_model = self._model  # Converse answers name no model: the one sent is the one used
         content_type = SSE_CONTENT_TYPE if self._stream else JSON_CONTENT_TYPE
         return HeaderChanges({"content-type": content_type}, ("content-length",))
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if 200 <= status < 300 and self._stream:
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        header_type = error_type_from_header(headers.get(ERROR_TYPE_HEADER))
+        error_type, message = error_details(status, header_type, body)
+        return self.error_body(status, error_type, message)
+
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        if self._stream:
             return self._translate_stream(chunk, end_of_stream)
         raw = self._body.collect(chunk, end_of_stream)
         if raw is None:
             return b""
-        if not 200 <= status < 300:
-            error_type, message = error_details(status, self._error_type, raw)
-            return self.error_body(status, error_type, message)
         response = answer_object(raw, PROVIDER)  # not a Converse answer: a 502, not an invented empty one
         output = require(response, "output", dict, PROVIDER)
         message = output.get("message")

@@ -1,10 +1,48 @@
-"""Pieces every translator needs for buffered (non-streamed) bodies."""
+"""Pieces every translator needs for bodies: buffered ones whole, streamed ones event by event."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import orjson
+
+from tokenvoy.extproc.sse import SSEEvent
+
+DONE_EVENT = "[DONE]"  # what stream_items yields for OpenAI's ``data: [DONE]``
+KEEP_ALIVE = ": keep-alive"  # what stream_items yields for a keep-alive comment
+
+
+class EventReader(Protocol):
+    """An SSE parser, or a reader that turns another framing (an AWS event stream) into SSE events."""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]: ...
+
+    def flush(self) -> list[SSEEvent]: ...
+
+
+def stream_items(reader: EventReader, chunk: bytes, end_of_stream: bool) -> Iterator[dict[str, Any] | str]:
+    """A provider's stream as every translator reads it, split anywhere: each event's JSON object,
+    ``DONE_EVENT`` (OpenAI's end), or ``KEEP_ALIVE`` for a keep-alive comment; data that is not a JSON object
+    is passed over. Lazy, so a reader that has finished stops parsing (``break``)."""
+    events = reader.feed(chunk)
+    if end_of_stream:
+        events.extend(reader.flush())
+    for event in events:
+        data = event.data
+        if not data:
+            if event.is_comment:
+                yield KEEP_ALIVE
+            continue
+        if data == DONE_EVENT:
+            yield DONE_EVENT
+            continue
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(payload, dict):
+            yield payload
 
 
 class WholeBody:

@@ -13,7 +13,7 @@ What a pair loses is what either half loses, and each half documents it in its m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import orjson
 
@@ -35,6 +35,11 @@ class Chained:
     @property
     def usage(self) -> TokenUsage | None:
         return self._back.usage if self._back.usage is not None else self._front.usage
+
+    def take_usage(self) -> TokenUsage | None:
+        """Either half's news, as ``usage`` reads it (the back's wins: the provider's own count)."""
+        back, front = self._back.take_usage(), self._front.take_usage()
+        return self.usage if back is not None or front is not None else None
 
     @property
     def response_model(self) -> str | None:
@@ -67,14 +72,14 @@ class Chained:
         second.remove_headers = tuple(name for name in remove if name not in second.set_headers)
         return second
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        back = self._back.translate_response_headers(status, headers)
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
+        back = self._back.translate_response_headers(headers)
         seen = dict(headers)
         if back is not None:
             for name in back.remove_headers:
                 seen.pop(name, None)
             seen.update(back.set_headers)
-        front = self._front.translate_response_headers(status, seen)
+        front = self._front.translate_response_headers(seen)
         if back is None:
             return front
         if front is None:
@@ -83,11 +88,18 @@ class Chained:
         removed = dict.fromkeys((*back.remove_headers, *front.remove_headers))
         return HeaderChanges(set_headers, tuple(name for name in removed if name not in front.set_headers))
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        middle = self._back.translate_response_body(status, chunk, end_of_stream)
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        middle = self._back.translate_response_body(chunk, end_of_stream)
         if middle is None:
             middle = chunk
-        out = self._front.translate_response_body(status, middle, end_of_stream)
+        out = self._front.translate_response_body(middle, end_of_stream)
+        return middle if out is None else out
+
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        middle = self._back.translate_error(status, headers, body)
+        if middle is None:
+            return self._front.translate_error(status, headers, body)
+        out = self._front.translate_error(status, {**headers, "content-type": "application/json"}, middle)
         return middle if out is None else out
 
 

@@ -17,6 +17,7 @@ schema with no counting endpoint (OpenAI, Azure, Gemini) has no translator: the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import orjson
@@ -25,25 +26,20 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, anthropic_error_body
 from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.translate.anthropic_common import ANTHROPIC_API, ANTHROPIC_VERSION, MessagesWire, allowed_betas
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, TranslatorBase, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import WholeBody
 from tokenvoy.extproc.translate.shapes import answer_object
-from tokenvoy.extproc.usage import TokenUsage
 
 COUNT_PATH = "/messages/count_tokens"
 JSON = "application/json"
 
 
-class CountTokensToAnthropic:
+class CountTokensToAnthropic(TranslatorBase):
     wire: ClassVar[MessagesWire] = ANTHROPIC_API  # error shape and default beta allowlist of the target
     rewrites_answer: ClassVar[bool] = False  # a 2xx answer is not Anthropic's ``{"input_tokens"}`` as it is
 
     def __init__(self) -> None:
-        self.usage: TokenUsage | None = None  # never set: a count is not charged
-        self.response_model: str | None = None
-        self.answer = AnswerText()
-        self._rewrite = False
-        self._error_headers: dict[str, str] = {}
+        super().__init__()
         self._whole = WholeBody()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
@@ -63,28 +59,22 @@ class CountTokensToAnthropic:
         set_headers["anthropic-version"] = request.headers.get("anthropic-version") or ANTHROPIC_VERSION
         return UpstreamRequest(backend.path_prefix + COUNT_PATH, body, set_headers, remove)
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        ok = 200 <= status < 300
-        if (ok and not self.rewrites_answer) or (not ok and self.wire.errors_in_anthropic_shape):
-            return None
-        self._rewrite = True
-        self._error_headers = headers
-        return HeaderChanges({"content-type": JSON}, ("content-length",))
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
+        return HeaderChanges({"content-type": JSON}, ("content-length",)) if self.rewrites_answer else None
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not self._rewrite:
-            if 200 <= status < 300:  # Anthropic's own answer goes through, but only if it is a count at all
-                raw = self._whole.collect(chunk, end_of_stream)
-                if raw is not None:
-                    counted(raw, "input_tokens", "the provider")
-            return None
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         raw = self._whole.collect(chunk, end_of_stream)
-        if raw is None:
-            return b""
-        if not 200 <= status < 300:
-            error_type, message = self.wire.error_details(status, self._error_headers, raw)
-            return anthropic_error_body(GatewayError(status, message, error_type))
-        return self.answer_body(raw)
+        if not self.rewrites_answer:  # Anthropic's own answer goes through, but only if it is a count at all
+            if raw is not None:
+                counted(raw, "input_tokens", "the provider")
+            return None
+        return b"" if raw is None else self.answer_body(raw)
+
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        if self.wire.errors_in_anthropic_shape:
+            return None
+        error_type, message = self.wire.error_details(status, headers, body)
+        return anthropic_error_body(GatewayError(status, message, error_type))
 
     def answer_body(self, raw: bytes) -> bytes:
         """Anthropic's ``{"input_tokens": N}`` for the backend's 2xx answer (when ``rewrites_answer``)."""

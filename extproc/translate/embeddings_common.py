@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import sys
 from array import array
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -26,8 +27,7 @@ from tokenvoy.extproc.errors import (
     openai_error_body,
     untranslatable_field,
 )
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, TranslatorBase, UpstreamRequest
 from tokenvoy.extproc.usage import TokenUsage, token_count
 
 ENCODINGS = ("float", "base64")
@@ -105,7 +105,7 @@ def float_list(value: object) -> list[float] | None:
     return value
 
 
-class RebuiltEmbeddings:
+class RebuiltEmbeddings(TranslatorBase):
     """Base of the translators that send their own body and rebuild OpenAI's answer from the provider's.
 
     Subclasses say how to build the request (:meth:`build`) and read the answer (:meth:`read`, returning
@@ -117,13 +117,10 @@ class RebuiltEmbeddings:
     target = "this backend"  # names the provider in 422 messages
 
     def __init__(self) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
-        self.answer = AnswerText()  # embeddings have no answer text to trace
+        super().__init__()
         self._chunks: list[bytes] = []  # the response is parsed whole, whatever Envoy's body mode
         self._model = ""
         self._encoding = "float"
-        self._headers: dict[str, str] = {}
 
     def build(self, request: ClientRequest, backend: Backend, model: str) -> tuple[str, dict[str, Any]]:
         """The provider's path and body."""
@@ -133,7 +130,7 @@ class RebuiltEmbeddings:
         """The vectors in input order and the input tokens; None when the answer is not the provider's shape."""
         raise NotImplementedError
 
-    def error_details(self, status: int, payload: Any, headers: dict[str, str]) -> tuple[str | None, str | None]:
+    def error_details(self, status: int, payload: Any, headers: Mapping[str, str]) -> tuple[str | None, str | None]:
         """``(type, message)`` of a provider error body already parsed as JSON (None: use the defaults)."""
         return None, None
 
@@ -145,18 +142,15 @@ class RebuiltEmbeddings:
         # The answer is parsed and rebuilt: it must come uncompressed.
         return UpstreamRequest(path=path, body=orjson.dumps(body))
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        self._headers = headers
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
         return HeaderChanges({"content-type": "application/json"}, ("content-length",))
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         self._chunks.append(chunk)
         if not end_of_stream:
             return b""
         raw = b"".join(self._chunks)
         self._chunks.clear()
-        if not 200 <= status < 300:
-            return self._error(status, raw)
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -165,16 +159,17 @@ class RebuiltEmbeddings:
         if read is None:  # a 502 (the router answers it), never a 200 with an error inside
             raise UpstreamShapeError("the provider's answer is not a valid embeddings response: " + _excerpt(raw))
         vectors, tokens = read
-        self.usage = input_usage(tokens)
+        self.report_usage(input_usage(tokens))
         self.response_model = self._model
         return orjson.dumps(embeddings_list(vectors, self._model, tokens, self._encoding))
 
-    def _error(self, status: int, raw: bytes) -> bytes:
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        raw = body
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
             payload = None
-        error_type, message = self.error_details(status, payload, self._headers)
+        error_type, message = self.error_details(status, payload, headers)
         if not message:
             message = _excerpt(raw) if raw.strip() else f"the provider answered {status} with an empty body"
         return openai_error_body(GatewayError(status, message, error_type))

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.jsonedit import set_top_level
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, TranslatorBase, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import WholeBody
 from tokenvoy.extproc.translate.embeddings_common import EMBEDDINGS_PATH, check_request
 from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage
 
 
-class EmbeddingsToOpenAI:
+class EmbeddingsToOpenAI(TranslatorBase):
     def __init__(self) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
-        self.answer = AnswerText()  # embeddings have no answer text to trace
+        super().__init__()
         self._whole = WholeBody()
 
     def upstream_path(self, backend: Backend, model: str) -> str:
@@ -33,19 +31,13 @@ class EmbeddingsToOpenAI:
         # The usage must be readable: ask for an uncompressed answer.
         return UpstreamRequest(path=self.upstream_path(backend, model), body=body)
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
         return None  # same wire format
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if 200 <= status < 300:
-            raw = self._whole.collect(chunk, end_of_stream)
-            if raw is not None:  # the bytes go through unchanged, but only if they are an answer at all
-                payload = answer_object(raw, "the OpenAI-schema provider")
-                require(payload, "data", list, "the OpenAI-schema provider")
-                model = payload.get("model")
-                if isinstance(model, str) and model:
-                    self.response_model = model
-                usage = payload.get("usage")
-                if isinstance(usage, dict):
-                    self.usage = TokenUsage.from_openai(usage)
-        return None  # errors too: OpenAI's are already in the client's shape
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        raw = self._whole.collect(chunk, end_of_stream)
+        if raw is not None:  # the bytes go through unchanged, but only if they are an answer at all
+            payload = answer_object(raw, "the OpenAI-schema provider")
+            require(payload, "data", list, "the OpenAI-schema provider")
+            self.read_answer(payload, TokenUsage.from_openai)
+        return None  # the bytes go through unchanged; OpenAI's errors, too (already the client's shape)

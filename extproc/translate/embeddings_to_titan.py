@@ -16,6 +16,7 @@ text embeddings model, through ``InvokeModel``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -50,7 +51,7 @@ class EmbeddingsToTitan(RebuiltEmbeddings):
         count = payload.get("inputTextTokenCount")
         return [values], token_count(count, "inputTextTokenCount")
 
-    def error_details(self, status: int, payload: Any, headers: dict[str, str]) -> tuple[str | None, str | None]:
+    def error_details(self, status: int, payload: Any, headers: Mapping[str, str]) -> tuple[str | None, str | None]:
         error_type = headers.get(AWS_ERROR_TYPE_HEADER, "").split(":", 1)[0].strip() or None
         message = None
         if isinstance(payload, dict):

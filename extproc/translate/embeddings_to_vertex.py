@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -73,7 +74,7 @@ class EmbeddingsToVertex(RebuiltEmbeddings):
             tokens = min(tokens + token_count(count, "statistics.token_count"), MAX_TOKENS)
         return vectors, tokens
 
-    def error_details(self, status: int, payload: Any, headers: dict[str, str]) -> tuple[str | None, str | None]:
+    def error_details(self, status: int, payload: Any, headers: Mapping[str, str]) -> tuple[str | None, str | None]:
         if isinstance(payload, list) and payload:  # some Google endpoints wrap the error in a list
             payload = payload[0]
         error = payload.get("error") if isinstance(payload, dict) else None

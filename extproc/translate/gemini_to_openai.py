@@ -51,6 +51,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,8 +61,15 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, gemini_error_body, google_status, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import SSEParser
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest, rewritten_answer_headers
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody, json_object
+from tokenvoy.extproc.translate.base import (
+    ClientRequest,
+    HeaderChanges,
+    TranslatorBase,
+    UpstreamRequest,
+    rewritten_answer_headers,
+)
+from tokenvoy.extproc.translate.bodies import DONE_EVENT, WholeBody, stream_items
+from tokenvoy.extproc.translate.openai_common import provider_error
 from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -589,19 +597,6 @@ def gemini_response(completion: dict[str, Any], fallback_model: str) -> dict[str
     return out
 
 
-def error_body(status: int, raw: bytes) -> bytes:
-    """A provider error (OpenAI's JSON, the gateway's, or anything else) in Google's error shape."""
-    body = json_object(raw)
-    error = body.get("error") if body is not None else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        message = error["message"]
-    elif isinstance(error, str):
-        message = error
-    else:
-        message = raw.decode("utf-8", errors="replace").strip() or f"the provider answered {status} with an empty body"
-    return gemini_error_body(GatewayError(status, message))
-
-
 def sse_event(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\r\n\r\n"
 
@@ -612,11 +607,9 @@ class _Choice:
     calls: dict[int, list[str]] = field(default_factory=dict)  # tool_calls index → [id, name, arguments]
 
 
-class GeminiToOpenAI:
+class GeminiToOpenAI(TranslatorBase):
     def __init__(self) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
-        self.answer = AnswerText()
+        super().__init__()
         self._model = ""
         self._stream = False
         self._body = WholeBody()
@@ -640,16 +633,17 @@ class GeminiToOpenAI:
     def upstream_path(self, backend: Backend, model: str) -> str:
         return backend.path_prefix + CHAT_PATH
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        return rewritten_answer_headers(status, self._stream)
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
+        return rewritten_answer_headers(self._stream)
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not 200 <= status < 300 or not self._stream:
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        return gemini_error_body(provider_error(status, body))
+
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        if not self._stream:
             raw = self._body.collect(chunk, end_of_stream)
             if raw is None:
                 return b""
-            if not 200 <= status < 300:
-                return error_body(status, raw)
             completion = answer_object(raw, "the provider")  # not a chat completion: a 502, never a made-up one
             require(completion, "choices", list, "the provider")
             self._take(completion)
@@ -660,14 +654,9 @@ class GeminiToOpenAI:
         return self._translate_stream(chunk, end_of_stream)
 
     def _take(self, payload: dict[str, Any]) -> None:
-        model = payload.get("model")
-        if isinstance(model, str) and model:
-            self.response_model = model
+        self.read_answer(payload, TokenUsage.from_openai)
         if self._id is None and isinstance(payload.get("id"), str) and payload["id"]:
             self._id = payload["id"]
-        usage = payload.get("usage")
-        if isinstance(usage, dict):
-            self.usage = TokenUsage.from_openai(usage)
 
     def _capture(self, response: dict[str, Any]) -> None:
         for candidate in response["candidates"][:1]:
@@ -678,23 +667,15 @@ class GeminiToOpenAI:
     # -- streams --
 
     def _translate_stream(self, chunk: bytes, end_of_stream: bool) -> bytes:
-        events = self._parser.feed(chunk)
-        if end_of_stream:
-            events.extend(self._parser.flush())
         out: list[bytes] = []
-        for event in events:
-            data = event.data
-            if not data or self._ended:
-                continue
-            if data == "[DONE]":
+        for item in stream_items(self._parser, chunk, end_of_stream):
+            if self._ended:
+                break
+            if item == DONE_EVENT:
                 self._finish(out)
-                continue
-            try:
-                payload = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(payload, dict):
-                self._chunk(payload, out)
+            elif isinstance(item, dict):
+                self._chunk(item, out)
+            # a keep-alive comment: Gemini's stream has none to pass on
         if end_of_stream and not self._ended:
             if self._choices and all(choice.finish for choice in self._choices.values()):
                 self._finish(out)  # some servers end without [DONE]

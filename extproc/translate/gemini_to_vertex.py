@@ -30,8 +30,8 @@ import orjson
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import UpstreamShapeError
 from tokenvoy.extproc.sse import SSEParser
-from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest, HeaderChanges, TranslatorBase, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import WholeBody, stream_items
 from tokenvoy.extproc.translate.gemini_common import model_path, prompt_blocked, usage_from_gemini
 from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
@@ -56,11 +56,9 @@ def vertex_count_body(body: dict[str, Any]) -> bytes | None:
     return orjson.dumps(out)
 
 
-class GeminiToVertex:
+class GeminiToVertex(TranslatorBase):
     def __init__(self) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
-        self.answer = AnswerText()
+        super().__init__()
         self._stream = False
         self._count = False
         self._whole = WholeBody()
@@ -72,18 +70,16 @@ class GeminiToVertex:
         self._stream = request.stream
         if request.api is ClientAPI.GEMINI_COUNT_TOKENS:
             self._count = True
-            self.usage = TokenUsage()  # counting tokens uses none
+            self.report_usage(TokenUsage())  # counting tokens uses none
             return UpstreamRequest(
                 path=count_tokens_path(backend.path_prefix, model), body=vertex_count_body(request.body)
             )
         return UpstreamRequest(path=model_path(backend.path_prefix, model, request.stream))
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
         return None  # the same wire format: the provider's headers are right for the client
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not 200 <= status < 300:
-            return None
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if self._count or not self._stream:
             raw = self._whole.collect(chunk, end_of_stream)
             if raw is None:
@@ -96,30 +92,16 @@ class GeminiToVertex:
                 raise UpstreamShapeError(f"{PROVIDER}'s answer has no `candidates` array (and no `promptFeedback`)")
             self._take(body)
             return None
-        events = self._parser.feed(chunk)
-        if end_of_stream:
-            events.extend(self._parser.flush())
-        for event in events:
-            if not event.data:
-                continue
-            try:
-                payload = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(payload, dict):
-                self._take(payload)
-                self._finished = self._finished or _final(payload)
+        for item in stream_items(self._parser, chunk, end_of_stream):
+            if isinstance(item, dict):
+                self._take(item)
+                self._finished = self._finished or _final(item)
         if end_of_stream and not self._finished:
             raise stream_cut(PROVIDER, "a `finishReason`", chunk)
         return None
 
     def _take(self, response: dict[str, Any]) -> None:
-        model = response.get("modelVersion")
-        if isinstance(model, str) and model:
-            self.response_model = model
-        metadata = response.get("usageMetadata")
-        if isinstance(metadata, dict):
-            self.usage = usage_from_gemini(metadata)
+        self.read_answer(response, usage_from_gemini, "modelVersion", "usageMetadata")
         if self.answer.keep:
             candidates = response.get("candidates")
             first = candidates[0] if isinstance(candidates, list) and candidates else None

@@ -1,7 +1,8 @@
-"""OpenAI Chat Completions request facts shared by every translator that reads an OpenAI client's request.
+"""OpenAI Chat Completions facts shared by every translator whose client speaks it: the request's images,
+files, tool calls and default-only fields, and the answer's stream (:class:`ChatChunkWriter`).
 
-Kept apart from any one backend so the Anthropic, Bedrock and Gemini translators read images, files and tool
-calls the same way.
+Kept apart from any one backend so the Anthropic, Bedrock and Gemini translators read requests and write
+streams the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +12,118 @@ from typing import Any
 
 import orjson
 
-from tokenvoy.extproc.errors import invalid_field, untranslatable_field
+from tokenvoy.extproc.errors import GatewayError, invalid_field, openai_error_body, untranslatable_field
+from tokenvoy.extproc.translate.bodies import AnswerText
+from tokenvoy.extproc.usage import TokenUsage
+
+DONE = b"data: [DONE]\n\n"
+# Chat fields whose only value a non-OpenAI backend can honour is the default: field → the accepted values.
+# Each backend says why per field (``refuse_non_defaults``), in this order.
+DEFAULT_VALUES: dict[str, tuple[object, ...]] = {
+    "n": (None, 1),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "frequency_penalty": (None, 0),
+    "presence_penalty": (None, 0),
+    "logit_bias": (None, {}),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "prediction": (None,),
+    "web_search_options": (None,),
+    "functions": (None,),
+    "function_call": (None,),
+}
+
+
+def refuse_non_defaults(body: dict[str, Any], reasons: dict[str, str], target: str) -> None:
+    """A 422 naming the first field of ``reasons`` whose value is not its default (``DEFAULT_VALUES``)."""
+    for field, why in reasons.items():
+        if body.get(field) not in DEFAULT_VALUES[field]:
+            raise untranslatable_field(field, target, why)
+
+
+def asks_for_usage(body: dict[str, Any]) -> bool:
+    """Whether the client's request has ``stream_options.include_usage: true`` (a usage chunk at the end)."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def provider_error(status: int, raw: bytes) -> GatewayError:
+    """An OpenAI-schema provider's error answer (OpenAI's JSON, the gateway's own, or anything else) with its
+    status kept and its message found, for the client's own error shape."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        message = error["message"]
+    elif isinstance(error, str):
+        message = error
+    else:
+        message = raw.decode("utf-8", errors="replace").strip() or f"the provider answered {status} with an empty body"
+    return GatewayError(status, message)
+
+
+def openai_usage(usage: TokenUsage, reasoning: bool = False) -> dict[str, Any]:
+    """OpenAI's usage object: ``prompt_tokens`` include cached tokens, as OpenAI's own do; ``reasoning``: the
+    backend reports reasoning tokens (``completion_tokens_details``)."""
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.input,
+        "completion_tokens": usage.output,
+        "total_tokens": usage.total,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input},
+    }
+    if reasoning:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning}
+    return out
+
+
+class ChatChunkWriter:
+    """The client's side of a translated chat stream, as OpenAI writes it: every ``chat.completion.chunk``
+    with the answer's ``id``, ``created`` and ``model`` (set by the translator as it learns them), ``usage:
+    null`` on each when the client asked for ``stream_options.include_usage``, then the ``choices: []`` usage
+    chunk and ``data: [DONE]``. Choice 0's text goes to ``answer`` (kept only when tracing asks)."""
+
+    def __init__(self, answer: AnswerText) -> None:
+        self.id: str | None = None
+        self.created: int | None = 0
+        self.model: str | None = None
+        self.include_usage = False
+        self._answer = answer
+
+    def read_request(self, body: dict[str, Any]) -> None:
+        self.include_usage = asks_for_usage(body)
+
+    def envelope(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, index: int = 0) -> bytes:
+        if index == 0 and isinstance(delta.get("content"), str):
+            self._answer.add(delta["content"])
+        chunk = self.envelope([{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}])
+        if self.include_usage:
+            chunk["usage"] = None  # as OpenAI does on every chunk but the last when usage was asked for
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def end(self, usage: TokenUsage | None, reasoning: bool = False) -> bytes:
+        """The stream's end: the usage chunk if the client asked for it, then ``data: [DONE]``."""
+        if not self.include_usage:
+            return DONE
+        final = self.envelope([])
+        final["usage"] = openai_usage(usage or TokenUsage(), reasoning)
+        return b"data: " + orjson.dumps(final) + b"\n\n" + DONE
+
+    @staticmethod
+    def error(error: GatewayError) -> bytes:
+        """A provider's mid-stream error as the openai SDK reads it (it raises); the stream ends after it."""
+        return b"data: " + openai_error_body(error) + b"\n\n"
 
 
 def data_uri(url: str) -> tuple[str, str] | None:

@@ -46,7 +46,7 @@ The request is rebuilt (not edited in place): the two APIs share no body layout.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import orjson
@@ -64,17 +64,19 @@ from tokenvoy.extproc.translate.anthropic_common import (
     merge_usage,
     usage_from_anthropic,
 )
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, TranslatorBase, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import KEEP_ALIVE, WholeBody, stream_items
 from tokenvoy.extproc.translate.openai_common import (
+    ChatChunkWriter,
     data_uri,
     function_calls,
+    openai_usage,
     reasoning_encrypted_detail,
     reasoning_text_detail,
+    refuse_non_defaults,
     thinking_blocks,
 )
 from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
-from tokenvoy.extproc.usage import TokenUsage
 
 DEFAULT_MAX_TOKENS = 4096
 MIN_THINKING_BUDGET = 1024
@@ -88,27 +90,29 @@ FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-_DONE = b"data: [DONE]\n\n"
 PROVIDER = "the Anthropic-schema provider"
-# Fields whose only expressible value is their default: (field, accepted values, why).
-_DEFAULT_ONLY: tuple[tuple[str, tuple[object, ...], str], ...] = (
-    ("n", (None, 1), "Anthropic returns one choice per request"),
-    ("logprobs", (None, False), "Anthropic does not return log probabilities"),
-    ("top_logprobs", (None, 0), "Anthropic does not return log probabilities"),
-    ("frequency_penalty", (None, 0), "Anthropic has no frequency penalty"),
-    ("presence_penalty", (None, 0), "Anthropic has no presence penalty"),
-    ("logit_bias", (None, {}), "Anthropic has no logit bias"),
-    ("audio", (None,), "Anthropic does not produce audio"),
-    ("modalities", (None, ["text"]), "Anthropic only produces text"),
-    ("prediction", (None,), "Anthropic has no predicted outputs"),
-    ("web_search_options", (None,), "use an Anthropic server tool instead"),
-    ("functions", (None,), "use `tools`"),
-    ("function_call", (None,), "use `tool_choice`"),
-)
+# Why each chat field is refused unless it has its default value (openai_common.DEFAULT_VALUES).
+_DEFAULT_ONLY = {
+    "n": "Anthropic returns one choice per request",
+    "logprobs": "Anthropic does not return log probabilities",
+    "top_logprobs": "Anthropic does not return log probabilities",
+    "frequency_penalty": "Anthropic has no frequency penalty",
+    "presence_penalty": "Anthropic has no presence penalty",
+    "logit_bias": "Anthropic has no logit bias",
+    "audio": "Anthropic does not produce audio",
+    "modalities": "Anthropic only produces text",
+    "prediction": "Anthropic has no predicted outputs",
+    "web_search_options": "use an Anthropic server tool instead",
+    "functions": "use `tools`",
+    "function_call": "use `tool_choice`",
+}
+
+
+TARGET = "an Anthropic backend"
 
 
 def _unsupported(field: str, why: str) -> GatewayError:
-    return untranslatable_field(field, "an Anthropic backend", why)
+    return untranslatable_field(field, TARGET, why)
 
 
 # ---- request --------------------------------------------------------------------------------------------
@@ -116,9 +120,7 @@ def _unsupported(field: str, why: str) -> GatewayError:
 
 def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     """The Anthropic Messages body for an OpenAI chat completion body (raises GatewayError)."""
-    for field, accepted, why in _DEFAULT_ONLY:
-        if body.get(field) not in accepted:
-            raise _unsupported(field, why)
+    refuse_non_defaults(body, _DEFAULT_ONLY, TARGET)
     response_format = body.get("response_format")
     if response_format is not None and response_format != {"type": "text"}:
         raise _unsupported("response_format", "Anthropic has no JSON mode; describe the format in the prompt")
@@ -375,16 +377,6 @@ def convert_tool_choice(choice: object) -> dict[str, Any]:
 # ---- response -------------------------------------------------------------------------------------------
 
 
-def openai_usage(usage: TokenUsage) -> dict[str, Any]:
-    """OpenAI's usage object: ``prompt_tokens`` include cached tokens, as OpenAI's own do."""
-    return {
-        "prompt_tokens": usage.input,
-        "completion_tokens": usage.output,
-        "total_tokens": usage.total,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_input},
-    }
-
-
 def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
     tool_input = block.get("input")
     return {
@@ -442,37 +434,31 @@ def chat_completion(message: dict[str, Any], created: int) -> dict[str, Any]:
     return out
 
 
-class OpenAIToAnthropic:
+class OpenAIToAnthropic(TranslatorBase):
     """One attempt's translation; ``clock`` is injectable so chunks' ``created`` is testable."""
 
     wire: ClassVar[MessagesWire] = ANTHROPIC_API  # where Claude is reached; the clouds' subclasses swap it
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
+        super().__init__()
         self._clock = clock
         self._stream = False
-        self._include_usage = False
         self._model = ""  # the model asked for: the answer's model when the provider names none
         self._body = WholeBody()
-        self._error_headers: dict[str, str] = {}
         self._parser = self.wire.stream_reader()
-        self._id: str | None = None
-        self._created = 0
+        self._writer = ChatChunkWriter(self.answer)  # the client's stream
         self._raw_usage: dict[str, int] = {}
         self._tool_indices: dict[int, int] = {}  # Anthropic block index → OpenAI tool_calls index
         self._reasoning_indices: dict[int, int] = {}  # Anthropic block index → reasoning_details index
         self._tool_arguments_sent: set[int] = set()
         self._finished = False
-        self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         body = build_request(request.body, model)
         self._stream = body.get("stream") is True
         self._model = model
         self.answer.keep = request.capture_output
-        options = request.body.get("stream_options")
-        self._include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self._writer.read_request(request.body)
         wire = self.wire
         headers = {"content-type": "application/json"}
         if wire.version_header:
@@ -484,20 +470,14 @@ class OpenAIToAnthropic:
             remove_headers=("authorization",),
         )
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        if not 200 <= status < 300:
-            # Errors are rewritten into OpenAI's JSON shape, whatever the provider's body was.
-            self._error_headers = headers
-            return HeaderChanges({"content-type": "application/json"}, ("content-length",))
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
         if self._stream:
             if self.wire.reframes_stream:  # e.g. an AWS event stream, answered as SSE
                 return HeaderChanges({"content-type": "text/event-stream"})
             return None  # still text/event-stream; the router drops content-length for streams
         return HeaderChanges(remove_headers=("content-length",))  # the body is rewritten
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not 200 <= status < 300:
-            return self._error(status, chunk, end_of_stream)
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if self._stream:
             return self._translate_stream(chunk, end_of_stream)
         raw = self._body.collect(chunk, end_of_stream)
@@ -511,11 +491,9 @@ class OpenAIToAnthropic:
             self.answer.add(completion["choices"][0]["message"]["content"])
         return orjson.dumps(completion)
 
-    def _error(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes:
-        raw = self._body.collect(chunk, end_of_stream)
-        if raw is None:
-            return b""
-        error_type, message = self.wire.error_details(status, self._error_headers, raw)
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        """Errors are rewritten into OpenAI's JSON shape, whatever the provider's body was."""
+        error_type, message = self.wire.error_details(status, headers, body)
         return openai_error_body(GatewayError(status, message, error_type))
 
     def _take_message(self, message: dict[str, Any]) -> None:
@@ -523,33 +501,24 @@ class OpenAIToAnthropic:
         if not isinstance(model, str) or not model:
             model = message["model"] = self._model  # OpenAI's answers always name one
         if model:
-            self.response_model = model
-        if self._id is None and isinstance(message.get("id"), str):
-            self._id = message["id"]
+            self.response_model = self._writer.model = model
+        if self._writer.id is None and isinstance(message.get("id"), str):
+            self._writer.id = message["id"]
         self._raw_usage = merge_usage(self._raw_usage, message.get("usage"))
         if self._raw_usage:
-            self.usage = usage_from_anthropic(self._raw_usage)
+            self.report_usage(usage_from_anthropic(self._raw_usage))
 
     # -- streams --
 
     def _translate_stream(self, chunk: bytes, end_of_stream: bool) -> bytes:
-        events = self._parser.feed(chunk)
-        if end_of_stream:
-            events.extend(self._parser.flush())
         out: list[bytes] = []
-        for event in events:
+        for item in stream_items(self._parser, chunk, end_of_stream):
             if self._finished:
-                continue
-            if not event.data:
-                if event.is_comment:
-                    out.append(KEEPALIVE)  # a keep-alive from the provider keeps the client's alive too
-                continue
-            try:
-                payload = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(payload, dict):
-                self._stream_event(payload, out)
+                break
+            if item == KEEP_ALIVE:
+                out.append(KEEPALIVE)  # a keep-alive from the provider keeps the client's alive too
+            elif isinstance(item, dict):
+                self._stream_event(item, out)
         broken = broken_stream(self._parser)
         if broken and not self._finished:
             self._finished = True
@@ -558,28 +527,14 @@ class OpenAIToAnthropic:
             raise stream_cut(PROVIDER, "`message_stop`", b"".join(out))
         return b"".join(out)
 
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        if self.answer.keep and isinstance(delta.get("content"), str):
-            self.answer.add(delta["content"])
-        chunk: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self.response_model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-        }
-        if self._include_usage:
-            chunk["usage"] = None  # as OpenAI does on every chunk but the last when usage was asked for
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
     def _stream_event(self, event: dict[str, Any], out: list[bytes]) -> None:
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message")
-            self._created = int(self._clock())
+            self._writer.created = int(self._clock())
             if isinstance(message, dict):
                 self._take_message(message)
-            out.append(self._chunk({"role": "assistant", "content": ""}))
+            out.append(self._writer.chunk({"role": "assistant", "content": ""}))
         elif kind == "content_block_start":
             self._block_start(event, out)
         elif kind == "content_block_delta":
@@ -589,29 +544,18 @@ class OpenAIToAnthropic:
             if position is not None and position not in self._tool_arguments_sent:
                 # A tool without parameters streams no JSON at all; OpenAI clients expect "{}" to parse.
                 self._tool_arguments_sent.add(position)
-                out.append(self._chunk({"tool_calls": [{"index": position, "function": {"arguments": "{}"}}]}))
+                out.append(self._writer.chunk({"tool_calls": [{"index": position, "function": {"arguments": "{}"}}]}))
         elif kind == "message_delta":
             self._raw_usage = merge_usage(self._raw_usage, event.get("usage"))
             if self._raw_usage:
-                self.usage = usage_from_anthropic(self._raw_usage)
+                self.report_usage(usage_from_anthropic(self._raw_usage))
             delta = event.get("delta")
             stop_reason = delta.get("stop_reason") if isinstance(delta, dict) else None
             if isinstance(stop_reason, str):
-                out.append(self._chunk({}, FINISH_REASONS.get(stop_reason, "stop")))
+                out.append(self._writer.chunk({}, FINISH_REASONS.get(stop_reason, "stop")))
         elif kind == "message_stop":
             self._finished = True
-            if self._include_usage:
-                usage = openai_usage(self.usage or TokenUsage())
-                final = {
-                    "id": self._id,
-                    "object": "chat.completion.chunk",
-                    "created": self._created,
-                    "model": self.response_model,
-                    "choices": [],
-                    "usage": usage,
-                }
-                out.append(b"data: " + orjson.dumps(final) + b"\n\n")
-            out.append(_DONE)
+            out.append(self._writer.end(self.usage))
         elif kind == "error":
             self._finished = True  # Anthropic ends the stream after an error event
             error = event.get("error")
@@ -619,7 +563,7 @@ class OpenAIToAnthropic:
             error_type = error.get("type") if isinstance(error.get("type"), str) else "api_error"
             message = error.get("message") if isinstance(error.get("message"), str) else "provider stream error"
             status = ERROR_STATUS.get(error_type, 500)
-            out.append(b"data: " + openai_error_body(GatewayError(status, message, error_type)) + b"\n\n")
+            out.append(self._writer.error(GatewayError(status, message, error_type)))
         elif kind == "ping":
             out.append(KEEPALIVE)  # Anthropic's keep-alive during long thinking: the client's read timeout resets
         # event types added later by Anthropic carry nothing for an OpenAI client
@@ -630,17 +574,19 @@ class OpenAIToAnthropic:
             return
         kind = block.get("type")
         if kind == "text" and block.get("text"):
-            out.append(self._chunk({"content": block["text"]}))
+            out.append(self._writer.chunk({"content": block["text"]}))
         elif kind in ("thinking", "redacted_thinking"):
             position = len(self._reasoning_indices)
             index = event.get("index")
             if isinstance(index, int):
                 self._reasoning_indices[index] = position
             if kind == "redacted_thinking" and isinstance(block.get("data"), str):
-                out.append(self._chunk({"reasoning_details": [reasoning_encrypted_detail(block["data"], position)]}))
+                out.append(
+                    self._writer.chunk({"reasoning_details": [reasoning_encrypted_detail(block["data"], position)]})
+                )
             elif kind == "thinking" and block.get("thinking"):
                 detail = reasoning_text_detail(block["thinking"], block.get("signature"), position)
-                out.append(self._chunk({"reasoning_content": block["thinking"], "reasoning_details": [detail]}))
+                out.append(self._writer.chunk({"reasoning_content": block["thinking"], "reasoning_details": [detail]}))
         elif kind == "tool_use":
             index = event.get("index")
             position = len(self._tool_indices)
@@ -653,7 +599,7 @@ class OpenAIToAnthropic:
                 self._tool_arguments_sent.add(position)
             function = {"name": block.get("name"), "arguments": arguments}
             call = {"index": position, "id": block.get("id"), "type": "function", "function": function}
-            out.append(self._chunk({"tool_calls": [call]}))
+            out.append(self._writer.chunk({"tool_calls": [call]}))
 
     def _block_delta(self, event: dict[str, Any], out: list[bytes]) -> None:
         delta = event.get("delta")
@@ -661,19 +607,19 @@ class OpenAIToAnthropic:
             return
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
-            out.append(self._chunk({"content": delta["text"]}))
+            out.append(self._writer.chunk({"content": delta["text"]}))
         elif kind == "thinking_delta" and delta.get("thinking"):
             detail = reasoning_text_detail(delta["thinking"], None, self._reasoning_position(event))
-            out.append(self._chunk({"reasoning_content": delta["thinking"], "reasoning_details": [detail]}))
+            out.append(self._writer.chunk({"reasoning_content": delta["thinking"], "reasoning_details": [detail]}))
         elif kind == "signature_delta" and delta.get("signature"):
             detail = reasoning_text_detail("", delta["signature"], self._reasoning_position(event))
-            out.append(self._chunk({"reasoning_details": [detail]}))
+            out.append(self._writer.chunk({"reasoning_details": [detail]}))
         elif kind == "input_json_delta" and delta.get("partial_json"):
             position = self._tool_position(event)
             if position is not None:
                 self._tool_arguments_sent.add(position)
                 call = {"index": position, "function": {"arguments": delta["partial_json"]}}
-                out.append(self._chunk({"tool_calls": [call]}))
+                out.append(self._writer.chunk({"tool_calls": [call]}))
 
     def _reasoning_position(self, event: dict[str, Any]) -> int:
         index = event.get("index")

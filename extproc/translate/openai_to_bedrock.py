@@ -70,20 +70,17 @@ from tokenvoy.extproc.translate.bedrock_common import (
     unsupported,
 )
 from tokenvoy.extproc.translate.openai_common import (
+    ChatChunkWriter,
     data_uri,
     function_calls,
+    openai_usage,
     reasoning_encrypted_detail,
     reasoning_text_detail,
+    refuse_non_defaults,
     thinking_blocks,
 )
-from tokenvoy.extproc.translate.openai_to_anthropic import (
-    DEFAULT_MAX_TOKENS,
-    MIN_THINKING_BUDGET,
-    REASONING_BUDGETS,
-    openai_usage,
-)
+from tokenvoy.extproc.translate.openai_to_anthropic import DEFAULT_MAX_TOKENS, MIN_THINKING_BUDGET, REASONING_BUDGETS
 from tokenvoy.extproc.translate.shapes import stream_cut
-from tokenvoy.extproc.usage import TokenUsage
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -94,22 +91,21 @@ FINISH_REASONS = {
     "guardrail_intervened": "content_filter",
     "content_filtered": "content_filter",
 }
-_DONE = b"data: [DONE]\n\n"
-# Fields whose only expressible value is their default: (field, accepted values, why).
-_DEFAULT_ONLY: tuple[tuple[str, tuple[object, ...], str], ...] = (
-    ("n", (None, 1), "Bedrock returns one choice per request"),
-    ("logprobs", (None, False), "Converse does not return log probabilities"),
-    ("top_logprobs", (None, 0), "Converse does not return log probabilities"),
-    ("frequency_penalty", (None, 0), "Converse has no frequency penalty"),
-    ("presence_penalty", (None, 0), "Converse has no presence penalty"),
-    ("logit_bias", (None, {}), "Converse has no logit bias"),
-    ("audio", (None,), "Converse does not produce audio"),
-    ("modalities", (None, ["text"]), "Converse only produces text here"),
-    ("prediction", (None,), "Converse has no predicted outputs"),
-    ("web_search_options", (None,), "Bedrock has no web search option"),
-    ("functions", (None,), "use `tools`"),
-    ("function_call", (None,), "use `tool_choice`"),
-)
+# Why each chat field is refused unless it has its default value (openai_common.DEFAULT_VALUES).
+_DEFAULT_ONLY = {
+    "n": "Bedrock returns one choice per request",
+    "logprobs": "Converse does not return log probabilities",
+    "top_logprobs": "Converse does not return log probabilities",
+    "frequency_penalty": "Converse has no frequency penalty",
+    "presence_penalty": "Converse has no presence penalty",
+    "logit_bias": "Converse has no logit bias",
+    "audio": "Converse does not produce audio",
+    "modalities": "Converse only produces text here",
+    "prediction": "Converse has no predicted outputs",
+    "web_search_options": "Bedrock has no web search option",
+    "functions": "use `tools`",
+    "function_call": "use `tool_choice`",
+}
 
 
 # ---- request --------------------------------------------------------------------------------------------
@@ -118,9 +114,7 @@ _DEFAULT_ONLY: tuple[tuple[str, tuple[object, ...], str], ...] = (
 def build_request(body: dict[str, Any]) -> dict[str, Any]:
     """The Converse body for an OpenAI chat completion body (raises GatewayError); the model goes in the
     path, not the body."""
-    for field, accepted, why in _DEFAULT_ONLY:
-        if body.get(field) not in accepted:
-            raise unsupported(field, why)
+    refuse_non_defaults(body, _DEFAULT_ONLY, TARGET)
     system, messages = convert_messages(body.get("messages"))
     out: dict[str, Any] = {"messages": messages}
     if system:
@@ -430,8 +424,7 @@ class OpenAIToBedrock(BedrockTranslator):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._include_usage = False
-        self._created = 0
+        self._writer = ChatChunkWriter(self.answer)  # the client's stream
         self._started = False
         self._stop_seen = False
         self._tool_positions: dict[int, int] = {}  # Bedrock contentBlockIndex → OpenAI tool_calls index
@@ -439,8 +432,7 @@ class OpenAIToBedrock(BedrockTranslator):
         self._arguments_sent: set[int] = set()
 
     def build(self, request: ClientRequest, model: str) -> dict[str, Any]:
-        options = request.body.get("stream_options")
-        self._include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self._writer.read_request(request.body)
         return build_request(request.body)
 
     def error_body(self, status: int, error_type: str, message: str) -> bytes:
@@ -452,7 +444,7 @@ class OpenAIToBedrock(BedrockTranslator):
 
     def whole(self, response: dict[str, Any]) -> bytes:
         completion = chat_completion(response, self._id, self._model, int(self._clock()))
-        self.take_usage(response.get("usage"))
+        self.read_usage(response.get("usage"))
         if self.usage is not None:
             completion["usage"] = openai_usage(self.usage)
         content = completion["choices"][0]["message"]["content"]
@@ -462,25 +454,12 @@ class OpenAIToBedrock(BedrockTranslator):
 
     # -- streams --
 
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        if isinstance(delta.get("content"), str):
-            self.answer.add(delta["content"])
-        chunk: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-        }
-        if self._include_usage:
-            chunk["usage"] = None  # as OpenAI does on every chunk but the last when usage was asked for
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
     def _start(self, out: list[bytes]) -> None:
         if not self._started:
             self._started = True
-            self._created = int(self._clock())
-            out.append(self._chunk({"role": "assistant", "content": ""}))
+            writer = self._writer
+            writer.id, writer.created, writer.model = self._id, int(self._clock()), self._model
+            out.append(self._writer.chunk({"role": "assistant", "content": ""}))
 
     def on_event(self, kind: str, payload: dict[str, Any], out: list[bytes]) -> None:
         sent = len(out)
@@ -503,7 +482,7 @@ class OpenAIToBedrock(BedrockTranslator):
                 position = self._tool_positions.setdefault(index, len(self._tool_positions))
                 function = {"name": use.get("name"), "arguments": ""}
                 call = {"index": position, "id": use.get("toolUseId"), "type": "function", "function": function}
-                out.append(self._chunk({"tool_calls": [call]}))
+                out.append(self._writer.chunk({"tool_calls": [call]}))
         elif kind == "contentBlockDelta":
             self._start(out)
             self._delta(payload, out)
@@ -512,14 +491,14 @@ class OpenAIToBedrock(BedrockTranslator):
             if position is not None and position not in self._arguments_sent:
                 # A tool without parameters may stream no JSON at all; OpenAI clients expect "{}" to parse.
                 self._arguments_sent.add(position)
-                out.append(self._chunk({"tool_calls": [{"index": position, "function": {"arguments": "{}"}}]}))
+                out.append(self._writer.chunk({"tool_calls": [{"index": position, "function": {"arguments": "{}"}}]}))
         elif kind == "messageStop":
             self._start(out)
             self._stop_seen = True
             reason = payload.get("stopReason")
-            out.append(self._chunk({}, FINISH_REASONS.get(reason if isinstance(reason, str) else "", "stop")))
+            out.append(self._writer.chunk({}, FINISH_REASONS.get(reason if isinstance(reason, str) else "", "stop")))
         elif kind == "metadata":
-            self.take_usage(payload.get("usage"))
+            self.read_usage(payload.get("usage"))
             if self._stop_seen:
                 self._finish(out)
         # events added later by Bedrock carry nothing an OpenAI client can read
@@ -531,7 +510,7 @@ class OpenAIToBedrock(BedrockTranslator):
         text = delta.get("text")
         if isinstance(text, str):
             if text:
-                out.append(self._chunk({"content": text}))
+                out.append(self._writer.chunk({"content": text}))
             return
         reasoning = delta.get("reasoningContent")
         if isinstance(reasoning, dict):
@@ -545,11 +524,11 @@ class OpenAIToBedrock(BedrockTranslator):
             )
             if isinstance(thought, str) and thought:
                 detail = reasoning_text_detail(thought, None, position)
-                out.append(self._chunk({"reasoning_content": thought, "reasoning_details": [detail]}))
+                out.append(self._writer.chunk({"reasoning_content": thought, "reasoning_details": [detail]}))
             elif isinstance(signature, str) and signature:
-                out.append(self._chunk({"reasoning_details": [reasoning_text_detail("", signature, position)]}))
+                out.append(self._writer.chunk({"reasoning_details": [reasoning_text_detail("", signature, position)]}))
             elif isinstance(redacted, str) and redacted:
-                out.append(self._chunk({"reasoning_details": [reasoning_encrypted_detail(redacted, position)]}))
+                out.append(self._writer.chunk({"reasoning_details": [reasoning_encrypted_detail(redacted, position)]}))
             return
         use = delta.get("toolUse")
         position = self._position(payload)
@@ -557,7 +536,9 @@ class OpenAIToBedrock(BedrockTranslator):
             arguments = use.get("input")
             if isinstance(arguments, str) and arguments:
                 self._arguments_sent.add(position)
-                out.append(self._chunk({"tool_calls": [{"index": position, "function": {"arguments": arguments}}]}))
+                out.append(
+                    self._writer.chunk({"tool_calls": [{"index": position, "function": {"arguments": arguments}}]})
+                )
 
     def _position(self, payload: dict[str, Any]) -> int | None:
         index = payload.get("contentBlockIndex")
@@ -565,20 +546,10 @@ class OpenAIToBedrock(BedrockTranslator):
 
     def _finish(self, out: list[bytes]) -> None:
         self._finished = True
-        if self._include_usage:
-            final = {
-                "id": self._id,
-                "object": "chat.completion.chunk",
-                "created": self._created,
-                "model": self._model,
-                "choices": [],
-                "usage": openai_usage(self.usage or TokenUsage()),
-            }
-            out.append(b"data: " + orjson.dumps(final) + b"\n\n")
-        out.append(_DONE)
+        out.append(self._writer.end(self.usage))
 
     def on_error(self, status: int, error_type: str, message: str, out: list[bytes]) -> None:
-        out.append(b"data: " + self.error_body(status, error_type, message) + b"\n\n")
+        out.append(self._writer.error(GatewayError(status, message, error_type)))
 
     def on_end(self, out: list[bytes]) -> None:
         if self._stop_seen:

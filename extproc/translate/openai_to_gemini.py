@@ -59,7 +59,7 @@ from __future__ import annotations
 import mimetypes
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,8 +69,14 @@ from tokenvoy.config.model import Backend
 from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError, openai_error_body, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import KEEPALIVE, SSEParser
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest, rewritten_answer_headers
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.base import (
+    ClientRequest,
+    HeaderChanges,
+    TranslatorBase,
+    UpstreamRequest,
+    rewritten_answer_headers,
+)
+from tokenvoy.extproc.translate.bodies import KEEP_ALIVE, WholeBody, stream_items
 from tokenvoy.extproc.translate.gemini_common import (
     created_at,
     error_details,
@@ -81,29 +87,33 @@ from tokenvoy.extproc.translate.gemini_common import (
     stream_error,
     usage_from_gemini,
 )
-from tokenvoy.extproc.translate.openai_common import data_uri, function_calls
+from tokenvoy.extproc.translate.openai_common import (
+    ChatChunkWriter,
+    data_uri,
+    function_calls,
+    openai_usage,
+    refuse_non_defaults,
+)
 from tokenvoy.extproc.translate.shapes import answer_object, stream_cut
-from tokenvoy.extproc.usage import TokenUsage
 
 REASONING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 SIGNATURE_SEPARATOR = "__thought__"
 """Between a tool call id and the Gemini ``thoughtSignature`` it carries (see the module docstring)."""
 TARGET = "a Gemini backend"
 PROVIDER = "the Gemini provider"
-_DONE = b"data: [DONE]\n\n"
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
-# Fields whose only expressible value is their default: (field, accepted values, why).
-_DEFAULT_ONLY: tuple[tuple[str, tuple[object, ...], str], ...] = (
-    ("logprobs", (None, False), "the gateway does not translate Gemini's log probabilities"),
-    ("top_logprobs", (None, 0), "the gateway does not translate Gemini's log probabilities"),
-    ("logit_bias", (None, {}), "Gemini has no logit bias"),
-    ("audio", (None,), "Gemini's audio output is not translated"),
-    ("modalities", (None, ["text"]), "only text answers are translated"),
-    ("prediction", (None,), "Gemini has no predicted outputs"),
-    ("web_search_options", (None,), "use Gemini's grounding on the backend instead"),
-    ("functions", (None,), "use `tools`"),
-    ("function_call", (None,), "use `tool_choice`"),
-)
+# Why each chat field is refused unless it has its default value (openai_common.DEFAULT_VALUES).
+_DEFAULT_ONLY = {
+    "logprobs": "the gateway does not translate Gemini's log probabilities",
+    "top_logprobs": "the gateway does not translate Gemini's log probabilities",
+    "logit_bias": "Gemini has no logit bias",
+    "audio": "Gemini's audio output is not translated",
+    "modalities": "only text answers are translated",
+    "prediction": "Gemini has no predicted outputs",
+    "web_search_options": "use Gemini's grounding on the backend instead",
+    "functions": "use `tools`",
+    "function_call": "use `tool_choice`",
+}
 
 
 def _unsupported(field: str, why: str) -> GatewayError:
@@ -116,9 +126,7 @@ def _unsupported(field: str, why: str) -> GatewayError:
 def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     """The Gemini ``GenerateContentRequest`` body for an OpenAI chat completion body (raises GatewayError).
     ``model`` is part of the path, not of the body."""
-    for field, accepted, why in _DEFAULT_ONLY:
-        if body.get(field) not in accepted:
-            raise _unsupported(field, why)
+    refuse_non_defaults(body, _DEFAULT_ONLY, TARGET)
     system, contents = convert_messages(body.get("messages"))
     out: dict[str, Any] = {"contents": contents}
     if system:
@@ -403,17 +411,6 @@ def convert_tool_choice(choice: object, names: set[str]) -> dict[str, Any] | Non
 # ---- response -------------------------------------------------------------------------------------------
 
 
-def openai_usage(usage: TokenUsage) -> dict[str, Any]:
-    """OpenAI's usage object: ``completion_tokens`` include reasoning, ``prompt_tokens`` cached tokens."""
-    return {
-        "prompt_tokens": usage.input,
-        "completion_tokens": usage.output,
-        "total_tokens": usage.total,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_input},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning},
-    }
-
-
 def new_id() -> str:
     return uuid.uuid4().hex[:24]
 
@@ -491,7 +488,7 @@ def chat_completion(
     }
     metadata = response.get("usageMetadata")
     if isinstance(metadata, dict):
-        out["usage"] = openai_usage(usage_from_gemini(metadata))
+        out["usage"] = openai_usage(usage_from_gemini(metadata), reasoning=True)
     return out
 
 
@@ -504,17 +501,15 @@ class _Choice:
     finished: bool = False
 
 
-class OpenAIToGemini:
+class OpenAIToGemini(TranslatorBase):
     """One attempt's translation; ``clock`` and ``new_id`` are injectable so ids and ``created`` are testable."""
 
     def __init__(self, clock: Callable[[], float] = time.time, new_id: Callable[[], str] = new_id) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
-        self.answer = AnswerText()
+        super().__init__()
         self._clock = clock
         self._new_id = new_id
         self._stream = False
-        self._include_usage = False
+        self._writer = ChatChunkWriter(self.answer)  # the client's stream
         self._body = WholeBody()
         self._parser = SSEParser()
         self._id: str | None = None
@@ -526,20 +521,17 @@ class OpenAIToGemini:
         body = build_request(request.body, model)
         self._stream = request.stream
         self.answer.keep = request.capture_output
-        options = request.body.get("stream_options")
-        self._include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self._writer.read_request(request.body)
         return UpstreamRequest(
             path=model_path(backend.path_prefix, model, self._stream),
             body=orjson.dumps(body),
             set_headers={"content-type": "application/json"},
         )
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        return rewritten_answer_headers(status, self._stream)
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
+        return rewritten_answer_headers(self._stream)
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not 200 <= status < 300:
-            return self._error(status, chunk, end_of_stream)
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if self._stream:
             return self._translate_stream(chunk, end_of_stream)
         raw = self._body.collect(chunk, end_of_stream)
@@ -556,47 +548,31 @@ class OpenAIToGemini:
                 self.answer.add(content)
         return orjson.dumps(completion)
 
-    def _error(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes:
-        raw = self._body.collect(chunk, end_of_stream)
-        if raw is None:
-            return b""
-        return openai_error_body(GatewayError(status, error_details(status, raw)))
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        return openai_error_body(GatewayError(status, error_details(status, body)))
 
     def _take(self, response: dict[str, Any]) -> None:
         """The response-wide fields every chunk repeats: first id and time win, last usage wins."""
-        model = response.get("modelVersion")
-        if isinstance(model, str) and model:
-            self.response_model = model
+        self.read_answer(response, usage_from_gemini, "modelVersion", "usageMetadata")
         if self._id is None:
             response_id = response.get("responseId")
             self._id = response_id if isinstance(response_id, str) and response_id else f"chatcmpl-{self._new_id()}"
         if self._created is None:
             self._created = created_at(response) or int(self._clock())
-        metadata = response.get("usageMetadata")
-        if isinstance(metadata, dict):
-            self.usage = usage_from_gemini(metadata)
+        self._writer.id, self._writer.created, self._writer.model = self._id, self._created, self.response_model
 
     # -- streams --
 
     def _translate_stream(self, chunk: bytes, end_of_stream: bool) -> bytes:
-        events = self._parser.feed(chunk)
-        if end_of_stream:
-            events.extend(self._parser.flush())
         out: list[bytes] = []
-        for event in events:
+        for item in stream_items(self._parser, chunk, end_of_stream):
             if self._ended:
-                continue
-            if not event.data:
-                if event.is_comment:
-                    out.append(KEEPALIVE)
-                continue
-            try:
-                payload = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(payload, dict):
+                break
+            if item == KEEP_ALIVE:
+                out.append(KEEPALIVE)
+            elif isinstance(item, dict):
                 sent = len(out)
-                self._stream_response(payload, out)
+                self._stream_response(item, out)
                 if len(out) == sent:
                     # Gemini sends no keep-alive of its own; a chunk with nothing to show (usage only, a bare
                     # thought signature) still proves the model is alive, so the client hears of it.
@@ -604,31 +580,13 @@ class OpenAIToGemini:
         if end_of_stream and not self._ended:
             self._ended = True
             if self._choices and all(choice.finished for choice in self._choices.values()):
-                if self._include_usage:
-                    final = self._envelope([])
-                    final["usage"] = openai_usage(self.usage or TokenUsage())
-                    out.append(b"data: " + orjson.dumps(final) + b"\n\n")
-                out.append(_DONE)
+                out.append(self._writer.end(self.usage, reasoning=True))
             else:  # Gemini's stream has no end event: without a finishReason for every candidate, it was cut
                 raise stream_cut(PROVIDER, "a `finishReason`", b"".join(out))
         return b"".join(out)
 
-    def _envelope(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self.response_model,
-            "choices": choices,
-        }
-
     def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        if index == 0 and self.answer.keep and isinstance(delta.get("content"), str):
-            self.answer.add(delta["content"])
-        chunk = self._envelope([{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}])
-        if self._include_usage:
-            chunk["usage"] = None  # as OpenAI does on every chunk but the last when usage was asked for
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return self._writer.chunk(delta, finish, index)
 
     def _choice(self, index: int, out: list[bytes]) -> _Choice:
         choice = self._choices.get(index)
@@ -642,7 +600,7 @@ class OpenAIToGemini:
     def _stream_response(self, response: dict[str, Any], out: list[bytes]) -> None:
         if "error" in response:
             self._ended = True
-            out.append(b"data: " + openai_error_body(stream_error(response["error"])) + b"\n\n")
+            out.append(self._writer.error(stream_error(response["error"])))
             return
         self._take(response)
         candidates = _candidates(response)

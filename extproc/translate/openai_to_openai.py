@@ -19,8 +19,8 @@ import orjson
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.sse import SSEParser
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, TranslatorBase, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import WholeBody
 from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -28,16 +28,14 @@ CHAT_PATH = "/chat/completions"
 PROVIDER = "the OpenAI-schema provider"
 
 
-class OpenAIToOpenAI:
+class OpenAIToOpenAI(TranslatorBase):
     def __init__(self) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
+        super().__init__()
         self._stream = False
         self._strip_usage_chunk = False
         self._parser: SSEParser | None = None
         self._whole = WholeBody()
         self._done = False  # `data: [DONE]` (or an error event) came: the stream is complete
-        self.answer = AnswerText()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         self._stream = request.stream
@@ -59,12 +57,10 @@ class OpenAIToOpenAI:
         """The provider's path; subclasses for other OpenAI-format endpoints (Azure, legacy completions) change it."""
         return backend.path_prefix + CHAT_PATH
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
         return None  # same wire format: the provider's headers are right for the client
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not 200 <= status < 300:
-            return None  # OpenAI errors are already in the client's shape
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if not self._stream:
             self._read_whole(chunk, end_of_stream)
             return None
@@ -115,12 +111,7 @@ class OpenAIToOpenAI:
         return passed
 
     def _take(self, payload: dict[str, Any]) -> None:
-        model = payload.get("model")
-        if isinstance(model, str) and model:
-            self.response_model = model
-        usage = payload.get("usage")
-        if isinstance(usage, dict):
-            self.usage = TokenUsage.from_openai(usage)
+        self.read_answer(payload, TokenUsage.from_openai)
         if self.answer.keep:
             self._capture_text(payload)
 

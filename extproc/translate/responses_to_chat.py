@@ -44,10 +44,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from tokenvoy.extproc.errors import GatewayError, invalid_field, untranslatable_field
 from tokenvoy.extproc.sse import KEEPALIVE, SSEParser
+from tokenvoy.extproc.translate.bodies import DONE_EVENT, KEEP_ALIVE, stream_items
 from tokenvoy.extproc.translate.responses_common import sse_event, usage_object
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -472,27 +471,16 @@ class ChatStreamToResponses:
     # -- input --
 
     def feed(self, chunk: bytes, end_of_stream: bool, usage: TokenUsage | None) -> bytes:
-        events = self._parser.feed(chunk)
-        if end_of_stream:
-            events.extend(self._parser.flush())
         out: list[bytes] = []
-        for event in events:
-            data = event.data
+        for item in stream_items(self._parser, chunk, end_of_stream):
             if self.finished:
-                continue
-            if not data:
-                if event.is_comment:
-                    out.append(KEEPALIVE)  # the chat side's keep-alive keeps the Responses client's alive too
-                continue
-            if data == "[DONE]":
+                break
+            if item == KEEP_ALIVE:
+                out.append(KEEPALIVE)  # the chat side's keep-alive keeps the Responses client's alive too
+            elif item == DONE_EVENT:
                 self._complete(out, usage)
-                continue
-            try:
-                payload = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(payload, dict):
-                self._chunk(payload, out)
+            elif isinstance(item, dict):
+                self._chunk(item, out)
         if end_of_stream and not self.finished:
             if self._finish is not None:
                 self._complete(out, usage)  # some servers end without [DONE]

@@ -29,8 +29,8 @@ import orjson
 from tokenvoy.config.model import Backend
 from tokenvoy.extproc.jsonedit import set_top_level
 from tokenvoy.extproc.sse import SSEParser
-from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, UpstreamRequest
-from tokenvoy.extproc.translate.bodies import AnswerText, WholeBody
+from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, TranslatorBase, UpstreamRequest
+from tokenvoy.extproc.translate.bodies import WholeBody
 from tokenvoy.extproc.translate.responses_common import (
     RESPONSES_PATH,
     TERMINAL_EVENTS,
@@ -45,11 +45,9 @@ PROVIDER = "the Responses API provider"
 _ENDS = TERMINAL_EVENTS | {"error"}  # the events a Responses stream ends with
 
 
-class ResponsesToOpenAI:
+class ResponsesToOpenAI(TranslatorBase):
     def __init__(self) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model: str | None = None
-        self.answer = AnswerText()
+        super().__init__()
         self._stream = False
         self._parser: SSEParser | None = None
         self._whole = WholeBody()
@@ -64,12 +62,10 @@ class ResponsesToOpenAI:
     def upstream_path(self, backend: Backend) -> str:
         return backend.path_prefix + RESPONSES_PATH
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
         return None  # the provider's wire format is the client's
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if not 200 <= status < 300:
-            return None  # OpenAI's error shape is the client's
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if not self._stream:
             raw = self._whole.collect(chunk, end_of_stream)
             if raw is not None:  # the bytes go through unchanged, but only if they are a Response at all
@@ -120,12 +116,7 @@ class ResponsesToOpenAI:
             self._take(response)
 
     def _take(self, response: dict[str, Any]) -> None:
-        model = response.get("model")
-        if isinstance(model, str) and model:
-            self.response_model = model
-        usage = response.get("usage")
-        if isinstance(usage, dict):
-            self.usage = responses_usage(usage)
+        self.read_answer(response, responses_usage)
 
 
 class ResponsesToAzure(ResponsesToOpenAI):
@@ -133,27 +124,25 @@ class ResponsesToAzure(ResponsesToOpenAI):
         return f"{backend.path_prefix}/openai/v1/responses"
 
 
-class InputTokensToOpenAI:
+class InputTokensToOpenAI(TranslatorBase):
     """``POST /v1/responses/input_tokens`` → an OpenAI backend, which counts the tokens itself: passed through
     (model override aside). A count generates nothing, so its usage is zero: never charged to a budget.
     Backends of other schemas have no such count here (422, like any pair tokenvoy does not translate)."""
 
     def __init__(self) -> None:
-        self.usage: TokenUsage | None = TokenUsage()
-        self.response_model: str | None = None
-        self.answer = AnswerText()
+        super().__init__()
+        self.report_usage(TokenUsage())  # a count generates nothing
         self._whole = WholeBody()
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         body = set_top_level(request.raw, {"model": model}) if model != request.model else None
         return UpstreamRequest(path=backend.path_prefix + RESPONSES_PATH + "/input_tokens", body=body)
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
         return None
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if 200 <= status < 300:  # the count goes through unchanged, but only if it is a count at all
-            raw = self._whole.collect(chunk, end_of_stream)
-            if raw is not None:
-                require(answer_object(raw, PROVIDER), "input_tokens", int, PROVIDER)
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        raw = self._whole.collect(chunk, end_of_stream)  # the count goes through, but only if it is a count
+        if raw is not None:
+            require(answer_object(raw, PROVIDER), "input_tokens", int, PROVIDER)
         return None

@@ -12,7 +12,7 @@ translator already answers in OpenAI's error shape, which is the Responses API's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -40,6 +40,9 @@ class ResponsesViaChat:
     @property
     def usage(self) -> TokenUsage | None:
         return self._inner.usage
+
+    def take_usage(self) -> TokenUsage | None:
+        return self._inner.take_usage()
 
     @property
     def response_model(self) -> str | None:
@@ -76,9 +79,9 @@ class ResponsesViaChat:
             upstream.set_headers = {"content-type": "application/json", **upstream.set_headers}
         return upstream
 
-    def translate_response_headers(self, status: int, headers: dict[str, str]) -> HeaderChanges | None:
-        changes = self._inner.translate_response_headers(status, headers)
-        if not 200 <= status < 300 or self._stream is not None:
+    def translate_response_headers(self, headers: dict[str, str]) -> HeaderChanges | None:
+        changes = self._inner.translate_response_headers(headers)
+        if self._stream is not None:
             return changes
         if changes is None:
             return HeaderChanges(remove_headers=("content-length",))  # the body is rewritten
@@ -86,12 +89,13 @@ class ResponsesViaChat:
             return changes
         return HeaderChanges(dict(changes.set_headers), (*changes.remove_headers, "content-length"))
 
-    def translate_response_body(self, status: int, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        chat = self._inner.translate_response_body(status, chunk, end_of_stream)
+    def translate_error(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes | None:
+        return self._inner.translate_error(status, headers, body)  # OpenAI's error shape is the client's
+
+    def translate_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        chat = self._inner.translate_response_body(chunk, end_of_stream)
         if chat is None:
             chat = chunk
-        if not 200 <= status < 300:
-            return chat  # OpenAI's error shape already (the inner translator's work)
         if self._stream is not None:
             return self._stream.feed(chat, end_of_stream, self._inner.usage)
         raw = self._whole.collect(chat, end_of_stream)
