@@ -26,7 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tokenvoy.config.loader import ConfigError
 from tokenvoy.egext.config import DEFAULT_EXTPROC_SOCKET, ExtensionConfig, load_extension_config
 from tokenvoy.egext.hook import HookError, post_translate_modify_bytes, resource_unchanged
-from tokenvoy.grpcserver import configure_logging, grpc_target
+from tokenvoy.grpcserver import configure_logging, parse_listen
 from tokenvoy.pb.envoygateway.extension import service_pb2
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def serve(config: ExtensionConfig, listen: str, tls: tuple[bytes, bytes] | None 
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    target = grpc_target(listen)
+    target = parse_listen(listen)
     if tls is None:
         server.add_insecure_port(target)
     else:
