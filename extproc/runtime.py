@@ -17,11 +17,6 @@ import orjson
 
 from tokenvoy.config.catalog import BUNDLED_PRICES
 from tokenvoy.config.model import (
-    COST_USD_CENTICENTS_KEY,
-    COST_USD_KEY,
-    COST_USD_MICROS_KEY,
-    MODEL_HEADER,
-    USD_COST_KEYS,
     Backend,
     BackendRef,
     BudgetSelectorType,
@@ -30,6 +25,14 @@ from tokenvoy.config.model import (
     ModelAccessRule,
     Route,
     Rule,
+)
+from tokenvoy.contract import (
+    COST_USD_CENTICENTS_KEY,
+    COST_USD_KEY,
+    COST_USD_MICROS_KEY,
+    MODEL_HEADER,
+    USD_COST_KEYS,
+    endpoint_id,
 )
 from tokenvoy.extproc.client_keys import api_key_auth_config
 from tokenvoy.extproc.costs import CallContext, CompiledCost, compile_costs
@@ -41,7 +44,6 @@ from tokenvoy.extproc.pricing import PICO_PER_MICRO, PriceBook, centicents, cost
 from tokenvoy.extproc.translate import translator_for_backend
 from tokenvoy.extproc.translate.base import ClientAPI, Translator
 from tokenvoy.extproc.usage import TokenUsage
-from tokenvoy.render.envoy import endpoint_id
 
 _AUTH_HEADERS = {
     "APIKey": ("authorization", "Bearer {}"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tokenvoy.config.model import BudgetSelectorType, GatewayConfig
-from tokenvoy.render.envoy import BUDGET_DESCRIPTOR_KEY, RATELIMIT_DOMAIN, ROUTE_DESCRIPTOR_KEY
+from tokenvoy.contract import BUDGET_DESCRIPTOR_KEY, RATELIMIT_DOMAIN, ROUTE_DESCRIPTOR_KEY
 
 
 def render_ratelimit_config(config: GatewayConfig) -> dict[str, Any]:
