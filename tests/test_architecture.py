@@ -233,6 +233,13 @@ def test_translate_is_pure():
     assert not found, "extproc/translate/ imports I/O or a stateful extproc module:\n" + _report(found)
 
 
+def test_the_pure_core_does_no_io():
+    # what translate/ may use, and the RLS's config and limit arithmetic, are as pure as translate/ itself
+    core = PURE_EXTPROC | {"tokenvoy.ratelimit.config", "tokenvoy.ratelimit.limiter", "tokenvoy.cel"}
+    found = _violations(lambda i: i.source in core and i.target in IO_MODULES)
+    assert not found, "a pure core module imports an I/O module:\n" + _report(found)
+
+
 def test_the_contract_and_cel_import_nothing_from_tokenvoy():
     found = _violations(lambda i: i.source in ("tokenvoy.contract", "tokenvoy.cel") and _inside(i.target, "tokenvoy"))
     assert not found, "tokenvoy/contract.py and tokenvoy/cel.py sit below every layer:\n" + _report(found)
