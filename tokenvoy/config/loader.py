@@ -1374,10 +1374,10 @@ def _regex_nodes(value: Any, subpattern: type) -> Iterable[tuple[Any, Any]]:
 
 def _cel_error(key: str, expression: str) -> str | None:
     """Compile and test-evaluate a CEL cost now, so ``tokenvoy validate`` reports what extproc would refuse."""
-    from tokenvoy.cel import CostConfigError, compile_cel_cost  # imports celpy: only when CEL is used
+    from tokenvoy.extproc.costs import CostConfigError, compile_costs  # imports celpy: only when CEL is used
 
     try:
-        compile_cel_cost(expression, key)
+        compile_costs((RequestCost(key, CostType.CEL, expression),))
     except CostConfigError as exc:
         return str(exc)
     return None
