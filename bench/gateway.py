@@ -47,7 +47,9 @@ import yaml
 
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import FAKE_PROVIDER_ANNOTATION, load_text
-from tokenvoy.render.envoy import EXTPROC_CLUSTER, RATELIMIT_CLUSTER, EnvoyOptions, render_bootstrap
+from tokenvoy.contract import EXTPROC_CLUSTER, RATELIMIT_CLUSTER
+from tokenvoy.render.bootstrap import render_bootstrap
+from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.runner.run import envoy_binary
 
 HOST = "127.0.0.1"

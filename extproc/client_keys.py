@@ -9,9 +9,7 @@ extproc must not import the full Envoy API (tests check the bytes with envoy-dat
 from __future__ import annotations
 
 from tokenvoy.config.model import ApiKeyAuth
-from tokenvoy.render.envoy import API_KEY_AUTH_TYPE_URL, CLIENT_KEYS_FILTER
-
-TYPED_EXTENSION_CONFIG_TYPE_URL = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+from tokenvoy.contract import API_KEY_AUTH_TYPE_URL, CLIENT_KEYS_FILTER, TYPED_EXTENSION_CONFIG_TYPE_URL
 
 
 def _varint(value: int) -> bytes:

@@ -13,17 +13,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenvoy.contract import EXT_PROC_FILTER, IDENTITY_ATTRIBUTES
 from tokenvoy.extproc.runtime import RuleRuntime, Runtime
 from tokenvoy.extproc.translate.base import ClientRequest, Translator
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
-from tokenvoy.render.envoy import IDENTITY_ATTRIBUTES
-
-EXT_PROC_ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
 
 
 def request_key(message: ep.ProcessingRequest) -> str | None:
     """The request's identity from the attributes Envoy sent with its first message, or None."""
-    attributes = message.attributes.get(EXT_PROC_ATTRIBUTES_KEY)
+    attributes = message.attributes.get(EXT_PROC_FILTER)
     if attributes is None:
         return None
     fields = attributes.fields

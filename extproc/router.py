@@ -15,12 +15,20 @@ from urllib.parse import unquote
 
 import orjson
 
-from tokenvoy.config.model import (
+from tokenvoy.contract import (
     AI_GATEWAY_METADATA_NAMESPACE,
+    BACKEND_NAME_KEY,
     COST_HEADER,
     COST_USD_MICROS_KEY,
     MODEL_HEADER,
+    MODEL_NAME_OVERRIDE_KEY,
     ORIGINAL_PATH_HEADER,
+    ORIGINAL_PATH_KEY,
+    RESPONSE_MODEL_KEY,
+    ROUTE_NAME_KEY,
+    TOKEN_LATENCY_ITL_KEY,
+    TOKEN_LATENCY_TTFT_KEY,
+    endpoint_id,
 )
 from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.decoding import DecodeError, Decoder, UnsupportedEncoding, decoder_for
@@ -39,7 +47,6 @@ from tokenvoy.extproc.upstream import attempt_edit
 from tokenvoy.extproc.usage import TokenUsage
 from tokenvoy.pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
-from tokenvoy.render.envoy import endpoint_id
 
 if TYPE_CHECKING:
     from tokenvoy.extproc.tracing import Tracing
@@ -119,7 +126,7 @@ class RouterStream:
             return response
         if response is _CONTINUE_HEADERS:  # shared constant: never mutate it
             response = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
-        response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, {"original_path": path}))
+        response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, {ORIGINAL_PATH_KEY: path}))
         return response
 
     def _handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
@@ -557,7 +564,7 @@ class RouterStream:
         values = self._attempt_names(attempt, context)
         translator = attempt.translator
         if translator.response_model:
-            values["response_model"] = translator.response_model
+            values[RESPONSE_MODEL_KEY] = translator.response_model
         usage = translator.usage
         charged = self._charged_usage(translator, ended)
         if charged is not None and charged != self._costed:
@@ -580,10 +587,10 @@ class RouterStream:
                 response.response_body.response.header_mutation.set_headers.extend(header)
         if usage is not None:
             if context.request.stream and self._first_chunk_at is not None:
-                values["token_latency_ttft"] = round((self._first_chunk_at - context.started) * 1000, 3)
+                values[TOKEN_LATENCY_TTFT_KEY] = round((self._first_chunk_at - context.started) * 1000, 3)
                 if usage.output > 1 and self._last_chunk_at is not None:
                     itl = (self._last_chunk_at - self._first_chunk_at) * 1000 / (usage.output - 1)
-                    values["token_latency_itl"] = round(itl, 3)
+                    values[TOKEN_LATENCY_ITL_KEY] = round(itl, 3)
         else:
             log.debug("no usage in the response of request %s", self._request_id)
         response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
@@ -591,9 +598,9 @@ class RouterStream:
     @staticmethod
     def _attempt_names(attempt: Attempt, context: RequestContext) -> dict[str, object]:
         """The access log's backend, route and override names for the attempt that answered."""
-        values: dict[str, object] = {"backend_name": attempt.backend, "route_name": context.rule.route.name}
+        values: dict[str, object] = {BACKEND_NAME_KEY: attempt.backend, ROUTE_NAME_KEY: context.rule.route.name}
         if attempt.model_override:
-            values["model_name_override"] = attempt.model_override
+            values[MODEL_NAME_OVERRIDE_KEY] = attempt.model_override
         return values
 
 

@@ -18,11 +18,6 @@ import orjson
 from tokenvoy.config.catalog import BUNDLED_PRICES
 from tokenvoy.config.loader import ConfigError
 from tokenvoy.config.model import (
-    COST_USD_CENTICENTS_KEY,
-    COST_USD_KEY,
-    COST_USD_MICROS_KEY,
-    MODEL_HEADER,
-    USD_COST_KEYS,
     Backend,
     BackendRef,
     BudgetSelectorType,
@@ -31,6 +26,14 @@ from tokenvoy.config.model import (
     ModelAccessRule,
     Route,
     Rule,
+)
+from tokenvoy.contract import (
+    COST_USD_CENTICENTS_KEY,
+    COST_USD_KEY,
+    COST_USD_MICROS_KEY,
+    MODEL_HEADER,
+    USD_COST_KEYS,
+    endpoint_id,
 )
 from tokenvoy.extproc.client_keys import api_key_auth_config
 from tokenvoy.extproc.costs import CallContext, CompiledCost, CostConfigError, compile_costs
@@ -42,7 +45,6 @@ from tokenvoy.extproc.pricing import PICO_PER_MICRO, PriceBook, centicents, cost
 from tokenvoy.extproc.translate import translator_for_backend
 from tokenvoy.extproc.translate.base import ClientAPI, Translator
 from tokenvoy.extproc.usage import TokenUsage
-from tokenvoy.render.envoy import endpoint_id
 
 _AUTH_HEADERS = {
     "APIKey": ("authorization", "Bearer {}"),

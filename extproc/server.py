@@ -21,6 +21,7 @@ from tokenvoy.admin import start_admin
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import ConfigError, load_config, load_text
 from tokenvoy.config.model import GatewayConfig
+from tokenvoy.contract import EXTPROC_MAX_MESSAGE_BYTES, ROLE_METADATA_KEY, ROUTER_ROLE, UPSTREAM_ROLE
 from tokenvoy.extproc.ecds import ClientKeysDiscovery
 from tokenvoy.extproc.metrics import PrometheusObserver
 from tokenvoy.extproc.observe import NoObserver, RequestObserver
@@ -40,7 +41,6 @@ from tokenvoy.grpcserver import (
 from tokenvoy.grpcserver import run as run_service
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
-from tokenvoy.render.envoy import EXTPROC_MAX_MESSAGE_BYTES
 
 __all__ = [
     "ConfigReloader",
@@ -55,7 +55,6 @@ __all__ = [
 
 log = logging.getLogger("tokenvoy.extproc")
 
-ROLE_METADATA_KEY = "x-tokenvoy-role"
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:1064"
 
@@ -89,14 +88,14 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     async def Process(
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        role = "router"
+        role = ROUTER_ROLE
         for key, value in context.invocation_metadata() or ():
             if key == ROLE_METADATA_KEY:
                 role = value
         runtime = self.runtime  # this stream's config, whatever a reload does meanwhile
         stream = (
             UpstreamStream(runtime, self.registry, self.previous)
-            if role == "upstream"
+            if role == UPSTREAM_ROLE
             else RouterStream(
                 runtime, self.registry.bound(runtime), self.observer, self.tracing, self.translate_in_router
             )

@@ -40,6 +40,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from tokenvoy.contract import USER_ID_HEADER
 from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.observe import CompletedRequest
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
@@ -48,7 +49,6 @@ from tokenvoy.extproc.translate.responses_to_chat import chat_messages
 log = logging.getLogger(__name__)
 
 DEFAULT_SESSION_ID_HEADER = "x-session-id"
-USER_ID_HEADER = "x-user-id"
 SESSION_ID_HEADER_ENV = "TOKENVOY_TRACING_SESSION_ID_HEADER"
 REDACTED_VALUE = "__REDACTED__"
 INSTRUMENTATION_SCOPE = "tokenvoy.extproc"

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import logging
 
-from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, ORIGINAL_PATH_HEADER, BackendRef
+from tokenvoy.config.model import BackendRef
+from tokenvoy.contract import (
+    AI_GATEWAY_METADATA_NAMESPACE,
+    CONTENT_LENGTH_METADATA_KEY,
+    ENDPOINT_ATTRIBUTE,
+    EXT_PROC_FILTER,
+    ORIGINAL_PATH_HEADER,
+)
 from tokenvoy.extproc.credentials import CredentialUnavailable
 from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.pbutil import header_mutation, immediate_response
-from tokenvoy.extproc.registry import EXT_PROC_ATTRIBUTES_KEY, Attempt, RequestContext, RequestRegistry, request_key
+from tokenvoy.extproc.registry import Attempt, RequestContext, RequestRegistry, request_key
 from tokenvoy.extproc.runtime import BackendRuntime, Runtime
 from tokenvoy.extproc.translate.base import ClientAPI
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
-from tokenvoy.render.envoy import CONTENT_LENGTH_METADATA_KEY, ENDPOINT_ATTRIBUTE
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,7 @@ CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key")
 
 def picked_endpoint(message: ep.ProcessingRequest) -> str | None:
     """The endpoint id Envoy's load balancer picked for this attempt (see ``render/envoy.py``)."""
-    attributes = message.attributes.get(EXT_PROC_ATTRIBUTES_KEY)
+    attributes = message.attributes.get(EXT_PROC_FILTER)
     if attributes is None:
         return None
     value = attributes.fields.get(ENDPOINT_ATTRIBUTE)

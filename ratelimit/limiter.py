@@ -37,10 +37,11 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from tokenvoy.contract import HOLD_DESCRIPTOR_KEY, HOLD_RELEASE, HOLD_RESERVE, hold_metadata_key
+
 from .config import MAX_UINT32, RateLimit, RateLimitConfig, Unit
 
 __all__ = [
-    "HOLD_KEY",
     "Code",
     "CounterOp",
     "Decision",
@@ -75,9 +76,6 @@ class LimitOverride:
     unit: Unit
 
 
-HOLD_KEY = "tokenvoy_hold"  # the trailing descriptor entry that makes a descriptor a hold or its release
-HOLD_RESERVE = "reserve"
-HOLD_RELEASE = "release"
 DEFAULT_HOLD_SLOT_S = 300  # a hold counts for one to two slots when its release never comes
 
 
@@ -100,7 +98,7 @@ class Descriptor:
 def split_hold(entries: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, str], ...], str | None, int]:
     """The entries without a trailing ``tokenvoy_hold`` entry, that entry's kind (None: not a hold) and, for a
     release (``release:<slot>``, as the RLS wrote it into the metadata), the slot of its hold."""
-    if not entries or entries[-1][0] != HOLD_KEY:
+    if not entries or entries[-1][0] != HOLD_DESCRIPTOR_KEY:
         return entries, None, 0
     value = entries[-1][1]
     if value == HOLD_RESERVE:
@@ -114,7 +112,7 @@ def split_hold(entries: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, s
 def hold_metadata(name: str, amount: int, slot: int) -> dict[str, object]:
     """What the RLS answers in its dynamic metadata for a granted hold, and Envoy's release reads back: the
     amount (its ``hits_addend``) under the hold's name, its entry under ``<name>_hold``."""
-    return {name: amount, f"{name}_hold": f"{HOLD_RELEASE}:{slot}"}
+    return {name: amount, hold_metadata_key(name): f"{HOLD_RELEASE}:{slot}"}
 
 
 @dataclass(frozen=True, slots=True)

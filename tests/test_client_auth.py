@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.crds import crd_errors
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import ConfigError, load_documents, load_text
+from tokenvoy.contract import CLIENT_KEYS_FILTER
 from tokenvoy.extproc.client_keys import api_key_auth_config, discovery_response, has_error_detail
 from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.server import build_runtime
-from tokenvoy.render.envoy import CLIENT_KEYS_FILTER, EnvoyOptions
+from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.render.files import write_rendered
 
 with warnings.catch_warnings():

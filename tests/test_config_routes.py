@@ -15,8 +15,17 @@ from tokenvoy.config.loader import ConfigError, load_text
 from tokenvoy.config.model import BodyMutation, HeaderMutation, RetrySettings
 from tokenvoy.extproc.mutations import merge
 from tokenvoy.extproc.runtime import Runtime, anthropic_models_body, models_list_body
-from tokenvoy.render.envoy import RETRY_ON, EnvoyOptions, render_bootstrap, retry_policy
+from tokenvoy.render import bootstrap
+from tokenvoy.render.bootstrap import render_bootstrap
+from tokenvoy.render.envoy import RETRY_ON, EnvoyOptions
 from tokenvoy.runner.run import envoy_binary
+
+
+def retry_policy(rule):
+    """The route's retry policy as the JSON Envoy reads, or None."""
+    policy = bootstrap.retry_policy(rule)
+    return None if policy is None else bootstrap.to_json(policy)
+
 
 OPTIONS = EnvoyOptions(extproc_address="127.0.0.1:1063", ratelimit_address="127.0.0.1:8081")
 

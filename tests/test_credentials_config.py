@@ -13,6 +13,7 @@ import yaml
 from tests.crds import crd_errors
 from tokenvoy.config.loader import ConfigError, load_text
 from tokenvoy.config.model import GatewayConfig
+from tokenvoy.contract import ENDPOINT_ATTRIBUTE
 from tokenvoy.extproc.credentials import CredentialUnavailable
 from tokenvoy.extproc.registry import RequestRegistry
 from tokenvoy.extproc.router import RouterStream
@@ -20,7 +21,6 @@ from tokenvoy.extproc.server import build_runtime
 from tokenvoy.extproc.upstream import UpstreamStream
 from tokenvoy.pb.envoy.config.core.v3 import base_pb2
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
-from tokenvoy.render.envoy import ENDPOINT_ATTRIBUTE
 from tokenvoy.testupstream import aws_auth
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "credentials.md"

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import load_text
 from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE
+from tokenvoy.contract import ENDPOINT_ATTRIBUTE
 from tokenvoy.extproc.decoding import (
     MAX_DECODED,
     DecodeError,
@@ -35,7 +36,6 @@ from tokenvoy.extproc.server import build_runtime
 from tokenvoy.extproc.upstream import UpstreamStream
 from tokenvoy.pb.envoy.config.core.v3 import base_pb2
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
-from tokenvoy.render.envoy import ENDPOINT_ATTRIBUTE
 from tokenvoy.testupstream.http import Request, Response
 from tokenvoy.testupstream.server import App
 

@@ -15,6 +15,7 @@ import pytest
 from google.protobuf import unknown_fields
 
 from tests import egext_xds as xds
+from tokenvoy.contract import EXTPROC_CLUSTER
 from tokenvoy.egext import (
     POST_TRANSLATE_MODIFY_PATH,
     ExtensionConfig,
@@ -27,7 +28,6 @@ from tokenvoy.egext.config import ROUTER_FILTER, UPSTREAM_FILTER
 from tokenvoy.egext.hook import WireRequest, WireResponse
 from tokenvoy.pb.envoy.config.cluster.v3 import cluster_pb2
 from tokenvoy.pb.envoygateway.extension import context_pb2, service_pb2, service_pb2_grpc
-from tokenvoy.render.envoy import EXTPROC_CLUSTER
 from tokenvoy.runner.run import envoy_binary
 
 FALLBACK = Path(__file__).parent / "fixtures" / "egext" / "fallback.yaml"

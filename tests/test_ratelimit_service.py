@@ -324,4 +324,4 @@ async def test_process_exits_zero_on_sigterm(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 0, err
     lines = err.splitlines()
-    assert f"ratelimit serving on {socket}, domains: ai (2 limits, {config})" in lines[0]
+    assert any(f"ratelimit serving on {socket}, domains: ai (2 limits, {config})" in line for line in lines), err

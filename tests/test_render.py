@@ -16,18 +16,13 @@ import yaml
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import load_text
 from tokenvoy.config.model import GatewayConfig
+from tokenvoy.contract import ENDPOINT_ATTRIBUTE, IDENTITY_ATTRIBUTES, RATELIMIT_DOMAIN
 from tokenvoy.ratelimit.config import load_config as load_ratelimit_config
 from tokenvoy.render import bootstrap, budgets
+from tokenvoy.render.bootstrap import render_bootstrap
 from tokenvoy.render.budgets import render_ratelimit_config
 from tokenvoy.render.cli import main as render_main
-from tokenvoy.render.envoy import (
-    ENDPOINT_ATTRIBUTE,
-    IDENTITY_ATTRIBUTES,
-    RATELIMIT_DOMAIN,
-    EnvoyOptions,
-    cluster_name,
-    render_bootstrap,
-)
+from tokenvoy.render.envoy import EnvoyOptions, cluster_name
 from tokenvoy.render.files import write_rendered
 
 OPTIONS = EnvoyOptions(extproc_address="unix:/tmp/tokenvoy-test/extproc.sock", ratelimit_address="127.0.0.1:18081")
@@ -505,7 +500,7 @@ def test_the_rendered_json_is_exactly_the_typed_bootstrap(rendered):
 def test_extproc_starts_without_importing_envoy_data_plane():
     # envoy-data-plane takes about a second to import; the extproc process (and the hot path) never pays it.
     code = (
-        "import sys, tokenvoy.extproc.server, tokenvoy.extproc.upstream, tokenvoy.render.envoy\n"
+        "import sys, tokenvoy.extproc.server, tokenvoy.extproc.upstream, tokenvoy.render.envoy, tokenvoy.contract\n"
         "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('envoy_data_plane')}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

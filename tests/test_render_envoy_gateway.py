@@ -341,7 +341,7 @@ def test_eg_charges_a_metadata_response_cost_as_the_envoy_config_the_native_test
     # EG's golden for a rule with a request and a response cost (xds-ir ratelimit, route req-and-resp-cost) and
     # tokenvoy's rendered budget (what tests/integration/test_envoy_gateway_native.py serves to Envoy): a check
     # at request time with a fixed addend, then the charge at stream end from the dynamic metadata.
-    from tokenvoy.render.envoy import budget_rate_limits
+    from tokenvoy.render.bootstrap import budget_rate_limits
 
     golden = yaml.safe_load((SHARED / "envoy-gateway" / "xds-ir" / "out" / "ratelimit.routes.yaml").read_text())
     routes = {route["name"]: route for host in golden[0]["virtualHosts"] for route in host["routes"]}

@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenvoy.config.loader import load_text
+from tokenvoy.contract import ENDPOINT_ATTRIBUTE, endpoint_id
 from tokenvoy.extproc.server import (
     ExternalProcessor,
     build_runtime,
@@ -24,7 +25,6 @@ from tokenvoy.extproc.server import (
 )
 from tokenvoy.pb.envoy.config.core.v3 import base_pb2
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
-from tokenvoy.render.envoy import ENDPOINT_ATTRIBUTE, endpoint_id
 from tokenvoy.runner.reload import plan
 
 CONFIG = """\

@@ -25,7 +25,8 @@ from tokenvoy.pb.envoy.config.core.v3 import base_pb2
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from tokenvoy.ratelimit.config import load_config
 from tokenvoy.ratelimit.limiter import Descriptor, LimitRequest, decide, plan
-from tokenvoy.render.envoy import EnvoyOptions, budget_rate_limits, render_bootstrap
+from tokenvoy.render.bootstrap import budget_rate_limits, render_bootstrap
+from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.runner.run import envoy_binary
 
 NS = AI_GATEWAY_METADATA_NAMESPACE

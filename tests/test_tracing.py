@@ -13,6 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import ConfigError, load_text
 from tokenvoy.config.model import Backend, Endpoint
+from tokenvoy.contract import ENDPOINT_ATTRIBUTE
 from tokenvoy.extproc.registry import RequestRegistry
 from tokenvoy.extproc.router import RouterStream
 from tokenvoy.extproc.runtime import Runtime
@@ -23,7 +24,6 @@ from tokenvoy.extproc.translate.openai_to_anthropic import OpenAIToAnthropic
 from tokenvoy.extproc.upstream import UpstreamStream
 from tokenvoy.pb.envoy.config.core.v3 import base_pb2
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
-from tokenvoy.render.envoy import ENDPOINT_ATTRIBUTE
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"

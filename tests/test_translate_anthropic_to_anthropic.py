@@ -16,7 +16,7 @@ from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.translate import translator_for
 from tokenvoy.extproc.translate.anthropic_to_anthropic import AnthropicToAnthropic
 from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest
-from tokenvoy.render import envoy as render_envoy
+from tokenvoy.render import bootstrap as render_bootstrap
 from tokenvoy.testupstream import anthropic_messages
 
 BACKEND = Backend(
@@ -195,7 +195,7 @@ def test_gateway_errors_in_each_client_apis_shape():
 
 
 def test_envoy_local_replies_have_anthropic_variants_keyed_on_the_clients_path():
-    mappers = render_envoy._local_reply_config()["mappers"]
+    mappers = render_bootstrap.to_json(render_bootstrap.local_reply_config())["mappers"]
     anthropic = [m for m in mappers if "code" not in m["body_format_override"]["json_format"]["error"]]
     assert len(anthropic) * 3 == len(mappers)  # Anthropic's, Google's (Gemini API) and OpenAI's shapes
     assert mappers[: len(anthropic)] == anthropic  # first match wins

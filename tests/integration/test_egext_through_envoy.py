@@ -24,8 +24,8 @@ import pytest
 from tests import egext_xds as xds
 from tests.ports import free_port
 from tests.test_egext import AI_CLUSTER, FALLBACK, egctl, request_of
+from tokenvoy.contract import EXTPROC_CLUSTER
 from tokenvoy.egext import load_extension_config, post_translate_modify
-from tokenvoy.render.envoy import EXTPROC_CLUSTER
 from tokenvoy.runner.run import envoy_binary
 
 HOST = "www.example.com"  # the example HTTPRoute's hostname

@@ -18,7 +18,8 @@ from openai import OpenAI
 
 from tests.integration.conftest import Gateway, free_port, gateway_config, start_gateway
 from tokenvoy.config.loader import load_text
-from tokenvoy.render.envoy import EnvoyOptions, render_bootstrap
+from tokenvoy.render.bootstrap import render_bootstrap
+from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.runner.run import envoy_binary
 
 

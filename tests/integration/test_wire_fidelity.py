@@ -29,7 +29,7 @@ from openai import OpenAI
 from tests.integration.conftest import Gateway, free_port, gateway_config, start_gateway
 from tests.integration.test_routing_through_envoy import _backend
 from tokenvoy.config.defaults import SHOWCASE_MODELS
-from tokenvoy.render.envoy import MAX_BODY_BYTES
+from tokenvoy.contract import MAX_BODY_BYTES
 
 CHAT_MODELS = [(model, schema) for model, _, schema in SHOWCASE_MODELS if "embed" not in model]
 BROKEN_MODEL = "broken-model"  # served by a "provider" whose answer is not HTTP

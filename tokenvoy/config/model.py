@@ -10,18 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-AI_GATEWAY_METADATA_NAMESPACE = "io.envoy.ai_gateway"
-MODEL_HEADER = "x-ai-eg-model"
-ORIGINAL_PATH_HEADER = "x-ai-eg-original-path"
-RESERVED_SUFFIX = "_reserved"  # llm_total_token -> llm_total_token_reserved (reservation mode)
-# The cost of a request from the price catalog, written by extproc on every route (no llmRequestCosts entry
-# needed): exact micro-dollars for logs and dashboards, centi-cents (10^-4 USD) for USD budgets, whose limits
-# then reach ~$429,496 where micro-dollars end at 2^32-1 µ$ ~ $4,294 (extproc/pricing.py).
-COST_USD_MICROS_KEY = "llm_cost_usd_micros"
-COST_USD_CENTICENTS_KEY = "llm_cost_usd_centicents"
-COST_USD_KEY = "llm_cost_usd"  # the same cost in USD (a number), for the access log's genai_cost_usd
-USD_COST_KEYS = (COST_USD_MICROS_KEY, COST_USD_CENTICENTS_KEY)
-COST_HEADER = "x-tokenvoy-cost-usd"
+# AI_GATEWAY_METADATA_NAMESPACE is re-exported for the loader, which reads it from here; new code imports
+# tokenvoy.contract.
+from tokenvoy.contract import AI_GATEWAY_METADATA_NAMESPACE as AI_GATEWAY_METADATA_NAMESPACE
+from tokenvoy.contract import MODEL_HEADER, RESERVED_SUFFIX, TOTAL_TOKEN_KEY
 
 
 class CostType(StrEnum):
@@ -267,7 +259,7 @@ class Budget:
     limit: int
     unit: str  # Second | Minute | Hour | Day | Month | Year
     request_cost: int = 0
-    response_cost_key: str | None = "llm_total_token"
+    response_cost_key: str | None = TOTAL_TOKEN_KEY
     routes: tuple[str, ...] = ()  # empty = every route
     # Reservation mode (annotation `tokenvoy.io/budget-mode: reservation`): the request-time call reserves an
     # estimate (written by extproc under `reserved_metadata_key`), stream done refunds it and charges the actual.

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from google.protobuf import any_pb2, struct_pb2
 
 from tokenvoy.config.model import GatewayConfig, Route, Rule
+from tokenvoy.contract import EXTPROC_CLUSTER, endpoint_id
 from tokenvoy.pb.envoy.config.cluster.v3 import cluster_pb2
 from tokenvoy.pb.envoy.config.route.v3 import route_components_pb2
 from tokenvoy.pb.envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from tokenvoy.pb.envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from tokenvoy.render.envoy import EXTPROC_CLUSTER, EnvoyOptions, endpoint_id
+from tokenvoy.render.envoy import EnvoyOptions
 
 # Where the extproc sidecar listens in each Envoy pod (an emptyDir shared by both containers).
 DEFAULT_EXTPROC_SOCKET = "/var/run/tokenvoy/extproc.sock"

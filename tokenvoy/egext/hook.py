@@ -28,6 +28,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message
 from google.protobuf.message_factory import GetMessageClass
 
+from tokenvoy.contract import EXTPROC_CLUSTER, HOST_METADATA_NAMESPACE
 from tokenvoy.egext.config import (
     HCM_TYPE_URL,
     HTTP_PROTOCOL_OPTIONS,
@@ -46,7 +47,6 @@ from tokenvoy.pb.envoy.extensions.filters.network.http_connection_manager.v3 imp
 )
 from tokenvoy.pb.envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from tokenvoy.pb.envoygateway.extension import service_pb2
-from tokenvoy.render.envoy import EXTPROC_CLUSTER, HOST_METADATA_NAMESPACE
 
 # EG's HTTP filters the router ext_proc goes in front of (it must see the request before a budget is checked).
 _BEFORE = ("envoy.filters.http.ratelimit", "envoy.filters.http.router")

@@ -141,36 +141,54 @@ with warnings.catch_warnings():
     from envoy_data_plane.google.protobuf import Struct
 
 from tokenvoy.config.model import (
-    AI_GATEWAY_METADATA_NAMESPACE,
-    COST_USD_KEY,
-    MODEL_HEADER,
+    Budget,
     GatewayConfig,
     HeaderMatch,
     HeaderMatchType,
     Rule,
 )
 from tokenvoy.config.model import Endpoint as BackendEndpoint
-from tokenvoy.render.budgets import dynamic_metadata_format, rate_limits
-from tokenvoy.render.client_auth import client_auth_filters, jwks_clusters
-from tokenvoy.render.envoy import (
+from tokenvoy.contract import (
+    AI_GATEWAY_METADATA_NAMESPACE,
+    BACKEND_METADATA_KEY,
+    BACKEND_NAME_KEY,
+    CACHED_INPUT_TOKEN_KEY,
     CONTENT_LENGTH_METADATA_KEY,
-    DEFAULT_BACKOFF_MS,
-    DEFAULT_NUM_RETRIES,
+    COST_USD_KEY,
     ENDPOINT_ATTRIBUTE,
+    ENDPOINT_METADATA_KEY,
+    EXT_PROC_FILTER,
     EXTPROC_CLUSTER,
     EXTPROC_MAX_MESSAGE_BYTES,
     HOST_METADATA_NAMESPACE,
     IDENTITY_ATTRIBUTES,
+    INPUT_TOKEN_KEY,
     MAX_BODY_BYTES,
+    MODEL_HEADER,
+    MODEL_NAME_OVERRIDE_KEY,
+    ORIGINAL_PATH_KEY,
+    OUTPUT_TOKEN_KEY,
     RATELIMIT_CLUSTER,
     RATELIMIT_DOMAIN,
+    RATELIMIT_FILTER,
+    RESPONSE_MODEL_KEY,
+    ROLE_METADATA_KEY,
+    ROUTER_ROLE,
+    TOTAL_TOKEN_KEY,
+    UPSTREAM_ROLE,
+    USER_ID_HEADER,
+    endpoint_id,
+)
+from tokenvoy.render.budgets import dynamic_metadata_format, rate_limits
+from tokenvoy.render.client_auth import client_auth_filters, jwks_clusters
+from tokenvoy.render.envoy import (
+    DEFAULT_BACKOFF_MS,
+    DEFAULT_NUM_RETRIES,
     RETRIABLE_STATUS_CODES,
     RETRY_ON,
-    ROLE_METADATA_KEY,
     ROUTE_CONFIG_NAME,
     EnvoyOptions,
     cluster_name,
-    endpoint_id,
     system_ca_bundle,
 )
 from tokenvoy.render.local_replies import local_reply_config
@@ -278,13 +296,13 @@ def _ext_proc(options: EnvoyOptions, role: str, mode: ProcessingMode, **extra: A
         processing_mode=mode,
         **extra,
     )
-    return HttpFilter(name="envoy.filters.http.ext_proc", typed_config=_any(processor))
+    return HttpFilter(name=EXT_PROC_FILTER, typed_config=_any(processor))
 
 
 def router_ext_proc(options: EnvoyOptions) -> HttpFilter:
     return _ext_proc(
         options,
-        "router",
+        ROUTER_ROLE,
         ROUTER_PROCESSING_MODE,
         metadata_options=MetadataOptions(
             receiving_namespaces=MetadataOptionsMetadataNamespaces(untyped=[AI_GATEWAY_METADATA_NAMESPACE])
@@ -296,7 +314,7 @@ def router_ext_proc(options: EnvoyOptions) -> HttpFilter:
 def upstream_ext_proc(options: EnvoyOptions) -> HttpFilter:
     return _ext_proc(
         options,
-        "upstream",
+        UPSTREAM_ROLE,
         UPSTREAM_PROCESSING_MODE,
         metadata_options=MetadataOptions(
             receiving_namespaces=MetadataOptionsMetadataNamespaces(untyped=[AI_GATEWAY_METADATA_NAMESPACE])
@@ -329,7 +347,7 @@ def _ratelimit_filter(options: EnvoyOptions) -> HttpFilter:
             transport_api_version=ApiVersion.V3,
         ),
     )
-    return HttpFilter(name="envoy.filters.http.ratelimit", typed_config=_any(ratelimit))
+    return HttpFilter(name=RATELIMIT_FILTER, typed_config=_any(ratelimit))
 
 
 # ---- routes ----------------------------------------------------------------------------------------------
@@ -420,7 +438,7 @@ def _routes(config: GatewayConfig, options: EnvoyOptions, host: str | None = Non
         per_filter = {}
         if budgets:
             limits = rate_limits(budgets, route.name)
-            per_filter["envoy.filters.http.ratelimit"] = _any(RateLimitPerRoute(rate_limits=limits))
+            per_filter[RATELIMIT_FILTER] = _any(RateLimitPerRoute(rate_limits=limits))
         for match_index, headers in enumerate(rule.matches or ((),)):
             routes.append(
                 Route(
@@ -503,9 +521,8 @@ def backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) ->
             continue  # Gateway API: a backendRef with weight 0 gets no traffic
         backend = config.backends[ref.backend]
         endpoint = backend.endpoint
-        host_metadata = {
-            HOST_METADATA_NAMESPACE: _struct({"endpoint": endpoint_id(rule, ref_index), "backend": backend.name})
-        }
+        names = {ENDPOINT_METADATA_KEY: endpoint_id(rule, ref_index), BACKEND_METADATA_KEY: backend.name}
+        host_metadata = {HOST_METADATA_NAMESPACE: _struct(names)}
         if endpoint.tls:
             host_metadata["envoy.transport_socket_match"] = _struct({"tokenvoy_tls": backend.name})
             if backend.name not in socket_matches:
@@ -563,7 +580,7 @@ def _access_log(options: EnvoyOptions) -> list[AccessLog]:
         "start_time": "%START_TIME%",
         "method": "%REQ(:METHOD)%",
         # the path the client called, recorded by extproc (the upstream filter rewrites :path in place)
-        "x-envoy-origin-path": f"%DYNAMIC_METADATA({ns}:original_path)%",
+        "x-envoy-origin-path": f"%DYNAMIC_METADATA({ns}:{ORIGINAL_PATH_KEY})%",
         "upstream_path": "%REQ(:PATH)%",
         "protocol": "%PROTOCOL%",
         "response_code": "%RESPONSE_CODE%",
@@ -575,19 +592,19 @@ def _access_log(options: EnvoyOptions) -> list[AccessLog]:
         "x-envoy-upstream-service-time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
         "user-agent": "%REQ(USER-AGENT)%",
         "x-request-id": "%REQ(X-REQUEST-ID)%",
-        "x-user-id": "%REQ(X-USER-ID)%",
+        USER_ID_HEADER: f"%REQ({USER_ID_HEADER.upper()})%",
         ":authority": "%REQ(:AUTHORITY)%",
         "upstream_host": "%UPSTREAM_HOST%",
         "upstream_cluster": "%UPSTREAM_CLUSTER%",
         "route_name": "%ROUTE_NAME%",
         "genai_model_name": f"%REQ({MODEL_HEADER.upper()})%",
-        "genai_model_name_override": f"%DYNAMIC_METADATA({ns}:model_name_override)%",
-        "genai_response_model": f"%DYNAMIC_METADATA({ns}:response_model)%",
-        "genai_backend_name": f"%DYNAMIC_METADATA({ns}:backend_name)%",
-        "genai_tokens_input": f"%DYNAMIC_METADATA({ns}:llm_input_token)%",
-        "genai_tokens_output": f"%DYNAMIC_METADATA({ns}:llm_output_token)%",
-        "genai_tokens_total": f"%DYNAMIC_METADATA({ns}:llm_total_token)%",
-        "genai_tokens_cached_input": f"%DYNAMIC_METADATA({ns}:llm_cached_input_token)%",
+        "genai_model_name_override": f"%DYNAMIC_METADATA({ns}:{MODEL_NAME_OVERRIDE_KEY})%",
+        "genai_response_model": f"%DYNAMIC_METADATA({ns}:{RESPONSE_MODEL_KEY})%",
+        "genai_backend_name": f"%DYNAMIC_METADATA({ns}:{BACKEND_NAME_KEY})%",
+        "genai_tokens_input": f"%DYNAMIC_METADATA({ns}:{INPUT_TOKEN_KEY})%",
+        "genai_tokens_output": f"%DYNAMIC_METADATA({ns}:{OUTPUT_TOKEN_KEY})%",
+        "genai_tokens_total": f"%DYNAMIC_METADATA({ns}:{TOTAL_TOKEN_KEY})%",
+        "genai_tokens_cached_input": f"%DYNAMIC_METADATA({ns}:{CACHED_INPUT_TOKEN_KEY})%",
         "genai_cost_usd": f"%DYNAMIC_METADATA({ns}:{COST_USD_KEY})%",
     }
     file_log = FileAccessLog(
@@ -654,6 +671,16 @@ def static_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> Bootstrap:
     """Everything in one file: what ``tokenvoy render`` writes and ``envoy/envoy.yaml`` holds."""
     clusters = [*service_clusters(config, options), *backend_clusters(config, options)]
     return _bootstrap(options, BootstrapStaticResources(listeners=[listener(config, options)], clusters=clusters), None)
+
+
+def render_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, Any]:
+    """The self-contained bootstrap (everything static) as the JSON Envoy reads."""
+    return to_json(static_bootstrap(config, options))
+
+
+def budget_rate_limits(budgets: list[Budget], route_name: str = "llm") -> list[dict[str, Any]]:
+    """The ``RateLimitPerRoute.rate_limits`` entries of these budgets on one route, as JSON."""
+    return [to_json(entry) for entry in rate_limits(budgets, route_name)]
 
 
 # ---- the reloadable layout: filesystem LDS / RDS / CDS ---------------------------------------------------

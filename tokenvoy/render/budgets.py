@@ -31,13 +31,16 @@ with warnings.catch_warnings():
     from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
     from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
 
-from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, Budget, BudgetSelectorType, GatewayConfig
-from tokenvoy.render.envoy import (
+from tokenvoy.config.model import Budget, BudgetSelectorType, GatewayConfig
+from tokenvoy.contract import (
+    AI_GATEWAY_METADATA_NAMESPACE,
     BUDGET_DESCRIPTOR_KEY,
     HOLD_DESCRIPTOR_KEY,
+    HOLD_RESERVE,
     RATELIMIT_DOMAIN,
     RATELIMIT_FILTER_METADATA_NAMESPACE,
     ROUTE_DESCRIPTOR_KEY,
+    hold_metadata_key,
 )
 
 # ---- Envoy: the actions on each route (the request's descriptor and its hits) ---------------------------
@@ -79,13 +82,13 @@ def _hold_entries(actions: list[RateLimitAction], budget: Budget, amount: RateLi
     release = RateLimitActionMetaData(
         descriptor_key=HOLD_DESCRIPTOR_KEY,
         metadata_key=MetadataKey(
-            key=RATELIMIT_FILTER_METADATA_NAMESPACE, path=[MetadataKeyPathSegment(key=f"{budget.name}_hold")]
+            key=RATELIMIT_FILTER_METADATA_NAMESPACE, path=[MetadataKeyPathSegment(key=hold_metadata_key(budget.name))]
         ),
         source=RateLimitActionMetaDataSource.DYNAMIC,
     )
     held = dynamic_metadata_format(budget.name, RATELIMIT_FILTER_METADATA_NAMESPACE)
     return [
-        RateLimit(actions=[*actions, _generic_key(HOLD_DESCRIPTOR_KEY, "reserve")], hits_addend=amount),
+        RateLimit(actions=[*actions, _generic_key(HOLD_DESCRIPTOR_KEY, HOLD_RESERVE)], hits_addend=amount),
         RateLimit(
             actions=[*actions, RateLimitAction(metadata=release)],
             apply_on_stream_done=True,

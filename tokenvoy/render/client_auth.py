@@ -59,10 +59,10 @@ with warnings.catch_warnings():
     from envoy_data_plane.google.protobuf import Any as AnyMessage
     from envoy_data_plane.google.protobuf import Empty
 
-from tokenvoy.config.model import MODEL_HEADER, ClientAuth, GatewayConfig
+from tokenvoy.config.model import ClientAuth, GatewayConfig
 from tokenvoy.config.model import Endpoint as BackendEndpoint
 from tokenvoy.config.model import JwtProvider as ProviderConfig
-from tokenvoy.render.envoy import API_KEY_AUTH_TYPE_URL, CLIENT_KEYS_FILTER, EXTPROC_CLUSTER
+from tokenvoy.contract import API_KEY_AUTH_TYPE_URL, CLIENT_KEYS_FILTER, EXTPROC_CLUSTER, MODEL_HEADER
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 

@@ -28,8 +28,13 @@ import yaml
 
 from tokenvoy import __version__
 from tokenvoy.config.loader import FAKE_PROVIDER_ANNOTATION, ConfigError, load_documents
-from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE, Backend, GatewayConfig, Rule
-from tokenvoy.render.envoy import EXTPROC_MAX_MESSAGE_BYTES, IDENTITY_ATTRIBUTES, MAX_BODY_BYTES
+from tokenvoy.config.model import Backend, GatewayConfig, Rule
+from tokenvoy.contract import (
+    AI_GATEWAY_METADATA_NAMESPACE,
+    EXTPROC_MAX_MESSAGE_BYTES,
+    IDENTITY_ATTRIBUTES,
+    MAX_BODY_BYTES,
+)
 
 NATIVE_MODE, EXTENSION_MODE = "native", "extension"
 GATEWAY_API = "gateway.networking.k8s.io"

@@ -37,13 +37,9 @@ with warnings.catch_warnings():
     from envoy_data_plane.google.protobuf import Any as AnyMessage
     from envoy_data_plane.google.protobuf import Struct
 
-from tokenvoy.config.model import AI_GATEWAY_METADATA_NAMESPACE
-from tokenvoy.render.envoy import MAX_BODY_BYTES
+from tokenvoy.contract import AI_GATEWAY_METADATA_NAMESPACE, MAX_BODY_BYTES, ORIGINAL_PATH_KEY
 
 ANTHROPIC_PREFIX = "/anthropic/"
-# The client's path as extproc saw it (the router stream records it with the request headers); the
-# upstream filter rewrites ``:path`` to the provider's, so ``:path`` is the client's only while this is unset.
-ORIGINAL_PATH_METADATA_KEY = "original_path"
 # Anthropic's error types (https://docs.anthropic.com/en/api/errors) for the statuses Envoy answers.
 ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -195,17 +191,15 @@ def _json_body(body: dict[str, Any]) -> SubstitutionFormatString:
 
 
 _NAMESPACE = f"metadata.filter_metadata['{AI_GATEWAY_METADATA_NAMESPACE}']"
-_RECORDED = (
-    f"'{AI_GATEWAY_METADATA_NAMESPACE}' in metadata.filter_metadata && '{ORIGINAL_PATH_METADATA_KEY}' in {_NAMESPACE}"
-)
+_RECORDED = f"'{AI_GATEWAY_METADATA_NAMESPACE}' in metadata.filter_metadata && '{ORIGINAL_PATH_KEY}' in {_NAMESPACE}"
 # The path the client called: the one extproc recorded, else (extproc never saw the request: a body over
 # the limit, extproc down, a path Envoy refuses) ``:path``, which nothing rewrote then.
 ANTHROPIC_CLIENT = (
-    f"({_RECORDED} ? {_NAMESPACE}['{ORIGINAL_PATH_METADATA_KEY}'] : request.path).startsWith('{ANTHROPIC_PREFIX}')"
+    f"({_RECORDED} ? {_NAMESPACE}['{ORIGINAL_PATH_KEY}'] : request.path).startsWith('{ANTHROPIC_PREFIX}')"
 )
 
 
-_CLIENT_PATH = f"({_RECORDED} ? {_NAMESPACE}['{ORIGINAL_PATH_METADATA_KEY}'] : request.path)"
+_CLIENT_PATH = f"({_RECORDED} ? {_NAMESPACE}['{ORIGINAL_PATH_KEY}'] : request.path)"
 GEMINI_CLIENT = (
     f"{_CLIENT_PATH}.startsWith('/v1beta/') || "
     f"({_CLIENT_PATH}.startsWith('/v1/models/') && {_CLIENT_PATH}.contains(':'))"
