@@ -11,10 +11,11 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import orjson
 
+from tokenvoy.apis.backend_schemas import CREDENTIAL_KINDS
+from tokenvoy.apis.client_apis import FAMILIES, Family
 from tokenvoy.config.catalog import BUNDLED_PRICES
 from tokenvoy.config.model import (
     COST_USD_CENTICENTS_KEY,
@@ -42,13 +43,6 @@ from tokenvoy.extproc.translate import translator_for_backend
 from tokenvoy.extproc.translate.base import ClientAPI, Translator
 from tokenvoy.extproc.usage import TokenUsage
 from tokenvoy.render.envoy import endpoint_id
-
-_AUTH_HEADERS = {
-    "APIKey": ("authorization", "Bearer {}"),
-    "AzureAPIKey": ("api-key", "{}"),
-    "AnthropicAPIKey": ("x-api-key", "{}"),
-}
-
 
 log = logging.getLogger(__name__)
 
@@ -391,48 +385,25 @@ def _served_models(
     return models
 
 
+def _models_body(family: Family, config: GatewayConfig, loaded_at: int, rules: list[Rule] | None) -> bytes:
+    served = [(model, created, owner) for model, (created, owner) in _served_models(config, loaded_at, rules).items()]
+    return orjson.dumps(FAMILIES[family].models_document(served))
+
+
 def models_list_body(config: GatewayConfig, loaded_at: int, rules: list[Rule] | None = None) -> bytes:
     """OpenAI's model list (``GET /v1/models``)."""
-    data = [
-        {"id": model, "object": "model", "created": created, "owned_by": owned_by}
-        for model, (created, owned_by) in _served_models(config, loaded_at, rules).items()
-    ]
-    return orjson.dumps({"object": "list", "data": data})
+    return _models_body(Family.OPENAI, config, loaded_at, rules)
 
 
 def anthropic_models_body(config: GatewayConfig, loaded_at: int, rules: list[Rule] | None = None) -> bytes:
     """Anthropic's model list (``GET /v1/models`` of the Messages API, one page holding every model)."""
-    data = [
-        {
-            "type": "model",
-            "id": model,
-            "display_name": model,
-            "created_at": datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        for model, (created, _) in _served_models(config, loaded_at, rules).items()
-    ]
-    first_id = data[0]["id"] if data else None
-    last_id = data[-1]["id"] if data else None
-    return orjson.dumps({"data": data, "has_more": False, "first_id": first_id, "last_id": last_id})
-
-
-# What a Gemini API client can call on every listed model through the gateway (gemini_paths.METHODS).
-GEMINI_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
+    return _models_body(Family.ANTHROPIC, config, loaded_at, rules)
 
 
 def gemini_models_body(config: GatewayConfig, loaded_at: int, rules: list[Rule] | None = None) -> bytes:
     """Google's model list (``GET /v1beta/models``: ``models.list``, one page holding every model, so no
     ``nextPageToken``). The gateway knows names only: no token limits or versions it would have to invent."""
-    models = [
-        {
-            "name": f"models/{model}",
-            "baseModelId": model,
-            "displayName": model,
-            "supportedGenerationMethods": list(GEMINI_METHODS),
-        }
-        for model in _served_models(config, loaded_at, rules)
-    ]
-    return orjson.dumps({"models": models})
+    return _models_body(Family.GOOGLE, config, loaded_at, rules)
 
 
 def _signers(config: GatewayConfig) -> dict[str, Signer]:
@@ -455,9 +426,9 @@ def _auth_headers(backend: Backend) -> dict[str, str]:
     policy = backend.security
     if policy is None or policy.api_key is None:
         return {}
-    header, template = _AUTH_HEADERS[policy.type]
+    kind = CREDENTIAL_KINDS[policy.type]  # an API key kind: it names the header and the value around the key
     try:
         key = policy.api_key.read()
     except ValueError as exc:
         raise RuntimeConfigError(f"AIServiceBackend/{backend.name}: {exc}") from None
-    return {header: template.format(key)}
+    return {kind.header: kind.template.format(key)}

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from tokenvoy.apis.backend_schemas import API_KEY_KINDS, BACKEND_SCHEMAS, CREDENTIAL_KINDS
 from tokenvoy.config.model import (
     AI_GATEWAY_METADATA_NAMESPACE,
     ApiKeyAuth,
@@ -65,17 +66,9 @@ RESPONSES_API_ANNOTATION = "tokenvoy.io/responses-api"  # on an AIServiceBackend
 # Each schema's default ``spec.schema.prefix``: what goes before the API path the translator writes
 # (``/v1`` + ``/chat/completions``; Bedrock's ``/model/{id}/converse`` and Azure's ``/openai/deployments/…``
 # have none; the GCP schemas get ``/v1/projects/{project}/locations/{region}`` from their GCPCredentials).
-DEFAULT_PREFIXES = {
-    "OpenAI": "/v1",
-    "Anthropic": "/v1",
-    "AzureOpenAI": "",
-    "AWSBedrock": "",
-    "AWSAnthropic": "",
-    "GCPVertexAI": "",
-    "GCPAnthropic": "",
-}
-SUPPORTED_SCHEMAS = set(DEFAULT_PREFIXES)
-GCP_SCHEMAS = frozenset({"GCPVertexAI", "GCPAnthropic"})  # their prefix comes from GCPCredentials
+DEFAULT_PREFIXES = {name: schema.default_prefix for name, schema in BACKEND_SCHEMAS.items()}
+SUPPORTED_SCHEMAS = set(BACKEND_SCHEMAS)
+GCP_SCHEMAS = frozenset(name for name, schema in BACKEND_SCHEMAS.items() if schema.prefix_from_gcp)
 IGNORED_KINDS = {
     "GatewayClass": "a standalone gateway has no controller to select",
     "EnvoyProxy": "tokenvoy renders its own Envoy bootstrap",
@@ -408,13 +401,8 @@ def _secret_value(resource: _Resource, key: str, problems: _Problems) -> Secret 
     return None
 
 
-_API_KEY_FIELDS = {"APIKey": "apiKey", "AzureAPIKey": "azureAPIKey", "AnthropicAPIKey": "anthropicAPIKey"}
-_CLOUD_FIELDS = {
-    "AWSCredentials": "awsCredentials",
-    "GCPCredentials": "gcpCredentials",
-    "AzureCredentials": "azureCredentials",
-}
-_POLICY_TYPE_FIELDS = {**_API_KEY_FIELDS, **_CLOUD_FIELDS}
+_API_KEY_FIELDS = {kind.policy_type: kind.spec_field for kind in API_KEY_KINDS}
+_POLICY_TYPE_FIELDS = {kind.policy_type: kind.spec_field for kind in CREDENTIAL_KINDS.values()}
 _SECURITY_POLICY_FIELDS = {"type", "targetRefs", "credentialOverride", *_POLICY_TYPE_FIELDS.values()}
 _SECRET_REF_FIELDS = {"name", "namespace", "group", "kind"}
 _AWS_FIELDS = {"region", "credentialsFile", "oidcExchangeToken"}
@@ -701,8 +689,9 @@ def _responses_via_chat(resource: _Resource, schema: str, problems: _Problems) -
     if mode not in _RESPONSES_API_MODES:
         problems.add(resource, field, f"must be native or chat-completions, got {value!r}")
         return False
-    if schema not in ("OpenAI", "AzureOpenAI"):
-        problems.add(resource, field, f"only OpenAI and AzureOpenAI backends choose; {schema} is always translated")
+    choosers = [name for name, row in BACKEND_SCHEMAS.items() if row.chooses_responses_api]
+    if schema not in choosers:
+        problems.add(resource, field, f"only {' and '.join(choosers)} backends choose; {schema} is always translated")
         return False
     return mode == "chat-completions"
 
@@ -1636,7 +1625,7 @@ TOKENVOY_API_VERSION = "tokenvoy.io/v1alpha1"
 _TOKENVOY_CONFIG_FIELDS = {"metrics", "pricing", "cost", "tracing", "anthropicBetas", "modelAccess"}
 _COST_SETTINGS_FIELDS = {"catalog", "responseHeader"}
 # The schemas whose requests carry Anthropic's beta flags (header, InvokeModel body, Converse extra fields).
-ANTHROPIC_BETA_SCHEMAS = ("Anthropic", "AWSAnthropic", "AWSBedrock", "GCPAnthropic")
+ANTHROPIC_BETA_SCHEMAS = tuple(name for name, schema in BACKEND_SCHEMAS.items() if schema.anthropic_betas)
 _TRACING_FIELDS = {"sessionIdHeader"}
 _METRICS_FIELDS = {"requestHeaderLabels", "maxLabelValues", "clientFromUserAgent"}
 _PRICE_FIELDS = {
