@@ -163,6 +163,16 @@ class Runtime:
         self.client_keys_config = _client_keys_config(config)  # api_key_auth over ECDS (extproc/ecds.py)
         self.model_access = ModelAccess(config.model_access)
         self._caller_models: dict[tuple[str | None, tuple[ModelAccessRule, ...]], tuple[bytes, bytes]] = {}
+        # (model, created, owned_by) per virtual host: the lists of a caller whose modelAccess narrows them
+        self._served = {
+            host: [
+                (model, created, owner)
+                for model, (created, owner) in _served_models(
+                    config, self.loaded_at, self._host_rule_list(host)
+                ).items()
+            ]
+            for host in self._models
+        }
         # GET /v1beta/models (Google's list) per virtual host, and per (host, allowlist) once asked for
         self._gemini_models = {
             host: gemini_models_body(config, self.loaded_at, self._host_rule_list(host)) for host in self._models
@@ -259,9 +269,15 @@ class Runtime:
             return openai_body, anthropic_body
         key = (host, rules)
         if key not in self._caller_models:  # one entry per (host, allowlist): a handful
-            allowed = [model for model in self._models[host][0] if any(rule.allows(model) for rule in rules)]
-            self._caller_models[key] = _filtered_lists(openai_body, anthropic_body, set(allowed))
+            allowed = self._allowed_served(host, rules)
+            self._caller_models[key] = (
+                orjson.dumps(FAMILIES[Family.OPENAI].models_document(allowed)),
+                orjson.dumps(FAMILIES[Family.ANTHROPIC].models_document(allowed)),
+            )
         return self._caller_models[key]
+
+    def _allowed_served(self, host: str | None, rules: tuple[ModelAccessRule, ...]) -> list[tuple[str, int, str]]:
+        return [served for served in self._served[host] if any(rule.allows(served[0]) for rule in rules)]
 
     def gemini_model_list_for(self, headers: dict[str, str]) -> bytes:
         """``GET /v1beta/models`` for this caller: Google's list of the Host's models its ``modelAccess`` allows."""
@@ -271,9 +287,8 @@ class Runtime:
             return self._gemini_models[host]
         key = (host, rules)
         if key not in self._caller_gemini_models:
-            listed = orjson.loads(self._gemini_models[host])
-            allowed = [m for m in listed["models"] if any(rule.allows(m["baseModelId"]) for rule in rules)]
-            self._caller_gemini_models[key] = orjson.dumps({"models": allowed})
+            document = FAMILIES[Family.GOOGLE].models_document(self._allowed_served(host, rules))
+            self._caller_gemini_models[key] = orjson.dumps(document)
         return self._caller_gemini_models[key]
 
     def gemini_model_for(self, headers: dict[str, str], model: str) -> bytes | None:
@@ -332,15 +347,6 @@ class ModelAccess:
         who = ", ".join(dict.fromkeys(f"{rule.header}: {headers[rule.header]}" for rule in rules))
         allowed = "; ".join(rule.describe() for rule in rules)
         return f"model {model!r} is not allowed for this client ({who}); allowed: {allowed}"
-
-
-def _filtered_lists(openai_body: bytes, anthropic_body: bytes, allowed: set[str]) -> tuple[bytes, bytes]:
-    openai = orjson.loads(openai_body)
-    openai["data"] = [entry for entry in openai["data"] if entry["id"] in allowed]
-    anthropic = orjson.loads(anthropic_body)
-    data = [entry for entry in anthropic["data"] if entry["id"] in allowed]
-    anthropic.update(data=data, first_id=data[0]["id"] if data else None, last_id=data[-1]["id"] if data else None)
-    return orjson.dumps(openai), orjson.dumps(anthropic)
 
 
 def _client_keys_config(config: GatewayConfig) -> bytes | None:
