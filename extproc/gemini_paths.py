@@ -11,17 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote
 
+from tokenvoy.apis.client_apis import FAMILIES, GEMINI_CALL_PREFIXES, GEMINI_METHODS, ClientAPI, Family
 from tokenvoy.extproc.errors import GatewayError
-from tokenvoy.extproc.translate.base import ClientAPI
 
 # The API versions the SDKs call: v1beta (their default, and gemini-cli's) and v1.
-GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")
-GEMINI_ROOTS = ("/v1beta/",)  # errors on any path under these are in Google's shape
-METHODS: dict[str, tuple[ClientAPI, bool]] = {
-    "generateContent": (ClientAPI.GEMINI_GENERATE, False),
-    "streamGenerateContent": (ClientAPI.GEMINI_GENERATE, True),
-    "countTokens": (ClientAPI.GEMINI_COUNT_TOKENS, False),
-}
+GEMINI_PREFIXES = GEMINI_CALL_PREFIXES
+GEMINI_ROOTS = FAMILIES[Family.GOOGLE].roots  # errors on any path under these are in Google's shape
+METHODS = GEMINI_METHODS  # `:method` → (client API, whether it streams), from the client APIs' specs
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
+from tokenvoy.apis.backend_schemas import BACKEND_SCHEMAS
+from tokenvoy.apis.client_apis import CLIENT_APIS, ClientAPI
 from tokenvoy.config.model import MetricsSettings
 from tokenvoy.extproc.observe import CompletedRequest
-from tokenvoy.extproc.translate.base import ClientAPI
 
 # `_created` series double the series count and most scrapers ignore them in the text format.
 disable_created_metrics()
@@ -60,26 +61,10 @@ OTHER = "other"  # a model the config does not name, or a capped label past max_
 UNKNOWN = "unknown"  # a model or provider not known (yet) when the request ended, as Envoy AI Gateway says
 MAX_LABEL_VALUE_LENGTH = 128
 
-# gen_ai.operation.name per client API, Envoy AI Gateway's values (its Anthropic endpoint is `messages`, its
-# legacy completions endpoint `completion`). An API missing here is named by the last part of its value.
-OPERATIONS: dict[ClientAPI, str] = {
-    ClientAPI.OPENAI_CHAT: "chat",
-    ClientAPI.ANTHROPIC_MESSAGES: "messages",
-    ClientAPI.OPENAI_COMPLETIONS: "completion",
-    ClientAPI.OPENAI_EMBEDDINGS: "embeddings",
-}
-# gen_ai.provider.name per AIServiceBackend schema, Envoy AI Gateway's values (the semantic conventions' where
-# they have one); another schema is its lower-cased name.
-PROVIDERS: dict[str, str] = {
-    "OpenAI": "openai",
-    "AzureOpenAI": "azure.openai",
-    "Anthropic": "anthropic",
-    "AWSBedrock": "aws.bedrock",
-    "AWSAnthropic": "aws.anthropic",
-    "GCPVertexAI": "gcp.vertex_ai",
-    "GCPAnthropic": "gcp.anthropic",
-    "Cohere": "cohere",
-}
+# gen_ai.operation.name per client API and gen_ai.provider.name per AIServiceBackend schema: Envoy AI Gateway's
+# values (the semantic conventions' where they have one), from the catalogs (tokenvoy/apis/).
+OPERATIONS: Mapping[ClientAPI, str] = {api: spec.operation for api, spec in CLIENT_APIS.items()}
+PROVIDERS: Mapping[str, str] = {name: schema.otel_provider for name, schema in BACKEND_SCHEMAS.items()}
 
 _BASE_LABELS = (OPERATION, PROVIDER, ORIGINAL_MODEL, REQUEST_MODEL, RESPONSE_MODEL)
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from tokenvoy.apis.client_apis import ClientAPI, Family
 from tokenvoy.extproc.errors import GatewayError
-from tokenvoy.extproc.translate.base import ClientAPI
 
 if TYPE_CHECKING:
     from tokenvoy.pb.envoy.config.core.v3.base_pb2 import HeaderValue
@@ -31,9 +31,6 @@ _QUOTED_KEYS = tuple((key, f'"{key}"'.encode()) for key in READ_KEYS)
 # `\u0061`…`\u007a`: an ASCII letter written as an escape, which no JSON encoder does on its own; a key
 # spelled so (`"\u006dodel"`) is the same key to every parser, and invisible to a byte search.
 _ASCII_ESCAPES = (b"\\u006", b"\\u007")
-_STREAMING_APIS = frozenset(
-    {ClientAPI.OPENAI_CHAT, ClientAPI.OPENAI_COMPLETIONS, ClientAPI.ANTHROPIC_MESSAGES, ClientAPI.OPENAI_RESPONSES}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +50,8 @@ def read_body(raw: bytes, api: ClientAPI) -> RequestBody:
         raise GatewayError(400, "the request body must be a JSON object")
     if (duplicate := duplicate_key(raw, body)) is not None:
         raise GatewayError(400, f"the request body has the field `{duplicate}` more than once: send each field once")
-    anthropic = api in (ClientAPI.ANTHROPIC_MESSAGES, ClientAPI.ANTHROPIC_COUNT_TOKENS)
+    spec = api.spec
+    anthropic = spec.family is Family.ANTHROPIC
     model = body.get("model")
     if anthropic and not isinstance(model, str):
         raise GatewayError(400, "model: Field required" if model is None else "model: Input should be a valid string")
@@ -61,7 +59,7 @@ def read_body(raw: bytes, api: ClientAPI) -> RequestBody:
         raise GatewayError(400, "missing required field `model` (a non-empty string)")
     check_model(model)
     stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool) and api in _STREAMING_APIS:
+    if stream is not None and not isinstance(stream, bool) and spec.streams:
         if anthropic:
             raise GatewayError(400, "stream: Input should be a valid boolean")
         raise GatewayError(400, f"Invalid type for 'stream': expected a boolean, but got {_type_name(stream)} instead.")

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from tokenvoy.apis.client_apis import ENDPOINTS, FAMILIES, Family
 from tokenvoy.contract import (
     AI_GATEWAY_METADATA_NAMESPACE,
     BACKEND_NAME_KEY,
@@ -53,19 +54,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = {
-    "/v1/chat/completions": ClientAPI.OPENAI_CHAT,
-    "/v1/completions": ClientAPI.OPENAI_COMPLETIONS,
-    "/v1/embeddings": ClientAPI.OPENAI_EMBEDDINGS,
-    "/anthropic/v1/messages": ClientAPI.ANTHROPIC_MESSAGES,
-    "/v1/responses": ClientAPI.OPENAI_RESPONSES,
-    "/v1/responses/input_tokens": ClientAPI.OPENAI_RESPONSES_INPUT_TOKENS,
-    "/anthropic/v1/messages/count_tokens": ClientAPI.ANTHROPIC_COUNT_TOKENS,  # not charged: nothing is generated
-}
-ANTHROPIC_PREFIX = "/anthropic/"  # errors under it, even for unknown paths, are in Anthropic's shape
-MODELS_PATH = "/v1/models"
-ANTHROPIC_MODELS_PATH = "/anthropic/v1/models"
-GEMINI_MODELS_PATH = "/v1beta/models"  # only v1beta: the Gemini API's /v1/models is OpenAI's list here
+ANTHROPIC_PREFIXES = FAMILIES[Family.ANTHROPIC].roots  # errors under it, even for unknown paths, in Anthropic's shape
+MODELS_PATH = FAMILIES[Family.OPENAI].models_path
+ANTHROPIC_MODELS_PATH = FAMILIES[Family.ANTHROPIC].models_path
+GEMINI_MODELS_PATH = FAMILIES[Family.GOOGLE].models_path
 _STREAMED = pm.ProcessingMode(response_body_mode=pm.ProcessingMode.STREAMED)
 _CONTINUE_HEADERS = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
 
@@ -162,7 +154,7 @@ class RouterStream:
             return api
         if is_gemini_path(path):
             return ClientAPI.GEMINI_GENERATE
-        return ClientAPI.ANTHROPIC_MESSAGES if path.startswith(ANTHROPIC_PREFIX) else ClientAPI.OPENAI_CHAT
+        return ClientAPI.ANTHROPIC_MESSAGES if path.startswith(ANTHROPIC_PREFIXES) else ClientAPI.OPENAI_CHAT
 
     def close(self) -> None:
         self._registry.remove(self._request_id, self._context)
@@ -231,7 +223,7 @@ class RouterStream:
             self._gemini = call
         elif path not in ENDPOINTS:
             # OpenAI names an unknown URL an `invalid_request_error`; Anthropic a `not_found_error`.
-            kind = None if path.startswith(ANTHROPIC_PREFIX) else "invalid_request_error"
+            kind = None if path.startswith(ANTHROPIC_PREFIXES) else "invalid_request_error"
             raise GatewayError(404, f"unknown path {path!r}: tokenvoy serves POST {', POST '.join(ENDPOINTS)}", kind)
         if self._headers.get(":method") != "POST":
             raise GatewayError(405, f"{path} takes POST, not {self._headers.get(':method')}")

@@ -11,10 +11,11 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import orjson
 
+from tokenvoy.apis.backend_schemas import CREDENTIAL_KINDS
+from tokenvoy.apis.client_apis import FAMILIES, Family
 from tokenvoy.config.catalog import BUNDLED_PRICES
 from tokenvoy.config.loader import ConfigError
 from tokenvoy.config.model import (
@@ -45,13 +46,6 @@ from tokenvoy.extproc.pricing import PICO_PER_MICRO, PriceBook, centicents, cost
 from tokenvoy.extproc.translate import translator_for_backend
 from tokenvoy.extproc.translate.base import ClientAPI, Translator
 from tokenvoy.extproc.usage import TokenUsage
-
-_AUTH_HEADERS = {
-    "APIKey": ("authorization", "Bearer {}"),
-    "AzureAPIKey": ("api-key", "{}"),
-    "AnthropicAPIKey": ("x-api-key", "{}"),
-}
-
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +166,16 @@ class Runtime:
         self.client_keys_config = _client_keys_config(config)  # api_key_auth over ECDS (extproc/ecds.py)
         self.model_access = ModelAccess(config.model_access)
         self._caller_models: dict[tuple[str | None, tuple[ModelAccessRule, ...]], tuple[bytes, bytes]] = {}
+        # (model, created, owned_by) per virtual host: the lists of a caller whose modelAccess narrows them
+        self._served = {
+            host: [
+                (model, created, owner)
+                for model, (created, owner) in _served_models(
+                    config, self.loaded_at, self._host_rule_list(host)
+                ).items()
+            ]
+            for host in self._models
+        }
         # GET /v1beta/models (Google's list) per virtual host, and per (host, allowlist) once asked for
         self._gemini_models = {
             host: gemini_models_body(config, self.loaded_at, self._host_rule_list(host)) for host in self._models
@@ -268,9 +272,15 @@ class Runtime:
             return openai_body, anthropic_body
         key = (host, rules)
         if key not in self._caller_models:  # one entry per (host, allowlist): a handful
-            allowed = [model for model in self._models[host][0] if any(rule.allows(model) for rule in rules)]
-            self._caller_models[key] = _filtered_lists(openai_body, anthropic_body, set(allowed))
+            allowed = self._allowed_served(host, rules)
+            self._caller_models[key] = (
+                orjson.dumps(FAMILIES[Family.OPENAI].models_document(allowed)),
+                orjson.dumps(FAMILIES[Family.ANTHROPIC].models_document(allowed)),
+            )
         return self._caller_models[key]
+
+    def _allowed_served(self, host: str | None, rules: tuple[ModelAccessRule, ...]) -> list[tuple[str, int, str]]:
+        return [served for served in self._served[host] if any(rule.allows(served[0]) for rule in rules)]
 
     def gemini_model_list_for(self, headers: dict[str, str]) -> bytes:
         """``GET /v1beta/models`` for this caller: Google's list of the Host's models its ``modelAccess`` allows."""
@@ -280,9 +290,8 @@ class Runtime:
             return self._gemini_models[host]
         key = (host, rules)
         if key not in self._caller_gemini_models:
-            listed = orjson.loads(self._gemini_models[host])
-            allowed = [m for m in listed["models"] if any(rule.allows(m["baseModelId"]) for rule in rules)]
-            self._caller_gemini_models[key] = orjson.dumps({"models": allowed})
+            document = FAMILIES[Family.GOOGLE].models_document(self._allowed_served(host, rules))
+            self._caller_gemini_models[key] = orjson.dumps(document)
         return self._caller_gemini_models[key]
 
     def gemini_model_for(self, headers: dict[str, str], model: str) -> bytes | None:
@@ -343,15 +352,6 @@ class ModelAccess:
         return f"model {model!r} is not allowed for this client ({who}); allowed: {allowed}"
 
 
-def _filtered_lists(openai_body: bytes, anthropic_body: bytes, allowed: set[str]) -> tuple[bytes, bytes]:
-    openai = orjson.loads(openai_body)
-    openai["data"] = [entry for entry in openai["data"] if entry["id"] in allowed]
-    anthropic = orjson.loads(anthropic_body)
-    data = [entry for entry in anthropic["data"] if entry["id"] in allowed]
-    anthropic.update(data=data, first_id=data[0]["id"] if data else None, last_id=data[-1]["id"] if data else None)
-    return orjson.dumps(openai), orjson.dumps(anthropic)
-
-
 def _client_keys_config(config: GatewayConfig) -> bytes | None:
     """The api_key_auth filter config, keys read now: a missing env variable or file is a startup error."""
     auth = config.client_auth
@@ -394,48 +394,25 @@ def _served_models(
     return models
 
 
+def _models_body(family: Family, config: GatewayConfig, loaded_at: int, rules: list[Rule] | None) -> bytes:
+    served = [(model, created, owner) for model, (created, owner) in _served_models(config, loaded_at, rules).items()]
+    return orjson.dumps(FAMILIES[family].models_document(served))
+
+
 def models_list_body(config: GatewayConfig, loaded_at: int, rules: list[Rule] | None = None) -> bytes:
     """OpenAI's model list (``GET /v1/models``)."""
-    data = [
-        {"id": model, "object": "model", "created": created, "owned_by": owned_by}
-        for model, (created, owned_by) in _served_models(config, loaded_at, rules).items()
-    ]
-    return orjson.dumps({"object": "list", "data": data})
+    return _models_body(Family.OPENAI, config, loaded_at, rules)
 
 
 def anthropic_models_body(config: GatewayConfig, loaded_at: int, rules: list[Rule] | None = None) -> bytes:
     """Anthropic's model list (``GET /v1/models`` of the Messages API, one page holding every model)."""
-    data = [
-        {
-            "type": "model",
-            "id": model,
-            "display_name": model,
-            "created_at": datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        for model, (created, _) in _served_models(config, loaded_at, rules).items()
-    ]
-    first_id = data[0]["id"] if data else None
-    last_id = data[-1]["id"] if data else None
-    return orjson.dumps({"data": data, "has_more": False, "first_id": first_id, "last_id": last_id})
-
-
-# What a Gemini API client can call on every listed model through the gateway (gemini_paths.METHODS).
-GEMINI_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
+    return _models_body(Family.ANTHROPIC, config, loaded_at, rules)
 
 
 def gemini_models_body(config: GatewayConfig, loaded_at: int, rules: list[Rule] | None = None) -> bytes:
     """Google's model list (``GET /v1beta/models``: ``models.list``, one page holding every model, so no
     ``nextPageToken``). The gateway knows names only: no token limits or versions it would have to invent."""
-    models = [
-        {
-            "name": f"models/{model}",
-            "baseModelId": model,
-            "displayName": model,
-            "supportedGenerationMethods": list(GEMINI_METHODS),
-        }
-        for model in _served_models(config, loaded_at, rules)
-    ]
-    return orjson.dumps({"models": models})
+    return _models_body(Family.GOOGLE, config, loaded_at, rules)
 
 
 def _signers(config: GatewayConfig) -> dict[str, Signer]:
@@ -458,12 +435,12 @@ def _auth_headers(backend: Backend) -> dict[str, str]:
     policy = backend.security
     if policy is None or policy.api_key is None:
         return {}
-    header, template = _AUTH_HEADERS[policy.type]
+    kind = CREDENTIAL_KINDS[policy.type]  # an API key kind: it names the header and the value around the key
     try:
         key = policy.api_key.read()
     except ValueError as exc:
         raise RuntimeConfigError(f"AIServiceBackend/{backend.name}: {exc}") from None
-    return {header: template.format(key)}
+    return {kind.header: kind.template.format(key)}
 
 
 def build_runtime(config: GatewayConfig) -> Runtime:

@@ -40,6 +40,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from tokenvoy.apis.backend_schemas import BACKEND_SCHEMAS
+from tokenvoy.apis.client_apis import CLIENT_APIS
 from tokenvoy.contract import USER_ID_HEADER
 from tokenvoy.extproc.errors import GatewayError
 from tokenvoy.extproc.observe import CompletedRequest
@@ -52,13 +54,7 @@ DEFAULT_SESSION_ID_HEADER = "x-session-id"
 SESSION_ID_HEADER_ENV = "TOKENVOY_TRACING_SESSION_ID_HEADER"
 REDACTED_VALUE = "__REDACTED__"
 INSTRUMENTATION_SCOPE = "tokenvoy.extproc"
-SPAN_NAMES: dict[str, str] = {
-    ClientAPI.OPENAI_CHAT: "ChatCompletion",
-    "anthropic.messages": "Messages",
-    ClientAPI.OPENAI_COMPLETIONS: "Completion",
-    ClientAPI.OPENAI_EMBEDDINGS: "CreateEmbeddings",  # an OpenInference EMBEDDING span
-    ClientAPI.OPENAI_RESPONSES: "Responses",
-}
+SPAN_NAMES: Mapping[str, str] = {api: spec.span_name for api, spec in CLIENT_APIS.items()}
 # Request body fields that are not invocation parameters (the prompt, and tools: OpenInference's llm.tools).
 _NOT_PARAMETERS = frozenset(
     {"messages", "system", "tools", "functions", "contents", "systemInstruction", "system_instruction"}
@@ -66,27 +62,9 @@ _NOT_PARAMETERS = frozenset(
 _NOT_RESPONSES_PARAMETERS = frozenset({"input", "instructions", "tools"})  # the Responses API's prompt and tools
 
 # OpenInference `llm.provider` (who hosts the model) and `llm.system` (the model family/API) per
-# AIServiceBackend schema; values from OpenInference's LLMProvider / LLMSystem enumerations.
-PROVIDERS: dict[str, str] = {
-    "OpenAI": "openai",
-    "AzureOpenAI": "azure",
-    "Anthropic": "anthropic",
-    "AWSBedrock": "aws",
-    "AWSAnthropic": "aws",
-    "GCPVertexAI": "google",
-    "GCPAnthropic": "google",
-    "Cohere": "cohere",
-}
-SYSTEMS: dict[str, str] = {
-    "OpenAI": "openai",
-    "AzureOpenAI": "openai",
-    "Anthropic": "anthropic",
-    "AWSAnthropic": "anthropic",
-    "GCPAnthropic": "anthropic",
-    "AWSBedrock": "amazon",
-    "GCPVertexAI": "vertexai",
-    "Cohere": "cohere",
-}
+# AIServiceBackend schema; values from OpenInference's LLMProvider / LLMSystem enumerations (the catalog's rows).
+PROVIDERS: Mapping[str, str] = {name: schema.openinference_provider for name, schema in BACKEND_SCHEMAS.items()}
+SYSTEMS: Mapping[str, str] = {name: schema.openinference_system for name, schema in BACKEND_SCHEMAS.items()}
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -218,8 +196,7 @@ class Tracing:
     def request_attributes(self, headers: Mapping[str, str], request: ClientRequest) -> dict[str, Any]:
         settings = self.settings
         body = request.body
-        embeddings = request.api is ClientAPI.OPENAI_EMBEDDINGS
-        attributes: dict[str, Any] = {"openinference.span.kind": "EMBEDDING" if embeddings else "LLM"}
+        attributes: dict[str, Any] = {"openinference.span.kind": request.api.spec.span_kind}
         responses = request.api is ClientAPI.OPENAI_RESPONSES
         excluded = _NOT_RESPONSES_PARAMETERS if responses else _NOT_PARAMETERS
         parameters = {key: value for key, value in body.items() if key not in excluded}

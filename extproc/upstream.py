@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from tokenvoy.apis.backend_schemas import API_KEY_KINDS
+from tokenvoy.apis.client_apis import FAMILIES
 from tokenvoy.config.model import BackendRef
 from tokenvoy.contract import (
     AI_GATEWAY_METADATA_NAMESPACE,
@@ -35,7 +37,10 @@ _INTERNAL_HEADERS = (ORIGINAL_PATH_HEADER,)
 _ACCEPT_ENCODING = {"accept-encoding": "identity"}
 # Headers that carry a provider credential. When the gateway holds a backend's key, none of the
 # client's go out with it; and no attempt's key may reach the backend of a later attempt.
-CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key")
+# Those the gateway sets (API key kinds) and those clients send (their API family's): from the catalogs.
+CREDENTIAL_HEADERS = tuple(
+    dict.fromkeys([*(kind.header for kind in API_KEY_KINDS), *(family.key_header for family in FAMILIES.values())])
+)
 
 
 def picked_endpoint(message: ep.ProcessingRequest) -> str | None:

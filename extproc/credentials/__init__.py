@@ -7,12 +7,11 @@ a token kept fresh in the background (GCP, Azure).
 
 from __future__ import annotations
 
+from tokenvoy.apis.backend_schemas import CLOUD_POLICY_TYPES
 from tokenvoy.config.model import SecurityPolicy
 from tokenvoy.extproc.credentials.base import CredentialUnavailable, Signer, TokenRefresher
 
 __all__ = ["CLOUD_POLICY_TYPES", "CredentialUnavailable", "Signer", "TokenRefresher", "build_signer"]
-
-CLOUD_POLICY_TYPES = frozenset({"AWSCredentials", "GCPCredentials", "AzureCredentials"})
 
 
 def build_signer(policy: SecurityPolicy) -> Signer | None:

@@ -1,6 +1,7 @@
 """Translator registry: (client API, backend schema name) → translator class.
 
-Adding a provider is one new module and one line here; no other translator changes.
+Adding a provider is one module per client API it serves, one line each here and one catalog row
+(``tokenvoy/apis/backend_schemas.py``); no other translator changes (docs/providers.md, "Adding a provider").
 """
 
 from __future__ import annotations

@@ -10,45 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
-import orjson
-
+from tokenvoy.apis.client_apis import ClientAPI  # re-exported: translators import it from here
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, anthropic_error_body, gemini_error_body, openai_error_body
 from tokenvoy.extproc.translate.bodies import AnswerText
 from tokenvoy.extproc.usage import TokenUsage
-
-
-class ClientAPI(StrEnum):
-    OPENAI_CHAT = "openai.chat"
-    OPENAI_COMPLETIONS = "openai.completions"  # the legacy text completions API
-    OPENAI_EMBEDDINGS = "openai.embeddings"
-    ANTHROPIC_MESSAGES = "anthropic.messages"
-    OPENAI_RESPONSES = "openai.responses"  # the Responses API (``POST /v1/responses``), OpenAI's error shape
-    OPENAI_RESPONSES_INPUT_TOKENS = "openai.responses_input_tokens"  # ``POST /v1/responses/input_tokens``
-    GEMINI_GENERATE = "gemini.generate_content"  # Google's Gemini API: generateContent, streamGenerateContent
-    GEMINI_COUNT_TOKENS = "gemini.count_tokens"
-    ANTHROPIC_COUNT_TOKENS = "anthropic.count_tokens"  # POST /anthropic/v1/messages/count_tokens: no generation
-
-    def error_body(self, error: GatewayError) -> bytes:
-        """The gateway's own errors in this API's shape."""
-        if self.value.startswith("anthropic."):
-            return anthropic_error_body(error)
-        if self.value.startswith("gemini."):
-            return gemini_error_body(error)
-        return openai_error_body(error)
-
-    def stream_error_event(self, error: GatewayError) -> bytes:
-        """An error as this API's SDK reads it mid-stream (the SDKs raise it): Anthropic's ``event: error``,
-        OpenAI's ``data: {"error": …}``, the Responses API's ``error`` event. Blank lines first end any event a
-        cut-off chunk left open."""
-        if self is ClientAPI.OPENAI_RESPONSES:
-            payload = {"type": "error", "code": error.error_type, "message": error.message, "param": None}
-            return b"\n\nevent: error\ndata: " + orjson.dumps(payload) + b"\n\n"
-        event = b"event: error\n" if self is ClientAPI.ANTHROPIC_MESSAGES else b""
-        return b"\n\n" + event + b"data: " + self.error_body(error) + b"\n\n"
 
 
 @dataclass(slots=True)

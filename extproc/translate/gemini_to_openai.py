@@ -57,8 +57,9 @@ from typing import Any
 
 import orjson
 
+from tokenvoy.apis.client_apis import FAMILIES, Family
 from tokenvoy.config.model import Backend
-from tokenvoy.extproc.errors import GatewayError, gemini_error_body, google_status, untranslatable_field
+from tokenvoy.extproc.errors import GatewayError, gemini_error_body, untranslatable_field
 from tokenvoy.extproc.errors import invalid_field as _invalid
 from tokenvoy.extproc.sse import SSEParser
 from tokenvoy.extproc.translate.base import (
@@ -757,5 +758,4 @@ class GeminiToOpenAI(TranslatorBase):
 
     def _error(self, error: GatewayError, out: list[bytes]) -> None:
         self._ended = True
-        body = {"error": {"code": error.status, "message": error.message, "status": google_status(error.status)}}
-        out.append(sse_event(body))
+        out.append(sse_event(FAMILIES[Family.GOOGLE].error_document(error)))  # Google's error body

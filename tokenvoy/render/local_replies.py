@@ -3,7 +3,8 @@
 Envoy answers some requests itself: a body over the buffer limit (413), an invalid path (400), a provider
 that cannot be reached (503) or answers something that is not HTTP (502), a budget exceeded (429), extproc
 down (500). Left alone, those replies are plain text or empty; an SDK then shows "unexpected response".
-Each mapper below gives one of them a JSON error body in the shape of the API the client called: OpenAI's
+Each mapper below gives one of them a JSON error body in the shape of the API the client called (the API
+family's spec in ``tokenvoy/apis/client_apis.py``, which extproc's own errors read too): OpenAI's
 ``{"type":"error","error":{"type","code","message"}}``, or Anthropic's ``{"type":"error","error":{"type",
 "message"}}`` for ``/anthropic/...`` clients, or Google's ``{"error":{"code","message","status"}}`` for
 Gemini API clients (``/v1beta/...``, ``/v1/models/{model}:{method}``). extproc's own replies (code
@@ -37,39 +38,9 @@ with warnings.catch_warnings():
     from envoy_data_plane.google.protobuf import Any as AnyMessage
     from envoy_data_plane.google.protobuf import Struct
 
+from tokenvoy.apis.client_apis import FAMILIES, GEMINI_CALL_PREFIXES, Family
 from tokenvoy.contract import AI_GATEWAY_METADATA_NAMESPACE, MAX_BODY_BYTES, ORIGINAL_PATH_KEY
 
-ANTHROPIC_PREFIX = "/anthropic/"
-# Anthropic's error types (https://docs.anthropic.com/en/api/errors) for the statuses Envoy answers.
-ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    408: "timeout_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    431: "invalid_request_error",
-    500: "api_error",
-    502: "api_error",
-    503: "api_error",
-    504: "timeout_error",
-}
-# Google's canonical codes (google.rpc.Code, the Gemini API's ``error.status``) for the statuses Envoy answers.
-GOOGLE_STATUSES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    408: "DEADLINE_EXCEEDED",
-    413: "INVALID_ARGUMENT",
-    429: "RESOURCE_EXHAUSTED",
-    431: "INVALID_ARGUMENT",
-    500: "INTERNAL",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 _LIMIT = f"{MAX_BODY_BYTES // (1024 * 1024)} MiB ({MAX_BODY_BYTES} bytes)"
 
 
@@ -194,42 +165,44 @@ _NAMESPACE = f"metadata.filter_metadata['{AI_GATEWAY_METADATA_NAMESPACE}']"
 _RECORDED = f"'{AI_GATEWAY_METADATA_NAMESPACE}' in metadata.filter_metadata && '{ORIGINAL_PATH_KEY}' in {_NAMESPACE}"
 # The path the client called: the one extproc recorded, else (extproc never saw the request: a body over
 # the limit, extproc down, a path Envoy refuses) ``:path``, which nothing rewrote then.
-ANTHROPIC_CLIENT = (
-    f"({_RECORDED} ? {_NAMESPACE}['{ORIGINAL_PATH_KEY}'] : request.path).startsWith('{ANTHROPIC_PREFIX}')"
-)
-
-
 _CLIENT_PATH = f"({_RECORDED} ? {_NAMESPACE}['{ORIGINAL_PATH_KEY}'] : request.path)"
-GEMINI_CLIENT = (
-    f"{_CLIENT_PATH}.startsWith('/v1beta/') || "
-    f"({_CLIENT_PATH}.startsWith('/v1/models/') && {_CLIENT_PATH}.contains(':'))"
-)
+
+
+def _family_client(family: Family) -> str:
+    """CEL: the client called a path of this API family (its roots; Google's call paths outside them too)."""
+    roots = FAMILIES[family].roots
+    tests = [f"{_CLIENT_PATH}.startsWith('{root}')" for root in roots]
+    if family is Family.GOOGLE:
+        calls = (prefix for prefix in GEMINI_CALL_PREFIXES if not prefix.startswith(roots))
+        tests += [f"({_CLIENT_PATH}.startsWith('{prefix}') && {_CLIENT_PATH}.contains(':'))" for prefix in calls]
+    return " || ".join(tests)
+
+
+ANTHROPIC_CLIENT = _family_client(Family.ANTHROPIC)
+GEMINI_CLIENT = _family_client(Family.GOOGLE)
+
+
+def _mapper(family: Family, reply: Reply, client: str | None) -> ResponseMapper:
+    """The reply's body in the family's shape (Google's ``code`` is Envoy's ``%RESPONSE_CODE%``: a value that is
+    one command operator keeps its type in Envoy's JSON format, so it is a JSON number, where a number in the
+    Struct would be written as the string "429.0")."""
+    body = FAMILIES[family].local_reply_document(reply.status, reply.openai_type, reply.message)
+    matches = (
+        reply.filter if client is None else AccessLogFilter(and_filter=AndFilter(filters=[_cel(client), reply.filter]))
+    )
+    return ResponseMapper(filter=matches, status_code=reply.status, body_format_override=_json_body(body))
 
 
 def gemini_mapper(reply: Reply) -> ResponseMapper:
-    # A value that is one command operator keeps its type in Envoy's JSON format: `code` is a JSON number (a
-    # number in the Struct would be written as the string "429.0").
-    code = "%RESPONSE_CODE%"
-    body = {"error": {"code": code, "message": reply.message, "status": GOOGLE_STATUSES[reply.status]}}
-    return ResponseMapper(
-        filter=AccessLogFilter(and_filter=AndFilter(filters=[_cel(GEMINI_CLIENT), reply.filter])),
-        status_code=reply.status,
-        body_format_override=_json_body(body),
-    )
+    return _mapper(Family.GOOGLE, reply, GEMINI_CLIENT)
 
 
 def openai_mapper(reply: Reply) -> ResponseMapper:
-    body = {"type": "error", "error": {"type": reply.openai_type, "code": str(reply.status), "message": reply.message}}
-    return ResponseMapper(filter=reply.filter, status_code=reply.status, body_format_override=_json_body(body))
+    return _mapper(Family.OPENAI, reply, None)
 
 
 def anthropic_mapper(reply: Reply) -> ResponseMapper:
-    body = {"type": "error", "error": {"type": ANTHROPIC_TYPES[reply.status], "message": reply.message}}
-    return ResponseMapper(
-        filter=AccessLogFilter(and_filter=AndFilter(filters=[_cel(ANTHROPIC_CLIENT), reply.filter])),
-        status_code=reply.status,
-        body_format_override=_json_body(body),
-    )
+    return _mapper(Family.ANTHROPIC, reply, ANTHROPIC_CLIENT)
 
 
 def local_reply_config() -> LocalReplyConfig:

@@ -3,6 +3,7 @@ header/body mutations, resolved into a ``Backend``."""
 
 from __future__ import annotations
 
+from tokenvoy.apis.backend_schemas import BACKEND_SCHEMAS
 from tokenvoy.config.loader.backend import FAKE_PROVIDER_ANNOTATION, envoy_endpoint
 from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
 from tokenvoy.config.loader.inert import SCOPE_ONLY
@@ -22,17 +23,9 @@ RESPONSES_API_ANNOTATION = "tokenvoy.io/responses-api"  # on an AIServiceBackend
 # Each schema's default ``spec.schema.prefix``: what goes before the API path the translator writes
 # (``/v1`` + ``/chat/completions``; Bedrock's ``/model/{id}/converse`` and Azure's ``/openai/deployments/…``
 # have none; the GCP schemas get ``/v1/projects/{project}/locations/{region}`` from their GCPCredentials).
-DEFAULT_PREFIXES = {
-    "OpenAI": "/v1",
-    "Anthropic": "/v1",
-    "AzureOpenAI": "",
-    "AWSBedrock": "",
-    "AWSAnthropic": "",
-    "GCPVertexAI": "",
-    "GCPAnthropic": "",
-}
-SUPPORTED_SCHEMAS = set(DEFAULT_PREFIXES)
-GCP_SCHEMAS = frozenset({"GCPVertexAI", "GCPAnthropic"})  # their prefix comes from GCPCredentials
+DEFAULT_PREFIXES = {name: schema.default_prefix for name, schema in BACKEND_SCHEMAS.items()}
+SUPPORTED_SCHEMAS = set(BACKEND_SCHEMAS)
+GCP_SCHEMAS = frozenset(name for name, schema in BACKEND_SCHEMAS.items() if schema.prefix_from_gcp)
 
 
 def read_backends(
@@ -105,7 +98,8 @@ def _responses_via_chat(root: Cursor, schema: str) -> bool:
     if mode not in _RESPONSES_API_MODES:
         annotation.report(f"must be native or chat-completions, got {annotation.value!r}")
         return False
-    if schema not in ("OpenAI", "AzureOpenAI"):
-        annotation.report(f"only OpenAI and AzureOpenAI backends choose; {schema} is always translated")
+    choosers = [name for name, row in BACKEND_SCHEMAS.items() if row.chooses_responses_api]
+    if schema not in choosers:
+        annotation.report(f"only {' and '.join(choosers)} backends choose; {schema} is always translated")
         return False
     return mode == "chat-completions"

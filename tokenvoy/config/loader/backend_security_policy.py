@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from tokenvoy.apis.backend_schemas import API_KEY_KINDS, CREDENTIAL_KINDS
 from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
 from tokenvoy.config.loader.inert import SCOPE_ONLY
 from tokenvoy.config.loader.secrets import secret_ref
@@ -26,13 +27,8 @@ INERT = {
     )
 }
 
-_API_KEY_FIELDS = {"APIKey": "apiKey", "AzureAPIKey": "azureAPIKey", "AnthropicAPIKey": "anthropicAPIKey"}
-_CLOUD_FIELDS = {
-    "AWSCredentials": "awsCredentials",
-    "GCPCredentials": "gcpCredentials",
-    "AzureCredentials": "azureCredentials",
-}
-_POLICY_TYPE_FIELDS = {**_API_KEY_FIELDS, **_CLOUD_FIELDS}
+_API_KEY_FIELDS = {kind.policy_type: kind.spec_field for kind in API_KEY_KINDS}
+_POLICY_TYPE_FIELDS = {kind.policy_type: kind.spec_field for kind in CREDENTIAL_KINDS.values()}
 _SECURITY_POLICY_FIELDS = {"type", "targetRefs", "credentialOverride", *_POLICY_TYPE_FIELDS.values()}
 _AWS_FIELDS = {"region", "credentialsFile", "oidcExchangeToken"}
 _AWS_FILE_FIELDS = {"secretRef", "profile"}

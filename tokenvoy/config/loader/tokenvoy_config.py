@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from tokenvoy.apis.backend_schemas import BACKEND_SCHEMAS
 from tokenvoy.config.loader.cursor import Cursor, Problems, Resource
 from tokenvoy.config.loader.security_policy import DEFAULT_CLIENT_ID_HEADER
 from tokenvoy.config.loader.values import HEADER_NAME
@@ -24,7 +25,7 @@ _TOKENVOY_CONFIG_FIELDS = {"metrics", "pricing", "cost", "tracing", "anthropicBe
 _COST_SETTINGS_FIELDS = {"catalog", "responseHeader"}
 
 # The schemas whose requests carry Anthropic's beta flags (header, InvokeModel body, Converse extra fields).
-ANTHROPIC_BETA_SCHEMAS = ("Anthropic", "AWSAnthropic", "AWSBedrock", "GCPAnthropic")
+ANTHROPIC_BETA_SCHEMAS = tuple(name for name, schema in BACKEND_SCHEMAS.items() if schema.anthropic_betas)
 _TRACING_FIELDS = {"sessionIdHeader"}
 _METRICS_FIELDS = {"requestHeaderLabels", "maxLabelValues", "clientFromUserAgent"}
 _PRICE_FIELDS = {
