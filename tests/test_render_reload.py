@@ -109,11 +109,31 @@ spec:
 
 
 class _Context:
-    def __init__(self, role: str) -> None:
+    """The part of grpc.aio's servicer context extproc uses: its metadata, read() from Envoy, write() to it."""
+
+    def __init__(self, role: str, messages: AsyncIterator[ep.ProcessingRequest]) -> None:
         self._metadata = (("x-tokenvoy-role", role),)
+        self._messages = messages
+        self.written: asyncio.Queue[ep.ProcessingResponse | None] = asyncio.Queue()
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
+
+    async def read(self) -> ep.ProcessingRequest | object:
+        return await anext(self._messages, grpc.aio.EOF)
+
+    async def write(self, response: ep.ProcessingResponse) -> None:
+        await self.written.put(response)
+
+
+async def _call(processor: ExternalProcessor, role: str, messages: AsyncIterator[ep.ProcessingRequest]):
+    """One ext_proc call as grpc.aio runs it: the responses extproc writes, as they come, until it returns."""
+    context = _Context(role, messages)
+    call = asyncio.ensure_future(processor.Process(messages, context))
+    call.add_done_callback(lambda _: context.written.put_nowait(None))
+    while (response := await context.written.get()) is not None:
+        yield response
+    await call  # its exception, if any
 
 
 def _identity(message: ep.ProcessingRequest, request_id: str, endpoint: str | None = None) -> ep.ProcessingRequest:
@@ -137,7 +157,7 @@ class _Router:
 
     def __init__(self, processor: ExternalProcessor, request_id: str, model: str) -> None:
         self.queue: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
-        self.responses = processor.Process(self._messages(), _Context("router"))
+        self.responses = _call(processor, "router", self._messages())
         self.request_id, self.model = request_id, model
 
     async def _messages(self) -> AsyncIterator[ep.ProcessingRequest]:
@@ -166,7 +186,7 @@ async def _upstream_path(processor: ExternalProcessor, request_id: str, endpoint
     async def messages() -> AsyncIterator[ep.ProcessingRequest]:
         yield _headers(request_id, endpoint)
 
-    responses = [r async for r in processor.Process(messages(), _Context("upstream"))]
+    responses = [r async for r in _call(processor, "upstream", messages())]
     (response,) = responses
     assert response.WhichOneof("response") == "request_headers", response
     mutation = response.request_headers.response.header_mutation.set_headers
