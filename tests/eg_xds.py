@@ -18,6 +18,7 @@ way. This module reproduces the part of it those manifests use, in EG's two stag
   IR's global rate limits (one domain per listener, or per policy for shared rules), in EG's YAML form;
 - :func:`post_translate_modify_request` / :func:`post_translate_modify_response`: the xDS as EG's extension
   manager sends it to an extension server (Envoy's binary encoding, by envoy-data-plane) and back;
+  :func:`wire_resources` / :func:`request_of_wire_resources`: the same messages' resources as raw bytes;
 - :func:`write_file_based`: the xDS as files for Envoy's file-based xDS (``ads`` config sources become paths).
 
 It is checked against EG's goldens in ``tests/test_eg_xds_goldens.py``; what it does not emulate is listed in
@@ -1462,17 +1463,36 @@ def post_translate_modify_response(raw: bytes, endpoints: list[dict[str, Any]]) 
     """The xDS of a ``PostTranslateModifyResponse`` (EDS endpoints are not part of the hook: kept as they are)."""
     xds: Xds = {kind: [] for kind in TYPE_URLS}
     xds["endpoints"] = copy.deepcopy(endpoints)
+    for kind, payloads in wire_resources(raw).items():
+        xds[kind] = [decode_resource(kind, payload) for payload in payloads]
+    return xds
+
+
+def wire_resources(raw: bytes, request: bool = False) -> dict[str, list[bytes]]:
+    """The resources of a ``PostTranslateModifyResponse`` (or ``request``), each as the bytes it has in the
+    message, undecoded: what "byte-identical" is checked on."""
+    fields = {number: kind for kind, number in _REQUEST_FIELDS.items()} if request else _RESPONSE_FIELDS
+    out: dict[str, list[bytes]] = {kind: [] for kind in _REQUEST_FIELDS}
     position = 0
     while position < len(raw):
         tag, position = _read_varint(raw, position)
         if tag & 7 != 2:
-            raise ValueError(f"PostTranslateModifyResponse: field {tag >> 3} has wire type {tag & 7}")
+            raise ValueError(f"PostTranslateModify message: field {tag >> 3} has wire type {tag & 7}")
         length, position = _read_varint(raw, position)
         payload, position = raw[position : position + length], position + length
-        kind = _RESPONSE_FIELDS.get(tag >> 3)
-        if kind is not None:
-            xds[kind].append(decode_resource(kind, payload))
-    return xds
+        if tag >> 3 in fields:
+            out[fields[tag >> 3]].append(payload)
+    return out
+
+
+def request_of_wire_resources(resources: dict[str, list[bytes]]) -> bytes:
+    """A ``PostTranslateModifyRequest`` carrying exactly these resource bytes (EG's next translation sending
+    what the extension server answered)."""
+    out = bytearray()
+    for kind, field_number in _REQUEST_FIELDS.items():
+        for payload in resources.get(kind, []):
+            out += _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+    return bytes(out)
 
 
 def _read_varint(raw: bytes, position: int) -> tuple[int, int]:

@@ -11,22 +11,19 @@ upstream filter translates that attempt for Anthropic.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests import egext_xds as xds
+from tests.integration.egstack import Processes, cluster_stat, envoy, tokenvoy
 from tests.ports import free_port
 from tests.test_egext import AI_CLUSTER, FALLBACK, egctl, request_of
 from tokenvoy.contract import EXTPROC_CLUSTER
 from tokenvoy.egext import load_extension_config, post_translate_modify
-from tokenvoy.runner.run import envoy_binary
 
 HOST = "www.example.com"  # the example HTTPRoute's hostname
 
@@ -72,59 +69,40 @@ def _bootstrap(directory: Path, config: Path, socket: Path, listen: int, dead: i
     return path
 
 
-def _start(argv: list[str], logs: Path, name: str) -> subprocess.Popen[bytes]:
-    with (logs / f"{name}.out").open("wb") as out, (logs / f"{name}.err").open("wb") as err:
-        return subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True)
+@dataclass
+class ExtensionStack:
+    url: str
+    fake_url: str
+    admin_url: str
+    logs: Path
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExtensionStack]:
     directory = tmp_path_factory.mktemp("egext")
     listen, dead, fake, admin = (free_port() for _ in range(4))
     socket = directory / "extproc.sock"
     config = _config(directory, dead, fake)
     bootstrap = _bootstrap(directory, config, socket, listen, dead, fake, admin)
-    tokenvoy = [sys.executable, "-m", "tokenvoy"]
-    processes = [
-        _start([*tokenvoy, "testupstream", "--port", str(fake)], directory, "fake"),
-        _start(
-            [*tokenvoy, "extproc", "--config", str(config), "--listen", f"unix:{socket}", "--no-admin"],
-            directory,
-            "extproc",
-        ),
-    ]
-    url, fake_url = f"http://127.0.0.1:{listen}", f"http://127.0.0.1:{fake}"
+    processes = Processes(directory)
     try:
-        deadline = time.monotonic() + 90
-        while not socket.exists():
-            assert all(p.poll() is None for p in processes), f"a process exited; logs in {directory}"
-            assert time.monotonic() < deadline, f"extproc did not start; logs in {directory}"
-            time.sleep(0.2)
-        envoy = [envoy_binary(), "-c", str(bootstrap), "--log-level", "warn", "--disable-hot-restart"]
-        processes.append(_start(envoy, directory, "envoy"))
-        while True:
-            assert all(p.poll() is None for p in processes), f"a process exited; logs in {directory}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{admin}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"Envoy did not come up; logs in {directory}"
-            time.sleep(0.2)
-        yield url, fake_url, directory
+        processes.start("fake", tokenvoy("testupstream", "--port", str(fake)))
+        processes.start(
+            "extproc", tokenvoy("extproc", "--config", str(config), "--listen", f"unix:{socket}", "--no-admin")
+        )
+        processes.wait(socket.exists, "extproc's socket")  # Envoy's first request must find the sidecar
+        processes.start("envoy", envoy(bootstrap))
+        processes.wait_for_url(f"http://127.0.0.1:{admin}/ready", "Envoy")
+        yield ExtensionStack(
+            f"http://127.0.0.1:{listen}", f"http://127.0.0.1:{fake}", f"http://127.0.0.1:{admin}", directory
+        )
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        processes.stop()
 
 
-def test_openai_down_falls_back_to_anthropic_translated_per_attempt(stack: tuple[str, str, Path]) -> None:
-    url, fake_url, directory = stack
+def test_openai_down_falls_back_to_anthropic_translated_per_attempt(stack: ExtensionStack) -> None:
+    url, fake_url, directory = stack.url, stack.fake_url, stack.logs
+    refused_before = cluster_stat(stack.admin_url, AI_CLUSTER, "upstream_cx_connect_fail")
     answer = httpx.post(
         f"{url}/v1/chat/completions",
         headers={"host": HOST},
@@ -144,10 +122,12 @@ def test_openai_down_falls_back_to_anthropic_translated_per_attempt(stack: tuple
     assert sent["headers"]["anthropic-version"] == "2023-06-01"
     assert int(sent["headers"]["content-length"]) == len(sent["body"].encode())  # restored upstream
     assert json.loads(sent["body"])["model"] == "claude-haiku-4-5"  # its modelNameOverride
+    # the first attempt went to the OpenAI locality of EG's cluster (priority 0), whose endpoint refused it
+    assert cluster_stat(stack.admin_url, AI_CLUSTER, "upstream_cx_connect_fail") > refused_before
 
 
-def test_a_streamed_chat_falls_back_too(stack: tuple[str, str, Path]) -> None:
-    url, _, directory = stack
+def test_a_streamed_chat_falls_back_too(stack: ExtensionStack) -> None:
+    url, directory = stack.url, stack.logs
     with httpx.stream(
         "POST",
         f"{url}/v1/chat/completions",

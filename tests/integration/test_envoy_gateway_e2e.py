@@ -8,7 +8,12 @@ xDS, with extproc, ratelimit and the fake providers behind it. Every case runs o
 - extension (``--mode extension``): the EG-shaped xDS goes to ``tokenvoy eg-extension`` over gRPC in a
   ``PostTranslateModifyRequest``, as EG's extension manager sends it, and Envoy gets what the server
   answers: the router and upstream ext_proc filters, extproc as a sidecar on a Unix socket; one more rule
-  falls back from an unreachable OpenAI backend to the Anthropic one.
+  falls back from an unreachable OpenAI backend to the Anthropic one. A second pass of that answer comes
+  back byte for byte, and what the server has no business with comes back as the bytes EG sent.
+
+Each stack also carries a user's EnvoyPatchPolicy, applied with ``jsonpatch`` as EG's ``processJSONPatches``
+does, before the extension hook (EG's order): native, one on the listener (keep clients' request ids);
+extension, one on the route configuration the extension server edits too (a response header it must keep).
 
 The budget is the ``BackendTrafficPolicy``'s global rate limit, charged at stream end from the
 ``io.envoy.ai_gateway`` metadata. EG's budgets go to EG's own envoyproxy/ratelimit; here tokenvoy's ratelimit
@@ -25,9 +30,6 @@ rendered ConfigMap, the same documents with Secret values read from mounted file
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -42,11 +44,12 @@ import yaml
 from openai import OpenAI
 
 from tests import eg_xds
+from tests.integration.egstack import Processes, cluster_stat, envoy, tokenvoy
 from tests.ports import free_port
 from tokenvoy.config.loader import ConfigError, parse_documents
+from tokenvoy.contract import EXTPROC_CLUSTER
 from tokenvoy.render import envoy_gateway
 from tokenvoy.render.envoy_gateway import EXTPROC_NAME, EXTPROC_PORT, GatewayOptions, render_envoy_gateway
-from tokenvoy.runner.run import envoy_binary
 
 BUDGET_TOKENS = 60
 NAMESPACE = "default"
@@ -208,16 +211,11 @@ class EgStack:
     url: str
     fake_url: str
     admin_url: str
-    xds: eg_xds.Xds
-    processes: list[subprocess.Popen[bytes]]
-    logs: Path
-    startup_seconds: float
+    xds: eg_xds.Xds  # what Envoy runs (extension mode: the extension server's answer)
+    processes: Processes
     extension_address: str = ""  # tokenvoy eg-extension's gRPC address (extension mode)
-
-
-def _start(argv: list[str], logs: Path, name: str) -> subprocess.Popen[bytes]:
-    with (logs / f"{name}.out").open("wb") as out, (logs / f"{name}.err").open("wb") as err:
-        return subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True)
+    extension_request: bytes = b""  # the PostTranslateModifyRequest EG's extension manager sent it
+    extension_answer: bytes = b""  # its PostTranslateModifyResponse, as it came off the wire
 
 
 # A user's own EnvoyPatchPolicy beside the rendered manifests (on the native stack): EG's listener replaces a
@@ -242,6 +240,31 @@ KEEP_REQUEST_IDS = {
         ],
     },
 }
+# One on the extension stack: a response header on EG's route configuration, the resource the extension server
+# edits too (it enables its ext_proc per AI route). EG applies EnvoyPatchPolicies before the hook, so the
+# server gets the patched route configuration and must keep the user's field.
+PATCHED_HEADER = ("x-eg-patched", "route-configuration")
+ADD_A_RESPONSE_HEADER = {
+    "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+    "kind": "EnvoyPatchPolicy",
+    "metadata": {"name": "add-a-response-header", "namespace": NAMESPACE},
+    "spec": {
+        "targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"},
+        "type": "JSONPatch",
+        "jsonPatches": [
+            {
+                "type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+                "name": f"{NAMESPACE}/eg/http",
+                "operation": {
+                    "op": "add",
+                    "path": "/response_headers_to_add",
+                    "value": [{"header": {"key": PATCHED_HEADER[0], "value": PATCHED_HEADER[1]}}],
+                },
+            }
+        ],
+    },
+}
+USERS_PATCHES = {NATIVE: KEEP_REQUEST_IDS, EXTENSION: ADD_A_RESPONSE_HEADER}
 
 
 def eg_shaped_xds(
@@ -252,7 +275,8 @@ def eg_shaped_xds(
     users_resources: list[dict[str, Any]] | None = None,
 ) -> tuple[eg_xds.Xds, list[dict[str, Any]], list[dict[str, Any]]]:
     """Render the manifests, translate them (and ``users_resources``) as EG would, extproc's Service found on
-    loopback; apply the EnvoyPatchPolicies among them; also the ratelimit configuration EG would generate."""
+    loopback; apply the EnvoyPatchPolicies among them (the rendered ones and the user's, EG's
+    ``processJSONPatches``, before any extension hook); also the ratelimit configuration EG would generate."""
     options = GatewayOptions(mode=mode) if mode != NATIVE else GatewayOptions()
     manifests = render_envoy_gateway(parse_documents("<e2e>", config_text), options)
     resources = [*manifests.resources(), *(users_resources or [])]
@@ -265,82 +289,54 @@ def eg_shaped_xds(
     return xds, eg_xds.ratelimit_domains(ir), resources
 
 
-def _post_translate_modify(xds: eg_xds.Xds, address: str, deadline: float) -> eg_xds.Xds:
+def _post_translate_modify(request: bytes, address: str, deadline: float) -> bytes:
     """EG's extension manager: every listener, route configuration, cluster and secret to the extension
-    server in one ``PostTranslateModifyRequest``; what comes back is what EG serves."""
+    server in one ``PostTranslateModifyRequest``; the answer is what EG serves."""
     with grpc.insecure_channel(address) as channel:
         grpc.channel_ready_future(channel).result(timeout=max(1.0, deadline - time.monotonic()))
         call = channel.unary_unary(eg_xds.POST_TRANSLATE_MODIFY_PATH)  # bytes in, bytes out
-        raw = call(eg_xds.post_translate_modify_request(xds), timeout=30)
-    return eg_xds.post_translate_modify_response(raw, xds["endpoints"])
+        return call(request, timeout=30)
 
 
 def start_stack(directory: Path, mode: str) -> EgStack:
-    started = time.monotonic()
-    deadline = started + 90
     listener, fake, extproc, ratelimit, admin, extension, dead = (free_port() for _ in range(7))
     config = directory / "gateway.yaml"
     config.write_text(gateway_yaml(listener, fake, mode=mode, dead_port=dead))
-    tokenvoy = [sys.executable, "-m", "tokenvoy"]
-    processes = [_start([*tokenvoy, "testupstream", "--port", str(fake)], directory, "fake")]
+    processes = Processes(directory)
     try:
-        patches = [KEEP_REQUEST_IDS] if mode == NATIVE else []
-        xds, domains, _ = eg_shaped_xds(config.read_text(), extproc, ratelimit, mode, patches)
+        processes.start("fake", tokenvoy("testupstream", "--port", str(fake)))
+        xds, domains, _ = eg_shaped_xds(config.read_text(), extproc, ratelimit, mode, [USERS_PATCHES[mode]])
         extproc_listen = f"127.0.0.1:{extproc}"
         extproc_flags = ["--translate-in-router"]  # native: the router stream translates, once
+        request = answer = b""
         if mode == EXTENSION:
             socket = directory / "extproc.sock"  # the sidecar's socket in each Envoy pod
             extproc_listen, extproc_flags = f"unix:{socket}", []
-            processes.append(
-                _start(
-                    [
-                        *tokenvoy,
-                        "eg-extension",
-                        *("--config", str(config), "--listen", f"127.0.0.1:{extension}"),
-                        *("--extproc-socket", str(socket)),
-                    ],
-                    directory,
-                    "eg-extension",
-                )
+            processes.start(
+                "eg-extension",
+                tokenvoy(
+                    *("eg-extension", "--config", str(config), "--listen", f"127.0.0.1:{extension}"),
+                    *("--extproc-socket", str(socket)),
+                ),
             )
-            xds = _post_translate_modify(xds, f"127.0.0.1:{extension}", deadline)
+            request = eg_xds.post_translate_modify_request(xds)
+            answer = _post_translate_modify(request, f"127.0.0.1:{extension}", processes.deadline)
+            xds = eg_xds.post_translate_modify_response(answer, xds["endpoints"])
         ratelimit_files = []
         for index, domain in enumerate(domains):
             path = directory / f"ratelimit-{index}.yaml"
             path.write_text(yaml.safe_dump(domain, sort_keys=False))
             ratelimit_files += ["--config", str(path)]
         bootstrap = eg_xds.write_file_based(xds, directory / "xds", admin)
-        processes += [
-            _start(
-                [
-                    *tokenvoy,
-                    "ratelimit",
-                    *ratelimit_files,
-                    "--listen",
-                    f"127.0.0.1:{ratelimit}",
-                    "--admin-listen",
-                    "off",
-                ],
-                directory,
-                "ratelimit",
-            ),
-            _start(
-                [
-                    *tokenvoy,
-                    "extproc",
-                    *("--config", str(config), "--listen", extproc_listen),
-                    *extproc_flags,
-                    "--no-admin",
-                ],
-                directory,
-                "extproc",
-            ),
-            _start(
-                [envoy_binary(), "-c", str(bootstrap), "--log-level", "warn", "--disable-hot-restart"],
-                directory,
-                "envoy",
-            ),
-        ]
+        processes.start(
+            "ratelimit",
+            tokenvoy("ratelimit", *ratelimit_files, "--listen", f"127.0.0.1:{ratelimit}", "--admin-listen", "off"),
+        )
+        processes.start(
+            "extproc",
+            tokenvoy("extproc", "--config", str(config), "--listen", extproc_listen, *extproc_flags, "--no-admin"),
+        )
+        processes.start("envoy", envoy(bootstrap))
         running = EgStack(
             mode=mode,
             url=f"http://127.0.0.1:{listener}",
@@ -348,36 +344,15 @@ def start_stack(directory: Path, mode: str) -> EgStack:
             admin_url=f"http://127.0.0.1:{admin}",
             xds=xds,
             processes=processes,
-            logs=directory,
-            startup_seconds=0.0,
             extension_address=f"127.0.0.1:{extension}" if mode == EXTENSION else "",
+            extension_request=request,
+            extension_answer=answer,
         )
-        while True:
-            for process in processes:
-                assert process.poll() is None, f"{process.args[:4]} exited; logs in {directory}"
-            try:
-                if httpx.get(f"{running.url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"the EG-shaped stack did not come up; logs in {directory}"
-            time.sleep(0.2)
+        processes.wait_for_url(f"{running.url}/v1/models", "the EG-shaped stack")
     except BaseException:
-        _stop(processes)
+        processes.stop()
         raise
-    running.startup_seconds = time.monotonic() - started
     return running
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -386,7 +361,7 @@ def native_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgStack]:
     try:
         yield running
     finally:
-        _stop(running.processes)
+        running.processes.stop()
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +370,7 @@ def extension_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgStac
     try:
         yield running
     finally:
-        _stop(running.processes)
+        running.processes.stop()
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -418,13 +393,7 @@ def _client(stack: EgStack, user: str, request_id: str) -> OpenAI:
 
 
 def _cluster_stat(stack: EgStack, cluster: str, stat: str) -> int:
-    """One of Envoy's counters for a cluster EG named (``upstream_rq_total``: requests a route sent to it)."""
-    stats = httpx.get(f"{stack.admin_url}/stats", params={"filter": f"{stat}$"}, timeout=10).text
-    for line in stats.splitlines():
-        name, _, value = line.partition(": ")
-        if name == f"cluster.{cluster}.{stat}":
-            return int(value)
-    return 0
+    return cluster_stat(stack.admin_url, cluster, stat)
 
 
 def _upstream_requests(stack: EgStack, cluster: str) -> int:
@@ -573,10 +542,63 @@ def test_a_cross_provider_fallback_is_translated_again_for_the_second_provider(e
 
 
 def test_a_second_pass_through_the_extension_server_changes_nothing(extension_stack: EgStack) -> None:
-    """EG calls the hook again on every translation: what Envoy runs, sent once more, comes back the same."""
-    again = _post_translate_modify(extension_stack.xds, extension_stack.extension_address, time.monotonic() + 30)
-    for kind in ("listeners", "routes", "clusters", "secrets"):
-        assert again[kind] == extension_stack.xds[kind], kind
+    """EG calls the hook again on every translation: what Envoy runs, sent once more, comes back byte for
+    byte (each resource, and the whole message)."""
+    served = eg_xds.wire_resources(extension_stack.extension_answer)
+    again = _post_translate_modify(
+        eg_xds.request_of_wire_resources(served), extension_stack.extension_address, time.monotonic() + 30
+    )
+    assert sum(map(len, served.values())) > 0
+    for kind, resources in eg_xds.wire_resources(again).items():
+        assert resources == served[kind], kind
+    assert again == extension_stack.extension_answer
+
+
+def _names(kind: str, resources: list[bytes]) -> dict[bytes, str]:
+    return {raw: eg_xds.decode_resource(kind, raw)["name"] for raw in resources}
+
+
+def test_the_extension_server_changes_only_what_it_must_and_sends_the_rest_back_as_eg_sent_it(
+    extension_stack: EgStack,
+) -> None:
+    """Resources the hook has no business with (EG's rate limit cluster, a cluster of a rule without AI
+    backends, if any, secrets) come back as the very bytes EG sent; it edits the listener (router ext_proc),
+    the route configuration (ext_proc enabled per AI route) and the AI rules' clusters, and adds its own."""
+    sent = eg_xds.wire_resources(extension_stack.extension_request, request=True)
+    answered = eg_xds.wire_resources(extension_stack.extension_answer)
+    changed, added, kept = set(), set(), set()
+    for kind in sent:
+        before = _names(kind, sent[kind])
+        after = _names(kind, answered[kind])
+        assert sorted(before.values()) == sorted(n for n in after.values() if n in before.values()), kind
+        for raw, name in after.items():
+            if raw in before:
+                kept.add((kind, name))
+            elif name in before.values():
+                changed.add((kind, name))
+            else:
+                added.add((kind, name))
+    rules = {("clusters", f"httproute/{NAMESPACE}/{ROUTE}/rule/{i}") for i in range(3)}
+    assert changed == {("listeners", f"{NAMESPACE}/eg/http"), ("routes", f"{NAMESPACE}/eg/http"), *rules}
+    assert added == {("clusters", EXTPROC_CLUSTER)}
+    assert ("clusters", eg_xds.RATELIMIT_CLUSTER) in kept
+
+
+def test_a_users_envoy_patch_policy_survives_the_extension_server(extension_stack: EgStack) -> None:
+    """EG applies EnvoyPatchPolicies first, then calls the hook: the route configuration the extension server
+    edits keeps the user's response header, and clients get it."""
+    (route_configuration,) = extension_stack.xds["routes"]
+    assert route_configuration["responseHeadersToAdd"] == [
+        {"header": {"key": PATCHED_HEADER[0], "value": PATCHED_HEADER[1]}}
+    ]
+    request_id = str(uuid.uuid4())
+    response = httpx.post(
+        f"{extension_stack.url}/v1/chat/completions",
+        headers={"x-user-id": f"u-{request_id}"},
+        json={"model": OPENAI_MODEL, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+    assert response.status_code == 200 and response.headers.get(PATCHED_HEADER[0]) == PATCHED_HEADER[1]
 
 
 def _request_id_at_the_provider(stack: EgStack) -> tuple[str, str]:

@@ -10,10 +10,7 @@ own xDS (no EG binary runs here); it proves extproc's side of the native mode.
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,8 +22,8 @@ import yaml
 from openai import OpenAI
 
 from tests.integration.conftest import gateway_config
+from tests.integration.egstack import Processes, envoy, tokenvoy
 from tests.ports import free_port
-from tokenvoy.runner.run import envoy_binary
 
 BUDGET_TOKENS = 60
 
@@ -35,8 +32,7 @@ BUDGET_TOKENS = 60
 class NativeStack:
     url: str
     fake_url: str
-    processes: list[subprocess.Popen[bytes]]
-    logs: Path
+    processes: Processes
 
 
 def _without_upstream_filters(envoy_yaml: Path) -> None:
@@ -54,85 +50,44 @@ def _without_upstream_filters(envoy_yaml: Path) -> None:
     envoy_yaml.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
 
 
-def _start(argv: list[str], logs: Path, name: str) -> subprocess.Popen[bytes]:
-    with (logs / f"{name}.out").open("wb") as out, (logs / f"{name}.err").open("wb") as err:
-        return subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeStack]:
     directory = tmp_path_factory.mktemp("native")
     listener, fake, extproc, ratelimit, admin = (free_port() for _ in range(5))
     config = directory / "gateway.yaml"
     config.write_text(gateway_config(listener, fake, BUDGET_TOKENS, showcase=True))
-    tokenvoy = [sys.executable, "-m", "tokenvoy"]
     addresses = ["--extproc", f"127.0.0.1:{extproc}", "--ratelimit", f"127.0.0.1:{ratelimit}"]
     render = subprocess.run(
-        [*tokenvoy, "render", "--config", str(config), "--out", str(directory), "--admin-port", str(admin), *addresses],
+        tokenvoy("render", "--config", str(config), "--out", str(directory), "--admin-port", str(admin), *addresses),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert render.returncode == 0, render.stderr
     _without_upstream_filters(directory / "envoy.yaml")
-    processes = [
-        _start([*tokenvoy, "testupstream", "--port", str(fake)], directory, "fake"),
-        _start(
-            [
-                *tokenvoy,
-                "ratelimit",
-                "--config",
-                str(directory / "ratelimit.yaml"),
-                *["--listen", f"127.0.0.1:{ratelimit}"],
-                "--admin-listen",
-                "off",
-            ],
-            directory,
-            "ratelimit",
-        ),
-        _start(
-            [
-                *tokenvoy,
-                "extproc",
-                "--config",
-                str(config),
-                "--listen",
-                f"127.0.0.1:{extproc}",
-                "--translate-in-router",
-                "--no-admin",
-            ],
-            directory,
-            "extproc",
-        ),
-        _start(
-            [envoy_binary(), "-c", str(directory / "envoy.yaml"), "--log-level", "warn", "--disable-hot-restart"],
-            directory,
-            "envoy",
-        ),
-    ]
-    running = NativeStack(f"http://127.0.0.1:{listener}", f"http://127.0.0.1:{fake}", processes, directory)
-    deadline = time.monotonic() + 90
-    while True:
-        for process in processes:
-            assert process.poll() is None, f"{process.args[:4]} exited; logs in {directory}"
-        try:
-            if httpx.get(f"{running.url}/v1/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"the native stack did not come up; logs in {directory}"
-        time.sleep(0.2)
+    processes = Processes(directory)
     try:
+        processes.start("fake", tokenvoy("testupstream", "--port", str(fake)))
+        processes.start(
+            "ratelimit",
+            tokenvoy(
+                *("ratelimit", "--config", str(directory / "ratelimit.yaml")),
+                *("--listen", f"127.0.0.1:{ratelimit}", "--admin-listen", "off"),
+            ),
+        )
+        processes.start(
+            "extproc",
+            tokenvoy(
+                *("extproc", "--config", str(config), "--listen", f"127.0.0.1:{extproc}"),
+                *("--translate-in-router", "--no-admin"),
+            ),
+        )
+        processes.start("envoy", envoy(directory / "envoy.yaml"))
+        running = NativeStack(f"http://127.0.0.1:{listener}", f"http://127.0.0.1:{fake}", processes)
+        processes.wait_for_url(f"{running.url}/v1/models", "the native stack")
         yield running
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        processes.stop()
 
 
 def _sent(stack: NativeStack, request_id: str) -> dict:
