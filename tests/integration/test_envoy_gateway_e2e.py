@@ -30,6 +30,8 @@ rendered ConfigMap, the same documents with Secret values read from mounted file
 
 from __future__ import annotations
 
+import copy
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -493,6 +495,71 @@ def test_an_unknown_model_is_answered_404_naming_the_models_served(stack: EgStac
     )
     assert response.status_code == 404
     assert OPENAI_MODEL in response.json()["error"]["message"]
+
+
+RATELIMIT_GOLDENS = Path(__file__).resolve().parents[3] / "shared" / "envoy-gateway" / "ratelimit-config"
+GOLDEN_ROUTE = "first-route"  # the xDS route name in EG's distinct-match golden
+
+
+def _as_golden_action(action: dict[str, Any], route: str) -> dict[str, Any]:
+    """A route rate-limit action of our xDS (proto3 JSON) in the Go form of EG's ``*.routes.yaml`` goldens,
+    with the xDS route's name as the golden's."""
+    ((kind, fields),) = action.items()
+    renamed = {
+        re.sub(r"([A-Z])", r"_\1", key).lower(): GOLDEN_ROUTE if value == route else value
+        for key, value in fields.items()
+    }
+    return {"ActionSpecifier": {kind[0].upper() + kind[1:]: renamed}}
+
+
+def _renamed_descriptor(descriptor: dict[str, Any], route: str, limit: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(descriptor)
+    out["key"] = out["value"] = GOLDEN_ROUTE if descriptor["key"] == route else descriptor["key"]
+    for child in out["descriptors"]:
+        child["rate_limit"] = limit
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_budget_becomes_the_ratelimit_configuration_of_eg_s_distinct_match_golden(mode: str) -> None:
+    """The per-user budget (one ``Distinct`` header selector, like EG's ``distinct-match`` case): the
+    envoyproxy/ratelimit configuration EG would generate for it, in EG's YAML form, has the golden's structure
+    (a domain named after the listener, a descriptor per xDS route, the header's descriptor under it carrying the
+    limit), and each route queries it with the golden's actions, once at the request (cost 0) and once at
+    stream end (the response cost from the token metadata)."""
+    config = gateway_yaml(free_port(), free_port(), mode=mode, dead_port=free_port())
+    xds, domains, _ = eg_shaped_xds(config, free_port(), free_port(), mode)
+    (golden,) = [doc for doc in yaml.safe_load_all((RATELIMIT_GOLDENS / "distinct-match.yaml").read_text()) if doc]
+    golden_routes = yaml.safe_load((RATELIMIT_GOLDENS / "distinct-match.routes.yaml").read_text())
+    (golden_descriptor,) = golden["descriptors"]
+    (golden_limits,) = golden_routes["rateLimitsByDomain"].values()
+    (golden_entry,) = golden_limits
+    listener = f"{NAMESPACE}/eg/http"
+    (domain,) = domains
+    assert domain["name"] == domain["domain"] == listener
+    (route_configuration,) = xds["routes"]
+    routes = [
+        route
+        for host in route_configuration["virtualHosts"]
+        for route in host["routes"]
+        if "envoy.filters.http.ratelimit" in route.get("typedPerFilterConfig", {})
+    ]
+    rules = (3 if mode == EXTENSION else 2) + 1  # EG limits every route of the HTTPRoute: the not-found one too
+    assert [d["key"] for d in domain["descriptors"]] == [r["name"] for r in routes]
+    assert len(routes) == rules
+    for descriptor, route in zip(domain["descriptors"], routes, strict=True):
+        (header,) = descriptor["descriptors"]
+        assert header["rate_limit"]["requests_per_unit"] == BUDGET_TOKENS and header["rate_limit"]["unit"] == "HOUR"
+        golden_limit = golden_descriptor["descriptors"][0]["rate_limit"]
+        assert _renamed_descriptor(descriptor, route["name"], golden_limit) == golden_descriptor
+        per_route = route["typedPerFilterConfig"]["envoy.filters.http.ratelimit"]
+        assert per_route["domain"] == listener
+        at_request, at_stream_end = per_route["rateLimits"]
+        for entry in (at_request, at_stream_end):
+            assert [_as_golden_action(a, route["name"]) for a in entry["actions"]] == golden_entry["actions"]
+        assert at_request["hitsAddend"] == {"number": "0"} and "applyOnStreamDone" not in at_request
+        assert at_stream_end["applyOnStreamDone"] is True
+        assert at_stream_end["hitsAddend"] == {"format": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"}
 
 
 def test_native_mode_refuses_a_cross_provider_fallback_naming_the_rule() -> None:
