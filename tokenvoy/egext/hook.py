@@ -8,7 +8,8 @@ Per resource:
   ``HttpProtocolOptions`` get tokenvoy's upstream ext_proc and ``content-length`` filters in front (and the
   upstream codec last). EG's protocol options are kept; a cluster without them gets ``tokenvoy run``'s.
 * **listeners**: every HTTP connection manager gets tokenvoy's router-level ext_proc, ``disabled``, before
-  EG's rate-limit filter (or the router).
+  EG's rate-limit filter (or the router); one with its routes inline and none of them an AI route (EG's
+  ready listener) is left as it is.
 * **route configurations**: every route of an AI route enables it (``typed_per_filter_config``: a
   ``FilterConfig``), and a rule with a retry policy under ``tokenvoy run`` (fallback across its backendRefs,
   ``retry``, timeouts per attempt) gets that policy.
@@ -263,6 +264,10 @@ def _add_router_filter(network_filter: listener_components_pb2.Filter, config: E
             grpc.StatusCode.INVALID_ARGUMENT,
             f"{where}: its HTTP connection manager has no router filter ({', '.join(names) or 'no filters'})",
         )
+    if hcm.HasField("route_config") and not any(
+        config.ai_rule(route.name) for host in hcm.route_config.virtual_hosts for route in host.routes
+    ):
+        return False  # routes inline and none of them an AI route (EG's ready listener): nothing can enable it
     filters = list(hcm.http_filters)
     del hcm.http_filters[:]
     hcm.http_filters.extend([*filters[:position], config.router_filter, *filters[position:]])

@@ -22,18 +22,19 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from tokenvoy.pb.envoy.config.route.v3 import route_pb2 as envoy_dot_config_dot_route_dot_v3_dot_route__pb2
 from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\nYenvoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto\x12;envoy.extensions.filters.network.http_connection_manager.v3\x1a\x19google/protobuf/any.proto\"v\n\x15HttpConnectionManager\x12]\n\x0chttp_filters\x18\x05 \x03(\x0b\x32G.envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter\"~\n\nHttpFilter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x0ctyped_config\x18\x04 \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x12\x13\n\x0bis_optional\x18\x06 \x01(\x08\x12\x10\n\x08\x64isabled\x18\x07 \x01(\x08\x42\r\n\x0b\x63onfig_typeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\nYenvoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto\x12;envoy.extensions.filters.network.http_connection_manager.v3\x1a!envoy/config/route/v3/route.proto\x1a\x19google/protobuf/any.proto\"\xcc\x01\n\x15HttpConnectionManager\x12\x41\n\x0croute_config\x18\x04 \x01(\x0b\x32).envoy.config.route.v3.RouteConfigurationH\x00\x12]\n\x0chttp_filters\x18\x05 \x03(\x0b\x32G.envoy.extensions.filters.network.http_connection_manager.v3.HttpFilterB\x11\n\x0froute_specifier\"~\n\nHttpFilter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x0ctyped_config\x18\x04 \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x12\x13\n\x0bis_optional\x18\x06 \x01(\x08\x12\x10\n\x08\x64isabled\x18\x07 \x01(\x08\x42\r\n\x0b\x63onfig_typeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tokenvoy.pb.envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HTTPCONNECTIONMANAGER']._serialized_start=181
-  _globals['_HTTPCONNECTIONMANAGER']._serialized_end=299
-  _globals['_HTTPFILTER']._serialized_start=301
-  _globals['_HTTPFILTER']._serialized_end=427
+  _globals['_HTTPCONNECTIONMANAGER']._serialized_start=217
+  _globals['_HTTPCONNECTIONMANAGER']._serialized_end=421
+  _globals['_HTTPFILTER']._serialized_start=423
+  _globals['_HTTPFILTER']._serialized_end=549
 # @@protoc_insertion_point(module_scope)

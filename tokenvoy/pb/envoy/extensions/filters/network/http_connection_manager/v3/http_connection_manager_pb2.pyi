@@ -1,3 +1,4 @@
+from tokenvoy.pb.envoy.config.route.v3 import route_pb2 as _route_pb2
 from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -8,10 +9,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class HttpConnectionManager(_message.Message):
-    __slots__ = ("http_filters",)
+    __slots__ = ("route_config", "http_filters")
+    ROUTE_CONFIG_FIELD_NUMBER: _ClassVar[int]
     HTTP_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    route_config: _route_pb2.RouteConfiguration
     http_filters: _containers.RepeatedCompositeFieldContainer[HttpFilter]
-    def __init__(self, http_filters: _Optional[_Iterable[_Union[HttpFilter, _Mapping]]] = ...) -> None: ...
+    def __init__(self, route_config: _Optional[_Union[_route_pb2.RouteConfiguration, _Mapping]] = ..., http_filters: _Optional[_Iterable[_Union[HttpFilter, _Mapping]]] = ...) -> None: ...
 
 class HttpFilter(_message.Message):
     __slots__ = ("name", "typed_config", "is_optional", "disabled")
