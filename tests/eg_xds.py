@@ -19,7 +19,9 @@ way. This module reproduces the part of it those manifests use, in EG's two stag
 - :func:`post_translate_modify_request` / :func:`post_translate_modify_response`: the xDS as EG's extension
   manager sends it to an extension server (Envoy's binary encoding, by envoy-data-plane) and back;
   :func:`wire_resources` / :func:`request_of_wire_resources`: the same messages' resources as raw bytes;
-- :func:`write_file_based`: the xDS as files for Envoy's file-based xDS (``ads`` config sources become paths).
+- :func:`write_file_based`: the xDS as files for Envoy's file-based xDS (``ads`` config sources become paths),
+  optionally under EG's own bootstrap; :func:`eg_default_resources` reads that bootstrap and EG's ready
+  listener (the resources EG emits for every Gateway) from an ``egctl translate`` golden.
 
 It is checked against EG's goldens in ``tests/test_eg_xds_goldens.py``; what it does not emulate is listed in
 :data:`NOT_EMULATED`.
@@ -39,7 +41,8 @@ import yaml
 
 NOT_EMULATED = (
     "TCP, UDP, TLS and GRPC routes; HTTPS listeners from Gateway TLS settings (an IR listener's tls is emulated)",
-    "EG's default access log, bootstrap, ready and stats listeners, EnvoyProxy settings",
+    "EG's default access log and EnvoyProxy settings (its bootstrap and ready listener are read from an egctl "
+    "golden by eg_default_resources, not generated)",
     "route sorting beyond EG's main keys (path match kind and length, header and query match counts)",
     "BackendTLSPolicy/Backend TLS: ciphers, curves, signature algorithms, TLS versions, client certificates",
     "retries, health checks, circuit breakers, outlier detection, load balancer settings other than the default",
@@ -1281,9 +1284,68 @@ def _normalize(resource: dict[str, Any]) -> dict[str, Any]:
 # file-based xDS for the real Envoy
 
 
-def write_file_based(xds: Xds, directory: Path, admin_port: int, node_id: str = "envoy-gateway") -> Path:
+READY_LISTENER_PREFIX = "envoy-gateway-proxy-ready-"
+EG_ONLY_CLUSTERS = ("xds_cluster", "local_cluster")  # EG's ADS server, zone-aware routing over ADS: no EG here
+
+
+def eg_default_resources(config_dump: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """EG's bootstrap and its ready listener, as an ``egctl translate`` config dump prints them. EG writes
+    both from fixed templates (its bootstrap's stats listener and clusters; ``buildReadyListener``), the same
+    for every Gateway, so they are read from EG's output instead of emulated."""
+    dump = yaml.safe_load(config_dump.read_text(encoding="utf-8"))
+    bootstrap: dict[str, Any] = {}
+    ready: dict[str, Any] = {}
+    for gateway in dump["xds"].values():
+        for config in gateway["configs"]:
+            if config["@type"].endswith(".BootstrapConfigDump"):
+                bootstrap = config["bootstrap"]
+            elif config["@type"].endswith(".ListenersConfigDump"):
+                for entry in config.get("dynamicListeners") or []:
+                    listener = entry["activeState"]["listener"]
+                    if listener["name"].startswith(READY_LISTENER_PREFIX):
+                        ready = {k: v for k, v in listener.items() if k != "@type"}
+    if not bootstrap or not ready:
+        raise ValueError(f"{config_dump}: no EG bootstrap or ready listener in it")
+    return bootstrap, ready
+
+
+def with_ready_listener(xds: Xds, ready: dict[str, Any], address: tuple[str, int]) -> Xds:
+    """EG's ready listener first among the listeners (EG translates it before the Gateway's), on ``address``."""
+    xds = copy.deepcopy(xds)
+    listener = copy.deepcopy(ready)
+    listener["address"] = {"socketAddress": {"address": address[0], "portValue": address[1]}}
+    xds["listeners"].insert(0, listener)
+    return xds
+
+
+def _eg_bootstrap(eg_bootstrap: dict[str, Any], admin_port: int, stats_port: int) -> dict[str, Any]:
+    """EG's bootstrap on loopback ports, without what needs EG itself (:data:`EG_ONLY_CLUSTERS`)."""
+    bootstrap = copy.deepcopy(eg_bootstrap)
+    bootstrap["admin"]["address"] = {"socketAddress": {"address": "127.0.0.1", "portValue": admin_port}}
+    static = bootstrap["staticResources"]
+    static["clusters"] = [c for c in static["clusters"] if c["name"] not in EG_ONLY_CLUSTERS]
+    for cluster in static["clusters"]:  # prometheus_stats: the stats listener's route to the admin port
+        for locality in cluster["loadAssignment"]["endpoints"]:
+            for endpoint in locality["lbEndpoints"]:
+                endpoint["endpoint"]["address"]["socketAddress"]["portValue"] = admin_port
+    for listener in static.get("listeners") or []:
+        listener["address"] = {"socketAddress": {"address": "127.0.0.1", "portValue": stats_port}}
+    if (bootstrap.get("clusterManager") or {}).get("localClusterName") in EG_ONLY_CLUSTERS:
+        del bootstrap["clusterManager"]
+    return bootstrap
+
+
+def write_file_based(
+    xds: Xds,
+    directory: Path,
+    admin_port: int,
+    node_id: str = "envoy-gateway",
+    eg_bootstrap: dict[str, Any] | None = None,
+    stats_port: int = 0,
+) -> Path:
     """The xDS as files Envoy watches (LDS and CDS files, RDS, EDS and SDS files per resource), and a bootstrap
-    that reads them; returns the bootstrap's path."""
+    that reads them; returns the bootstrap's path. With ``eg_bootstrap`` (from :func:`eg_default_resources`)
+    the bootstrap is EG's own, its stats listener on ``stats_port``, its ADS replaced by those files."""
     directory.mkdir(parents=True, exist_ok=True)
     xds = copy.deepcopy(xds)
 
@@ -1329,13 +1391,12 @@ def write_file_based(xds: Xds, directory: Path, admin_port: int, node_id: str = 
     cds.write_text(
         yaml.safe_dump({"resources": [{"@type": TYPE_URLS["clusters"], **r} for r in xds["clusters"]]}, sort_keys=False)
     )
-    bootstrap = {
-        "node": {"id": node_id, "cluster": node_id},
-        "admin": {"address": {"socketAddress": {"address": "127.0.0.1", "portValue": admin_port}}},
-        "dynamicResources": {
-            "ldsConfig": {"pathConfigSource": {"path": str(lds)}, "resourceApiVersion": "V3"},
-            "cdsConfig": {"pathConfigSource": {"path": str(cds)}, "resourceApiVersion": "V3"},
-        },
+    bootstrap = _eg_bootstrap(eg_bootstrap, admin_port, stats_port) if eg_bootstrap else {}
+    bootstrap["node"] = {**bootstrap.get("node", {}), "id": node_id, "cluster": node_id}
+    bootstrap.setdefault("admin", {"address": {"socketAddress": {"address": "127.0.0.1", "portValue": admin_port}}})
+    bootstrap["dynamicResources"] = {
+        "ldsConfig": {"pathConfigSource": {"path": str(lds)}, "resourceApiVersion": "V3"},
+        "cdsConfig": {"pathConfigSource": {"path": str(cds)}, "resourceApiVersion": "V3"},
     }
     path = directory / "bootstrap.yaml"
     path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))

@@ -216,6 +216,8 @@ class EgStack:
     xds: eg_xds.Xds  # what Envoy runs (extension mode: the extension server's answer)
     processes: Processes
     extension_address: str = ""  # tokenvoy eg-extension's gRPC address (extension mode)
+    ready_url: str = ""  # EG's ready listener (the Envoy pods' readiness probe)
+    stats_url: str = ""  # EG's stats listener (what Prometheus scrapes)
     extension_request: bytes = b""  # the PostTranslateModifyRequest EG's extension manager sent it
     extension_answer: bytes = b""  # its PostTranslateModifyResponse, as it came off the wire
 
@@ -269,16 +271,25 @@ ADD_A_RESPONSE_HEADER = {
 USERS_PATCHES = {NATIVE: KEEP_REQUEST_IDS, EXTENSION: ADD_A_RESPONSE_HEADER}
 
 
+GOLDENS = Path(__file__).resolve().parents[3] / "shared" / "envoy-gateway"
+# EG's bootstrap (stats listener, prometheus_stats cluster) and ready listener: the same for every Gateway
+EG_BOOTSTRAP, EG_READY_LISTENER = eg_xds.eg_default_resources(
+    GOLDENS / "egctl-translate/out/default-resources.all.yaml"
+)
+
+
 def eg_shaped_xds(
     config_text: str,
     extproc_port: int,
     ratelimit_port: int,
     mode: str = NATIVE,
     users_resources: list[dict[str, Any]] | None = None,
+    ready_port: int = 0,
 ) -> tuple[eg_xds.Xds, list[dict[str, Any]], list[dict[str, Any]]]:
     """Render the manifests, translate them (and ``users_resources``) as EG would, extproc's Service found on
-    loopback; apply the EnvoyPatchPolicies among them (the rendered ones and the user's, EG's
-    ``processJSONPatches``, before any extension hook); also the ratelimit configuration EG would generate."""
+    loopback, EG's ready listener first; apply the EnvoyPatchPolicies among them (the rendered ones and the
+    user's, EG's ``processJSONPatches``, before any extension hook); also the ratelimit configuration EG would
+    generate."""
     options = GatewayOptions(mode=mode) if mode != NATIVE else GatewayOptions()
     manifests = render_envoy_gateway(parse_documents("<e2e>", config_text), options)
     resources = [*manifests.resources(), *(users_resources or [])]
@@ -287,6 +298,7 @@ def eg_shaped_xds(
     for listener in ir["http"]:
         listener["address"] = "127.0.0.1"  # EG binds every address; a test binds loopback only
     xds = eg_xds.translate_ir(ir, ratelimit=("127.0.0.1", ratelimit_port))
+    xds = eg_xds.with_ready_listener(xds, EG_READY_LISTENER, ("127.0.0.1", ready_port or free_port()))
     xds = eg_xds.apply_patch_policies(xds, [r for r in resources if r["kind"] == "EnvoyPatchPolicy"])
     return xds, eg_xds.ratelimit_domains(ir), resources
 
@@ -301,13 +313,13 @@ def _post_translate_modify(request: bytes, address: str, deadline: float) -> byt
 
 
 def start_stack(directory: Path, mode: str) -> EgStack:
-    listener, fake, extproc, ratelimit, admin, extension, dead = (free_port() for _ in range(7))
+    listener, fake, extproc, ratelimit, admin, extension, dead, ready, stats = (free_port() for _ in range(9))
     config = directory / "gateway.yaml"
     config.write_text(gateway_yaml(listener, fake, mode=mode, dead_port=dead))
     processes = Processes(directory)
     try:
         processes.start("fake", tokenvoy("testupstream", "--port", str(fake)))
-        xds, domains, _ = eg_shaped_xds(config.read_text(), extproc, ratelimit, mode, [USERS_PATCHES[mode]])
+        xds, domains, _ = eg_shaped_xds(config.read_text(), extproc, ratelimit, mode, [USERS_PATCHES[mode]], ready)
         extproc_listen = f"127.0.0.1:{extproc}"
         extproc_flags = ["--translate-in-router"]  # native: the router stream translates, once
         request = answer = b""
@@ -329,7 +341,7 @@ def start_stack(directory: Path, mode: str) -> EgStack:
             path = directory / f"ratelimit-{index}.yaml"
             path.write_text(yaml.safe_dump(domain, sort_keys=False))
             ratelimit_files += ["--config", str(path)]
-        bootstrap = eg_xds.write_file_based(xds, directory / "xds", admin)
+        bootstrap = eg_xds.write_file_based(xds, directory / "xds", admin, eg_bootstrap=EG_BOOTSTRAP, stats_port=stats)
         processes.start(
             "ratelimit",
             tokenvoy("ratelimit", *ratelimit_files, "--listen", f"127.0.0.1:{ratelimit}", "--admin-listen", "off"),
@@ -347,6 +359,8 @@ def start_stack(directory: Path, mode: str) -> EgStack:
             xds=xds,
             processes=processes,
             extension_address=f"127.0.0.1:{extension}" if mode == EXTENSION else "",
+            ready_url=f"http://127.0.0.1:{ready}",
+            stats_url=f"http://127.0.0.1:{stats}",
             extension_request=request,
             extension_answer=answer,
         )
@@ -411,6 +425,30 @@ def test_envoy_runs_the_listener_routes_and_clusters_eg_names(stack: EgStack) ->
         assert f"envoy.filters.http.ext_proc/envoyextensionpolicy/{NAMESPACE}/tokenvoy-extproc/extproc/0" in text
     else:  # the extension server's router ext_proc and the upstream one on the AI clusters
         assert "envoy.filters.http.ext_proc/tokenvoy" in text and "ext_proc/tokenvoy-upstream" in text
+
+
+def test_eg_s_own_resources_run_beside_ours_under_the_names_eg_gives_them(stack: EgStack) -> None:
+    """EG's bootstrap and ready listener (read from its ``default-resources`` golden) with the translated
+    xDS: the readiness probe of EG's Envoy pods answers on the ready listener, and the stats listener serves
+    the Prometheus counters of EG's AI cluster names (what a Grafana panel over EG's Envoy reads)."""
+    dump = str(httpx.get(f"{stack.admin_url}/config_dump", timeout=10).json())
+    stats_listener = EG_BOOTSTRAP["staticResources"]["listeners"][0]["name"]
+    for name in (EG_READY_LISTENER["name"], stats_listener, "prometheus_stats", f"{NAMESPACE}/eg/http"):
+        assert f"'name': '{name}'" in dump, name
+    assert httpx.get(f"{stack.ready_url}/ready", timeout=10).status_code == 200
+    request_id = str(uuid.uuid4())
+    _client(stack, f"u-{request_id}", request_id).chat.completions.create(
+        model=OPENAI_MODEL, messages=[{"role": "user", "content": "hi"}]
+    )
+    scraped = httpx.get(f"{stack.stats_url}/stats/prometheus", timeout=10)
+    assert scraped.status_code == 200
+    cluster = f'envoy_cluster_name="httproute/{NAMESPACE}/{ROUTE}/rule/0"'
+    (line,) = [
+        row
+        for row in scraped.text.splitlines()
+        if row.startswith("envoy_cluster_upstream_rq_total{") and cluster in row
+    ]
+    assert int(line.rsplit(" ", 1)[1]) >= 1
 
 
 def test_a_plain_and_a_streamed_chat_carry_their_usage(stack: EgStack) -> None:
@@ -497,7 +535,7 @@ def test_an_unknown_model_is_answered_404_naming_the_models_served(stack: EgStac
     assert OPENAI_MODEL in response.json()["error"]["message"]
 
 
-RATELIMIT_GOLDENS = Path(__file__).resolve().parents[3] / "shared" / "envoy-gateway" / "ratelimit-config"
+RATELIMIT_GOLDENS = GOLDENS / "ratelimit-config"
 GOLDEN_ROUTE = "first-route"  # the xDS route name in EG's distinct-match golden
 
 
@@ -649,6 +687,7 @@ def test_the_extension_server_changes_only_what_it_must_and_sends_the_rest_back_
     assert changed == {("listeners", f"{NAMESPACE}/eg/http"), ("routes", f"{NAMESPACE}/eg/http"), *rules}
     assert added == {("clusters", EXTPROC_CLUSTER)}
     assert ("clusters", eg_xds.RATELIMIT_CLUSTER) in kept
+    assert ("listeners", EG_READY_LISTENER["name"]) in kept  # EG's ready listener: no AI route on it
 
 
 def test_a_users_envoy_patch_policy_survives_the_extension_server(extension_stack: EgStack) -> None:
@@ -679,7 +718,8 @@ def _request_id_at_the_provider(stack: EgStack) -> tuple[str, str]:
 def test_a_users_envoy_patch_policy_changes_what_eg_serves(native_stack: EgStack) -> None:
     """The native stack carries the user's EnvoyPatchPolicy that keeps clients' request ids: the patched
     field is in EG's listener, and a client's id reaches the provider."""
-    hcm = native_stack.xds["listeners"][0]["defaultFilterChain"]["filters"][0]["typedConfig"]
+    (listener,) = [item for item in native_stack.xds["listeners"] if item["name"] == f"{NAMESPACE}/eg/http"]
+    hcm = listener["defaultFilterChain"]["filters"][0]["typedConfig"]
     assert hcm["preserveExternalRequestId"] is True
     sent, received = _request_id_at_the_provider(native_stack)
     assert received == sent
