@@ -291,6 +291,15 @@ def test_invalid_values_are_reported_with_file_resource_and_field() -> None:
     )
 
 
+def test_a_header_name_with_a_trailing_newline_is_refused() -> None:
+    """A newline in a header name would split the header Envoy writes: refused like any other non-token."""
+    text = FULL.replace("remove: [x-drop-me]", 'remove: ["x-drop-me\\n"]')
+    assert _problems(text) == [
+        "gw.yaml: AIGatewayRoute/chat: spec.rules[0].backendRefs[0].headerMutation.remove[0]: "
+        "must be an HTTP header name, got 'x-drop-me\\n'"
+    ]
+
+
 def test_two_retry_policies_for_one_route_are_a_conflict() -> None:
     second = FULL.split("---\n")[-1].replace("name: chat-retries", "name: more-retries")
     problems = _problems(FULL + "---\n" + second)

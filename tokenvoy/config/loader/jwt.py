@@ -83,7 +83,7 @@ def _jwt_provider(
             continue
         claim = item["claim"].string()
         header = item["header"].string()
-        if header is not None and not HEADER_NAME.match(header):
+        if header is not None and not HEADER_NAME.fullmatch(header):
             item["header"].report(f"must be a header name, got {header!r}")
         elif claim and header:
             claims.append((claim, header.lower()))

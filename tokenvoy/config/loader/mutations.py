@@ -68,7 +68,7 @@ def _removals(cursor: Cursor, parse_name: Callable[[Cursor], str | None], set_na
 
 def _header_name(cursor: Cursor) -> str | None:
     value = cursor.value
-    if not isinstance(value, str) or not HEADER_NAME.match(value):
+    if not isinstance(value, str) or not HEADER_NAME.fullmatch(value):
         cursor.report(f"must be an HTTP header name, got {value!r}")
         return None
     name = value.lower()

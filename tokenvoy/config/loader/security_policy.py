@@ -171,12 +171,12 @@ def _api_key_auth(spec: Cursor, secrets: dict[str, Resource]) -> ApiKeyAuth | No
         source.unsupported({"params": _KEY_SOURCES_WHY, "cookies": _KEY_SOURCES_WHY})
         for item in source["headers"].items():
             header = item.value
-            if not isinstance(header, str) or not HEADER_NAME.match(header):
+            if not isinstance(header, str) or not HEADER_NAME.fullmatch(header):
                 item.report(f"must be a header name, got {header!r}")
             elif header.lower() not in headers:
                 headers.append(header.lower())
     forward = spec.get("forwardClientIDHeader", DEFAULT_CLIENT_ID_HEADER)
-    if not isinstance(forward, str) or not HEADER_NAME.match(forward):
+    if not isinstance(forward, str) or not HEADER_NAME.fullmatch(forward):
         spec["forwardClientIDHeader"].report(f"must be a header name, got {forward!r}")
         forward = DEFAULT_CLIENT_ID_HEADER
     elif forward.lower() in headers:

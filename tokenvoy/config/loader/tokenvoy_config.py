@@ -208,7 +208,7 @@ def read_model_access(
         if not entry.fields(_MODEL_ACCESS_FIELDS):
             continue
         header = entry.get("header", default_header)
-        if not isinstance(header, str) or not HEADER_NAME.match(header):
+        if not isinstance(header, str) or not HEADER_NAME.fullmatch(header):
             entry["header"].report(f"must be a header name, got {header!r}")
             continue
         values = _string_list(entry["values"])

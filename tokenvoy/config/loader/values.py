@@ -24,7 +24,8 @@ def is_ip_address(name: str) -> bool:
 _DURATION = re.compile(r"^(?:[0-9]{1,5}(?:h|m|s|ms)){1,4}$")
 _DURATION_PART = re.compile(r"([0-9]{1,5})(ms|h|m|s)")
 _DURATION_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
-HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+# An RFC 9110 field name (token); used with fullmatch, so a trailing newline is refused too.
+HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
 
 
 def duration_ms(cursor: Cursor) -> int | None:
