@@ -666,9 +666,9 @@ def _names(kind: str, resources: list[bytes]) -> dict[bytes, str]:
 def test_the_extension_server_changes_only_what_it_must_and_sends_the_rest_back_as_eg_sent_it(
     extension_stack: EgStack,
 ) -> None:
-    """Resources the hook has no business with (EG's rate limit cluster, a cluster of a rule without AI
-    backends, if any, secrets) come back as the very bytes EG sent; it edits the listener (router ext_proc),
-    the route configuration (ext_proc enabled per AI route) and the AI rules' clusters, and adds its own."""
+    """Resources the hook has no business with (EG's rate limit cluster, its ready listener) come back as the
+    very bytes EG sent; it edits the Gateway's listener (router ext_proc), the route configuration (ext_proc
+    enabled per AI route) and the AI rules' clusters, and adds its own extproc cluster."""
     sent = eg_xds.wire_resources(extension_stack.extension_request, request=True)
     answered = eg_xds.wire_resources(extension_stack.extension_answer)
     changed, added, kept = set(), set(), set()
