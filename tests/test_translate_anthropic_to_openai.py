@@ -272,7 +272,7 @@ def test_adaptive_thinking_becomes_the_reasoning_effort_claude_code_asks_for(out
     body: dict[str, Any] = {"messages": [USER], "thinking": {"type": "adaptive"}}
     if output_config is not None:
         body["output_config"] = output_config
-    assert _sent(body)["reasoning_effort"] == effort
+    assert _sent(body, "o4-mini")["reasoning_effort"] == effort
 
 
 def test_an_unknown_effort_is_a_400_naming_it():
@@ -284,9 +284,23 @@ def test_an_unknown_effort_is_a_400_naming_it():
     ("budget", "effort"), [(1024, "low"), (4095, "low"), (4096, "medium"), (16383, "medium"), (16384, "high")]
 )
 def test_thinking_budget_becomes_reasoning_effort(budget, effort):
-    sent = _sent({"messages": [USER], "thinking": {"type": "enabled", "budget_tokens": budget}})
+    sent = _sent({"messages": [USER], "thinking": {"type": "enabled", "budget_tokens": budget}}, "o4-mini")
     assert sent["reasoning_effort"] == effort
-    assert "reasoning_effort" not in _sent({"messages": [USER], "thinking": {"type": "disabled"}})
+    assert "reasoning_effort" not in _sent({"messages": [USER], "thinking": {"type": "disabled"}}, "o4-mini")
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "GPT-3.5-turbo", "chatgpt-4o-latest"])
+def test_no_reasoning_effort_for_a_model_openai_documents_without_reasoning(model):
+    # Claude Code sends adaptive thinking on every turn; gpt-4o-mini answers 400 to a reasoning_effort.
+    sent = _sent({"messages": [USER], "thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}, model)
+    assert "reasoning_effort" not in sent
+    assert sent["messages"][-1]["role"] == "user"
+
+
+@pytest.mark.parametrize("model", ["o4-mini", "o3", "gpt-5", "gpt-5-mini", "deepseek-reasoner"])
+def test_reasoning_effort_kept_for_reasoning_and_unknown_models(model):
+    sent = _sent({"messages": [USER], "thinking": {"type": "enabled", "budget_tokens": 2048}}, model)
+    assert sent["reasoning_effort"] == "low"
 
 
 @pytest.mark.parametrize(

@@ -739,3 +739,8 @@ def test_stream_chunks_with_non_array_choices_or_tool_calls_are_read_as_none(bad
     out = _events(_streaming().translate_response_body(_openai_stream(chunks), True))
     assert out[-1]["candidates"][0]["finishReason"] == "STOP"
     assert all("functionCall" not in part for event in out for part in event["candidates"][0]["content"]["parts"])
+
+
+def test_no_reasoning_effort_for_gpt_4o_which_refuses_it() -> None:
+    sent = build_request({**EXPLAIN, "generationConfig": {"thinkingConfig": {"thinkingBudget": 4096}}}, "gpt-4o", False)
+    assert "reasoning_effort" not in sent

@@ -26,9 +26,10 @@ The request is rebuilt (the two APIs share no body layout). Mapping decisions:
 * ``thinking: {type: enabled, budget_tokens: N}`` → ``reasoning_effort``: N < 4096 → ``low``, N < 16384 →
   ``medium``, else ``high`` (the inverse of the OpenAI→Anthropic budgets); ``{type: adaptive}`` (Claude Code's
   default) → ``output_config.effort`` as it is (``max`` → ``xhigh``; none → ``high``, Anthropic's default);
-  disabled → none sent. Only reasoning models take ``reasoning_effort``: for another model a backend
-  ``bodyMutation`` can ``remove`` it. Reasoning that comes back (``reasoning_content``, as DeepSeek/vLLM send it)
-  becomes a ``thinking`` block with an empty signature.
+  disabled → none sent. Only reasoning models take ``reasoning_effort``: for the models OpenAI
+  documents without reasoning (``gpt-4*``, ``gpt-3.5*``, ``chatgpt-4o*``) it is not sent. Reasoning that
+  comes back (``reasoning_content``, as DeepSeek/vLLM send it) becomes a ``thinking`` block with an empty
+  signature.
 * ``stream: true`` → ``stream_options.include_usage: true`` always: the client's ``message_delta`` must
   carry the usage, and the gateway must see it.
 * Answers: an Anthropic ``message`` with the provider's id (``msg_`` added when missing); stop reasons per
@@ -65,7 +66,7 @@ from tokenvoy.extproc.translate.base import (
     rewritten_answer_headers,
 )
 from tokenvoy.extproc.translate.bodies import DONE_EVENT, KEEP_ALIVE, WholeBody, stream_items
-from tokenvoy.extproc.translate.openai_common import provider_error
+from tokenvoy.extproc.translate.openai_common import provider_error, takes_reasoning_effort
 from tokenvoy.extproc.translate.shapes import answer_object, require, stream_cut
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -143,7 +144,7 @@ def build_request(body: dict[str, Any], model: str) -> dict[str, Any]:
         if body.get(key) is not None:
             out[key] = body[key]
     effort = reasoning_effort(body.get("thinking"), body.get("output_config"))
-    if effort is not None:
+    if effort is not None and takes_reasoning_effort(model):
         out["reasoning_effort"] = effort
     metadata = body.get("metadata")
     user = metadata.get("user_id") if isinstance(metadata, dict) else None

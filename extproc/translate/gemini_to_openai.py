@@ -28,7 +28,8 @@ the answer, plain or streamed, is rebuilt as ``GenerateContentResponse``\\ s. Ma
   ``frequencyPenalty``; ``responseMimeType: application/json`` → ``response_format`` ``json_object``, with
   ``responseSchema`` or ``responseJsonSchema`` → ``json_schema``. ``thinkingConfig``: ``thinkingLevel`` as
   ``reasoning_effort``, else ``thinkingBudget`` 1-1024 → ``low``, up to 8192 → ``medium``, more → ``high``
-  (0 and -1, dynamic: none sent, the model's default). ``topK``, ``safetySettings``, ``labels`` and
+  (0 and -1, dynamic: none sent, the model's default); none is sent to ``gpt-4*``, ``gpt-3.5*`` or
+  ``chatgpt-4o*``, which refuse it. ``topK``, ``safetySettings``, ``labels`` and
   ``mediaResolution`` are dropped (OpenAI has none); ``cachedContent``, log probabilities, non-text
   ``responseModalities`` and ``speechConfig`` → 422.
 * Streams get ``stream_options.include_usage`` always: Gemini clients read ``usageMetadata``.
@@ -70,7 +71,7 @@ from tokenvoy.extproc.translate.base import (
     rewritten_answer_headers,
 )
 from tokenvoy.extproc.translate.bodies import DONE_EVENT, WholeBody, stream_items
-from tokenvoy.extproc.translate.openai_common import provider_error
+from tokenvoy.extproc.translate.openai_common import provider_error, takes_reasoning_effort
 from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage
 
@@ -151,6 +152,8 @@ def build_request(body: dict[str, Any], model: str, stream: bool) -> dict[str, A
     elif tools is not None and not isinstance(tools, list):
         raise _invalid("tools", "expected an array")
     out.update(generation_config(_f(body, "generationConfig")))
+    if not takes_reasoning_effort(model):
+        out.pop("reasoning_effort", None)
     if stream:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}

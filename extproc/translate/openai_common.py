@@ -35,6 +35,17 @@ DEFAULT_VALUES: dict[str, tuple[object, ...]] = {
 }
 
 
+# Chat models OpenAI documents without reasoning: they answer 400 ``unsupported_parameter`` to a
+# ``reasoning_effort``. Any other model (o-series, gpt-5, OpenAI-compatible servers) is sent it.
+NON_REASONING_PREFIXES = ("gpt-4", "gpt-3.5", "chatgpt-4o")
+
+
+def takes_reasoning_effort(model: str) -> bool:
+    """Whether a translated request may carry ``reasoning_effort`` for ``model``: a client's thinking setting
+    must not turn into a field the chosen model refuses (Claude Code's adaptive thinking on gpt-4o-mini)."""
+    return not model.lower().startswith(NON_REASONING_PREFIXES)
+
+
 def refuse_non_defaults(body: dict[str, Any], reasons: dict[str, str], target: str) -> None:
     """A 422 naming the first field of ``reasons`` whose value is not its default (``DEFAULT_VALUES``)."""
     for field, why in reasons.items():
