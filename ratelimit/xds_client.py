@@ -238,6 +238,11 @@ class XdsConfigClient:
             except Exception as exc:  # a bug must not stop config updates for good
                 logger.exception("xDS config client failed")
                 reason = repr(exc)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # grpc.aio turns a cancellation during a read into a CANCELLED RpcError or an EOF; without
+                # this check the stop request is swallowed and the client reconnects forever.
+                raise asyncio.CancelledError
             delay = self.next_delay()
             logger.warning(
                 "xDS config stream to %s ended (%s); keeping %s, reconnecting in %.1f s",
