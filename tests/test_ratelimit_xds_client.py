@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,9 +26,11 @@ from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, Discov
 from envoy_data_plane.google.protobuf import Any as AnyMessage
 
 from tests.ports import free_port
+from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from tokenvoy.pb.ratelimit.config.ratelimit.v3 import rls_conf_pb2
 from tokenvoy.ratelimit.config import RateLimitConfig
 from tokenvoy.ratelimit.metrics import RateLimitMetrics
+from tokenvoy.ratelimit.server import ServerTls, start_server
 from tokenvoy.ratelimit.xds_client import ADS_METHOD, XdsClientSettings, XdsConfigClient, XdsTls
 from tokenvoy.ratelimit.xds_config import RATE_LIMIT_CONFIG_TYPE_URL
 
@@ -434,3 +437,85 @@ def test_backoff_doubles_up_to_the_maximum_with_jitter_around_it() -> None:
         for _ in range(20)
     }
     assert all(5 <= d <= 15 for d in first_delays) and len(first_delays) > 1
+
+
+# --------------------------------------------------------------------------------------------------------
+# The client wired into the server (what `tokenvoy ratelimit --xds-server` runs)
+
+
+def _rls_request(user: str = "alice") -> rls_pb2.RateLimitRequest:
+    request = rls_pb2.RateLimitRequest(domain="first-listener")
+    entries = request.descriptors.add().entries
+    entries.add(key="first-route", value="first-route")
+    entries.add(key="x-user-id", value=user)
+    return request
+
+
+async def _healthcheck(port: int) -> tuple[int, str]:
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"http://127.0.0.1:{port}/healthcheck")
+    return answer.status_code, answer.text
+
+
+async def test_the_server_answers_from_the_tree_the_xds_server_sends(pki: Pki) -> None:
+    ads_port = free_port()
+    ads = AdsServer(pki, ads_port)
+    await ads.start()
+    client = XdsConfigClient(settings(pki, ads_port))
+    running = await start_server(
+        None,
+        "127.0.0.1:0",
+        xds=client,
+        admin_listen="127.0.0.1:0",
+        healthy_with_config=True,
+        # EG's Envoy reaches its ratelimit over TLS; here with a client certificate required as well
+        tls=ServerTls(str(pki.server_cert), str(pki.server_key), str(pki.ca)),
+    )
+    credentials = grpc.ssl_channel_credentials(
+        pki.ca.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes()
+    )
+    assert running.admin is not None
+    try:
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{running.port}", credentials, options=[("grpc.ssl_target_name_override", "envoy-gateway")]
+        ) as channel:
+            stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+
+            # no config yet: an error, so Envoy's failure_mode_deny decides (envoyproxy/ratelimit's answer)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.ShouldRateLimit(_rls_request())
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert refused.value.details() == "no rate limit configuration loaded"
+            assert await _healthcheck(running.admin.port) == (500, "no rate limit configuration loaded yet\n")
+
+            ads.publish("1", packed(limit_config(2)))
+            await until(lambda: running.service.loaded)
+            codes = [(await stub.ShouldRateLimit(_rls_request())).overall_code for _ in range(3)]
+            assert codes == [rls_pb2.RateLimitResponse.OK] * 2 + [rls_pb2.RateLimitResponse.OVER_LIMIT]
+            assert await _healthcheck(running.admin.port) == (200, "OK")
+
+            # a config that does not load: NACKed, the tree in force stays
+            ads.publish("2", packed(BROKEN))
+            await until(lambda: any(r.error_detail is not None for r in ads.requests))
+            over = await stub.ShouldRateLimit(_rls_request())
+            assert over.overall_code == rls_pb2.RateLimitResponse.OVER_LIMIT
+            assert over.statuses[0].current_limit.requests_per_unit == 2
+
+            # a raised limit applies live; the counter carries over (4 spent of 5)
+            ads.publish("3", packed(limit_config(5)))
+            await until(lambda: client.version == "3")
+            answer = await stub.ShouldRateLimit(_rls_request())
+            assert answer.overall_code == rls_pb2.RateLimitResponse.OK
+            assert (answer.statuses[0].current_limit.requests_per_unit, answer.statuses[0].limit_remaining) == (5, 0)
+
+        # without a client certificate the RLS port refuses
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{running.port}",
+            grpc.ssl_channel_credentials(pki.ca.read_bytes()),
+            options=[("grpc.ssl_target_name_override", "envoy-gateway")],
+        ) as channel:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit(_rls_request(), timeout=WAIT_S)
+    finally:
+        await running.stop(grace=0)
+        await ads.stop()
