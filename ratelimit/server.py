@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
+import orjson
 
 from tokenvoy.admin import AdminServer, start_admin
 from tokenvoy.grpcserver import DEFAULT_GRACE_S, GrpcService, parse_listen, serve_until_signalled, start_service
@@ -28,7 +29,7 @@ from tokenvoy.grpcserver import run as run_service
 from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from .backend import CounterBackend
-from .config import RateLimitConfig, RateLimitConfigError
+from .config import RateLimitConfig, RateLimitConfigError, tree_document
 from .limiter import DEFAULT_HOLD_SLOT_S
 from .memory_backend import MemoryBackend
 from .metrics import RateLimitMetrics
@@ -140,7 +141,8 @@ async def start_server(
 ) -> RunningServer:
     """Build and start the gRPC server on ``listen`` (``HOST:PORT``, port 0 picks a free one).
 
-    ``admin_listen`` (``HOST:PORT``) also serves ``/metrics``, ``/healthz`` and ``/healthcheck``; if it cannot
+    ``admin_listen`` (``HOST:PORT``) also serves ``/metrics``, ``/healthz``, ``/healthcheck`` and ``/rlconfig``
+    (the loaded tree, :func:`~ratelimit.config.tree_document`, as envoyproxy/ratelimit's debug page); if it cannot
     be bound, that is an ``OSError`` when ``admin_required``, else a warning (used for the CLI's default
     address, so that a second instance on one machine still starts). ``metrics_listen`` is a second port
     with the same paths. ``watcher``, when given, starts polling the config files and applies reloads to
@@ -181,9 +183,20 @@ async def start_server(
         if admin is not None:
             await admin.close()
         raise
+
+    def rlconfig() -> bytes:
+        document = {
+            "loaded": service.loaded,
+            "version": xds.version if xds is not None else None,
+            "domains": tree_document(service.config),
+        }
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+
     for port in (admin, metrics_port):
-        if port is not None and healthy_with_config:
-            port.not_ready = not_ready
+        if port is not None:
+            port.pages["/rlconfig"] = rlconfig
+            if healthy_with_config:
+                port.not_ready = not_ready
     running = RunningServer(shell, service, backend, listen, metrics, watcher, xds, metrics_port)
     if watcher is not None:
         watcher.apply = service.set_config

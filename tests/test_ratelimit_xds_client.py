@@ -1,9 +1,7 @@
 """The ADS config client against an xDS management server that speaks the protocol as Envoy Gateway's does.
 
-The server below is written from the xDS protocol (State of the World ADS): it answers a subscription whose
-``version_info`` differs from its own with the whole set of resources and a fresh nonce, waits for the ACK or
-NACK of that nonce, and sends again when its version changes. It runs over real gRPC with mutual TLS, with a
-CA and certificates made here, as EG's config server on port 18001 does.
+The server (``tests/ads_server.py``) is written from the xDS protocol (State of the World ADS). It runs over
+real gRPC with mutual TLS, with a CA and certificates made here, as EG's config server on port 18001 does.
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ import asyncio
 import datetime
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -22,16 +19,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, DiscoveryResponse
+from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryResponse
 from envoy_data_plane.google.protobuf import Any as AnyMessage
 
+from tests.ads_server import AdsServer, Pki, packed
 from tests.ports import free_port
 from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from tokenvoy.pb.ratelimit.config.ratelimit.v3 import rls_conf_pb2
-from tokenvoy.ratelimit.config import RateLimitConfig
+from tokenvoy.ratelimit.config import RateLimitConfig, tree_document
 from tokenvoy.ratelimit.metrics import RateLimitMetrics
 from tokenvoy.ratelimit.server import ServerTls, start_server
-from tokenvoy.ratelimit.xds_client import ADS_METHOD, XdsClientSettings, XdsConfigClient, XdsTls
+from tokenvoy.ratelimit.xds_client import XdsClientSettings, XdsConfigClient, XdsTls
 from tokenvoy.ratelimit.xds_config import RATE_LIMIT_CONFIG_TYPE_URL
 
 NODE_ID = "envoy-ratelimit"  # what EG's Deployment sets and its snapshot cache is keyed by
@@ -40,18 +38,6 @@ WAIT_S = 30.0  # a hang guard, not a timing assertion
 
 # --------------------------------------------------------------------------------------------------------
 # Certificates
-
-
-@dataclass(frozen=True)
-class Pki:
-    """A CA and a server and client certificate signed by it, as PEM files."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path  # a CA that signed nothing here
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -137,86 +123,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 # --------------------------------------------------------------------------------------------------------
 # The management server
-
-
-def packed(*configs: rls_conf_pb2.RateLimitConfig) -> list[AnyMessage]:
-    return [AnyMessage(type_url=RATE_LIMIT_CONFIG_TYPE_URL, value=c.SerializeToString()) for c in configs]
-
-
-@dataclass
-class AdsServer:
-    """A SotW ADS server with one snapshot; records every request it reads and the peer's certificate."""
-
-    pki: Pki
-    port: int
-    version: str = ""
-    resources: list[AnyMessage] = field(default_factory=list)
-    requests: list[DiscoveryRequest] = field(default_factory=list)
-    peers: list[str] = field(default_factory=list)
-    streams: int = 0
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _server: grpc.aio.Server | None = None
-
-    def publish(self, version: str, resources: list[AnyMessage]) -> None:
-        self.version, self.resources = version, resources
-        self._changed.set()
-
-    async def _stream(self, _requests: object, context: grpc.aio.ServicerContext) -> None:
-        self.streams += 1
-        common_names = context.auth_context().get("x509_common_name", [])
-        self.peers.extend(cn.decode() for cn in common_names)
-        request = await context.read()
-        if request is grpc.aio.EOF:
-            return
-        self.requests.append(request)
-        known = request.version_info
-        nonce = 0
-        while True:
-            if self.version and self.version != known:
-                nonce += 1
-                sent = self.version
-                await context.write(
-                    DiscoveryResponse(
-                        version_info=sent,
-                        resources=self.resources,
-                        type_url=RATE_LIMIT_CONFIG_TYPE_URL,
-                        nonce=f"{self.streams}-{nonce}",
-                    )
-                )
-                reply = await context.read()
-                if reply is grpc.aio.EOF:
-                    return
-                self.requests.append(reply)
-                known = sent  # ACKed or NACKed: either way, not sent again until the version changes
-            else:
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def start(self) -> None:
-        handler = grpc.method_handlers_generic_handler(
-            "envoy.service.discovery.v3.AggregatedDiscoveryService",
-            {
-                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                    self._stream,
-                    request_deserializer=DiscoveryRequest.parse,
-                    response_serializer=bytes,
-                )
-            },
-        )
-        assert ADS_METHOD == "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
-        self._server = grpc.aio.server()
-        self._server.add_generic_rpc_handlers((handler,))
-        credentials = grpc.ssl_server_credentials(
-            [(self.pki.server_key.read_bytes(), self.pki.server_cert.read_bytes())],
-            root_certificates=self.pki.ca.read_bytes(),
-            require_client_auth=True,
-        )
-        assert self._server.add_secure_port(f"127.0.0.1:{self.port}", credentials) == self.port
-        await self._server.start()
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        await self._server.stop(grace=None)
 
 
 def limit_config(version_limit: int, domain: str = "first-listener") -> rls_conf_pb2.RateLimitConfig:
@@ -493,6 +399,10 @@ async def test_the_server_answers_from_the_tree_the_xds_server_sends(pki: Pki) -
             codes = [(await stub.ShouldRateLimit(_rls_request())).overall_code for _ in range(3)]
             assert codes == [rls_pb2.RateLimitResponse.OK] * 2 + [rls_pb2.RateLimitResponse.OVER_LIMIT]
             assert await _healthcheck(running.admin.port) == (200, "OK")
+            async with httpx.AsyncClient() as http:
+                shown = (await http.get(f"http://127.0.0.1:{running.admin.port}/rlconfig")).json()
+            assert shown == {"loaded": True, "version": "1", "domains": tree_document(running.service.config)}
+            assert shown["domains"]["first-listener"]["limits"] == 1
 
             # a config that does not load: NACKed, the tree in force stays
             ads.publish("2", packed(BROKEN))

@@ -135,13 +135,14 @@ class AdminServer(HTTPPort):
         self.registry = registry
         self.draining = False  # set by the server's stop path: /healthz answers 503 from then on
         self.not_ready: Callable[[], str | None] | None = None  # a reason /healthcheck answers 500
+        self.pages: dict[str, Callable[[], bytes]] = {}  # more GET paths (JSON documents), e.g. /rlconfig
 
     def start_draining(self) -> None:
         self.draining = True
 
     async def answer(self, method: str, target: str, headers: dict[str, str], writer: asyncio.StreamWriter) -> None:
         path = target.split("?", 1)[0]
-        if path not in ("/metrics", "/healthz", "/healthcheck"):
+        if path not in ("/metrics", "/healthz", "/healthcheck", *self.pages):
             await respond(writer, 404, b"not found: try /metrics, /healthz or /healthcheck\n")
             return
         if method not in ("GET", "HEAD"):
@@ -153,6 +154,10 @@ class AdminServer(HTTPPort):
                 await respond(writer, 503, b"stopping: draining in-flight requests\n", head=head)
             else:
                 await respond(writer, 200, b"ok\n", head=head)
+            return
+        page = self.pages.get(path)
+        if page is not None:
+            await respond(writer, 200, page(), "application/json", head=head)
             return
         if path == "/healthcheck":
             reason = "stopping: draining in-flight requests" if self.draining else None
