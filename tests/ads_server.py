@@ -47,6 +47,7 @@ class AdsServer:
     resources: list[AnyMessage] = field(default_factory=list)
     requests: list[DiscoveryRequest] = field(default_factory=list)
     peers: list[str] = field(default_factory=list)
+    replies: dict[str, DiscoveryRequest] = field(default_factory=dict)  # the ACK or NACK of each version sent
     streams: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _server: grpc.aio.Server | None = None
@@ -81,6 +82,7 @@ class AdsServer:
                 if reply is grpc.aio.EOF:
                     return
                 self.requests.append(reply)
+                self.replies[sent] = reply
                 known = sent  # ACKed or NACKed: either way, not sent again until the version changes
             else:
                 self._changed.clear()
