@@ -126,6 +126,9 @@ def test_the_flags_parse_into_the_settings_the_server_runs_with() -> None:
 def test_flags_given_as_well_override_the_environment() -> None:
     args, _ = parse_args(["--from-env", "--listen", "127.0.0.1:9"], EG_DEFAULT_ENV)
     assert args.listen == "127.0.0.1:9" and args.xds_server == "envoy-gateway:18001"
+    # a flag alone, as appended to the Deployment's command: the environment is still read
+    args, from_env = parse_args(["--redis-failure-mode", "closed"], EG_DEFAULT_ENV)
+    assert from_env is not None and args.xds_server == "envoy-gateway:18001" and args.redis_failure_mode == "closed"
 
 
 def test_without_the_environment_nothing_is_implied() -> None:
