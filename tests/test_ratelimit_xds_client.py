@@ -28,7 +28,7 @@ from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from tokenvoy.pb.ratelimit.config.ratelimit.v3 import rls_conf_pb2
 from tokenvoy.ratelimit.config import RateLimitConfig, tree_document
 from tokenvoy.ratelimit.metrics import RateLimitMetrics
-from tokenvoy.ratelimit.server import ServerTls, start_server
+from tokenvoy.ratelimit.server import ServerTls, serve, start_server
 from tokenvoy.ratelimit.xds_client import XdsClientSettings, XdsConfigClient, XdsTls
 from tokenvoy.ratelimit.xds_config import RATE_LIMIT_CONFIG_TYPE_URL
 
@@ -429,3 +429,64 @@ async def test_the_server_answers_from_the_tree_the_xds_server_sends(pki: Pki) -
     finally:
         await running.stop(grace=0)
         await ads.stop()
+
+
+async def _answers(port: int) -> bool:
+    try:
+        return (await _healthcheck(port))[0] == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def test_waiting_for_the_first_config_serves_nothing_before_it(pki: Pki) -> None:
+    # envoyproxy/ratelimit without FORCE_START_WITHOUT_INITIAL_CONFIG: `--xds-wait-for-config`
+    ads_port, admin_port = free_port(), free_port()
+    ads = AdsServer(pki, ads_port)
+    await ads.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        serve(
+            (),
+            "127.0.0.1:0",
+            xds=settings(pki, ads_port),
+            xds_wait_for_config=True,
+            admin_listen=f"127.0.0.1:{admin_port}",
+            stop=stop,
+        )
+    )
+    try:
+        await until(lambda: len(ads.requests) == 1)  # subscribed, nothing to load yet
+        assert not await _answers(admin_port)
+        ads.publish("1", packed(limit_config(3)))
+        async with asyncio.timeout(WAIT_S):
+            while not await _answers(admin_port):
+                await asyncio.sleep(0.02)
+        async with httpx.AsyncClient() as http:
+            shown = (await http.get(f"http://127.0.0.1:{admin_port}/rlconfig")).json()
+        assert (shown["loaded"], shown["version"]) == (True, "1")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, WAIT_S)
+        await ads.stop()
+
+
+async def test_a_stop_while_waiting_for_the_first_config_ends_cleanly(pki: Pki) -> None:
+    ads_port = free_port()
+    ads = AdsServer(pki, ads_port)
+    await ads.start()
+    stop = asyncio.Event()
+    waiting = serve((), "127.0.0.1:0", xds=settings(pki, ads_port), xds_wait_for_config=True, stop=stop)
+    task = asyncio.create_task(waiting)
+    try:
+        await until(lambda: len(ads.requests) == 1)
+        stop.set()
+        assert await asyncio.wait_for(task, WAIT_S) is None
+    finally:
+        await ads.stop()
+
+
+async def test_both_or_neither_config_source_is_an_error(pki: Pki) -> None:
+    with pytest.raises(ValueError, match=r"give exactly one config source: --config FILE or --xds-server HOST:PORT$"):
+        await serve((), "127.0.0.1:0")
+    with pytest.raises(ValueError, match="not both"):
+        await serve(["a.yaml"], "127.0.0.1:0", xds=settings(pki, 1))
