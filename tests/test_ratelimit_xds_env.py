@@ -9,11 +9,15 @@ of that directory). The names and defaults they are read with are envoyproxy/rat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from tokenvoy.ratelimit.redis_backend import redact_url
 from tokenvoy.ratelimit.server import _server_tls, _xds_settings, build_parser, parse_args
 from tokenvoy.ratelimit.xds_env import EnvSettingsError, argv_from_env, describe_argv, uses_xds_env
+from tokenvoy.render.cli import main as render_main
 
 # EG's default Deployment (Redis backend at redis.redis.svc:6379, Prometheus on)
 EG_DEFAULT_ENV = {
@@ -278,3 +282,46 @@ def test_config_source_and_flag_errors(argv: list[str], message: str, capsys: py
             server.main(argv)
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_rendered_eg_config_runs_tokenvoy_with_egs_environment(tmp_path: Path) -> None:
+    """``render --target envoy-gateway --eg-ratelimit tokenvoy``: its ``rateLimitDeployment``, applied to the
+    container EG renders (``command: [/bin/ratelimit]``, the env above), runs ``tokenvoy ratelimit`` on EG's
+    xDS config server."""
+    assert (
+        render_main(
+            [
+                "--target",
+                "envoy-gateway",
+                "--eg-ratelimit",
+                "tokenvoy",
+                "--image",
+                "r/tokenvoy:1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    (eg_config,) = yaml.safe_load_all((tmp_path / "envoy-gateway" / "envoy-gateway.yaml").read_text())
+    spec = eg_config["provider"]["kubernetes"]["rateLimitDeployment"]
+    assert eg_config["provider"]["type"] == "Kubernetes"
+    assert spec["patch"]["type"] == "StrategicMerge"  # EG's default merge type, written out
+    container = {
+        "name": "envoy-ratelimit",
+        "image": "docker.io/envoyproxy/ratelimit:master",
+        "command": ["/bin/ratelimit"],
+    }
+    container["image"] = spec["container"]["image"]  # EG sets the container's image from this field
+    (patched,) = spec["patch"]["value"]["spec"]["template"]["spec"]["containers"]
+    assert patched["name"] == container["name"]  # strategic merge: containers merge by name
+    container |= patched  # and a list of strings (command) is replaced
+    assert container == {"name": "envoy-ratelimit", "image": "r/tokenvoy:1", "command": ["tokenvoy", "ratelimit"]}
+    args, from_env = parse_args(container["command"][2:], EG_DEFAULT_ENV)
+    assert from_env is not None and args.xds_server == "envoy-gateway:18001"
+
+
+def test_by_default_the_rendered_eg_config_leaves_egs_ratelimit_alone(tmp_path: Path) -> None:
+    assert render_main(["--target", "envoy-gateway", "--out", str(tmp_path)]) == 0
+    (eg_config,) = yaml.safe_load_all((tmp_path / "envoy-gateway" / "envoy-gateway.yaml").read_text())
+    assert "provider" not in eg_config
