@@ -381,7 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
             "descriptors with key, optional value (a trailing * matches a prefix) and rate_limit "
             "{unit, requests_per_unit | unlimited, name, replaces}, plus shadow_mode and detailed_metric. "
             "The files are reloaded when they change (checked every second) and on SIGHUP; a file that "
-            "fails to load keeps the previous configuration."
+            "fails to load keeps the previous configuration. Or the config comes over xDS from Envoy "
+            "Gateway's config server (--xds-server, or --from-env with envoyproxy/ratelimit's environment), "
+            "so tokenvoy ratelimit runs in EG's ratelimit Deployment unchanged."
         ),
         epilog=(
             "Counters are kept in memory (one process; they reset on restart) unless --redis-url is given: "
