@@ -24,7 +24,8 @@ OK = rls_pb2.RateLimitResponse.Code.OK
 
 
 class NoopServicer(rls_pb2_grpc.RateLimitServiceServicer):
-    """OK for everything, one status per descriptor (as a real answer has), built once per descriptor count."""
+    """OK for everything, one status per descriptor with a limit, remaining and reset (as a real answer has, so
+    that Envoy writes the same ``x-ratelimit-*`` headers), built once per descriptor count."""
 
     def __init__(self) -> None:
         self._by_count: dict[int, rls_pb2.RateLimitResponse] = {}
@@ -37,7 +38,11 @@ class NoopServicer(rls_pb2_grpc.RateLimitServiceServicer):
         if response is None:
             response = rls_pb2.RateLimitResponse(overall_code=OK)
             for _ in range(count):
-                response.statuses.add(code=OK)
+                status = response.statuses.add(code=OK, limit_remaining=99_983)
+                status.current_limit.requests_per_unit = 100_000
+                status.current_limit.unit = rls_pb2.RateLimitResponse.RateLimit.Unit.HOUR
+                status.current_limit.name = "noop"
+                status.duration_until_reset.seconds = 1800
             self._by_count[count] = response
         return response
 
