@@ -476,14 +476,18 @@ def start_floor(
     return targets, pids
 
 
-def start_litellm(procs: Processes, run_dir: Path, fake_port: int) -> tuple[Target | None, int, str]:
-    """LiteLLM's proxy from PyPI in its own venv under the run dir, on the same fake provider; (None, 0, why)
-    when it cannot be installed or started."""
+def start_litellm(
+    procs: Processes, run_dir: Path, fake_port: int, venv: Path | None = None
+) -> tuple[Target | None, int, str]:
+    """LiteLLM's proxy from PyPI in its own venv (under the run dir unless ``venv`` names one to reuse), on
+    the same fake provider; (None, 0, why) when it cannot be installed or started."""
     litellm_dir = run_dir / "litellm"
     litellm_dir.mkdir()
-    venv = litellm_dir / "venv"
-    _progress(f"installing {LITELLM_SPEC} into {venv} (a few minutes)")
-    steps = [[sys.executable, "-m", "venv", str(venv)], [str(venv / "bin" / "pip"), "install", "-q", LITELLM_SPEC]]
+    venv = venv or litellm_dir / "venv"
+    steps = []
+    if not (venv / "bin" / "litellm").exists():
+        _progress(f"installing {LITELLM_SPEC} into {venv} (a few minutes)")
+        steps = [[sys.executable, "-m", "venv", str(venv)], [str(venv / "bin" / "pip"), "install", "-q", LITELLM_SPEC]]
     for argv in steps:
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=1200, stdin=subprocess.DEVNULL)
@@ -570,7 +574,12 @@ VARIANTS = {"no-uvloop": ("tokenvoy_asyncio", "--no-uvloop", {"TOKENVOY_NO_UVLOO
 
 
 def start_stacks(
-    procs: Processes, run_dir: Path, users: int, variants: Sequence[str] = (), litellm: bool = False
+    procs: Processes,
+    run_dir: Path,
+    users: int,
+    variants: Sequence[str] = (),
+    litellm: bool = False,
+    litellm_venv: Path | None = None,
 ) -> Stacks:
     fake_port, baseline_port, baseline_admin, tokenvoy_port, tokenvoy_admin = (free_port() for _ in range(5))
     envoy = envoy_binary()
@@ -669,7 +678,7 @@ def start_stacks(
             ),
         ]
     if litellm:
-        target, pid, why = start_litellm(procs, run_dir, fake_port)
+        target, pid, why = start_litellm(procs, run_dir, fake_port, litellm_venv)
         if target is None:
             _progress(f"LiteLLM column skipped: {why}")
             stacks.skipped.append(f"LiteLLM proxy: {why}")
@@ -1087,6 +1096,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"one more column: LiteLLM's proxy, installed from PyPI ({LITELLM_SPEC}) into a venv under the run "
         "directory, on the same fake provider and load (if the install fails the column is skipped, saying why)",
     )
+    parser.add_argument(
+        "--litellm-venv",
+        metavar="DIR",
+        help="with --litellm: use (or install into, if it has no litellm yet) this venv instead of one under the "
+        "run directory, so that a second run does not install again",
+    )
     args = parser.parse_args(argv)
     if (
         args.duration < 1
@@ -1146,7 +1161,8 @@ def run(args: argparse.Namespace, procs: Processes, run_dir: Path, wrk: str, out
     if background > 15:
         _progress(f"warning: the box is already {background:.0f}% busy before we start; numbers will be low")
     _progress(f"starting fake provider, Envoy alone and tokenvoy run (run directory {run_dir})")
-    stacks = start_stacks(procs, run_dir, args.users, args.variant, args.litellm)
+    litellm_venv = Path(args.litellm_venv).resolve() if args.litellm_venv else None
+    stacks = start_stacks(procs, run_dir, args.users, args.variant, args.litellm or bool(litellm_venv), litellm_venv)
     for target in stacks.targets:
         smoke_test(target)
 
