@@ -131,6 +131,16 @@ def test_reasoning_effort_on_reasoning_and_unknown_models_is_taken(model: str) -
     assert reply.status == 200
 
 
+@pytest.mark.parametrize("model", ["o3-mini", "o1", "gpt-5-mini"])
+def test_max_tokens_on_a_reasoning_model_is_unsupported_parameter(model: str) -> None:
+    reply = chat_completion({**CHAT, "model": model, "max_tokens": 5}, completion_id="c", created=0)
+    assert reply.status == 400 and reply.body is not None
+    assert (reply.body["error"]["param"], reply.body["error"]["code"]) == ("max_tokens", "unsupported_parameter")
+    fine = chat_completion({**CHAT, "model": model, "max_completion_tokens": 5}, completion_id="c", created=0)
+    assert fine.status == 200
+    assert chat_completion({**CHAT, "max_tokens": 5}, completion_id="c", created=0).status == 200  # gpt-4o-mini
+
+
 def test_reasoning_effort_null_is_no_reasoning_effort() -> None:
     assert chat_completion({**CHAT, "reasoning_effort": None}, completion_id="c", created=0).status == 200
 

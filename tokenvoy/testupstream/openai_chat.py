@@ -318,6 +318,11 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+"""Reasoning models: the API reference's ``max_tokens`` "is not compatible with o-series models" (nor gpt-5);
+OpenAI answers it 400 ``unsupported_parameter`` naming ``max_completion_tokens``."""
+
+
 def _unrecognized(name: str) -> ChatReply:
     return _bad(f"Unrecognized request argument supplied: {name}")
 
@@ -355,6 +360,13 @@ def chat_completion(
         return _invalid_type("model", "a string", model)
     if model_checks and request.get("reasoning_effort") is not None and not takes_reasoning_effort(model):
         return _unrecognized("reasoning_effort")
+    if model_checks and request.get("max_tokens") is not None and model.startswith(REASONING_PREFIXES):
+        return _bad(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' "
+            "instead.",
+            "max_tokens",
+            "unsupported_parameter",
+        )
     if (err := _validate_messages(request.get("messages"))) is not None:
         return err
     messages: list[dict[str, Any]] = request["messages"]
