@@ -34,7 +34,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 @dataclass(frozen=True)
 class Counted:
-    status: int
+    response: httpx.Response
     router: int  # messages Envoy sent on router-level ext_proc streams
     upstream: int  # messages Envoy sent on upstream (per attempt) ext_proc streams
     phases: dict[str, int]  # extproc's count of the router messages, by phase
@@ -65,13 +65,13 @@ def _counted(gateway: Gateway, send: Callable[[], httpx.Response]) -> Counted:
     """One request's messages: the counters' change over it, read once extproc has closed its router stream."""
     router0, upstream0 = _envoy_sent(gateway)
     phases0 = _phases(gateway)
-    status = send().status_code
+    response = send()
     deadline = time.monotonic() + 10
     while True:
         router, upstream = _envoy_sent(gateway)
         phases = {phase: count - phases0[phase] for phase, count in _phases(gateway).items()}
         if sum(phases.values()) == router - router0 or time.monotonic() > deadline:
-            return Counted(status, router - router0, upstream - upstream0, phases)
+            return Counted(response, router - router0, upstream - upstream0, phases)
         time.sleep(0.05)
 
 
@@ -86,21 +86,21 @@ def _messages(gateway: Gateway, headers: dict[str, str] | None = None) -> Callab
 
 def test_a_plain_request_costs_four_router_messages_and_one_per_attempt(gateway: Gateway) -> None:
     counted = _counted(gateway, _chat(gateway, CHAT))
-    assert counted.status == 200
+    assert counted.response.status_code == 200
     assert counted.phases == dict.fromkeys(PHASES, 1)
     assert (counted.router, counted.upstream) == (4, 1)
 
 
 def test_a_translated_request_costs_the_same(gateway: Gateway) -> None:
     counted = _counted(gateway, _messages(gateway))  # Anthropic's API on the OpenAI-schema backend
-    assert counted.status == 200
+    assert counted.response.status_code == 200
     assert counted.phases == dict.fromkeys(PHASES, 1)
     assert (counted.router, counted.upstream) == (4, 1)
 
 
 def test_a_streamed_request_costs_one_message_per_chunk_after_its_headers(gateway: Gateway) -> None:
     counted = _counted(gateway, _chat(gateway, {**CHAT, "stream": True}))
-    assert counted.status == 200
+    assert counted.response.status_code == 200
     before_body = {phase: counted.phases[phase] for phase in PHASES[:3]}
     assert before_body == dict.fromkeys(PHASES[:3], 1)
     assert counted.phases["response_body"] >= 1
@@ -110,14 +110,16 @@ def test_a_streamed_request_costs_one_message_per_chunk_after_its_headers(gatewa
 
 def test_a_provider_error_in_the_clients_shape_ends_at_its_headers(gateway: Gateway) -> None:
     counted = _counted(gateway, _chat(gateway, CHAT, {"x-testupstream-status": "503"}))
-    assert counted.status == 503
+    assert counted.response.status_code == 503
+    assert counted.response.json()["error"]["message"] == "testupstream: forced status 503"  # the provider's own
     assert counted.phases == {**dict.fromkeys(PHASES, 1), "response_body": 0}
     assert (counted.router, counted.upstream) == (3, 1)
 
 
 def test_a_provider_error_the_gateway_translates_is_read_whole(gateway: Gateway) -> None:
     counted = _counted(gateway, _messages(gateway, {"x-testupstream-status": "503"}))
-    assert counted.status == 503
+    assert counted.response.status_code == 503
+    assert counted.response.json()["type"] == "error"  # rewritten into Anthropic's shape
     assert counted.phases == dict.fromkeys(PHASES, 1)
     assert (counted.router, counted.upstream) == (4, 1)
 
@@ -128,13 +130,14 @@ def test_envoys_own_reply_over_budget_ends_at_its_headers(gateway: Gateway) -> N
         if _chat(gateway, CHAT, user)().status_code == 429:
             break
     counted = _counted(gateway, _chat(gateway, CHAT, user))
-    assert counted.status == 429
+    assert counted.response.status_code == 429
+    assert counted.response.json()["error"]["type"] == "rate_limit_exceeded"
     assert counted.phases == {**dict.fromkeys(PHASES, 1), "response_body": 0}
     assert (counted.router, counted.upstream) == (3, 0)  # no provider was contacted
 
 
 def test_the_model_list_is_one_message(gateway: Gateway) -> None:
     counted = _counted(gateway, lambda: httpx.get(f"{gateway.url}/v1/models", timeout=30))
-    assert counted.status == 200
+    assert counted.response.status_code == 200
     assert counted.phases == {**dict.fromkeys(PHASES, 0), "request_headers": 1}
     assert (counted.router, counted.upstream) == (1, 0)
