@@ -422,7 +422,11 @@ def start_tokenvoy(
 
 
 # Extra `tokenvoy run` stacks for --variant: (key, column title, environment).
-VARIANTS = {"no-uvloop": ("tokenvoy_asyncio", "--no-uvloop", {"TOKENVOY_NO_UVLOOP": "1"})}
+VARIANTS = {
+    "no-uvloop": ("tokenvoy_asyncio", "--no-uvloop", {"TOKENVOY_NO_UVLOOP": "1"}),
+    # every rule through the upstream ext_proc filter too: two streams per request instead of one
+    "no-direct": ("tokenvoy_two_streams", "two streams (TOKENVOY_NO_DIRECT=1)", {"TOKENVOY_NO_DIRECT": "1"}),
+}
 
 
 def start_stacks(procs: Processes, run_dir: Path, users: int, variants: Sequence[str] = ()) -> Stacks:
@@ -904,7 +908,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=sorted(VARIANTS),
         default=[],
         help="also measure a second tokenvoy run in this variant, side by side (no-uvloop: extproc and "
-        "ratelimit on asyncio's own event loop); two more columns",
+        "ratelimit on asyncio's own event loop; no-direct: no direct routes, the upstream ext_proc filter on "
+        "every request); two more columns each",
     )
     args = parser.parse_args(argv)
     if (
@@ -926,8 +931,9 @@ def _progress(message: str) -> None:
 def round_trips(by_c: dict[str, dict[str, Any]], settings: Settings) -> str:
     """ext_proc messages and RLS calls per request, from Envoy's counters: each one is a gRPC round trip."""
     parts = []
-    for key in ("tokenvoy", "tokenvoy_budget"):
-        result = by_c.get(f"c{settings.concurrency}", {}).get(key)
+    cells = by_c.get(f"c{settings.concurrency}", {})
+    for key in [k for k in cells if k.startswith("tokenvoy")]:  # the variants' columns too (--variant)
+        result = cells[key]
         if not result:
             continue
         deltas = result["envoy_counter_deltas"]
@@ -937,8 +943,10 @@ def round_trips(by_c: dict[str, dict[str, Any]], settings: Settings) -> str:
             v for k, v in deltas.items() if k.startswith("cluster.rule/") and k.endswith(".ext_proc.stream_msgs_sent")
         )
         rls = deltas.get(f"cluster.{RATELIMIT_CLUSTER}.upstream_rq_total", 0) / requests
+        variant = key.removeprefix("tokenvoy").removesuffix("_budget").lstrip("_")
         parts.append(
-            f"{'with' if key == 'tokenvoy_budget' else 'without'} x-user-id: router ext_proc {router:.1f}, "
+            f"{variant + ', ' if variant else ''}{'with' if key.endswith('_budget') else 'without'} x-user-id: "
+            f"router ext_proc {router:.1f}, "
             f"upstream ext_proc {upstream / requests:.1f}, RLS {rls:.1f}"
         )
     return "; ".join(parts)
