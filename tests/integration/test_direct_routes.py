@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -251,3 +252,31 @@ def test_the_keys_are_in_no_rendered_file_and_not_in_config_dump(gateway: Gatewa
         assert key not in dump
     secrets_dump = httpx.get(f"{gateway.admin_url}/config_dump", params={"resource": "dynamic_active_secrets"})
     assert "[redacted]" in secrets_dump.text
+
+
+ROTATED_KEY = "sk-direct-rotated-Do-Not-Leak-6a0f"
+
+
+def test_a_reload_with_a_new_key_rewrites_its_secret_file_and_envoy_sends_it(gateway: Gateway) -> None:
+    """Last in this module: it changes the gateway's config. Envoy re-reads the SDS file when it is replaced."""
+    config_path = gateway.run_dir.parent / "gateway.yaml"
+    reloads = gateway.stderr().count("tokenvoy: reloaded")
+    config_path.write_text(config_path.read_text().replace(OPENAI_KEY, ROTATED_KEY))
+    deadline = time.monotonic() + 30
+    while gateway.stderr().count("tokenvoy: reloaded") == reloads:
+        assert time.monotonic() < deadline, f"no reload; log:\n{gateway.stderr()[-3000:]}"
+        time.sleep(0.1)
+    assert ROTATED_KEY in (gateway.run_dir / "secrets" / "tokenvoy-key-fake.yaml").read_text()
+    client = OpenAI(base_url=f"{gateway.url}/v1", api_key="client-own-key", max_retries=0)
+    seen = None
+    while seen != f"Bearer {ROTATED_KEY}":  # Envoy's file watch applies the new secret soon after the move
+        assert time.monotonic() < deadline, f"Envoy still sends {seen!r}"
+        request_id = f"rotated-{uuid.uuid4()}"
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=1,
+            extra_headers={"x-request-id": request_id},
+        )  # fmt: skip
+        [sent] = _sent(gateway, request_id)
+        seen = sent["headers"]["authorization"]
+        time.sleep(0.1)
+    assert seen == f"Bearer {ROTATED_KEY}"
