@@ -103,8 +103,10 @@ class UpstreamStream:
             )
         if context.direct:
             # The router already edited the request for a direct rule, but Envoy sent it through the cluster with
-            # this filter (its routes changed meanwhile): only the key is missing.
-            common = ep.CommonResponse(header_mutation=header_mutation(picked[0].auth_headers))
+            # this filter (its routes changed meanwhile): only the key is missing, and the client's are still there.
+            auth = picked[0].auth_headers
+            stale = [name for name in CREDENTIAL_HEADERS if name not in auth] if auth else []
+            common = ep.CommonResponse(header_mutation=header_mutation(auth, stale))
             return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common))
         common, length = attempt_edit(runtime, context, endpoint or "", picked, _method(message, picked[0]))
         response = ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common))

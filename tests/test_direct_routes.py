@@ -195,6 +195,16 @@ def _http_filters_config(cluster: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def test_a_direct_route_to_a_backend_without_a_key_leaves_the_clients_credentials() -> None:
+    """No policy: nothing is injected, and the client's own key goes through, as on the usual route."""
+    config = _config([[{"name": "local"}]], [_backend("local", "OpenAI", None)])
+    bootstrap = render_bootstrap(config, _options("/run/secrets"))
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    assert _http_filters(clusters["direct/r/rule/0"]) == ["envoy.filters.http.upstream_codec"]
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["route_config"]["virtual_hosts"][-1]["routes"][0]["request_headers_to_remove"] == [DIRECT_HEADER]
+
+
 def test_without_a_secrets_directory_nothing_direct_is_rendered() -> None:
     """``tokenvoy render`` (and ``TOKENVOY_NO_DIRECT``): no key is handed to Envoy, every rule as before."""
     text = json.dumps(render_bootstrap(_two_rules(), _options(None)))
@@ -264,9 +274,10 @@ def test_without_direct_routes_in_envoy_the_router_edits_nothing() -> None:
 def test_an_upstream_filter_that_sees_a_direct_request_only_adds_the_key() -> None:
     """Envoy routed a request the router already edited through the rule's usual cluster (its routes changed
     in between): the upstream stream must not translate it again, only add the key."""
-    _, runtime, registry, headers = _router(_two_rules(), "m0", {})
+    _, runtime, registry, headers = _router(_two_rules(), "m0", {"x-api-key": "client-key"})
     endpoint = next(name for name in runtime.endpoints if name.startswith("r/rule/0/"))
     message = _with_identity(ep.ProcessingRequest(request_headers=_headers(headers)), endpoint)
     answer = UpstreamStream(runtime, registry).handle(message).request_headers.response
     assert _set(answer) == {"authorization": f"Bearer {KEY}"}
+    assert "x-api-key" in answer.header_mutation.remove_headers
     assert not answer.HasField("body_mutation")
