@@ -160,10 +160,18 @@ class DomainConfig:
     limit_count: int
 
 
-class RateLimitConfig:
-    """All loaded domains. Immutable after construction; share it freely between requests."""
+_MAX_REMEMBERED_MATCHES = 4096
 
-    __slots__ = ("_roots", "domains")
+
+class RateLimitConfig:
+    """All loaded domains. Immutable after construction; share it freely between requests.
+
+    :meth:`get_limit` remembers its answers per (domain, entries), at most ``_MAX_REMEMBERED_MATCHES`` of
+    them (the memo is emptied when full): a reload builds a new config, so a remembered match never
+    outlives the rules it came from.
+    """
+
+    __slots__ = ("_matches", "_roots", "domains")
 
     def __init__(self, domains: Iterable[DomainConfig]) -> None:
         by_name: dict[str, DomainConfig] = {}
@@ -176,8 +184,21 @@ class RateLimitConfig:
             by_name[domain.name] = domain
         self.domains: Mapping[str, DomainConfig] = MappingProxyType(by_name)
         self._roots: dict[str, DescriptorNode] = {name: d.root for name, d in by_name.items()}
+        self._matches: dict[tuple[str, tuple[tuple[str, str], ...]], RateLimit | None] = {}
 
     def get_limit(self, domain: str, entries: Sequence[tuple[str, str]]) -> RateLimit | None:
+        """Configured limit for one request descriptor, or ``None`` when nothing applies (see :meth:`match`)."""
+        key = (domain, tuple(entries))
+        matches = self._matches
+        if key in matches:
+            return matches[key]
+        found = self.match(domain, entries)
+        if len(matches) >= _MAX_REMEMBERED_MATCHES:
+            matches.clear()
+        matches[key] = found
+        return found
+
+    def match(self, domain: str, entries: Sequence[tuple[str, str]]) -> RateLimit | None:
         """Configured limit for one request descriptor, or ``None`` when nothing applies.
 
         Walks one tree level per entry, taking the most specific child at each level. As in

@@ -26,7 +26,6 @@ import orjson
 from tokenvoy.admin import AdminServer, start_admin
 from tokenvoy.grpcserver import DEFAULT_GRACE_S, GrpcService, parse_listen, serve_until_signalled, start_service
 from tokenvoy.grpcserver import run as run_service
-from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from .backend import CounterBackend
 from .config import RateLimitConfig, RateLimitConfigError, tree_document
@@ -35,7 +34,8 @@ from .memory_backend import MemoryBackend
 from .metrics import RateLimitMetrics
 from .redis_backend import DEFAULT_PREFIX, DEFAULT_TIMEOUT_S, RedisBackend, redact_url
 from .reload import DEFAULT_POLL_INTERVAL_S, ConfigWatcher, describe_config, read_config_files
-from .service import FailureMode, RateLimitService, RateLimitServicer
+from .service import RLS_SERVICE_NAME, FailureMode, RateLimitService, RateLimitServicer
+from .service import register as register_rls
 from .xds_client import XdsClientSettings, XdsConfigClient, XdsTls
 from .xds_env import EnvSettingsError, argv_from_env, describe_argv, uses_xds_env
 
@@ -56,7 +56,6 @@ logger = logging.getLogger("tokenvoy.ratelimit")
 
 DEFAULT_LISTEN = "127.0.0.1:8081"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:1065"
-RLS_SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
 ADMIN_OFF = "off"
 EG_NODE_ID = "envoy-ratelimit"  # the node Envoy Gateway's ratelimit config server serves
 
@@ -160,7 +159,7 @@ async def start_server(
     )
 
     def register(server: grpc.aio.Server) -> list[str]:
-        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitServicer(service), server)
+        register_rls(RateLimitServicer(service), server)
         return [RLS_SERVICE_NAME]
 
     def not_ready() -> str | None:

@@ -94,6 +94,7 @@ def test_the_families_are_named_and_typed_as_the_genai_conventions_exported_to_p
         "# TYPE tokenvoy_cost_usd_total counter",
         "# TYPE tokenvoy_unpriced_requests_total counter",
         "# TYPE tokenvoy_gateway_overhead_seconds histogram",
+        "# TYPE tokenvoy_extproc_messages_total counter",
     ]
 
 
@@ -609,3 +610,16 @@ def test_tokenvoy_extproc_serves_healthz_and_refuses_a_busy_admin_port(tmp_path:
     finally:
         process.terminate()
         process.wait(15)
+
+
+def test_the_router_streams_messages_are_counted_by_phase() -> None:
+    observer = PrometheusObserver()
+    phases = {"request_headers": 1, "request_body": 1, "response_headers": 1, "response_body": 3}
+    observer.request_completed(completed(messages=phases))
+    observer.request_completed(completed(messages={"request_headers": 1, "request_body": 1, "response_headers": 1}))
+    assert sorted(samples(observer, "tokenvoy_extproc_messages_total")) == [
+        'tokenvoy_extproc_messages_total{phase="request_body"} 2.0',
+        'tokenvoy_extproc_messages_total{phase="request_headers"} 2.0',
+        'tokenvoy_extproc_messages_total{phase="response_body"} 3.0',
+        'tokenvoy_extproc_messages_total{phase="response_headers"} 2.0',
+    ]
