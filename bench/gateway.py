@@ -59,6 +59,8 @@ TRANSLATED_MODEL = "claude-sonnet-4-6"  # the default config's Anthropic-schema 
 MODEL_HEADER = "x-ai-eg-model"  # the routing header tokenvoy's extproc sets; the floor's client sends it
 BENCH_DIR = Path(__file__).resolve().parent
 LITELLM_SPEC = "litellm[proxy]"
+LITELLM_MASTER_KEY = "sk-bench-master-key"
+LITELLM_STARTUP_TIMEOUT_S = 240.0  # its proxy takes ~35 s to start on a busy 2-core box
 MAX_TOKENS = 16
 USER_HEADER = "x-user-id"
 STARTUP_TIMEOUT_S = 60.0
@@ -169,9 +171,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_until(what: str, ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_until(
+    what: str,
+    ready: Callable[[], bool],
+    process: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float = STARTUP_TIMEOUT_S,
+) -> None:
     """Poll ``ready`` until it holds; fail fast (with the log's tail) if the process dies or time runs out."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with code {process.returncode} while starting:\n{_tail(log)}")
@@ -179,7 +187,7 @@ def wait_until(what: str, ready: Callable[[], bool], process: subprocess.Popen[b
             if ready():
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready after {STARTUP_TIMEOUT_S:.0f}s:\n{_tail(log)}")
+    raise RuntimeError(f"{what} not ready after {timeout:.0f}s:\n{_tail(log)}")
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -514,6 +522,8 @@ def start_litellm(
             }
         ],
         "litellm_settings": {"telemetry": False},
+        # The proxy refuses to start without one; wrk sends it as every client of a real proxy would.
+        "general_settings": {"master_key": LITELLM_MASTER_KEY},
     }
     (litellm_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
@@ -524,11 +534,14 @@ def start_litellm(
     log = litellm_dir / "litellm.log"
     process = procs.start("LiteLLM proxy", argv, log, env=env)
     try:
-        wait_until("LiteLLM proxy", lambda: http_request(port, "GET", "/health/liveliness")[0] == 200, process, log)
+        ready = lambda: http_request(port, "GET", "/health/liveliness")[0] == 200  # noqa: E731
+        wait_until("LiteLLM proxy", ready, process, log, timeout=LITELLM_STARTUP_TIMEOUT_S)
     except RuntimeError as exc:
         return None, 0, str(exc)
     title = f"LiteLLM proxy {version}".strip()
-    return Target("litellm", title, port, {"litellm": process.pid, "fake": 0}, reference="fake"), process.pid, ""
+    auth = {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"}
+    target = Target("litellm", title, port, {"litellm": process.pid, "fake": 0}, reference="fake", headers=auth)
+    return target, process.pid, ""
 
 
 def start_tokenvoy(
