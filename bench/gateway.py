@@ -583,7 +583,11 @@ def start_tokenvoy(
 
 
 # Extra `tokenvoy run` stacks for --variant: (key, column title, environment).
-VARIANTS = {"no-uvloop": ("tokenvoy_asyncio", "--no-uvloop", {"TOKENVOY_NO_UVLOOP": "1"})}
+VARIANTS = {
+    "no-uvloop": ("tokenvoy_asyncio", "--no-uvloop", {"TOKENVOY_NO_UVLOOP": "1"}),
+    # every rule through the upstream ext_proc filter too: two streams per request instead of one
+    "no-direct": ("tokenvoy_two_streams", "two streams (TOKENVOY_NO_DIRECT=1)", {"TOKENVOY_NO_DIRECT": "1"}),
+}
 
 
 def start_stacks(
@@ -1101,7 +1105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=sorted(VARIANTS),
         default=[],
         help="also measure a second tokenvoy run in this variant, side by side (no-uvloop: extproc and "
-        "ratelimit on asyncio's own event loop); two more columns",
+        "ratelimit on asyncio's own event loop; no-direct: no direct routes, the upstream ext_proc filter on "
+        "every request); two more columns each",
     )
     parser.add_argument(
         "--litellm",
@@ -1142,8 +1147,16 @@ def round_trips(by_c: dict[str, dict[str, Any]], settings: Settings) -> str:
         "tokenvoy_budget": "tokenvoy with x-user-id",
         "translated": "tokenvoy OpenAI → Anthropic",
     }
-    for key, name in names.items():
-        result = by_c.get(f"c{settings.concurrency}", {}).get(key)
+    cells = by_c.get(f"c{settings.concurrency}", {})
+    # the named columns first, then the variants' (--variant: tokenvoy_<variant>[_budget])
+    keys = [k for k in names if k in cells] + [k for k in cells if k.startswith("tokenvoy") and k not in names]
+    for key in keys:
+        result = cells[key]
+        if key in names:
+            name = names[key]
+        else:
+            variant = key.removeprefix("tokenvoy_").removesuffix("_budget")
+            name = f"tokenvoy {variant} {'with' if key.endswith('_budget') else 'without'} x-user-id"
         if not result:
             continue
         deltas = result["envoy_counter_deltas"]

@@ -50,6 +50,7 @@ __all__ = [
     "load_config",
     "parse_domain",
     "parse_domain_document",
+    "tree_document",
 ]
 
 MAX_UINT32 = 2**32 - 1
@@ -527,3 +528,36 @@ def load_config(sources: Iterable[tuple[str, str]]) -> RateLimitConfig:
     A domain defined twice is an error (upstream's default; it has an opt-in merge we do not copy).
     """
     return RateLimitConfig(parse_domain(text, name) for name, text in sources)
+
+
+def tree_document(config: RateLimitConfig) -> dict[str, Any]:
+    """The lookup tree as plain data (JSON-able), everything a lookup can observe and nothing of where it was
+    read from: two configs answer alike exactly when their documents are equal. ``/rlconfig`` serves it."""
+    return {
+        name: {"limits": domain.limit_count, "root": _node_document(domain.root)}
+        for name, domain in sorted(config.domains.items())
+    }
+
+
+def _node_document(node: DescriptorNode) -> dict[str, Any]:
+    limit = node.limit
+    return {
+        "limit": None
+        if limit is None
+        else {
+            "requests_per_unit": limit.requests_per_unit,
+            "unit": limit.unit.name,
+            "name": limit.name,
+            "replaces": list(limit.replaces),
+            "unlimited": limit.unlimited,
+            "shadow_mode": limit.shadow_mode,
+            "detailed_metric": limit.detailed_metric,
+            "full_key": limit.full_key,
+        },
+        "exact": [[key, value, _node_document(child)] for (key, value), child in sorted(node.exact.items())],
+        "wildcards": [
+            [key, [[prefix, _node_document(child)] for prefix, child in pairs]]
+            for key, pairs in sorted(node.wildcards.items())
+        ],
+        "by_key": [[key, _node_document(child)] for key, child in sorted(node.by_key.items())],
+    }

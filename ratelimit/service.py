@@ -18,6 +18,11 @@ Behaviour at the edges, following envoyproxy/ratelimit:
   timeout and fails open unless ``failure_mode_deny`` is set, which would make ``closed`` impossible to
   get without touching Envoy. One warning when an outage starts and one info line when the first call
   succeeds again; every call in between is counted in ``tokenvoy_ratelimit_backend_errors_total``;
+- no configuration loaded yet (the config comes over xDS and the first one has not arrived):
+  ``UNAVAILABLE`` "no rate limit configuration loaded", as envoyproxy/ratelimit answers an error then
+  (started with ``FORCE_START_WITHOUT_INITIAL_CONFIG``, as Envoy Gateway runs it). Envoy applies its own
+  failure mode: the request is served unless ``failure_mode_deny`` is set. Once a config is loaded, an
+  empty one included, the rules above apply;
 - any other exception (a bug): ``UNAVAILABLE``, logged at most every few seconds.
 """
 
@@ -53,6 +58,7 @@ from .limiter import (
 from .metrics import RateLimitMetrics
 
 __all__ = [
+    "ConfigNotLoaded",
     "FailureMode",
     "InvalidRateLimitRequest",
     "PlanMemo",
@@ -76,6 +82,10 @@ RLS_SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_
 
 class InvalidRateLimitRequest(ValueError):
     """The request cannot be evaluated at all (as opposed to matching no limit)."""
+
+
+class ConfigNotLoaded(RuntimeError):
+    """No configuration has been loaded yet (xDS, before the first ACKed response)."""
 
 
 class FailureMode(enum.Enum):
@@ -103,11 +113,13 @@ class RateLimitService:
     """Evaluates requests against a configuration and a counter backend.
 
     ``config`` is a plain attribute: replacing it (a reload) is atomic for requests that follow.
+    ``config=None`` starts without one: every call is refused with :class:`ConfigNotLoaded` until
+    :meth:`set_config`.
     """
 
     def __init__(
         self,
-        config: RateLimitConfig,
+        config: RateLimitConfig | None,
         backend: CounterBackend,
         clock: Callable[[], float] = time.time,
         *,
@@ -115,7 +127,8 @@ class RateLimitService:
         metrics: RateLimitMetrics | None = None,
         hold_slot_s: int = DEFAULT_HOLD_SLOT_S,
     ) -> None:
-        self.config = config
+        self.loaded = config is not None
+        self.config = config if config is not None else RateLimitConfig(())
         self.failure_mode = failure_mode
         self.hold_slot_s = hold_slot_s
         self.metrics = metrics if metrics is not None else RateLimitMetrics()
@@ -129,6 +142,7 @@ class RateLimitService:
     def set_config(self, config: RateLimitConfig) -> None:
         """Swap the configuration (a reload); counters are in the backend and carry over."""
         self.config = config
+        self.loaded = True
         self._unknown_domains = set()
 
     async def should_rate_limit(self, request: LimitRequest, memo: PlanMemo | None = None) -> Decision:
@@ -138,6 +152,8 @@ class RateLimitService:
             raise InvalidRateLimitRequest("rate limit domain must not be empty")
         if not request.descriptors:
             raise InvalidRateLimitRequest("rate limit descriptor list must not be empty")
+        if not self.loaded:
+            raise ConfigNotLoaded("no rate limit configuration loaded")
         config = self.config
         if request.domain not in config.domains:
             self._warn_unknown_domain(request.domain)
@@ -282,6 +298,8 @@ class RateLimitServicer:
             decision = await self.service.should_rate_limit(*self.decode(request))
         except InvalidRateLimitRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except ConfigNotLoaded as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except Exception as exc:
             now = time.monotonic()
             if now - self._last_backend_error_log >= _BACKEND_ERROR_LOG_INTERVAL_S:
