@@ -46,11 +46,12 @@ from typing import Any, TextIO
 import yaml
 
 from tokenvoy.config.defaults import default_config_yaml
+from tokenvoy.config.direct import NO_DIRECT_ENV
 from tokenvoy.config.loader import FAKE_PROVIDER_ANNOTATION, load_text
-from tokenvoy.contract import EXTPROC_CLUSTER, RATELIMIT_CLUSTER
+from tokenvoy.contract import DIRECT_HEADER, EXTPROC_CLUSTER, RATELIMIT_CLUSTER
 from tokenvoy.render.bootstrap import render_bootstrap
 from tokenvoy.render.envoy import EnvoyOptions
-from tokenvoy.runner.run import envoy_binary
+from tokenvoy.runner.run import SECRETS_DIR, envoy_binary
 
 HOST = "127.0.0.1"
 CHAT_PATH = "/v1/chat/completions"
@@ -59,6 +60,8 @@ TRANSLATED_MODEL = "claude-sonnet-4-6"  # the default config's Anthropic-schema 
 MODEL_HEADER = "x-ai-eg-model"  # the routing header tokenvoy's extproc sets; the floor's client sends it
 BENCH_DIR = Path(__file__).resolve().parent
 LITELLM_SPEC = "litellm[proxy]"
+LITELLM_MASTER_KEY = "sk-bench-master-key"
+LITELLM_STARTUP_TIMEOUT_S = 240.0  # its proxy takes ~35 s to start on a busy 2-core box
 MAX_TOKENS = 16
 USER_HEADER = "x-user-id"
 STARTUP_TIMEOUT_S = 60.0
@@ -169,9 +172,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_until(what: str, ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_until(
+    what: str,
+    ready: Callable[[], bool],
+    process: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float = STARTUP_TIMEOUT_S,
+) -> None:
     """Poll ``ready`` until it holds; fail fast (with the log's tail) if the process dies or time runs out."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with code {process.returncode} while starting:\n{_tail(log)}")
@@ -179,7 +188,7 @@ def wait_until(what: str, ready: Callable[[], bool], process: subprocess.Popen[b
             if ready():
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready after {STARTUP_TIMEOUT_S:.0f}s:\n{_tail(log)}")
+    raise RuntimeError(f"{what} not ready after {timeout:.0f}s:\n{_tail(log)}")
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -413,13 +422,24 @@ def baseline_bootstrap(config_text: str, listener_port: int, admin_port: int, ac
 
 
 def floor_bootstrap(
-    config_text: str, listener_port: int, admin_port: int, access_log: Path, extproc: str, ratelimit: str
+    config_text: str,
+    listener_port: int,
+    admin_port: int,
+    access_log: Path,
+    extproc: str,
+    ratelimit: str,
+    secrets_dir: Path | None,
 ) -> dict[str, Any]:
     """tokenvoy's rendered bootstrap whole (every filter, phase and processing mode, the same options as
-    ``tokenvoy run``) with its ext_proc and ratelimit clusters on the no-op servers: the architecture's floor."""
+    ``tokenvoy run``: direct routes with the keys ``tokenvoy run`` wrote into ``secrets_dir``, unless None)
+    with its ext_proc and ratelimit clusters on the no-op servers: the architecture's floor."""
     config = load_text(config_text, "<bench>")
     options = EnvoyOptions(
-        extproc_address=extproc, ratelimit_address=ratelimit, admin_port=admin_port, access_log_path=str(access_log)
+        extproc_address=extproc,
+        ratelimit_address=ratelimit,
+        admin_port=admin_port,
+        access_log_path=str(access_log),
+        secrets_dir=str(secrets_dir) if secrets_dir is not None else None,
     )
     bootstrap = render_bootstrap(config, options)
     for listener in bootstrap["static_resources"]["listeners"]:
@@ -436,7 +456,10 @@ def _unix_listening(path: Path) -> bool:
 def start_floor(
     procs: Processes, run_dir: Path, envoy: str, config_text: str, fake_pid: int, users: int
 ) -> tuple[list[Target], dict[str, int]]:
-    """Envoy with tokenvoy's whole bootstrap in front of bench/noop_extproc.py and bench/noop_rls.py."""
+    """Envoy with tokenvoy's whole bootstrap in front of bench/noop_extproc.py and bench/noop_rls.py (after
+    ``tokenvoy run`` has started: the direct routes read the keys it wrote)."""
+    direct = os.environ.get(NO_DIRECT_ENV, "") in ("", "0")  # as tokenvoy run decides
+    secrets_dir = (run_dir / "tokenvoy" / SECRETS_DIR).resolve() if direct else None
     floor_dir = run_dir / "floor"
     floor_dir.mkdir()
     pids: dict[str, int] = {}
@@ -450,7 +473,7 @@ def start_floor(
     port, admin = free_port(), free_port()
     access_log = run_dir / "floor-access.log"
     bootstrap = floor_bootstrap(
-        config_text, port, admin, access_log, f"unix:{sockets['extproc']}", f"unix:{sockets['ratelimit']}"
+        config_text, port, admin, access_log, f"unix:{sockets['extproc']}", f"unix:{sockets['ratelimit']}", secrets_dir
     )
     (floor_dir / "envoy.yaml").write_text(yaml.safe_dump(bootstrap, sort_keys=False))
     argv = [envoy, "-c", str(floor_dir / "envoy.yaml"), "--log-level", "warn", "--disable-hot-restart"]
@@ -458,7 +481,8 @@ def start_floor(
     process = procs.start("floor Envoy", argv, log)
     wait_until("floor Envoy", lambda: http_request(admin, "GET", "/ready")[0] == 200, process, log)
     pids["envoy"] = process.pid
-    route = {MODEL_HEADER: MODEL}
+    # The routing headers extproc would set: the model, and the direct route's marker when routes are direct.
+    route = {MODEL_HEADER: MODEL, **({DIRECT_HEADER: "1"} if direct else {})}
     processes = {"envoy": pids["envoy"], "extproc": pids["extproc"], "fake": fake_pid}
     targets = [
         Target("floor", "floor, no x-user-id", port, processes, admin, access_log=access_log, headers=route),
@@ -514,6 +538,8 @@ def start_litellm(
             }
         ],
         "litellm_settings": {"telemetry": False},
+        # The proxy refuses to start without one; wrk sends it as every client of a real proxy would.
+        "general_settings": {"master_key": LITELLM_MASTER_KEY},
     }
     (litellm_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
@@ -524,11 +550,14 @@ def start_litellm(
     log = litellm_dir / "litellm.log"
     process = procs.start("LiteLLM proxy", argv, log, env=env)
     try:
-        wait_until("LiteLLM proxy", lambda: http_request(port, "GET", "/health/liveliness")[0] == 200, process, log)
+        ready = lambda: http_request(port, "GET", "/health/liveliness")[0] == 200  # noqa: E731
+        wait_until("LiteLLM proxy", ready, process, log, timeout=LITELLM_STARTUP_TIMEOUT_S)
     except RuntimeError as exc:
         return None, 0, str(exc)
     title = f"LiteLLM proxy {version}".strip()
-    return Target("litellm", title, port, {"litellm": process.pid, "fake": 0}, reference="fake"), process.pid, ""
+    auth = {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"}
+    target = Target("litellm", title, port, {"litellm": process.pid, "fake": 0}, reference="fake", headers=auth)
+    return target, process.pid, ""
 
 
 def start_tokenvoy(

@@ -181,13 +181,25 @@ class _Planned:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Output of :func:`plan`: the counter ops to run and what :func:`decide` needs to interpret them."""
+    """Output of :func:`plan`: the counter ops to run and what :func:`decide` needs to interpret them.
+
+    ``valid_until``: the first second at which the same request plans differently (a window or hold slot
+    ends); until then :meth:`at` reuses the plan for a later ``now`` without planning again."""
 
     now: int
     ops: tuple[CounterOp, ...]
     descriptors: tuple[_Planned, ...]
+    valid_until: int = 0
+
+    def at(self, now: float) -> Plan | None:
+        """This plan at a later ``now`` (same second or not), or ``None`` once it is no longer valid."""
+        now_s = int(now)
+        if now_s >= self.valid_until or now_s < self.now:
+            return None
+        return Plan(now_s, self.ops, self.descriptors, self.valid_until)
 
 
+_FOREVER = 2**63  # a plan that touches no counter never goes stale
 _UNLIMITED_STATUS = DescriptorStatus(Code.OK, limit_remaining=MAX_UINT32)
 _NO_LIMIT_STATUS = DescriptorStatus(Code.OK)
 
@@ -252,6 +264,7 @@ def plan(config: RateLimitConfig, request: LimitRequest, now: float, hold_slot_s
 
     ops: list[CounterOp] = []
     planned: list[_Planned] = []
+    valid_until = _FOREVER
     for descriptor, limit in zip(request.descriptors, limits, strict=True):
         if limit is None or (limit.name and limit.name in replaced):
             planned.append(_Planned(None, 0, -1, 0))
@@ -263,13 +276,16 @@ def plan(config: RateLimitConfig, request: LimitRequest, now: float, hold_slot_s
         unit_s = limit.unit.seconds
         start = now_s - now_s % unit_s
         end = start + unit_s
+        valid_until = min(valid_until, end)
         if descriptor.hold is not None:
             planned.append(_plan_hold(request.domain, descriptor, limit, hits, now_s, end, hold_slot_s, ops))
+            if descriptor.hold == HOLD_RESERVE:  # its counters are those of the current slot
+                valid_until = min(valid_until, (now_s // hold_slot_s + 1) * hold_slot_s)
             continue
         delta = -hits if descriptor.is_negative_hits else hits
         planned.append(_Planned(limit, hits, len(ops), end))
         ops.append(CounterOp(counter_key(request.domain, descriptor.entries, start), delta, end))
-    return Plan(now_s, tuple(ops), tuple(planned))
+    return Plan(now_s, tuple(ops), tuple(planned), valid_until)
 
 
 def _plan_hold(

@@ -32,6 +32,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -47,6 +48,7 @@ from .limiter import (
     Descriptor,
     LimitOverride,
     LimitRequest,
+    Plan,
     decide,
     decide_unavailable,
     hold_metadata,
@@ -59,6 +61,7 @@ __all__ = [
     "ConfigNotLoaded",
     "FailureMode",
     "InvalidRateLimitRequest",
+    "PlanMemo",
     "RateLimitService",
     "RateLimitServicer",
     "decision_to_pb",
@@ -72,7 +75,7 @@ _UNIT_BY_WIRE: dict[int, Unit] = {u.value: u for u in Unit}
 _MAX_REMEMBERED_UNKNOWN_DOMAINS = 64
 _BACKEND_ERROR_LOG_INTERVAL_S = 10.0
 # Decoded requests remembered by their wire bytes: Envoy's request-time check of one user is the same bytes
-# every time. ~100 bytes a request; the memo is emptied when full, so memory stays bounded.
+# every time. ~1.5 KB a request with its plan (tracemalloc), so at most ~6 MB: the memo is emptied when full.
 _MAX_REMEMBERED_REQUESTS = 4096
 RLS_SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
 
@@ -96,6 +99,14 @@ _FAILURE_EFFECT = {
     FailureMode.OPEN: "answering OK without counting",
     FailureMode.CLOSED: "answering OVER_LIMIT for every limited descriptor",
 }
+
+
+@dataclass(slots=True)
+class PlanMemo:
+    """The last plan of one (remembered) request and the config it was made with."""
+
+    config: RateLimitConfig | None = None
+    plan: Plan | None = None
 
 
 class RateLimitService:
@@ -134,8 +145,9 @@ class RateLimitService:
         self.loaded = True
         self._unknown_domains = set()
 
-    async def should_rate_limit(self, request: LimitRequest) -> Decision:
-        """Plan, count (one backend call), decide."""
+    async def should_rate_limit(self, request: LimitRequest, memo: PlanMemo | None = None) -> Decision:
+        """Plan, count (one backend call), decide. ``memo``, kept by the caller with a request it sends again,
+        keeps the plan until its window ends or the config changes, so that it is not planned again."""
         if not request.domain:
             raise InvalidRateLimitRequest("rate limit domain must not be empty")
         if not request.descriptors:
@@ -145,7 +157,14 @@ class RateLimitService:
         config = self.config
         if request.domain not in config.domains:
             self._warn_unknown_domain(request.domain)
-        p = plan(config, request, self._clock(), self.hold_slot_s)
+        now = self._clock()
+        p = None
+        if memo is not None and memo.config is config and memo.plan is not None:
+            p = memo.plan.at(now)
+        if p is None:
+            p = plan(config, request, now, self.hold_slot_s)
+            if memo is not None:
+                memo.config, memo.plan = config, p
         if not p.ops:
             return decide(p, ())
         try:
@@ -246,35 +265,37 @@ class RateLimitServicer:
     """grpc.aio adapter around :class:`RateLimitService`, registered with :func:`register`.
 
     It takes the request's wire bytes (the method handler has no deserializer) and remembers the decoded
-    request by them: the request-time check of a user is byte-identical every time, so it is decoded once,
-    and a stream-done charge (its tokens differ) costs one decode, as before.
+    request by them, with its plan (:class:`PlanMemo`): the request-time check of a user is byte-identical
+    every time, so it is decoded once and planned once per window; a stream-done charge (its tokens differ)
+    costs one decode and one plan, as before.
     """
 
     def __init__(self, service: RateLimitService) -> None:
         self.service = service
         self._duration = service.metrics.duration
         self._last_backend_error_log = float("-inf")
-        self._requests: dict[bytes, LimitRequest] = {}
+        self._requests: dict[bytes, tuple[LimitRequest, PlanMemo]] = {}
 
-    def decode(self, raw: bytes) -> LimitRequest:
-        """The pure request of these wire bytes (remembered); ``InvalidRateLimitRequest`` if they do not parse."""
-        request = self._requests.get(raw)
-        if request is None:
+    def decode(self, raw: bytes) -> tuple[LimitRequest, PlanMemo]:
+        """The pure request of these wire bytes and its plan memo (both remembered); ``InvalidRateLimitRequest``
+        if they do not parse."""
+        known = self._requests.get(raw)
+        if known is None:
             try:
-                request = request_from_pb(rls_pb2.RateLimitRequest.FromString(raw))
+                known = request_from_pb(rls_pb2.RateLimitRequest.FromString(raw)), PlanMemo()
             except DecodeError as exc:
                 raise InvalidRateLimitRequest(f"malformed RateLimitRequest: {exc}") from None
             requests = self._requests
             if len(requests) >= _MAX_REMEMBERED_REQUESTS:
                 requests.clear()
-            requests[raw] = request
-        return request
+            requests[raw] = known
+        return known
 
     async def ShouldRateLimit(self, request: bytes, context: grpc.aio.ServicerContext) -> rls_pb2.RateLimitResponse:
         """Answer one Envoy rate limit query."""
         started = time.perf_counter()
         try:
-            decision = await self.service.should_rate_limit(self.decode(request))
+            decision = await self.service.should_rate_limit(*self.decode(request))
         except InvalidRateLimitRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except ConfigNotLoaded as exc:
