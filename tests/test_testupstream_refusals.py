@@ -151,6 +151,15 @@ def test_sdk_sees_the_refusal(upstream: BackgroundServer) -> None:
         client.chat.completions.create(model="gpt-4o-mini", messages=CHAT["messages"], reasoning_effort="low")  # type: ignore[arg-type]
 
 
+def test_unknown_embeddings_field_is_unrecognized(upstream: BackgroundServer) -> None:
+    body = {"model": "text-embedding-3-small", "input": "hi", "task_type": "RETRIEVAL_QUERY"}
+    r = httpx.post(upstream.url + "/v1/embeddings", json=body)
+    assert (r.status_code, r.json()["error"]["message"]) == (400, "Unrecognized request argument supplied: task_type")
+    azure_body = {"input": "hi", "input_type": "query"}
+    path = "/openai/deployments/emb/embeddings?api-version=2024-10-21"
+    assert httpx.post(upstream.url + path, json=azure_body).status_code == 200
+
+
 # ---- Azure OpenAI ---------------------------------------------------------------------------------------
 
 
