@@ -141,6 +141,17 @@ def test_max_tokens_on_a_reasoning_model_is_unsupported_parameter(model: str) ->
     assert chat_completion({**CHAT, "max_tokens": 5}, completion_id="c", created=0).status == 200  # gpt-4o-mini
 
 
+def test_reasoning_effort_must_be_one_of_its_values() -> None:
+    reply = chat_completion({**CHAT, "model": "gpt-5", "reasoning_effort": "extreme"}, completion_id="c", created=0)
+    assert reply.status == 400 and reply.body is not None
+    assert (reply.body["error"]["param"], reply.body["error"]["code"]) == ("reasoning_effort", "invalid_value")
+    assert reply.body["error"]["message"].startswith("Invalid value: 'extreme'. Supported values are: 'none',")
+    assert (
+        chat_completion({**CHAT, "model": "gpt-5", "reasoning_effort": "xhigh"}, completion_id="c", created=0).status
+        == 200
+    )
+
+
 def test_reasoning_effort_null_is_no_reasoning_effort() -> None:
     assert chat_completion({**CHAT, "reasoning_effort": None}, completion_id="c", created=0).status == 200
 
