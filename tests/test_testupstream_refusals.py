@@ -76,6 +76,24 @@ def test_bedrock_betas_are_a_subset_of_anthropics() -> None:
     assert "claude-code-20250219" not in BEDROCK_BETAS
 
 
+@pytest.mark.parametrize(
+    ("sampling", "refused"),
+    [
+        ({"temperature": 0.5}, "`temperature` may only be set to 1 when thinking is enabled"),
+        ({"top_k": 5}, "`top_k`"),
+        ({"top_p": 0.9}, "`top_p`"),
+        ({"temperature": 1, "top_p": 0.95}, None),
+    ],
+)
+def test_thinking_takes_no_sampling_changes(sampling: dict[str, Any], refused: str | None) -> None:
+    for thinking in ({"type": "enabled", "budget_tokens": 1024}, {"type": "adaptive"}):
+        status, body = _message(ANTHROPIC_HEADERS, {**CLAUDE, "max_tokens": 2048, "thinking": thinking, **sampling})
+        assert (status == 400) == (refused is not None), body
+        if refused:
+            assert refused in body["error"]["message"]
+    assert _message(ANTHROPIC_HEADERS, {**CLAUDE, **sampling})[0] == 200  # without thinking: fine
+
+
 def test_unknown_top_level_field_and_missing_version(upstream: BackgroundServer) -> None:
     client = anthropic.Anthropic(base_url=upstream.url, api_key="k", max_retries=0)
     with client, pytest.raises(anthropic.BadRequestError) as caught:
