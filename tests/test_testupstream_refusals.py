@@ -76,6 +76,24 @@ def test_bedrock_betas_are_a_subset_of_anthropics() -> None:
     assert "claude-code-20250219" not in BEDROCK_BETAS
 
 
+@pytest.mark.parametrize(
+    ("sampling", "refused"),
+    [
+        ({"temperature": 0.5}, "`temperature` may only be set to 1 when thinking is enabled"),
+        ({"top_k": 5}, "`top_k`"),
+        ({"top_p": 0.9}, "`top_p`"),
+        ({"temperature": 1, "top_p": 0.95}, None),
+    ],
+)
+def test_thinking_takes_no_sampling_changes(sampling: dict[str, Any], refused: str | None) -> None:
+    for thinking in ({"type": "enabled", "budget_tokens": 1024}, {"type": "adaptive"}):
+        status, body = _message(ANTHROPIC_HEADERS, {**CLAUDE, "max_tokens": 2048, "thinking": thinking, **sampling})
+        assert (status == 400) == (refused is not None), body
+        if refused:
+            assert refused in body["error"]["message"]
+    assert _message(ANTHROPIC_HEADERS, {**CLAUDE, **sampling})[0] == 200  # without thinking: fine
+
+
 def test_unknown_top_level_field_and_missing_version(upstream: BackgroundServer) -> None:
     client = anthropic.Anthropic(base_url=upstream.url, api_key="k", max_retries=0)
     with client, pytest.raises(anthropic.BadRequestError) as caught:
@@ -141,6 +159,17 @@ def test_max_tokens_on_a_reasoning_model_is_unsupported_parameter(model: str) ->
     assert chat_completion({**CHAT, "max_tokens": 5}, completion_id="c", created=0).status == 200  # gpt-4o-mini
 
 
+def test_reasoning_effort_must_be_one_of_its_values() -> None:
+    reply = chat_completion({**CHAT, "model": "gpt-5", "reasoning_effort": "extreme"}, completion_id="c", created=0)
+    assert reply.status == 400 and reply.body is not None
+    assert (reply.body["error"]["param"], reply.body["error"]["code"]) == ("reasoning_effort", "invalid_value")
+    assert reply.body["error"]["message"].startswith("Invalid value: 'extreme'. Supported values are: 'none',")
+    assert (
+        chat_completion({**CHAT, "model": "gpt-5", "reasoning_effort": "xhigh"}, completion_id="c", created=0).status
+        == 200
+    )
+
+
 def test_reasoning_effort_null_is_no_reasoning_effort() -> None:
     assert chat_completion({**CHAT, "reasoning_effort": None}, completion_id="c", created=0).status == 200
 
@@ -149,6 +178,15 @@ def test_sdk_sees_the_refusal(upstream: BackgroundServer) -> None:
     client = openai.OpenAI(base_url=upstream.url + "/v1", api_key="k", max_retries=0)
     with client, pytest.raises(openai.BadRequestError, match="reasoning_effort"):
         client.chat.completions.create(model="gpt-4o-mini", messages=CHAT["messages"], reasoning_effort="low")  # type: ignore[arg-type]
+
+
+def test_unknown_embeddings_field_is_unrecognized(upstream: BackgroundServer) -> None:
+    body = {"model": "text-embedding-3-small", "input": "hi", "task_type": "RETRIEVAL_QUERY"}
+    r = httpx.post(upstream.url + "/v1/embeddings", json=body)
+    assert (r.status_code, r.json()["error"]["message"]) == (400, "Unrecognized request argument supplied: task_type")
+    azure_body = {"input": "hi", "input_type": "query"}
+    path = "/openai/deployments/emb/embeddings?api-version=2024-10-21"
+    assert httpx.post(upstream.url + path, json=azure_body).status_code == 200
 
 
 # ---- Azure OpenAI ---------------------------------------------------------------------------------------

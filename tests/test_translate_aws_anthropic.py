@@ -184,11 +184,15 @@ def _fake_bedrock(path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
     return response.status, dict(response.headers), raw
 
 
+# What Claude takes with thinking on: temperature 1, top_p 0.95 to 1 (the extended thinking page).
+THINKING_CHAT = {**RICH_CHAT, "temperature": 1, "top_p": 0.95}
+
+
 @pytest.mark.parametrize(
     "body",
     [
-        RICH_CHAT,
-        {**RICH_CHAT, "stream": True},
+        THINKING_CHAT,
+        {**THINKING_CHAT, "stream": True},
         {"messages": [USER], "tools": [WEATHER_TOOL]},
         {"messages": [USER], "max_tokens": 7, "stop": "x", "temperature": 1},
     ],
@@ -197,6 +201,13 @@ def test_translated_requests_pass_the_fake_bedrocks_validation(body: dict[str, A
     upstream = OpenAIToAWSAnthropic().translate_request(_openai(body), BEDROCK, MODEL)
     status, _, raw = _fake_bedrock(upstream.path, upstream.body or b"")
     assert status == 200, raw
+
+
+def test_a_temperature_with_reasoning_is_the_clients_and_claude_refuses_it():
+    """reasoning_effort and temperature 0.5 are both sent as asked; Claude answers 400, as it would directly."""
+    upstream = OpenAIToAWSAnthropic().translate_request(_openai(RICH_CHAT), BEDROCK, MODEL)
+    status, _, raw = _fake_bedrock(upstream.path, upstream.body or b"")
+    assert status == 400 and b"`temperature` may only be set to 1 when thinking is enabled" in raw
 
 
 def test_anthropic_client_bytes_are_edited_in_place():

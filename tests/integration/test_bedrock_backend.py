@@ -216,6 +216,26 @@ def test_openai_request_bedrock_cannot_express_is_422(gateway: Gateway) -> None:
     assert "`n`" in caught.value.response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("model", "fields"),
+    [
+        (MODEL, {"thinking": {"type": "enabled", "budget_tokens": 2047}, "top_k": 5}),  # low, under the limit
+        ("amazon.nova-pro-v1:0", {"inferenceConfig": {"topK": 5}}),  # Bedrock refuses Claude's fields for Nova
+    ],
+)
+def test_openai_reasoning_and_top_k_reach_each_model_as_it_takes_them(
+    gateway: Gateway, model: str, fields: dict[str, Any]
+) -> None:
+    """The fake Converse refuses Claude's ``thinking`` and ``top_k`` for Nova as Bedrock does: a 200 for both
+    proves the gateway shaped ``additionalModelRequestFields`` for the model in the path."""
+    request_id = f"bedrock-fields-{uuid.uuid4()}"
+    reply = openai_client(gateway, request_id).chat.completions.create(
+        model=model, messages=MESSAGES, max_completion_tokens=2048, reasoning_effort="low", extra_body={"top_k": 5}
+    )
+    assert reply.choices[0].message.content
+    assert orjson.loads(sent_to_provider(gateway, request_id)["body"])["additionalModelRequestFields"] == fields
+
+
 # ---- Anthropic clients ----------------------------------------------------------------------------------------
 
 

@@ -411,6 +411,25 @@ def _check_number(request: dict[str, Any], key: str, low: float, high: float) ->
         raise _Invalid(f"{key}: range: {low}..{high}")
 
 
+THINKING_TEMPERATURE = (
+    "`temperature` may only be set to 1 when thinking is enabled or in adaptive mode. Please consult our "
+    "documentation at https://platform.claude.com/docs/en/build-with-claude/extended-thinking"
+)
+
+
+def _check_thinking_sampling(request: dict[str, Any]) -> None:
+    """Extended thinking "isn't compatible with temperature or top_k modifications"; ``top_p`` may be 0.95-1
+    (the extended thinking page). ``temperature: 1`` is the default, so it is taken."""
+    temperature = request.get("temperature")
+    if temperature is not None and temperature != 1:
+        raise _Invalid(THINKING_TEMPERATURE)
+    if request.get("top_k") is not None:
+        raise _Invalid("`top_k` is not supported when thinking is enabled or in adaptive mode.")
+    top_p = request.get("top_p")
+    if top_p is not None and top_p < 0.95:
+        raise _Invalid("`top_p` must be between 0.95 and 1 when thinking is enabled or in adaptive mode.")
+
+
 def _check_output_config(config: object) -> None:
     """``output_config``: ``effort`` (low … max) and ``format`` (structured outputs), nothing else."""
     if config is None:
@@ -490,6 +509,8 @@ def _check(request: object) -> dict[str, Any]:
             raise _Invalid(
                 "thinking: Input tag does not match any of the expected tags: 'adaptive', 'disabled', 'enabled'"
             )
+    if thinking is not None and thinking.get("type") in ("enabled", "adaptive"):
+        _check_thinking_sampling(request)
     _check_output_config(request.get("output_config"))
     _check_objects(request, ("context_management", "output_format"))
     if request.get("mcp_servers") is not None:

@@ -130,10 +130,20 @@ def _encode(values: list[float], encoding: str) -> list[float] | str:
     return values
 
 
+# "Create embeddings"' request body in OpenAI's API reference (the SDK's ``EmbeddingCreateParams``); any other
+# field is 400 "Unrecognized request argument supplied: <field>", as the chat API answers it.
+OPENAI_FIELDS = frozenset({"input", "model", "dimensions", "encoding_format", "user"})
+AZURE_FIELDS = OPENAI_FIELDS | {"input_type"}  # Azure's embeddings reference adds ``input_type``
+
+
 def openai_embeddings(request: object, model_from_path: str | None = None) -> EmbeddingsReply:
     """OpenAI's ``/v1/embeddings`` (Azure's too: ``model_from_path`` is the deployment, body model optional)."""
     if not isinstance(request, dict):
         return _openai_bad("Invalid body: expected a JSON object.", None)
+    known = OPENAI_FIELDS if model_from_path is None else AZURE_FIELDS
+    unknown = next((name for name in request if name not in known), None)
+    if unknown is not None:
+        return _openai_bad(f"Unrecognized request argument supplied: {unknown}", None)
     model = model_from_path or request.get("model")
     if not isinstance(model, str) or not model:
         return _openai_bad("you must provide a model parameter", None)

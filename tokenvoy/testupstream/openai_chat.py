@@ -318,6 +318,8 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+"""``reasoning_effort``'s values (the SDK's ``ReasoningEffort``); any other is 400 ``invalid_value``."""
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 """Reasoning models: the API reference's ``max_tokens`` "is not compatible with o-series models" (nor gpt-5);
 OpenAI answers it 400 ``unsupported_parameter`` naming ``max_completion_tokens``."""
@@ -358,8 +360,18 @@ def chat_completion(
         return _bad("you must provide a model parameter")
     if not isinstance(model, str):
         return _invalid_type("model", "a string", model)
-    if model_checks and request.get("reasoning_effort") is not None and not takes_reasoning_effort(model):
+    effort = request.get("reasoning_effort")
+    if model_checks and effort is not None and not takes_reasoning_effort(model):
         return _unrecognized("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        if not isinstance(effort, str):
+            return _invalid_type("reasoning_effort", "a string", effort)
+        supported = ", ".join(f"'{value}'" for value in REASONING_EFFORTS[:-1])
+        return _bad(
+            f"Invalid value: '{effort}'. Supported values are: {supported}, and '{REASONING_EFFORTS[-1]}'.",
+            "reasoning_effort",
+            "invalid_value",
+        )
     if model_checks and request.get("max_tokens") is not None and model.startswith(REASONING_PREFIXES):
         return _bad(
             "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' "

@@ -50,6 +50,12 @@ Endpoints
         ends refuse a body without it, so a gateway must not send one chunked.
     any request signed ``AWS4-HMAC-SHA256``
         its SigV4 signature is verified first (403 ``InvalidSignatureException`` … like AWS); see ``aws_auth.py``.
+    any other request to a provider route
+        that provider's credential check (OpenAI's bearer key, Anthropic's ``x-api-key``, Azure's ``api-key`` or
+        Entra token, Vertex's OAuth token or API key, Bedrock's API key), refused in its shape (401/403); which
+        keys are valid and whether one is required: ``TESTUPSTREAM_API_KEYS`` / ``x-testupstream-api-keys``
+        and ``TESTUPSTREAM_REQUIRE_CREDENTIALS`` / ``x-testupstream-require-credentials``; see
+        ``credentials.py``. Forced statuses (below) answer before it.
     anything else
         ``404`` with OpenAI's ``Invalid URL (METHOD /path)`` error.
 
