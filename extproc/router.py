@@ -24,6 +24,7 @@ from tokenvoy.contract import (
     BACKEND_NAME_KEY,
     COST_HEADER,
     COST_USD_MICROS_KEY,
+    DIRECT_HEADER,
     MODEL_HEADER,
     MODEL_NAME_OVERRIDE_KEY,
     ORIGINAL_PATH_HEADER,
@@ -76,8 +77,12 @@ class RouterStream:
         observer: RequestObserver | None = None,
         tracing: Tracing | None = None,
         translate_in_router: bool = False,
+        direct_routes: bool = False,
     ) -> None:
         self._runtime = runtime
+        # Envoy has direct routes (tokenvoy run): a direct rule's request is edited here, once, and skips the
+        # upstream filter (tokenvoy/config/direct.py).
+        self._direct_routes = direct_routes
         # No upstream ext_proc (Envoy Gateway's EnvoyExtensionPolicy cannot add one): this stream translates
         # and signs the request for the rule's first backend itself, once (docs/envoy-gateway.md).
         self._translate_in_router = translate_in_router
@@ -319,8 +324,13 @@ class RouterStream:
             context.span, context.trace_headers = tracing.start(self._headers, request, self._started)
         if self._translate_in_router:
             common = self._translate(context, model)
+        elif self._direct_routes and rule.direct_endpoint is not None:
+            context.direct = True
+            common = self._translate(context, model, rule.direct_endpoint)
         else:
-            mutation = header_mutation({MODEL_HEADER: model, ORIGINAL_PATH_HEADER: path})
+            # a client's own DIRECT_HEADER would take the direct route unedited
+            remove = [DIRECT_HEADER] if self._direct_routes else []
+            mutation = header_mutation({MODEL_HEADER: model, ORIGINAL_PATH_HEADER: path}, remove)
             common = ep.CommonResponse(header_mutation=mutation, clear_route_cache=True)
         response = ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
         reservation = self._runtime.reservations.get(rule.route.name)
@@ -334,15 +344,20 @@ class RouterStream:
             response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
         return response
 
-    def _translate(self, context: RequestContext, model: str) -> ep.CommonResponse:
+    def _translate(self, context: RequestContext, model: str, direct_endpoint: str | None = None) -> ep.CommonResponse:
         """The upstream filter's edit, made here with the request body: for the rule's first backendRef of the
         lowest priority (``render --target envoy-gateway`` refuses rules whose backendRefs would need another
-        edit). The body is still buffered in Envoy, so ``content-length`` can be set with the new body."""
+        edit); or (``direct_endpoint``) for a direct rule's one backend, without its key. The body is still
+        buffered in Envoy, so ``content-length`` can be set with the new body."""
         rule = context.rule.rule
-        index = min(range(len(rule.backend_refs)), key=lambda i: rule.backend_refs[i].priority)
-        endpoint = endpoint_id(rule, index)
+        if direct_endpoint is None:
+            index = min(range(len(rule.backend_refs)), key=lambda i: rule.backend_refs[i].priority)
+            endpoint = endpoint_id(rule, index)
+        else:
+            endpoint = direct_endpoint
         picked = self._runtime.endpoints[endpoint]
-        common, length = attempt_edit(self._runtime, context, endpoint, picked, self._headers.get(":method", "POST"))
+        method = self._headers.get(":method", "POST")
+        common, length = attempt_edit(self._runtime, context, endpoint, picked, method, direct_endpoint is not None)
         common.status = ep.CommonResponse.CONTINUE  # CONTINUE_AND_REPLACE is for a headers response
         mutation = common.header_mutation
         extra = {MODEL_HEADER: model, "content-length": str(length)}

@@ -79,9 +79,11 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         observer: RequestObserver | None = None,
         tracing: Tracing | None = None,
         translate_in_router: bool = False,
+        direct_routes: bool = False,
     ) -> None:
         self.runtime = runtime
         self.translate_in_router = translate_in_router  # no upstream filter (Envoy Gateway's native ext_proc)
+        self.direct_routes = direct_routes  # Envoy has direct routes (tokenvoy/config/direct.py)
         self.previous: tuple[Runtime, ...] = ()  # the configs before the last reloads, newest first
         self.registry = RequestRegistry()
         self.observer = observer or NoObserver()
@@ -97,7 +99,12 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         if role == UPSTREAM_ROLE:
             return UpstreamStream(runtime, self.registry, self.previous)
         return RouterStream(
-            runtime, self.registry.bound(runtime), self.observer, self.tracing, self.translate_in_router
+            runtime,
+            self.registry.bound(runtime),
+            self.observer,
+            self.tracing,
+            self.translate_in_router,
+            self.direct_routes,
         )
 
     async def Process(
@@ -233,6 +240,7 @@ async def serve(
     watch_interval: float = 0.0,
     digest: str = "",
     translate_in_router: bool = False,
+    direct_routes: bool = False,
 ) -> None:
     """Serve ext_proc on ``listen`` and, unless ``admin_listen`` is None, /metrics and /healthz on it.
     With ``config_paths`` (the files ``runtime`` came from, ``digest`` their version), SIGHUP reloads them,
@@ -244,7 +252,7 @@ async def serve(
     tracing = Tracing.from_env(session_id_header=config.tracing.session_id_header)
     if tracing is not None:
         log.info("extproc tracing on: OpenInference spans exported per the OTEL_* variables")
-    processor = ExternalProcessor(runtime, observer, tracing, translate_in_router)
+    processor = ExternalProcessor(runtime, observer, tracing, translate_in_router, direct_routes)
 
     def register(server: grpc.aio.Server) -> list[str]:
         ep_grpc.add_ExternalProcessorServicer_to_server(processor, server)
@@ -315,6 +323,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(no upstream filter, so no translation per attempt; see docs/envoy-gateway.md)",
     )
     parser.add_argument(
+        "--direct-routes",
+        action="store_true",
+        help="Envoy's config has direct routes (tokenvoy run renders them): a rule with one backend and a static "
+        "API key is edited in the router stream and skips the upstream filter (docs/architecture.md)",
+    )
+    parser.add_argument(
         "--no-uvloop",
         action="store_true",
         help="run on asyncio's own event loop instead of uvloop's (uvloop costs about a fifth less CPU per call)",
@@ -336,7 +350,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         admin_listen = None if args.no_admin else args.admin_listen
         run_service(
-            serve(runtime, args.listen, admin_listen, paths, args.watch_interval, digest, args.translate_in_router),
+            serve(
+                runtime,
+                args.listen,
+                admin_listen,
+                paths,
+                args.watch_interval,
+                digest,
+                args.translate_in_router,
+                args.direct_routes,
+            ),
             use_uvloop=not args.no_uvloop,
         )
     except (OSError, ValueError) as exc:

@@ -516,6 +516,26 @@ async def test_the_admin_port_serves_metrics_and_healthz() -> None:
         await admin.close()
 
 
+async def test_healthcheck_answers_as_envoyproxy_ratelimits_does() -> None:
+    # EG's probes of its ratelimit Deployment: GET /healthcheck, "OK" or 500
+    admin = AdminServer(PrometheusObserver().registry, "127.0.0.1:0")
+    await admin.start()
+    try:
+        status, headers, body = await _get(admin.port, b"GET /healthcheck HTTP/1.1\r\n\r\n")
+        assert (status, headers["content-length"], body) == ("HTTP/1.1 200 OK", "2", b"OK")
+        reason: list[str | None] = ["no rate limit configuration loaded yet"]
+        admin.not_ready = lambda: reason[0]
+        status, _, body = await _get(admin.port, b"GET /healthcheck HTTP/1.1\r\n\r\n")
+        assert (status, body) == ("HTTP/1.1 500 Internal Server Error", b"no rate limit configuration loaded yet\n")
+        reason[0] = None
+        assert (await _get(admin.port, b"GET /healthcheck HTTP/1.1\r\n\r\n"))[2] == b"OK"
+        admin.start_draining()
+        status, _, body = await _get(admin.port, b"GET /healthcheck HTTP/1.1\r\n\r\n")
+        assert (status, body) == ("HTTP/1.1 500 Internal Server Error", b"stopping: draining in-flight requests\n")
+    finally:
+        await admin.close()
+
+
 async def test_a_busy_admin_port_is_a_clear_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -28,6 +28,9 @@ class EnvoyOptions:
     extproc_message_timeout_ms: int = 10_000
     route_timeout_s: int = 300
     max_downstream_connections: int = 50_000
+    # Direct rules (tokenvoy/config/direct.py) get a route and cluster without the upstream ext_proc filter,
+    # their keys read from SDS files in this directory (tokenvoy run writes them); None: no direct routes.
+    secrets_dir: str | None = None
 
 
 def cluster_name(rule: Rule) -> str:
