@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import BUDGET_TOKENS, Gateway, start_gateway
+from tokenvoy.config.direct import NO_DIRECT_ENV
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 16}
@@ -23,13 +24,33 @@ ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
 PHASES = ("request_headers", "request_body", "response_headers", "response_body")
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    running = start_gateway(tmp_path_factory.mktemp("messages"), budget_tokens=BUDGET_TOKENS)
+@dataclass(frozen=True)
+class Stack:
+    gateway: Gateway
+    per_attempt: int  # messages per upstream attempt: 0 on a direct route (no upstream filter), else 1
+
+
+@pytest.fixture(scope="module", params=["direct", "two-streams"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The default config's rules take the direct route (no upstream filter; tokenvoy/config/direct.py);
+    with direct routes off, every attempt crosses the upstream filter: one message more."""
+    direct = request.param == "direct"
+    env = {} if direct else {NO_DIRECT_ENV: "1"}
+    running = start_gateway(tmp_path_factory.mktemp("messages"), budget_tokens=BUDGET_TOKENS, env=env)
     try:
-        yield running
+        yield Stack(running, 0 if direct else 1)
     finally:
         running.stop()
+
+
+@pytest.fixture
+def gateway(stack: Stack) -> Gateway:
+    return stack.gateway
+
+
+@pytest.fixture
+def per_attempt(stack: Stack) -> int:
+    return stack.per_attempt
 
 
 @dataclass(frozen=True)
@@ -84,44 +105,46 @@ def _messages(gateway: Gateway, headers: dict[str, str] | None = None) -> Callab
     return lambda: httpx.post(f"{gateway.url}/anthropic/v1/messages", json=ANTHROPIC, headers=all_headers, timeout=30)
 
 
-def test_a_plain_request_costs_four_router_messages_and_one_per_attempt(gateway: Gateway) -> None:
+def test_a_plain_request_costs_four_router_messages_and_one_per_upstream_attempt(
+    gateway: Gateway, per_attempt: int
+) -> None:
     counted = _counted(gateway, _chat(gateway, CHAT))
     assert counted.response.status_code == 200
     assert counted.phases == dict.fromkeys(PHASES, 1)
-    assert (counted.router, counted.upstream) == (4, 1)
+    assert (counted.router, counted.upstream) == (4, per_attempt)
 
 
-def test_a_translated_request_costs_the_same(gateway: Gateway) -> None:
+def test_a_translated_request_costs_the_same(gateway: Gateway, per_attempt: int) -> None:
     counted = _counted(gateway, _messages(gateway))  # Anthropic's API on the OpenAI-schema backend
     assert counted.response.status_code == 200
     assert counted.phases == dict.fromkeys(PHASES, 1)
-    assert (counted.router, counted.upstream) == (4, 1)
+    assert (counted.router, counted.upstream) == (4, per_attempt)
 
 
-def test_a_streamed_request_costs_one_message_per_chunk_after_its_headers(gateway: Gateway) -> None:
+def test_a_streamed_request_costs_one_message_per_chunk_after_its_headers(gateway: Gateway, per_attempt: int) -> None:
     counted = _counted(gateway, _chat(gateway, {**CHAT, "stream": True}))
     assert counted.response.status_code == 200
     before_body = {phase: counted.phases[phase] for phase in PHASES[:3]}
     assert before_body == dict.fromkeys(PHASES[:3], 1)
     assert counted.phases["response_body"] >= 1
     assert counted.router == 3 + counted.phases["response_body"]  # Envoy's count agrees with extproc's
-    assert counted.upstream == 1
+    assert counted.upstream == per_attempt
 
 
-def test_a_provider_error_in_the_clients_shape_ends_at_its_headers(gateway: Gateway) -> None:
+def test_a_provider_error_in_the_clients_shape_ends_at_its_headers(gateway: Gateway, per_attempt: int) -> None:
     counted = _counted(gateway, _chat(gateway, CHAT, {"x-testupstream-status": "503"}))
     assert counted.response.status_code == 503
     assert counted.response.json()["error"]["message"] == "testupstream: forced status 503"  # the provider's own
     assert counted.phases == {**dict.fromkeys(PHASES, 1), "response_body": 0}
-    assert (counted.router, counted.upstream) == (3, 1)
+    assert (counted.router, counted.upstream) == (3, per_attempt)
 
 
-def test_a_provider_error_the_gateway_translates_is_read_whole(gateway: Gateway) -> None:
+def test_a_provider_error_the_gateway_translates_is_read_whole(gateway: Gateway, per_attempt: int) -> None:
     counted = _counted(gateway, _messages(gateway, {"x-testupstream-status": "503"}))
     assert counted.response.status_code == 503
     assert counted.response.json()["type"] == "error"  # rewritten into Anthropic's shape
     assert counted.phases == dict.fromkeys(PHASES, 1)
-    assert (counted.router, counted.upstream) == (4, 1)
+    assert (counted.router, counted.upstream) == (4, per_attempt)
 
 
 def test_envoys_own_reply_over_budget_ends_at_its_headers(gateway: Gateway) -> None:
