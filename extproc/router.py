@@ -2,7 +2,10 @@
 
 Phases: request headers → request body (buffered) → response headers → response body
 (buffered, or streamed by mode override for ``stream: true`` with a 200). The usage metadata is attached
-to the last response body message, where the rate-limit filter's stream-done charge reads it. A compressed
+to the last response body message, where the rate-limit filter's stream-done charge reads it. An answer
+whose body no handler reads (Envoy's own reply, a provider error that passes through as it is) ends the
+stream at its headers: their reply switches the body off (``mode_override``), one message fewer
+(docs/architecture.md, "The ext_proc messages of a request"). A compressed
 answer (gzip, deflate, br) is decoded here, before any translator reads it (``decoding.py``).
 """
 
@@ -44,7 +47,7 @@ from tokenvoy.extproc.registry import Attempt, RequestContext, RequestRegistry, 
 from tokenvoy.extproc.request import check_identity_headers, read_body, read_gemini_body
 from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.streamcharge import StreamMeter, precharged_output, running_charge
-from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest, Translator
+from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest, Translator, TranslatorBase
 from tokenvoy.extproc.upstream import attempt_edit
 from tokenvoy.extproc.usage import TokenUsage
 from tokenvoy.pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
@@ -60,6 +63,9 @@ MODELS_PATH = FAMILIES[Family.OPENAI].models_path
 ANTHROPIC_MODELS_PATH = FAMILIES[Family.ANTHROPIC].models_path
 GEMINI_MODELS_PATH = FAMILIES[Family.GOOGLE].models_path
 _STREAMED = pm.ProcessingMode(response_body_mode=pm.ProcessingMode.STREAMED)
+# Honoured by Envoy only in the reply to a headers message (measured with Envoy 1.40: a mode_override on the
+# request body's reply is ignored), so the answer's body is switched off from its headers' reply.
+_NO_BODY = pm.ProcessingMode(response_body_mode=pm.ProcessingMode.NONE)
 _CONTINUE_HEADERS = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
 
 
@@ -104,9 +110,12 @@ class RouterStream:
         self._meter: StreamMeter | None = None  # a budgeted 200 stream: what the client got so far
         self._cost_micros: int | None = None  # the request's USD cost (price catalog), once its usage is known
         self.done = False  # True once the last message Envoy will send has been answered
+        self.messages: dict[str, int] = {}  # messages Envoy sent on this stream, by phase (the metrics read it)
 
     def handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
         entered = time.perf_counter()
+        kind = message.WhichOneof("request") or ""
+        self.messages[kind] = self.messages.get(kind, 0) + 1
         try:
             response = self._handle(message)
             if message.HasField("request_headers"):
@@ -213,6 +222,7 @@ class RouterStream:
             request_headers=self._headers,
             named_models=self._runtime.named_models,
             cost_usd_micros=self._cost_micros,
+            messages=self.messages,
         )
 
     def _request_headers(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
@@ -365,9 +375,10 @@ class RouterStream:
         response = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
         context = self._context
         if context is None or context.attempt is None:
-            self.done = headers.end_of_stream
+            # Envoy's own reply (budget exceeded, no upstream): nothing to translate, its body is not read.
+            self._end_at_headers(response, headers.end_of_stream)
             self._attach_metadata(response)  # zero costs: the budget's charge at stream end reads them
-            return response  # Envoy's own reply (budget exceeded, no upstream): nothing to translate
+            return response
         if headers.end_of_stream and self._status >= 400:
             # A provider error with no body at all: nothing an SDK can show. Say what happened, same status.
             self.done = True
@@ -387,6 +398,11 @@ class RouterStream:
         translator = context.attempt.translator
         changes = None
         if not 200 <= self._status < 300:
+            if self._decoder is None and _passes_errors(translator):
+                # The provider's error reaches the client as it is: no body to read, its metadata now.
+                self._end_at_headers(response, headers.end_of_stream)
+                self._attach_metadata(response)
+                return response
             self._error_headers = values  # the error is translated whole, with its body (translate_error)
         elif not self._undecoded:
             changes = translator.translate_response_headers(values)
@@ -407,6 +423,12 @@ class RouterStream:
             self._attach_metadata(response)
             self.done = True
         return response
+
+    def _end_at_headers(self, response: ep.ProcessingResponse, end_of_stream: bool) -> None:
+        """The last message of this stream: Envoy is told not to send the answer's body (trailers are skipped)."""
+        if not end_of_stream:
+            response.mode_override.CopyFrom(_NO_BODY)
+        self.done = True
 
     def _response_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         response = ep.ProcessingResponse(response_body=ep.BodyResponse())
@@ -612,6 +634,12 @@ class RouterStream:
 
 
 _UNSUPPORTED_SEEN: set[str] = set()  # content-encodings already logged (bounded)
+
+
+def _passes_errors(translator: Translator) -> bool:
+    """Whether the translator hands every provider error on as it is (the base's ``translate_error``, which
+    returns None whatever the body): then the router need not read an error's body at all."""
+    return type(translator).translate_error is TranslatorBase.translate_error
 
 
 def _continue_for(kind: str | None) -> ep.ProcessingResponse:
