@@ -23,13 +23,20 @@ ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
 PHASES = ("request_headers", "request_body", "response_headers", "response_body")
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    running = start_gateway(tmp_path_factory.mktemp("messages"), budget_tokens=BUDGET_TOKENS)
+@pytest.fixture(scope="module", params=["direct", "two streams"])
+def gateway(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Gateway]:
+    env = {"TOKENVOY_NO_DIRECT": "1"} if request.param == "two streams" else {}
+    running = start_gateway(tmp_path_factory.mktemp("messages"), budget_tokens=BUDGET_TOKENS, env=env)
     try:
         yield running
     finally:
         running.stop()
+
+
+def _per_attempt(gateway: Gateway) -> int:
+    """Upstream messages per attempt: the default rule has one backend, so it takes a direct route (no upstream
+    ext_proc stream, tokenvoy/config/direct.py) unless TOKENVOY_NO_DIRECT=1 (then no ``secrets/`` either)."""
+    return 0 if (gateway.run_dir / "secrets").is_dir() else 1
 
 
 @dataclass(frozen=True)
@@ -88,14 +95,14 @@ def test_a_plain_request_costs_four_router_messages_and_one_per_attempt(gateway:
     counted = _counted(gateway, _chat(gateway, CHAT))
     assert counted.response.status_code == 200
     assert counted.phases == dict.fromkeys(PHASES, 1)
-    assert (counted.router, counted.upstream) == (4, 1)
+    assert (counted.router, counted.upstream) == (4, _per_attempt(gateway))
 
 
 def test_a_translated_request_costs_the_same(gateway: Gateway) -> None:
     counted = _counted(gateway, _messages(gateway))  # Anthropic's API on the OpenAI-schema backend
     assert counted.response.status_code == 200
     assert counted.phases == dict.fromkeys(PHASES, 1)
-    assert (counted.router, counted.upstream) == (4, 1)
+    assert (counted.router, counted.upstream) == (4, _per_attempt(gateway))
 
 
 def test_a_streamed_request_costs_one_message_per_chunk_after_its_headers(gateway: Gateway) -> None:
@@ -105,7 +112,7 @@ def test_a_streamed_request_costs_one_message_per_chunk_after_its_headers(gatewa
     assert before_body == dict.fromkeys(PHASES[:3], 1)
     assert counted.phases["response_body"] >= 1
     assert counted.router == 3 + counted.phases["response_body"]  # Envoy's count agrees with extproc's
-    assert counted.upstream == 1
+    assert counted.upstream == _per_attempt(gateway)
 
 
 def test_a_provider_error_in_the_clients_shape_ends_at_its_headers(gateway: Gateway) -> None:
@@ -113,7 +120,7 @@ def test_a_provider_error_in_the_clients_shape_ends_at_its_headers(gateway: Gate
     assert counted.response.status_code == 503
     assert counted.response.json()["error"]["message"] == "testupstream: forced status 503"  # the provider's own
     assert counted.phases == {**dict.fromkeys(PHASES, 1), "response_body": 0}
-    assert (counted.router, counted.upstream) == (3, 1)
+    assert (counted.router, counted.upstream) == (3, _per_attempt(gateway))
 
 
 def test_a_provider_error_the_gateway_translates_is_read_whole(gateway: Gateway) -> None:
@@ -121,7 +128,7 @@ def test_a_provider_error_the_gateway_translates_is_read_whole(gateway: Gateway)
     assert counted.response.status_code == 503
     assert counted.response.json()["type"] == "error"  # rewritten into Anthropic's shape
     assert counted.phases == dict.fromkeys(PHASES, 1)
-    assert (counted.router, counted.upstream) == (4, 1)
+    assert (counted.router, counted.upstream) == (4, _per_attempt(gateway))
 
 
 def test_envoys_own_reply_over_budget_ends_at_its_headers(gateway: Gateway) -> None:
