@@ -111,6 +111,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         yield running
     finally:
         running.stop()
+    assert not (running.run_dir / "secrets").exists(), "tokenvoy run removes the keys when it stops"
 
 
 def _ext_proc_streams(gateway: Gateway) -> dict[str, int]:

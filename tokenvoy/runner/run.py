@@ -104,9 +104,9 @@ def _prepare(
     config = with_overrides(config, port, host)
     build_runtime(config)  # credentials and CEL costs fail here, before anything starts
     options = envoy_options(run_dir, admin_port)
-    if options.secrets_dir is not None:
-        write_direct_secrets(config, Path(options.secrets_dir))
     write_rendered(config, run_dir, options, reloadable=True, version=digest)
+    if options.secrets_dir is not None:  # last: main() removes them however the gateway stops
+        write_direct_secrets(config, Path(options.secrets_dir))
     return config, files, digest
 
 
@@ -284,8 +284,6 @@ async def _run(
         watching.cancel()
     await supervisor.stop()
     await admin.close()
-    if secrets_dir is not None:
-        remove_secrets(Path(secrets_dir))  # the keys of direct rules stay on disk no longer than Envoy runs
     return code
 
 
@@ -403,3 +401,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run(config, files, options, digest, Overrides(args.port, args.host)))
     except KeyboardInterrupt:
         return 0
+    finally:
+        # the keys of direct rules stay on disk no longer than the gateway runs (whichever way it stops)
+        remove_secrets(run_dir / SECRETS_DIR)
