@@ -72,8 +72,10 @@ class RouterStream:
         tracing: Tracing | None = None,
         translate_in_router: bool = False,
         stateless: bool = False,
+        previous: tuple[Runtime, ...] = (),
     ) -> None:
         self._runtime = runtime
+        self._previous = previous  # configs before the last reloads: an attempt Envoy routed by one (stateless)
         # The upstream attempts may run in other extproc processes: what they need goes into Envoy's dynamic
         # metadata, and the answering attempt is read back from it (carried.py), not from the registry.
         self._stateless = stateless
@@ -343,8 +345,17 @@ class RouterStream:
         carried = read_attempt(message) if context is not None else None
         if context is None or carried is None or not carried.endpoint:
             return  # no attempt reached a provider (Envoy's or the upstream filter's own reply)
-        picked = self._runtime.endpoints.get(carried.endpoint)
-        if picked is None:  # a config newer than this stream's: the answer passes untranslated
+        # Around a reload Envoy may route by the config before this stream's: an endpoint id names its backend,
+        # so whichever config knows it agrees on the backend.
+        picked = next(
+            (
+                r.endpoints[carried.endpoint]
+                for r in (self._runtime, *self._previous)
+                if carried.endpoint in r.endpoints
+            ),
+            None,
+        )
+        if picked is None:  # no config here knows it: the answer passes untranslated
             log.debug("request %s: endpoint %r unknown to its config", self._request_id, carried.endpoint)
             return
         backend, ref = picked

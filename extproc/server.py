@@ -112,6 +112,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             self.tracing,
             self.translate_in_router,
             self.stateless,
+            self.previous,
         )
 
     async def Process(

@@ -283,3 +283,30 @@ def test_a_router_given_no_attempt_metadata_passes_the_answer_untranslated_and_c
     router.handle(_headers_message(dict(CLIENT_HEADERS)))
     router.handle(ep.ProcessingRequest(request_body=ep.HttpBody(body=orjson.dumps(BODY), end_of_stream=True)))
     assert _answer(router, ep.ProcessingRequest()) == b""  # no body mutation: the bytes go through as they are
+
+
+def test_around_a_reload_the_router_finds_the_answering_endpoint_in_a_previous_config() -> None:
+    """Envoy may route an attempt by the config before the router stream's: an endpoint only that one knows is
+    still translated back (the endpoint id names its backend), not passed through untranslated."""
+    current = build_runtime(load_text(default_config_yaml({}, showcase=False), "<default>"))  # no fake-anthropic
+    assert ANTHROPIC_ENDPOINT not in current.endpoints
+    answers = []
+    for previous in ((), (_runtime(),)):
+        router = RouterStream(current, RequestRegistry(), stateless=True, previous=previous)
+        router.handle(_headers_message(dict(CLIENT_HEADERS)))
+        router.handle(ep.ProcessingRequest(request_body=ep.HttpBody(body=orjson.dumps(BODY), end_of_stream=True)))
+        response = ep.ProcessingResponse()
+        write_attempt(response, CarriedAttempt(ANTHROPIC_ENDPOINT, {}))
+        struct = response.dynamic_metadata.fields[ATTEMPT_METADATA_NAMESPACE].struct_value
+        headers = _forwarded({ATTEMPT_METADATA_NAMESPACE: struct})
+        headers.response_headers.CopyFrom(_headers_message({":status": "200"}).request_headers)
+        router.handle(headers)
+        answer = {"id": "msg_1", "type": "message", "role": "assistant", "model": "gpt-4o-mini", "content": []}
+        answer["usage"] = {"input_tokens": 3, "output_tokens": 1}
+        end = ep.ProcessingRequest(response_body=ep.HttpBody(body=orjson.dumps(answer), end_of_stream=True))
+        fields = router.handle(end).dynamic_metadata.fields[AI_GATEWAY_METADATA_NAMESPACE].struct_value.fields
+        answers.append(fields)
+    without, with_previous = answers
+    assert "backend_name" not in without  # unknown endpoint: nothing to charge it to
+    assert with_previous["backend_name"].string_value == "fake-anthropic"
+    assert with_previous["llm_output_token"].number_value == 1
