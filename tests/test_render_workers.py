@@ -63,6 +63,8 @@ def test_several_workers_are_endpoints_picked_by_fewest_streams_and_health_check
     assert policy["name"] == "envoy.load_balancing_policies.least_request"
     assert policy["typed_config"]["selection_method"] == "FULL_SCAN"
     assert "grpc_health_check" in cluster["health_checks"][0]
+    outliers = cluster["outlier_detection"]  # a worker that died is left out at its first refused connection
+    assert outliers["split_external_local_origin_errors"] and outliers["consecutive_local_origin_failure"] == 1
 
 
 def test_several_workers_carry_the_request_state_in_forwarded_metadata() -> None:
@@ -78,7 +80,7 @@ def test_several_workers_carry_the_request_state_in_forwarded_metadata() -> None
     ]
     forwarded = upstream["metadata_options"]["forwarding_namespaces"]["untyped"]
     assert forwarded == [REQUEST_METADATA_NAMESPACE, ATTEMPT_METADATA_NAMESPACE]
-    assert upstream["processing_mode"]["request_body_mode"] == "BUFFERED"  # the client's body, on every attempt
+    assert "request_body_mode" not in upstream["processing_mode"]  # the body comes in tokenvoy.request: no message
     assert "request_attributes" not in router  # no identity needed: no registry
     assert len(upstream["request_attributes"]) == 1  # the endpoint Envoy picked
 

@@ -49,6 +49,7 @@ with warnings.catch_warnings():
         ClusterTransportSocketMatch,
         LoadBalancingPolicy,
         LoadBalancingPolicyPolicy,
+        OutlierDetection,
     )
     from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation as HeaderMutationRule
     from envoy_data_plane.envoy.config.core.v3 import (
@@ -264,8 +265,9 @@ def _grpc_cluster(name: str, address: str) -> Cluster:
 
 def extproc_workers_cluster(addresses: tuple[str, ...]) -> Cluster:
     """Several extproc processes as the endpoints of one cluster (``tokenvoy run --extproc-workers``): each
-    stream goes to the one with the fewest streams open (a full scan: N is small), and one that stops answering
-    its gRPC health is left out until it is back (the runner restarts it)."""
+    stream goes to the one with the fewest streams open (a full scan: N is small). One that refuses a
+    connection (it died) is left out at once, for a second at first (outlier detection, local origin errors),
+    and one that stops answering its gRPC health until it answers again (the runner restarts it)."""
     cluster = _grpc_cluster(EXTPROC_CLUSTER, addresses[0])
     endpoints = [LbEndpoint(endpoint=Endpoint(address=_address(address))) for address in addresses]
     cluster.load_assignment.endpoints = [LocalityLbEndpoints(lb_endpoints=endpoints)]
@@ -273,6 +275,14 @@ def extproc_workers_cluster(addresses: tuple[str, ...]) -> Cluster:
     extension = TypedExtensionConfig(name="envoy.load_balancing_policies.least_request", typed_config=_any(least))
     policy = LoadBalancingPolicyPolicy(typed_extension_config=extension)
     cluster.load_balancing_policy = LoadBalancingPolicy(policies=[policy])
+    cluster.outlier_detection = OutlierDetection(
+        split_external_local_origin_errors=True,
+        consecutive_local_origin_failure=1,
+        enforcing_consecutive_local_origin_failure=100,
+        base_ejection_time=_ms(1000),
+        max_ejection_percent=100,
+        successful_active_health_check_uneject_host=True,
+    )
     cluster.health_checks = [
         HealthCheck(
             timeout=_ms(1000),
@@ -336,18 +346,6 @@ def _ext_proc(options: EnvoyOptions, role: str, mode: ProcessingMode, **extra: A
     return HttpFilter(name=EXT_PROC_FILTER, typed_config=_any(processor))
 
 
-# Several extproc processes (extproc/carried.py): the upstream filter gets the client's body (buffered) and
-# the request's and previous attempt's metadata; the router filter, the answering attempt's.
-UPSTREAM_STATELESS_PROCESSING_MODE = ProcessingMode(
-    request_header_mode=_SEND,
-    response_header_mode=_SKIP,
-    request_body_mode=ProcessingModeBodySendMode.BUFFERED,
-    response_body_mode=ProcessingModeBodySendMode.NONE,
-    request_trailer_mode=_SKIP,
-    response_trailer_mode=_SKIP,
-)
-
-
 def _metadata_options(writes: str | None = None, reads: tuple[str, ...] = ()) -> MetadataOptions:
     """What the filter's streams may write into the dynamic metadata and what Envoy forwards to them."""
     written = [AI_GATEWAY_METADATA_NAMESPACE, *([writes] if writes else [])]
@@ -375,14 +373,16 @@ def router_ext_proc(options: EnvoyOptions) -> HttpFilter:
 
 def upstream_ext_proc(options: EnvoyOptions) -> HttpFilter:
     if options.extproc_worker_addresses:
-        mode = UPSTREAM_STATELESS_PROCESSING_MODE
+        # Several extproc processes (extproc/carried.py): the request's and the previous attempt's state
+        # (the client's body included) come forwarded from the dynamic metadata, not from process memory.
         reads = (REQUEST_METADATA_NAMESPACE, ATTEMPT_METADATA_NAMESPACE)
         metadata = _metadata_options(ATTEMPT_METADATA_NAMESPACE, reads)
         attributes = [ENDPOINT_ATTRIBUTE]
     else:
-        mode, metadata = UPSTREAM_PROCESSING_MODE, _metadata_options()
-        attributes = [*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE]
-    return _ext_proc(options, UPSTREAM_ROLE, mode, metadata_options=metadata, request_attributes=attributes)
+        metadata, attributes = _metadata_options(), [*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE]
+    return _ext_proc(
+        options, UPSTREAM_ROLE, UPSTREAM_PROCESSING_MODE, metadata_options=metadata, request_attributes=attributes
+    )
 
 
 def content_length_filter() -> HttpFilter:
