@@ -2,19 +2,14 @@
 
 With several extproc processes behind one Envoy (``tokenvoy run --extproc-workers N``), the router stream of
 a request and each of its upstream attempts may reach different processes. So nothing one stream learnt
-is kept in process memory for another: the router stream writes what an attempt needs, the client's body
-included, into the ``tokenvoy.request`` namespace with its request body answer, and each attempt's upstream
-stream writes into
+is kept in process memory for another: the router stream writes what an attempt needs into the
+``tokenvoy.request`` namespace with its request body answer, and each attempt's upstream stream writes into
 ``tokenvoy.attempt`` which endpoint it translated for and the client's values of every header the attempts
 changed (Envoy's upstream filters edit the request's one header map, so a retry starts from the previous
 attempt's headers). Envoy forwards both namespaces to the filters that read them (``metadata_options``,
 ``render/bootstrap.py``): the next attempt puts the client's headers back, and the router stream, when the
-answer comes, builds the translator of the endpoint that answered.
-
-The body travels in the metadata rather than as a body message to the upstream filter: one ext_proc message
-more per attempt costs extproc about a third more CPU per request (grpcio's per-message work dominates,
-bench/README.md), a metadata string on the headers message it gets anyway costs a copy. A body the router
-stream could parse is valid UTF-8 JSON, so it fits a protobuf string.
+answer comes, builds the translator of the endpoint that answered. The body is not carried: the upstream
+filter gets it from Envoy (buffered), as the client sent it, on every attempt.
 
 Pure protobuf in and out; no I/O.
 """
@@ -30,7 +25,6 @@ from tokenvoy.contract import ATTEMPT_METADATA_NAMESPACE, REQUEST_METADATA_NAMES
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 _API, _PATH, _MODEL, _STREAM, _USAGE, _TRACE = "api", "path", "model", "stream", "needs_usage", "trace"
-_BODY = "body"
 _ENDPOINT, _ORIGINALS = "endpoint", "originals"
 _APIS = {api.value: api for api in ClientAPI}
 
@@ -44,7 +38,6 @@ class CarriedRequest:
     model: str  # the client's model (from the body, or from the path for the Gemini API)
     stream: bool
     needs_usage: bool
-    body: bytes  # the client's body, as sent
     trace_headers: dict[str, str] | None = None  # traceparent/tracestate for the provider when tracing is on
 
 
@@ -65,7 +58,6 @@ def write_request(response: ep.ProcessingResponse, carried: CarriedRequest) -> N
     fields[_MODEL].string_value = carried.model
     fields[_STREAM].bool_value = carried.stream
     fields[_USAGE].bool_value = carried.needs_usage
-    fields[_BODY].string_value = carried.body.decode()  # valid UTF-8: the router stream parsed it as JSON
     if carried.trace_headers:
         trace = fields[_TRACE].struct_value.fields
         for name, value in carried.trace_headers.items():
@@ -83,7 +75,7 @@ def read_request(message: ep.ProcessingRequest) -> CarriedRequest | None:
         return None
     fields = struct.fields
     api = _APIS.get(fields[_API].string_value) if _API in fields else None
-    if api is None or _PATH not in fields or _MODEL not in fields or _BODY not in fields:
+    if api is None or _PATH not in fields or _MODEL not in fields:
         return None
     trace = None
     if _TRACE in fields:
@@ -94,7 +86,6 @@ def read_request(message: ep.ProcessingRequest) -> CarriedRequest | None:
         model=fields[_MODEL].string_value,
         stream=fields[_STREAM].bool_value if _STREAM in fields else False,
         needs_usage=fields[_USAGE].bool_value if _USAGE in fields else False,
-        body=fields[_BODY].string_value.encode(),
         trace_headers=trace,
     )
 

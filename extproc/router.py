@@ -335,8 +335,7 @@ class RouterStream:
             response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
         if self._stateless and not self._translate_in_router:
             trace = context.trace_headers
-            carried = CarriedRequest(api, path, model, request.stream, request.needs_usage, raw, trace)
-            write_request(response, carried)
+            write_request(response, CarriedRequest(api, path, model, request.stream, request.needs_usage, trace))
         return response
 
     def _adopt_attempt(self, message: ep.ProcessingRequest) -> None:

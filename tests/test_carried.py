@@ -82,7 +82,6 @@ def test_the_request_namespace_reads_back_what_was_written() -> None:
         "gemini-2.5-flash",
         True,
         True,
-        '{"contents": [{"parts": [{"text": "héllo"}]}]}'.encode(),
         {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
     )
     response = ep.ProcessingResponse()
@@ -96,7 +95,7 @@ def test_the_request_namespace_reads_back_what_was_written() -> None:
 def test_a_request_without_the_namespace_or_with_an_unknown_api_reads_as_none() -> None:
     assert read_request(ep.ProcessingRequest()) is None
     struct = struct_pb2.Struct()
-    struct.update({"api": "no.such.api", "path": "/v1/chat/completions", "model": "m", "body": "{}"})
+    struct.update({"api": "no.such.api", "path": "/v1/chat/completions", "model": "m"})
     assert read_request(_forwarded({REQUEST_METADATA_NAMESPACE: struct})) is None
 
 
@@ -181,10 +180,17 @@ def _stateless(endpoints: list[str]) -> tuple[list[tuple[dict[str, str], set[str
     for endpoint in endpoints:
         upstream = CarriedUpstreamStream(_runtime())  # another process: nothing shared with the router
         headers = _identity(_headers_message(envoy.headers), endpoint)
-        reply = upstream.handle(envoy.forward(headers, REQUEST_METADATA_NAMESPACE, ATTEMPT_METADATA_NAMESPACE))
-        assert reply.WhichOneof("response") == "request_headers" and upstream.done  # no body message: it came along
-        envoy.apply(reply.request_headers.response, reply)
-        edits.append(_edit(reply.request_headers.response))
+        envoy.forward(headers, REQUEST_METADATA_NAMESPACE, ATTEMPT_METADATA_NAMESPACE)
+        assert upstream.handle(headers).WhichOneof("response") == "request_headers" and not upstream.done
+        body = envoy.forward(
+            ep.ProcessingRequest(request_body=ep.HttpBody(body=orjson.dumps(BODY), end_of_stream=True)),
+            REQUEST_METADATA_NAMESPACE,
+            ATTEMPT_METADATA_NAMESPACE,
+        )
+        reply = upstream.handle(body)
+        assert reply.WhichOneof("response") == "request_body" and upstream.done
+        envoy.apply(reply.request_body.response, reply)
+        edits.append(_edit(reply.request_body.response))
     answer = _answer(router, envoy.forward(ep.ProcessingRequest(), ATTEMPT_METADATA_NAMESPACE))
     return edits, answer, envoy
 
@@ -248,8 +254,10 @@ def test_the_router_writes_the_answering_attempts_usage_and_backend_into_the_acc
     envoy.apply(reply.request_body.response, reply)
     upstream = CarriedUpstreamStream(_runtime())
     fields = (REQUEST_METADATA_NAMESPACE, ATTEMPT_METADATA_NAMESPACE)
-    reply = upstream.handle(envoy.forward(_identity(_headers_message(envoy.headers), OPENAI_ENDPOINT), *fields))
-    envoy.apply(reply.request_headers.response, reply)
+    upstream.handle(envoy.forward(_identity(_headers_message(envoy.headers), OPENAI_ENDPOINT), *fields))
+    body = ep.ProcessingRequest(request_body=ep.HttpBody(body=orjson.dumps(BODY), end_of_stream=True))
+    reply = upstream.handle(envoy.forward(body, *fields))
+    envoy.apply(reply.request_body.response, reply)
     headers = envoy.forward(ep.ProcessingRequest(), ATTEMPT_METADATA_NAMESPACE)
     headers.response_headers.CopyFrom(_headers_message({":status": "200"}).request_headers)
     router.handle(headers)

@@ -80,7 +80,7 @@ def test_several_workers_carry_the_request_state_in_forwarded_metadata() -> None
     ]
     forwarded = upstream["metadata_options"]["forwarding_namespaces"]["untyped"]
     assert forwarded == [REQUEST_METADATA_NAMESPACE, ATTEMPT_METADATA_NAMESPACE]
-    assert "request_body_mode" not in upstream["processing_mode"]  # the body comes in tokenvoy.request: no message
+    assert upstream["processing_mode"]["request_body_mode"] == "BUFFERED"  # the client's body, on every attempt
     assert "request_attributes" not in router  # no identity needed: no registry
     assert len(upstream["request_attributes"]) == 1  # the endpoint Envoy picked
 

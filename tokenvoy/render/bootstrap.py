@@ -346,6 +346,20 @@ def _ext_proc(options: EnvoyOptions, role: str, mode: ProcessingMode, **extra: A
     return HttpFilter(name=EXT_PROC_FILTER, typed_config=_any(processor))
 
 
+# Several extproc processes (extproc/carried.py): the upstream filter gets the client's body (buffered) and
+# the request's and previous attempt's metadata; the router filter, the answering attempt's. (The body as a
+# tokenvoy.request metadata string instead, one message fewer, made Envoy 1.40 crash with SIGSEGV on ~140 kB
+# prompts in tests/integration/test_cut_streams.py's config.)
+UPSTREAM_STATELESS_PROCESSING_MODE = ProcessingMode(
+    request_header_mode=_SEND,
+    response_header_mode=_SKIP,
+    request_body_mode=ProcessingModeBodySendMode.BUFFERED,
+    response_body_mode=ProcessingModeBodySendMode.NONE,
+    request_trailer_mode=_SKIP,
+    response_trailer_mode=_SKIP,
+)
+
+
 def _metadata_options(writes: str | None = None, reads: tuple[str, ...] = ()) -> MetadataOptions:
     """What the filter's streams may write into the dynamic metadata and what Envoy forwards to them."""
     written = [AI_GATEWAY_METADATA_NAMESPACE, *([writes] if writes else [])]
@@ -373,16 +387,14 @@ def router_ext_proc(options: EnvoyOptions) -> HttpFilter:
 
 def upstream_ext_proc(options: EnvoyOptions) -> HttpFilter:
     if options.extproc_worker_addresses:
-        # Several extproc processes (extproc/carried.py): the request's and the previous attempt's state
-        # (the client's body included) come forwarded from the dynamic metadata, not from process memory.
+        mode = UPSTREAM_STATELESS_PROCESSING_MODE
         reads = (REQUEST_METADATA_NAMESPACE, ATTEMPT_METADATA_NAMESPACE)
         metadata = _metadata_options(ATTEMPT_METADATA_NAMESPACE, reads)
         attributes = [ENDPOINT_ATTRIBUTE]
     else:
-        metadata, attributes = _metadata_options(), [*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE]
-    return _ext_proc(
-        options, UPSTREAM_ROLE, UPSTREAM_PROCESSING_MODE, metadata_options=metadata, request_attributes=attributes
-    )
+        mode, metadata = UPSTREAM_PROCESSING_MODE, _metadata_options()
+        attributes = [*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE]
+    return _ext_proc(options, UPSTREAM_ROLE, mode, metadata_options=metadata, request_attributes=attributes)
 
 
 def content_length_filter() -> HttpFilter:
