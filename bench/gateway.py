@@ -55,6 +55,10 @@ from tokenvoy.runner.run import envoy_binary
 HOST = "127.0.0.1"
 CHAT_PATH = "/v1/chat/completions"
 MODEL = "gpt-4o-mini"
+TRANSLATED_MODEL = "claude-sonnet-4-6"  # the default config's Anthropic-schema backend: OpenAI in, Anthropic out
+MODEL_HEADER = "x-ai-eg-model"  # the routing header tokenvoy's extproc sets; the floor's client sends it
+BENCH_DIR = Path(__file__).resolve().parent
+LITELLM_SPEC = "litellm[proxy]"
 MAX_TOKENS = 16
 USER_HEADER = "x-user-id"
 STARTUP_TIMEOUT_S = 60.0
@@ -200,9 +204,9 @@ def http_request(
         conn.close()
 
 
-def chat_body(stream: bool) -> bytes:
+def chat_body(stream: bool, model: str = MODEL) -> bytes:
     body: dict[str, Any] = {
-        "model": MODEL,
+        "model": model,
         "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
         "max_tokens": MAX_TOKENS,
     }
@@ -251,6 +255,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of ``pid`` and of its live descendants (LiteLLM's proxy runs its server in a worker process)."""
+    total = cpu_seconds(pid)
+    for child in children_of(pid):
+        with contextlib.suppress(OSError, ValueError):
+            total += tree_cpu_seconds(child)
+    return total
+
+
 _CPU_COLUMNS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
 
@@ -286,6 +299,16 @@ def memory_mib(pid: int) -> dict[str, float]:
     return result
 
 
+def tree_memory_mib(pid: int) -> dict[str, float]:
+    """RSS (and the sum of peaks) of ``pid`` and its live descendants."""
+    total = memory_mib(pid)
+    for child in children_of(pid):
+        with contextlib.suppress(OSError):
+            for key, value in tree_memory_mib(child).items():
+                total[key] = total.get(key, 0.0) + value
+    return total
+
+
 def children_of(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     if path.exists():
@@ -318,6 +341,10 @@ class Target:
     admin_port: int | None = None  # the Envoy in front, if any
     users: int = 0  # >0: rotate x-user-id over this many ids
     access_log: Path | None = None
+    model: str = MODEL
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request
+    reference: str = "envoy"  # the column its "added" rows subtract ("" for none)
+    budget_headers: bool = True  # a budgeted column answers x-ratelimit-* headers (the smoke test checks)
 
 
 @dataclass
@@ -336,6 +363,8 @@ class Stacks:
     config_text: str = ""
     targets: list[Target] = field(default_factory=list)
     variant_pids: dict[str, int] = field(default_factory=dict)  # key -> its `tokenvoy run` supervisor
+    memory_pids: dict[str, int] = field(default_factory=dict)  # more processes for the memory table
+    skipped: list[str] = field(default_factory=list)  # columns asked for but not measured, with why
 
 
 def gateway_config_yaml(listener_port: int, fake_port: int) -> str:
@@ -381,6 +410,125 @@ def baseline_bootstrap(config_text: str, listener_port: int, admin_port: int, ac
         for options_entry in cluster.get("typed_extension_protocol_options", {}).values():
             options_entry.pop("http_filters", None)
     return bootstrap
+
+
+def floor_bootstrap(
+    config_text: str, listener_port: int, admin_port: int, access_log: Path, extproc: str, ratelimit: str
+) -> dict[str, Any]:
+    """tokenvoy's rendered bootstrap whole (every filter, phase and processing mode, the same options as
+    ``tokenvoy run``) with its ext_proc and ratelimit clusters on the no-op servers: the architecture's floor."""
+    config = load_text(config_text, "<bench>")
+    options = EnvoyOptions(
+        extproc_address=extproc, ratelimit_address=ratelimit, admin_port=admin_port, access_log_path=str(access_log)
+    )
+    bootstrap = render_bootstrap(config, options)
+    for listener in bootstrap["static_resources"]["listeners"]:
+        listener["address"]["socket_address"]["port_value"] = listener_port
+    return bootstrap
+
+
+def _unix_listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(str(path)) == 0
+
+
+def start_floor(
+    procs: Processes, run_dir: Path, envoy: str, config_text: str, fake_pid: int, users: int
+) -> tuple[list[Target], dict[str, int]]:
+    """Envoy with tokenvoy's whole bootstrap in front of bench/noop_extproc.py and bench/noop_rls.py."""
+    floor_dir = run_dir / "floor"
+    floor_dir.mkdir()
+    pids: dict[str, int] = {}
+    sockets = {"extproc": floor_dir / "extproc.sock", "ratelimit": floor_dir / "ratelimit.sock"}
+    for role, script in (("extproc", "noop_extproc.py"), ("ratelimit", "noop_rls.py")):
+        log = floor_dir / f"{role}.log"
+        argv = [sys.executable, str(BENCH_DIR / script), "--listen", f"unix:{sockets[role]}"]
+        process = procs.start(f"no-op {role}", argv, log)
+        wait_until(f"no-op {role}", lambda path=sockets[role]: _unix_listening(path), process, log)
+        pids[role] = process.pid
+    port, admin = free_port(), free_port()
+    access_log = run_dir / "floor-access.log"
+    bootstrap = floor_bootstrap(
+        config_text, port, admin, access_log, f"unix:{sockets['extproc']}", f"unix:{sockets['ratelimit']}"
+    )
+    (floor_dir / "envoy.yaml").write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+    argv = [envoy, "-c", str(floor_dir / "envoy.yaml"), "--log-level", "warn", "--disable-hot-restart"]
+    log = floor_dir / "envoy.log"
+    process = procs.start("floor Envoy", argv, log)
+    wait_until("floor Envoy", lambda: http_request(admin, "GET", "/ready")[0] == 200, process, log)
+    pids["envoy"] = process.pid
+    route = {MODEL_HEADER: MODEL}
+    processes = {"envoy": pids["envoy"], "extproc": pids["extproc"], "fake": fake_pid}
+    targets = [
+        Target("floor", "floor, no x-user-id", port, processes, admin, access_log=access_log, headers=route),
+        Target(
+            "floor_budget",
+            f"floor, x-user-id ({users} ids)",
+            port,
+            {**processes, "ratelimit": pids["ratelimit"]},
+            admin,
+            users=users,
+            access_log=access_log,
+            headers=route,
+        ),
+    ]
+    return targets, pids
+
+
+def start_litellm(
+    procs: Processes, run_dir: Path, fake_port: int, venv: Path | None = None
+) -> tuple[Target | None, int, str]:
+    """LiteLLM's proxy from PyPI in its own venv (under the run dir unless ``venv`` names one to reuse), on
+    the same fake provider; (None, 0, why) when it cannot be installed or started."""
+    litellm_dir = run_dir / "litellm"
+    litellm_dir.mkdir()
+    venv = venv or litellm_dir / "venv"
+    steps = []
+    if not (venv / "bin" / "litellm").exists():
+        _progress(f"installing {LITELLM_SPEC} into {venv} (a few minutes)")
+        steps = [[sys.executable, "-m", "venv", str(venv)], [str(venv / "bin" / "pip"), "install", "-q", LITELLM_SPEC]]
+    for argv in steps:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=1200, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return None, 0, f"{' '.join(argv[:3])}: {exc}"
+        if done.returncode != 0:
+            tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+            return None, 0, f"{' '.join(argv[:3])} exited {done.returncode}: {tail}"
+    version = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+    config = {
+        "model_list": [
+            {
+                "model_name": MODEL,
+                "litellm_params": {
+                    "model": f"openai/{MODEL}",
+                    "api_base": f"http://{HOST}:{fake_port}/v1",
+                    "api_key": "sk-bench",
+                },
+            }
+        ],
+        "litellm_settings": {"telemetry": False},
+    }
+    (litellm_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    argv = [str(venv / "bin" / "litellm"), "--config", str(litellm_dir / "config.yaml"), "--host", HOST]
+    argv += ["--port", str(port), "--num_workers", "1"]
+    # The bundled model price map, not a download at start; no log line per request.
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    log = litellm_dir / "litellm.log"
+    process = procs.start("LiteLLM proxy", argv, log, env=env)
+    try:
+        wait_until("LiteLLM proxy", lambda: http_request(port, "GET", "/health/liveliness")[0] == 200, process, log)
+    except RuntimeError as exc:
+        return None, 0, str(exc)
+    title = f"LiteLLM proxy {version}".strip()
+    return Target("litellm", title, port, {"litellm": process.pid, "fake": 0}, reference="fake"), process.pid, ""
 
 
 def start_tokenvoy(
@@ -437,11 +585,20 @@ def start_tokenvoy(
 VARIANTS = {
     "no-uvloop": ("tokenvoy_asyncio", "--no-uvloop", {"TOKENVOY_NO_UVLOOP": "1"}),
     "workers-2": ("tokenvoy_workers2", "--extproc-workers 2", {}),
+    # every rule through the upstream ext_proc filter too: two streams per request instead of one
+    "no-direct": ("tokenvoy_two_streams", "two streams (TOKENVOY_NO_DIRECT=1)", {"TOKENVOY_NO_DIRECT": "1"}),
 }
 VARIANT_EXTPROC_WORKERS = {"workers-2": 2}  # the others run one extproc, as the main columns
 
 
-def start_stacks(procs: Processes, run_dir: Path, users: int, variants: Sequence[str] = ()) -> Stacks:
+def start_stacks(
+    procs: Processes,
+    run_dir: Path,
+    users: int,
+    variants: Sequence[str] = (),
+    litellm: bool = False,
+    litellm_venv: Path | None = None,
+) -> Stacks:
     fake_port, baseline_port, baseline_admin, tokenvoy_port, tokenvoy_admin = (free_port() for _ in range(5))
     envoy = envoy_binary()
     envoy_version = subprocess.run([envoy, "--version"], capture_output=True, text=True, check=True, timeout=30)
@@ -479,8 +636,10 @@ def start_stacks(procs: Processes, run_dir: Path, users: int, variants: Sequence
         config_text=config_text,
     )
     tokenvoy_processes = {**children, "fake": fake.pid}
+    floor_targets, floor_pids = start_floor(procs, run_dir, envoy, config_text, fake.pid, users)
+    stacks.memory_pids = {f"floor: {role}": pid for role, pid in floor_pids.items()}
     stacks.targets = [
-        Target("fake", "fake provider direct", fake_port, {"fake": fake.pid}),
+        Target("fake", "fake provider direct", fake_port, {"fake": fake.pid}, reference=""),
         Target(
             "envoy",
             "Envoy alone (baseline)",
@@ -488,7 +647,9 @@ def start_stacks(procs: Processes, run_dir: Path, users: int, variants: Sequence
             {"envoy": baseline.pid, "fake": fake.pid},
             baseline_admin,
             access_log=baseline_log,
+            reference="fake",
         ),
+        *floor_targets,
         Target(
             "tokenvoy",
             "tokenvoy, no x-user-id",
@@ -505,6 +666,15 @@ def start_stacks(procs: Processes, run_dir: Path, users: int, variants: Sequence
             tokenvoy_admin,
             users=users,
             access_log=tokenvoy_access,
+        ),
+        Target(
+            "translated",
+            "tokenvoy, OpenAI → Anthropic, no x-user-id",
+            tokenvoy_port,
+            tokenvoy_processes,
+            tokenvoy_admin,
+            access_log=tokenvoy_access,
+            model=TRANSLATED_MODEL,
         ),
     ]
     for variant in variants:
@@ -526,20 +696,30 @@ def start_stacks(procs: Processes, run_dir: Path, users: int, variants: Sequence
                 access_log=v_access,
             ),
         ]
+    if litellm:
+        target, pid, why = start_litellm(procs, run_dir, fake_port, litellm_venv)
+        if target is None:
+            _progress(f"LiteLLM column skipped: {why}")
+            stacks.skipped.append(f"LiteLLM proxy: {why}")
+        else:
+            target.processes["fake"] = fake.pid
+            stacks.targets.append(target)
+            stacks.memory_pids["LiteLLM proxy (with its workers)"] = pid
     return stacks
 
 
 def smoke_test(target: Target) -> None:
     """One plain and one streamed request per column before any load: a broken stack fails loudly here."""
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **target.headers}
     if target.users:
         headers[USER_HEADER] = "bench-user-smoke"
     for stream in (False, True):
-        status, reply_headers, body = http_request(target.port, "POST", CHAT_PATH, chat_body(stream), headers)
-        expected = b"chat.completion.chunk" if stream else b'"chat.completion"'
+        body_sent = chat_body(stream, target.model)
+        status, reply_headers, body = http_request(target.port, "POST", CHAT_PATH, body_sent, headers)
+        expected = b"chat.completion.chunk" if stream else b"chat.completion"
         if status != 200 or expected not in body:
             raise RuntimeError(f"{target.title}: smoke request (stream={stream}) got {status}: {body[:300]!r}")
-        if target.users and not stream and "x-ratelimit-limit" not in reply_headers:
+        if target.users and target.budget_headers and not stream and "x-ratelimit-limit" not in reply_headers:
             raise RuntimeError(f"{target.title}: no x-ratelimit-limit header, the budget path is not exercised")
 
 
@@ -576,12 +756,13 @@ end
 """
 
 
-def wrk_script(stream: bool, users: int) -> str:
+def wrk_script(stream: bool, users: int, model: str = MODEL, headers: dict[str, str] | None = None) -> str:
     """POST body and headers for wrk; without users the request is static (wrk's fastest path)."""
     lines = [
         'wrk.method = "POST"',
-        f"wrk.body = [==[{chat_body(stream).decode()}]==]",
+        f"wrk.body = [==[{chat_body(stream, model).decode()}]==]",
         'wrk.headers["Content-Type"] = "application/json"',
+        *(f'wrk.headers["{name}"] = "{value}"' for name, value in (headers or {}).items()),
     ]
     if users:
         lines.append(f"local USERS = {users}")
@@ -655,18 +836,18 @@ _SOCKET_ERRORS = ("connect_errors", "read_errors", "write_errors", "timeouts")
 def measure(wrk: str, target: Target, stream: bool, concurrency: int, settings: Settings) -> dict[str, Any]:
     """Warm up, then one measured wrk run with CPU and Envoy-counter deltas around it."""
     script = settings.script_dir / f"wrk-{target.key}-{'stream' if stream else 'plain'}.lua"
-    script.write_text(wrk_script(stream, target.users))
+    script.write_text(wrk_script(stream, target.users, target.model, target.headers))
     warmup: dict[str, Any] = {}
     if settings.warmup > 0:
         warmup = run_wrk(wrk, script, target.port, concurrency, settings.threads, settings.warmup)
     counters_before = envoy_counters(target.admin_port) if target.admin_port else {}
-    cpu_before = {role: cpu_seconds(pid) for role, pid in target.processes.items()}
+    cpu_before = {role: tree_cpu_seconds(pid) for role, pid in target.processes.items()}
     system_before = system_cpu()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run_wrk(wrk, script, target.port, concurrency, settings.threads, settings.duration)
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     system_after = system_cpu()
-    cpu_after = {role: cpu_seconds(pid) for role, pid in target.processes.items()}
+    cpu_after = {role: tree_cpu_seconds(pid) for role, pid in target.processes.items()}
     counters_after = envoy_counters(target.admin_port) if target.admin_port else {}
 
     requests = max(result["requests"], 1)
@@ -755,8 +936,11 @@ def latency_table(kind: str, results: dict[str, dict[str, Any]], targets: list[T
     cn = results.get(f"c{concurrency}", {})
     rows: list[list[str]] = []
 
+    keys = {t.key for t in targets}
+
     def reference(key: str) -> str | None:
-        return {"fake": None, "envoy": "fake"}.get(key, "envoy")
+        ref = next(t.reference for t in targets if t.key == key)
+        return ref if ref in keys else None
 
     if c1:
         for pct in ("p50", "p99"):
@@ -791,7 +975,8 @@ def latency_table(kind: str, results: dict[str, dict[str, Any]], targets: list[T
 def cpu_table(results: dict[str, dict[str, Any]], targets: list[Target], concurrency: int, label: str) -> str:
     """CPU µs per request by process at full load (and % of one core): where the cost goes, what saturates."""
     cn = results.get(f"c{concurrency}", {})
-    roles = ["envoy", "extproc", "ratelimit", "fake", "wrk"]
+    present = {role for t in targets for role in cn.get(t.key, {}).get("cpu_us_per_request", {})}
+    roles = [r for r in ("envoy", "extproc", "ratelimit", "litellm", "fake", "wrk") if r in present]
     header = [f"CPU µs / request (% of one core), {label} c={concurrency}", *(t.title for t in targets)]
     rows = []
     for role in roles:
@@ -822,11 +1007,12 @@ def collect_memory(stacks: Stacks) -> dict[str, dict[str, float]]:
         "tokenvoy: extproc": stacks.tokenvoy_children["extproc"],
         "tokenvoy: ratelimit": stacks.tokenvoy_children["ratelimit"],
         "tokenvoy: `tokenvoy run` supervisor": stacks.tokenvoy_pid,
+        **stacks.memory_pids,
     }
     memory = {}
     for name, pid in pids.items():
         with contextlib.suppress(OSError):
-            memory[name] = memory_mib(pid)
+            memory[name] = tree_memory_mib(pid) if name.startswith("LiteLLM") else memory_mib(pid)
     return memory
 
 
@@ -924,8 +1110,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=sorted(VARIANTS),
         default=[],
         help="also measure a second tokenvoy run in this variant, side by side (no-uvloop: extproc and "
-        "ratelimit on asyncio's own event loop; workers-2: two extproc processes, --extproc-workers 2, where the "
-        "main columns run one); two more columns",
+        "ratelimit on asyncio's own event loop; no-direct: no direct routes, the upstream ext_proc filter on "
+        "every request; workers-2: two extproc processes, --extproc-workers 2, where the main columns run one); "
+        "two more columns each",
+    )
+    parser.add_argument(
+        "--litellm",
+        action="store_true",
+        help=f"one more column: LiteLLM's proxy, installed from PyPI ({LITELLM_SPEC}) into a venv under the run "
+        "directory, on the same fake provider and load (if the install fails the column is skipped, saying why)",
+    )
+    parser.add_argument(
+        "--litellm-venv",
+        metavar="DIR",
+        help="with --litellm: use (or install into, if it has no litellm yet) this venv instead of one under the "
+        "run directory, so that a second run does not install again",
     )
     args = parser.parse_args(argv)
     if (
@@ -947,8 +1146,23 @@ def _progress(message: str) -> None:
 def round_trips(by_c: dict[str, dict[str, Any]], settings: Settings) -> str:
     """ext_proc messages and RLS calls per request, from Envoy's counters: each one is a gRPC round trip."""
     parts = []
-    for key in ("tokenvoy", "tokenvoy_budget"):
-        result = by_c.get(f"c{settings.concurrency}", {}).get(key)
+    names = {
+        "floor": "floor without x-user-id",
+        "floor_budget": "floor with x-user-id",
+        "tokenvoy": "tokenvoy without x-user-id",
+        "tokenvoy_budget": "tokenvoy with x-user-id",
+        "translated": "tokenvoy OpenAI → Anthropic",
+    }
+    cells = by_c.get(f"c{settings.concurrency}", {})
+    # the named columns first, then the variants' (--variant: tokenvoy_<variant>[_budget])
+    keys = [k for k in names if k in cells] + [k for k in cells if k.startswith("tokenvoy") and k not in names]
+    for key in keys:
+        result = cells[key]
+        if key in names:
+            name = names[key]
+        else:
+            variant = key.removeprefix("tokenvoy_").removesuffix("_budget")
+            name = f"tokenvoy {variant} {'with' if key.endswith('_budget') else 'without'} x-user-id"
         if not result:
             continue
         deltas = result["envoy_counter_deltas"]
@@ -959,8 +1173,7 @@ def round_trips(by_c: dict[str, dict[str, Any]], settings: Settings) -> str:
         )
         rls = deltas.get(f"cluster.{RATELIMIT_CLUSTER}.upstream_rq_total", 0) / requests
         parts.append(
-            f"{'with' if key == 'tokenvoy_budget' else 'without'} x-user-id: router ext_proc {router:.1f}, "
-            f"upstream ext_proc {upstream / requests:.1f}, RLS {rls:.1f}"
+            f"{name}: router ext_proc {router:.1f}, upstream ext_proc {upstream / requests:.1f}, RLS {rls:.1f}"
         )
     return "; ".join(parts)
 
@@ -980,7 +1193,8 @@ def run(args: argparse.Namespace, procs: Processes, run_dir: Path, wrk: str, out
     if background > 15:
         _progress(f"warning: the box is already {background:.0f}% busy before we start; numbers will be low")
     _progress(f"starting fake provider, Envoy alone and tokenvoy run (run directory {run_dir})")
-    stacks = start_stacks(procs, run_dir, args.users, args.variant)
+    litellm_venv = Path(args.litellm_venv).resolve() if args.litellm_venv else None
+    stacks = start_stacks(procs, run_dir, args.users, args.variant, args.litellm or bool(litellm_venv), litellm_venv)
     for target in stacks.targets:
         smoke_test(target)
 
@@ -1047,7 +1261,11 @@ def run(args: argparse.Namespace, procs: Processes, run_dir: Path, wrk: str, out
         )
         print(f"\n### {title}\n", file=out)
         print(latency_table(kind, results[kind], targets, settings.concurrency), file=out)
-    print("\n¹ Envoy alone: added over the fake provider direct; tokenvoy columns: added over Envoy alone.", file=out)
+    print(
+        "\n¹ Envoy alone and LiteLLM: added over the fake provider direct; floor and tokenvoy columns: added over "
+        "Envoy alone.",
+        file=out,
+    )
     print(
         "² in brackets: CPU used by neither our processes nor interrupts — other jobs on the box (should be ~0).",
         file=out,
@@ -1059,6 +1277,8 @@ def run(args: argparse.Namespace, procs: Processes, run_dir: Path, wrk: str, out
     print(memory_table(memory), file=out)
 
     print("\n### Checks\n", file=out)
+    for skipped in stacks.skipped:
+        print(f"- column skipped: {skipped}", file=out)
     budget_runs = [r for _, _, key, r in all_runs if key == "tokenvoy_budget"]
     rl_calls = {k: sum(r["ratelimit_calls"][k] for r in budget_runs) for k in ("ok", "over_limit", "error")}
     print(

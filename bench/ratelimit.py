@@ -1,21 +1,27 @@
 #!/usr/bin/env python3
-"""ShouldRateLimit calls/s and latency of ``tokenvoy ratelimit``, memory and Redis backends side by side.
+"""ShouldRateLimit calls/s, latency and CPU of ``tokenvoy ratelimit``, memory and Redis backends side by side.
 
 Starts on 127.0.0.1, with free ports it picks itself:
 
-* a ``redis-server`` (no persistence, in a temporary directory);
+* with ``--baseline``, ``bench/noop_rls.py``: the same grpc.aio server shell on uvloop answering a prebuilt
+  OK, the floor of a Python RLS (what a unary gRPC call costs before any rate limiting);
+* a ``redis-server`` (no persistence, in a temporary directory), unless ``--no-redis``;
 * ``tokenvoy ratelimit`` twice, as real processes with the same budget config: once with in-memory
   counters, once with ``--redis-url`` pointing at that Redis.
 
 The load comes from this process: a grpc.aio client with ``--concurrency`` workers (each sends its next
 call as soon as the previous one is answered) over one HTTP/2 channel. The calls follow Envoy Gateway's
-token-budget shape, alternating a check (``hits_addend: 0``) and a charge (``hits_addend: 17``) of the
-descriptor ``budget=default, x-user-id=<one of --users ids>``. Each cell is an unmeasured warm-up then a
-measured run of ``--duration`` seconds; latency is the client-side round trip of each call.
+token-budget shape as tokenvoy's rendered config sends them, alternating a check (``hits_addend: 0``, at
+request time) and a charge (``hits_addend: 17``, at stream done) of the descriptor
+``budget=per-user-token-budget/rule/0, route=default, x-user-id=<one of --users ids>``. Each cell is an
+unmeasured warm-up then a measured run of ``--duration`` seconds; latency is the client-side round trip.
+``--rounds N`` measures every server N times, interleaved (server A, B, C, A, B, C, ...), so that a burst
+of other work on the box hits all columns alike; the table shows the median and the range.
 
-Besides calls/s and p50/p99 it reports the server's CPU time per call (utime + stime from /proc) so you
-can see whether the server or the client (or Redis) saturates. Everything runs on one machine, so
-calls/s is a whole-box figure. It never asserts a speed: it prints a markdown table.
+Besides calls/s and p50/p99 it reports the server's CPU time per call (utime + stime from /proc) and per
+budgeted request (the check plus the charge: two calls), so you can see whether the server or the client
+(or Redis) saturates. Everything runs on one machine, so calls/s is a whole-box figure. It never asserts a
+speed: it prints a markdown table.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,15 +50,22 @@ from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-CONFIG = """\
-domain: ai-gateway
+BENCH_DIR = Path(__file__).resolve().parent
+DOMAIN = "tokenvoy"
+BUDGET = "per-user-token-budget/rule/0"
+# The shape of tokenvoy's rendered ratelimit.yaml (envoy/ratelimit.yaml), with a budget no run can spend.
+CONFIG = f"""\
+domain: {DOMAIN}
 descriptors:
   - key: budget
-    value: default
+    value: {BUDGET}
     descriptors:
-      - key: x-user-id
-        rate_limit: {unit: hour, requests_per_unit: 4000000000, name: default}
+      - key: route
+        descriptors:
+          - key: x-user-id
+            rate_limit: {{unit: hour, requests_per_unit: 4000000000, name: {BUDGET}}}
 """
+BASELINE = "no-op RLS (floor)"
 
 
 def free_port() -> int:
@@ -80,6 +94,24 @@ class Cell:
         return self.calls / self.seconds
 
 
+@dataclass
+class Rounds:
+    """Every measured round of one server at one concurrency."""
+
+    cells: list[Cell]
+
+    def median(self, value: str) -> float:
+        return statistics.median(getattr(c, value) if value != "rate" else c.rate for c in self.cells)
+
+    def spread(self, value: str) -> tuple[float, float]:
+        values = [getattr(c, value) if value != "rate" else c.rate for c in self.cells]
+        return min(values), max(values)
+
+    @property
+    def errors(self) -> int:
+        return sum(c.errors for c in self.cells)
+
+
 def requests(users: int) -> list[rls_pb2.RateLimitRequest]:
     """Pre-built requests: for each user a check (hits 0) and a charge (hits 17)."""
     out = []
@@ -87,12 +119,13 @@ def requests(users: int) -> list[rls_pb2.RateLimitRequest]:
         for hits in (0, 17):
             d = ratelimit_pb2.RateLimitDescriptor(
                 entries=[
-                    ratelimit_pb2.RateLimitDescriptor.Entry(key="budget", value="default"),
+                    ratelimit_pb2.RateLimitDescriptor.Entry(key="budget", value=BUDGET),
+                    ratelimit_pb2.RateLimitDescriptor.Entry(key="route", value="default"),
                     ratelimit_pb2.RateLimitDescriptor.Entry(key="x-user-id", value=f"user-{i}"),
                 ]
             )
             d.hits_addend.value = hits
-            out.append(rls_pb2.RateLimitRequest(domain="ai-gateway", descriptors=[d]))
+            out.append(rls_pb2.RateLimitRequest(domain=DOMAIN, descriptors=[d]))
     return out
 
 
@@ -187,22 +220,32 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(15)
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[int, Cell]]:
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[int, Rounds]]:
     config = workdir / "budgets.yaml"
     config.write_text(CONFIG)
     started: list[subprocess.Popen[bytes]] = []
-    results: dict[str, dict[int, Cell]] = {}
+    servers: dict[str, tuple[int, int]] = {}  # name -> (port, pid)
     try:
-        redis_port = free_port()
-        redis_argv = [args.redis_server, "--port", str(redis_port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-        redis = subprocess.Popen(
-            [*redis_argv, "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-        )
-        started.append(redis)
-        wait_redis(redis_port, redis)
-        backends = {"memory": [], "redis": ["--redis-url", f"redis://{HOST}:{redis_port}/0"]}
+        if args.baseline:
+            port = free_port()
+            argv = [sys.executable, str(BENCH_DIR / "noop_rls.py"), "--listen", f"{HOST}:{port}"]
+            with (workdir / "noop.log").open("wb") as log:
+                server = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=log)
+            started.append(server)
+            await wait_serving(port, server)
+            servers[BASELINE] = (port, server.pid)
+        backends: dict[str, list[str]] = {"memory": []}
+        if not args.no_redis:
+            redis_port = free_port()
+            redis_argv = [args.redis_server, "--port", str(redis_port), "--bind", HOST, "--save", ""]
+            redis = subprocess.Popen(
+                [*redis_argv, "--appendonly", "no", "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+            started.append(redis)
+            wait_redis(redis_port, redis)
+            backends["redis"] = ["--redis-url", f"redis://{HOST}:{redis_port}/0"]
         for name, extra in backends.items():
             port = free_port()
             argv = [sys.executable, "-m", "tokenvoy", "ratelimit", "--config", str(config)]
@@ -211,31 +254,53 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[int, Ce
                 server = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=log)
             started.append(server)
             await wait_serving(port, server)
-            results[name] = {}
+            servers[f"tokenvoy, {name}"] = (port, server.pid)
+        results: dict[str, dict[int, Rounds]] = {name: {c: Rounds([]) for c in args.concurrency} for name in servers}
+        for round_no in range(1, args.rounds + 1):
             for concurrency in args.concurrency:
-                cell = await measure(port, server.pid, args, concurrency)
-                results[name][concurrency] = cell
-                print(
-                    f"  {name:6} c={concurrency:<3} {cell.rate:8,.0f} calls/s  p50 {cell.p50_ms:6.2f} ms  "
-                    f"p99 {cell.p99_ms:6.2f} ms  server CPU {cell.server_cpu_us:5.0f} µs/call  errors {cell.errors}",
-                    file=sys.stderr,
-                )
-            stop(server)
+                for name, (port, pid) in servers.items():
+                    cell = await measure(port, pid, args, concurrency)
+                    results[name][concurrency].cells.append(cell)
+                    print(
+                        f"  round {round_no} {name:22} c={concurrency:<3} {cell.rate:8,.0f} calls/s  "
+                        f"p50 {cell.p50_ms:6.2f} ms  p99 {cell.p99_ms:6.2f} ms  "
+                        f"server CPU {cell.server_cpu_us:5.0f} µs/call  errors {cell.errors}",
+                        file=sys.stderr,
+                    )
     finally:
         for proc in reversed(started):
             stop(proc)
     return results
 
 
-def table(results: dict[str, dict[int, Cell]], concurrency: list[int]) -> str:
+def _figure(rounds: Rounds, value: str, fmt: str, scale: float = 1.0) -> str:
+    median = fmt.format(rounds.median(value) * scale)
+    if len(rounds.cells) < 2:
+        return median
+    low, high = rounds.spread(value)
+    return f"{median} ({fmt.format(low * scale)}..{fmt.format(high * scale)})"
+
+
+def table(results: dict[str, dict[int, Rounds]], concurrency: list[int]) -> str:
     names = list(results)
     rows: list[tuple[str, list[str]]] = []
     for c in concurrency:
-        rows.append((f"calls/s c={c}", [f"{results[n][c].rate:,.0f}" for n in names]))
-        rows.append((f"p50 latency c={c} (ms)", [f"{results[n][c].p50_ms:.2f}" for n in names]))
-        rows.append((f"p99 latency c={c} (ms)", [f"{results[n][c].p99_ms:.2f}" for n in names]))
-        rows.append((f"server CPU c={c} (µs/call)", [f"{results[n][c].server_cpu_us:,.0f}" for n in names]))
-    rows.append(("errors (all runs)", [str(sum(cell.errors for cell in results[n].values())) for n in names]))
+        rows.append((f"calls/s c={c}", [_figure(results[n][c], "rate", "{:,.0f}") for n in names]))
+        rows.append((f"p50 latency c={c} (ms)", [_figure(results[n][c], "p50_ms", "{:.2f}") for n in names]))
+        rows.append((f"p99 latency c={c} (ms)", [_figure(results[n][c], "p99_ms", "{:.2f}") for n in names]))
+        cpu = [_figure(results[n][c], "server_cpu_us", "{:,.0f}") for n in names]
+        rows.append((f"server CPU c={c} (µs/call)", cpu))
+        rows.append(
+            (
+                f"server CPU c={c} (µs/budgeted request: check + charge)",
+                [_figure(results[n][c], "server_cpu_us", "{:,.0f}", 2.0) for n in names],
+            )
+        )
+        if BASELINE in results:
+            floor = results[BASELINE][c].median("server_cpu_us") * 2
+            above = [f"{results[n][c].median('server_cpu_us') * 2 - floor:+,.0f}" for n in names]
+            rows.append((f"above the floor c={c} (µs/budgeted request)", ["—", *above[1:]]))
+    rows.append(("errors (all runs)", [str(sum(results[n][c].errors for c in concurrency)) for n in names]))
     width = max(len(label) for label, _ in rows)
     cols = [max(len(n), *(len(v[i]) for _, v in rows)) for i, n in enumerate(names)]
     lines = [
@@ -259,29 +324,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell (default: 1)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16], help="calls in flight (default: 1 16)")
     parser.add_argument("--users", type=int, default=1000, help="distinct x-user-id values (default: 1000)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also measure bench/noop_rls.py (a grpc.aio RLS that answers OK without work): the floor",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every server this many times, interleaved; the table shows median (min..max) (default: 1)",
+    )
+    parser.add_argument("--no-redis", action="store_true", help="skip the Redis backend column")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.duration <= 0 or args.users < 1:
+        parser.error("--rounds and --users must be >= 1, --duration > 0")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.redis_server = shutil.which("redis-server")
-    if args.redis_server is None:
+    if args.redis_server is None and not args.no_redis:
         print("redis-server is not on PATH (Debian/Ubuntu: sudo apt-get install -y redis-server)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="tokenvoy-bench-rl-") as workdir:
         results = asyncio.run(run(args, Path(workdir)))
-    version = subprocess.run(
-        [args.redis_server, "--version"], capture_output=True, text=True, check=False
-    ).stdout.split()
-    redis_version = next((v.split("=", 1)[1] for v in version if v.startswith("v=")), "?")
+    redis = "no Redis"
+    if not args.no_redis:
+        version = subprocess.run(
+            [args.redis_server, "--version"], capture_output=True, text=True, check=False
+        ).stdout.split()
+        redis = "Redis " + next((v.split("=", 1)[1] for v in version if v.startswith("v=")), "?") + " on loopback"
     print(
         f"Machine: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, grpcio {grpc.__version__}, Redis {redis_version} on loopback; "
-        f"{args.users} users, check/charge alternating; "
-        f"{args.warmup:g}s warm-up + {args.duration:g}s per cell; client, server and Redis share the CPUs.\n"
+        f"Python {platform.python_version()}, grpcio {grpc.__version__}, {redis}; "
+        f"{args.users} users, check/charge alternating; {args.warmup:g}s warm-up + {args.duration:g}s per cell, "
+        f"{args.rounds} round(s){' (median, min..max)' if args.rounds > 1 else ''}; "
+        "client, server and Redis share the CPUs.\n"
     )
     print(table(results, args.concurrency))
-    return 1 if any(cell.errors for cells in results.values() for cell in cells.values()) else 0
+    return 1 if any(rounds.errors for by_c in results.values() for rounds in by_c.values()) else 0
 
 
 if __name__ == "__main__":

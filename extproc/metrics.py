@@ -226,6 +226,12 @@ class PrometheusObserver:
             buckets=GATEWAY_OVERHEAD_BUCKETS,
             registry=registry,
         )
+        self.extproc_messages = Counter(
+            "tokenvoy_extproc_messages",
+            "ext_proc messages Envoy sent on the router-level streams, by phase (docs/architecture.md).",
+            ("phase",),
+            registry=registry,
+        )
         self._tokens = _Children(self.token_usage)
         self._duration = _Children(self.request_duration)
         self._ttft = _Children(self.time_to_first_token)
@@ -233,6 +239,7 @@ class PrometheusObserver:
         self._cost = _Children(self.cost)
         self._unpriced = _Children(self.unpriced)
         self._overhead = _Children(self.gateway_overhead)
+        self._messages = _Children(self.extproc_messages)
 
     def request_completed(self, request: CompletedRequest) -> None:
         api = request.api
@@ -241,6 +248,8 @@ class PrometheusObserver:
         provider = PROVIDERS.get(schema, schema.lower()) if schema else UNKNOWN
         error_type = request.error_type or ""
         self._overhead((operation, provider, error_type)).observe(request.gateway_seconds)
+        for phase, count in (request.messages or {}).items():
+            self._messages((phase,)).inc(count)
         if api is None:
             return  # not a GenAI operation (unknown path): only the overhead is counted
         base = (operation, provider, *self._model_labels(request))

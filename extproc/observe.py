@@ -34,6 +34,8 @@ class CompletedRequest:
     request_headers: Mapping[str, str]  # the client's headers, for configured label mapping
     named_models: frozenset[str] = frozenset()  # the models the request's config names (Runtime.named_models)
     cost_usd_micros: int | None = None  # the USD cost extproc computed (price catalog); None: no usage or no price
+    # the ext_proc messages Envoy sent on the request's router stream, by phase (e.g. "response_body": 3)
+    messages: Mapping[str, int] | None = None
 
 
 class RequestObserver(Protocol):

@@ -55,6 +55,7 @@ class RequestContext:
     trace_headers: dict[str, str] | None = None  # traceparent/tracestate for every attempt to the provider
     # The config the request started with: its upstream attempts use it even after a reload (docs/reload.md).
     runtime: Runtime | None = None
+    direct: bool = False  # the router stream made the request's edit (a direct rule): no attempt edits it again
 
     @property
     def attempt(self) -> Attempt | None:

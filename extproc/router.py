@@ -2,7 +2,10 @@
 
 Phases: request headers → request body (buffered) → response headers → response body
 (buffered, or streamed by mode override for ``stream: true`` with a 200). The usage metadata is attached
-to the last response body message, where the rate-limit filter's stream-done charge reads it. A compressed
+to the last response body message, where the rate-limit filter's stream-done charge reads it. An answer
+whose body no handler reads (Envoy's own reply, a provider error that passes through as it is) ends the
+stream at its headers: their reply switches the body off (``mode_override``), one message fewer
+(docs/architecture.md, "The ext_proc messages of a request"). A compressed
 answer (gzip, deflate, br) is decoded here, before any translator reads it (``decoding.py``).
 """
 
@@ -21,6 +24,7 @@ from tokenvoy.contract import (
     BACKEND_NAME_KEY,
     COST_HEADER,
     COST_USD_MICROS_KEY,
+    DIRECT_HEADER,
     MODEL_HEADER,
     MODEL_NAME_OVERRIDE_KEY,
     ORIGINAL_PATH_HEADER,
@@ -44,7 +48,7 @@ from tokenvoy.extproc.registry import Attempt, RequestContext, RequestRegistry, 
 from tokenvoy.extproc.request import check_identity_headers, read_body, read_gemini_body
 from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.streamcharge import StreamMeter, precharged_output, running_charge
-from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest, Translator
+from tokenvoy.extproc.translate.base import ClientAPI, ClientRequest, Translator, TranslatorBase
 from tokenvoy.extproc.upstream import attempt_edit
 from tokenvoy.extproc.usage import TokenUsage
 from tokenvoy.pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
@@ -60,6 +64,9 @@ MODELS_PATH = FAMILIES[Family.OPENAI].models_path
 ANTHROPIC_MODELS_PATH = FAMILIES[Family.ANTHROPIC].models_path
 GEMINI_MODELS_PATH = FAMILIES[Family.GOOGLE].models_path
 _STREAMED = pm.ProcessingMode(response_body_mode=pm.ProcessingMode.STREAMED)
+# Honoured by Envoy only in the reply to a headers message (measured with Envoy 1.40: a mode_override on the
+# request body's reply is ignored), so the answer's body is switched off from its headers' reply.
+_NO_BODY = pm.ProcessingMode(response_body_mode=pm.ProcessingMode.NONE)
 _CONTINUE_HEADERS = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
 
 
@@ -71,10 +78,14 @@ class RouterStream:
         observer: RequestObserver | None = None,
         tracing: Tracing | None = None,
         translate_in_router: bool = False,
+        direct_routes: bool = False,
         stateless: bool = False,
         previous: tuple[Runtime, ...] = (),
     ) -> None:
         self._runtime = runtime
+        # Envoy has direct routes (tokenvoy run): a direct rule's request is edited here, once, and skips the
+        # upstream filter (tokenvoy/config/direct.py).
+        self._direct_routes = direct_routes
         self._previous = previous  # configs before the last reloads: an attempt Envoy routed by one (stateless)
         # The upstream attempts may run in other extproc processes: what they need goes into Envoy's dynamic
         # metadata, and the answering attempt is read back from it (carried.py), not from the registry.
@@ -106,9 +117,12 @@ class RouterStream:
         self._meter: StreamMeter | None = None  # a budgeted 200 stream: what the client got so far
         self._cost_micros: int | None = None  # the request's USD cost (price catalog), once its usage is known
         self.done = False  # True once the last message Envoy will send has been answered
+        self.messages: dict[str, int] = {}  # messages Envoy sent on this stream, by phase (the metrics read it)
 
     def handle(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
         entered = time.perf_counter()
+        kind = message.WhichOneof("request") or ""
+        self.messages[kind] = self.messages.get(kind, 0) + 1
         try:
             response = self._handle(message)
             if message.HasField("request_headers"):
@@ -217,6 +231,7 @@ class RouterStream:
             request_headers=self._headers,
             named_models=self._runtime.named_models,
             cost_usd_micros=self._cost_micros,
+            messages=self.messages,
         )
 
     def _request_headers(self, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
@@ -320,8 +335,13 @@ class RouterStream:
             context.span, context.trace_headers = tracing.start(self._headers, request, self._started)
         if self._translate_in_router:
             common = self._translate(context, model)
+        elif self._direct_routes and rule.direct_endpoint is not None:
+            context.direct = True
+            common = self._translate(context, model, rule.direct_endpoint)
         else:
-            mutation = header_mutation({MODEL_HEADER: model, ORIGINAL_PATH_HEADER: path})
+            # a client's own DIRECT_HEADER would take the direct route unedited
+            remove = [DIRECT_HEADER] if self._direct_routes else []
+            mutation = header_mutation({MODEL_HEADER: model, ORIGINAL_PATH_HEADER: path}, remove)
             common = ep.CommonResponse(header_mutation=mutation, clear_route_cache=True)
         response = ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
         reservation = self._runtime.reservations.get(rule.route.name)
@@ -333,7 +353,7 @@ class RouterStream:
             if api is ClientAPI.ANTHROPIC_COUNT_TOKENS:  # a token count reserves nothing: it is charged nothing
                 values = dict.fromkeys(values, 0)
             response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
-        if self._stateless and not self._translate_in_router:
+        if self._stateless and not self._translate_in_router and not context.direct:  # an upstream filter will ask
             trace = context.trace_headers
             write_request(response, CarriedRequest(api, path, model, request.stream, request.needs_usage, trace))
         return response
@@ -369,15 +389,20 @@ class RouterStream:
             return
         context.attempts.append(Attempt(backend.backend.name, model, ref.model_name_override, translator))
 
-    def _translate(self, context: RequestContext, model: str) -> ep.CommonResponse:
+    def _translate(self, context: RequestContext, model: str, direct_endpoint: str | None = None) -> ep.CommonResponse:
         """The upstream filter's edit, made here with the request body: for the rule's first backendRef of the
         lowest priority (``render --target envoy-gateway`` refuses rules whose backendRefs would need another
-        edit). The body is still buffered in Envoy, so ``content-length`` can be set with the new body."""
+        edit); or (``direct_endpoint``) for a direct rule's one backend, without its key. The body is still
+        buffered in Envoy, so ``content-length`` can be set with the new body."""
         rule = context.rule.rule
-        index = min(range(len(rule.backend_refs)), key=lambda i: rule.backend_refs[i].priority)
-        endpoint = endpoint_id(rule, index)
+        if direct_endpoint is None:
+            index = min(range(len(rule.backend_refs)), key=lambda i: rule.backend_refs[i].priority)
+            endpoint = endpoint_id(rule, index)
+        else:
+            endpoint = direct_endpoint
         picked = self._runtime.endpoints[endpoint]
-        common, length = attempt_edit(self._runtime, context, endpoint, picked, self._headers.get(":method", "POST"))
+        method = self._headers.get(":method", "POST")
+        common, length = attempt_edit(self._runtime, context, endpoint, picked, method, direct_endpoint is not None)
         common.status = ep.CommonResponse.CONTINUE  # CONTINUE_AND_REPLACE is for a headers response
         mutation = common.header_mutation
         extra = {MODEL_HEADER: model, "content-length": str(length)}
@@ -395,9 +420,10 @@ class RouterStream:
         response = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
         context = self._context
         if context is None or context.attempt is None:
-            self.done = headers.end_of_stream
+            # Envoy's own reply (budget exceeded, no upstream): nothing to translate, its body is not read.
+            self._end_at_headers(response, headers.end_of_stream)
             self._attach_metadata(response)  # zero costs: the budget's charge at stream end reads them
-            return response  # Envoy's own reply (budget exceeded, no upstream): nothing to translate
+            return response
         if headers.end_of_stream and self._status >= 400:
             # A provider error with no body at all: nothing an SDK can show. Say what happened, same status.
             self.done = True
@@ -417,6 +443,11 @@ class RouterStream:
         translator = context.attempt.translator
         changes = None
         if not 200 <= self._status < 300:
+            if self._decoder is None and _passes_errors(translator):
+                # The provider's error reaches the client as it is: no body to read, its metadata now.
+                self._end_at_headers(response, headers.end_of_stream)
+                self._attach_metadata(response)
+                return response
             self._error_headers = values  # the error is translated whole, with its body (translate_error)
         elif not self._undecoded:
             changes = translator.translate_response_headers(values)
@@ -437,6 +468,12 @@ class RouterStream:
             self._attach_metadata(response)
             self.done = True
         return response
+
+    def _end_at_headers(self, response: ep.ProcessingResponse, end_of_stream: bool) -> None:
+        """The last message of this stream: Envoy is told not to send the answer's body (trailers are skipped)."""
+        if not end_of_stream:
+            response.mode_override.CopyFrom(_NO_BODY)
+        self.done = True
 
     def _response_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         response = ep.ProcessingResponse(response_body=ep.BodyResponse())
@@ -642,6 +679,12 @@ class RouterStream:
 
 
 _UNSUPPORTED_SEEN: set[str] = set()  # content-encodings already logged (bounded)
+
+
+def _passes_errors(translator: Translator) -> bool:
+    """Whether the translator hands every provider error on as it is (the base's ``translate_error``, which
+    returns None whatever the body): then the router need not read an error's body at all."""
+    return type(translator).translate_error is TranslatorBase.translate_error
 
 
 def _continue_for(kind: str | None) -> ep.ProcessingResponse:

@@ -17,6 +17,7 @@ import orjson
 from tokenvoy.apis.backend_schemas import CREDENTIAL_KINDS
 from tokenvoy.apis.client_apis import FAMILIES, Family
 from tokenvoy.config.catalog import BUNDLED_PRICES
+from tokenvoy.config.direct import direct_ref_index
 from tokenvoy.config.loader import ConfigError
 from tokenvoy.config.model import (
     Backend,
@@ -73,6 +74,9 @@ class RuleRuntime:
     matchers: tuple[tuple[Callable[[dict[str, str]], bool], ...], ...]
     prices: PriceBook = field(default_factory=lambda: PriceBook(()))
     usd_budget: bool = False  # a USD budget applies to the route: an unpriced model is refused, never free
+    # The endpoint every request of a direct rule reaches (tokenvoy/config/direct.py): the router stream edits
+    # the request for it once, and Envoy's direct route skips the upstream filter. None: two streams.
+    direct_endpoint: str | None = None
 
     @property
     def cost_keys(self) -> tuple[str, ...]:
@@ -136,7 +140,9 @@ class Runtime:
                 matchers = tuple(
                     tuple(_matcher(h.name, h.value, h.type) for h in conjunction) for conjunction in rule.matches
                 )
-                self.rules.append(RuleRuntime(route, rule, costs, matchers, self.prices, usd))
+                index = direct_ref_index(config, rule)
+                direct = endpoint_id(rule, index) if index is not None else None
+                self.rules.append(RuleRuntime(route, rule, costs, matchers, self.prices, usd, direct))
                 for index, ref in enumerate(rule.backend_refs):
                     self.endpoints[endpoint_id(rule, index)] = (self.backends[ref.backend], ref)
                     if (mutations := merge_mutations(config.backends[ref.backend], ref)) is not None:

@@ -80,10 +80,12 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         observer: RequestObserver | None = None,
         tracing: Tracing | None = None,
         translate_in_router: bool = False,
+        direct_routes: bool = False,
         stateless: bool = False,
     ) -> None:
         self.runtime = runtime
         self.translate_in_router = translate_in_router  # no upstream filter (Envoy Gateway's native ext_proc)
+        self.direct_routes = direct_routes  # Envoy has direct routes (tokenvoy/config/direct.py)
         # One of several extproc processes: a request's streams share nothing here (extproc/carried.py).
         self.stateless = stateless
         self.streams: StreamCounter | None = None  # streams opened per role (serve() sets it)
@@ -111,6 +113,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             self.observer,
             self.tracing,
             self.translate_in_router,
+            self.direct_routes,
             self.stateless,
             self.previous,
         )
@@ -265,6 +268,7 @@ async def serve(
     watch_interval: float = 0.0,
     digest: str = "",
     translate_in_router: bool = False,
+    direct_routes: bool = False,
     stateless: bool = False,
     worker: str = "0",
 ) -> None:
@@ -280,7 +284,7 @@ async def serve(
     tracing = Tracing.from_env(session_id_header=config.tracing.session_id_header)
     if tracing is not None:
         log.info("extproc tracing on: OpenInference spans exported per the OTEL_* variables")
-    processor = ExternalProcessor(runtime, observer, tracing, translate_in_router, stateless)
+    processor = ExternalProcessor(runtime, observer, tracing, translate_in_router, direct_routes, stateless)
     processor.streams = StreamCounter(registry, worker)
 
     def register(server: grpc.aio.Server) -> list[str]:
@@ -352,6 +356,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(no upstream filter, so no translation per attempt; see docs/envoy-gateway.md)",
     )
     parser.add_argument(
+        "--direct-routes",
+        action="store_true",
+        help="Envoy's config has direct routes (tokenvoy run renders them): a rule with one backend and a static "
+        "API key is edited in the router stream and skips the upstream filter (docs/architecture.md)",
+    )
+    parser.add_argument(
         "--stateless",
         action="store_true",
         help="keep no request state between the streams of a request: with several extproc processes behind one "
@@ -395,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.watch_interval,
                 digest,
                 args.translate_in_router,
+                args.direct_routes,
                 args.stateless,
                 args.worker,
             ),

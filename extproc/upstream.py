@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from tokenvoy.apis.backend_schemas import API_KEY_KINDS
-from tokenvoy.apis.client_apis import FAMILIES
+from tokenvoy.config.direct import CLIENT_CREDENTIAL_HEADERS
 from tokenvoy.config.model import BackendRef
 from tokenvoy.contract import (
     AI_GATEWAY_METADATA_NAMESPACE,
     CONTENT_LENGTH_METADATA_KEY,
+    DIRECT_HEADER,
     ENDPOINT_ATTRIBUTE,
     EXT_PROC_FILTER,
     ORIGINAL_PATH_HEADER,
@@ -36,11 +36,8 @@ _INTERNAL_HEADERS = (ORIGINAL_PATH_HEADER,)
 # backend's headerMutation may still ask for compression (applied last).
 _ACCEPT_ENCODING = {"accept-encoding": "identity"}
 # Headers that carry a provider credential. When the gateway holds a backend's key, none of the
-# client's go out with it; and no attempt's key may reach the backend of a later attempt.
-# Those the gateway sets (API key kinds) and those clients send (their API family's): from the catalogs.
-CREDENTIAL_HEADERS = tuple(
-    dict.fromkeys([*(kind.header for kind in API_KEY_KINDS), *(family.key_header for family in FAMILIES.values())])
-)
+# client's go out with it; and no attempt's key may reach the backend of a later attempt (config/direct.py).
+CREDENTIAL_HEADERS = CLIENT_CREDENTIAL_HEADERS
 
 
 def picked_endpoint(message: ep.ProcessingRequest) -> str | None:
@@ -104,6 +101,13 @@ class UpstreamStream:
             raise GatewayError(
                 500, f"Envoy picked endpoint {endpoint!r}, unknown to extproc: are Envoy and extproc on one config?"
             )
+        if context.direct:
+            # The router already edited the request for a direct rule, but Envoy sent it through the cluster with
+            # this filter (its routes changed meanwhile): only the key is missing, and the client's are still there.
+            auth = picked[0].auth_headers
+            stale = [name for name in CREDENTIAL_HEADERS if name not in auth] if auth else []
+            common = ep.CommonResponse(header_mutation=header_mutation(auth, stale))
+            return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common))
         common, length = attempt_edit(runtime, context, endpoint or "", picked, _method(message, picked[0]))
         response = ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common))
         # Envoy drops content-length when it replaces a body (and a chunked client request never had one):
@@ -129,10 +133,12 @@ def attempt_edit(
     endpoint: str,
     picked: tuple[BackendRuntime, BackendRef],
     method: str,
+    direct: bool = False,
 ) -> tuple[ep.CommonResponse, int]:
     """The request edit of one attempt to one backend: path, translated body, credentials, mutations; and the
     length of the body sent. The upstream filter sends it per attempt; with ``--translate-in-router`` (Envoy
-    Gateway's router-level ext_proc) the router stream sends it once, with the request body."""
+    Gateway's router-level ext_proc) or for a direct rule the router stream sends it once, with the request body;
+    ``direct``: without the API key, which Envoy's credential_injector adds (tokenvoy/config/direct.py)."""
     backend, ref = picked
     request = context.request
     translator = backend.translator(request.api)
@@ -150,14 +156,16 @@ def attempt_edit(
     elif upstream.body is None and "content-length" in context.touched_headers:
         upstream.body = request.raw  # an earlier attempt replaced the body: send the client's again
     context.attempts.append(Attempt(backend.backend.name, model, ref.model_name_override, translator))
-    set_headers = {":path": upstream.path, **_ACCEPT_ENCODING, **backend.auth_headers, **upstream.set_headers}
+    auth = {DIRECT_HEADER: "1"} if direct else backend.auth_headers
+    set_headers = {":path": upstream.path, **_ACCEPT_ENCODING, **auth, **upstream.set_headers}
     common = ep.CommonResponse()
     if upstream.body is not None:
         common.status = ep.CommonResponse.CONTINUE_AND_REPLACE
         common.body_mutation.body = upstream.body
         set_headers["content-length"] = str(len(upstream.body))
     remove = {*_INTERNAL_HEADERS, *upstream.remove_headers} - set_headers.keys()
-    if backend.auth_headers or backend.signer is not None:
+    if (backend.auth_headers or backend.signer is not None) and not direct:
+        # (direct: the route removes them, after the rate-limit filter, whose budgets may key on one)
         remove.update(name for name in CREDENTIAL_HEADERS if name not in set_headers)
     if context.trace_headers is not None:  # tracing on: the provider's spans join the gateway's trace
         set_headers.update(context.trace_headers)

@@ -50,6 +50,7 @@ __all__ = [
     "load_config",
     "parse_domain",
     "parse_domain_document",
+    "tree_document",
 ]
 
 MAX_UINT32 = 2**32 - 1
@@ -159,10 +160,18 @@ class DomainConfig:
     limit_count: int
 
 
-class RateLimitConfig:
-    """All loaded domains. Immutable after construction; share it freely between requests."""
+_MAX_REMEMBERED_MATCHES = 4096
 
-    __slots__ = ("_roots", "domains")
+
+class RateLimitConfig:
+    """All loaded domains. Immutable after construction; share it freely between requests.
+
+    :meth:`get_limit` remembers its answers per (domain, entries), at most ``_MAX_REMEMBERED_MATCHES`` of
+    them (the memo is emptied when full): a reload builds a new config, so a remembered match never
+    outlives the rules it came from.
+    """
+
+    __slots__ = ("_matches", "_roots", "domains")
 
     def __init__(self, domains: Iterable[DomainConfig]) -> None:
         by_name: dict[str, DomainConfig] = {}
@@ -175,8 +184,21 @@ class RateLimitConfig:
             by_name[domain.name] = domain
         self.domains: Mapping[str, DomainConfig] = MappingProxyType(by_name)
         self._roots: dict[str, DescriptorNode] = {name: d.root for name, d in by_name.items()}
+        self._matches: dict[tuple[str, tuple[tuple[str, str], ...]], RateLimit | None] = {}
 
     def get_limit(self, domain: str, entries: Sequence[tuple[str, str]]) -> RateLimit | None:
+        """Configured limit for one request descriptor, or ``None`` when nothing applies (see :meth:`match`)."""
+        key = (domain, tuple(entries))
+        matches = self._matches
+        if key in matches:
+            return matches[key]
+        found = self.match(domain, entries)
+        if len(matches) >= _MAX_REMEMBERED_MATCHES:
+            matches.clear()
+        matches[key] = found
+        return found
+
+    def match(self, domain: str, entries: Sequence[tuple[str, str]]) -> RateLimit | None:
         """Configured limit for one request descriptor, or ``None`` when nothing applies.
 
         Walks one tree level per entry, taking the most specific child at each level. As in
@@ -506,3 +528,36 @@ def load_config(sources: Iterable[tuple[str, str]]) -> RateLimitConfig:
     A domain defined twice is an error (upstream's default; it has an opt-in merge we do not copy).
     """
     return RateLimitConfig(parse_domain(text, name) for name, text in sources)
+
+
+def tree_document(config: RateLimitConfig) -> dict[str, Any]:
+    """The lookup tree as plain data (JSON-able), everything a lookup can observe and nothing of where it was
+    read from: two configs answer alike exactly when their documents are equal. ``/rlconfig`` serves it."""
+    return {
+        name: {"limits": domain.limit_count, "root": _node_document(domain.root)}
+        for name, domain in sorted(config.domains.items())
+    }
+
+
+def _node_document(node: DescriptorNode) -> dict[str, Any]:
+    limit = node.limit
+    return {
+        "limit": None
+        if limit is None
+        else {
+            "requests_per_unit": limit.requests_per_unit,
+            "unit": limit.unit.name,
+            "name": limit.name,
+            "replaces": list(limit.replaces),
+            "unlimited": limit.unlimited,
+            "shadow_mode": limit.shadow_mode,
+            "detailed_metric": limit.detailed_metric,
+            "full_key": limit.full_key,
+        },
+        "exact": [[key, value, _node_document(child)] for (key, value), child in sorted(node.exact.items())],
+        "wildcards": [
+            [key, [[prefix, _node_document(child)] for prefix, child in pairs]]
+            for key, pairs in sorted(node.wildcards.items())
+        ],
+        "by_key": [[key, _node_document(child)] for key, child in sorted(node.by_key.items())],
+    }

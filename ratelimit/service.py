@@ -18,6 +18,11 @@ Behaviour at the edges, following envoyproxy/ratelimit:
   timeout and fails open unless ``failure_mode_deny`` is set, which would make ``closed`` impossible to
   get without touching Envoy. One warning when an outage starts and one info line when the first call
   succeeds again; every call in between is counted in ``tokenvoy_ratelimit_backend_errors_total``;
+- no configuration loaded yet (the config comes over xDS and the first one has not arrived):
+  ``UNAVAILABLE`` "no rate limit configuration loaded", as envoyproxy/ratelimit answers an error then
+  (started with ``FORCE_START_WITHOUT_INITIAL_CONFIG``, as Envoy Gateway runs it). Envoy applies its own
+  failure mode: the request is served unless ``failure_mode_deny`` is set. Once a config is loaded, an
+  empty one included, the rules above apply;
 - any other exception (a bug): ``UNAVAILABLE``, logged at most every few seconds.
 """
 
@@ -29,9 +34,10 @@ import time
 from collections.abc import Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from tokenvoy.pb.envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
-from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2
 
 from .backend import BackendUnavailable, CounterBackend
 from .config import RateLimitConfig, Unit
@@ -50,11 +56,13 @@ from .limiter import (
 from .metrics import RateLimitMetrics
 
 __all__ = [
+    "ConfigNotLoaded",
     "FailureMode",
     "InvalidRateLimitRequest",
     "RateLimitService",
     "RateLimitServicer",
     "decision_to_pb",
+    "register",
     "request_from_pb",
 ]
 
@@ -63,10 +71,18 @@ logger = logging.getLogger(__name__)
 _UNIT_BY_WIRE: dict[int, Unit] = {u.value: u for u in Unit}
 _MAX_REMEMBERED_UNKNOWN_DOMAINS = 64
 _BACKEND_ERROR_LOG_INTERVAL_S = 10.0
+# Decoded requests remembered by their wire bytes: Envoy's request-time check of one user is the same bytes
+# every time. ~100 bytes a request; the memo is emptied when full, so memory stays bounded.
+_MAX_REMEMBERED_REQUESTS = 4096
+RLS_SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
 
 
 class InvalidRateLimitRequest(ValueError):
     """The request cannot be evaluated at all (as opposed to matching no limit)."""
+
+
+class ConfigNotLoaded(RuntimeError):
+    """No configuration has been loaded yet (xDS, before the first ACKed response)."""
 
 
 class FailureMode(enum.Enum):
@@ -86,11 +102,13 @@ class RateLimitService:
     """Evaluates requests against a configuration and a counter backend.
 
     ``config`` is a plain attribute: replacing it (a reload) is atomic for requests that follow.
+    ``config=None`` starts without one: every call is refused with :class:`ConfigNotLoaded` until
+    :meth:`set_config`.
     """
 
     def __init__(
         self,
-        config: RateLimitConfig,
+        config: RateLimitConfig | None,
         backend: CounterBackend,
         clock: Callable[[], float] = time.time,
         *,
@@ -98,7 +116,8 @@ class RateLimitService:
         metrics: RateLimitMetrics | None = None,
         hold_slot_s: int = DEFAULT_HOLD_SLOT_S,
     ) -> None:
-        self.config = config
+        self.loaded = config is not None
+        self.config = config if config is not None else RateLimitConfig(())
         self.failure_mode = failure_mode
         self.hold_slot_s = hold_slot_s
         self.metrics = metrics if metrics is not None else RateLimitMetrics()
@@ -112,6 +131,7 @@ class RateLimitService:
     def set_config(self, config: RateLimitConfig) -> None:
         """Swap the configuration (a reload); counters are in the backend and carry over."""
         self.config = config
+        self.loaded = True
         self._unknown_domains = set()
 
     async def should_rate_limit(self, request: LimitRequest) -> Decision:
@@ -120,6 +140,8 @@ class RateLimitService:
             raise InvalidRateLimitRequest("rate limit domain must not be empty")
         if not request.descriptors:
             raise InvalidRateLimitRequest("rate limit descriptor list must not be empty")
+        if not self.loaded:
+            raise ConfigNotLoaded("no rate limit configuration loaded")
         config = self.config
         if request.domain not in config.domains:
             self._warn_unknown_domain(request.domain)
@@ -186,15 +208,9 @@ def _descriptor_from_pb(d: ratelimit_pb2.RateLimitDescriptor) -> Descriptor:
         # An override with UNKNOWN unit cannot define a window: keep the configured limit.
         if unit is not None:
             override = LimitOverride(d.limit.requests_per_unit, unit)
-    entries, hold, hold_slot = split_hold(tuple((e.key, e.value) for e in d.entries))
-    return Descriptor(
-        entries=entries,
-        hits_addend=d.hits_addend.value if d.HasField("hits_addend") else None,
-        is_negative_hits=d.is_negative_hits,
-        limit=override,
-        hold=hold,
-        hold_slot=hold_slot,
-    )
+    entries, hold, hold_slot = split_hold(tuple([(e.key, e.value) for e in d.entries]))
+    hits = d.hits_addend.value if d.HasField("hits_addend") else None
+    return Descriptor(entries, hits, d.is_negative_hits, override, hold, hold_slot)
 
 
 def request_from_pb(request: rls_pb2.RateLimitRequest) -> LimitRequest:
@@ -226,23 +242,43 @@ def decision_to_pb(decision: Decision) -> rls_pb2.RateLimitResponse:
     return response
 
 
-class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
-    """grpc.aio adapter around :class:`RateLimitService`."""
+class RateLimitServicer:
+    """grpc.aio adapter around :class:`RateLimitService`, registered with :func:`register`.
+
+    It takes the request's wire bytes (the method handler has no deserializer) and remembers the decoded
+    request by them: the request-time check of a user is byte-identical every time, so it is decoded once,
+    and a stream-done charge (its tokens differ) costs one decode, as before.
+    """
 
     def __init__(self, service: RateLimitService) -> None:
         self.service = service
         self._duration = service.metrics.duration
         self._last_backend_error_log = float("-inf")
+        self._requests: dict[bytes, LimitRequest] = {}
 
-    async def ShouldRateLimit(
-        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
-    ) -> rls_pb2.RateLimitResponse:
+    def decode(self, raw: bytes) -> LimitRequest:
+        """The pure request of these wire bytes (remembered); ``InvalidRateLimitRequest`` if they do not parse."""
+        request = self._requests.get(raw)
+        if request is None:
+            try:
+                request = request_from_pb(rls_pb2.RateLimitRequest.FromString(raw))
+            except DecodeError as exc:
+                raise InvalidRateLimitRequest(f"malformed RateLimitRequest: {exc}") from None
+            requests = self._requests
+            if len(requests) >= _MAX_REMEMBERED_REQUESTS:
+                requests.clear()
+            requests[raw] = request
+        return request
+
+    async def ShouldRateLimit(self, request: bytes, context: grpc.aio.ServicerContext) -> rls_pb2.RateLimitResponse:
         """Answer one Envoy rate limit query."""
         started = time.perf_counter()
         try:
-            decision = await self.service.should_rate_limit(request_from_pb(request))
+            decision = await self.service.should_rate_limit(self.decode(request))
         except InvalidRateLimitRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except ConfigNotLoaded as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except Exception as exc:
             now = time.monotonic()
             if now - self._last_backend_error_log >= _BACKEND_ERROR_LOG_INTERVAL_S:
@@ -252,3 +288,16 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         finally:
             self._duration.observe(time.perf_counter() - started)
         return decision_to_pb(decision)
+
+
+def register(servicer: RateLimitServicer, server: grpc.aio.Server) -> None:
+    """Serve ``ShouldRateLimit`` on ``server`` with raw request bytes (see :class:`RateLimitServicer`)."""
+    handlers = {
+        "ShouldRateLimit": grpc.unary_unary_rpc_method_handler(
+            servicer.ShouldRateLimit,
+            request_deserializer=None,
+            response_serializer=rls_pb2.RateLimitResponse.SerializeToString,
+        )
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(RLS_SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(RLS_SERVICE_NAME, handlers)

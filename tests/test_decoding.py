@@ -36,6 +36,7 @@ from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.server import build_runtime
 from tokenvoy.extproc.upstream import UpstreamStream
 from tokenvoy.pb.envoy.config.core.v3 import base_pb2
+from tokenvoy.pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from tokenvoy.testupstream.http import Request, Response
 from tokenvoy.testupstream.server import App
@@ -368,7 +369,7 @@ class Exchange:
         """The router's replies: to the response headers, then to each body chunk (the last ends the body)."""
         values = {":status": str(status), **headers}
         replies = [self.router.handle(ep.ProcessingRequest(response_headers=_headers(values)))]
-        for index, chunk in enumerate(chunks):
+        for index, chunk in enumerate(chunks if not self.router.done else ()):  # done: Envoy sends no body
             last = index == len(chunks) - 1
             body = ep.ProcessingRequest(response_body=ep.HttpBody(body=chunk, end_of_stream=last))
             replies.append(self.router.handle(body))
@@ -380,6 +381,8 @@ class Exchange:
 
 def _client_body(chunks: list[bytes], replies: tuple[ep.ProcessingResponse, ...]) -> bytes:
     """The body Envoy forwards: each chunk, or what the router put in its place."""
+    if replies[0].mode_override.response_body_mode == pm.ProcessingMode.NONE and len(replies) == 1:
+        return b"".join(chunks)  # the body was switched off at the headers: Envoy forwards it as it came
     out = []
     for chunk, reply in zip(chunks, replies[1:], strict=False):
         mutation = reply.response_body.response.body_mutation

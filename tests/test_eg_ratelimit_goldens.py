@@ -15,7 +15,14 @@ import pytest
 from google.protobuf import any_pb2
 
 from tokenvoy.pb.ratelimit.config.ratelimit.v3 import rls_conf_pb2
-from tokenvoy.ratelimit.config import DescriptorNode, RateLimitConfig, RateLimitConfigError, Unit, load_config
+from tokenvoy.ratelimit.config import (
+    DescriptorNode,
+    RateLimitConfig,
+    RateLimitConfigError,
+    Unit,
+    load_config,
+    tree_document,
+)
 from tokenvoy.ratelimit.xds_config import (
     RATE_LIMIT_CONFIG_TYPE_URL,
     config_from_eg_yaml,
@@ -70,6 +77,7 @@ def test_ads_tree_equals_file_tree(case: str) -> None:
     from_file = file_tree(case)
     from_ads = config_from_protos(over_the_wire(case))
     assert tree_signature(from_ads) == tree_signature(from_file)
+    assert tree_document(from_ads) == tree_document(from_file)  # what /rlconfig shows
     assert sum(d.limit_count for d in from_ads.domains.values()) > 0
 
 
@@ -79,6 +87,7 @@ def test_trees_of_different_cases_differ() -> None:
     protos = over_the_wire("month-year-rule")
     protos[0].descriptors[0].descriptors[0].rate_limit.requests_per_unit += 1
     assert tree_signature(config_from_protos(protos)) != tree_signature(file_tree("month-year-rule"))
+    assert tree_document(config_from_protos(protos)) != tree_document(file_tree("month-year-rule"))
 
 
 def test_a_loaded_golden_answers_the_descriptor_its_route_sends() -> None:

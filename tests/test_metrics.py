@@ -94,6 +94,7 @@ def test_the_families_are_named_and_typed_as_the_genai_conventions_exported_to_p
         "# TYPE tokenvoy_cost_usd_total counter",
         "# TYPE tokenvoy_unpriced_requests_total counter",
         "# TYPE tokenvoy_gateway_overhead_seconds histogram",
+        "# TYPE tokenvoy_extproc_messages_total counter",
     ]
 
 
@@ -515,6 +516,26 @@ async def test_the_admin_port_serves_metrics_and_healthz() -> None:
         await admin.close()
 
 
+async def test_healthcheck_answers_as_envoyproxy_ratelimits_does() -> None:
+    # EG's probes of its ratelimit Deployment: GET /healthcheck, "OK" or 500
+    admin = AdminServer(PrometheusObserver().registry, "127.0.0.1:0")
+    await admin.start()
+    try:
+        status, headers, body = await _get(admin.port, b"GET /healthcheck HTTP/1.1\r\n\r\n")
+        assert (status, headers["content-length"], body) == ("HTTP/1.1 200 OK", "2", b"OK")
+        reason: list[str | None] = ["no rate limit configuration loaded yet"]
+        admin.not_ready = lambda: reason[0]
+        status, _, body = await _get(admin.port, b"GET /healthcheck HTTP/1.1\r\n\r\n")
+        assert (status, body) == ("HTTP/1.1 500 Internal Server Error", b"no rate limit configuration loaded yet\n")
+        reason[0] = None
+        assert (await _get(admin.port, b"GET /healthcheck HTTP/1.1\r\n\r\n"))[2] == b"OK"
+        admin.start_draining()
+        status, _, body = await _get(admin.port, b"GET /healthcheck HTTP/1.1\r\n\r\n")
+        assert (status, body) == ("HTTP/1.1 500 Internal Server Error", b"stopping: draining in-flight requests\n")
+    finally:
+        await admin.close()
+
+
 async def test_a_busy_admin_port_is_a_clear_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -589,3 +610,16 @@ def test_tokenvoy_extproc_serves_healthz_and_refuses_a_busy_admin_port(tmp_path:
     finally:
         process.terminate()
         process.wait(15)
+
+
+def test_the_router_streams_messages_are_counted_by_phase() -> None:
+    observer = PrometheusObserver()
+    phases = {"request_headers": 1, "request_body": 1, "response_headers": 1, "response_body": 3}
+    observer.request_completed(completed(messages=phases))
+    observer.request_completed(completed(messages={"request_headers": 1, "request_body": 1, "response_headers": 1}))
+    assert sorted(samples(observer, "tokenvoy_extproc_messages_total")) == [
+        'tokenvoy_extproc_messages_total{phase="request_body"} 2.0',
+        'tokenvoy_extproc_messages_total{phase="request_headers"} 2.0',
+        'tokenvoy_extproc_messages_total{phase="response_body"} 3.0',
+        'tokenvoy_extproc_messages_total{phase="response_headers"} 2.0',
+    ]

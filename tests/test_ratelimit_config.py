@@ -63,6 +63,20 @@ def test_exact_then_wildcard_then_key_only(value: str, name: str) -> None:
     assert limit is not None and limit.name == name
 
 
+def test_remembered_matches_answer_as_the_walk_and_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = cfg(PRECEDENCE)
+    monkeypatch.setattr("tokenvoy.ratelimit.config._MAX_REMEMBERED_MATCHES", 8)
+    values = [f"gpt-{i}" for i in range(20)] + ["claude-3", "gpt-4", "gpt-4o"]
+    for _ in range(2):  # the second pass is answered from the memo (or from a fresh walk after it filled)
+        for value in values:
+            entries = (("model", value),)
+            assert config.get_limit("ai", entries) == config.match("ai", entries)
+            assert config.get_limit("other", entries) is None
+    assert config.get_limit("ai", (("no-such-key", "x"),)) is None
+    assert config.get_limit("ai", (("no-such-key", "x"),)) is None  # a remembered miss is still a miss
+    assert len(config._matches) <= 8
+
+
 def test_wildcard_matches_key_exactly_and_value_by_prefix() -> None:
     config = cfg(
         """

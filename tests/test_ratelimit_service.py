@@ -206,6 +206,23 @@ async def test_invalid_requests_are_rejected(rls: Rls, req: rls_pb2.RateLimitReq
     assert info.value.details() == message
 
 
+async def test_malformed_request_bytes_are_invalid_argument(rls: Rls) -> None:
+    raw_call = rls.channel.unary_unary("/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await raw_call(b"\x0a\xff", timeout=5)  # field 1 (domain) claims 255 bytes; 0 follow
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed RateLimitRequest" in (info.value.details() or "")
+
+
+async def test_identical_requests_are_each_counted(rls: Rls) -> None:
+    """The servicer remembers decoded requests by their bytes: the same charge sent again is charged again."""
+    charge = descriptor(("x-user-id", "same-bytes"), hits=30)
+    remaining = [(await rls.call(charge)).statuses[0].limit_remaining for _ in range(3)]
+    assert remaining == [70, 40, 10]
+    over = await rls.call(charge)
+    assert over.overall_code == OVER_LIMIT
+
+
 class FailingBackend(MemoryBackend):
     async def add(self, ops: Sequence[CounterOp]) -> list[int]:
         raise ConnectionError("redis is down")

@@ -1,9 +1,7 @@
 """The ADS config client against an xDS management server that speaks the protocol as Envoy Gateway's does.
 
-The server below is written from the xDS protocol (State of the World ADS): it answers a subscription whose
-``version_info`` differs from its own with the whole set of resources and a fresh nonce, waits for the ACK or
-NACK of that nonce, and sends again when its version changes. It runs over real gRPC with mutual TLS, with a
-CA and certificates made here, as EG's config server on port 18001 does.
+The server (``tests/ads_server.py``) is written from the xDS protocol (State of the World ADS). It runs over
+real gRPC with mutual TLS, with a CA and certificates made here, as EG's config server on port 18001 does.
 """
 
 from __future__ import annotations
@@ -12,23 +10,26 @@ import asyncio
 import datetime
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, DiscoveryResponse
+from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryResponse
 from envoy_data_plane.google.protobuf import Any as AnyMessage
 
+from tests.ads_server import AdsServer, Pki, packed
 from tests.ports import free_port
+from tokenvoy.pb.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from tokenvoy.pb.ratelimit.config.ratelimit.v3 import rls_conf_pb2
-from tokenvoy.ratelimit.config import RateLimitConfig
+from tokenvoy.ratelimit.config import RateLimitConfig, tree_document
 from tokenvoy.ratelimit.metrics import RateLimitMetrics
-from tokenvoy.ratelimit.xds_client import ADS_METHOD, XdsClientSettings, XdsConfigClient, XdsTls
+from tokenvoy.ratelimit.server import ServerTls, serve, start_server
+from tokenvoy.ratelimit.xds_client import XdsClientSettings, XdsConfigClient, XdsTls
 from tokenvoy.ratelimit.xds_config import RATE_LIMIT_CONFIG_TYPE_URL
 
 NODE_ID = "envoy-ratelimit"  # what EG's Deployment sets and its snapshot cache is keyed by
@@ -37,18 +38,6 @@ WAIT_S = 30.0  # a hang guard, not a timing assertion
 
 # --------------------------------------------------------------------------------------------------------
 # Certificates
-
-
-@dataclass(frozen=True)
-class Pki:
-    """A CA and a server and client certificate signed by it, as PEM files."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path  # a CA that signed nothing here
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -134,86 +123,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 # --------------------------------------------------------------------------------------------------------
 # The management server
-
-
-def packed(*configs: rls_conf_pb2.RateLimitConfig) -> list[AnyMessage]:
-    return [AnyMessage(type_url=RATE_LIMIT_CONFIG_TYPE_URL, value=c.SerializeToString()) for c in configs]
-
-
-@dataclass
-class AdsServer:
-    """A SotW ADS server with one snapshot; records every request it reads and the peer's certificate."""
-
-    pki: Pki
-    port: int
-    version: str = ""
-    resources: list[AnyMessage] = field(default_factory=list)
-    requests: list[DiscoveryRequest] = field(default_factory=list)
-    peers: list[str] = field(default_factory=list)
-    streams: int = 0
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _server: grpc.aio.Server | None = None
-
-    def publish(self, version: str, resources: list[AnyMessage]) -> None:
-        self.version, self.resources = version, resources
-        self._changed.set()
-
-    async def _stream(self, _requests: object, context: grpc.aio.ServicerContext) -> None:
-        self.streams += 1
-        common_names = context.auth_context().get("x509_common_name", [])
-        self.peers.extend(cn.decode() for cn in common_names)
-        request = await context.read()
-        if request is grpc.aio.EOF:
-            return
-        self.requests.append(request)
-        known = request.version_info
-        nonce = 0
-        while True:
-            if self.version and self.version != known:
-                nonce += 1
-                sent = self.version
-                await context.write(
-                    DiscoveryResponse(
-                        version_info=sent,
-                        resources=self.resources,
-                        type_url=RATE_LIMIT_CONFIG_TYPE_URL,
-                        nonce=f"{self.streams}-{nonce}",
-                    )
-                )
-                reply = await context.read()
-                if reply is grpc.aio.EOF:
-                    return
-                self.requests.append(reply)
-                known = sent  # ACKed or NACKed: either way, not sent again until the version changes
-            else:
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def start(self) -> None:
-        handler = grpc.method_handlers_generic_handler(
-            "envoy.service.discovery.v3.AggregatedDiscoveryService",
-            {
-                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                    self._stream,
-                    request_deserializer=DiscoveryRequest.parse,
-                    response_serializer=bytes,
-                )
-            },
-        )
-        assert ADS_METHOD == "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
-        self._server = grpc.aio.server()
-        self._server.add_generic_rpc_handlers((handler,))
-        credentials = grpc.ssl_server_credentials(
-            [(self.pki.server_key.read_bytes(), self.pki.server_cert.read_bytes())],
-            root_certificates=self.pki.ca.read_bytes(),
-            require_client_auth=True,
-        )
-        assert self._server.add_secure_port(f"127.0.0.1:{self.port}", credentials) == self.port
-        await self._server.start()
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        await self._server.stop(grace=None)
 
 
 def limit_config(version_limit: int, domain: str = "first-listener") -> rls_conf_pb2.RateLimitConfig:
@@ -434,3 +343,150 @@ def test_backoff_doubles_up_to_the_maximum_with_jitter_around_it() -> None:
         for _ in range(20)
     }
     assert all(5 <= d <= 15 for d in first_delays) and len(first_delays) > 1
+
+
+# --------------------------------------------------------------------------------------------------------
+# The client wired into the server (what `tokenvoy ratelimit --xds-server` runs)
+
+
+def _rls_request(user: str = "alice") -> rls_pb2.RateLimitRequest:
+    request = rls_pb2.RateLimitRequest(domain="first-listener")
+    entries = request.descriptors.add().entries
+    entries.add(key="first-route", value="first-route")
+    entries.add(key="x-user-id", value=user)
+    return request
+
+
+async def _healthcheck(port: int) -> tuple[int, str]:
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"http://127.0.0.1:{port}/healthcheck")
+    return answer.status_code, answer.text
+
+
+async def test_the_server_answers_from_the_tree_the_xds_server_sends(pki: Pki) -> None:
+    ads_port = free_port()
+    ads = AdsServer(pki, ads_port)
+    await ads.start()
+    client = XdsConfigClient(settings(pki, ads_port))
+    running = await start_server(
+        None,
+        "127.0.0.1:0",
+        xds=client,
+        admin_listen="127.0.0.1:0",
+        healthy_with_config=True,
+        # EG's Envoy reaches its ratelimit over TLS; here with a client certificate required as well
+        tls=ServerTls(str(pki.server_cert), str(pki.server_key), str(pki.ca)),
+    )
+    credentials = grpc.ssl_channel_credentials(
+        pki.ca.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes()
+    )
+    assert running.admin is not None
+    try:
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{running.port}", credentials, options=[("grpc.ssl_target_name_override", "envoy-gateway")]
+        ) as channel:
+            stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+
+            # no config yet: an error, so Envoy's failure_mode_deny decides (envoyproxy/ratelimit's answer)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.ShouldRateLimit(_rls_request())
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert refused.value.details() == "no rate limit configuration loaded"
+            assert await _healthcheck(running.admin.port) == (500, "no rate limit configuration loaded yet\n")
+
+            ads.publish("1", packed(limit_config(2)))
+            await until(lambda: running.service.loaded)
+            codes = [(await stub.ShouldRateLimit(_rls_request())).overall_code for _ in range(3)]
+            assert codes == [rls_pb2.RateLimitResponse.OK] * 2 + [rls_pb2.RateLimitResponse.OVER_LIMIT]
+            assert await _healthcheck(running.admin.port) == (200, "OK")
+            async with httpx.AsyncClient() as http:
+                shown = (await http.get(f"http://127.0.0.1:{running.admin.port}/rlconfig")).json()
+            assert shown == {"loaded": True, "version": "1", "domains": tree_document(running.service.config)}
+            assert shown["domains"]["first-listener"]["limits"] == 1
+
+            # a config that does not load: NACKed, the tree in force stays
+            ads.publish("2", packed(BROKEN))
+            await until(lambda: any(r.error_detail is not None for r in ads.requests))
+            over = await stub.ShouldRateLimit(_rls_request())
+            assert over.overall_code == rls_pb2.RateLimitResponse.OVER_LIMIT
+            assert over.statuses[0].current_limit.requests_per_unit == 2
+
+            # a raised limit applies live; the counter carries over (4 spent of 5)
+            ads.publish("3", packed(limit_config(5)))
+            await until(lambda: client.version == "3")
+            answer = await stub.ShouldRateLimit(_rls_request())
+            assert answer.overall_code == rls_pb2.RateLimitResponse.OK
+            assert (answer.statuses[0].current_limit.requests_per_unit, answer.statuses[0].limit_remaining) == (5, 0)
+
+        # without a client certificate the RLS port refuses
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{running.port}",
+            grpc.ssl_channel_credentials(pki.ca.read_bytes()),
+            options=[("grpc.ssl_target_name_override", "envoy-gateway")],
+        ) as channel:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit(_rls_request(), timeout=WAIT_S)
+    finally:
+        await running.stop(grace=0)
+        await ads.stop()
+
+
+async def _answers(port: int) -> bool:
+    try:
+        return (await _healthcheck(port))[0] == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def test_waiting_for_the_first_config_serves_nothing_before_it(pki: Pki) -> None:
+    # envoyproxy/ratelimit without FORCE_START_WITHOUT_INITIAL_CONFIG: `--xds-wait-for-config`
+    ads_port, admin_port = free_port(), free_port()
+    ads = AdsServer(pki, ads_port)
+    await ads.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        serve(
+            (),
+            "127.0.0.1:0",
+            xds=settings(pki, ads_port),
+            xds_wait_for_config=True,
+            admin_listen=f"127.0.0.1:{admin_port}",
+            stop=stop,
+        )
+    )
+    try:
+        await until(lambda: len(ads.requests) == 1)  # subscribed, nothing to load yet
+        assert not await _answers(admin_port)
+        ads.publish("1", packed(limit_config(3)))
+        async with asyncio.timeout(WAIT_S):
+            while not await _answers(admin_port):
+                await asyncio.sleep(0.02)
+        async with httpx.AsyncClient() as http:
+            shown = (await http.get(f"http://127.0.0.1:{admin_port}/rlconfig")).json()
+        assert (shown["loaded"], shown["version"]) == (True, "1")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, WAIT_S)
+        await ads.stop()
+
+
+async def test_a_stop_while_waiting_for_the_first_config_ends_cleanly(pki: Pki) -> None:
+    ads_port = free_port()
+    ads = AdsServer(pki, ads_port)
+    await ads.start()
+    stop = asyncio.Event()
+    waiting = serve((), "127.0.0.1:0", xds=settings(pki, ads_port), xds_wait_for_config=True, stop=stop)
+    task = asyncio.create_task(waiting)
+    try:
+        await until(lambda: len(ads.requests) == 1)
+        stop.set()
+        assert await asyncio.wait_for(task, WAIT_S) is None
+    finally:
+        await ads.stop()
+
+
+async def test_both_or_neither_config_source_is_an_error(pki: Pki) -> None:
+    with pytest.raises(ValueError, match=r"give exactly one config source: --config FILE or --xds-server HOST:PORT$"):
+        await serve((), "127.0.0.1:0")
+    with pytest.raises(ValueError, match="not both"):
+        await serve(["a.yaml"], "127.0.0.1:0", xds=settings(pki, 1))

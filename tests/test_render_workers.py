@@ -89,8 +89,8 @@ def test_the_runner_names_one_socket_per_worker(tmp_path: Path) -> None:
     assert [w.listen for w in extproc_workers(tmp_path, 1)] == [f"unix:{tmp_path / 'extproc.sock'}"]
     several = extproc_workers(tmp_path, 3)
     assert [w.name for w in several] == ["extproc 0", "extproc 1", "extproc 2"]
-    assert envoy_options(tmp_path, 9901, 3).extproc_worker_addresses == tuple(w.listen for w in several)
-    assert envoy_options(tmp_path, 9901, 1).extproc_worker_addresses == ()
+    assert envoy_options(tmp_path, 9901, extproc_workers=3).extproc_worker_addresses == tuple(w.listen for w in several)
+    assert envoy_options(tmp_path, 9901, extproc_workers=1).extproc_worker_addresses == ()
     with pytest.raises(ValueError, match="at least 1"):
         extproc_workers(tmp_path, 0)
 

@@ -9,11 +9,15 @@ import gzip
 import orjson
 import pytest
 
-from tests.test_decoding import CHAT, Exchange, _client_body, _header_changes
+from tests.test_decoding import CHAT, Exchange, _attributes, _client_body, _header_changes, _headers, _metadata
 from tokenvoy.config.defaults import default_config_yaml
 from tokenvoy.config.loader import load_text
+from tokenvoy.extproc.registry import RequestRegistry
+from tokenvoy.extproc.router import RouterStream
 from tokenvoy.extproc.runtime import Runtime
 from tokenvoy.extproc.server import build_runtime
+from tokenvoy.pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
+from tokenvoy.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 ANTHROPIC_OVERLOADED = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
 OPENAI_RATE_LIMIT = b'{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}'
@@ -46,10 +50,37 @@ def test_an_error_already_in_the_clients_shape_goes_through_untouched(runtime: R
     headers = {"content-type": "application/json", "content-length": str(len(OPENAI_RATE_LIMIT))}
     replies = exchange.answer(429, headers, [OPENAI_RATE_LIMIT])
 
+    # Nothing to read in its body: the stream ends at the headers, which switch the body off (one message less)
+    assert len(replies) == 1 and exchange.router.done
+    assert replies[0].mode_override.response_body_mode == pm.ProcessingMode.NONE
     assert _header_changes(replies[0], "response_headers") == ({}, set())
-    assert _header_changes(replies[-1], "response_body") == ({}, set())
-    assert replies[-1].response_body.response.body_mutation.WhichOneof("mutation") is None
     assert _client_body([OPENAI_RATE_LIMIT], replies) == OPENAI_RATE_LIMIT
+    metadata = _metadata(replies[0])  # what the access log and a budget's charge read, set with the headers
+    assert metadata["backend_name"] == "fake" and metadata["llm_total_token"] == 0
+
+
+def test_an_error_the_translator_rewrites_is_still_read_whole(runtime: Runtime) -> None:
+    exchange = Exchange(runtime, "/anthropic/v1/messages", {**CHAT, "max_tokens": 4}, "OpenAI")
+    replies = exchange.answer(429, {"content-type": "application/json"}, [OPENAI_RATE_LIMIT])
+
+    assert not replies[0].HasField("mode_override")
+    assert len(replies) == 2 and replies[1].response_body.response.body_mutation.body
+
+
+def test_envoys_own_reply_ends_the_stream_at_its_headers(runtime: Runtime) -> None:
+    registry = RequestRegistry()
+    router = RouterStream(runtime, registry)
+    headers = {":path": "/v1/chat/completions", ":method": "POST", "content-type": "application/json"}
+    router.handle(_attributes(ep.ProcessingRequest(request_headers=_headers(headers))))
+    router.handle(ep.ProcessingRequest(request_body=ep.HttpBody(body=orjson.dumps(CHAT), end_of_stream=True)))
+    # the budget's 429 (Envoy's local reply): no upstream attempt ran
+    local_reply = {":status": "429", "content-type": "application/json"}
+    reply = router.handle(ep.ProcessingRequest(response_headers=_headers(local_reply)))
+
+    assert router.done
+    assert reply.mode_override.response_body_mode == pm.ProcessingMode.NONE
+    assert router.messages == {"request_headers": 1, "request_body": 1, "response_headers": 1}
+    router.close()
 
 
 def test_a_compressed_error_is_decoded_then_rewritten_with_its_new_length(runtime: Runtime) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import os
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -28,6 +29,7 @@ _REASONS = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    500: "Internal Server Error",
     502: "Bad Gateway",
     503: "Service Unavailable",
 }
@@ -123,6 +125,10 @@ class AdminServer(HTTPPort):
     For ratelimit, ``/healthz`` stays 200 while the counter backend is down: the service still answers
     (by its failure mode), and restarting it would not bring Redis back; ``tokenvoy_ratelimit_backend_up``
     tells that story.
+
+    ``/healthcheck`` is envoyproxy/ratelimit's path (Envoy Gateway's probes of its ratelimit Deployment hit
+    it): ``OK`` with 200, or 500 while draining or while ``not_ready`` names a reason (ratelimit's
+    "healthy once a config is loaded" option).
     """
 
     what = "serve metrics"
@@ -131,14 +137,16 @@ class AdminServer(HTTPPort):
         super().__init__(*parse_admin_listen(listen), name=name)
         self.registry = registry
         self.draining = False  # set by the server's stop path: /healthz answers 503 from then on
+        self.not_ready: Callable[[], str | None] | None = None  # a reason /healthcheck answers 500
+        self.pages: dict[str, Callable[[], bytes]] = {}  # more GET paths (JSON documents), e.g. /rlconfig
 
     def start_draining(self) -> None:
         self.draining = True
 
     async def answer(self, method: str, target: str, headers: dict[str, str], writer: asyncio.StreamWriter) -> None:
         path = target.split("?", 1)[0]
-        if path not in ("/metrics", "/healthz"):
-            await respond(writer, 404, b"not found: try /metrics or /healthz\n")
+        if path not in ("/metrics", "/healthz", "/healthcheck", *self.pages):
+            await respond(writer, 404, b"not found: try /metrics, /healthz or /healthcheck\n")
             return
         if method not in ("GET", "HEAD"):
             await respond(writer, 405, b"only GET and HEAD\n", extra={"allow": "GET, HEAD"})
@@ -149,6 +157,19 @@ class AdminServer(HTTPPort):
                 await respond(writer, 503, b"stopping: draining in-flight requests\n", head=head)
             else:
                 await respond(writer, 200, b"ok\n", head=head)
+            return
+        page = self.pages.get(path)
+        if page is not None:
+            await respond(writer, 200, page(), "application/json", head=head)
+            return
+        if path == "/healthcheck":
+            reason = "stopping: draining in-flight requests" if self.draining else None
+            if reason is None and self.not_ready is not None:
+                reason = self.not_ready()
+            if reason is None:
+                await respond(writer, 200, b"OK", head=head)
+            else:
+                await respond(writer, 500, f"{reason}\n".encode(), head=head)
             return
         encoder, content_type = choose_encoder(headers.get("accept", ""))
         body = await asyncio.to_thread(encoder, self.registry)

@@ -52,7 +52,10 @@ ATTEMPT_METADATA_NAMESPACE = "tokenvoy.attempt"
 
 MODEL_HEADER = "x-ai-eg-model"  # set by the router extproc from the body; Envoy's routes match on it
 ORIGINAL_PATH_HEADER = "x-ai-eg-original-path"
-COST_HEADER = "x-tokenvoy-cost-usd"  # the answer's cost, when cost.responseHeader asks for it
+COST_HEADER = "x-tokenvoy-cost-usd"
+# Set by the router extproc on a request it edited itself for a direct rule (tokenvoy/config/direct.py): the
+# direct route matches on it and strips it; absent, the request takes the rule's route with the upstream filter.
+DIRECT_HEADER = "x-tokenvoy-direct"  # the answer's cost, when cost.responseHeader asks for it
 # The client identity header of the default config (budgets per user, the access log, traces' user.id).
 USER_ID_HEADER = "x-user-id"
 # gRPC initial metadata of each ext_proc filter: which of the two streams extproc serves.

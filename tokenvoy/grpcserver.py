@@ -141,9 +141,11 @@ async def start_service(
     *,
     options: Sequence[tuple[str, Any]] = (),
     admin: AdminServer | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> GrpcService:
     """Serve on ``listen`` the services ``register`` adds (it returns their full names, for health and
     reflection). ``admin``, already started, is closed here if the server cannot start, else by ``stop``.
+    ``credentials``: serve TLS (``grpc.ssl_server_credentials``) instead of plaintext.
 
     Raises ``ValueError`` for a malformed address and ``OSError`` for one that cannot be bound."""
     try:
@@ -156,7 +158,10 @@ async def start_service(
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((*services, health_name, reflection.SERVICE_NAME), server)
         try:
-            port = server.add_insecure_port(target)
+            if credentials is None:
+                port = server.add_insecure_port(target)
+            else:
+                port = server.add_secure_port(target, credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {listen}: {exc}") from None
         if port == 0 and not target.startswith("unix:"):

@@ -18,6 +18,8 @@ translator fills in.
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -34,6 +36,8 @@ from tokenvoy.extproc.translate.base import ClientRequest, HeaderChanges, Transl
 from tokenvoy.extproc.translate.bodies import WholeBody
 from tokenvoy.extproc.translate.shapes import answer_object, require
 from tokenvoy.extproc.usage import TokenUsage, token_count
+
+log = logging.getLogger(__name__)
 
 TARGET = "an AWS Bedrock backend"
 PROVIDER = "the Bedrock Converse provider"
@@ -88,6 +92,36 @@ DOCUMENT_FORMATS = {
 
 def unsupported(field: str, why: str) -> GatewayError:
     return untranslatable_field(field, TARGET, why)
+
+
+# A Bedrock model id (or cross-region inference profile id, or the foundation-model ARN of either) names its
+# provider first: ``anthropic.claude-…``, ``us.amazon.nova-pro-v1:0``. These are the providers other than
+# Anthropic that Bedrock's model list names; an id that names none of them (an application inference profile's
+# ARN, a provisioned model) is sent as it is.
+_OTHER_FAMILY = re.compile(
+    r"^(?:arn:[^/]*/)?(?:(?:us|eu|apac|jp|au|ca|us-gov|global)\.)?"
+    r"(amazon|meta|mistral|cohere|ai21|deepseek|openai|qwen|writer|twelvelabs|moonshot|minimax|google|nvidia)\."
+)
+_CLAUDE_ONLY_FIELDS = ("thinking", "anthropic_beta")
+
+
+def fit_model_fields(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """``additionalModelRequestFields`` as ``model`` takes them: Claude's ``thinking`` and ``anthropic_beta``
+    are left out for another family's model (Bedrock answers them 400 "extraneous key [thinking] is not
+    permitted"), and Amazon Nova gets ``top_k`` as its ``inferenceConfig.topK`` (Nova's user guide)."""
+    fields = body.get("additionalModelRequestFields")
+    match = _OTHER_FAMILY.match(model)
+    if not fields or match is None:
+        return body
+    kept = {name: value for name, value in fields.items() if name not in _CLAUDE_ONLY_FIELDS}
+    if len(kept) < len(fields):
+        log.debug("Claude-only request fields not sent to %s: %s", model, ", ".join(sorted(set(fields) - set(kept))))
+    if match.group(1) == "amazon" and "nova" in model and "top_k" in kept:
+        kept["inferenceConfig"] = {**kept.get("inferenceConfig", {}), "topK": kept.pop("top_k")}
+    out = {name: value for name, value in body.items() if name != "additionalModelRequestFields"}
+    if kept:  # Nova refuses an empty object too
+        out["additionalModelRequestFields"] = kept
+    return out
 
 
 def converse_path(prefix: str, model: str, stream: bool) -> str:
@@ -366,7 +400,7 @@ class BedrockTranslator(TranslatorBase):
 
     def translate_request(self, request: ClientRequest, backend: Backend, model: str) -> UpstreamRequest:
         self.answer.keep = request.capture_output
-        body = self.build(request, model)
+        body = fit_model_fields(self.build(request, model), model)
         self._model = model
         self._stream = request.stream
         return UpstreamRequest(

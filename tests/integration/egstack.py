@@ -44,9 +44,9 @@ class Processes:
     def deadline(self) -> float:
         return self.started + STARTUP_SECONDS
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with (self.logs / f"{name}.out").open("wb") as out, (self.logs / f"{name}.err").open("wb") as err:
-            process = subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True)
+            process = subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True, env=env)
         self.running.append(process)
         return process
 

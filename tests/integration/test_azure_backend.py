@@ -22,6 +22,8 @@ from openai import OpenAI
 from tests.integration.conftest import Gateway, free_port, gateway_config, start_gateway
 from tokenvoy.extproc.translate.openai_to_azure import DEFAULT_API_VERSION
 from tokenvoy.testupstream.azure import DEPLOYMENTS_HEADER
+from tokenvoy.testupstream.credentials import H_KEYS as KEYS_HEADER
+from tokenvoy.testupstream.credentials import H_REQUIRE as REQUIRE_HEADER
 from tokenvoy.testupstream.openai_chat import completion_text
 
 SECRET = "azure-key-0f9e8d7c"
@@ -208,3 +210,18 @@ def test_missing_deployment_is_azures_404(gateway: Gateway) -> None:
     assert caught.value.body["code"] == "DeploymentNotFound"
     entry = gateway.wait_for_log(lambda e: e.get("x-request-id") == request_id)
     assert entry["response_code"] == 404
+
+
+def test_azure_takes_the_backends_key_and_refuses_a_rotated_one(gateway: Gateway) -> None:
+    """The fake Azure, told the only valid key and to require one, answers 200 only to the backend's secret in
+    ``api-key`` (the client's own bearer key is not what it checks), and 401 in Azure's shape otherwise."""
+    strict = {REQUIRE_HEADER: "true"}
+    reply = client(gateway, f"azure-key-{uuid.uuid4()}", **strict, **{KEYS_HEADER: SECRET}).chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, max_tokens=1
+    )
+    assert reply.choices[0].message.content
+    rotated = client(gateway, f"azure-rotated-{uuid.uuid4()}", **strict, **{KEYS_HEADER: "client-openai-key"})
+    with pytest.raises(openai.AuthenticationError) as caught:
+        rotated.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=1)
+    assert caught.value.status_code == 401
+    assert "invalid subscription key" in str(caught.value)

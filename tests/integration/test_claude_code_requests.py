@@ -1,5 +1,6 @@
 """What Claude Code sends, through real Envoy and extproc to the default config's schemas: its beta flags
-(filtered for Bedrock), its mid-conversation system message (translated for OpenAI and Converse), adaptive
+(all accepted by the fake Anthropic, which refuses flags Anthropic does not document; filtered for Bedrock,
+left out for Nova), its mid-conversation system message (translated for OpenAI and Converse), adaptive
 thinking, and what its stream reads (message_start's estimate); the access log names the backend of a refusal."""
 
 from __future__ import annotations
@@ -71,12 +72,14 @@ def test_claude_on_bedrock_gets_only_the_beta_flags_aws_documents(gateway: Gatew
     assert "anthropic-beta" not in sent["headers"]
 
 
-def test_converse_gets_only_the_documented_flags_and_the_system_message_as_a_system_block(gateway: Gateway) -> None:
+def test_converse_to_nova_gets_no_claude_fields_and_the_system_message_as_a_system_block(gateway: Gateway) -> None:
+    """Claude Code's adaptive thinking and beta flags are Claude's: Bedrock answers Nova 400 "extraneous key
+    [thinking]" (the fake does too, so the answer proves they were left out)."""
     request_id = f"converse-{uuid.uuid4()}"
     answer = _create(_client(gateway, request_id), "amazon.nova-lite-v1:0", MESSAGES)
     assert answer.content
     sent = orjson.loads(_sent(gateway, request_id)["body"])
-    assert sent["additionalModelRequestFields"]["anthropic_beta"] == DOCUMENTED
+    assert "additionalModelRequestFields" not in sent
     assert sent["system"][-1] == {"text": "Answer briefly."}
     assert [m["role"] for m in sent["messages"]] == ["user"]
 
@@ -119,3 +122,28 @@ def test_counting_claude_on_bedrock_sends_the_invoke_body_with_the_documented_fl
     sent = orjson.loads(_sent(gateway, request_id)["body"])
     invoke = orjson.loads(base64.b64decode(sent["input"]["invokeModel"]["body"]))
     assert invoke["anthropic_beta"] == DOCUMENTED
+
+
+def test_anthropic_gets_every_flag_claude_code_sends_and_the_backends_key(gateway: Gateway) -> None:
+    """The fake Anthropic refuses flags Anthropic does not document and, told the only valid key, any other:
+    a 200 proves the flags are ones Anthropic takes and the gateway sent the backend's key, not the client's."""
+    request_id = f"anthropic-{uuid.uuid4()}"
+    client = _client(gateway, request_id, **{"x-testupstream-api-keys": "sk-ant-fake"})
+    answer = _create(client, "claude-sonnet-4-6", MESSAGES[:1])
+    assert answer.content and answer.stop_reason == "end_turn"
+    sent = _sent(gateway, request_id)["headers"]
+    assert (sent["anthropic-beta"], sent["x-api-key"]) == (BETAS, "sk-ant-fake")
+
+
+def test_anthropics_refusals_of_a_flag_and_of_a_key_reach_the_client_as_anthropic_sent_them(gateway: Gateway) -> None:
+    flagged = _client(gateway, f"flag-{uuid.uuid4()}", **{"anthropic-beta": BETAS + ",not-a-flag-2099-01-01"})
+    with pytest.raises(anthropic.BadRequestError) as bad_flag:
+        _create(flagged, "claude-sonnet-4-6", MESSAGES[:1])
+    assert "`not-a-flag-2099-01-01` for the `anthropic-beta` header" in str(bad_flag.value)
+    keyed = _client(gateway, f"key-{uuid.uuid4()}", **{"x-testupstream-api-keys": "sk-ant-rotated"})
+    with pytest.raises(anthropic.AuthenticationError) as bad_key:
+        _create(keyed, "claude-sonnet-4-6", MESSAGES[:1])
+    assert bad_key.value.body == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+    }

@@ -9,6 +9,9 @@
 - AzureCredentials: azure-identity gets an Entra token from a fake authority over TLS (``AZURE_AUTHORITY_HOST``
   plus ``REQUESTS_CA_BUNDLE`` for the test CA).
 - Refused credentials answer 503 naming the policy; no secret reaches logs or rendered files.
+
+The fake runs with ``TESTUPSTREAM_REQUIRE_CREDENTIALS=1``: every provider route refuses a request without its
+credential (OpenAI 401, Vertex 401 ``UNAUTHENTICATED``, Bedrock 403 ``MissingAuthenticationTokenException``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from openai import OpenAI
 
 from tests.integration.conftest import Gateway, free_port, start_gateway
-from tokenvoy.testupstream import aws_auth
+from tokenvoy.testupstream import aws_auth, credentials
 from tokenvoy.testupstream.server import BackgroundServer, run_in_thread
 
 AWS_WRONG_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYWRONGKEY"
@@ -212,6 +215,7 @@ def gateway(
         "AWS_SESSION_TOKEN": SESSION_TOKEN,
         "AWS_EC2_METADATA_DISABLED": "true",
         aws_auth.KEYS_ENV: f"{SESSION_KEY_ID}:{SESSION_SECRET}:{SESSION_TOKEN}",  # what the fake AWS knows
+        credentials.REQUIRE_ENV: "1",  # every provider refuses a request without its credential
         "AZURE_AUTHORITY_HOST": entra.url.replace("http://", "https://"),
         "REQUESTS_CA_BUNDLE": str(ca_dir / "ca.pem"),
     }
@@ -248,6 +252,14 @@ def grants(server: BackgroundServer, client_id: str, ca: Path | None = None) -> 
         f"{url}/__testupstream/tokens", verify=ssl.create_default_context(cafile=ca / "ca.pem") if ca else True
     )
     return [g for g in answer.json()["grants"] if g["client"] == client_id]
+
+
+def test_the_fake_refuses_a_request_without_credentials_here(gateway: Gateway) -> None:
+    """So each 200 below proves the gateway sent the credential (the switch reached the fake's process)."""
+    body = {"model": "m", "messages": MESSAGES}
+    assert httpx.post(f"{gateway.fake_url}/v1/chat/completions", json=body).status_code == 401
+    unsigned = httpx.post(f"{gateway.fake_url}/model/{BEDROCK_MODEL}/invoke", json={"messages": MESSAGES})
+    assert (unsigned.status_code, unsigned.json()) == (403, {"message": "Missing Authentication Token"})
 
 
 # -- AWS ------------------------------------------------------------------------------------------------

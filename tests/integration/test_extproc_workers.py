@@ -5,6 +5,7 @@ in flight a request's router stream holds one worker and its upstream attempt go
 checks, request by request, from each worker's ``tokenvoy_extproc_streams_total`` counts, that it did, and
 that the answer (plain, streamed, translated, after a fallback to another schema) is what one process gives.
 A worker killed is restarted, a reload reaches both, and one scrape of the metrics port counts both.
+Direct routes are off here (``TOKENVOY_NO_DIRECT=1``): they have no upstream stream to cross over.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             fake_port=fake_port,
             listener_port=listener_port,
             extproc_workers=2,
+            # every rule through the upstream filter: a direct route (one backend, a static key or none) has no
+            # upstream stream to land in another worker
+            env={"TOKENVOY_NO_DIRECT": "1"},
         )
         try:
             yield Stack(gateway, directory / "gateway.yaml", ports)
@@ -306,3 +310,32 @@ def test_a_reload_reaches_both_workers(stack: Stack) -> None:
         _crossed(gateway, send)
         entry = gateway.wait_for_log(lambda e, rid=request_id: e.get("x-request-id") == rid)
         assert entry["genai_model_name_override"] == "gpt-4o" and entry["genai_response_model"] == "gpt-4o"
+
+
+def test_direct_routes_keep_working_with_two_workers(tmp_path: Path) -> None:
+    """A direct rule (the default config's: one backend, no key) is edited in the router stream alone: with
+    two workers it needs nothing carried, and its answer and usage are whole."""
+    gateway = start_gateway(tmp_path, extproc_workers=2)
+    try:
+        before = _streams(gateway)
+        reply = _openai(gateway).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        )
+        chunks = list(
+            _openai(gateway).chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=3,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        _envoy_idle(gateway)
+        after = _streams(gateway)
+    finally:
+        gateway.stop()
+    assert reply.usage is not None and reply.usage.completion_tokens == 3
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+    delta = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+    assert sum(v for (role, _), v in delta.items() if role == "router") == 2
+    assert sum(v for (role, _), v in delta.items() if role == "upstream") == 0

@@ -41,10 +41,14 @@ def _config(listener_port: int, fake_port: int) -> str:
     return yaml.safe_dump_all(documents, sort_keys=False)
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+@pytest.fixture(scope="module", params=["direct", "two streams"])
+def gateway(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Gateway]:
+    """The one rule goes direct (Envoy injects the key from an SDS file), or (TOKENVOY_NO_DIRECT) extproc's
+    upstream filter adds it: either way the key must reach no log."""
     listener_port, fake_port = free_port(), free_port()
     env = {"TOKENVOY_TEST_PROVIDER_KEY": PROVIDER_KEY, "OPENAI_API_KEY": PROVIDER_KEY}
+    if request.param == "two streams":
+        env["TOKENVOY_NO_DIRECT"] = "1"
     env["AWS_SECRET_ACCESS_KEY"] = AWS_SECRET
     running = start_gateway(
         tmp_path_factory.mktemp("secrets"),
@@ -116,6 +120,10 @@ def test_with_envoy_logging_at_trace_no_credential_reaches_any_log(gateway: Gate
     gateway.wait_for_log(lambda entry: entry.get("response_code") == 200)
     logs = gateway.stderr() + gateway.stdout_path.read_text(errors="replace")
     assert "[debug][ext_proc]" in logs and "Received request headers response" in logs  # the dumps were on
-    assert 'raw_value: "<redacted>"' in logs
+    assert "key=authorization value=<redacted>" in logs  # the client's key in the HTTP/1 codec's trace
+    if (gateway.run_dir / "secrets").exists():
+        assert "Successfully injected credential" in logs  # Envoy added the key itself: extproc never sent it
+    else:
+        assert 'raw_value: "<redacted>"' in logs  # the key in the upstream filter's header mutation dump
     for secret in (PROVIDER_KEY, CLIENT_KEY, AWS_SECRET):
         assert secret not in logs

@@ -150,6 +150,7 @@ with warnings.catch_warnings():
     from envoy_data_plane.google.protobuf import Any as AnyMessage
     from envoy_data_plane.google.protobuf import Struct
 
+from tokenvoy.config.direct import direct_ref_index
 from tokenvoy.config.model import (
     Budget,
     GatewayConfig,
@@ -166,6 +167,7 @@ from tokenvoy.contract import (
     CACHED_INPUT_TOKEN_KEY,
     CONTENT_LENGTH_METADATA_KEY,
     COST_USD_KEY,
+    DIRECT_HEADER,
     ENDPOINT_ATTRIBUTE,
     ENDPOINT_METADATA_KEY,
     EXT_PROC_FILTER,
@@ -193,6 +195,7 @@ from tokenvoy.contract import (
 )
 from tokenvoy.render.budgets import dynamic_metadata_format, rate_limits
 from tokenvoy.render.client_auth import client_auth_filters, jwks_clusters
+from tokenvoy.render.direct import direct_cluster_name, direct_headers_to_remove, direct_protocol_options
 from tokenvoy.render.envoy import (
     DEFAULT_BACKOFF_MS,
     DEFAULT_NUM_RETRIES,
@@ -513,21 +516,41 @@ def _routes(config: GatewayConfig, options: EnvoyOptions, host: str | None = Non
         if budgets:
             limits = rate_limits(budgets, route.name)
             per_filter[RATELIMIT_FILTER] = _any(RateLimitPerRoute(rate_limits=limits))
+        direct = _is_direct(config, rule, options)
         for match_index, headers in enumerate(rule.matches or ((),)):
+            matchers = [_header_matcher(h) for h in headers]
+            if direct:  # first: the request the router edited itself goes to the cluster without upstream ext_proc
+                routes.append(
+                    Route(
+                        name=f"{rule.name}/match/{match_index}/direct",
+                        match=RouteMatch(
+                            prefix="/", headers=[*matchers, HeaderMatcher(name=DIRECT_HEADER, present_match=True)]
+                        ),
+                        route=_route_action(rule, options, direct_cluster_name(rule)),
+                        request_headers_to_remove=direct_headers_to_remove(config, rule),
+                        typed_per_filter_config=per_filter,
+                    )
+                )
             routes.append(
                 Route(
                     name=f"{rule.name}/match/{match_index}",
-                    match=RouteMatch(prefix="/", headers=[_header_matcher(h) for h in headers]),
-                    route=RouteAction(
-                        cluster=cluster_name(rule),
-                        timeout=_route_timeout(rule, options),
-                        auto_host_rewrite=True,
-                        retry_policy=retry_policy(rule),
-                    ),
+                    match=RouteMatch(prefix="/", headers=matchers),
+                    route=_route_action(rule, options, cluster_name(rule)),
                     typed_per_filter_config=per_filter,
                 )
             )
     return routes
+
+
+def _route_action(rule: Rule, options: EnvoyOptions, cluster: str) -> RouteAction:
+    return RouteAction(
+        cluster=cluster, timeout=_route_timeout(rule, options), auto_host_rewrite=True, retry_policy=retry_policy(rule)
+    )
+
+
+def _is_direct(config: GatewayConfig, rule: Rule, options: EnvoyOptions) -> bool:
+    """Whether ``rule`` gets a direct route and cluster too (tokenvoy/config/direct.py, tokenvoy run only)."""
+    return options.secrets_dir is not None and direct_ref_index(config, rule) is not None
 
 
 def route_configuration(config: GatewayConfig, options: EnvoyOptions) -> RouteConfiguration:
@@ -586,7 +609,8 @@ def upstream_protocol_options(options: EnvoyOptions) -> HttpProtocolOptions:
     )
 
 
-def backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) -> Cluster:
+def backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions, direct: bool = False) -> Cluster:
+    """The rule's cluster; ``direct``: its twin without the upstream ext_proc filter (render/direct.py)."""
     localities = []
     socket_matches: dict[str, ClusterTransportSocketMatch] = {}
     any_dns = False
@@ -622,16 +646,21 @@ def backend_cluster(config: GatewayConfig, rule: Rule, options: EnvoyOptions) ->
                 ],
             )
         )
-    upstream_http = upstream_protocol_options(options)
+    if direct:
+        assert options.secrets_dir is not None
+        upstream_http = direct_protocol_options(config, rule, options.secrets_dir)
+    else:
+        upstream_http = upstream_protocol_options(options)
+    name = direct_cluster_name(rule) if direct else cluster_name(rule)
     return Cluster(
-        name=cluster_name(rule),
+        name=name,
         type=ClusterDiscoveryType.STRICT_DNS if any_dns else ClusterDiscoveryType.STATIC,
         connect_timeout=_ms(10_000),
         dns_lookup_family=ClusterDnsLookupFamily.V4_PREFERRED,
         common_lb_config=ClusterCommonLbConfig(
             locality_weighted_lb_config=ClusterCommonLbConfigLocalityWeightedLbConfig()
         ),
-        load_assignment=ClusterLoadAssignment(cluster_name=cluster_name(rule), endpoints=localities),
+        load_assignment=ClusterLoadAssignment(cluster_name=name, endpoints=localities),
         typed_extension_protocol_options={HTTP_PROTOCOL_OPTIONS: _any(upstream_http)},
         transport_socket_matches=list(socket_matches.values()),
     )
@@ -641,6 +670,11 @@ def backend_clusters(config: GatewayConfig, options: EnvoyOptions) -> list[Clust
     """Every rule's cluster, and the remote JWKS hosts of client authentication (reloaded with them)."""
     return [
         *(backend_cluster(config, rule, options) for _, rule in config.rules()),
+        *(
+            backend_cluster(config, rule, options, True)
+            for _, rule in config.rules()
+            if _is_direct(config, rule, options)
+        ),
         *jwks_clusters(config, _tls_context),
     ]
 

@@ -52,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECRET",
         help="EG extension mode: a kubernetes.io/tls Secret; EG reaches the extension server over TLS",
     )
+    parser.add_argument(
+        "--eg-ratelimit",
+        choices=("eg", "tokenvoy"),
+        default="eg",
+        help="EG: the rate limit service of EG's ratelimit Deployment: EG's envoyproxy/ratelimit, or tokenvoy's "
+        "ratelimit in its place (the EG config snippet patches image and command; docs/envoy-gateway.md)",
+    )
     parser.add_argument("--extproc", default="127.0.0.1:1063", help="extproc address (default: %(default)s)")
     parser.add_argument("--ratelimit", default="127.0.0.1:8081", help="ratelimit address (default: %(default)s)")
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port (default: %(default)s)")
@@ -66,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = [*args.files, *args.config]
     if args.target != "envoy-gateway" and (args.mode != "native" or args.extension_tls_secret):
         parser.error("--mode and --extension-tls-secret are for --target envoy-gateway")
+    if args.target != "envoy-gateway" and args.eg_ratelimit != "eg":
+        parser.error("--eg-ratelimit is for --target envoy-gateway")
     if args.target == "envoy-gateway":
         if args.reloadable:
             parser.error("--reloadable is for --target envoy (Envoy Gateway serves its own xDS)")
@@ -81,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mode=args.mode,
             proxy_namespace=args.proxy_namespace,
             extension_tls_secret=args.extension_tls_secret,
+            eg_ratelimit=args.eg_ratelimit,
         )
     try:
         if paths:

@@ -101,6 +101,9 @@ class GatewayOptions:
     extension_tls_secret: str | None = (
         None  # extension mode: a kubernetes.io/tls Secret: EG reaches the server over TLS
     )
+    # the rate limit service in EG's ratelimit Deployment: EG's own envoyproxy/ratelimit ("eg"), or tokenvoy's
+    # image in its place ("tokenvoy": EG's environment read as is, tokenvoy's ratelimit metrics)
+    eg_ratelimit: str = "eg"
 
 
 @dataclass
@@ -881,12 +884,35 @@ def _tokenvoy(
 
 
 def _envoy_gateway_config(options: GatewayOptions) -> dict[str, Any]:
-    """What EG itself must allow: Backend resources, and Redis for its global rate limit (the budgets)."""
-    return {
+    """What EG itself must allow: Backend resources, and Redis for its global rate limit (the budgets); with
+    ``eg_ratelimit="tokenvoy"``, tokenvoy's image and command in EG's ratelimit Deployment."""
+    config: dict[str, Any] = {
         "apiVersion": f"{EG_API}/v1alpha1",
         "kind": "EnvoyGateway",
         "extensionApis": {"enableBackend": True},
         "rateLimit": {"backend": {"type": "Redis", "redis": {"url": options.redis_url}}},
+    }
+    if options.eg_ratelimit == "tokenvoy":
+        deployment = _ratelimit_deployment(options)
+        config["provider"] = {"type": "Kubernetes", "kubernetes": {"rateLimitDeployment": deployment}}
+    return config
+
+
+# The container of EG's ratelimit Deployment (EG's InfraName), and what replaces its /bin/ratelimit: with
+# CONFIG_TYPE=GRPC_XDS_SOTW in the environment EG sets, `tokenvoy ratelimit` reads it (ratelimit/xds_env.py).
+EG_RATELIMIT_CONTAINER = "envoy-ratelimit"
+TOKENVOY_RATELIMIT_COMMAND = ("tokenvoy", "ratelimit")
+
+
+def _ratelimit_deployment(options: GatewayOptions) -> dict[str, Any]:
+    """EG's ``rateLimitDeployment``: the image, and a strategic-merge patch of the container's command."""
+    container = {"name": EG_RATELIMIT_CONTAINER, "command": list(TOKENVOY_RATELIMIT_COMMAND)}
+    return {
+        "container": {"image": options.image},
+        "patch": {
+            "type": "StrategicMerge",
+            "value": {"spec": {"template": {"spec": {"containers": [container]}}}},
+        },
     }
 
 

@@ -55,8 +55,11 @@ def render_to_directory(
     mode: str = "native",
     proxy_namespace: str = "envoy-gateway-system",
     extension_tls_secret: str | None = None,
+    eg_ratelimit: str = "eg",
 ) -> int:
-    options = GatewayOptions(mode=mode, proxy_namespace=proxy_namespace, extension_tls_secret=extension_tls_secret)
+    options = GatewayOptions(
+        mode=mode, proxy_namespace=proxy_namespace, extension_tls_secret=extension_tls_secret, eg_ratelimit=eg_ratelimit
+    )
     options = replace(options, namespace=namespace or options.namespace)
     options = replace(options, image=image or options.image, redis_url=redis_url or options.redis_url, gateway=gateway)
     try:

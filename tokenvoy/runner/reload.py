@@ -39,6 +39,7 @@ from tokenvoy.render.budgets import render_ratelimit_config
 from tokenvoy.render.envoy import EnvoyOptions
 from tokenvoy.render.files import XDS_DIR, dump, replace_file, write_xds
 from tokenvoy.runner.health import grpc_serving, http_get
+from tokenvoy.runner.secrets import write_direct_secrets
 from tokenvoy.runner.supervisor import Supervisor
 from tokenvoy.runner.workers import ExtprocWorker, extproc_workers
 
@@ -170,6 +171,8 @@ class Reloader:
             self.supervisor.signal("ratelimit", signal.SIGHUP)
         if not await self._extproc_serves(digest):
             return False
+        if self.options.secrets_dir is not None:  # before Envoy reads a cluster that names a new key's file
+            await asyncio.to_thread(write_direct_secrets, config, Path(self.options.secrets_dir))
         await self._update_envoy(rendered["resources"], digest)
         self.config, self.digest = config, digest
         routes = ", ".join(route.name for route in config.routes)

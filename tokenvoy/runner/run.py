@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 
 from tokenvoy.config.defaults import default_config_yaml
+from tokenvoy.config.direct import NO_DIRECT_ENV
 from tokenvoy.config.loader import ConfigError
 from tokenvoy.config.model import GatewayConfig
 from tokenvoy.filewatch import FileWatcher
@@ -30,6 +31,7 @@ from tokenvoy.runner.environment import ENVOY_EXTRA, FAKE_PROVIDER_EXTRA, RATELI
 from tokenvoy.runner.health import grpc_serving, http_ok
 from tokenvoy.runner.redact import line_redactor
 from tokenvoy.runner.reload import Reloader, with_overrides
+from tokenvoy.runner.secrets import remove_secrets, write_direct_secrets
 from tokenvoy.runner.supervisor import ChildFailed, ChildSpec, Supervisor
 from tokenvoy.runner.workers import MAX_DEFAULT_WORKERS, default_workers, fresh_metrics_dir
 from tokenvoy.runner.workers import extproc_workers as extproc_workers_of
@@ -71,16 +73,25 @@ def prepare(
 ENVOY_ADMIN_SOCKET = "envoy-admin.sock"
 
 
-def envoy_options(run_dir: Path, admin_port: int, extproc_workers: int = 1) -> EnvoyOptions:
-    """Envoy's admin on an owner-only socket; ``admin_port`` is served by tokenvoy run (``adminport``)."""
+def envoy_options(
+    run_dir: Path, admin_port: int, environ: Mapping[str, str] = os.environ, extproc_workers: int = 1
+) -> EnvoyOptions:
+    """Envoy's admin on an owner-only socket; ``admin_port`` is served by tokenvoy run (``adminport``). Direct
+    routes, their keys in ``<run dir>/secrets``, unless ``TOKENVOY_NO_DIRECT`` is set (tokenvoy/config/direct.py).
+    ``extproc_workers`` > 1: that many extproc endpoints (runner/workers.py)."""
+    direct = environ.get(NO_DIRECT_ENV, "") in ("", "0")
     workers = extproc_workers_of(run_dir, extproc_workers)
     return EnvoyOptions(
         extproc_address=workers[0].listen,
         ratelimit_address=f"unix:{run_dir / 'ratelimit.sock'}",
         admin_port=admin_port,
         admin_socket=str(run_dir / ENVOY_ADMIN_SOCKET),
+        secrets_dir=str((run_dir / SECRETS_DIR).resolve()) if direct else None,
         extproc_worker_addresses=tuple(w.listen for w in workers) if len(workers) > 1 else (),
     )
+
+
+SECRETS_DIR = "secrets"
 
 
 def _prepare(
@@ -106,7 +117,9 @@ def _prepare(
     config, digest = FileWatcher(files).read_stable(load_config)
     config = with_overrides(config, port, host)
     build_runtime(config)  # credentials and CEL costs fail here, before anything starts
-    options = envoy_options(run_dir, admin_port, extproc_workers)
+    options = envoy_options(run_dir, admin_port, extproc_workers=extproc_workers)
+    if options.secrets_dir is not None:
+        write_direct_secrets(config, Path(options.secrets_dir))
     write_rendered(config, run_dir, options, reloadable=True, version=digest)
     return config, files, digest
 
@@ -205,6 +218,8 @@ async def _run(
             )
         )
     config_args = [arg for path in files for arg in ("--config", path)]
+    secrets_dir = envoy_options(run_dir, admin_port, environ).secrets_dir
+    direct_args = ["--direct-routes"] if secrets_dir is not None else []
     metrics_args = ["--admin-listen", f"{metrics_host}:{metrics_port}"] if metrics_port else ["--no-admin"]
     extproc_env = None
     several = len(workers) > 1
@@ -224,6 +239,7 @@ async def _run(
                     log_level,
                     "--watch-interval",
                     "0",  # tokenvoy run tells it when (SIGHUP), after checking the edit and before Envoy changes
+                    *direct_args,
                     *(["--stateless", "--worker", str(worker.index)] if several else []),
                     *uvloop_args(environ),
                 ),
@@ -274,7 +290,7 @@ async def _run(
     reloader = Reloader(
         paths=files,
         run_dir=run_dir,
-        options=envoy_options(run_dir, admin_port, options.extproc_workers),
+        options=envoy_options(run_dir, admin_port, extproc_workers=options.extproc_workers),
         supervisor=supervisor,
         extproc=workers,
         config=config,
@@ -291,6 +307,8 @@ async def _run(
         watching.cancel()
     await supervisor.stop()
     await admin.close()
+    if secrets_dir is not None:
+        remove_secrets(Path(secrets_dir))  # the keys of direct rules stay on disk no longer than Envoy runs
     return code
 
 
@@ -346,7 +364,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "provider, or to OpenAI when OPENAI_API_KEY is set (OPENAI_BASE_URL optional)."
         ),
         epilog=f"{NO_UVLOOP_ENV}=1 runs extproc and ratelimit on asyncio's own event loop instead of uvloop's "
-        "(their --no-uvloop).",
+        f"(their --no-uvloop). {NO_DIRECT_ENV}=1 renders no direct routes: every request crosses the upstream "
+        "ext_proc filter too, and no key is handed to Envoy.",
     )
     parser.add_argument("--config", action="append", metavar="FILE", help="gateway config YAML; repeatable")
     parser.add_argument("--run-dir", metavar="DIR", help="where rendered configs and sockets go (default: a temp dir)")

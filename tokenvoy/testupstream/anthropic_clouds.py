@@ -49,6 +49,7 @@ import orjson
 from tokenvoy.extproc.eventstream import CONTENT_TYPE as EVENTSTREAM
 from tokenvoy.extproc.eventstream import encode_event, encode_exception
 from tokenvoy.testupstream import anthropic_messages
+from tokenvoy.testupstream.anthropic_betas import BEDROCK_BETAS
 from tokenvoy.testupstream.http import Request, Response
 
 if TYPE_CHECKING:
@@ -72,23 +73,6 @@ __all__ = [
 BEDROCK_VERSION = "bedrock-2023-05-31"
 VERTEX_VERSION = "vertex-2023-10-16"
 H_STREAM_EXCEPTION = "x-testupstream-stream-exception"
-# The ``anthropic_beta`` values AWS's InvokeModel request reference lists for Claude; any other is refused
-# (400 ValidationException "invalid beta flag"), e.g. Claude Code's ``claude-code-20250219``.
-BEDROCK_BETAS = frozenset(
-    {
-        "computer-use-2024-10-22",
-        "computer-use-2025-01-24",
-        "token-efficient-tools-2025-02-19",
-        "interleaved-thinking-2025-05-14",
-        "output-128k-2025-02-19",
-        "dev-full-thinking-2025-05-14",
-        "context-1m-2025-08-07",
-        "context-management-2025-06-27",
-        "effort-2025-11-24",
-        "tool-search-tool-2025-10-19",
-        "tool-examples-2025-10-29",
-    }
-)
 JSON = "application/json"
 SSE = "text/event-stream; charset=utf-8"
 # The key the fake Anthropic validation needs; the clouds authenticate the request themselves.

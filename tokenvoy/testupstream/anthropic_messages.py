@@ -3,7 +3,8 @@
 The request bytes and headers go in; a status plus either a JSON body or the list of SSE event dicts comes
 out, shaped like api.anthropic.com's (``msg_…`` ids, ``content`` blocks, ``usage`` with cache fields,
 ``message_start`` … ``message_stop``). Validation is strict the way Anthropic's is (required
-``max_tokens`` and ``anthropic-version``, an API key, alternating roles starting with ``user``,
+``max_tokens`` and ``anthropic-version``, an API key, only the ``anthropic-beta`` flags Anthropic documents
+(:data:`anthropic_betas.ANTHROPIC_BETAS`), alternating roles starting with ``user``,
 ``tool_use``/``tool_result`` pairing, no unknown fields), so a translator that sends something Anthropic
 would refuse fails here too, with a 400 ``invalid_request_error`` naming the problem.
 
@@ -40,6 +41,7 @@ from typing import Any
 
 import orjson
 
+from tokenvoy.testupstream.anthropic_betas import ANTHROPIC_BETAS, unknown_betas
 from tokenvoy.testupstream.openai_chat import WORDS
 from tokenvoy.testupstream.schemas import sample_value
 
@@ -221,12 +223,19 @@ def _expect(value: object, kind: type | tuple[type, ...], where: str, name: str)
 
 def _check_headers(headers: Mapping[str, str]) -> None:
     """A key is required: ``x-api-key`` (what gateways send) or ``authorization: Bearer`` (what the
-    anthropic SDK ≥ 2 sends); any non-empty value is accepted."""
+    anthropic SDK ≥ 2 sends); which keys are valid is the route's check (``credentials.py``). Then
+    ``anthropic-version``, and every ``anthropic-beta`` flag must be one Anthropic documents."""
     bearer = headers.get("authorization", "")
     if not headers.get("x-api-key") and not (bearer.lower().startswith("bearer ") and bearer[7:].strip()):
         raise _Invalid("x-api-key header is required", 401, "authentication_error")
     if not headers.get("anthropic-version"):
         raise _Invalid("anthropic-version: header is required")
+    beta = headers.get("anthropic-beta")
+    if beta is not None and (unknown := unknown_betas(beta, ANTHROPIC_BETAS)):
+        raise _Invalid(
+            f"Unexpected value(s) {', '.join(f'`{flag}`' for flag in unknown)} for the `anthropic-beta` header. "
+            "Please consult our documentation at docs.claude.com or try again without the header."
+        )
 
 
 def _check_text_content(content: object, where: str) -> None:

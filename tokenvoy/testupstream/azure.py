@@ -3,8 +3,9 @@
 Paths ``/openai/deployments/{deployment}/chat/completions|embeddings?api-version=…`` (any prefix before
 ``/openai/``). Azure speaks OpenAI's format with these differences, all emulated:
 
-* ``api-version`` is required: missing → 404 ``Resource not found``; not a ``YYYY-MM-DD[-preview]``
-  version → 400 ``API version not supported``;
+* ``api-version`` is required: missing → 404 ``Resource not found``; not one Azure documents
+  (:data:`API_VERSIONS`) → 400 ``API version not supported``;
+* a key is required (``api-key`` or an Entra ID bearer token; see ``credentials.py``);
 * the deployment in the path picks the model; the body's ``model`` is optional and ignored, and the
   answer's ``model`` is the deployment's. Test control: ``x-testupstream-azure-deployments: a, b`` lists
   the deployments that exist (default: every name exists); any other → 404 ``DeploymentNotFound``;
@@ -29,6 +30,7 @@ from urllib.parse import parse_qs, unquote
 from tokenvoy.testupstream import openai_chat
 
 __all__ = [
+    "API_VERSIONS",
     "DEPLOYMENTS_HEADER",
     "chat_completion",
     "check_request",
@@ -39,8 +41,45 @@ __all__ = [
 
 DEPLOYMENTS_HEADER = "x-testupstream-azure-deployments"
 _PATH = re.compile(r"^(?:.*)/openai/deployments/([^/]+)/(.+)$")
-_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(?:-preview)?$")
+API_VERSIONS = frozenset(
+    {
+        # GA (stable/ in the spec)
+        "2022-12-01",
+        "2023-05-15",
+        "2024-02-01",
+        "2024-06-01",
+        "2024-10-21",
+        # preview/
+        "2022-03-01-preview",
+        "2022-06-01-preview",
+        "2023-03-15-preview",
+        "2023-06-01-preview",
+        "2023-07-01-preview",
+        "2023-08-01-preview",
+        "2023-09-01-preview",
+        "2023-10-01-preview",
+        "2023-12-01-preview",
+        "2024-02-15-preview",
+        "2024-03-01-preview",
+        "2024-04-01-preview",
+        "2024-05-01-preview",
+        "2024-07-01-preview",
+        "2024-08-01-preview",
+        "2024-09-01-preview",
+        "2024-10-01-preview",
+        "2024-12-01-preview",
+        "2025-01-01-preview",
+        "2025-02-01-preview",
+        "2025-03-01-preview",
+        "2025-04-01-preview",
+    }
+)
+"""The data-plane inference ``api-version`` values of Azure OpenAI's REST reference (azure-rest-api-specs,
+specification/cognitiveservices/data-plane/AzureOpenAI/inference/{stable,preview}/<version>, and the "API
+version lifecycle" page); any other is 400 ``API version not supported``."""
 _SAFE = {"filtered": False, "severity": "safe"}
+# Chat fields Azure's inference reference adds to OpenAI's: "On your data" sources, Defender's user context.
+EXTRA_FIELDS = frozenset({"data_sources", "user_security_context"})
 CONTENT_FILTERS: dict[str, Any] = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
 _STATUS_CODES = {400: "BadRequest", 401: "401", 403: "403", 404: "404", 429: "429", 500: "InternalServerError"}
 
@@ -65,7 +104,7 @@ def check_request(query: str, headers: dict[str, str], deployment: str) -> tuple
     versions = parse_qs(query).get("api-version")
     if not versions:
         return 404, error_body("404", "Resource not found")
-    if not _VERSION.match(versions[0]):
+    if versions[0] not in API_VERSIONS:
         return 400, error_body("BadRequest", "API version not supported")
     listed = headers.get(DEPLOYMENTS_HEADER)
     if listed is not None and deployment not in {name.strip() for name in listed.split(",")}:
@@ -81,7 +120,9 @@ def chat_completion(payload: object, deployment: str, *, completion_id: str, cre
     """Azure's chat completion for ``deployment``: the chat fake's answer, or a tool call, with filter results."""
     if isinstance(payload, dict) and "model" not in payload:
         payload = {**payload, "model": deployment}
-    reply = openai_chat.chat_completion(payload, completion_id=completion_id, created=created)
+    reply = openai_chat.chat_completion(
+        payload, completion_id=completion_id, created=created, extra_fields=EXTRA_FIELDS, model_checks=False
+    )
     if reply.status != 200 or not isinstance(payload, dict):
         return openai_chat.ChatReply(reply.status, _azure_error(reply.body))
     if reply.body is not None:

@@ -12,9 +12,13 @@ not alternating, a content block that is not exactly one known member (``text``,
 ``toolUse``, ``toolResult``, ``reasoningContent``, ``cachePoint``) or sits in the wrong role, blank text,
 ``toolUse``/``toolResult`` in the history without ``toolConfig``, tool results that answer no call of the
 previous turn (or calls left unanswered), ``inferenceConfig`` of the wrong types or ranges, a bad
-``toolConfig``/``toolChoice``, and ``additionalModelRequestFields`` other than Claude's ``thinking``
-(budget ≥ 1024 and below ``maxTokens``), ``top_k`` and ``anthropic_beta`` (only the flags AWS documents for
-Claude, :data:`anthropic_clouds.BEDROCK_BETAS`: any other is 400 ``invalid beta flag``, as InvokeModel says).
+``toolConfig``/``toolChoice``, and ``additionalModelRequestFields`` the model in the path does not take:
+for Claude (``anthropic.…``, and an id that does not say) anything but ``thinking`` (budget ≥ 1024 and below
+``maxTokens``), ``top_k`` and ``anthropic_beta`` (only the flags AWS documents for Claude,
+:data:`anthropic_betas.BEDROCK_BETAS`: any other is 400 ``invalid beta flag``, as InvokeModel says); for
+Amazon Nova anything but ``inferenceConfig`` and ``reasoningConfig``; for any other family Claude's
+``thinking`` and ``anthropic_beta`` (400 ``Malformed input request: #: extraneous key [thinking] is not
+permitted``, what Bedrock answers a model whose request schema lacks the key).
 
 Determinism contract (tests rely on it):
 
@@ -51,7 +55,7 @@ import orjson
 
 from tokenvoy.extproc.eventstream import CONTENT_TYPE as EVENTSTREAM_CONTENT_TYPE
 from tokenvoy.extproc.eventstream import encode_event, encode_exception
-from tokenvoy.testupstream.anthropic_clouds import BEDROCK_BETAS
+from tokenvoy.testupstream.anthropic_betas import BEDROCK_BETAS
 from tokenvoy.testupstream.http import Request, Response
 from tokenvoy.testupstream.openai_chat import WORDS
 from tokenvoy.testupstream.schemas import sample_value
@@ -111,6 +115,12 @@ _DOCUMENT_FORMATS = frozenset({"pdf", "csv", "doc", "docx", "xls", "xlsx", "html
 _USER_BLOCKS = frozenset({"text", "image", "document", "toolResult", "cachePoint"})
 _ASSISTANT_BLOCKS = frozenset({"text", "toolUse", "reasoningContent", "cachePoint"})
 _ADDITIONAL_FIELDS = frozenset({"thinking", "top_k", "anthropic_beta"})
+# Claude's request fields (the Anthropic Messages body on Bedrock): another family's model does not take them.
+_CLAUDE_ONLY_FIELDS = frozenset({"thinking", "anthropic_beta"})
+# Amazon Nova's ``additionalModelRequestFields`` (Nova's user guide: ``inferenceConfig.topK``, and
+# ``reasoningConfig`` for Nova 2's extended thinking); a Claude field such as ``top_k`` is 400 "extraneous key".
+_NOVA_FIELDS = frozenset({"inferenceConfig", "reasoningConfig"})
+_MODEL_ID = re.compile(r"^(?:(?:us|eu|apac|jp|au|ca|us-gov|global)\.)?([a-z0-9]+)\.")
 _PADDING = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456"
 
 
@@ -403,10 +413,48 @@ def _check_tools(config: object) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return specs, choice
 
 
-def _check_additional(fields: object, max_tokens: int | None) -> dict[str, Any]:
+def model_family(model_id: str) -> str | None:
+    """The provider part of a model or inference profile id (``us.anthropic.claude-…`` → ``anthropic``,
+    ``amazon.nova-lite-v1:0`` → ``amazon``), also inside a foundation-model ARN; None when the id does not say
+    (an application inference profile's ARN, a provisioned model's)."""
+    if model_id.startswith("arn:"):
+        parts = model_id.split(":", 5)  # arn:partition:bedrock:region:account:kind/id
+        kind, _, model_id = parts[-1].partition("/")
+        if len(parts) < 6 or kind not in ("foundation-model", "inference-profile"):
+            return None
+    match = _MODEL_ID.match(model_id)
+    return match.group(1) if match else None
+
+
+def _extraneous(key: str) -> _Invalid:
+    return _Invalid(
+        f"Malformed input request: #: extraneous key [{key}] is not permitted, please reformat your input "
+        "and try again."
+    )
+
+
+def _check_model_fields(fields: dict[str, Any], model_id: str) -> bool:
+    """Refuse what ``model_id``'s family does not take in ``additionalModelRequestFields``; True when the fields
+    are Claude's (checked further), False when they belong to another family (passed to it unread)."""
+    family = model_family(model_id)
+    if family in (None, "anthropic"):
+        return True
+    if family == "amazon" and "nova" in model_id:
+        allowed: Iterable[str] = _NOVA_FIELDS
+    else:
+        allowed = set(fields) - _CLAUDE_ONLY_FIELDS
+    extra = sorted(set(fields) - set(allowed))
+    if extra:
+        raise _extraneous(extra[0])
+    return False
+
+
+def _check_additional(fields: object, max_tokens: int | None, model_id: str = "") -> dict[str, Any]:
     if fields is None:
         return {}
     fields = _object(fields, "additionalModelRequestFields")
+    if not _check_model_fields(fields, model_id):
+        return fields
     _only(fields, _ADDITIONAL_FIELDS, "")
     thinking = fields.get("thinking")
     if thinking is not None:
@@ -530,7 +578,7 @@ def _content(
     return blocks, stop_reason, output + len(text.split())
 
 
-def converse(raw: bytes, *, stream: bool, request_number: str = "1") -> ConverseReply:
+def converse(raw: bytes, *, stream: bool, request_number: str = "1", model_id: str = "") -> ConverseReply:
     """Validate a Converse request body and build the deterministic answer (JSON or stream events)."""
     try:
         try:
@@ -543,7 +591,7 @@ def converse(raw: bytes, *, stream: bool, request_number: str = "1") -> Converse
         messages = _check_messages(request.get("messages"), "toolConfig" in request)
         system = _check_system(request.get("system"))
         config = _check_inference(request.get("inferenceConfig"))
-        _check_additional(request.get("additionalModelRequestFields"), config.get("maxTokens"))
+        _check_additional(request.get("additionalModelRequestFields"), config.get("maxTokens"), model_id)
         _check_output(request.get("outputConfig"))
     except _Invalid as invalid:
         return invalid.reply
@@ -648,11 +696,12 @@ def handle(request: Request, ids: _Ids, chunk_delay: float) -> Response:
     """``POST …/model/{id}/converse[-stream]`` → JSON answer, event stream, or Bedrock-shaped error."""
     match = _PATH.search(request.path)
     assert match is not None  # the route only takes matching paths
-    if not unquote(match.group(1)):
+    model_id = unquote(match.group(1))
+    if not model_id:
         return error_response(400, "The model identifier in the path is empty.")
     stream = match.group(2) == "converse-stream"
     request_id = _request_id(ids)
-    reply = converse(request.body, stream=stream, request_number=request_id[:8])
+    reply = converse(request.body, stream=stream, request_number=request_id[:8], model_id=model_id)
     ids.record_usage(request, reply.status if reply.error_type is None else 400, reply.body, reply.events)
     if reply.error_type is not None or reply.status != 200:
         return error_response(reply.status, (reply.body or {}).get("message", ""), reply.error_type, request_id)

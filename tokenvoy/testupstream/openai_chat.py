@@ -38,6 +38,7 @@ from tokenvoy.testupstream.schemas import sample_value
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
+    "KNOWN_FIELDS",
     "MAX_COMPLETION_TOKENS",
     "SSE_DONE",
     "WORDS",
@@ -50,6 +51,7 @@ __all__ = [
     "invalid_json_error",
     "invalid_url_error",
     "sse_frame",
+    "takes_reasoning_effort",
 ]
 
 WORDS: tuple[str, ...] = (
@@ -65,6 +67,54 @@ MAX_COMPLETION_TOKENS = 100_000
 MAX_N = 128
 VALID_ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 SYSTEM_FINGERPRINT = "fp_tokenvoy"
+KNOWN_FIELDS = frozenset(
+    {
+        "messages",
+        "model",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "metadata",
+        "modalities",
+        "moderation",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "prompt_cache_options",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+    }
+)
+"""The request body's fields in OpenAI's API reference for "Create chat completion" (the official ``openai``
+SDK's ``CompletionCreateParams``, generated from OpenAI's OpenAPI spec; as of August 2026). Any other is 400
+``Unrecognized request argument supplied: <name>`` (``param`` and ``code`` null), as OpenAI answers."""
+NO_REASONING_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4-", "gpt-3.5", "chatgpt-4o")
+"""Models OpenAI's model pages list without reasoning (and ``gpt-4`` itself): ``reasoning_effort`` is
+"o-series and gpt-5 models only" in the API reference, and OpenAI answers it on these with the same 400
+``Unrecognized request argument supplied: reasoning_effort`` (reported for gpt-4o-mini and gpt-4.1)."""
 SSE_DONE = b"data: [DONE]\n\n"
 
 
@@ -268,19 +318,55 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
-def chat_completion(request: object, *, completion_id: str, created: int) -> ChatReply:
-    """Validate a decoded ``/v1/chat/completions`` body and build OpenAI's deterministic answer to it."""
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+"""Reasoning models: the API reference's ``max_tokens`` "is not compatible with o-series models" (nor gpt-5);
+OpenAI answers it 400 ``unsupported_parameter`` naming ``max_completion_tokens``."""
+
+
+def _unrecognized(name: str) -> ChatReply:
+    return _bad(f"Unrecognized request argument supplied: {name}")
+
+
+def takes_reasoning_effort(model: str) -> bool:
+    """False for the models OpenAI documents without reasoning (:data:`NO_REASONING_PREFIXES`)."""
+    return not (model == "gpt-4" or model.startswith(NO_REASONING_PREFIXES))
+
+
+def chat_completion(
+    request: object,
+    *,
+    completion_id: str,
+    created: int,
+    extra_fields: frozenset[str] = frozenset(),
+    model_checks: bool = True,
+) -> ChatReply:
+    """Validate a decoded ``/v1/chat/completions`` body and build OpenAI's deterministic answer to it.
+
+    ``extra_fields``: top-level fields taken besides OpenAI's (Azure's own); ``model_checks``: refuse what
+    the named model does not take (off where the name is not a model's, e.g. an Azure deployment)."""
     if not isinstance(request, dict):
         return _bad(
             f"Invalid type for body: expected an object, but got {_type_name(request)} instead.",
             None,
             "invalid_type",
         )
+    for name in request:
+        if name not in KNOWN_FIELDS and name not in extra_fields:
+            return _unrecognized(name)
     model = request.get("model")
     if model is None:
         return _bad("you must provide a model parameter")
     if not isinstance(model, str):
         return _invalid_type("model", "a string", model)
+    if model_checks and request.get("reasoning_effort") is not None and not takes_reasoning_effort(model):
+        return _unrecognized("reasoning_effort")
+    if model_checks and request.get("max_tokens") is not None and model.startswith(REASONING_PREFIXES):
+        return _bad(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' "
+            "instead.",
+            "max_tokens",
+            "unsupported_parameter",
+        )
     if (err := _validate_messages(request.get("messages"))) is not None:
         return err
     messages: list[dict[str, Any]] = request["messages"]

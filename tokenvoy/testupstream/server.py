@@ -117,6 +117,7 @@ from tokenvoy.testupstream import (
     bedrock_converse,
     bedrock_count_tokens,
     completions,
+    credentials,
     embeddings,
     gemini,
     openai_chat,
@@ -167,7 +168,8 @@ class Route:
 
     ``handle`` gets the request, the app (for ids and per-request settings) and the chunk delay in seconds
     (0 when not asked for). ``error`` renders a provider-shaped error body for a status and message, used
-    for forced statuses and failed expectations on this route.
+    for forced statuses and failed expectations on this route. ``auth`` is the provider's credential check
+    (``credentials.py``), run before ``handle``; None: the route takes any caller.
     """
 
     name: str
@@ -175,6 +177,27 @@ class Route:
     matches: Callable[[str], bool]
     handle: Callable[[Request, App, float], Response]
     error: Callable[[int, str], Response]
+    auth: Callable[[Request, credentials.Policy], credentials.Refusal | None] | None = None
+
+
+def _openai_auth(request: Request, rules: credentials.Policy) -> credentials.Refusal | None:
+    return credentials.openai(request.headers, request.path, rules)
+
+
+def _anthropic_auth(request: Request, rules: credentials.Policy) -> credentials.Refusal | None:
+    return credentials.anthropic(request.headers, rules)
+
+
+def _azure_auth(request: Request, rules: credentials.Policy) -> credentials.Refusal | None:
+    return credentials.azure(request.headers, rules)
+
+
+def _google_auth(request: Request, rules: credentials.Policy) -> credentials.Refusal | None:
+    return credentials.google(request.headers, request.query, rules)
+
+
+def _aws_auth(request: Request, rules: credentials.Policy) -> credentials.Refusal | None:
+    return credentials.bedrock(request.headers, rules)
 
 
 # -- OpenAI ---------------------------------------------------------------------------------------------
@@ -214,6 +237,7 @@ OPENAI_CHAT = Route(
     matches=lambda path: path.endswith("/chat/completions"),
     handle=_openai_chat,
     error=_openai_error,
+    auth=_openai_auth,
 )
 
 
@@ -249,6 +273,7 @@ OPENAI_INPUT_TOKENS = Route(
     matches=lambda path: path.endswith("/responses/input_tokens"),
     handle=_openai_input_tokens,
     error=_openai_error,
+    auth=_openai_auth,
 )
 
 OPENAI_RESPONSES = Route(
@@ -257,6 +282,7 @@ OPENAI_RESPONSES = Route(
     matches=lambda path: path.endswith("/responses"),
     handle=_openai_responses,
     error=_openai_error,
+    auth=_openai_auth,
 )
 
 # -- Anthropic ------------------------------------------------------------------------------------------
@@ -288,6 +314,7 @@ ANTHROPIC_COUNT_TOKENS = Route(
     matches=lambda path: path.endswith("/messages/count_tokens"),
     handle=_anthropic_count_tokens,
     error=_anthropic_error,
+    auth=_anthropic_auth,
 )
 
 ANTHROPIC_MESSAGES = Route(
@@ -296,6 +323,7 @@ ANTHROPIC_MESSAGES = Route(
     matches=lambda path: path.endswith("/messages"),
     handle=_anthropic_messages,
     error=_anthropic_error,
+    auth=_anthropic_auth,
 )
 
 # -- Azure OpenAI ---------------------------------------------------------------------------------------
@@ -345,6 +373,7 @@ AZURE_OPENAI = Route(
     matches=lambda path: "/openai/deployments/" in path,
     handle=_azure,
     error=_azure_error,
+    auth=_azure_auth,
 )
 
 # -- embeddings and legacy completions ------------------------------------------------------------------
@@ -379,6 +408,7 @@ OPENAI_EMBEDDINGS = Route(
     matches=lambda path: path.endswith("/embeddings"),
     handle=_openai_embeddings,
     error=_openai_error,
+    auth=_openai_auth,
 )
 
 
@@ -399,6 +429,7 @@ OPENAI_COMPLETIONS = Route(
     matches=lambda path: path.endswith("/completions") and not path.endswith("/chat/completions"),
     handle=_openai_completions,
     error=_openai_error,
+    auth=_openai_auth,
 )
 
 _VERTEX_MODEL = "/publishers/google/models/"
@@ -422,6 +453,7 @@ VERTEX_EMBEDDINGS = Route(
     matches=lambda path: _VERTEX_MODEL in path and path.endswith(":predict"),
     handle=_vertex_predict,
     error=_vertex_error,
+    auth=_google_auth,
 )
 
 
@@ -450,6 +482,7 @@ TITAN_EMBEDDINGS = Route(
     ),
     handle=_titan_invoke,
     error=_titan_error,
+    auth=_aws_auth,
 )
 
 BEDROCK_ANTHROPIC = Route(
@@ -458,6 +491,7 @@ BEDROCK_ANTHROPIC = Route(
     matches=anthropic_clouds.is_bedrock_invoke,
     handle=anthropic_clouds.bedrock_invoke,
     error=anthropic_clouds.bedrock_error,
+    auth=_aws_auth,
 )
 
 BEDROCK_COUNT_TOKENS = Route(
@@ -466,6 +500,7 @@ BEDROCK_COUNT_TOKENS = Route(
     matches=bedrock_count_tokens.matches,
     handle=bedrock_count_tokens.handle,
     error=anthropic_clouds.bedrock_error,
+    auth=_aws_auth,
 )
 
 VERTEX_COUNT_TOKENS = Route(
@@ -474,6 +509,7 @@ VERTEX_COUNT_TOKENS = Route(
     matches=anthropic_clouds.is_vertex_count_tokens,
     handle=anthropic_clouds.vertex_count_tokens,
     error=anthropic_clouds.vertex_error,
+    auth=_google_auth,
 )
 
 VERTEX_ANTHROPIC = Route(
@@ -482,6 +518,7 @@ VERTEX_ANTHROPIC = Route(
     matches=anthropic_clouds.is_vertex_raw_predict,
     handle=anthropic_clouds.vertex_raw_predict,
     error=anthropic_clouds.vertex_error,
+    auth=_google_auth,
 )
 
 _GEMINI_GENERATE = ":generateContent"
@@ -518,6 +555,7 @@ GEMINI_GENERATE = Route(
     matches=lambda path: _VERTEX_MODEL in path and path.endswith(_GEMINI_GENERATE),
     handle=_gemini,
     error=_gemini_error,
+    auth=_google_auth,
 )
 
 
@@ -532,6 +570,7 @@ GEMINI_COUNT_TOKENS = Route(
     matches=lambda path: _VERTEX_MODEL in path and path.endswith(":countTokens"),
     handle=_gemini_count,
     error=_gemini_error,
+    auth=_google_auth,
 )
 GEMINI_STREAM = Route(
     name="gcp.vertex_ai.stream_generate_content",
@@ -539,6 +578,7 @@ GEMINI_STREAM = Route(
     matches=lambda path: _VERTEX_MODEL in path and path.endswith(_GEMINI_STREAM),
     handle=_gemini,
     error=_gemini_error,
+    auth=_google_auth,
 )
 
 BEDROCK_CONVERSE = Route(
@@ -547,6 +587,7 @@ BEDROCK_CONVERSE = Route(
     matches=bedrock_converse.matches,
     handle=bedrock_converse.handle,
     error=bedrock_converse.error_response,
+    auth=_aws_auth,
 )
 
 DEFAULT_ROUTES: tuple[Route, ...] = (
@@ -594,6 +635,7 @@ class App:
         self.tokens = token_endpoints.TokenEndpoints()
         self.aws_keys = aws_auth.known_keys()
         self.require_sigv4 = aws_auth.required({})
+        self.credentials = credentials.from_environ()  # who may call; a request's control headers may say
         self.stored_responses: set[str] = set()  # Responses API ids a `previous_response_id` may name
         self.usage = UsageTally()
 
@@ -638,7 +680,7 @@ class App:
         if _CONTROL.isdisjoint(headers):
             if route is None:
                 return json_response(404, openai_chat.invalid_url_error(request.method, path))
-            return route.handle(request, self, 0.0)
+            return self._handle(request, route, 0.0)
         error = route.error if route is not None else _openai_error
         try:
             delay = _ms(headers, H_DELAY)
@@ -690,10 +732,22 @@ class App:
         if route is None:
             response = json_response(404, openai_chat.invalid_url_error(request.method, request.path))
         else:
-            response = route.handle(request, self, chunk_delay)
+            response = self._handle(request, route, chunk_delay)
         if status is not None:
             response.status = status
         return response
+
+    def _handle(self, request: Request, route: Route, chunk_delay: float) -> Response:
+        """The route's answer, once the provider's credential check lets the request in (a SigV4-signed one
+        was verified before, by AWS's rules)."""
+        headers = request.headers
+        if route.auth is not None and not headers.get("authorization", "").startswith("AWS4-"):
+            refused = route.auth(request, credentials.policy(headers, self.credentials))
+            if refused is not None:
+                response = json_response(refused.status, refused.body)
+                response.headers.extend(refused.headers)
+                return response
+        return route.handle(request, self, chunk_delay)
 
     def _route(self, request: Request) -> Route | None:
         for route in self.routes:
