@@ -561,10 +561,17 @@ def start_litellm(
 
 
 def start_tokenvoy(
-    procs: Processes, run_dir: Path, name: str, port: int | None, admin_port: int, env: dict[str, str] | None = None
+    procs: Processes,
+    run_dir: Path,
+    name: str,
+    port: int | None,
+    admin_port: int,
+    env: dict[str, str] | None = None,
+    extproc_workers: int = 1,
 ) -> tuple[subprocess.Popen[bytes], dict[str, int], Path]:
     """``tokenvoy run`` on run_dir/gateway.yaml (``port``: its listener instead of the config's); the
-    supervisor, its children by role and its access log. ``env`` adds to our environment."""
+    supervisor, its children by role and its access log. ``env`` adds to our environment. With several
+    ``extproc_workers`` the first is role ``extproc``, the others ``extproc#1``… (their CPU is summed)."""
     tokenvoy_dir = run_dir / name
     argv = [
         "tokenvoy",
@@ -579,6 +586,8 @@ def start_tokenvoy(
         str(free_port()),
         "--ratelimit-metrics-port",
         str(free_port()),
+        "--extproc-workers",  # explicit: the default is one per core
+        str(extproc_workers),
         *(["--port", str(port)] if port is not None else []),
     ]
     access_log = run_dir / f"{name}-access.log"  # `tokenvoy run` stdout is Envoy's access log
@@ -592,8 +601,11 @@ def start_tokenvoy(
         if Path(args[0]).name == "envoy":
             children["envoy"] = pid
         elif args[1:3] == ["-m", "tokenvoy"] and len(args) > 3 and args[3] in ("extproc", "ratelimit"):
-            children[args[3]] = pid
-    if set(children) != {"envoy", "extproc", "ratelimit"}:
+            role = args[3]
+            if role in children:  # another extproc worker
+                role = f"extproc#{sum(1 for r in children if r.startswith('extproc'))}"
+            children[role] = pid
+    if {role.partition("#")[0] for role in children} != {"envoy", "extproc", "ratelimit"}:
         raise RuntimeError(f"could not find tokenvoy run's children (found {children})")
     return process, children, access_log
 
@@ -601,9 +613,11 @@ def start_tokenvoy(
 # Extra `tokenvoy run` stacks for --variant: (key, column title, environment).
 VARIANTS = {
     "no-uvloop": ("tokenvoy_asyncio", "--no-uvloop", {"TOKENVOY_NO_UVLOOP": "1"}),
+    "workers-2": ("tokenvoy_workers2", "--extproc-workers 2", {}),
     # every rule through the upstream ext_proc filter too: two streams per request instead of one
     "no-direct": ("tokenvoy_two_streams", "two streams (TOKENVOY_NO_DIRECT=1)", {"TOKENVOY_NO_DIRECT": "1"}),
 }
+VARIANT_EXTPROC_WORKERS = {"workers-2": 2}  # the others run one extproc, as the main columns
 
 
 def start_stacks(
@@ -695,7 +709,8 @@ def start_stacks(
     for variant in variants:
         key, label, env = VARIANTS[variant]
         v_port, v_admin = free_port(), free_port()
-        v_process, v_children, v_access = start_tokenvoy(procs, run_dir, key, v_port, v_admin, env)
+        workers = VARIANT_EXTPROC_WORKERS.get(variant, 1)
+        v_process, v_children, v_access = start_tokenvoy(procs, run_dir, key, v_port, v_admin, env, workers)
         v_processes = {**v_children, "fake": fake.pid}
         stacks.variant_pids[key] = v_process.pid
         stacks.targets += [
@@ -865,7 +880,10 @@ def measure(wrk: str, target: Target, stream: bool, concurrency: int, settings: 
     counters_after = envoy_counters(target.admin_port) if target.admin_port else {}
 
     requests = max(result["requests"], 1)
-    cpu = {role: cpu_after[role] - cpu_before[role] for role in target.processes}
+    cpu: dict[str, float] = {}
+    for role in target.processes:  # extproc#1… (more extproc workers) count as extproc
+        base = role.partition("#")[0]
+        cpu[base] = cpu.get(base, 0.0) + cpu_after[role] - cpu_before[role]
     cpu["wrk"] = (children_after.ru_utime + children_after.ru_stime) - (
         children_before.ru_utime + children_before.ru_stime
     )
@@ -1122,7 +1140,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         help="also measure a second tokenvoy run in this variant, side by side (no-uvloop: extproc and "
         "ratelimit on asyncio's own event loop; no-direct: no direct routes, the upstream ext_proc filter on "
-        "every request); two more columns each",
+        "every request; workers-2: two extproc processes, --extproc-workers 2, where the main columns run one); "
+        "two more columns each",
     )
     parser.add_argument(
         "--litellm",

@@ -301,3 +301,23 @@ class PrometheusObserver:
         if self._client:
             values.append(classify_client(headers.get("user-agent", ""), headers.get("x-title", "")))
         return tuple(values)
+
+
+class StreamCounter:
+    """Streams opened per filter role and extproc process: with ``--extproc-workers`` it shows how Envoy
+    spreads the streams (one scrape reads every process's counts, prometheus-client's multiprocess mode)."""
+
+    def __init__(self, registry: CollectorRegistry, worker: str = "0") -> None:
+        counter = Counter(
+            "tokenvoy_extproc_streams",
+            "ext_proc streams opened, by filter role (router: one per request; upstream: one per attempt) and "
+            "extproc process (tokenvoy run --extproc-workers).",
+            ("role", "worker"),
+            registry=registry,
+        )
+        self._children = {role: counter.labels(role, worker) for role in ("router", "upstream")}
+
+    def opened(self, role: str) -> None:
+        child = self._children.get(role)
+        if child is not None:
+            child.inc()

@@ -35,6 +35,7 @@ from tokenvoy.contract import (
     TOKEN_LATENCY_TTFT_KEY,
     endpoint_id,
 )
+from tokenvoy.extproc.carried import CarriedRequest, read_attempt, write_request
 from tokenvoy.extproc.costs import CallContext
 from tokenvoy.extproc.decoding import DecodeError, Decoder, UnsupportedEncoding, decoder_for
 from tokenvoy.extproc.errors import GatewayError, UpstreamShapeError
@@ -78,11 +79,17 @@ class RouterStream:
         tracing: Tracing | None = None,
         translate_in_router: bool = False,
         direct_routes: bool = False,
+        stateless: bool = False,
+        previous: tuple[Runtime, ...] = (),
     ) -> None:
         self._runtime = runtime
         # Envoy has direct routes (tokenvoy run): a direct rule's request is edited here, once, and skips the
         # upstream filter (tokenvoy/config/direct.py).
         self._direct_routes = direct_routes
+        self._previous = previous  # configs before the last reloads: an attempt Envoy routed by one (stateless)
+        # The upstream attempts may run in other extproc processes: what they need goes into Envoy's dynamic
+        # metadata, and the answering attempt is read back from it (carried.py), not from the registry.
+        self._stateless = stateless
         # No upstream ext_proc (Envoy Gateway's EnvoyExtensionPolicy cannot add one): this stream translates
         # and signs the request for the rule's first backend itself, once (docs/envoy-gateway.md).
         self._translate_in_router = translate_in_router
@@ -143,6 +150,8 @@ class RouterStream:
             if kind == "request_body":
                 return self._request_body(message.request_body)
             if kind == "response_headers":
+                if self._stateless:
+                    self._adopt_attempt(message)
                 return self._response_headers(message.response_headers)
             if kind == "response_body":
                 return self._response_body(message.response_body)
@@ -311,11 +320,13 @@ class RouterStream:
             needs_usage=bool(rule.costs),
             headers=self._headers,
         )
-        if self._request_id is None:
-            raise GatewayError(500, "Envoy sent no request attributes to extproc: is the bootstrap tokenvoy's?")
         context = RequestContext(request, rule, self._headers)
-        if not self._registry.add(self._request_id, context):
-            raise GatewayError(503, "two requests in flight look identical to the gateway; retry", "overloaded_error")
+        if not self._stateless:
+            if self._request_id is None:
+                raise GatewayError(500, "Envoy sent no request attributes to extproc: is the bootstrap tokenvoy's?")
+            if not self._registry.add(self._request_id, context):
+                message = "two requests in flight look identical to the gateway; retry"
+                raise GatewayError(503, message, "overloaded_error")
         self._context = context
         if request.stream and rule.costs:
             self._prompt_estimate = prompt_tokens(parsed)
@@ -342,7 +353,41 @@ class RouterStream:
             if api is ClientAPI.ANTHROPIC_COUNT_TOKENS:  # a token count reserves nothing: it is charged nothing
                 values = dict.fromkeys(values, 0)
             response.dynamic_metadata.CopyFrom(metadata_struct(AI_GATEWAY_METADATA_NAMESPACE, values))
+        if self._stateless and not self._translate_in_router and not context.direct:  # an upstream filter will ask
+            trace = context.trace_headers
+            write_request(response, CarriedRequest(api, path, model, request.stream, request.needs_usage, trace))
         return response
+
+    def _adopt_attempt(self, message: ep.ProcessingRequest) -> None:
+        """The attempt that answered, from the metadata its upstream stream wrote (maybe in another process):
+        its translator is built here, and given the request once so it knows what it asked for."""
+        context = self._context
+        carried = read_attempt(message) if context is not None else None
+        if context is None or carried is None or not carried.endpoint:
+            return  # no attempt reached a provider (Envoy's or the upstream filter's own reply)
+        # Around a reload Envoy may route by the config before this stream's: an endpoint id names its backend,
+        # so whichever config knows it agrees on the backend.
+        picked = next(
+            (
+                r.endpoints[carried.endpoint]
+                for r in (self._runtime, *self._previous)
+                if carried.endpoint in r.endpoints
+            ),
+            None,
+        )
+        if picked is None:  # no config here knows it: the answer passes untranslated
+            log.debug("request %s: endpoint %r unknown to its config", self._request_id, carried.endpoint)
+            return
+        backend, ref = picked
+        translator = backend.translator(context.request.api)
+        if translator is None:
+            return
+        model = ref.model_name_override or context.request.model
+        try:
+            translator.translate_request(context.request, backend.backend, model)
+        except GatewayError:  # the upstream stream refused it the same way: it answered itself
+            return
+        context.attempts.append(Attempt(backend.backend.name, model, ref.model_name_override, translator))
 
     def _translate(self, context: RequestContext, model: str, direct_endpoint: str | None = None) -> ep.CommonResponse:
         """The upstream filter's edit, made here with the request body: for the rule's first backendRef of the

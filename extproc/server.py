@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import grpc
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -23,13 +23,14 @@ from tokenvoy.config.loader import ConfigError, load_config, load_text
 from tokenvoy.config.model import GatewayConfig
 from tokenvoy.contract import EXTPROC_MAX_MESSAGE_BYTES, ROLE_METADATA_KEY, ROUTER_ROLE, UPSTREAM_ROLE
 from tokenvoy.extproc.ecds import ClientKeysDiscovery
-from tokenvoy.extproc.metrics import PrometheusObserver
+from tokenvoy.extproc.metrics import PrometheusObserver, StreamCounter
 from tokenvoy.extproc.observe import NoObserver, RequestObserver
 from tokenvoy.extproc.registry import RequestRegistry
 from tokenvoy.extproc.router import RouterStream
 from tokenvoy.extproc.runtime import Runtime, build_runtime
 from tokenvoy.extproc.tracing import Tracing
 from tokenvoy.extproc.upstream import UpstreamStream
+from tokenvoy.extproc.upstream_carried import CarriedUpstreamStream
 from tokenvoy.filewatch import DEFAULT_POLL_INTERVAL_S, FileWatcher, files_digest, log_watch_error
 from tokenvoy.grpcserver import (
     GrpcService,
@@ -80,23 +81,31 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         tracing: Tracing | None = None,
         translate_in_router: bool = False,
         direct_routes: bool = False,
+        stateless: bool = False,
     ) -> None:
         self.runtime = runtime
         self.translate_in_router = translate_in_router  # no upstream filter (Envoy Gateway's native ext_proc)
         self.direct_routes = direct_routes  # Envoy has direct routes (tokenvoy/config/direct.py)
+        # One of several extproc processes: a request's streams share nothing here (extproc/carried.py).
+        self.stateless = stateless
+        self.streams: StreamCounter | None = None  # streams opened per role (serve() sets it)
         self.previous: tuple[Runtime, ...] = ()  # the configs before the last reloads, newest first
         self.registry = RequestRegistry()
         self.observer = observer or NoObserver()
         self.tracing = tracing  # None: tracing off (no OTEL_* exporter configured)
 
-    def _open(self, context: grpc.aio.ServicerContext) -> RouterStream | UpstreamStream:
+    def _open(self, context: grpc.aio.ServicerContext) -> RouterStream | UpstreamStream | CarriedUpstreamStream:
         """The stream handler for this call's role (Envoy's initial metadata), on the config current now."""
         role = ROUTER_ROLE
         for key, value in context.invocation_metadata() or ():
             if key == ROLE_METADATA_KEY:
                 role = value
         runtime = self.runtime  # this stream's config, whatever a reload does meanwhile
+        if self.streams is not None:
+            self.streams.opened(role)
         if role == UPSTREAM_ROLE:
+            if self.stateless:
+                return CarriedUpstreamStream(runtime, self.previous)
             return UpstreamStream(runtime, self.registry, self.previous)
         return RouterStream(
             runtime,
@@ -105,6 +114,8 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             self.tracing,
             self.translate_in_router,
             self.direct_routes,
+            self.stateless,
+            self.previous,
         )
 
     async def Process(
@@ -228,6 +239,23 @@ def metrics_registry() -> CollectorRegistry:
     return registry
 
 
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_registry(environ: Mapping[str, str] | None = None) -> CollectorRegistry | None:
+    """With ``PROMETHEUS_MULTIPROC_DIR`` set (``tokenvoy run --extproc-workers``), what /metrics serves: every
+    extproc process's counters and histograms, summed from the files prometheus-client writes there (the
+    process and runtime collectors of one process would describe only that one, so they are left out)."""
+    environ = os.environ if environ is None else environ
+    if not environ.get(MULTIPROCESS_ENV):
+        return None
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=environ[MULTIPROCESS_ENV])
+    return registry
+
+
 def _sighup_without_files() -> None:
     log.warning("extproc: SIGHUP ignored, the embedded default config has no file to reload")
 
@@ -241,6 +269,8 @@ async def serve(
     digest: str = "",
     translate_in_router: bool = False,
     direct_routes: bool = False,
+    stateless: bool = False,
+    worker: str = "0",
 ) -> None:
     """Serve ext_proc on ``listen`` and, unless ``admin_listen`` is None, /metrics and /healthz on it.
     With ``config_paths`` (the files ``runtime`` came from, ``digest`` their version), SIGHUP reloads them,
@@ -248,11 +278,14 @@ async def serve(
     config = runtime.config
     registry = metrics_registry()
     observer = PrometheusObserver(config.metrics, registry)
-    admin = await start_admin(registry, admin_listen, "extproc")  # before gRPC: a busy port fails the start
+    shared = multiprocess_registry()
+    # every extproc process binds the one metrics port (SO_REUSEPORT): whichever answers shows them all
+    admin = await start_admin(shared or registry, admin_listen, "extproc", reuse_port=shared is not None)
     tracing = Tracing.from_env(session_id_header=config.tracing.session_id_header)
     if tracing is not None:
         log.info("extproc tracing on: OpenInference spans exported per the OTEL_* variables")
-    processor = ExternalProcessor(runtime, observer, tracing, translate_in_router, direct_routes)
+    processor = ExternalProcessor(runtime, observer, tracing, translate_in_router, direct_routes, stateless)
+    processor.streams = StreamCounter(registry, worker)
 
     def register(server: grpc.aio.Server) -> list[str]:
         ep_grpc.add_ExternalProcessorServicer_to_server(processor, server)
@@ -329,6 +362,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "API key is edited in the router stream and skips the upstream filter (docs/architecture.md)",
     )
     parser.add_argument(
+        "--stateless",
+        action="store_true",
+        help="keep no request state between the streams of a request: with several extproc processes behind one "
+        "Envoy (tokenvoy run --extproc-workers N) they may reach different ones, so the state travels in Envoy's "
+        "dynamic metadata; Envoy's config must be rendered for it",
+    )
+    parser.add_argument(
+        "--worker",
+        default="0",
+        metavar="NAME",
+        help="this process's name in the tokenvoy_extproc_streams metric (tokenvoy run --extproc-workers: its "
+        "index; default: %(default)s)",
+    )
+    parser.add_argument(
         "--no-uvloop",
         action="store_true",
         help="run on asyncio's own event loop instead of uvloop's (uvloop costs about a fifth less CPU per call)",
@@ -359,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 digest,
                 args.translate_in_router,
                 args.direct_routes,
+                args.stateless,
+                args.worker,
             ),
             use_uvloop=not args.no_uvloop,
         )

@@ -55,6 +55,7 @@ class HTTPPort:
 
     what = "serve HTTP"  # "cannot <what> on HOST:PORT" when the address cannot be bound
     close_timeout: float | None = None  # None: close() waits for every open connection
+    reuse_port = False  # True: several processes bind the one port (SO_REUSEPORT), the kernel spreads connections
 
     def __init__(self, host: str, port: int, name: str = "admin") -> None:
         self.host, self._requested_port, self.name = host, port, name
@@ -70,7 +71,9 @@ class HTTPPort:
     async def start(self) -> None:
         """Bind and serve; ``AdminListenError`` (e.g. address in use) names the address."""
         try:
-            self._server = await asyncio.start_server(self._handle, self.host, self._requested_port)
+            self._server = await asyncio.start_server(
+                self._handle, self.host, self._requested_port, reuse_port=self.reuse_port or None
+            )
         except OSError as exc:
             reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             where = f"{self.host}:{self._requested_port}"
@@ -174,13 +177,14 @@ class AdminServer(HTTPPort):
 
 
 async def start_admin(
-    registry: CollectorRegistry, listen: str | None, name: str, required: bool = True
+    registry: CollectorRegistry, listen: str | None, name: str, required: bool = True, reuse_port: bool = False
 ) -> AdminServer | None:
     """Start the admin port on ``listen`` (None: no admin port). An address in use is an error when
     ``required``, else a warning and no admin port (a default address, so a second instance still starts)."""
     if listen is None:
         return None
     admin = AdminServer(registry, listen, name=name)
+    admin.reuse_port = reuse_port
     try:
         await admin.start()
     except OSError as exc:

@@ -39,6 +39,14 @@ USD_COST_KEYS = (COST_USD_MICROS_KEY, COST_USD_CENTICENTS_KEY)
 # Set by the upstream extproc on each attempt: the length of the body it sends, which an upstream
 # header_mutation filter turns back into ``content-length`` (Envoy removes it when ext_proc replaces a body).
 CONTENT_LENGTH_METADATA_KEY = "content_length"
+# With several extproc processes (``tokenvoy run --extproc-workers N``) a request's router stream and its
+# upstream attempts may reach different processes, so what one stream knows travels in Envoy's dynamic
+# metadata instead of process memory (extproc/carried.py). The router stream writes the request's namespace
+# (client API, path, model, stream, usage wanted, trace headers) with its request body answer; each attempt's
+# upstream stream writes the attempt's (the endpoint it translated for, the client's values of the headers
+# attempts changed), read by the next attempt and by the router stream when the answer comes back.
+REQUEST_METADATA_NAMESPACE = "tokenvoy.request"
+ATTEMPT_METADATA_NAMESPACE = "tokenvoy.attempt"
 
 # ---- headers ------------------------------------------------------------------------------------------------
 

@@ -92,10 +92,13 @@ def start_gateway(
     env: dict[str, str] | None = None,
     fake_port: int | None = None,
     listener_port: int | None = None,
+    extproc_workers: int | None = None,
 ) -> Gateway:
     """``tokenvoy run`` on free ports: with the default config (as a file), ``config_text``, or with no
     ``--config`` at all when ``config_text`` is ``""`` (the embedded default, driven by ``env``).
-    ``listener_port``: the port ``config_text``'s Gateway names; no ``--port`` then (a reload may change it)."""
+    ``listener_port``: the port ``config_text``'s Gateway names; no ``--port`` then (a reload may change it).
+    ``extproc_workers``: ``--extproc-workers``; by default ``TOKENVOY_TEST_EXTPROC_WORKERS`` or 1, so the suite
+    runs on one extproc process unless asked (``TOKENVOY_TEST_EXTPROC_WORKERS=2 pytest tests/integration``)."""
     directory.mkdir(parents=True, exist_ok=True)
     port_flag = listener_port is None
     listener_port, admin_port, metrics_port = listener_port or free_port(), free_port(), free_port()
@@ -106,6 +109,8 @@ def start_gateway(
         config.write_text(config_text or gateway_config(listener_port, fake_port, budget_tokens))
         argv += ["--config", str(config)]
     argv += ["--run-dir", str(directory / "run"), "--admin-port", str(admin_port), "--metrics-port", str(metrics_port)]
+    workers = extproc_workers or int(os.environ.get("TOKENVOY_TEST_EXTPROC_WORKERS", "1"))
+    argv += ["--extproc-workers", str(workers)]
     ratelimit_metrics_port = free_port()
     argv += ["--ratelimit-metrics-port", str(ratelimit_metrics_port)]
     stdout_path, stderr_path = directory / "stdout.log", directory / "stderr.log"

@@ -47,6 +47,9 @@ with warnings.catch_warnings():
         ClusterDiscoveryType,
         ClusterDnsLookupFamily,
         ClusterTransportSocketMatch,
+        LoadBalancingPolicy,
+        LoadBalancingPolicyPolicy,
+        OutlierDetection,
     )
     from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation as HeaderMutationRule
     from envoy_data_plane.envoy.config.core.v3 import (
@@ -59,6 +62,8 @@ with warnings.catch_warnings():
         HeaderValue,
         HeaderValueOption,
         HeaderValueOptionHeaderAppendAction,
+        HealthCheck,
+        HealthCheckGrpcHealthCheck,
         Http1ProtocolOptions,
         Http2ProtocolOptions,
         Locality,
@@ -69,6 +74,7 @@ with warnings.catch_warnings():
         SocketAddress,
         SubstitutionFormatString,
         TransportSocket,
+        TypedExtensionConfig,
         WatchedDirectory,
     )
     from envoy_data_plane.envoy.config.endpoint.v3 import (
@@ -117,6 +123,10 @@ with warnings.catch_warnings():
         HttpFilter,
         Rds,
     )
+    from envoy_data_plane.envoy.extensions.load_balancing_policies.least_request.v3 import (
+        LeastRequest,
+        LeastRequestSelectionMethod,
+    )
     from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
         DownstreamConnectionsConfig,
     )
@@ -151,6 +161,7 @@ from tokenvoy.config.model import (
 from tokenvoy.config.model import Endpoint as BackendEndpoint
 from tokenvoy.contract import (
     AI_GATEWAY_METADATA_NAMESPACE,
+    ATTEMPT_METADATA_NAMESPACE,
     BACKEND_METADATA_KEY,
     BACKEND_NAME_KEY,
     CACHED_INPUT_TOKEN_KEY,
@@ -173,6 +184,7 @@ from tokenvoy.contract import (
     RATELIMIT_CLUSTER,
     RATELIMIT_DOMAIN,
     RATELIMIT_FILTER,
+    REQUEST_METADATA_NAMESPACE,
     RESPONSE_MODEL_KEY,
     ROLE_METADATA_KEY,
     ROUTER_ROLE,
@@ -254,9 +266,44 @@ def _grpc_cluster(name: str, address: str) -> Cluster:
     )
 
 
+def extproc_workers_cluster(addresses: tuple[str, ...]) -> Cluster:
+    """Several extproc processes as the endpoints of one cluster (``tokenvoy run --extproc-workers``): each
+    stream goes to the one with the fewest streams open (a full scan: N is small). One that refuses a
+    connection (it died) is left out at once, for a second at first (outlier detection, local origin errors),
+    and one that stops answering its gRPC health until it answers again (the runner restarts it)."""
+    cluster = _grpc_cluster(EXTPROC_CLUSTER, addresses[0])
+    endpoints = [LbEndpoint(endpoint=Endpoint(address=_address(address))) for address in addresses]
+    cluster.load_assignment.endpoints = [LocalityLbEndpoints(lb_endpoints=endpoints)]
+    least = LeastRequest(selection_method=LeastRequestSelectionMethod.FULL_SCAN)
+    extension = TypedExtensionConfig(name="envoy.load_balancing_policies.least_request", typed_config=_any(least))
+    policy = LoadBalancingPolicyPolicy(typed_extension_config=extension)
+    cluster.load_balancing_policy = LoadBalancingPolicy(policies=[policy])
+    cluster.outlier_detection = OutlierDetection(
+        split_external_local_origin_errors=True,
+        consecutive_local_origin_failure=1,
+        enforcing_consecutive_local_origin_failure=100,
+        base_ejection_time=_ms(1000),
+        max_ejection_percent=100,
+        successful_active_health_check_uneject_host=True,
+    )
+    cluster.health_checks = [
+        HealthCheck(
+            timeout=_ms(1000),
+            interval=_ms(1000),
+            unhealthy_threshold=1,
+            healthy_threshold=1,
+            no_traffic_interval=_ms(1000),
+            grpc_health_check=HealthCheckGrpcHealthCheck(),
+        )
+    ]
+    return cluster
+
+
 def service_clusters(config: GatewayConfig, options: EnvoyOptions) -> list[Cluster]:
     """extproc always; ratelimit when there are budgets (no process serves it otherwise)."""
-    clusters = [_grpc_cluster(EXTPROC_CLUSTER, options.extproc_address)]
+    workers = options.extproc_worker_addresses
+    extproc = extproc_workers_cluster(workers) if workers else _grpc_cluster(EXTPROC_CLUSTER, options.extproc_address)
+    clusters = [extproc]
     if config.budgets:
         clusters.append(_grpc_cluster(RATELIMIT_CLUSTER, options.ratelimit_address))
     return clusters
@@ -302,28 +349,55 @@ def _ext_proc(options: EnvoyOptions, role: str, mode: ProcessingMode, **extra: A
     return HttpFilter(name=EXT_PROC_FILTER, typed_config=_any(processor))
 
 
+# Several extproc processes (extproc/carried.py): the upstream filter gets the client's body (buffered) and
+# the request's and previous attempt's metadata; the router filter, the answering attempt's. (The body as a
+# tokenvoy.request metadata string instead, one message fewer, made Envoy 1.40 crash with SIGSEGV on ~140 kB
+# prompts in tests/integration/test_cut_streams.py's config.)
+UPSTREAM_STATELESS_PROCESSING_MODE = ProcessingMode(
+    request_header_mode=_SEND,
+    response_header_mode=_SKIP,
+    request_body_mode=ProcessingModeBodySendMode.BUFFERED,
+    response_body_mode=ProcessingModeBodySendMode.NONE,
+    request_trailer_mode=_SKIP,
+    response_trailer_mode=_SKIP,
+)
+
+
+def _metadata_options(writes: str | None = None, reads: tuple[str, ...] = ()) -> MetadataOptions:
+    """What the filter's streams may write into the dynamic metadata and what Envoy forwards to them."""
+    written = [AI_GATEWAY_METADATA_NAMESPACE, *([writes] if writes else [])]
+    receiving = MetadataOptionsMetadataNamespaces(untyped=written)
+    if not reads:
+        return MetadataOptions(receiving_namespaces=receiving)
+    forwarding = MetadataOptionsMetadataNamespaces(untyped=list(reads))
+    return MetadataOptions(receiving_namespaces=receiving, forwarding_namespaces=forwarding)
+
+
 def router_ext_proc(options: EnvoyOptions) -> HttpFilter:
+    stateless = bool(options.extproc_worker_addresses)
     return _ext_proc(
         options,
         ROUTER_ROLE,
         ROUTER_PROCESSING_MODE,
-        metadata_options=MetadataOptions(
-            receiving_namespaces=MetadataOptionsMetadataNamespaces(untyped=[AI_GATEWAY_METADATA_NAMESPACE])
+        metadata_options=(
+            _metadata_options(REQUEST_METADATA_NAMESPACE, (ATTEMPT_METADATA_NAMESPACE,))
+            if stateless
+            else _metadata_options()
         ),
-        request_attributes=list(IDENTITY_ATTRIBUTES),
+        request_attributes=[] if stateless else list(IDENTITY_ATTRIBUTES),
     )
 
 
 def upstream_ext_proc(options: EnvoyOptions) -> HttpFilter:
-    return _ext_proc(
-        options,
-        UPSTREAM_ROLE,
-        UPSTREAM_PROCESSING_MODE,
-        metadata_options=MetadataOptions(
-            receiving_namespaces=MetadataOptionsMetadataNamespaces(untyped=[AI_GATEWAY_METADATA_NAMESPACE])
-        ),
-        request_attributes=[*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE],
-    )
+    if options.extproc_worker_addresses:
+        mode = UPSTREAM_STATELESS_PROCESSING_MODE
+        reads = (REQUEST_METADATA_NAMESPACE, ATTEMPT_METADATA_NAMESPACE)
+        metadata = _metadata_options(ATTEMPT_METADATA_NAMESPACE, reads)
+        attributes = [ENDPOINT_ATTRIBUTE]
+    else:
+        mode, metadata = UPSTREAM_PROCESSING_MODE, _metadata_options()
+        attributes = [*IDENTITY_ATTRIBUTES, ENDPOINT_ATTRIBUTE]
+    return _ext_proc(options, UPSTREAM_ROLE, mode, metadata_options=metadata, request_attributes=attributes)
 
 
 def content_length_filter() -> HttpFilter:

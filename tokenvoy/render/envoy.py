@@ -28,6 +28,9 @@ class EnvoyOptions:
     extproc_message_timeout_ms: int = 10_000
     route_timeout_s: int = 300
     max_downstream_connections: int = 50_000
+    # Several extproc processes (tokenvoy run --extproc-workers N > 1): their addresses, in place of
+    # ``extproc_address``; the filters then carry a request's state in dynamic metadata (extproc/carried.py).
+    extproc_worker_addresses: tuple[str, ...] = ()
     # Direct rules (tokenvoy/config/direct.py) get a route and cluster without the upstream ext_proc filter,
     # their keys read from SDS files in this directory (tokenvoy run writes them); None: no direct routes.
     secrets_dir: str | None = None

@@ -41,6 +41,7 @@ from tokenvoy.render.files import XDS_DIR, dump, replace_file, write_xds
 from tokenvoy.runner.health import grpc_serving, http_get
 from tokenvoy.runner.secrets import write_direct_secrets
 from tokenvoy.runner.supervisor import Supervisor
+from tokenvoy.runner.workers import ExtprocWorker, extproc_workers
 
 POLL_INTERVAL_S = DEFAULT_POLL_INTERVAL_S
 EXTPROC_CONFIRM_TIMEOUT_S = 15.0  # loading cloud credentials may take a while
@@ -110,6 +111,7 @@ class Reloader:
         host: str | None = None,
         envoy_binary: str,
         interval: float = POLL_INTERVAL_S,
+        extproc: Sequence[ExtprocWorker] = (),
     ) -> None:
         self.files = FileWatcher(paths)
         self.paths = self.files.paths
@@ -122,6 +124,7 @@ class Reloader:
         self.port, self.host = port, host
         self.envoy_binary = envoy_binary
         self.interval = interval
+        self.extproc = list(extproc) or extproc_workers(run_dir, 1)  # every extproc process loads each version
         self.ratelimit_running = bool(config.budgets)
         self.fakes_running = fake_endpoints(config)
         self.generation = 0
@@ -210,22 +213,28 @@ class Reloader:
         return None if process.returncode == 0 else _tail(output.decode(errors="replace"))
 
     async def _extproc_serves(self, digest: str) -> bool:
-        """SIGHUP extproc and wait until its gRPC health says it serves exactly these files."""
-        self.supervisor.signal("extproc", signal.SIGHUP)
-        listen = f"unix:{self.run_dir / 'extproc.sock'}"
+        """SIGHUP every extproc process and wait until each one's gRPC health says it serves exactly these
+        files (a worker restarted meanwhile reads them at its start)."""
+        waiting = list(self.extproc)
+        for worker in waiting:
+            self.supervisor.signal(worker.name, signal.SIGHUP)
         deadline = time.monotonic() + EXTPROC_CONFIRM_TIMEOUT_S
         while time.monotonic() < deadline:
-            try:
-                if await grpc_serving(listen, config_health_service(digest)):
-                    return True
-            except Exception:  # NOT_FOUND until extproc has loaded this version
-                pass
+            for worker in list(waiting):
+                try:
+                    if await grpc_serving(worker.listen, config_health_service(digest)):
+                        waiting.remove(worker)
+                except Exception:  # NOT_FOUND until extproc has loaded this version
+                    pass
+            if not waiting:
+                return True
             if self.files.changed():
                 _say("the config changed again while extproc was loading it; applying the newer version next")
                 return False
             await asyncio.sleep(0.1)
+        names = ", ".join(worker.name for worker in waiting)
         _say(
-            f"reload not applied: extproc did not load version {digest} within {EXTPROC_CONFIRM_TIMEOUT_S:.0f}s "
+            f"reload not applied: {names} did not load version {digest} within {EXTPROC_CONFIRM_TIMEOUT_S:.0f}s "
             "(its log above says why); Envoy keeps the previous config"
         )
         return False

@@ -33,6 +33,10 @@ from tokenvoy.runner.redact import line_redactor
 from tokenvoy.runner.reload import Reloader, with_overrides
 from tokenvoy.runner.secrets import remove_secrets, write_direct_secrets
 from tokenvoy.runner.supervisor import ChildFailed, ChildSpec, Supervisor
+from tokenvoy.runner.workers import MAX_DEFAULT_WORKERS, default_workers, fresh_metrics_dir
+from tokenvoy.runner.workers import extproc_workers as extproc_workers_of
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client when extproc imports it
 
 
 def _say(message: str) -> None:
@@ -69,16 +73,21 @@ def prepare(
 ENVOY_ADMIN_SOCKET = "envoy-admin.sock"
 
 
-def envoy_options(run_dir: Path, admin_port: int, environ: Mapping[str, str] = os.environ) -> EnvoyOptions:
+def envoy_options(
+    run_dir: Path, admin_port: int, environ: Mapping[str, str] = os.environ, extproc_workers: int = 1
+) -> EnvoyOptions:
     """Envoy's admin on an owner-only socket; ``admin_port`` is served by tokenvoy run (``adminport``). Direct
-    routes, their keys in ``<run dir>/secrets``, unless ``TOKENVOY_NO_DIRECT`` is set (tokenvoy/config/direct.py)."""
+    routes, their keys in ``<run dir>/secrets``, unless ``TOKENVOY_NO_DIRECT`` is set (tokenvoy/config/direct.py).
+    ``extproc_workers`` > 1: that many extproc endpoints (runner/workers.py)."""
     direct = environ.get(NO_DIRECT_ENV, "") in ("", "0")
+    workers = extproc_workers_of(run_dir, extproc_workers)
     return EnvoyOptions(
-        extproc_address=f"unix:{run_dir / 'extproc.sock'}",
+        extproc_address=workers[0].listen,
         ratelimit_address=f"unix:{run_dir / 'ratelimit.sock'}",
         admin_port=admin_port,
         admin_socket=str(run_dir / ENVOY_ADMIN_SOCKET),
         secrets_dir=str((run_dir / SECRETS_DIR).resolve()) if direct else None,
+        extproc_worker_addresses=tuple(w.listen for w in workers) if len(workers) > 1 else (),
     )
 
 
@@ -86,7 +95,12 @@ SECRETS_DIR = "secrets"
 
 
 def _prepare(
-    config_paths: Sequence[str], run_dir: Path, admin_port: int, port: int | None = None, host: str | None = None
+    config_paths: Sequence[str],
+    run_dir: Path,
+    admin_port: int,
+    port: int | None = None,
+    host: str | None = None,
+    extproc_workers: int = 1,
 ) -> tuple[GatewayConfig, list[str], str]:
     """Load and render the reloadable layout; also returns the version (digest) of the files loaded."""
     from tokenvoy.config.loader import load_config
@@ -103,7 +117,7 @@ def _prepare(
     config, digest = FileWatcher(files).read_stable(load_config)
     config = with_overrides(config, port, host)
     build_runtime(config)  # credentials and CEL costs fail here, before anything starts
-    options = envoy_options(run_dir, admin_port)
+    options = envoy_options(run_dir, admin_port, extproc_workers=extproc_workers)
     write_rendered(config, run_dir, options, reloadable=True, version=digest)
     if options.secrets_dir is not None:  # last: main() removes them however the gateway stops
         write_direct_secrets(config, Path(options.secrets_dir))
@@ -130,6 +144,7 @@ class RunOptions:
     metrics_port: int = 1064  # extproc's /metrics; 0 = off
     ratelimit_metrics_port: int = 1065  # ratelimit's /metrics; 0 = off
     metrics_host: str = "127.0.0.1"  # where both /metrics ports bind (0.0.0.0: scrapable from other hosts)
+    extproc_workers: int = 1  # extproc processes (runner/workers.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +184,7 @@ async def _run(
         return 1
     supervisor = Supervisor()
     environ = dict(os.environ)
-    extproc_listen = f"unix:{run_dir / 'extproc.sock'}"
+    workers = extproc_workers_of(run_dir, options.extproc_workers)
     ratelimit_listen = f"unix:{run_dir / 'ratelimit.sock'}"
     fakes = {(b.endpoint.host, b.endpoint.port) for b in config.backends.values() if b.fake_provider}
     specs = [
@@ -206,25 +221,32 @@ async def _run(
     secrets_dir = envoy_options(run_dir, admin_port, environ).secrets_dir
     direct_args = ["--direct-routes"] if secrets_dir is not None else []
     metrics_args = ["--admin-listen", f"{metrics_host}:{metrics_port}"] if metrics_port else ["--no-admin"]
-    specs.append(
-        ChildSpec(
-            "extproc",
-            _python(
-                "extproc",
-                *config_args,
-                "--listen",
-                extproc_listen,
-                *metrics_args,
-                "--log-level",
-                log_level,
-                "--watch-interval",
-                "0",  # tokenvoy run tells it when (SIGHUP), after checking the edit and before Envoy changes
-                *direct_args,
-                *uvloop_args(environ),
-            ),
-            partial(grpc_serving, extproc_listen),
+    extproc_env = None
+    several = len(workers) > 1
+    if several:  # one metrics port for all: prometheus-client's multiprocess mode, files in the run directory
+        extproc_env = {**environ, MULTIPROCESS_ENV: str(fresh_metrics_dir(run_dir))}
+    for worker in workers:
+        specs.append(
+            ChildSpec(
+                worker.name,
+                _python(
+                    "extproc",
+                    *config_args,
+                    "--listen",
+                    worker.listen,
+                    *metrics_args,
+                    "--log-level",
+                    log_level,
+                    "--watch-interval",
+                    "0",  # tokenvoy run tells it when (SIGHUP), after checking the edit and before Envoy changes
+                    *direct_args,
+                    *(["--stateless", "--worker", str(worker.index)] if several else []),
+                    *uvloop_args(environ),
+                ),
+                partial(grpc_serving, worker.listen),
+                env=extproc_env,
+            )
         )
-    )
     envoy_argv = [
         envoy_binary(),
         "-c",
@@ -268,8 +290,9 @@ async def _run(
     reloader = Reloader(
         paths=files,
         run_dir=run_dir,
-        options=envoy_options(run_dir, admin_port),
+        options=envoy_options(run_dir, admin_port, extproc_workers=options.extproc_workers),
         supervisor=supervisor,
+        extproc=workers,
         config=config,
         digest=digest,
         port=overrides.port,
@@ -375,6 +398,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="address both /metrics ports bind; 0.0.0.0 lets a Prometheus on another host scrape them "
         "(default: 127.0.0.1)",
     )
+    parser.add_argument(
+        "--extproc-workers",
+        type=int,
+        default=default_workers(),
+        metavar="N",
+        help="extproc processes, each on its own core, as N endpoints of Envoy's extproc cluster; 1 keeps a "
+        f"request's state in one process's memory (default: the cores, at most {MAX_DEFAULT_WORKERS}: "
+        "%(default)s here)",
+    )
     parser.add_argument("--log-level", default="info", help="log level of extproc and ratelimit (default: info)")
     return parser.parse_args(argv)
 
@@ -383,7 +415,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="tokenvoy-"))
     try:
-        config, files, digest = _prepare(args.config or [], run_dir, args.admin_port, args.port, args.host)
+        if args.extproc_workers < 1:
+            _say(f"--extproc-workers must be at least 1, not {args.extproc_workers}")
+            return 2
+        workers = args.extproc_workers
+        config, files, digest = _prepare(args.config or [], run_dir, args.admin_port, args.port, args.host, workers)
     except ConfigError as exc:
         _say(f"invalid config:\n{exc}")
         return 2
@@ -397,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             ratelimit_metrics_port=args.ratelimit_metrics_port,
             metrics_host=args.metrics_host,
+            extproc_workers=args.extproc_workers,
         )
         return asyncio.run(_run(config, files, options, digest, Overrides(args.port, args.host)))
     except KeyboardInterrupt:
