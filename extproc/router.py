@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Set by Envoy's rate-limit filter on the 429 it answers itself (a budget refusal).
+RATELIMITED_HEADER = "x-envoy-ratelimited"
 ANTHROPIC_PREFIXES = FAMILIES[Family.ANTHROPIC].roots  # errors under it, even for unknown paths, in Anthropic's shape
 MODELS_PATH = FAMILIES[Family.OPENAI].models_path
 ANTHROPIC_MODELS_PATH = FAMILIES[Family.ANTHROPIC].models_path
@@ -419,6 +421,10 @@ class RouterStream:
             self._status = 0
         response = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
         context = self._context
+        if context is not None and context.direct and values.get(RATELIMITED_HEADER) == "true":
+            # A direct rule's attempt is chosen here before the rate-limit filter runs: its 429 reached no
+            # provider, so the request is Envoy's own reply (metrics say provider unknown, as for other rules).
+            context.attempts.clear()
         if context is None or context.attempt is None:
             # Envoy's own reply (budget exceeded, no upstream): nothing to translate, its body is not read.
             self._end_at_headers(response, headers.end_of_stream)

@@ -21,7 +21,7 @@ from openai import OpenAI
 from tests.integration.conftest import Gateway, free_port, gateway_config, start_gateway
 from tokenvoy.testupstream.server import BackgroundServer, run_in_thread
 
-APPLY_WITHIN_S = 5.0
+APPLY_WITHIN_S = 10.0  # docs/reload.md: "within a few seconds"; seen 4-6 s on a loaded 2-core box with 2 workers
 BUDGET_NAME = "per-user-token-budget"
 
 
@@ -249,7 +249,8 @@ def test_the_run_directory_holds_the_applied_config(setup: Setup) -> None:
         header["string_match"]["exact"]
         for route in route_config["virtual_hosts"][0]["routes"]
         for header in route["match"]["headers"]
+        if "string_match" in header  # not a direct route's DIRECT_HEADER presence match
     ]
-    assert values == ["model-a", "model-f"]
+    assert list(dict.fromkeys(values)) == ["model-a", "model-f"]  # a direct rule's two routes match one model
     assert (setup.gateway.run_dir / "envoy.yaml").read_text().count("path_config_source") == 2  # LDS and CDS
     assert Path(setup.gateway.run_dir / "ratelimit.yaml").exists()
