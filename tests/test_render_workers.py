@@ -99,3 +99,15 @@ def test_the_default_is_one_worker_per_core_capped() -> None:
     assert default_workers(1) == 1
     assert default_workers(2) == 2
     assert default_workers(64) == MAX_DEFAULT_WORKERS
+
+
+def test_the_shared_metrics_registry_is_only_there_in_multiprocess_mode(tmp_path: Path) -> None:
+    from tokenvoy.extproc.server import MULTIPROCESS_ENV, multiprocess_registry
+    from tokenvoy.runner.workers import fresh_metrics_dir
+
+    assert multiprocess_registry({}) is None
+    directory = fresh_metrics_dir(tmp_path)
+    (directory / "stale.db").write_bytes(b"")
+    assert not (fresh_metrics_dir(tmp_path) / "stale.db").exists()  # a reused run directory starts empty
+    registry = multiprocess_registry({MULTIPROCESS_ENV: str(directory)})
+    assert registry is not None and list(registry.collect()) == []  # no worker wrote anything yet
