@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,6 +69,18 @@ def test_an_empty_beta_is_refused() -> None:
     assert unknown_betas("context-1m-2025-08-07,", ANTHROPIC_BETAS) == [""]
     status, body = _message({**ANTHROPIC_HEADERS, "anthropic-beta": ""})
     assert status == 400 and "Unexpected value(s) ``" in body["error"]["message"]
+
+
+def test_every_flag_the_anthropic_sdk_names_is_taken() -> None:
+    """The SDK's ``AnthropicBetaParam`` is generated from Anthropic's API spec: a flag it names and the fake
+    refuses makes the fake stricter than the API (Cline sent ``structured-outputs-2025-11-13`` and failed)."""
+    from anthropic.types import AnthropicBetaParam
+
+    (_, literal) = typing.get_args(AnthropicBetaParam)
+    named = sorted(typing.get_args(literal))
+    assert "structured-outputs-2025-11-13" in named and len(named) > 40
+    status, body = _message({**ANTHROPIC_HEADERS, "anthropic-beta": ",".join(named)})
+    assert status == 200, body
 
 
 def test_bedrock_betas_are_a_subset_of_anthropics() -> None:

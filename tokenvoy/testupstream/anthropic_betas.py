@@ -11,11 +11,14 @@ Vertex AI is not listed: we found no documented list of the flags it accepts, so
 
 from __future__ import annotations
 
+import typing
+
 __all__ = ["ANTHROPIC_BETAS", "BEDROCK_BETAS", "unknown_betas"]
 
 # Anthropic's own API (api.anthropic.com):
 # * ``AnthropicBetaParam`` of the official Python SDK (anthropic-sdk-python, src/anthropic/types/
-#   anthropic_beta_param.py, generated from Anthropic's OpenAPI spec; as of August 2026);
+#   anthropic_beta_param.py, generated from Anthropic's OpenAPI spec; as of August 2026, then 2.17.0;
+#   and, when the SDK is installed, every flag its ``AnthropicBetaParam`` names (below));
 # * flags the API reference documents on feature pages and the SDK sends itself but does not list there:
 #   ``structured-outputs-2025-12-15`` (the SDK's ``messages.parse``), ``fine-grained-tool-streaming-2025-05-14``
 #   (SDK changelog), ``oauth-2025-04-20`` (the SDK's OAuth credentials), ``effort-2025-11-24`` (the effort
@@ -61,6 +64,34 @@ ANTHROPIC_BETAS = frozenset(
         "fallback-credit-2026-07-01",
         "agent-memory-2026-07-22",
         "mid-conversation-tool-changes-2026-07-01",
+        # AnthropicBetaParam of anthropic 2.17.0 (the SDK version the dev extra installs in December 2026)
+        "admin-user-sign-out-2026-10-08",
+        "analytics-usage-cost-2026-08-24",
+        "ce-claude-code-managed-settings-2026-10-06",
+        "ce-plugins-2026-09-01",
+        "ce-user-management-2026-07-13",
+        "compact-2026-01-12",
+        "compact-2026-09-04",
+        "computer-use-2025-11-24",
+        "efs-2026-10-01",
+        "experimental-claude-tag-2026-10-21",
+        "google-managed-data-controls-2026-09-01",
+        "inline-tools-2026-09-15",
+        "mcp-client-2026-09-15",
+        "mcp-tunnels-2026-06-22",
+        "message-threads-2026-08-12",
+        "mid-conversation-output-config-2026-07-01",
+        "mid-conversation-system-clear-at-2026-08-21",
+        "spend-limit-reads-2026-09-26",
+        "structured-outputs-2025-11-13",
+        "task-budgets-2026-03-13",
+        "telemetry-destinations-2026-08-11",
+        "thinking-binding-controls-2026-08-01",
+        "thinking-display-updates-2026-08-18",
+        "user-profiles-2026-08-18",
+        "user-profiles-2026-09-04",
+        "user-profiles-billing-2026-10-01",
+        "webhooks-2026-10-07",
         # documented elsewhere (see above)
         "structured-outputs-2025-12-15",
         "fine-grained-tool-streaming-2025-05-14",
@@ -76,6 +107,21 @@ ANTHROPIC_BETAS = frozenset(
         "prompt-caching-scope-2026-01-05",
     }
 )
+
+
+def _sdk_betas() -> frozenset[str]:
+    """The flags of the installed anthropic SDK's ``AnthropicBetaParam`` (generated from Anthropic's API spec),
+    when the SDK is installed: a newer SDK than the list above knows flags the API takes, and the fake must not
+    refuse them."""
+    try:
+        from anthropic.types import AnthropicBetaParam
+    except ImportError:
+        return frozenset()
+    literals = [arg for arg in typing.get_args(AnthropicBetaParam) if typing.get_origin(arg) is typing.Literal]
+    return frozenset(value for literal in literals for value in typing.get_args(literal))
+
+
+ANTHROPIC_BETAS = ANTHROPIC_BETAS | _sdk_betas()
 
 # Claude on AWS Bedrock (``anthropic_beta`` in the InvokeModel body, or in Converse's
 # ``additionalModelRequestFields``): the values AWS's "Anthropic Claude Messages API" request reference lists.
