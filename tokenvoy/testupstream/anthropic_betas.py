@@ -11,9 +11,10 @@ Vertex AI is not listed: we found no documented list of the flags it accepts, so
 
 from __future__ import annotations
 
+import functools
 import typing
 
-__all__ = ["ANTHROPIC_BETAS", "BEDROCK_BETAS", "unknown_betas"]
+__all__ = ["ANTHROPIC_BETAS", "BEDROCK_BETAS", "anthropic_betas", "unknown_betas"]
 
 # Anthropic's own API (api.anthropic.com):
 # * ``AnthropicBetaParam`` of the official Python SDK (anthropic-sdk-python, src/anthropic/types/
@@ -121,7 +122,12 @@ def _sdk_betas() -> frozenset[str]:
     return frozenset(value for literal in literals for value in typing.get_args(literal))
 
 
-ANTHROPIC_BETAS = ANTHROPIC_BETAS | _sdk_betas()
+@functools.cache
+def anthropic_betas() -> frozenset[str]:
+    """:data:`ANTHROPIC_BETAS` and the installed SDK's flags. Looked up only for a flag the list lacks: importing
+    the SDK takes over a second, which the fake's start must not pay (tests wait for Envoy, not for it)."""
+    return ANTHROPIC_BETAS | _sdk_betas()
+
 
 # Claude on AWS Bedrock (``anthropic_beta`` in the InvokeModel body, or in Converse's
 # ``additionalModelRequestFields``): the values AWS's "Anthropic Claude Messages API" request reference lists.

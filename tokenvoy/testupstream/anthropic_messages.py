@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from tokenvoy.testupstream.anthropic_betas import ANTHROPIC_BETAS, unknown_betas
+from tokenvoy.testupstream.anthropic_betas import ANTHROPIC_BETAS, anthropic_betas, unknown_betas
 from tokenvoy.testupstream.openai_chat import WORDS
 from tokenvoy.testupstream.schemas import sample_value
 
@@ -231,7 +231,9 @@ def _check_headers(headers: Mapping[str, str]) -> None:
     if not headers.get("anthropic-version"):
         raise _Invalid("anthropic-version: header is required")
     beta = headers.get("anthropic-beta")
-    if beta is not None and (unknown := unknown_betas(beta, ANTHROPIC_BETAS)):
+    # the installed SDK's flags are looked up only for a flag the list lacks (anthropic_betas: a slow import)
+    unknown = unknown_betas(beta, ANTHROPIC_BETAS) if beta is not None else []
+    if unknown and (unknown := unknown_betas(beta, anthropic_betas())):
         raise _Invalid(
             f"Unexpected value(s) {', '.join(f'`{flag}`' for flag in unknown)} for the `anthropic-beta` header. "
             "Please consult our documentation at docs.claude.com or try again without the header."
