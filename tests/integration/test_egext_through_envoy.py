@@ -93,6 +93,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExtensionStack]:
         processes.wait(socket.exists, "extproc's socket")  # Envoy's first request must find the sidecar
         processes.start("envoy", envoy(bootstrap))
         processes.wait_for_url(f"http://127.0.0.1:{admin}/ready", "Envoy")
+        processes.wait_for_url(f"http://127.0.0.1:{fake}/__testupstream/requests", "the fake provider")
         yield ExtensionStack(
             f"http://127.0.0.1:{listen}", f"http://127.0.0.1:{fake}", f"http://127.0.0.1:{admin}", directory
         )

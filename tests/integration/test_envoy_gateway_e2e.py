@@ -365,6 +365,8 @@ def start_stack(directory: Path, mode: str) -> EgStack:
             extension_answer=answer,
         )
         processes.wait_for_url(f"{running.url}/v1/models", "the EG-shaped stack")
+        # /v1/models is answered from the config: the fake provider must be up too
+        processes.wait_for_url(f"http://127.0.0.1:{fake}/__testupstream/requests", "the fake provider")
     except BaseException:
         processes.stop()
         raise

@@ -85,6 +85,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeStack]:
         processes.start("envoy", envoy(directory / "envoy.yaml"))
         running = NativeStack(f"http://127.0.0.1:{listener}", f"http://127.0.0.1:{fake}", processes)
         processes.wait_for_url(f"{running.url}/v1/models", "the native stack")
+        # /v1/models is answered from the config: the fake provider must be up too
+        processes.wait_for_url(f"http://127.0.0.1:{fake}/__testupstream/requests", "the fake provider")
         yield running
     finally:
         processes.stop()
